@@ -1,0 +1,20 @@
+//! keel: the reliability parts that background sync and ingest services keep
+//! hand-rolling.
+//!
+//! One synchronous core, used from Rust, from C through `libkeel` and
+//! `include/keel.h`, and from Python as `import keel`:
+//!
+//! - [`KeyedLocks`]: one lock per key while anyone holds or waits for it, and
+//!   no entry left behind when nobody does.
+//!
+//! Every fallible call returns [`Result`], whose [`Error`] carries an
+//! [`ErrorKind`] with a stable number shared by all three surfaces.
+
+pub mod error;
+pub mod locks;
+
+pub use error::{Error, ErrorKind, Result};
+pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};
+
+/// The version of this build, as in `Cargo.toml`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
