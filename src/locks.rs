@@ -101,7 +101,13 @@ struct Registry<K, S> {
 struct Shard<K> {
     buckets: HashMap<u64, Bucket<K>, BuildHasherDefault<PrehashedHasher>>,
     next_slot_id: u64,
+    /// Keys of removed entries, kept only as buffers: the next new entry
+    /// copies its key into one (`clone_into`) instead of allocating.
+    spare_keys: Vec<K>,
 }
+
+/// How many spare key buffers a shard keeps (see `Shard::spare_keys`).
+const SPARE_KEYS_PER_SHARD: usize = 4;
 
 /// The keys sharing one 64-bit hash: nearly always exactly one.
 enum Bucket<K> {
@@ -404,6 +410,22 @@ impl<K, S> Registry<K, S> {
 
     fn release(&self, hash: u64, slot_id: u64, holder: u64, mode: LockMode) {
         let mut shard = self.shard(hash).lock();
+        let Some(bucket) = shard.buckets.get_mut(&hash) else {
+            unreachable!("a held key keeps its entry")
+        };
+        // The common case, one key for this hash: release and remove with a
+        // single lookup, as this is on every unlock's path.
+        if let Bucket::One(slot) = bucket {
+            slot.state.revoke(mode, holder);
+            if slot.state.is_idle() {
+                if let Some(Bucket::One(slot)) = shard.buckets.remove(&hash) {
+                    shard.keep_spare_key(slot.key);
+                }
+            } else {
+                slot.state.notify_waiters();
+            }
+            return;
+        }
         let state = &mut shard.slot_mut(hash, slot_id).state;
         state.revoke(mode, holder);
         state.notify_waiters();
@@ -416,6 +438,7 @@ impl<K> Shard<K> {
         Shard {
             buckets: HashMap::default(),
             next_slot_id: 0,
+            spare_keys: Vec::new(),
         }
     }
 
@@ -425,8 +448,15 @@ impl<K> Shard<K> {
         Q: Eq + ToOwned<Owned = K> + ?Sized,
     {
         let id = self.next_slot_id;
-        let new_slot = || Slot {
-            key: key.to_owned(),
+        let spare_keys = &mut self.spare_keys;
+        let mut new_slot = || Slot {
+            key: match spare_keys.pop() {
+                Some(mut spare) => {
+                    key.clone_into(&mut spare);
+                    spare
+                }
+                None => key.to_owned(),
+            },
             id,
             state: SlotState::default(),
         };
@@ -445,13 +475,21 @@ impl<K> Shard<K> {
             .expect("a held or awaited key keeps its entry")
     }
 
+    fn keep_spare_key(&mut self, key: K) {
+        if self.spare_keys.len() < SPARE_KEYS_PER_SHARD {
+            self.spare_keys.push(key);
+        }
+    }
+
     fn remove_if_idle(&mut self, hash: u64, slot_id: u64) {
         let Some(bucket) = self.buckets.get_mut(&hash) else {
             return;
         };
         match bucket {
             Bucket::One(slot) if slot.id == slot_id && slot.state.is_idle() => {
-                self.buckets.remove(&hash);
+                if let Some(Bucket::One(slot)) = self.buckets.remove(&hash) {
+                    self.keep_spare_key(slot.key);
+                }
             }
             Bucket::One(_) => {}
             Bucket::Many(slots) => {
