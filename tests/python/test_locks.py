@@ -217,3 +217,13 @@ def test_a_cancelled_aio_lock_gives_the_key_back():
 
     asyncio.run(main())
     assert len(locks) == 0
+
+
+def test_a_key_that_is_not_valid_utf8_is_invalid_argument():
+    with pytest.raises(keel.InvalidArgument, match="UTF-8"):
+        keel.KeyedLocks().lock("\ud800")
+
+
+def test_none_where_a_key_is_required_is_a_type_error():
+    with pytest.raises(TypeError):
+        keel.KeyedLocks().lock(None)

@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
+use crate::errors::to_pyerr;
 use crate::run::{blocking, quick};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -18,7 +19,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// A key from Python: `str` (its UTF-8 bytes) or `bytes`.
 pub fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if let Ok(text) = key.cast::<PyString>() {
-        return Ok(text.to_cow()?.as_bytes().to_vec());
+        // A str with lone surrogates has no UTF-8 form: a bad argument, said so.
+        return match text.to_cow() {
+            Ok(text) => Ok(text.as_bytes().to_vec()),
+            Err(_) => Err(to_pyerr(
+                key.py(),
+                Error::invalid_argument("the key is a str that is not valid UTF-8"),
+            )),
+        };
     }
     if let Ok(bytes) = key.cast::<PyBytes>() {
         return Ok(bytes.as_bytes().to_vec());
