@@ -51,6 +51,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::events::{micros, Level, Stopwatch};
+
+const LOG_TARGET: &str = "keel::locks";
 
 const SHARD_COUNT: usize = 64;
 
@@ -61,6 +64,16 @@ pub enum LockMode {
     Exclusive,
     /// Any number of holders, no exclusive one.
     Shared,
+}
+
+impl LockMode {
+    /// `"exclusive"` or `"shared"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Exclusive => "exclusive",
+            LockMode::Shared => "shared",
+        }
+    }
 }
 
 /// How long an acquisition may wait.
@@ -266,8 +279,19 @@ impl<K: Hash + Eq, S: BuildHasher> KeyedLocks<K, S> {
         if wait == Wait::Never {
             return Ok(None);
         }
+        let stopwatch = Stopwatch::start(LOG_TARGET, Level::Debug);
         let granted = wait_for_grant(&mut shard, hash, slot_id, mode, holder, deadline);
         drop(shard);
+        if let Some(waited) = stopwatch.elapsed() {
+            let outcome = if granted.is_ok() { "granted" } else { "timed_out" };
+            log::debug!(
+                target: LOG_TARGET,
+                "lock wait: registry={:?} mode={} waited_us={} outcome={outcome}",
+                self.registry.name.as_deref().unwrap_or(""),
+                mode.as_str(),
+                micros(waited),
+            );
+        }
         match granted {
             Ok(()) => Ok(Some(self.guard(hash, slot_id, holder, mode))),
             Err(err) => Err(self.registry.named_error(err)),
@@ -384,11 +408,10 @@ fn wait_for_grant<K>(
             // Readers queued behind a waiting writer may go now that it gave up.
             state.notify_waiters();
             shard.remove_if_idle(hash, slot_id);
-            let mode = match mode {
-                LockMode::Exclusive => "an exclusive",
-                LockMode::Shared => "a shared",
-            };
-            return Err(Error::timeout(format!("timed out waiting for {mode} lock")));
+            return Err(Error::timeout(format!(
+                "timed out waiting for a {} lock",
+                mode.as_str()
+            )));
         }
         state.add_waiter(mode);
     }

@@ -54,5 +54,8 @@ class KeyedLocks:
     def stats(self) -> Dict[str, int]: ...
     def __len__(self) -> int: ...
 
+def flush_logs() -> None:
+    """Re-reads keel's logger levels and waits until queued events reached logging."""
+
 def _debug_panic() -> None:
     """For tests of the panic boundary only: raises keel.Panic."""

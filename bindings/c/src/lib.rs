@@ -12,9 +12,11 @@
 
 mod ffi;
 mod locks;
+mod log_callback;
 mod status;
 mod version;
 
 pub use locks::*;
+pub use log_callback::*;
 pub use status::*;
 pub use version::*;

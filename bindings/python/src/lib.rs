@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod locks;
+mod logging;
 mod run;
 
 #[pymodule]
@@ -13,5 +14,7 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     locks::register(m)?;
     m.add_function(wrap_pyfunction!(run::_debug_panic, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;
+    logging::install(m.py())?;
     Ok(())
 }
