@@ -174,6 +174,26 @@ typedef struct keel_lock_guard keel_lock_guard;
 typedef struct keel_locks keel_locks;
 
 /**
+ * Bytes owned by keel and lent to C: `len` bytes at `ptr`, followed by a
+ * NUL that `len` does not count (so text can be read as a C string). Free
+ * it once with keel_buf_free; a zeroed keel_buf is empty and free to free.
+ */
+typedef struct {
+  /**
+   * The first byte, or NULL for an empty buffer that was never filled.
+   */
+  uint8_t *ptr;
+  /**
+   * The number of bytes, not counting the trailing NUL.
+   */
+  size_t len;
+  /**
+   * Private: the allocation's capacity, needed to free it.
+   */
+  size_t cap;
+} keel_buf;
+
+/**
  * A key for keel_locks_lock_many: `len` bytes at `ptr`.
  */
 typedef struct {
@@ -226,6 +246,18 @@ typedef void (*keel_log_fn)(void *userdata,
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Frees the bytes of `buf` and zeroes it. NULL, or a zeroed buffer, is a no-op.
+ */
+void keel_buf_free(keel_buf *buf);
+
+/**
+ * Writes every live keel object's counters into `*out` as one JSON object,
+ * grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`.
+ * Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
+ */
+keel_status keel_stats_json(keel_buf *out);
 
 /**
  * Makes an empty registry in `*out`; free it with keel_locks_free.

@@ -13,6 +13,7 @@
 pub mod error;
 pub mod events;
 pub mod locks;
+pub mod stats;
 
 pub use error::{Error, ErrorKind, Result};
 pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};

@@ -38,6 +38,7 @@ from keel._keel import (
     WouldDeadlock,
     __version__,
     flush_logs,
+    stats,
 )
 
 __all__ = [
@@ -61,4 +62,5 @@ __all__ = [
     "WouldDeadlock",
     "__version__",
     "flush_logs",
+    "stats",
 ]

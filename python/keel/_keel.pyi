@@ -1,7 +1,7 @@
 """Type stubs for the native module keel._keel (re-exported by ``keel``)."""
 
 from types import TracebackType
-from typing import Dict, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
 __version__: str
 
@@ -53,6 +53,9 @@ class KeyedLocks:
     ) -> LockGuard: ...
     def stats(self) -> Dict[str, int]: ...
     def __len__(self) -> int: ...
+
+def stats() -> Dict[str, List[Dict[str, Any]]]:
+    """Every live keel object's counters, grouped by part ("locks", "pool", ...)."""
 
 def flush_logs() -> None:
     """Re-reads keel's logger levels and waits until queued events reached logging."""

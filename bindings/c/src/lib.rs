@@ -10,12 +10,14 @@
 // in what C hands us, which the header documents per function.
 #![allow(clippy::missing_safety_doc)]
 
+mod buf;
 mod ffi;
 mod locks;
 mod log_callback;
 mod status;
 mod version;
 
+pub use buf::*;
 pub use locks::*;
 pub use log_callback::*;
 pub use status::*;

@@ -7,6 +7,7 @@ mod errors;
 mod locks;
 mod logging;
 mod run;
+mod stats;
 
 #[pymodule]
 fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -15,6 +16,7 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     locks::register(m)?;
     m.add_function(wrap_pyfunction!(run::_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(stats::stats, m)?)?;
     logging::install(m.py())?;
     Ok(())
 }
