@@ -10,6 +10,7 @@
 //! Every fallible call returns [`Result`], whose [`Error`] carries an
 //! [`ErrorKind`] with a stable number shared by all three surfaces.
 
+pub mod drive;
 pub mod error;
 pub mod lmdb;
 pub mod locks;
