@@ -134,9 +134,7 @@ fn step(rng: &mut Rng, drive: &Drive, model: &mut Model) -> String {
             let result = drive.move_item(id, target, new_name);
             let expected = if id.is_root() {
                 Err(ErrorKind::InvalidArgument)
-            } else if !model.items.contains_key(&id) {
-                Err(ErrorKind::NotFound)
-            } else if !target.is_root() && !model.items.contains_key(&target) {
+            } else if !model.items.contains_key(&id) || (!target.is_root() && !model.items.contains_key(&target)) {
                 Err(ErrorKind::NotFound)
             } else if model.is_within(target, id) {
                 Err(ErrorKind::InvalidArgument)
