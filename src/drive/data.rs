@@ -83,6 +83,16 @@ pub(crate) struct DataRecord {
     pub json: Vec<u8>,
 }
 
+impl DataRecord {
+    /// The JSON text inside an encoded record, without decoding the rest.
+    fn json_of(bytes: &[u8]) -> Option<&[u8]> {
+        let mut d = Decoder::new(bytes);
+        d.u64()?;
+        d.str()?;
+        Some(d.rest())
+    }
+}
+
 impl Codec for DataRecord {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.updated.to_be_bytes());
@@ -162,12 +172,17 @@ pub(crate) fn get_data(
     let version = version
         .or(item.version)
         .ok_or_else(|| Error::not_found(format!("item {id} has no data")))?;
-    let record =
-        cx.t.data
-            .get(txn, &DataKey { id, version })?
-            .ok_or_else(|| Error::not_found(format!("item {id} has no data version {version}")))?;
-    let value = serde_json::from_slice(&record.json)
-        .map_err(|e| Error::corrupt(format!("data of item {id} version {version} is not JSON: {e}")))?;
+    // Parsed straight from the mapped bytes: no copy of the JSON text.
+    let value = cx
+        .t
+        .data
+        .get_raw(txn, &DataKey { id, version }, |bytes| {
+            let json = DataRecord::json_of(bytes)
+                .ok_or_else(|| Error::corrupt(format!("data record of item {id} version {version} is malformed")))?;
+            serde_json::from_slice(json)
+                .map_err(|e| Error::corrupt(format!("data of item {id} version {version} is not JSON: {e}")))
+        })?
+        .ok_or_else(|| Error::not_found(format!("item {id} has no data version {version}")))?;
     Ok((version, value))
 }
 

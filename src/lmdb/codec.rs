@@ -183,6 +183,22 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
         }
     }
 
+    /// Runs `read` on the stored bytes at `key` without copying them (for
+    /// values decoded straight into something else, like JSON); `None` if
+    /// the key is absent.
+    pub fn get_raw<R>(
+        &self,
+        txn: &impl Transaction,
+        key: &K,
+        read: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<Option<R>> {
+        match txn.get(self.db, &key.to_bytes()) {
+            Ok(bytes) => read(bytes).map(Some),
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(e) => Err(map_err(format!("read {} key {key:?}", self.name), e)),
+        }
+    }
+
     /// Whether `key` is present.
     pub fn contains(&self, txn: &impl Transaction, key: &K) -> Result<bool> {
         match txn.get(self.db, &key.to_bytes()) {
