@@ -12,8 +12,10 @@
 
 pub mod drive;
 pub mod error;
+pub mod events;
 pub mod lmdb;
 pub mod locks;
+pub mod stats;
 
 pub use error::{Error, ErrorKind, Result};
 pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};
