@@ -1,6 +1,6 @@
 //! [`Batch`]: drive calls inside one transaction, all or nothing.
 
-use lmdb::RwTransaction;
+use lmdb::{RwTransaction, Transaction};
 use serde_json::Value;
 
 use super::data::{self, Version, VersionInfo};
@@ -9,19 +9,41 @@ use super::item::{Item, NewItem};
 use super::perms::Permissions;
 use super::schema::{self, MigrateFn};
 use super::tree::{self, Ctx, WalkOrder};
+use crate::lmdb::map_err;
 use crate::Result;
 
 /// Drive calls made inside one write transaction (from
 /// [`DriveView::batch`](super::DriveView::batch)). Reads see the batch's own
 /// writes. Nothing is visible to others, or durable, until the batch
-/// returns `Ok`; an error undoes every call in it. The same permission
-/// checks apply as on the view that made it.
+/// returns `Ok`; an error undoes every call in it. Each call is itself
+/// atomic: one that fails leaves nothing half-done, so a closure may handle
+/// the error and go on. The same permission checks apply as on the view
+/// that made it.
 pub struct Batch<'a, 'env> {
     pub(crate) cx: Ctx<'a>,
     pub(crate) txn: &'a mut RwTransaction<'env>,
 }
 
 impl Batch<'_, '_> {
+    /// Runs one call in a nested transaction, so a call that fails leaves no
+    /// half-done change in the batch, even if the caller goes on.
+    fn atomic<T>(&mut self, call: impl FnOnce(&Ctx<'_>, &mut RwTransaction<'_>) -> Result<T>) -> Result<T> {
+        let mut nested = self
+            .txn
+            .begin_nested_txn()
+            .map_err(|e| map_err("begin a nested transaction", e))?;
+        match call(&self.cx, &mut nested) {
+            Ok(value) => {
+                nested.commit().map_err(|e| map_err("commit a nested transaction", e))?;
+                Ok(value)
+            }
+            Err(err) => {
+                nested.abort();
+                Err(err)
+            }
+        }
+    }
+
     /// See [`DriveView::get`](super::DriveView::get).
     pub fn get(&self, id: ItemId) -> Result<Item> {
         tree::get(&self.cx, &*self.txn, id, None)
@@ -69,44 +91,48 @@ impl Batch<'_, '_> {
 
     /// See [`DriveView::create`](super::DriveView::create).
     pub fn create(&mut self, parent: ItemId, new: &NewItem) -> Result<Item> {
-        tree::create(&self.cx, self.txn, parent, new)
+        self.atomic(|cx, txn| tree::create(cx, txn, parent, new))
     }
 
     /// See [`DriveView::create_at`](super::DriveView::create_at).
     pub fn create_at(&mut self, parent_path: &str, new: &NewItem) -> Result<Item> {
-        let parent = tree::at_path(&self.cx, &*self.txn, parent_path)?;
-        tree::create(&self.cx, self.txn, parent.id, new)
+        self.atomic(|cx, txn| {
+            let parent = tree::at_path(cx, txn, parent_path)?;
+            tree::create(cx, txn, parent.id, new)
+        })
     }
 
     /// See [`DriveView::make_path`](super::DriveView::make_path).
     pub fn make_path(&mut self, path: &str) -> Result<Vec<Item>> {
-        tree::make_path(&self.cx, self.txn, path)
+        self.atomic(|cx, txn| tree::make_path(cx, txn, path))
     }
 
     /// See [`DriveView::move_item`](super::DriveView::move_item).
     pub fn move_item(&mut self, id: ItemId, new_parent: ItemId, new_name: Option<&str>) -> Result<Item> {
-        tree::move_item(&self.cx, self.txn, id, new_parent, new_name)
+        self.atomic(|cx, txn| tree::move_item(cx, txn, id, new_parent, new_name))
     }
 
     /// See [`DriveView::rename`](super::DriveView::rename).
     pub fn rename(&mut self, id: ItemId, new_name: &str) -> Result<Item> {
-        let parent = tree::load(&self.cx, &*self.txn, id)?.parent;
-        tree::move_item(&self.cx, self.txn, id, parent, Some(new_name))
+        self.atomic(|cx, txn| {
+            let parent = tree::load(cx, txn, id)?.parent;
+            tree::move_item(cx, txn, id, parent, Some(new_name))
+        })
     }
 
     /// See [`DriveView::delete`](super::DriveView::delete).
     pub fn delete(&mut self, id: ItemId) -> Result<u64> {
-        tree::delete(&self.cx, self.txn, id)
+        self.atomic(|cx, txn| tree::delete(cx, txn, id))
     }
 
     /// See [`DriveView::set_permissions`](super::DriveView::set_permissions).
     pub fn set_permissions(&mut self, id: ItemId, permissions: &Permissions) -> Result<Item> {
-        tree::set_permissions(&self.cx, self.txn, id, permissions)
+        self.atomic(|cx, txn| tree::set_permissions(cx, txn, id, permissions))
     }
 
     /// See [`DriveView::set_data`](super::DriveView::set_data).
     pub fn set_data(&mut self, id: ItemId, value: &Value, version: Option<Version>) -> Result<Version> {
-        data::set_data(&self.cx, self.txn, id, value, version)
+        self.atomic(|cx, txn| data::set_data(cx, txn, id, value, version))
     }
 
     /// See [`DriveView::get_data`](super::DriveView::get_data).
@@ -121,7 +147,7 @@ impl Batch<'_, '_> {
 
     /// See [`DriveView::delete_data`](super::DriveView::delete_data).
     pub fn delete_data(&mut self, id: ItemId, version: Version) -> Result<Option<Version>> {
-        data::delete_data(&self.cx, self.txn, id, version)
+        self.atomic(|cx, txn| data::delete_data(cx, txn, id, version))
     }
 
     /// See [`DriveView::set_schema`](super::DriveView::set_schema).
@@ -132,7 +158,7 @@ impl Batch<'_, '_> {
         version: u32,
         migrate: Option<&mut MigrateFn<'_>>,
     ) -> Result<bool> {
-        schema::set_schema(&self.cx, self.txn, kind, schema, version, migrate)
+        self.atomic(|cx, txn| schema::set_schema(cx, txn, kind, schema, version, migrate))
     }
 
     /// See [`DriveView::schema`](super::DriveView::schema).

@@ -43,7 +43,9 @@ mod batch;
 mod data;
 mod id;
 mod item;
+pub mod json;
 mod names;
+mod open_batch;
 pub mod perms;
 mod schema;
 mod tables;
@@ -61,6 +63,7 @@ pub use data::{Version, VersionInfo};
 pub use id::ItemId;
 pub use item::{Item, NewItem};
 pub use names::{MAX_NAME_BYTES, MAX_NAME_CHARS, MAX_TYPE_BYTES};
+pub use open_batch::OpenBatch;
 pub use perms::{Level, Permissions};
 pub use schema::{MigrateFn, Migration};
 pub use tree::WalkOrder;
@@ -107,6 +110,23 @@ pub(crate) struct DriveCore {
     pub schemas: SchemaCache,
 }
 
+impl crate::stats::StatsSource for DriveCore {
+    fn stats_json(&self) -> serde_json::Value {
+        let stats = self.env.stats();
+        serde_json::json!({
+            "path": self.env.path().display().to_string(),
+            "map_size": stats.map_size,
+            "used": stats.used,
+            "readers": stats.readers,
+            "batches": stats.batches,
+            "writes": stats.writes,
+            "largest_batch": stats.largest_batch,
+            "map_growths": stats.map_growths,
+            "queued_writes": stats.queued_writes,
+        })
+    }
+}
+
 /// The first bytes of the format marker in `drive.meta`.
 const FORMAT_MAGIC: &[u8] = b"keel-drive";
 /// The stored layout this build reads and writes.
@@ -132,6 +152,7 @@ impl Drive {
             tables,
             schemas: SchemaCache::default(),
         });
+        crate::stats::register("drive", &core);
         Ok(Drive {
             view: DriveView {
                 core,

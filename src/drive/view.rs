@@ -11,6 +11,7 @@ use super::batch::Batch;
 use super::data::{self, Version, VersionInfo};
 use super::id::ItemId;
 use super::item::{Item, NewItem};
+use super::open_batch::{self, OpenBatch};
 use super::perms::{Actor, Permissions};
 use super::schema::{self, MigrateFn};
 use super::tree::{self, Ctx, WalkOrder};
@@ -58,7 +59,15 @@ impl DriveView {
         self.core.env.read(|txn| f(&cx, txn))
     }
 
-    fn write<T: Send>(&self, mut f: impl FnMut(&Ctx<'_>, &mut RwTransaction<'_>) -> Result<T> + Send) -> Result<T> {
+    fn write<T: Send>(&self, f: impl FnMut(&Ctx<'_>, &mut RwTransaction<'_>) -> Result<T> + Send) -> Result<T> {
+        open_batch::refuse_write_beside_open_batch(Arc::as_ptr(&self.core) as usize)?;
+        self.write_unguarded(f)
+    }
+
+    fn write_unguarded<T: Send>(
+        &self,
+        mut f: impl FnMut(&Ctx<'_>, &mut RwTransaction<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
         let cx = self.cx();
         self.core.env.write(move |txn| f(&cx, txn))
     }
@@ -78,6 +87,22 @@ impl DriveView {
     /// returns an error. `f` may run again if the map must grow.
     pub fn batch<T: Send>(&self, mut f: impl FnMut(&mut Batch<'_, '_>) -> Result<T> + Send) -> Result<T> {
         self.write(|cx, txn| f(&mut Batch { cx: *cx, txn }))
+    }
+
+    /// `batch` without the open-batch check, for the open batch's own thread.
+    pub(crate) fn batch_unguarded<T: Send>(
+        &self,
+        mut f: impl FnMut(&mut Batch<'_, '_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        self.write_unguarded(|cx, txn| f(&mut Batch { cx: *cx, txn }))
+    }
+
+    /// Opens a batch whose calls are made one at a time with
+    /// [`OpenBatch::run`] and ended by `commit` or `abort` (for host
+    /// languages' `with` blocks). See [`OpenBatch`] for its costs.
+    pub fn begin_batch(&self) -> Result<OpenBatch> {
+        open_batch::refuse_write_beside_open_batch(Arc::as_ptr(&self.core) as usize)?;
+        OpenBatch::begin(self)
     }
 
     /// Item `id`. Needs `read`.

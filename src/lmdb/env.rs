@@ -379,6 +379,7 @@ impl Inner {
             )
         })?;
         self.map_growths.fetch_add(1, Ordering::Relaxed);
+        log::info!(target: "keel::lmdb", "map grew: path={} from={current} to={doubled}", self.path.display());
         Ok(())
     }
 
