@@ -207,6 +207,21 @@ fn a_failing_writer_does_not_undo_the_others_in_its_batch() {
 }
 
 #[test]
+fn a_write_from_inside_a_write_is_would_deadlock_not_a_hang() {
+    let dir = temp_dir("reentrant");
+    let env = Env::open(&dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
+    let db = env.database("t").unwrap();
+    let inner = env.clone();
+    let result = env.write(move |_txn| {
+        let err = put(&inner, db, "inner", b"x").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::WouldDeadlock);
+        Ok(())
+    });
+    result.unwrap();
+    put(&env, db, "after", b"y").unwrap();
+}
+
+#[test]
 fn an_error_commits_nothing_of_that_write() {
     let dir = temp_dir("error");
     let env = Env::open(&dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
