@@ -216,6 +216,12 @@ impl DriveView {
         self.read(|cx, txn| data::get_data(cx, txn, id, version))
     }
 
+    /// Like [`get_data`](DriveView::get_data), as the stored JSON text
+    /// (no parse): cheaper when the data is handed on as text.
+    pub fn get_data_text(&self, id: ItemId, version: Option<Version>) -> Result<(Version, String)> {
+        self.read(|cx, txn| data::get_data_text(cx, txn, id, version))
+    }
+
     /// Every stored version of item `id`'s data, newest first.
     pub fn versions(&self, id: ItemId) -> Result<Vec<VersionInfo>> {
         self.read(|cx, txn| data::versions(cx, txn, id))

@@ -453,8 +453,10 @@ pub unsafe extern "C" fn keel_drive_get_data(
             .map(Version::parse)
             .transpose()?;
         let out = unsafe { ffi::out_value(out, "out")? };
-        let (version, data) = drive.view.get_data(id, version)?;
-        put_json(out, &serde_json::json!({"version": version.to_string(), "data": data}));
+        // The stored text is handed on as is: no parse and re-serialize.
+        let (version, data) = drive.view.get_data_text(id, version)?;
+        let text = format!("{{\"version\":\"{version}\",\"data\":{data}}}");
+        *out = keel_buf::from_vec(text.into_bytes());
         Ok(())
     })
 }

@@ -58,8 +58,36 @@ fn version_arg(version: Option<&str>) -> keel::Result<Option<Version>> {
     version.map(Version::parse).transpose()
 }
 
+/// The item as a dict with the keys of its JSON form, built directly (no
+/// JSON value in between: this is the hot path of every item call).
 fn item_dict<'py>(py: Python<'py>, item: &Item) -> PyResult<Bound<'py, PyAny>> {
-    to_py(py, &item.to_json())
+    use pyo3::intern;
+    let dict = PyDict::new(py);
+    dict.set_item(intern!(py, "id"), item.id.to_string())?;
+    dict.set_item(intern!(py, "parent"), item.parent.to_string())?;
+    dict.set_item(intern!(py, "name"), &item.name)?;
+    dict.set_item(intern!(py, "type"), &item.kind)?;
+    dict.set_item(intern!(py, "created"), item.created)?;
+    dict.set_item(intern!(py, "creator"), &item.creator)?;
+    dict.set_item(intern!(py, "children"), item.children)?;
+    dict.set_item(intern!(py, "data_size"), item.data_size)?;
+    dict.set_item(intern!(py, "version"), item.version.map(|v| v.to_string()))?;
+    dict.set_item(intern!(py, "updated"), item.updated)?;
+    dict.set_item(intern!(py, "updater"), &item.updater)?;
+    let permissions = PyDict::new(py);
+    permissions.set_item(
+        intern!(py, "default"),
+        item.permissions.default.map(|level| level.name()),
+    )?;
+    for (key, map) in [("users", &item.permissions.users), ("roles", &item.permissions.roles)] {
+        let levels = PyDict::new(py);
+        for (name, level) in map {
+            levels.set_item(name, level.name())?;
+        }
+        permissions.set_item(key, levels)?;
+    }
+    dict.set_item(intern!(py, "permissions"), permissions)?;
+    Ok(dict.into_any())
 }
 
 fn item_list<'py>(py: Python<'py>, items: &[Item]) -> PyResult<Bound<'py, PyList>> {
