@@ -143,17 +143,19 @@ impl DriveView {
     /// it is the root), in `order`, from one consistent snapshot.
     pub fn walk(&self, top: ItemId, order: WalkOrder) -> Result<Vec<Item>> {
         let mut items = Vec::new();
-        self.walk_each(top, order, |item| {
-            items.push(item.clone());
-            Ok(())
+        self.read(|cx, txn| {
+            tree::walk(cx, txn, top, order, |item| {
+                items.push(item);
+                Ok(())
+            })
         })?;
         Ok(items)
     }
 
     /// Like [`walk`](DriveView::walk), calling `visit` on each item instead
     /// of collecting them; an error from `visit` stops the walk.
-    pub fn walk_each(&self, top: ItemId, order: WalkOrder, visit: impl FnMut(&Item) -> Result<()>) -> Result<()> {
-        self.read(|cx, txn| tree::walk(cx, txn, top, order, visit))
+    pub fn walk_each(&self, top: ItemId, order: WalkOrder, mut visit: impl FnMut(&Item) -> Result<()>) -> Result<()> {
+        self.read(|cx, txn| tree::walk(cx, txn, top, order, |item| visit(&item)))
     }
 
     /// Up to `limit` readable items of type `kind`, by id, after `after`.
