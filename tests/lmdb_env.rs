@@ -393,8 +393,25 @@ fn child_process_role() {
         ),
         "write" => write_and_count(&env, db, arg, 150),
         "fill" => fill_until_full(&env, db),
+        "hold-write" => hold_the_write_lock(&env, db),
         other => panic!("unknown role {other}"),
     }
+}
+
+/// Takes the write lock (mid-transaction, a change made) and never lets go:
+/// the parent kills this process there.
+fn hold_the_write_lock(env: &Env, db: Database) {
+    env.write(|txn| {
+        txn.put(db, &"uncommitted", &"x", WriteFlags::empty())
+            .map_err(|e| map_err("put", e))?;
+        println!("holding");
+        use std::io::Write;
+        std::io::stdout().flush().unwrap();
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).unwrap(); // until killed
+        Ok(())
+    })
+    .unwrap();
 }
 
 /// Makes the disk "full" for this process: files may not grow past
@@ -526,6 +543,34 @@ fn a_full_disk_is_storage_full_and_loses_nothing_committed() {
         "the failed write left nothing"
     );
     put(&env, db, "after", b"writable again").unwrap();
+}
+
+#[test]
+fn a_writer_killed_holding_the_write_lock_does_not_block_the_next() {
+    use std::io::BufRead;
+    let dir = temp_dir("killed-writer");
+    let path = dir.join("db.lmdb");
+    let mut holder = child("hold-write", &path, "")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|line| line.unwrap().contains("holding")),
+        "the child took the lock"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // LMDB's lock is a robust mutex: the next writer recovers it.
+    let env = Env::open(&path, &EnvOptions::default()).unwrap();
+    let db = env.database("t").unwrap();
+    put(&env, db, "next", b"written").unwrap();
+    assert_eq!(get(&env, db, "next").as_deref(), Some(&b"written"[..]));
+    assert!(
+        get(&env, db, "uncommitted").is_none(),
+        "the killed writer's change is gone"
+    );
 }
 
 #[test]
