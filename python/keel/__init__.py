@@ -4,6 +4,9 @@ One Rust core, used here from Python. Every call that can block releases the GIL
 
 - :class:`KeyedLocks`: one lock per key while anyone holds or waits for it, and no
   entry left behind when nobody does.
+- :class:`Drive`: a tree of named items in its own LMDB file; typed items carry
+  versioned JSON data checked by JSON Schema; per-item permissions enforced by
+  ``drive.as_user(...)``; every write durable when it returns.
 
 Errors are :class:`KeelError` subclasses, one per kind, that also derive from the
 matching builtin: ``NotFound`` is a ``LookupError``, ``InvalidArgument`` a
@@ -24,8 +27,12 @@ from keel._keel import (
     Closed,
     Conflict,
     Corrupt,
+    DRIVE_ROOT,
+    Drive,
+    DriveBatch,
     InvalidArgument,
     IoError,
+    ItemIterator,
     KeelError,
     KeyedLocks,
     LockGuard,
@@ -48,8 +55,12 @@ __all__ = [
     "Closed",
     "Conflict",
     "Corrupt",
+    "DRIVE_ROOT",
+    "Drive",
+    "DriveBatch",
     "InvalidArgument",
     "IoError",
+    "ItemIterator",
     "KeelError",
     "KeyedLocks",
     "LockGuard",
