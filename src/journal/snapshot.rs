@@ -1,0 +1,99 @@
+//! Taking the "before" copy of a path: files are copied, symlinks recorded,
+//! folders hardlinked file by file (copied where the file system refuses).
+//!
+//! Every backup is durable before it is returned: copied files are fsynced
+//! and each backup folder is fsynced after its entries are in place, so the
+//! record that names the backup can only become `active` after the backup
+//! itself is on disk.
+
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::fs::{link_should_copy, meta_mode, Fs};
+use super::record::Prior;
+use crate::{Error, Result};
+
+const STEP: &str = "snapshot";
+
+/// Snapshots the existing path `live` (metadata `meta`) into `backup`.
+pub(crate) fn take(fs: &Fs, live: &Path, meta: &Metadata, backup: &Path) -> Result<Prior> {
+    let file_type = meta.file_type();
+    if file_type.is_symlink() {
+        let target = fs.read_link(STEP, live).map_err(|e| io_err("read symlink", live, e))?;
+        return Ok(Prior::Symlink {
+            target: target.as_os_str().as_bytes().to_vec(),
+        });
+    }
+    if file_type.is_file() {
+        let mode = meta_mode(meta);
+        fs.copy_file(STEP, live, backup, mode)
+            .map_err(|e| io_err("back up file", live, e))?;
+        return Ok(Prior::File { mode });
+    }
+    if file_type.is_dir() {
+        let mut linked = true;
+        link_tree(fs, live, meta, backup, &mut linked)?;
+        return Ok(Prior::Dir {
+            mode: meta_mode(meta),
+            linked,
+        });
+    }
+    Err(Error::invalid_argument(format!(
+        "cannot snapshot {}: not a file, symlink or folder",
+        live.display()
+    )))
+}
+
+/// Rebuilds the folder `src` at `dst` with hardlinks to its files (copies
+/// where linking fails with one of the fallback errors), its symlinks and
+/// subfolders, each folder fsynced and given its mode.
+pub(crate) fn link_tree(fs: &Fs, src: &Path, meta: &Metadata, dst: &Path, linked: &mut bool) -> Result<()> {
+    fs.mkdir(STEP, dst, Some(0o700))
+        .map_err(|e| io_err("create backup folder", dst, e))?;
+    let names = fs.read_dir(STEP, src).map_err(|e| io_err("list folder", src, e))?;
+    for name in names {
+        let (from, to) = (src.join(&name), dst.join(&name));
+        let Some(child) = fs.lstat(STEP, &from).map_err(|e| io_err("stat", &from, e))? else {
+            continue;
+        };
+        link_child(fs, &from, &child, &to, linked)?;
+    }
+    fs.chmod(STEP, dst, meta_mode(meta))
+        .map_err(|e| io_err("set mode of", dst, e))?;
+    fs.fsync_dir(STEP, dst)
+        .map_err(|e| io_err("fsync backup folder", dst, e))
+}
+
+fn link_child(fs: &Fs, from: &Path, meta: &Metadata, to: &Path, linked: &mut bool) -> Result<()> {
+    let file_type = meta.file_type();
+    if file_type.is_dir() {
+        return link_tree(fs, from, meta, to, linked);
+    }
+    if file_type.is_symlink() {
+        let target = fs.read_link(STEP, from).map_err(|e| io_err("read symlink", from, e))?;
+        return fs
+            .symlink(STEP, &target, to)
+            .map_err(|e| io_err("back up symlink", from, e));
+    }
+    if !file_type.is_file() {
+        return Err(Error::invalid_argument(format!(
+            "cannot snapshot {}: not a file, symlink or folder",
+            from.display()
+        )));
+    }
+    match fs.hard_link(STEP, from, to) {
+        Ok(()) => Ok(()),
+        Err(err) if link_should_copy(&err) => {
+            *linked = false;
+            fs.copy_file(STEP, from, to, meta_mode(meta))
+                .map(|_| ())
+                .map_err(|e| io_err("back up file", from, e))
+        }
+        Err(err) => Err(io_err("hardlink", from, err)),
+    }
+}
+
+pub(crate) fn io_err(action: &str, path: &Path, err: std::io::Error) -> Error {
+    Error::io(format!("{action} {}", path.display()), err)
+}
