@@ -1,0 +1,239 @@
+//! Crash safety, tested at every step: each scenario runs once to count its
+//! file-system steps, then once per step with (1) an injected error,
+//! (2) a SIGKILL in a child process, (3) a simulated power loss that also
+//! throws away everything not yet fsynced. After recovery the whole tree
+//! (bytes, modes, symlinks, no extra files) must equal exactly the state
+//! before or the state after the mutation.
+
+mod journal_support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use journal_support::*;
+use keel::journal::FaultPlan;
+use keel::{Journal, Mutation, Result};
+
+type Scenario = fn(&mut Mutation, &Path) -> Result<()>;
+
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("write_new", write_new),
+    ("write_existing", write_existing),
+    ("remove", remove),
+    ("rename", rename),
+    ("publish", publish),
+    ("declared_folder", declared_folder),
+    ("nested", nested),
+];
+
+fn write_new(m: &mut Mutation, _root: &Path) -> Result<()> {
+    m.write("fresh.txt", b"fresh")?;
+    m.write("new/dir/deep.txt", b"deep")
+}
+
+fn write_existing(m: &mut Mutation, _root: &Path) -> Result<()> {
+    m.write("bin/tool", b"#!/bin/sh\necho v2\n")?;
+    m.write("secret/key", b"new key")?;
+    m.write("wiki/latest", b"a file where a symlink was")
+}
+
+fn remove(m: &mut Mutation, _root: &Path) -> Result<()> {
+    m.remove("readme.txt")?;
+    m.remove("wiki/pages")?;
+    m.remove("outside")
+}
+
+fn rename(m: &mut Mutation, _root: &Path) -> Result<()> {
+    m.rename("wiki/pages/a.md", "wiki/index.md")?;
+    m.rename("secret", "moved/secret")
+}
+
+fn publish(m: &mut Mutation, _root: &Path) -> Result<()> {
+    let staging = m.staging_dir()?;
+    fs::create_dir_all(staging.join("pages/new")).unwrap();
+    fs::write(staging.join("pages/a.md"), b"# A published").unwrap();
+    fs::write(staging.join("pages/new/n.md"), b"# N").unwrap();
+    fs::write(staging.join("log.md"), b"log").unwrap();
+    m.publish("wiki")
+}
+
+fn declared_folder(m: &mut Mutation, root: &Path) -> Result<()> {
+    m.declare(&["wiki/pages"])?;
+    // The caller edits the declared folder itself, replacing files.
+    let pages = root.join("wiki/pages");
+    fs::write(pages.join(".tmp"), b"# A edited").unwrap();
+    fs::rename(pages.join(".tmp"), pages.join("a.md")).unwrap();
+    fs::remove_file(pages.join("b.md")).unwrap();
+    fs::write(pages.join("added.md"), b"added").unwrap();
+    fs::set_permissions(pages.join("deep"), fs::Permissions::from_mode(0o700)).unwrap();
+    // ...and edits existing files in it through the mutation.
+    m.write("wiki/pages/deep/c.md", b"# C edited")?;
+    m.write("wiki/index.md", b"index edited")
+}
+
+fn nested(m: &mut Mutation, _root: &Path) -> Result<()> {
+    m.write("wiki/pages/deep/c.md", b"# C v2")?;
+    m.create_dir("wiki/pages/deep/deeper/deepest")?;
+    m.write("wiki/pages/deep/deeper/x.md", b"x")?;
+    m.symlink("wiki/latest", "pages/deep/c.md")?;
+    // A parent snapshotted after its children were changed.
+    m.rename("wiki/pages", "wiki/archive")?;
+    m.write("wiki/pages/again.md", b"again")
+}
+
+/// Where crash trees live: tmpfs when there is one (fsync is free there,
+/// and the power-loss mode simulates durability itself).
+fn scratch(tag: &str) -> TempDir {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    if Path::new("/dev/shm").is_dir() {
+        let unique = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = PathBuf::from("/dev/shm").join(format!("keel-{tag}-{}-{unique}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    } else {
+        TempDir::new(tag)
+    }
+}
+
+fn run(journal: &Journal, scenario: Scenario) -> Result<()> {
+    let mut m = journal.begin("scenario", "crash test")?;
+    scenario(&mut m, journal.root())?;
+    m.commit()
+}
+
+struct States {
+    before: Tree,
+    after: Tree,
+    /// Indexes of the steps that change the disk.
+    mutating: Vec<usize>,
+    total: usize,
+}
+
+fn states(name: &str, scenario: Scenario) -> States {
+    let dir = scratch(&format!("{name}-states"));
+    seed_tree(dir.path());
+    let before = capture(dir.path());
+    let journal = Journal::open(dir.path()).unwrap();
+    let plan = Arc::new(FaultPlan::count());
+    journal.set_fault_plan(Some(Arc::clone(&plan)));
+    run(&journal, scenario).unwrap();
+    let after = capture(dir.path());
+    assert_ne!(before, after, "{name} must change something");
+    let steps = plan.steps();
+    let mutating = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.mutates)
+        .map(|(i, _)| i)
+        .collect();
+    States {
+        before,
+        after,
+        mutating,
+        total: steps.len(),
+    }
+}
+
+#[test]
+fn an_error_at_any_step_leaves_before_or_after() {
+    let mut checked = 0;
+    for &(name, scenario) in SCENARIOS {
+        let states = states(name, scenario);
+        for step in 0..states.total {
+            let dir = scratch(&format!("{name}-err{step}"));
+            seed_tree(dir.path());
+            let journal = Journal::open(dir.path()).unwrap();
+            journal.set_fault_plan(Some(Arc::new(FaultPlan::fail_at(step, libc::EIO))));
+            let outcome = run(&journal, scenario);
+            journal.set_fault_plan(None);
+            journal.recover().unwrap();
+            let context = format!("{name}: EIO at step {step}");
+            let now = which(&capture(dir.path()), &states.before, &states.after, &context);
+            let expected = if outcome.is_ok() { "after" } else { "before" };
+            assert_eq!(now, expected, "{context}: outcome {outcome:?}");
+            assert_state_clean(dir.path());
+            checked += 1;
+        }
+    }
+    println!("error injection: {checked} fault points checked");
+    assert!(checked > 100);
+}
+
+/// The child side of the kill tests: runs one scenario with a kill armed.
+#[test]
+fn crash_child() {
+    let Ok(root) = std::env::var("KEEL_CRASH_ROOT") else {
+        return; // Run normally: nothing to do.
+    };
+    let name = std::env::var("KEEL_CRASH_SCENARIO").unwrap();
+    let step: usize = std::env::var("KEEL_CRASH_STEP").unwrap().parse().unwrap();
+    let scenario = SCENARIOS.iter().find(|(n, _)| *n == name).unwrap().1;
+    let journal = Journal::open(&root).unwrap();
+    let plan = match std::env::var("KEEL_CRASH_GHOSTS") {
+        Ok(ghosts) => FaultPlan::power_loss_at(step, ghosts.into()),
+        Err(_) => FaultPlan::kill_at(step),
+    };
+    journal.set_fault_plan(Some(Arc::new(plan)));
+    let _ = run(&journal, scenario);
+    // Reaching here means the step was never hit; the parent treats a
+    // normal exit as a failure.
+}
+
+fn crash_every_step(power_loss: bool) -> usize {
+    let mut checked = 0;
+    let exe = std::env::current_exe().unwrap();
+    for &(name, scenario) in SCENARIOS {
+        let states = states(name, scenario);
+        for &step in &states.mutating {
+            let dir = scratch(&format!("{name}-kill{step}-{power_loss}"));
+            seed_tree(dir.path());
+            let ghosts = scratch(&format!("{name}-ghosts{step}-{power_loss}"));
+            let mut command = Command::new(&exe);
+            command
+                .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+                .env("KEEL_CRASH_ROOT", dir.path())
+                .env("KEEL_CRASH_SCENARIO", name)
+                .env("KEEL_CRASH_STEP", step.to_string())
+                .stdout(std::process::Stdio::null());
+            if power_loss {
+                command.env("KEEL_CRASH_GHOSTS", ghosts.path().join("g"));
+            }
+            let status = command.status().unwrap();
+            let context = format!(
+                "{name}: {} at step {step}",
+                if power_loss { "power loss" } else { "SIGKILL" }
+            );
+            assert_eq!(
+                status.signal(),
+                Some(libc::SIGKILL),
+                "{context}: child was not killed ({status})"
+            );
+            let journal = Journal::open(dir.path()).unwrap();
+            assert!(journal.status().unwrap().last_recovery_error.is_none(), "{context}");
+            which(&capture(dir.path()), &states.before, &states.after, &context);
+            assert_state_clean(dir.path());
+            checked += 1;
+        }
+    }
+    checked
+}
+
+#[test]
+fn a_kill_at_any_step_leaves_before_or_after() {
+    let checked = crash_every_step(false);
+    println!("SIGKILL: {checked} crash points checked");
+    assert!(checked > 50);
+}
+
+#[test]
+fn a_power_loss_at_any_step_leaves_before_or_after() {
+    let checked = crash_every_step(true);
+    println!("power loss: {checked} crash points checked");
+    assert!(checked > 50);
+}
