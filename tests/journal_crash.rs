@@ -237,3 +237,56 @@ fn a_power_loss_at_any_step_leaves_before_or_after() {
     println!("power loss: {checked} crash points checked");
     assert!(checked > 50);
 }
+
+/// Leaves the scenario's record `active` with every change still in place:
+/// the commit and its rollback both fail.
+fn interrupted(journal: &Journal, scenario: Scenario) {
+    let mut m = journal.begin("scenario", "crash test").unwrap();
+    scenario(&mut m, journal.root()).unwrap();
+    journal.set_fault_plan(Some(Arc::new(FaultPlan::fail_from(0, libc::EIO))));
+    assert!(m.commit().is_err());
+    journal.set_fault_plan(None);
+}
+
+#[test]
+fn a_recovery_cut_short_at_any_step_finishes_on_the_next_run() {
+    let mut checked = 0;
+    for &(name, scenario) in SCENARIOS {
+        let before = {
+            let dir = scratch(&format!("{name}-rec-before"));
+            seed_tree(dir.path());
+            capture(dir.path())
+        };
+        let steps = {
+            let dir = scratch(&format!("{name}-rec-count"));
+            seed_tree(dir.path());
+            let journal = Journal::open(dir.path()).unwrap();
+            interrupted(&journal, scenario);
+            let plan = Arc::new(FaultPlan::count());
+            journal.set_fault_plan(Some(Arc::clone(&plan)));
+            journal.recover().unwrap();
+            plan.steps().len()
+        };
+        for step in 0..steps {
+            let dir = scratch(&format!("{name}-rec{step}"));
+            seed_tree(dir.path());
+            let journal = Journal::open(dir.path()).unwrap();
+            interrupted(&journal, scenario);
+            // Every step from `step` on fails: recovery stops there, as if
+            // the process had died.
+            journal.set_fault_plan(Some(Arc::new(FaultPlan::fail_from(step, libc::EIO))));
+            assert!(
+                journal.recover().is_err(),
+                "{name}: recovery cut at {step} cannot succeed"
+            );
+            journal.set_fault_plan(None);
+            journal.recover().unwrap();
+            let context = format!("{name}: recovery cut at step {step}");
+            assert_eq!(which(&capture(dir.path()), &before, &before, &context), "before");
+            assert_state_clean(dir.path());
+            checked += 1;
+        }
+    }
+    println!("recovery cut short: {checked} points checked");
+    assert!(checked > 50);
+}

@@ -108,8 +108,8 @@ impl FaultPlan {
             return Ok(());
         };
         match action {
-            FaultAction::Fail(errno) if index == at => Err(injected(errno, step, call)),
-            FaultAction::FailFrom(errno) if index >= at => Err(injected(errno, step, call)),
+            FaultAction::Fail(errno) if index == at => Err(injected(errno)),
+            FaultAction::FailFrom(errno) if index >= at => Err(injected(errno)),
             FaultAction::Kill if index == at => die(),
             FaultAction::PowerLoss if index == at => {
                 if let Some(tracker) = &self.tracker {
@@ -132,40 +132,10 @@ impl FaultPlan {
     }
 }
 
-fn injected(errno: i32, step: &str, call: &str) -> io::Error {
-    let os = io::Error::from_raw_os_error(errno);
-    io::Error::new(
-        os.kind(),
-        InjectedFault {
-            errno,
-            at: format!("{step}/{call}"),
-        },
-    )
-}
-
-/// The payload of an injected error; its raw errno is kept for classification.
-#[derive(Debug)]
-struct InjectedFault {
-    errno: i32,
-    at: String,
-}
-
-impl std::fmt::Display for InjectedFault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let os = io::Error::from_raw_os_error(self.errno);
-        write!(f, "injected fault at {}: {os}", self.at)
-    }
-}
-
-impl std::error::Error for InjectedFault {}
-
-/// The OS error number of `err`, looking through injected faults.
-pub(crate) fn errno_of(err: &io::Error) -> Option<i32> {
-    err.raw_os_error().or_else(|| {
-        err.get_ref()
-            .and_then(|inner| inner.downcast_ref::<InjectedFault>())
-            .map(|fault| fault.errno)
-    })
+/// An injected error is a real OS error, so it is classified exactly as
+/// the failure it stands for (ENOSPC becomes `StorageFull`).
+fn injected(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
 }
 
 fn die() -> ! {

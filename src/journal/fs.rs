@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::fault::{errno_of, Event, FaultPlan};
+use super::fault::{Event, FaultPlan};
 
 /// The file-system layer of one journal: the fault plan and an fsync counter.
 #[derive(Debug, Default)]
@@ -37,12 +37,12 @@ const LINK_FALLBACK: [i32; 6] = [
 
 /// Whether a failed `link` should fall back to a copy.
 pub(crate) fn link_should_copy(err: &io::Error) -> bool {
-    errno_of(err).is_some_and(|errno| LINK_FALLBACK.contains(&errno))
+    err.raw_os_error().is_some_and(|errno| LINK_FALLBACK.contains(&errno))
 }
 
 /// Whether a failed `rename` crossed file systems.
 pub(crate) fn crossed_devices(err: &io::Error) -> bool {
-    errno_of(err) == Some(libc::EXDEV)
+    err.raw_os_error() == Some(libc::EXDEV)
 }
 
 impl Fs {

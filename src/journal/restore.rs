@@ -64,6 +64,11 @@ impl Restorer<'_> {
         match prior {
             Prior::Absent => Ok(()),
             Prior::File { .. } => {
+                if self.already_restored(&target, &backup)? {
+                    // A rollback cut short got this far; rename() of two
+                    // links to one inode would do nothing and leave the temp.
+                    return self.sync_parent(&target);
+                }
                 let tmp = temp_beside(&target);
                 self.place_file(&backup, &tmp)?;
                 self.replace(&tmp, &target)?;
@@ -229,6 +234,14 @@ impl Restorer<'_> {
         }
         let read = |path: &Path| self.fs.read(STEP, path).map_err(|e| io_err("read", path, e));
         Ok(read(live)? == read(backup)?)
+    }
+
+    /// Whether `live` already is the backup's inode (restored by a link).
+    fn already_restored(&self, live: &Path, backup: &Path) -> Result<bool> {
+        let (Some(live), Some(backup)) = (self.lstat(live)?, self.lstat(backup)?) else {
+            return Ok(false);
+        };
+        Ok(live.is_file() && live.dev() == backup.dev() && live.ino() == backup.ino())
     }
 
     /// Makes `live` a symlink to `link` unless it already is; true if changed.
