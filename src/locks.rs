@@ -91,6 +91,8 @@ pub struct KeyedLocks<K, S = RandomState> {
 }
 
 struct Registry<K, S> {
+    /// Names the registry in error messages (`locks "sources": ...`).
+    name: Option<String>,
     hasher: S,
     shards: Box<[Mutex<Shard<K>>]>,
 }
@@ -99,7 +101,13 @@ struct Registry<K, S> {
 struct Shard<K> {
     buckets: HashMap<u64, Bucket<K>, BuildHasherDefault<PrehashedHasher>>,
     next_slot_id: u64,
+    /// Keys of removed entries, kept only as buffers: the next new entry
+    /// copies its key into one (`clone_into`) instead of allocating.
+    spare_keys: Vec<K>,
 }
+
+/// How many spare key buffers a shard keeps (see `Shard::spare_keys`).
+const SPARE_KEYS_PER_SHARD: usize = 4;
 
 /// The keys sharing one 64-bit hash: nearly always exactly one.
 enum Bucket<K> {
@@ -162,15 +170,29 @@ impl<K: Hash + Eq> KeyedLocks<K, RandomState> {
     pub fn new() -> Self {
         Self::with_hasher(RandomState::new())
     }
+
+    /// An empty registry whose errors name it (`locks "sources": timed out ...`).
+    pub fn named(name: impl Into<String>) -> Self {
+        Self::build(Some(name.into()), RandomState::new())
+    }
 }
 
 impl<K: Hash + Eq, S: BuildHasher> KeyedLocks<K, S> {
     /// An empty registry hashing keys with `hasher`.
     pub fn with_hasher(hasher: S) -> Self {
+        Self::build(None, hasher)
+    }
+
+    fn build(name: Option<String>, hasher: S) -> Self {
         let shards = (0..SHARD_COUNT).map(|_| Mutex::new(Shard::new())).collect();
         KeyedLocks {
-            registry: Arc::new(Registry { hasher, shards }),
+            registry: Arc::new(Registry { name, hasher, shards }),
         }
+    }
+
+    /// The name given to [`named`](KeyedLocks::named), if any.
+    pub fn name(&self) -> Option<&str> {
+        self.registry.name.as_deref()
     }
 
     /// Takes `key` exclusively, waiting as long as it takes.
@@ -233,9 +255,9 @@ impl<K: Hash + Eq, S: BuildHasher> KeyedLocks<K, S> {
         let slot = shard.find_or_insert(hash, key);
         let slot_id = slot.id;
         if slot.state.is_held_by(holder) {
-            return Err(Error::would_deadlock(
+            return Err(self.registry.named_error(Error::would_deadlock(
                 "this thread already holds the key it is asking for; keel's locks are not reentrant",
-            ));
+            )));
         }
         if slot.state.can_grant(mode) {
             slot.state.grant(mode, holder);
@@ -246,7 +268,10 @@ impl<K: Hash + Eq, S: BuildHasher> KeyedLocks<K, S> {
         }
         let granted = wait_for_grant(&mut shard, hash, slot_id, mode, holder, deadline);
         drop(shard);
-        granted.map(|()| Some(self.guard(hash, slot_id, holder, mode)))
+        match granted {
+            Ok(()) => Ok(Some(self.guard(hash, slot_id, holder, mode))),
+            Err(err) => Err(self.registry.named_error(err)),
+        }
     }
 
     fn acquire_waiting<Q>(&self, key: &Q, mode: LockMode, wait: Wait) -> Result<KeyGuard<K, S>>
@@ -359,13 +384,24 @@ fn wait_for_grant<K>(
             // Readers queued behind a waiting writer may go now that it gave up.
             state.notify_waiters();
             shard.remove_if_idle(hash, slot_id);
-            return Err(Error::timeout(format!("timed out waiting for a {mode:?} lock")));
+            let mode = match mode {
+                LockMode::Exclusive => "an exclusive",
+                LockMode::Shared => "a shared",
+            };
+            return Err(Error::timeout(format!("timed out waiting for {mode} lock")));
         }
         state.add_waiter(mode);
     }
 }
 
 impl<K, S> Registry<K, S> {
+    fn named_error(&self, err: Error) -> Error {
+        match &self.name {
+            Some(name) => err.context(format_args!("locks {name:?}")),
+            None => err,
+        }
+    }
+
     fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
         // Bits 32.. pick the shard: the inner maps use the low bits for their
         // buckets and the top seven for their tags, so neither loses entropy.
@@ -374,6 +410,22 @@ impl<K, S> Registry<K, S> {
 
     fn release(&self, hash: u64, slot_id: u64, holder: u64, mode: LockMode) {
         let mut shard = self.shard(hash).lock();
+        let Some(bucket) = shard.buckets.get_mut(&hash) else {
+            unreachable!("a held key keeps its entry")
+        };
+        // The common case, one key for this hash: release and remove with a
+        // single lookup, as this is on every unlock's path.
+        if let Bucket::One(slot) = bucket {
+            slot.state.revoke(mode, holder);
+            if slot.state.is_idle() {
+                if let Some(Bucket::One(slot)) = shard.buckets.remove(&hash) {
+                    shard.keep_spare_key(slot.key);
+                }
+            } else {
+                slot.state.notify_waiters();
+            }
+            return;
+        }
         let state = &mut shard.slot_mut(hash, slot_id).state;
         state.revoke(mode, holder);
         state.notify_waiters();
@@ -386,6 +438,7 @@ impl<K> Shard<K> {
         Shard {
             buckets: HashMap::default(),
             next_slot_id: 0,
+            spare_keys: Vec::new(),
         }
     }
 
@@ -395,8 +448,15 @@ impl<K> Shard<K> {
         Q: Eq + ToOwned<Owned = K> + ?Sized,
     {
         let id = self.next_slot_id;
-        let new_slot = || Slot {
-            key: key.to_owned(),
+        let spare_keys = &mut self.spare_keys;
+        let mut new_slot = || Slot {
+            key: match spare_keys.pop() {
+                Some(mut spare) => {
+                    key.clone_into(&mut spare);
+                    spare
+                }
+                None => key.to_owned(),
+            },
             id,
             state: SlotState::default(),
         };
@@ -415,13 +475,21 @@ impl<K> Shard<K> {
             .expect("a held or awaited key keeps its entry")
     }
 
+    fn keep_spare_key(&mut self, key: K) {
+        if self.spare_keys.len() < SPARE_KEYS_PER_SHARD {
+            self.spare_keys.push(key);
+        }
+    }
+
     fn remove_if_idle(&mut self, hash: u64, slot_id: u64) {
         let Some(bucket) = self.buckets.get_mut(&hash) else {
             return;
         };
         match bucket {
             Bucket::One(slot) if slot.id == slot_id && slot.state.is_idle() => {
-                self.buckets.remove(&hash);
+                if let Some(Bucket::One(slot)) = self.buckets.remove(&hash) {
+                    self.keep_spare_key(slot.key);
+                }
             }
             Bucket::One(_) => {}
             Bucket::Many(slots) => {
@@ -566,6 +634,13 @@ impl<K, S> MultiKeyGuard<K, S> {
 
     /// Releases every key now.
     pub fn unlock(self) {}
+}
+
+/// One key is a set of one: lets a host keep single and multiple holds alike.
+impl<K, S> From<KeyGuard<K, S>> for MultiKeyGuard<K, S> {
+    fn from(guard: KeyGuard<K, S>) -> Self {
+        MultiKeyGuard { guards: vec![guard] }
+    }
 }
 
 impl<K, S> fmt::Debug for MultiKeyGuard<K, S> {

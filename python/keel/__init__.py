@@ -1,0 +1,56 @@
+"""keel: the reliability parts background sync and ingest services keep hand-rolling.
+
+One Rust core, used here from Python. Every call that can block releases the GIL.
+
+- :class:`KeyedLocks`: one lock per key while anyone holds or waits for it, and no
+  entry left behind when nobody does.
+
+Errors are :class:`KeelError` subclasses, one per kind, that also derive from the
+matching builtin: ``NotFound`` is a ``LookupError``, ``InvalidArgument`` a
+``ValueError``, ``Timeout`` a ``TimeoutError``, ``PermissionDenied`` a
+``PermissionError``, ``IoError`` and ``StorageFull`` are ``OSError``.
+"""
+
+from keel._keel import (
+    AlreadyExists,
+    Busy,
+    Cancelled,
+    Closed,
+    Conflict,
+    Corrupt,
+    InvalidArgument,
+    IoError,
+    KeelError,
+    KeyedLocks,
+    LockGuard,
+    NotFound,
+    Panic,
+    PermissionDenied,
+    StorageFull,
+    Timeout,
+    Unsupported,
+    WouldDeadlock,
+    __version__,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "Busy",
+    "Cancelled",
+    "Closed",
+    "Conflict",
+    "Corrupt",
+    "InvalidArgument",
+    "IoError",
+    "KeelError",
+    "KeyedLocks",
+    "LockGuard",
+    "NotFound",
+    "Panic",
+    "PermissionDenied",
+    "StorageFull",
+    "Timeout",
+    "Unsupported",
+    "WouldDeadlock",
+    "__version__",
+]
