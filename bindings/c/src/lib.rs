@@ -11,10 +11,12 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod ffi;
+mod journal;
 mod locks;
 mod status;
 mod version;
 
+pub use journal::*;
 pub use locks::*;
 pub use status::*;
 pub use version::*;
