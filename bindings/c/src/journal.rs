@@ -197,7 +197,12 @@ unsafe fn finish(mutation: *const keel_mutation, finish: impl FnOnce(Mutation) -
 pub unsafe extern "C" fn keel_mutation_seq(mutation: *const keel_mutation, out: *mut u64) -> keel_status {
     ffi::call(|| {
         let out = unsafe { ffi::out_value(out, "out")? };
-        unsafe { with_mutation(mutation, |m| Ok(*out = m.seq())) }
+        unsafe {
+            with_mutation(mutation, |m| {
+                *out = m.seq();
+                Ok(())
+            })
+        }
     })
 }
 
