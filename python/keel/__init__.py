@@ -4,6 +4,10 @@ One Rust core, used here from Python. Every call that can block releases the GIL
 
 - :class:`KeyedLocks`: one lock per key while anyone holds or waits for it, and no
   entry left behind when nobody does.
+- :class:`Journal`: crash-safe changes to a directory tree. ``with
+  journal.mutation("add", details) as m:`` commits when the block succeeds and
+  rolls back when it raises; after any crash the tree is exactly as before or
+  exactly as after the mutation.
 
 Errors are :class:`KeelError` subclasses, one per kind, that also derive from the
 matching builtin: ``NotFound`` is a ``LookupError``, ``InvalidArgument`` a
@@ -20,12 +24,15 @@ from keel._keel import (
     Corrupt,
     InvalidArgument,
     IoError,
+    Journal,
     KeelError,
     KeyedLocks,
     LockGuard,
+    Mutation,
     NotFound,
     Panic,
     PermissionDenied,
+    ReadGuard,
     StorageFull,
     Timeout,
     Unsupported,
@@ -42,12 +49,15 @@ __all__ = [
     "Corrupt",
     "InvalidArgument",
     "IoError",
+    "Journal",
     "KeelError",
     "KeyedLocks",
     "LockGuard",
+    "Mutation",
     "NotFound",
     "Panic",
     "PermissionDenied",
+    "ReadGuard",
     "StorageFull",
     "Timeout",
     "Unsupported",

@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod journal;
 mod locks;
 mod run;
 
@@ -12,6 +13,7 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", keel::VERSION)?;
     errors::register(m)?;
     locks::register(m)?;
+    journal::register(m)?;
     m.add_function(wrap_pyfunction!(run::_debug_panic, m)?)?;
     Ok(())
 }
