@@ -174,12 +174,18 @@ fn crash_child() {
     let name = std::env::var("KEEL_CRASH_SCENARIO").unwrap();
     let step: usize = std::env::var("KEEL_CRASH_STEP").unwrap().parse().unwrap();
     let scenario = SCENARIOS.iter().find(|(n, _)| *n == name).unwrap().1;
-    let journal = Journal::open(&root).unwrap();
-    let plan = match std::env::var("KEEL_CRASH_GHOSTS") {
+    let plan = Arc::new(match std::env::var("KEEL_CRASH_GHOSTS") {
         Ok(ghosts) => FaultPlan::power_loss_at(step, ghosts.into()),
         Err(_) => FaultPlan::kill_at(step),
-    };
-    journal.set_fault_plan(Some(Arc::new(plan)));
+    });
+    if std::env::var("KEEL_CRASH_IN_RECOVERY").is_ok() {
+        // The parent left an interrupted mutation; the crash hits the
+        // recovery that open() runs.
+        let _ = Journal::open_with_fault_plan(&root, plan);
+        return;
+    }
+    let journal = Journal::open(&root).unwrap();
+    journal.set_fault_plan(Some(plan));
     let _ = run(&journal, scenario);
     // Reaching here means the step was never hit; the parent treats a
     // normal exit as a failure.
@@ -288,5 +294,84 @@ fn a_recovery_cut_short_at_any_step_finishes_on_the_next_run() {
         }
     }
     println!("recovery cut short: {checked} points checked");
+    assert!(checked > 50);
+}
+
+/// Runs the child of `crash_child` and checks it died by SIGKILL.
+fn crash_child_at(name: &str, root: &Path, step: usize, power_loss: Option<&Path>, in_recovery: bool) -> String {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env("KEEL_CRASH_ROOT", root)
+        .env("KEEL_CRASH_SCENARIO", name)
+        .env("KEEL_CRASH_STEP", step.to_string())
+        .stdout(std::process::Stdio::null());
+    if let Some(ghosts) = power_loss {
+        command.env("KEEL_CRASH_GHOSTS", ghosts);
+    }
+    if in_recovery {
+        command.env("KEEL_CRASH_IN_RECOVERY", "1");
+    }
+    let status = command.status().unwrap();
+    let what = if power_loss.is_some() { "power loss" } else { "SIGKILL" };
+    let context = format!(
+        "{name}: {what} at {} step {step}",
+        if in_recovery { "recovery" } else { "mutation" }
+    );
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "{context}: child was not killed ({status})"
+    );
+    context
+}
+
+fn crash_recovery_at_every_step(power_loss: bool) -> usize {
+    let mut checked = 0;
+    for &(name, scenario) in SCENARIOS {
+        let (before, mutating) = {
+            let dir = scratch(&format!("{name}-rcount"));
+            seed_tree(dir.path());
+            let before = capture(dir.path());
+            interrupted(&Journal::open(dir.path()).unwrap(), scenario);
+            let plan = Arc::new(FaultPlan::count());
+            Journal::open_with_fault_plan(dir.path(), Arc::clone(&plan)).unwrap();
+            let steps = plan.steps();
+            let mutating: Vec<usize> = steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.mutates)
+                .map(|(i, _)| i)
+                .collect();
+            (before, mutating)
+        };
+        for &step in &mutating {
+            let dir = scratch(&format!("{name}-rcrash{step}-{power_loss}"));
+            seed_tree(dir.path());
+            interrupted(&Journal::open(dir.path()).unwrap(), scenario);
+            let ghosts = scratch(&format!("{name}-rghosts{step}-{power_loss}"));
+            let ghosts = ghosts.path().join("g");
+            let context = crash_child_at(name, dir.path(), step, power_loss.then_some(ghosts.as_path()), true);
+            let journal = Journal::open(dir.path()).unwrap();
+            assert!(journal.status().unwrap().last_recovery_error.is_none(), "{context}");
+            assert_eq!(which(&capture(dir.path()), &before, &before, &context), "before");
+            assert_state_clean(dir.path());
+            checked += 1;
+        }
+    }
+    checked
+}
+
+#[test]
+fn a_kill_during_recovery_is_recovered_by_the_next_open() {
+    let checked = crash_recovery_at_every_step(false);
+    println!("SIGKILL during recovery: {checked} crash points checked");
+    assert!(checked > 50);
+}
+
+#[test]
+fn a_power_loss_during_recovery_is_recovered_by_the_next_open() {
+    let checked = crash_recovery_at_every_step(true);
+    println!("power loss during recovery: {checked} crash points checked");
     assert!(checked > 50);
 }

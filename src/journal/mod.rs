@@ -129,7 +129,18 @@ impl Journal {
     /// refused. A failed recovery does not fail `open` — mutations are
     /// refused until it succeeds, and [`status`](Self::status) says why.
     pub fn open(root: impl AsRef<Path>) -> Result<Journal> {
-        let given = root.as_ref();
+        Journal::open_with(root.as_ref(), None)
+    }
+
+    /// Test hook: [`open`](Self::open) with a [`FaultPlan`] armed from the
+    /// first step, so a crash during the recovery that `open` runs can be
+    /// tested too.
+    #[doc(hidden)]
+    pub fn open_with_fault_plan(root: impl AsRef<Path>, plan: Arc<FaultPlan>) -> Result<Journal> {
+        Journal::open_with(root.as_ref(), Some(plan))
+    }
+
+    fn open_with(given: &Path, plan: Option<Arc<FaultPlan>>) -> Result<Journal> {
         let root = std::fs::canonicalize(given).map_err(|e| io_err("open journal root", given, e))?;
         if !root.is_dir() {
             return Err(Error::invalid_argument(format!(
@@ -139,6 +150,7 @@ impl Journal {
         }
         let layout = Layout::new(root.clone());
         let fs = Fs::default();
+        fs.set_plan(plan);
         prepare_state_dirs(&fs, &layout)?;
         let lock = RootLock::for_path(&layout.lock, || open_lock_file(&layout.lock))?;
         let journal = Journal {
