@@ -13,7 +13,7 @@ use super::paths::{parse_folder, temp_beside, RelPath};
 use super::record::{Entry, MutationStatus, Prior, Record, FORMAT_VERSION};
 use super::recovery::{cleanup, write_record};
 use super::restore::{self, parent_of};
-use super::snapshot::{self, io_err, link_tree};
+use super::snapshot::{self, io_err, link_tree, FileBackup};
 use super::Inner;
 use crate::{Error, ErrorKind, Result};
 
@@ -90,20 +90,7 @@ impl Mutation {
             .iter()
             .map(|p| RelPath::parse(p.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        self.guarded(|m| {
-            let before = m.record.entries.len();
-            for rel in &rels {
-                m.check_ancestors(rel)?;
-                m.snapshot(rel)?;
-            }
-            if m.record.entries.len() > before {
-                if let Err(err) = m.write_record() {
-                    m.record.entries.truncate(before);
-                    return Err(err);
-                }
-            }
-            Ok(())
-        })
+        self.guarded(|m| m.snapshot_all(&rels, FileBackup::Copy))
     }
 
     /// Writes `bytes` to the file at `path` (see [`write_from`](Self::write_from)).
@@ -263,8 +250,22 @@ impl Mutation {
             ));
         };
         self.guarded(|m| {
+            let mut moves = Vec::new();
+            m.plan_publish(&staging, into.as_ref(), &mut moves)?;
+            // The staged data must be durable before it enters the tree.
+            for (src, _) in &moves {
+                m.inner
+                    .fs
+                    .fsync_tree(STEP, src)
+                    .map_err(|e| io_err("fsync staged", src, e))?;
+            }
+            let targets: Vec<RelPath> = moves.iter().map(|(_, dst)| dst.clone()).collect();
+            m.snapshot_all(&targets, FileBackup::Link)?;
             let mut dirty = BTreeSet::new();
-            m.publish_dir(&staging, into.as_ref(), &mut dirty)?;
+            for (src, dst) in &moves {
+                m.move_into_place(src, dst)?;
+                dirty.insert(parent_of(&m.abs(dst)));
+            }
             for dir in &dirty {
                 m.sync_dir(dir)?;
             }
@@ -348,7 +349,7 @@ impl Mutation {
     /// Snapshots `rel` unless an entry already covers it, and records it.
     fn touch(&mut self, rel: &RelPath) -> Result<()> {
         let before = self.record.entries.len();
-        self.snapshot(rel)?;
+        self.snapshot(rel, FileBackup::Link)?;
         if self.record.entries.len() > before {
             if let Err(err) = self.write_record() {
                 self.record.entries.truncate(before);
@@ -358,9 +359,27 @@ impl Mutation {
         Ok(())
     }
 
+    /// Snapshots every path in `rels` (checked for symlinked ancestors),
+    /// then writes the record once for the whole batch.
+    fn snapshot_all(&mut self, rels: &[RelPath], file_backup: FileBackup) -> Result<()> {
+        let before = self.record.entries.len();
+        let result = rels.iter().try_for_each(|rel| {
+            self.check_ancestors(rel)?;
+            self.snapshot(rel, file_backup)
+        });
+        let result = result.and_then(|()| match self.record.entries.len() > before {
+            true => self.write_record(),
+            false => Ok(()),
+        });
+        if result.is_err() {
+            self.record.entries.truncate(before);
+        }
+        result
+    }
+
     /// Adds an entry for `rel` (or for its outermost missing ancestor, which
     /// covers everything created below it), with a durable backup.
-    fn snapshot(&mut self, rel: &RelPath) -> Result<()> {
+    fn snapshot(&mut self, rel: &RelPath, file_backup: FileBackup) -> Result<()> {
         if self.covered(rel) {
             return Ok(());
         }
@@ -377,7 +396,7 @@ impl Mutation {
         let index = self.record.entries.len();
         let backup = self.inner.layout.backup_of(self.record.seq, index);
         self.remove_path(&backup)?;
-        let prior = snapshot::take(&self.inner.fs, &live, &meta, &backup)?;
+        let prior = snapshot::take(&self.inner.fs, &live, &meta, &backup, file_backup)?;
         if !matches!(prior, Prior::Symlink { .. }) {
             self.sync_dir(&self.inner.layout.backup_dir(self.record.seq))?;
         }
@@ -462,7 +481,9 @@ impl Mutation {
         Ok(())
     }
 
-    fn publish_dir(&mut self, src_dir: &Path, into: Option<&RelPath>, dirty: &mut BTreeSet<PathBuf>) -> Result<()> {
+    /// Lists what publishing `src_dir` into `into` moves: every staged file
+    /// or folder whose target is not an existing folder (those are merged).
+    fn plan_publish(&self, src_dir: &Path, into: Option<&RelPath>, moves: &mut Vec<(PathBuf, RelPath)>) -> Result<()> {
         let names = self
             .inner
             .fs
@@ -476,39 +497,38 @@ impl Mutation {
                 None => RelPath::parse(text)?,
             };
             let src = src_dir.join(&name);
-            self.publish_one(&src, &dst, dirty)?;
+            let Some(src_meta) = self.lstat(&src)? else {
+                continue;
+            };
+            self.check_ancestors(&dst)?;
+            let live_is_dir = self.lstat(&self.abs(&dst))?.is_some_and(|meta| meta.is_dir());
+            if src_meta.is_dir() && live_is_dir {
+                self.plan_publish(&src, Some(&dst), moves)?;
+            } else {
+                moves.push((src, dst));
+            }
         }
         Ok(())
     }
 
-    fn publish_one(&mut self, src: &Path, dst: &RelPath, dirty: &mut BTreeSet<PathBuf>) -> Result<()> {
+    /// Moves one staged file or folder over its (snapshotted) target.
+    fn move_into_place(&mut self, src: &Path, dst: &RelPath) -> Result<()> {
         let Some(src_meta) = self.lstat(src)? else {
             return Ok(());
         };
-        self.check_ancestors(dst)?;
-        let live = self.abs(dst);
-        let live_meta = self.lstat(&live)?;
-        let live_is_dir = live_meta.as_ref().is_some_and(|meta| meta.is_dir());
-        if src_meta.is_dir() && live_is_dir {
-            return self.publish_dir(src, Some(dst), dirty);
-        }
-        // The staged data must be durable before it enters the tree.
-        self.inner
-            .fs
-            .fsync_tree(STEP, src)
-            .map_err(|e| io_err("fsync staged", src, e))?;
-        self.touch(dst)?;
         self.ensure_parents(dst)?;
-        if live_is_dir || (src_meta.is_dir() && live_meta.is_some()) {
-            self.remove_path(&live)?;
+        let live = self.abs(dst);
+        if let Some(live_meta) = self.lstat(&live)? {
+            // rename() cannot put a file over a folder or a folder over a file.
+            if live_meta.is_dir() || src_meta.is_dir() {
+                self.remove_path(&live)?;
+            }
         }
         match self.inner.fs.rename(STEP, src, &live) {
-            Ok(()) => {}
-            Err(err) if crossed_devices(&err) => self.copy_across(src, &src_meta, &live)?,
-            Err(err) => return Err(io_err(&format!("publish {} to", src.display()), &live, err)),
+            Ok(()) => Ok(()),
+            Err(err) if crossed_devices(&err) => self.copy_across(src, &src_meta, &live),
+            Err(err) => Err(io_err(&format!("publish {} to", src.display()), &live, err)),
         }
-        dirty.insert(parent_of(&live));
-        Ok(())
     }
 
     /// Publishes across devices: an fsynced copy beside the target, renamed over it.

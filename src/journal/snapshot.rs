@@ -16,8 +16,19 @@ use crate::{Error, Result};
 
 const STEP: &str = "snapshot";
 
+/// How a regular file is backed up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileBackup {
+    /// A hardlink: O(1) whatever the size. Only for files the mutation
+    /// itself replaces (always by rename, never in place), so the linked
+    /// inode keeps the old bytes.
+    Link,
+    /// An fsynced copy: for declared files the caller may edit in place.
+    Copy,
+}
+
 /// Snapshots the existing path `live` (metadata `meta`) into `backup`.
-pub(crate) fn take(fs: &Fs, live: &Path, meta: &Metadata, backup: &Path) -> Result<Prior> {
+pub(crate) fn take(fs: &Fs, live: &Path, meta: &Metadata, backup: &Path, file_backup: FileBackup) -> Result<Prior> {
     let file_type = meta.file_type();
     if file_type.is_symlink() {
         let target = fs.read_link(STEP, live).map_err(|e| io_err("read symlink", live, e))?;
@@ -27,6 +38,13 @@ pub(crate) fn take(fs: &Fs, live: &Path, meta: &Metadata, backup: &Path) -> Resu
     }
     if file_type.is_file() {
         let mode = meta_mode(meta);
+        if file_backup == FileBackup::Link {
+            match fs.hard_link(STEP, live, backup) {
+                Ok(()) => return Ok(Prior::File { mode }),
+                Err(err) if link_should_copy(&err) => {}
+                Err(err) => return Err(io_err("hardlink", live, err)),
+            }
+        }
         fs.copy_file(STEP, live, backup, mode)
             .map_err(|e| io_err("back up file", live, e))?;
         return Ok(Prior::File { mode });
