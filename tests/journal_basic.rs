@@ -294,3 +294,32 @@ fn status_lists_an_active_mutation() {
     m.commit().unwrap();
     assert!(journal.status().unwrap().pending.is_empty());
 }
+
+#[test]
+fn an_in_place_edit_of_a_hardlinked_file_is_reported_not_hidden() {
+    let (dir, journal) = seeded("inplace");
+    let pages = dir.path().join("wiki/pages");
+    let mut m = journal.begin("compile", "").unwrap();
+    m.declare(&["wiki/pages"]).unwrap();
+    // In place: same inode, so the hardlinked backup changes too.
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(pages.join("a.md"))
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"# edited in place, longer").unwrap();
+    drop(file);
+    fs::write(pages.join("added.md"), b"new").unwrap();
+    let seq = m.seq();
+    let err = m.rollback().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(
+        err.message().contains("wiki/pages/a.md") && err.message().contains("in place"),
+        "{err}"
+    );
+    // Everything else was still restored, and the record stays for an operator.
+    assert!(!pages.join("added.md").exists());
+    assert_eq!(journal.status().unwrap().pending[0].seq, seq);
+    journal.resolve(seq).unwrap();
+    journal.begin("next", "").unwrap().commit().unwrap();
+}

@@ -13,7 +13,7 @@ use super::paths::{parse_folder, temp_beside, RelPath};
 use super::record::{Entry, MutationStatus, Prior, Record, FORMAT_VERSION};
 use super::recovery::{cleanup, write_record};
 use super::restore::{self, parent_of};
-use super::snapshot::{self, io_err, link_tree, FileBackup};
+use super::snapshot::{self, io_err, link_tree, FileBackup, TreeLinks};
 use super::Inner;
 use crate::{Error, ErrorKind, Result};
 
@@ -84,7 +84,12 @@ impl Mutation {
     ///
     /// A hardlinked folder shares its files' inodes with the backup, so the
     /// caller must replace files (write a new file and rename it, as
-    /// [`write`](Self::write) does) rather than edit them in place.
+    /// [`write`](Self::write) does) rather than edit them in place. Each
+    /// linked file's size, mtime and mode are fingerprinted: a rollback that
+    /// finds one changed in place reports it ([`ErrorKind::Corrupt`], the
+    /// record kept for [`Journal::resolve`](super::Journal::resolve))
+    /// instead of claiming a clean restore. Declare such a file by itself
+    /// (files are copied) when it must be edited in place.
     pub fn declare<S: AsRef<str>>(&mut self, paths: &[S]) -> Result<()> {
         let rels = paths
             .iter()
@@ -536,8 +541,7 @@ impl Mutation {
         let tmp = temp_beside(live);
         self.remove_path(&tmp)?;
         if meta.is_dir() {
-            let mut linked = true;
-            link_tree(&self.inner.fs, src, meta, &tmp, &mut linked)?;
+            link_tree(&self.inner.fs, src, meta, &tmp, &mut TreeLinks::new(false))?;
         } else if meta.file_type().is_symlink() {
             let target = self
                 .inner

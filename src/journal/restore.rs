@@ -9,6 +9,8 @@
 //! are returned. Restores are idempotent, so a rollback cut short by a crash
 //! is simply run again.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use super::fs::{link_should_copy, meta_mode, Fs};
 use super::paths::{temp_beside, Layout, RelPath};
 use super::record::{Prior, Record};
-use super::snapshot::{io_err, link_tree};
+use super::snapshot::{fingerprint, fingerprints_path, io_err};
 use crate::{Error, Result};
 
 const STEP: &str = "restore";
@@ -33,6 +35,9 @@ pub(crate) fn rollback(fs: &Fs, layout: &Layout, record: &Record) -> Vec<Error> 
         layout,
         seq: record.seq,
         skip: Vec::new(),
+        entry_path: None,
+        fingerprints: HashMap::new(),
+        deferred: RefCell::new(Vec::new()),
     };
     let mut errors = Vec::new();
     for (index, path, prior) in &entries {
@@ -40,6 +45,7 @@ pub(crate) fn rollback(fs: &Fs, layout: &Layout, record: &Record) -> Vec<Error> 
         if let Err(err) = restorer.entry(*index, path, prior) {
             errors.push(err.context(format!("restore {:?}", path.as_str())));
         }
+        errors.extend(restorer.deferred.take());
     }
     errors
 }
@@ -50,10 +56,16 @@ struct Restorer<'a> {
     seq: u64,
     /// Descendants of the entry being restored that have entries of their own.
     skip: Vec<RelPath>,
+    /// The folder entry being restored, and the fingerprints of its
+    /// hardlinked files (keyed by path inside the folder).
+    entry_path: Option<RelPath>,
+    fingerprints: HashMap<String, String>,
+    /// Failures inside a folder restore, which goes on past them.
+    deferred: RefCell<Vec<Error>>,
 }
 
 impl Restorer<'_> {
-    fn entry(&self, index: usize, path: &RelPath, prior: &Prior) -> Result<()> {
+    fn entry(&mut self, index: usize, path: &RelPath, prior: &Prior) -> Result<()> {
         let target = self.layout.abs(path);
         let backup = self.layout.backup_of(self.seq, index);
         if let Prior::Absent = prior {
@@ -81,6 +93,7 @@ impl Restorer<'_> {
                 Ok(())
             }
             Prior::Dir { linked, .. } => {
+                self.load_fingerprints(path, &backup)?;
                 if self.dir(&target, &backup, path, *linked)? {
                     self.sync_parent(&target)?;
                 }
@@ -135,14 +148,16 @@ impl Restorer<'_> {
                 Ok(false)
             }
             existing => {
+                // Rebuilt in place, entry by entry: a crash part-way leaves a
+                // folder that the rerun simply finishes by the same diff.
                 if existing.is_some() {
                     self.to_trash(live)?;
                 }
-                let tmp = temp_beside(live);
-                self.remove(&tmp)?;
-                let mut all_linked = true;
-                link_tree(self.fs, backup, &backup_meta, &tmp, &mut all_linked)?;
-                self.rename(&tmp, live)?;
+                self.fs
+                    .mkdir(STEP, live, Some(0o700))
+                    .map_err(|e| io_err("create folder", live, e))?;
+                let live_meta = self.lstat(live)?.ok_or_else(|| missing_backup(live))?;
+                self.dir_diff(live, &live_meta, backup, &backup_meta, rel, linked)?;
                 Ok(true)
             }
         }
@@ -175,7 +190,13 @@ impl Restorer<'_> {
             if self.skip.contains(&child) {
                 continue;
             }
-            changed |= self.child(&live.join(name), &backup.join(name), &child, linked)?;
+            match self.child(&live.join(name), &backup.join(name), &child, linked) {
+                Ok(child_changed) => changed |= child_changed,
+                Err(err) => self
+                    .deferred
+                    .borrow_mut()
+                    .push(err.context(format!("restore {:?}", child.as_str()))),
+            }
         }
         if meta_mode(live_meta) != meta_mode(backup_meta) {
             self.fs
@@ -203,6 +224,7 @@ impl Restorer<'_> {
                 .map_err(|e| io_err("read symlink", backup, e))?;
             return self.set_symlink(live, &link);
         }
+        self.check_fingerprint(rel, &backup_meta)?;
         let live_meta = self.lstat(live)?;
         if let Some(meta) = &live_meta {
             if meta.is_file() && self.same_file(meta, live, &backup_meta, backup, linked)? {
@@ -214,6 +236,47 @@ impl Restorer<'_> {
         self.place_file(backup, &tmp)?;
         self.replace(&tmp, live)?;
         Ok(true)
+    }
+
+    /// Reads the fingerprints of the folder backup of `path`, if any.
+    fn load_fingerprints(&mut self, path: &RelPath, backup: &Path) -> Result<()> {
+        self.entry_path = Some(path.clone());
+        self.fingerprints.clear();
+        let file = fingerprints_path(backup);
+        if self.lstat(&file)?.is_none() {
+            return Ok(());
+        }
+        let bytes = self.fs.read(STEP, &file).map_err(|e| io_err("read", &file, e))?;
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            if let Some((print, rel)) = line.split_once('\t') {
+                self.fingerprints.insert(rel.to_owned(), print.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses to restore a hardlinked file whose shared inode was edited or
+    /// chmod-ed in place: its earlier state is gone, and pretending
+    /// otherwise would leave a mix of before and after.
+    fn check_fingerprint(&self, rel: &RelPath, backup_meta: &Metadata) -> Result<()> {
+        let Some(root) = &self.entry_path else {
+            return Ok(());
+        };
+        let Some(inside) = rel
+            .as_str()
+            .strip_prefix(root.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return Ok(());
+        };
+        match self.fingerprints.get(inside) {
+            Some(expected) if *expected != fingerprint(backup_meta) => Err(Error::corrupt(format!(
+                "{:?} was changed in place while its folder was hardlinked into the backup, so its \
+                 earlier state is lost (replace files in a declared folder, never edit them in place)",
+                rel.as_str()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Whether the live file still is the backed-up one: the same inode for

@@ -50,11 +50,17 @@ pub(crate) fn take(fs: &Fs, live: &Path, meta: &Metadata, backup: &Path, file_ba
         return Ok(Prior::File { mode });
     }
     if file_type.is_dir() {
-        let mut linked = true;
-        link_tree(fs, live, meta, backup, &mut linked)?;
+        let mut links = TreeLinks::new(true);
+        link_tree(fs, live, meta, backup, &mut links)?;
+        let lines = links.fingerprints.take().unwrap_or_default();
+        if !lines.is_empty() {
+            let path = fingerprints_path(backup);
+            fs.write_new(STEP, &path, &mut lines.as_bytes(), Some(0o600))
+                .map_err(|e| io_err("write", &path, e))?;
+        }
         return Ok(Prior::Dir {
             mode: meta_mode(meta),
-            linked,
+            linked: links.all_linked,
         });
     }
     Err(Error::invalid_argument(format!(
@@ -63,10 +69,51 @@ pub(crate) fn take(fs: &Fs, live: &Path, meta: &Metadata, backup: &Path, file_ba
     )))
 }
 
+/// What [`link_tree`] did: whether every file was hardlinked, and (when
+/// asked) a fingerprint of each linked file.
+#[derive(Debug)]
+pub(crate) struct TreeLinks {
+    pub(crate) all_linked: bool,
+    /// `size mtime mtime_nsec mode<TAB>relative path` per linked file. A
+    /// linked file shares its inode with the live tree, so an in-place edit
+    /// changes the backup too; the fingerprint lets the restore notice.
+    fingerprints: Option<String>,
+}
+
+impl TreeLinks {
+    pub(crate) fn new(fingerprints: bool) -> TreeLinks {
+        TreeLinks {
+            all_linked: true,
+            fingerprints: fingerprints.then(String::new),
+        }
+    }
+}
+
+/// The fingerprint of a linked file: what an in-place edit or chmod changes.
+pub(crate) fn fingerprint(meta: &Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{} {} {} {:o}",
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta_mode(meta)
+    )
+}
+
+/// The fingerprint file beside the backup of a folder.
+pub(crate) fn fingerprints_path(backup: &Path) -> std::path::PathBuf {
+    backup.with_extension("fingerprints")
+}
+
 /// Rebuilds the folder `src` at `dst` with hardlinks to its files (copies
 /// where linking fails with one of the fallback errors), its symlinks and
 /// subfolders, each folder fsynced and given its mode.
-pub(crate) fn link_tree(fs: &Fs, src: &Path, meta: &Metadata, dst: &Path, linked: &mut bool) -> Result<()> {
+pub(crate) fn link_tree(fs: &Fs, src: &Path, meta: &Metadata, dst: &Path, links: &mut TreeLinks) -> Result<()> {
+    link_tree_at(fs, src, meta, dst, Path::new(""), links)
+}
+
+fn link_tree_at(fs: &Fs, src: &Path, meta: &Metadata, dst: &Path, rel: &Path, links: &mut TreeLinks) -> Result<()> {
     fs.mkdir(STEP, dst, Some(0o700))
         .map_err(|e| io_err("create backup folder", dst, e))?;
     let names = fs.read_dir(STEP, src).map_err(|e| io_err("list folder", src, e))?;
@@ -75,7 +122,7 @@ pub(crate) fn link_tree(fs: &Fs, src: &Path, meta: &Metadata, dst: &Path, linked
         let Some(child) = fs.lstat(STEP, &from).map_err(|e| io_err("stat", &from, e))? else {
             continue;
         };
-        link_child(fs, &from, &child, &to, linked)?;
+        link_child(fs, &from, &child, &to, &rel.join(&name), links)?;
     }
     fs.chmod(STEP, dst, meta_mode(meta))
         .map_err(|e| io_err("set mode of", dst, e))?;
@@ -83,10 +130,10 @@ pub(crate) fn link_tree(fs: &Fs, src: &Path, meta: &Metadata, dst: &Path, linked
         .map_err(|e| io_err("fsync backup folder", dst, e))
 }
 
-fn link_child(fs: &Fs, from: &Path, meta: &Metadata, to: &Path, linked: &mut bool) -> Result<()> {
+fn link_child(fs: &Fs, from: &Path, meta: &Metadata, to: &Path, rel: &Path, links: &mut TreeLinks) -> Result<()> {
     let file_type = meta.file_type();
     if file_type.is_dir() {
-        return link_tree(fs, from, meta, to, linked);
+        return link_tree_at(fs, from, meta, to, rel, links);
     }
     if file_type.is_symlink() {
         let target = fs.read_link(STEP, from).map_err(|e| io_err("read symlink", from, e))?;
@@ -101,9 +148,14 @@ fn link_child(fs: &Fs, from: &Path, meta: &Metadata, to: &Path, linked: &mut boo
         )));
     }
     match fs.hard_link(STEP, from, to) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            if let Some(lines) = &mut links.fingerprints {
+                lines.push_str(&format!("{}\t{}\n", fingerprint(meta), rel.display()));
+            }
+            Ok(())
+        }
         Err(err) if link_should_copy(&err) => {
-            *linked = false;
+            links.all_linked = false;
             fs.copy_file(STEP, from, to, meta_mode(meta))
                 .map(|_| ())
                 .map_err(|e| io_err("back up file", from, e))
