@@ -323,3 +323,25 @@ fn an_in_place_edit_of_a_hardlinked_file_is_reported_not_hidden() {
     journal.resolve(seq).unwrap();
     journal.begin("next", "").unwrap().commit().unwrap();
 }
+
+#[test]
+fn asking_again_on_the_holding_thread_is_would_deadlock_not_a_hang() {
+    let (dir, journal) = seeded("reentrant");
+    let m = journal.begin("first", "").unwrap();
+    assert_eq!(
+        journal.begin("second", "").unwrap_err().kind(),
+        ErrorKind::WouldDeadlock
+    );
+    assert_eq!(journal.read().unwrap_err().kind(), ErrorKind::WouldDeadlock);
+    // Another handle of the same root in this thread: the same lock.
+    let other = Journal::open(dir.path()).unwrap();
+    assert_eq!(other.begin("third", "").unwrap_err().kind(), ErrorKind::WouldDeadlock);
+    m.commit().unwrap();
+    let guard = journal.read().unwrap();
+    assert_eq!(
+        journal.begin("fourth", "").unwrap_err().kind(),
+        ErrorKind::WouldDeadlock
+    );
+    drop(guard);
+    journal.begin("fifth", "").unwrap().commit().unwrap();
+}

@@ -12,6 +12,7 @@ use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, Weak};
+use std::thread::{self, ThreadId};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -28,8 +29,24 @@ pub(crate) struct RootLock {
 
 #[derive(Debug, Default)]
 struct Gate {
-    writer: bool,
-    readers: usize,
+    /// The thread that took the exclusive lock, while it is held.
+    writer: Option<ThreadId>,
+    /// The threads that took a shared lock (one element per guard).
+    readers: Vec<ThreadId>,
+}
+
+impl Gate {
+    /// Refuses a wait that could only end when this very thread releases
+    /// what it holds: the locks are not reentrant.
+    fn check_not_held_by(&self, me: ThreadId) -> Result<()> {
+        if self.writer == Some(me) || self.readers.contains(&me) {
+            return Err(Error::would_deadlock(
+                "this thread already holds this journal's lock (a mutation or a read guard); \
+                 the journal's locks are not reentrant",
+            ));
+        }
+        Ok(())
+    }
 }
 
 type Registry = Mutex<HashMap<PathBuf, Weak<RootLock>>>;
@@ -59,16 +76,18 @@ impl RootLock {
 
     /// Waits for exclusive use of the root across threads and processes.
     pub(crate) fn exclusive(self: &Arc<Self>) -> Result<ExclusiveGuard> {
+        let me = thread::current().id();
         let mut gate = self.gate.lock();
-        while gate.writer || gate.readers > 0 {
+        gate.check_not_held_by(me)?;
+        while gate.writer.is_some() || !gate.readers.is_empty() {
             self.changed.wait(&mut gate);
         }
-        gate.writer = true;
+        gate.writer = Some(me);
         drop(gate);
         // Other threads now wait on the gate, so the blocking flock below
         // only ever waits for other processes.
         if let Err(err) = self.flock(libc::LOCK_EX) {
-            self.gate.lock().writer = false;
+            self.gate.lock().writer = None;
             self.changed.notify_all();
             return Err(err);
         }
@@ -77,17 +96,24 @@ impl RootLock {
 
     /// Waits for shared use: many readers, no writer.
     pub(crate) fn shared(self: &Arc<Self>) -> Result<SharedGuard> {
+        let me = thread::current().id();
         let mut gate = self.gate.lock();
-        while gate.writer {
+        if gate.writer == Some(me) {
+            gate.check_not_held_by(me)?;
+        }
+        while gate.writer.is_some() {
             self.changed.wait(&mut gate);
         }
-        if gate.readers == 0 {
+        if gate.readers.is_empty() {
             // Held under the gate so a second reader cannot slip in before
             // the process-level shared lock is taken.
             self.flock(libc::LOCK_SH)?;
         }
-        gate.readers += 1;
-        Ok(SharedGuard { lock: Arc::clone(self) })
+        gate.readers.push(me);
+        Ok(SharedGuard {
+            lock: Arc::clone(self),
+            reader: me,
+        })
     }
 
     fn flock(&self, operation: i32) -> Result<()> {
@@ -118,7 +144,7 @@ pub(crate) struct ExclusiveGuard {
 impl Drop for ExclusiveGuard {
     fn drop(&mut self) {
         self.lock.unlock();
-        self.lock.gate.lock().writer = false;
+        self.lock.gate.lock().writer = None;
         self.lock.changed.notify_all();
     }
 }
@@ -127,13 +153,17 @@ impl Drop for ExclusiveGuard {
 #[derive(Debug)]
 pub(crate) struct SharedGuard {
     lock: Arc<RootLock>,
+    /// The thread that took it (the holder, wherever it is released).
+    reader: ThreadId,
 }
 
 impl Drop for SharedGuard {
     fn drop(&mut self) {
         let mut gate = self.lock.gate.lock();
-        gate.readers -= 1;
-        if gate.readers == 0 {
+        if let Some(at) = gate.readers.iter().position(|r| *r == self.reader) {
+            gate.readers.swap_remove(at);
+        }
+        if gate.readers.is_empty() {
             self.lock.unlock();
         }
         drop(gate);

@@ -54,7 +54,7 @@ use paths::{parse_record_name, Layout};
 use record::Record;
 use snapshot::io_err;
 
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// A managed directory tree whose changes are made through [`Mutation`]s.
 ///
@@ -126,7 +126,8 @@ impl Journal {
     /// creating `root/.keel/` if needed, and recovers what a crash left.
     ///
     /// A symlinked `.keel` (or any of its folders, or its lock file) is
-    /// refused. A failed recovery does not fail `open` — mutations are
+    /// refused. Records are bound to the canonical root path: those of a
+    /// copied (or moved) tree are quarantined and reported, never applied. A failed recovery does not fail `open` — mutations are
     /// refused until it succeeds, and [`status`](Self::status) says why.
     pub fn open(root: impl AsRef<Path>) -> Result<Journal> {
         Journal::open_with(root.as_ref(), None)
@@ -163,9 +164,15 @@ impl Journal {
                 last_recovery_error: Mutex::new(None),
             }),
         };
-        let guard = journal.inner.lock.exclusive()?;
-        let _ = journal.recover_locked();
-        drop(guard);
+        match journal.inner.lock.exclusive() {
+            Ok(_guard) => {
+                let _ = journal.recover_locked();
+            }
+            // This thread runs a mutation of the same root: there is
+            // nothing to recover while it lives.
+            Err(err) if err.kind() == ErrorKind::WouldDeadlock => {}
+            Err(err) => return Err(err),
+        }
         Ok(journal)
     }
 
