@@ -345,3 +345,20 @@ fn asking_again_on_the_holding_thread_is_would_deadlock_not_a_hang() {
     drop(guard);
     journal.begin("fifth", "").unwrap().commit().unwrap();
 }
+
+#[test]
+fn folders_with_non_utf8_names_are_restored() {
+    use std::os::unix::ffi::OsStrExt;
+    let (dir, journal) = seeded("non-utf8");
+    let odd = dir
+        .path()
+        .join("wiki/pages")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9.md"));
+    fs::write(&odd, b"latin-1 name").unwrap();
+    let before = capture(dir.path());
+    let mut m = journal.begin("edit", "").unwrap();
+    m.remove("wiki/pages").unwrap();
+    m.write("wiki/pages/new.md", b"new").unwrap();
+    m.rollback().unwrap();
+    assert_eq!(capture(dir.path()), before);
+}

@@ -328,6 +328,9 @@ impl Mutation {
             }
             self.record.status = MutationStatus::RolledBack;
             write_record(fs, layout, &self.record)?;
+            // Final now: a failed cleanup only leaves what recovery discards.
+            let _ = cleanup(fs, layout, self.record.seq);
+            return Ok(());
         }
         cleanup(fs, layout, self.record.seq)
     }

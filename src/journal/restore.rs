@@ -394,11 +394,10 @@ impl Restorer<'_> {
     }
 }
 
+/// The path of a folder's child, for matching against entries; a name that
+/// is not UTF-8 never matches one, so its lossy form is enough.
 fn child_rel(parent: &RelPath, name: &OsStr) -> Result<RelPath> {
-    let name = name
-        .to_str()
-        .ok_or_else(|| Error::invalid_argument(format!("non-UTF-8 name under {:?}", parent.as_str())))?;
-    parent.join(name)
+    parent.join(&name.to_string_lossy())
 }
 
 fn missing_backup(backup: &Path) -> Error {
