@@ -362,3 +362,70 @@ fn folders_with_non_utf8_names_are_restored() {
     m.rollback().unwrap();
     assert_eq!(capture(dir.path()), before);
 }
+
+#[test]
+fn publish_falls_back_to_an_fsynced_copy_across_devices() {
+    use keel::journal::FaultPlan;
+    let (dir, journal) = seeded("exdev");
+    let mut m = journal.begin("add", "").unwrap();
+    let staging = m.staging_dir().unwrap();
+    fs::create_dir_all(staging.join("pages/new")).unwrap();
+    fs::write(staging.join("pages/a.md"), b"# A staged").unwrap();
+    fs::write(staging.join("pages/new/n.md"), b"# N").unwrap();
+    // Every rename of a staged item fails as if it crossed devices.
+    journal.set_fault_plan(Some(Arc::new(FaultPlan::fail_matching("publish/rename", libc::EXDEV))));
+    m.publish("wiki").unwrap();
+    journal.set_fault_plan(None);
+    m.commit().unwrap();
+    let tree = capture(dir.path());
+    assert_eq!(
+        tree["wiki/pages/a.md"],
+        Node::File {
+            mode: 0o644,
+            bytes: b"# A staged".to_vec()
+        }
+    );
+    assert!(tree.contains_key("wiki/pages/new/n.md"));
+    assert!(!tree.keys().any(|k| k.contains("keel-tmp")), "no temp file is left");
+    assert_state_clean(dir.path());
+}
+
+#[test]
+fn a_folder_that_cannot_be_hardlinked_is_copied_and_restored_by_content() {
+    use keel::journal::FaultPlan;
+    for errno in [
+        libc::EXDEV,
+        libc::EPERM,
+        libc::EACCES,
+        libc::EMLINK,
+        libc::EOPNOTSUPP,
+        libc::ENOSYS,
+    ] {
+        let (dir, journal) = seeded("nolink");
+        let pages = dir.path().join("wiki/pages");
+        let before = capture(dir.path());
+        let mut m = journal.begin("compile", "").unwrap();
+        journal.set_fault_plan(Some(Arc::new(FaultPlan::fail_matching("snapshot/link", errno))));
+        m.declare(&["wiki/pages"]).unwrap();
+        journal.set_fault_plan(None);
+        // With a copy, even in-place edits are safe.
+        fs::write(pages.join("a.md"), b"edited in place").unwrap();
+        fs::remove_file(pages.join("b.md")).unwrap();
+        m.rollback().unwrap();
+        assert_eq!(capture(dir.path()), before, "errno {errno}");
+    }
+}
+
+#[test]
+fn other_hardlink_errors_fail_the_snapshot_and_change_nothing() {
+    use keel::journal::FaultPlan;
+    let (dir, journal) = seeded("linkerr");
+    let before = capture(dir.path());
+    let mut m = journal.begin("compile", "").unwrap();
+    journal.set_fault_plan(Some(Arc::new(FaultPlan::fail_matching("snapshot/link", libc::EIO))));
+    assert_eq!(m.declare(&["wiki/pages"]).unwrap_err().kind(), ErrorKind::Io);
+    journal.set_fault_plan(None);
+    m.rollback().unwrap();
+    assert_eq!(capture(dir.path()), before);
+    assert_state_clean(dir.path());
+}

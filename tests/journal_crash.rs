@@ -10,9 +10,8 @@ mod journal_support;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use journal_support::*;
@@ -86,19 +85,8 @@ fn nested(m: &mut Mutation, _root: &Path) -> Result<()> {
     m.write("wiki/pages/again.md", b"again")
 }
 
-/// Where crash trees live: tmpfs when there is one (fsync is free there,
-/// and the power-loss mode simulates durability itself).
 fn scratch(tag: &str) -> TempDir {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    if Path::new("/dev/shm").is_dir() {
-        let unique = NEXT.fetch_add(1, Ordering::SeqCst);
-        let dir = PathBuf::from("/dev/shm").join(format!("keel-{tag}-{}-{unique}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    } else {
-        TempDir::new(tag)
-    }
+    TempDir::new(tag)
 }
 
 fn run(journal: &Journal, scenario: Scenario) -> Result<()> {

@@ -35,6 +35,8 @@ pub enum FaultAction {
 pub struct FaultPlan {
     counter: AtomicUsize,
     trigger: Option<(usize, FaultAction)>,
+    /// Every step with this name fails with this errno.
+    matching: Option<(String, i32)>,
     steps: Mutex<Vec<Step>>,
     tracker: Option<Mutex<Tracker>>,
 }
@@ -64,6 +66,14 @@ impl FaultPlan {
         FaultPlan::with(Some((step, FaultAction::FailFrom(errno))), None)
     }
 
+    /// A plan that makes every step named `name` (`"<step>/<call>"`, e.g.
+    /// `"snapshot/link"`) fail with `errno`: for testing fallbacks.
+    pub fn fail_matching(name: &str, errno: i32) -> FaultPlan {
+        let mut plan = FaultPlan::with(None, None);
+        plan.matching = Some((name.to_owned(), errno));
+        plan
+    }
+
     /// A plan that SIGKILLs the process just before step `step`.
     pub fn kill_at(step: usize) -> FaultPlan {
         FaultPlan::with(Some((step, FaultAction::Kill)), None)
@@ -86,6 +96,7 @@ impl FaultPlan {
         FaultPlan {
             counter: AtomicUsize::new(0),
             trigger,
+            matching: None,
             steps: Mutex::new(Vec::new()),
             tracker: tracker.map(Mutex::new),
         }
@@ -104,6 +115,11 @@ impl FaultPlan {
             name: format!("{step}/{call}"),
             mutates,
         });
+        if let Some((name, errno)) = &self.matching {
+            if name.split_once('/') == Some((step, call)) {
+                return Err(injected(*errno));
+            }
+        }
         let Some((at, action)) = self.trigger else {
             return Ok(());
         };

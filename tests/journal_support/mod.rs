@@ -56,9 +56,16 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// On tmpfs when there is one: fsync is free there, which keeps the
+    /// suites fast; the power-loss mode simulates durability itself.
     pub fn new(tag: &str) -> TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.join("keel-tests")
+        } else {
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        };
         let dir = base.join(format!(
             "{tag}-{}-{}",
             std::process::id(),
