@@ -272,6 +272,17 @@ keel_status keel_journal_begin(const keel_journal *journal,
                                keel_mutation **out);
 
 /**
+ * keel_journal_begin without waiting: returns KEEL_BUSY (and leaves `*out`
+ * untouched) when another thread or process holds the root.
+ */
+keel_status keel_journal_try_begin(const keel_journal *journal,
+                                   const char *operation,
+                                   size_t operation_len,
+                                   const char *details,
+                                   size_t details_len,
+                                   keel_mutation **out);
+
+/**
  * Runs recovery now and fills `*out` (may be NULL). On failure nothing is
  * deleted and the message names every path that could not be restored.
  */

@@ -315,3 +315,50 @@ fn processes_never_mutate_one_root_at_once() {
     assert_eq!(fs::read_to_string(dir.path().join("count")).unwrap(), "45");
     assert_state_clean(dir.path());
 }
+
+/// The child side of the try_begin test: holds a mutation until stdin closes.
+#[test]
+fn holder_child() {
+    let Ok(root) = std::env::var("KEEL_HOLDER_ROOT") else {
+        return;
+    };
+    let journal = Journal::open(&root).unwrap();
+    let mut m = journal.begin("hold", "").unwrap();
+    m.write("held.txt", b"held").unwrap();
+    println!("HELD");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest).unwrap();
+    m.commit().unwrap();
+}
+
+#[test]
+fn try_begin_returns_none_while_another_process_or_thread_holds_the_root() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new("try-begin");
+    let journal = Journal::open(dir.path()).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "holder_child", "--nocapture", "--test-threads=1"])
+        .env("KEEL_HOLDER_ROOT", dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|line| line.unwrap().contains("HELD")));
+    assert!(
+        journal.try_begin("mine", "").unwrap().is_none(),
+        "another process holds the root"
+    );
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let m = journal.try_begin("mine", "").unwrap().expect("free now");
+    assert_eq!(fs::read(dir.path().join("held.txt")).unwrap(), b"held");
+    let other = journal.clone();
+    let from_thread = std::thread::spawn(move || other.try_begin("theirs", "").unwrap().is_none());
+    assert!(from_thread.join().unwrap(), "another thread holds the root");
+    assert_eq!(
+        journal.try_begin("again", "").unwrap_err().kind(),
+        ErrorKind::WouldDeadlock
+    );
+    m.commit().unwrap();
+}

@@ -74,6 +74,31 @@ impl RootLock {
         Ok(lock)
     }
 
+    /// Takes exclusive use of the root only if no thread or process holds
+    /// it; `None` when that would need a wait.
+    pub(crate) fn try_exclusive(self: &Arc<Self>) -> Result<Option<ExclusiveGuard>> {
+        let me = thread::current().id();
+        let mut gate = self.gate.lock();
+        gate.check_not_held_by(me)?;
+        if gate.writer.is_some() || !gate.readers.is_empty() {
+            return Ok(None);
+        }
+        gate.writer = Some(me);
+        drop(gate);
+        let taken = self.flock(libc::LOCK_EX | libc::LOCK_NB);
+        match taken {
+            Ok(()) => Ok(Some(ExclusiveGuard { lock: Arc::clone(self) })),
+            Err(err) => {
+                self.gate.lock().writer = None;
+                self.changed.notify_all();
+                match err.kind() {
+                    crate::ErrorKind::Busy => Ok(None),
+                    _ => Err(err),
+                }
+            }
+        }
+    }
+
     /// Waits for exclusive use of the root across threads and processes.
     pub(crate) fn exclusive(self: &Arc<Self>) -> Result<ExclusiveGuard> {
         let me = thread::current().id();

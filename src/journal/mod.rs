@@ -187,6 +187,21 @@ impl Journal {
     /// in the record for operators.
     pub fn begin(&self, operation: &str, details: &str) -> Result<Mutation> {
         let guard = self.inner.lock.exclusive()?;
+        self.start(guard, operation, details)
+    }
+
+    /// [`begin`](Self::begin) without waiting: `Ok(None)` when another
+    /// thread or process holds the root (e.g. to report "another ingest is
+    /// running" instead of queueing behind it).
+    pub fn try_begin(&self, operation: &str, details: &str) -> Result<Option<Mutation>> {
+        match self.inner.lock.try_exclusive()? {
+            Some(guard) => self.start(guard, operation, details).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Recovers leftovers under the freshly taken lock, then starts.
+    fn start(&self, guard: lock::ExclusiveGuard, operation: &str, details: &str) -> Result<Mutation> {
         if recovery::needed(&self.inner.fs, &self.inner.layout)? {
             if let Err(err) = self.recover_locked() {
                 return Err(Error::conflict(format!(

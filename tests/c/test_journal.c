@@ -100,6 +100,9 @@ static void test_recover_and_status(keel_journal *journal) {
   keel_mutation *m = NULL;
   CHECK_OK(keel_journal_begin(journal, STR("edit"), NULL, 0, &m));
   CHECK_OK(keel_mutation_write(m, STR("pages/a.md"), (const uint8_t *)"x", 1));
+  keel_mutation *second = NULL;
+  CHECK_STATUS(keel_journal_try_begin(journal, STR("edit"), NULL, 0, &second), KEEL_WOULD_DEADLOCK);
+  CHECK(second == NULL);
   uint64_t seq = 0;
   CHECK_OK(keel_mutation_seq(m, &seq));
   CHECK(seq > 0);
@@ -107,6 +110,9 @@ static void test_recover_and_status(keel_journal *journal) {
   CHECK(status.active == 1);
   CHECK_OK(keel_mutation_rollback(m));
   keel_mutation_free(m);
+  CHECK_OK(keel_journal_try_begin(journal, STR("edit"), NULL, 0, &second));
+  CHECK(second != NULL);
+  keel_mutation_free(second);
 }
 
 int main(void) {

@@ -159,3 +159,19 @@ def test_status_recover_and_read(tree):
     with pytest.raises(keel.NotFound):
         journal.resolve(1)
     assert journal.stats()["fsyncs"] > 0
+
+
+def test_try_begin_does_not_wait(tree):
+    journal = keel.Journal(tree)
+    held = journal.begin("hold")
+    result = []
+    t = threading.Thread(target=lambda: result.append(journal.try_begin("other")))
+    t.start()
+    t.join()
+    assert result == [None]
+    with pytest.raises(keel.WouldDeadlock):
+        journal.begin("again")
+    held.commit()
+    m = journal.try_begin("now")
+    assert m is not None
+    m.rollback()

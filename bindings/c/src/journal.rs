@@ -110,6 +110,37 @@ pub unsafe extern "C" fn keel_journal_begin(
     })
 }
 
+/// keel_journal_begin without waiting: returns KEEL_BUSY (and leaves `*out`
+/// untouched) when another thread or process holds the root.
+#[no_mangle]
+pub unsafe extern "C" fn keel_journal_try_begin(
+    journal: *const keel_journal,
+    operation: *const c_char,
+    operation_len: usize,
+    details: *const c_char,
+    details_len: usize,
+    out: *mut *mut keel_mutation,
+) -> keel_status {
+    ffi::call(|| {
+        let journal = unsafe { ffi::handle(journal, "journal")? };
+        let operation = unsafe { ffi::utf8(operation, operation_len, "operation")? };
+        let details = unsafe { ffi::optional_utf8(details, details_len, "details")? };
+        let out = unsafe { ffi::out_handle(out, "out")? };
+        match journal.inner.try_begin(operation, details.unwrap_or(""))? {
+            Some(mutation) => {
+                out.put(keel_mutation {
+                    inner: Mutex::new(Some(mutation)),
+                });
+                Ok(())
+            }
+            None => Err(Error::busy(format!(
+                "{} is held by another mutation or reader",
+                journal.inner.root().display()
+            ))),
+        }
+    })
+}
+
 /// Runs recovery now and fills `*out` (may be NULL). On failure nothing is
 /// deleted and the message names every path that could not be restored.
 #[no_mangle]

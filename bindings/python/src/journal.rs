@@ -65,6 +65,16 @@ impl PyJournal {
         })
     }
 
+    /// `begin` without waiting: None when another thread or process holds
+    /// the root.
+    #[pyo3(signature = (operation, details=""))]
+    fn try_begin(&self, py: Python<'_>, operation: &str, details: &str) -> PyResult<Option<PyMutation>> {
+        let mutation = blocking(py, || self.inner.try_begin(operation, details))?;
+        Ok(mutation.map(|mutation| PyMutation {
+            inner: Mutex::new(Some(mutation)),
+        }))
+    }
+
     /// The same as `begin`, named for `with journal.mutation(...) as m:`.
     #[pyo3(signature = (operation, details=""))]
     fn mutation(&self, py: Python<'_>, operation: &str, details: &str) -> PyResult<PyMutation> {
