@@ -123,7 +123,9 @@ pub struct ReadGuard {
 
 impl Journal {
     /// Opens the journal of `root` (which must be an existing folder),
-    /// creating `root/.keel/` if needed, and recovers what a crash left.
+    /// creating `root/.keel/` if needed, and recovers what a crash left
+    /// (unless another thread or process holds the root right now; `open`
+    /// never waits, and the next lock holder recovers first anyway).
     ///
     /// A symlinked `.keel` (or any of its folders, or its lock file) is
     /// refused. Records are bound to the canonical root path: those of a
@@ -164,12 +166,14 @@ impl Journal {
                 last_recovery_error: Mutex::new(None),
             }),
         };
-        match journal.inner.lock.exclusive() {
-            Ok(_guard) => {
+        // Recover now unless someone holds the root: then a mutation is
+        // running (nothing to recover while it lives), and whoever takes the
+        // lock next recovers first anyway. Opening never waits for it.
+        match journal.inner.lock.try_exclusive() {
+            Ok(Some(_guard)) => {
                 let _ = journal.recover_locked();
             }
-            // This thread runs a mutation of the same root: there is
-            // nothing to recover while it lives.
+            Ok(None) => {}
             Err(err) if err.kind() == ErrorKind::WouldDeadlock => {}
             Err(err) => return Err(err),
         }

@@ -30,6 +30,10 @@ const STEP: &str = "mutate";
 /// folders) and one record write; each write costs a temp file, two fsyncs
 /// and a rename. Paths are relative to the root, `/`-separated, and never
 /// followed through symlinks.
+///
+/// To change many paths in one mutation, [`declare`](Self::declare) them
+/// (or their folder) first: one record write for the batch instead of one
+/// per path.
 #[derive(Debug)]
 pub struct Mutation {
     inner: Arc<Inner>,
