@@ -362,3 +362,12 @@ fn try_begin_returns_none_while_another_process_or_thread_holds_the_root() {
     );
     m.commit().unwrap();
 }
+
+#[test]
+fn a_reader_recovers_an_interrupted_mutation_before_reading() {
+    let (dir, journal) = seeded("reader-recovers");
+    let before = capture(dir.path());
+    crash_mutation(&journal, &[("readme.txt", b"uncommitted")], libc::EIO);
+    let _guard = journal.read().unwrap();
+    assert_eq!(capture(dir.path()), before);
+}

@@ -175,3 +175,28 @@ def test_try_begin_does_not_wait(tree):
     m = journal.try_begin("now")
     assert m is not None
     m.rollback()
+
+
+def test_waiting_for_the_lock_releases_the_gil(tree):
+    journal = keel.Journal(tree)
+    held = journal.begin("hold")
+    got = []
+    about_to_wait = threading.Event()
+
+    def wait():
+        about_to_wait.set()
+        got.append(journal.begin("wait"))
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    about_to_wait.wait()
+    # This thread must keep running Python (many GIL switch intervals) while
+    # the waiter blocks in begin(); were the GIL held there, it would hang.
+    total = sum(range(100_000))
+    for _ in range(20):
+        total += sum(range(100_000)) - 4999950000
+    held.commit()
+    waiter.join(timeout=60)
+    assert not waiter.is_alive()
+    assert total == 4999950000
+    got[0].rollback()
