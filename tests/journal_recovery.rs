@@ -30,6 +30,10 @@ fn record_path(root: &Path, seq: u64) -> PathBuf {
     root.join(".keel/journal").join(format!("{seq:020}.json"))
 }
 
+fn backup_path(root: &Path, seq: u64, index: usize) -> PathBuf {
+    root.join(".keel/journal").join(format!("{seq:020}.{index}"))
+}
+
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -87,7 +91,10 @@ fn a_record_with_a_bad_checksum_is_quarantined_not_applied() {
         "an untrusted record is never applied"
     );
     let kept = dir.path().join(".keel/quarantine").join(&report.quarantined[0].folder);
-    assert!(kept.join("backup").is_dir(), "the backup is kept with the record");
+    assert!(
+        kept.join(format!("{seq:020}.0")).is_file(),
+        "the backup is kept with the record"
+    );
     assert_eq!(journal.status().unwrap().quarantined.len(), 1);
     journal.begin("next", "").unwrap().commit().unwrap();
 }
@@ -197,10 +204,7 @@ fn a_full_disk_during_recovery_deletes_nothing_and_refuses_mutations() {
     assert_eq!(journal.begin("next", "").unwrap_err().kind(), ErrorKind::Conflict);
     journal.set_fault_plan(None);
     assert!(record_path(dir.path(), seq).exists(), "the record is kept");
-    assert!(
-        dir.path().join(".keel/backup").join(seq.to_string()).is_dir(),
-        "the backup is kept"
-    );
+    assert!(backup_path(dir.path(), seq, 0).exists(), "the backup is kept");
     let status = journal.status().unwrap();
     assert!(status.last_recovery_error.is_some());
     assert_eq!(status.pending[0].status, MutationStatus::Active);
@@ -219,9 +223,8 @@ fn a_failed_rollback_reports_every_failing_path_and_keeps_going() {
     m.write("secret/key", b"v1").unwrap();
     // Remove two backups: those entries cannot be restored, the third can.
     let seq = m.seq();
-    let backup = dir.path().join(".keel/backup").join(seq.to_string());
-    fs::remove_file(backup.join("0")).unwrap();
-    fs::remove_file(backup.join("2")).unwrap();
+    fs::remove_file(backup_path(dir.path(), seq, 0)).unwrap();
+    fs::remove_file(backup_path(dir.path(), seq, 2)).unwrap();
     let err = m.rollback().unwrap_err();
     assert!(
         err.message().contains("readme.txt") && err.message().contains("secret/key"),
@@ -249,17 +252,13 @@ fn active_records_are_rolled_back_newest_first() {
     let keel = dir.path().join(".keel");
     let aside = TempDir::new("order-aside");
     let first = crash_mutation(&journal, &[("readme.txt", b"v1")], libc::EIO);
-    for part in ["journal", "backup"] {
-        fs::rename(keel.join(part), aside.path().join(part)).unwrap();
-        fs::create_dir(keel.join(part)).unwrap();
-    }
+    fs::rename(keel.join("journal"), aside.path().join("journal")).unwrap();
+    fs::create_dir(keel.join("journal")).unwrap();
     let second = crash_mutation(&journal, &[("readme.txt", b"v2")], libc::EIO);
     assert!(second > first);
-    for part in ["journal", "backup"] {
-        for entry in fs::read_dir(aside.path().join(part)).unwrap() {
-            let entry = entry.unwrap();
-            fs::rename(entry.path(), keel.join(part).join(entry.file_name())).unwrap();
-        }
+    for entry in fs::read_dir(aside.path().join("journal")).unwrap() {
+        let entry = entry.unwrap();
+        fs::rename(entry.path(), keel.join("journal").join(entry.file_name())).unwrap();
     }
     let report = journal.recover().unwrap();
     assert_eq!(report.rolled_back, [second, first]);
@@ -272,9 +271,11 @@ fn orphan_staging_and_backup_folders_are_reaped() {
     let keel = dir.path().join(".keel");
     fs::create_dir_all(keel.join("staging/123/sub")).unwrap();
     fs::write(keel.join("staging/123/sub/f"), b"x").unwrap();
-    fs::create_dir_all(keel.join("backup/77")).unwrap();
+    fs::create_dir_all(keel.join("journal").join(format!("{:020}.0", 77))).unwrap();
+    fs::write(keel.join("journal").join(format!("{:020}.1", 77)), b"orphan backup").unwrap();
+    fs::create_dir_all(keel.join("trash/78")).unwrap();
     let report = journal.recover().unwrap();
-    assert_eq!(report.reaped, 2);
+    assert_eq!(report.reaped, 4);
     assert_state_clean(dir.path());
 }
 

@@ -11,9 +11,11 @@
 //!    `.keel/lock`, opened without following symlinks, plus an in-process
 //!    gate) and first recovers anything a crashed mutation left.
 //! 2. Before a path is first touched, it is snapshotted into
-//!    `.keel/backup/<seq>/` and the backup fsynced; then the record
+//!    `.keel/journal/<seq>.<index>` (its data made durable); then the record
 //!    `.keel/journal/<seq>.json` (status `active`, one entry per path) is
-//!    written atomically. Cost grows with what is touched, not with the tree.
+//!    written atomically: the fsync of the journal folder that makes the
+//!    record durable makes the backup's entry durable too. Cost grows with
+//!    what is touched, not with the tree.
 //! 3. Each change is made durable as it is made: temp file, fsync, rename,
 //!    fsync of the folder.
 //! 4. `commit` marks the record `committed` (the commit point) and cleans
@@ -288,7 +290,8 @@ impl Journal {
             ..JournalStatus::default()
         };
         for name in list_names(inner, &inner.layout.journal)? {
-            if name.ends_with(".tmp") {
+            let backup = parse_record_name(&name).is_none() && paths::seq_of(&name).is_some();
+            if backup {
                 continue;
             }
             let path = inner.layout.journal.join(&name);
@@ -361,7 +364,6 @@ fn prepare_state_dirs(fs: &Fs, layout: &Layout) -> Result<()> {
     let dirs = [
         &layout.state,
         &layout.journal,
-        &layout.backup,
         &layout.staging,
         &layout.trash,
         &layout.quarantine,

@@ -41,7 +41,6 @@ pub struct Mutation {
     record: Record,
     /// Whether the record is on disk (only after the first snapshot).
     written: bool,
-    backup_ready: bool,
     staging: Option<PathBuf>,
     /// The first file-system failure; such a mutation can only roll back.
     failed: Option<Error>,
@@ -64,7 +63,6 @@ impl Mutation {
             guard: Some(guard),
             record,
             written: false,
-            backup_ready: false,
             staging: None,
             failed: None,
             finished: false,
@@ -404,14 +402,12 @@ impl Mutation {
         let Some(meta) = self.lstat(&live)? else {
             return self.push_entry(rel, Prior::Absent);
         };
-        self.ensure_backup_dir()?;
         let index = self.record.entries.len();
         let backup = self.inner.layout.backup_of(self.record.seq, index);
         self.remove_path(&backup)?;
+        // Durable once the record is: its write fsyncs the journal folder,
+        // which holds this backup's entry too.
         let prior = snapshot::take(&self.inner.fs, &live, &meta, &backup, file_backup)?;
-        if !matches!(prior, Prior::Symlink { .. }) {
-            self.sync_dir(&self.inner.layout.backup_dir(self.record.seq))?;
-        }
         self.push_entry(rel, prior)
     }
 
@@ -433,22 +429,6 @@ impl Mutation {
     fn write_record(&mut self) -> Result<()> {
         write_record(&self.inner.fs, &self.inner.layout, &self.record)?;
         self.written = true;
-        Ok(())
-    }
-
-    fn ensure_backup_dir(&mut self) -> Result<()> {
-        if self.backup_ready {
-            return Ok(());
-        }
-        let dir = self.inner.layout.backup_dir(self.record.seq);
-        if self.lstat(&dir)?.is_none() {
-            self.inner
-                .fs
-                .mkdir(STEP, &dir, Some(0o700))
-                .map_err(|e| io_err("create", &dir, e))?;
-            self.sync_dir(&self.inner.layout.backup.clone())?;
-        }
-        self.backup_ready = true;
         Ok(())
     }
 

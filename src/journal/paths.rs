@@ -88,8 +88,9 @@ pub(crate) struct Layout {
     pub(crate) root: PathBuf,
     pub(crate) state: PathBuf,
     pub(crate) lock: PathBuf,
+    /// Records and their backups, side by side so that one fsync of this
+    /// folder makes both durable: `<seq>.json`, `<seq>.<index>`.
     pub(crate) journal: PathBuf,
-    pub(crate) backup: PathBuf,
     pub(crate) staging: PathBuf,
     pub(crate) trash: PathBuf,
     pub(crate) quarantine: PathBuf,
@@ -101,7 +102,6 @@ impl Layout {
         Layout {
             lock: state.join("lock"),
             journal: state.join("journal"),
-            backup: state.join("backup"),
             staging: state.join("staging"),
             trash: state.join("trash"),
             quarantine: state.join("quarantine"),
@@ -110,9 +110,10 @@ impl Layout {
         }
     }
 
-    /// The folders under `.keel` that hold per-mutation state, named by sequence.
-    pub(crate) fn per_mutation_dirs(&self) -> [&Path; 3] {
-        [&self.backup, &self.staging, &self.trash]
+    /// The folders under `.keel` that hold per-mutation folders named by
+    /// sequence (backups live in the journal folder itself).
+    pub(crate) fn per_mutation_dirs(&self) -> [&Path; 2] {
+        [&self.staging, &self.trash]
     }
 
     pub(crate) fn abs(&self, rel: &RelPath) -> PathBuf {
@@ -124,13 +125,9 @@ impl Layout {
         self.journal.join(record_name(seq))
     }
 
-    pub(crate) fn backup_dir(&self, seq: u64) -> PathBuf {
-        self.backup.join(seq.to_string())
-    }
-
-    /// The backup of entry `index` of mutation `seq`.
+    /// The backup of entry `index` of mutation `seq`, beside its record.
     pub(crate) fn backup_of(&self, seq: u64, index: usize) -> PathBuf {
-        self.backup_dir(seq).join(index.to_string())
+        self.journal.join(format!("{seq:020}.{index}"))
     }
 
     pub(crate) fn staging_dir(&self, seq: u64) -> PathBuf {
@@ -151,6 +148,16 @@ pub(crate) fn record_name(seq: u64) -> String {
 pub(crate) fn parse_record_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".json")?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The sequence number a journal-folder name belongs to (`<seq>.json`,
+/// `<seq>.json.tmp`, `<seq>.<index>`, `<seq>.<index>.fingerprints`).
+pub(crate) fn seq_of(name: &str) -> Option<u64> {
+    let digits = name.get(..20)?;
+    if name.as_bytes().get(20) != Some(&b'.') || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
@@ -208,5 +215,9 @@ mod tests {
         assert!(record_name(9) < record_name(10));
         assert_eq!(parse_record_name("42.json"), None);
         assert_eq!(parse_record_name("0000000000000000004x.json"), None);
+        assert_eq!(seq_of("00000000000000000042.json.tmp"), Some(42));
+        assert_eq!(seq_of("00000000000000000042.3.fingerprints"), Some(42));
+        assert_eq!(seq_of("notes.txt"), None);
+        assert_eq!(seq_of("00000000000000000042"), None);
     }
 }

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use super::fs::Fs;
-use super::paths::{parse_record_name, record_name, Layout};
+use super::paths::{parse_record_name, record_name, seq_of, Layout};
 use super::record::{MutationStatus, Record};
 use super::restore;
 use super::snapshot::io_err;
@@ -73,6 +73,12 @@ pub(crate) fn run(fs: &Fs, layout: &Layout, root_id: &str) -> Result<RecoveryRep
         }
         cleanup(fs, layout, record.seq)?;
     }
+    // Every record is done: what is left are backups, staging and trash
+    // of mutations that died before their first record write.
+    for name in list(fs, &layout.journal)? {
+        remove(fs, &layout.journal.join(name))?;
+        report.reaped += 1;
+    }
     for dir in layout.per_mutation_dirs() {
         for name in list(fs, dir)? {
             remove(fs, &dir.join(name))?;
@@ -90,6 +96,10 @@ fn read_records(fs: &Fs, layout: &Layout, root_id: &str, report: &mut RecoveryRe
             // A record write cut short; the previous version (if any) is
             // still in place, so the partial copy is never needed.
             remove(fs, &layout.journal.join(&name))?;
+            continue;
+        }
+        if parse_record_name(&name).is_none() && seq_of(&name).is_some() {
+            // A backup: kept while its record stands, reaped after.
             continue;
         }
         match check_record(fs, layout, root_id, &name) {
@@ -120,7 +130,7 @@ fn check_record(fs: &Fs, layout: &Layout, root_id: &str, name: &str) -> std::res
     Ok(record)
 }
 
-/// Moves the record `name` and the backup, staging and trash folders of its
+/// Moves the record `name`, its backups and the staging and trash folders of its
 /// sequence number (from the name, never from the content) into a fresh
 /// folder under `.keel/quarantine/`, with a note saying why.
 pub(crate) fn quarantine(fs: &Fs, layout: &Layout, name: &str, reason: &str) -> Result<Quarantined> {
@@ -139,6 +149,11 @@ pub(crate) fn quarantine(fs: &Fs, layout: &Layout, name: &str, reason: &str) -> 
         .map_err(|e| io_err("write", &note_path, e))?;
     note.clear();
     if let Some(seq) = parse_record_name(name) {
+        for backup in list(fs, &layout.journal)? {
+            if backup != name && seq_of(&backup) == Some(seq) {
+                rename(fs, &layout.journal.join(&backup), &dest.join(&backup))?;
+            }
+        }
         for dir in layout.per_mutation_dirs() {
             let from = dir.join(seq.to_string());
             if fs.lstat(STEP, &from).map_err(|e| io_err("stat", &from, e))?.is_some() {
@@ -173,12 +188,18 @@ pub(crate) fn write_record(fs: &Fs, layout: &Layout, record: &Record) -> Result<
         .map_err(|e| io_err("fsync", &layout.journal, e))
 }
 
-/// Removes what a finished mutation leaves: its backup, staging and trash
+/// Removes what a finished mutation leaves: its backups, staging and trash
 /// folders, then its record. A crash in between leaves either a terminal
 /// record (discarded next time) or orphan folders (reaped next time).
 pub(crate) fn cleanup(fs: &Fs, layout: &Layout, seq: u64) -> Result<()> {
     for dir in layout.per_mutation_dirs() {
         remove(fs, &dir.join(seq.to_string()))?;
+    }
+    let record = record_name(seq);
+    for name in list(fs, &layout.journal)? {
+        if name != record && seq_of(&name) == Some(seq) {
+            remove(fs, &layout.journal.join(name))?;
+        }
     }
     remove(fs, &layout.record(seq))
 }

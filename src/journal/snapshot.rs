@@ -103,7 +103,9 @@ pub(crate) fn fingerprint(meta: &Metadata) -> String {
 
 /// The fingerprint file beside the backup of a folder.
 pub(crate) fn fingerprints_path(backup: &Path) -> std::path::PathBuf {
-    backup.with_extension("fingerprints")
+    let mut name = backup.as_os_str().to_owned();
+    name.push(".fingerprints");
+    name.into()
 }
 
 /// Rebuilds the folder `src` at `dst` with hardlinks to its files (copies

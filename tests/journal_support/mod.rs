@@ -161,7 +161,7 @@ fn short(node: Option<&Node>) -> String {
 /// Asserts `.keel` holds nothing but its empty folders, the lock and the
 /// quarantine.
 pub fn assert_state_clean(root: &Path) {
-    for dir in ["journal", "backup", "staging", "trash"] {
+    for dir in ["journal", "staging", "trash"] {
         let left: Vec<_> = fs::read_dir(root.join(".keel").join(dir))
             .unwrap()
             .map(|e| e.unwrap().file_name())
