@@ -27,6 +27,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("rename", rename),
     ("publish", publish),
     ("declared_folder", declared_folder),
+    ("declared_copy_in_place", declared_copy_in_place),
     ("nested", nested),
 ];
 
@@ -72,6 +73,22 @@ fn declared_folder(m: &mut Mutation, root: &Path) -> Result<()> {
     fs::set_permissions(pages.join("deep"), fs::Permissions::from_mode(0o700)).unwrap();
     // ...and edits existing files in it through the mutation.
     m.write("wiki/pages/deep/c.md", b"# C edited")?;
+    m.write("wiki/index.md", b"index edited")
+}
+
+fn declared_copy_in_place(m: &mut Mutation, root: &Path) -> Result<()> {
+    m.declare_copy(&["wiki/pages"])?;
+    // The caller edits files of the declared folder in place (same inodes).
+    let pages = root.join("wiki/pages");
+    let mut a = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(pages.join("a.md"))
+        .unwrap();
+    std::io::Write::write_all(&mut a, b"# A rewritten in place").unwrap();
+    let mut b = fs::OpenOptions::new().append(true).open(pages.join("b.md")).unwrap();
+    std::io::Write::write_all(&mut b, b"\nappended").unwrap();
+    fs::set_permissions(pages.join("deep/c.md"), fs::Permissions::from_mode(0o600)).unwrap();
     m.write("wiki/index.md", b"index edited")
 }
 

@@ -13,7 +13,7 @@ use super::paths::{parse_folder, temp_beside, RelPath};
 use super::record::{Entry, MutationStatus, Prior, Record, FORMAT_VERSION};
 use super::recovery::{cleanup, write_record};
 use super::restore::{self, parent_of};
-use super::snapshot::{self, io_err, link_tree, FileBackup, TreeLinks};
+use super::snapshot::{self, io_err, link_tree, BackupMode, TreeLinks};
 use super::Inner;
 use crate::{Error, ErrorKind, Result};
 
@@ -90,14 +90,26 @@ impl Mutation {
     /// linked file's size, mtime and mode are fingerprinted: a rollback that
     /// finds one changed in place reports it ([`ErrorKind::Corrupt`], the
     /// record kept for [`Journal::resolve`](super::Journal::resolve))
-    /// instead of claiming a clean restore. Declare such a file by itself
-    /// (files are copied) when it must be edited in place.
+    /// instead of claiming a clean restore. Use
+    /// [`declare_copy`](Self::declare_copy) for folders whose files are
+    /// edited in place.
     pub fn declare<S: AsRef<str>>(&mut self, paths: &[S]) -> Result<()> {
         let rels = paths
             .iter()
             .map(|p| RelPath::parse(p.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        self.guarded(|m| m.snapshot_all(&rels, FileBackup::Copy))
+        self.guarded(|m| m.snapshot_all(&rels, BackupMode::Declared))
+    }
+
+    /// Like [`declare`](Self::declare), but folders are copied whole, so
+    /// the caller may edit their files in place. Costs O(bytes) of the
+    /// folders instead of O(files).
+    pub fn declare_copy<S: AsRef<str>>(&mut self, paths: &[S]) -> Result<()> {
+        let rels = paths
+            .iter()
+            .map(|p| RelPath::parse(p.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        self.guarded(|m| m.snapshot_all(&rels, BackupMode::DeclaredCopy))
     }
 
     /// Writes `bytes` to the file at `path` (see [`write_from`](Self::write_from)).
@@ -267,7 +279,7 @@ impl Mutation {
                     .map_err(|e| io_err("fsync staged", src, e))?;
             }
             let targets: Vec<RelPath> = moves.iter().map(|(_, dst)| dst.clone()).collect();
-            m.snapshot_all(&targets, FileBackup::Link)?;
+            m.snapshot_all(&targets, BackupMode::Replaced)?;
             let mut dirty = BTreeSet::new();
             for (src, dst) in &moves {
                 m.move_into_place(src, dst)?;
@@ -359,7 +371,7 @@ impl Mutation {
     /// Snapshots `rel` unless an entry already covers it, and records it.
     fn touch(&mut self, rel: &RelPath) -> Result<()> {
         let before = self.record.entries.len();
-        self.snapshot(rel, FileBackup::Link)?;
+        self.snapshot(rel, BackupMode::Replaced)?;
         if self.record.entries.len() > before {
             if let Err(err) = self.write_record() {
                 self.record.entries.truncate(before);
@@ -371,11 +383,11 @@ impl Mutation {
 
     /// Snapshots every path in `rels` (checked for symlinked ancestors),
     /// then writes the record once for the whole batch.
-    fn snapshot_all(&mut self, rels: &[RelPath], file_backup: FileBackup) -> Result<()> {
+    fn snapshot_all(&mut self, rels: &[RelPath], mode: BackupMode) -> Result<()> {
         let before = self.record.entries.len();
         let result = rels.iter().try_for_each(|rel| {
             self.check_ancestors(rel)?;
-            self.snapshot(rel, file_backup)
+            self.snapshot(rel, mode)
         });
         let result = result.and_then(|()| match self.record.entries.len() > before {
             true => self.write_record(),
@@ -389,7 +401,7 @@ impl Mutation {
 
     /// Adds an entry for `rel` (or for its outermost missing ancestor, which
     /// covers everything created below it), with a durable backup.
-    fn snapshot(&mut self, rel: &RelPath, file_backup: FileBackup) -> Result<()> {
+    fn snapshot(&mut self, rel: &RelPath, mode: BackupMode) -> Result<()> {
         if self.covered(rel) {
             return Ok(());
         }
@@ -407,7 +419,7 @@ impl Mutation {
         self.remove_path(&backup)?;
         // Durable once the record is: its write fsyncs the journal folder,
         // which holds this backup's entry too.
-        let prior = snapshot::take(&self.inner.fs, &live, &meta, &backup, file_backup)?;
+        let prior = snapshot::take(&self.inner.fs, &live, &meta, &backup, mode)?;
         self.push_entry(rel, prior)
     }
 
@@ -529,7 +541,7 @@ impl Mutation {
         let tmp = temp_beside(live);
         self.remove_path(&tmp)?;
         if meta.is_dir() {
-            link_tree(&self.inner.fs, src, meta, &tmp, &mut TreeLinks::new(false))?;
+            link_tree(&self.inner.fs, src, meta, &tmp, &mut TreeLinks::new(false, false))?;
         } else if meta.file_type().is_symlink() {
             let target = self
                 .inner

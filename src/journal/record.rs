@@ -51,7 +51,7 @@ pub(crate) enum Prior {
     Dir { mode: u32, linked: bool },
 }
 
-/// One snapshotted path. Its backup is `backup/<seq>/<index>`, derived from
+/// One snapshotted path. Its backup is `journal/<seq>.<index>`, derived from
 /// its position, never read from the record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {

@@ -16,19 +16,23 @@ use crate::{Error, Result};
 
 const STEP: &str = "snapshot";
 
-/// How a regular file is backed up.
+/// How a path is backed up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FileBackup {
-    /// A hardlink: O(1) whatever the size. Only for files the mutation
-    /// itself replaces (always by rename, never in place), so the linked
-    /// inode keeps the old bytes.
-    Link,
-    /// An fsynced copy: for declared files the caller may edit in place.
-    Copy,
+pub(crate) enum BackupMode {
+    /// The mutation itself replaces what it touches (always by rename, never
+    /// in place), so the old inodes keep the old bytes: files and folders
+    /// are hardlinked, O(1) per file whatever the size.
+    Replaced,
+    /// Declared by the caller, who may edit files in place: a file is
+    /// copied; a folder is hardlinked (fingerprinted, see [`TreeLinks`]).
+    Declared,
+    /// Declared by a caller who edits a folder's files in place: copied
+    /// whole, O(bytes).
+    DeclaredCopy,
 }
 
 /// Snapshots the existing path `live` (metadata `meta`) into `backup`.
-pub(crate) fn take(fs: &Fs, live: &Path, meta: &Metadata, backup: &Path, file_backup: FileBackup) -> Result<Prior> {
+pub(crate) fn take(fs: &Fs, live: &Path, meta: &Metadata, backup: &Path, how: BackupMode) -> Result<Prior> {
     let file_type = meta.file_type();
     if file_type.is_symlink() {
         let target = fs.read_link(STEP, live).map_err(|e| io_err("read symlink", live, e))?;
@@ -38,7 +42,7 @@ pub(crate) fn take(fs: &Fs, live: &Path, meta: &Metadata, backup: &Path, file_ba
     }
     if file_type.is_file() {
         let mode = meta_mode(meta);
-        if file_backup == FileBackup::Link {
+        if how == BackupMode::Replaced {
             match fs.hard_link(STEP, live, backup) {
                 Ok(()) => return Ok(Prior::File { mode }),
                 Err(err) if link_should_copy(&err) => {}
@@ -50,7 +54,7 @@ pub(crate) fn take(fs: &Fs, live: &Path, meta: &Metadata, backup: &Path, file_ba
         return Ok(Prior::File { mode });
     }
     if file_type.is_dir() {
-        let mut links = TreeLinks::new(true);
+        let mut links = TreeLinks::new(true, how == BackupMode::DeclaredCopy);
         link_tree(fs, live, meta, backup, &mut links)?;
         let lines = links.fingerprints.take().unwrap_or_default();
         if !lines.is_empty() {
@@ -78,13 +82,16 @@ pub(crate) struct TreeLinks {
     /// linked file shares its inode with the live tree, so an in-place edit
     /// changes the backup too; the fingerprint lets the restore notice.
     fingerprints: Option<String>,
+    /// Copy every file instead of linking it.
+    copy: bool,
 }
 
 impl TreeLinks {
-    pub(crate) fn new(fingerprints: bool) -> TreeLinks {
+    pub(crate) fn new(fingerprints: bool, copy: bool) -> TreeLinks {
         TreeLinks {
-            all_linked: true,
+            all_linked: !copy,
             fingerprints: fingerprints.then(String::new),
+            copy,
         }
     }
 }
@@ -149,7 +156,11 @@ fn link_child(fs: &Fs, from: &Path, meta: &Metadata, to: &Path, rel: &Path, link
             from.display()
         )));
     }
-    match fs.hard_link(STEP, from, to) {
+    let linked = match links.copy {
+        true => Err(std::io::Error::from_raw_os_error(libc::EPERM)),
+        false => fs.hard_link(STEP, from, to),
+    };
+    match linked {
         Ok(()) => {
             if let Some(lines) = &mut links.fingerprints {
                 lines.push_str(&format!("{}\t{}\n", fingerprint(meta), rel.display()));

@@ -200,3 +200,15 @@ def test_waiting_for_the_lock_releases_the_gil(tree):
     assert not waiter.is_alive()
     assert total == 4999950000
     got[0].rollback()
+
+
+def test_a_copied_declared_folder_may_be_edited_in_place(tree):
+    journal = keel.Journal(tree)
+    before = snapshot(tree)
+    with pytest.raises(RuntimeError):
+        with journal.mutation("compile") as m:
+            m.declare(["pages"], copy=True)
+            with open(tree / "pages" / "a.md", "r+b") as f:
+                f.write(b"# B")
+            raise RuntimeError("compile failed")
+    assert snapshot(tree) == before

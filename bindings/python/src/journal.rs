@@ -194,9 +194,16 @@ impl PyMutation {
     }
 
     /// Snapshots paths you will change yourself (folders are hardlinked:
-    /// replace files in them, never edit in place).
-    fn declare(&self, py: Python<'_>, paths: Vec<String>) -> PyResult<()> {
-        self.with(py, |m| m.declare(&paths))
+    /// replace files in them, never edit in place; an in-place edit is
+    /// reported by the rollback as keel.Corrupt).
+    /// With `copy=True` folders are copied whole instead, so their files
+    /// may be edited in place (costs their bytes).
+    #[pyo3(signature = (paths, *, copy=false))]
+    fn declare(&self, py: Python<'_>, paths: Vec<String>, copy: bool) -> PyResult<()> {
+        match copy {
+            true => self.with(py, |m| m.declare_copy(&paths)),
+            false => self.with(py, |m| m.declare(&paths)),
+        }
     }
 
     /// A private folder on the root's file system to prepare files in.
