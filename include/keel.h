@@ -116,6 +116,36 @@ typedef enum {
 } keel_status;
 
 /**
+ * How much keel logs, from nothing to everything.
+ */
+typedef enum {
+  /**
+   * Nothing.
+   */
+  KEEL_LOG_OFF = 0,
+  /**
+   * Failures keel could not handle.
+   */
+  KEEL_LOG_ERROR = 1,
+  /**
+   * Trouble keel handled: a task timed out, a journal was quarantined.
+   */
+  KEEL_LOG_WARN = 2,
+  /**
+   * Rare, notable steps: recovery ran, a map grew.
+   */
+  KEEL_LOG_INFO = 3,
+  /**
+   * One event per meaningful step, with its duration.
+   */
+  KEEL_LOG_DEBUG = 4,
+  /**
+   * Everything.
+   */
+  KEEL_LOG_TRACE = 5,
+} keel_log_level;
+
+/**
  * How a key is held.
  */
 typedef enum {
@@ -158,6 +188,26 @@ typedef struct keel_locks keel_locks;
  * May be used and freed on any thread, one call at a time.
  */
 typedef struct keel_mutation keel_mutation;
+
+/**
+ * Bytes owned by keel and lent to C: `len` bytes at `ptr`, followed by a
+ * NUL that `len` does not count (so text can be read as a C string). Free
+ * it once with keel_buf_free; a zeroed keel_buf is empty and free to free.
+ */
+typedef struct {
+  /**
+   * The first byte, or NULL for an empty buffer that was never filled.
+   */
+  uint8_t *ptr;
+  /**
+   * The number of bytes, not counting the trailing NUL.
+   */
+  size_t len;
+  /**
+   * Private: the allocation's capacity, needed to free it.
+   */
+  size_t cap;
+} keel_buf;
 
 /**
  * What keel_journal_recover did.
@@ -241,9 +291,39 @@ typedef struct {
   size_t waiters;
 } keel_lock_stats;
 
+/**
+ * Receives one event. `target` is the part (`"keel::pool"`), `message` the
+ * event with its fields (`"task finished: key=... elapsed_us=..."`); both are
+ * NUL-terminated and their lengths exclude the NUL; both are valid only
+ * during the call.
+ *
+ * Called on whichever thread the event happens: the caller's thread or one
+ * of keel's own (pool workers, group-commit leaders), possibly on several
+ * threads at once, so it must be thread-safe. It may call keel functions;
+ * events raised inside the callback itself are dropped rather than nested.
+ */
+typedef void (*keel_log_fn)(void *userdata,
+                            keel_log_level level,
+                            const char *target,
+                            size_t target_len,
+                            const char *message,
+                            size_t message_len);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Frees the bytes of `buf` and zeroes it. NULL, or a zeroed buffer, is a no-op.
+ */
+void keel_buf_free(keel_buf *buf);
+
+/**
+ * Writes every live keel object's counters into `*out` as one JSON object,
+ * grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`.
+ * Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
+ */
+keel_status keel_stats_json(keel_buf *out);
 
 /**
  * Opens the journal of the existing folder `root` (UTF-8, `root_len`
@@ -428,6 +508,18 @@ void keel_lock_guard_release(keel_lock_guard *guard);
  * Writes the registry's entries, holders and waiters to `*out`.
  */
 keel_status keel_locks_stats(const keel_locks *locks, keel_lock_stats *out);
+
+/**
+ * Sends keel's events up to `max_level` (a keel_log_level) to `callback`
+ * with `userdata`; a NULL callback or KEEL_LOG_OFF turns logging off. When
+ * off, keel neither formats nor times anything.
+ *
+ * Returns KEEL_CONFLICT if the process already has another Rust logger
+ * (libkeel linked into a Rust program that set its own). Replacing the
+ * callback is safe at any time; the old one is not called after this returns.
+ * Calling it from inside the callback returns KEEL_WOULD_DEADLOCK.
+ */
+keel_status keel_set_log_callback(uint32_t max_level, keel_log_fn callback, void *userdata);
 
 /**
  * The message of the last failed keel call on this thread (`"Timeout: ..."`),

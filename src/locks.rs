@@ -51,6 +51,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::events::{micros, Level, Stopwatch};
+
+const LOG_TARGET: &str = "keel::locks";
 
 const SHARD_COUNT: usize = 64;
 
@@ -61,6 +64,16 @@ pub enum LockMode {
     Exclusive,
     /// Any number of holders, no exclusive one.
     Shared,
+}
+
+impl LockMode {
+    /// `"exclusive"` or `"shared"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Exclusive => "exclusive",
+            LockMode::Shared => "shared",
+        }
+    }
 }
 
 /// How long an acquisition may wait.
@@ -159,13 +172,13 @@ impl<K, S> Clone for KeyedLocks<K, S> {
     }
 }
 
-impl<K: Hash + Eq> Default for KeyedLocks<K, RandomState> {
+impl<K: Hash + Eq + Send + 'static> Default for KeyedLocks<K, RandomState> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K: Hash + Eq> KeyedLocks<K, RandomState> {
+impl<K: Hash + Eq + Send + 'static> KeyedLocks<K, RandomState> {
     /// An empty registry.
     pub fn new() -> Self {
         Self::with_hasher(RandomState::new())
@@ -177,7 +190,9 @@ impl<K: Hash + Eq> KeyedLocks<K, RandomState> {
     }
 }
 
-impl<K: Hash + Eq, S: BuildHasher> KeyedLocks<K, S> {
+/// Keys are `Send + 'static` so the registry can be listed in
+/// [`stats::gather`](crate::stats::gather) and shared across threads.
+impl<K: Hash + Eq + Send + 'static, S: BuildHasher + Send + Sync + 'static> KeyedLocks<K, S> {
     /// An empty registry hashing keys with `hasher`.
     pub fn with_hasher(hasher: S) -> Self {
         Self::build(None, hasher)
@@ -185,9 +200,9 @@ impl<K: Hash + Eq, S: BuildHasher> KeyedLocks<K, S> {
 
     fn build(name: Option<String>, hasher: S) -> Self {
         let shards = (0..SHARD_COUNT).map(|_| Mutex::new(Shard::new())).collect();
-        KeyedLocks {
-            registry: Arc::new(Registry { name, hasher, shards }),
-        }
+        let registry = Arc::new(Registry { name, hasher, shards });
+        crate::stats::register("locks", &registry);
+        KeyedLocks { registry }
     }
 
     /// The name given to [`named`](KeyedLocks::named), if any.
@@ -266,8 +281,19 @@ impl<K: Hash + Eq, S: BuildHasher> KeyedLocks<K, S> {
         if wait == Wait::Never {
             return Ok(None);
         }
+        let stopwatch = Stopwatch::start(LOG_TARGET, Level::Debug);
         let granted = wait_for_grant(&mut shard, hash, slot_id, mode, holder, deadline);
         drop(shard);
+        if let Some(waited) = stopwatch.elapsed() {
+            let outcome = if granted.is_ok() { "granted" } else { "timed_out" };
+            log::debug!(
+                target: LOG_TARGET,
+                "lock wait: registry={:?} mode={} waited_us={} outcome={outcome}",
+                self.registry.name.as_deref().unwrap_or(""),
+                mode.as_str(),
+                micros(waited),
+            );
+        }
         match granted {
             Ok(()) => Ok(Some(self.guard(hash, slot_id, holder, mode))),
             Err(err) => Err(self.registry.named_error(err)),
@@ -327,16 +353,7 @@ impl<K: Hash + Eq, S: BuildHasher> KeyedLocks<K, S> {
 
     /// Counts entries, holders and waiters, one shard at a time.
     pub fn stats(&self) -> LockStats {
-        let mut stats = LockStats::default();
-        for shard in self.registry.shards.iter() {
-            let shard = shard.lock();
-            for slot in shard.buckets.values().flat_map(Bucket::slots) {
-                stats.entries += 1;
-                stats.holders += slot.state.readers.len() + usize::from(slot.state.writer.is_some());
-                stats.waiters += slot.state.waiting_readers + slot.state.waiting_writers;
-            }
-        }
-        stats
+        self.registry.stats()
     }
 
     fn guard(&self, hash: u64, slot_id: u64, holder: u64, mode: LockMode) -> KeyGuard<K, S> {
@@ -384,17 +401,29 @@ fn wait_for_grant<K>(
             // Readers queued behind a waiting writer may go now that it gave up.
             state.notify_waiters();
             shard.remove_if_idle(hash, slot_id);
-            let mode = match mode {
-                LockMode::Exclusive => "an exclusive",
-                LockMode::Shared => "a shared",
-            };
-            return Err(Error::timeout(format!("timed out waiting for {mode} lock")));
+            return Err(Error::timeout(format!(
+                "timed out waiting for a {} lock",
+                mode.as_str()
+            )));
         }
         state.add_waiter(mode);
     }
 }
 
 impl<K, S> Registry<K, S> {
+    fn stats(&self) -> LockStats {
+        let mut stats = LockStats::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            for slot in shard.buckets.values().flat_map(Bucket::slots) {
+                stats.entries += 1;
+                stats.holders += slot.state.readers.len() + usize::from(slot.state.writer.is_some());
+                stats.waiters += slot.state.waiting_readers + slot.state.waiting_writers;
+            }
+        }
+        stats
+    }
+
     fn named_error(&self, err: Error) -> Error {
         match &self.name {
             Some(name) => err.context(format_args!("locks {name:?}")),
@@ -430,6 +459,18 @@ impl<K, S> Registry<K, S> {
         state.revoke(mode, holder);
         state.notify_waiters();
         shard.remove_if_idle(hash, slot_id);
+    }
+}
+
+impl<K: Send, S: Send + Sync> crate::stats::StatsSource for Registry<K, S> {
+    fn stats_json(&self) -> serde_json::Value {
+        let stats = self.stats();
+        serde_json::json!({
+            "name": self.name,
+            "entries": stats.entries,
+            "holders": stats.holders,
+            "waiters": stats.waiters,
+        })
     }
 }
 
@@ -651,9 +692,11 @@ impl<K, S> fmt::Debug for MultiKeyGuard<K, S> {
     }
 }
 
-impl<K: Hash + Eq, S: BuildHasher> fmt::Debug for KeyedLocks<K, S> {
+impl<K, S> fmt::Debug for KeyedLocks<K, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedLocks").field("stats", &self.stats()).finish()
+        f.debug_struct("KeyedLocks")
+            .field("stats", &self.registry.stats())
+            .finish()
     }
 }
 

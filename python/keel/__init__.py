@@ -13,6 +13,12 @@ Errors are :class:`KeelError` subclasses, one per kind, that also derive from th
 matching builtin: ``NotFound`` is a ``LookupError``, ``InvalidArgument`` a
 ``ValueError``, ``Timeout`` a ``TimeoutError``, ``PermissionDenied`` a
 ``PermissionError``, ``IoError`` and ``StorageFull`` are ``OSError``.
+
+keel's events (one per meaningful step, with its duration) go to the standard
+``logging`` module under ``keel.locks``, ``keel.pool``, ``keel.journal``,
+``keel.drive``, ``keel.lmdb`` and ``keel.ops``: configure ``logging`` and they
+appear. Levels are re-read at most once a second; :func:`flush_logs` re-reads them
+now and waits until every event so far has been handed to ``logging``.
 """
 
 from keel._keel import (
@@ -38,6 +44,8 @@ from keel._keel import (
     Unsupported,
     WouldDeadlock,
     __version__,
+    flush_logs,
+    stats,
 )
 
 __all__ = [
@@ -63,4 +71,6 @@ __all__ = [
     "Unsupported",
     "WouldDeadlock",
     "__version__",
+    "flush_logs",
+    "stats",
 ]

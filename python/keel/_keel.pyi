@@ -115,5 +115,11 @@ class Journal:
     def resolve(self, seq: int) -> str: ...
     def stats(self) -> Dict[str, int]: ...
 
+def stats() -> Dict[str, List[Dict[str, Any]]]:
+    """Every live keel object's counters, grouped by part ("locks", "pool", ...)."""
+
+def flush_logs() -> None:
+    """Re-reads keel's logger levels and waits until queued events reached logging."""
+
 def _debug_panic() -> None:
     """For tests of the panic boundary only: raises keel.Panic."""

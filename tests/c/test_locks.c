@@ -165,6 +165,22 @@ static void test_bad_arguments(void) {
   keel_lock_guard_release(NULL);
 }
 
+static void test_stats_json(void) {
+  keel_lock_guard *guard = NULL;
+  CHECK_OK(keel_locks_lock(shared_locks, KEY("stats-key"), KEEL_LOCK_EXCLUSIVE, 0, &guard));
+  keel_buf json = {0};
+  CHECK_OK(keel_stats_json(&json));
+  CHECK(json.ptr != NULL && strlen((const char *)json.ptr) == json.len);
+  CHECK(strstr((const char *)json.ptr, "\"name\":\"sources\"") != NULL);
+  CHECK(strstr((const char *)json.ptr, "\"entries\":1") != NULL);
+  keel_buf_free(&json);
+  CHECK(json.ptr == NULL && json.len == 0);
+  keel_buf_free(&json); /* a zeroed buffer: no-op */
+  keel_buf_free(NULL);
+  CHECK_STATUS(keel_stats_json(NULL), KEEL_INVALID_ARGUMENT);
+  keel_lock_guard_release(guard);
+}
+
 static void test_panic_is_contained(void) {
   CHECK_STATUS(keel_debug_panic(), KEEL_PANIC);
   CHECK(strstr(keel_last_error(), "keel_debug_panic was called") != NULL);
@@ -179,6 +195,7 @@ int main(void) {
   test_try_lock_timeout_and_cross_thread_release();
   test_lock_many();
   test_bad_arguments();
+  test_stats_json();
   test_panic_is_contained();
   keel_locks_free(shared_locks);
   FINISH();

@@ -51,3 +51,12 @@ def test_a_panic_in_keel_raises_keel_panic_not_a_crash():
         _keel._debug_panic()
     # Panic is an ordinary Exception, so host code's `except Exception` sees it.
     assert issubclass(keel.Panic, Exception)
+
+
+def test_stats_gathers_every_live_object_by_part():
+    locks = keel.KeyedLocks("stats-probe")
+    with locks.lock("a"):
+        mine = [entry for entry in keel.stats()["locks"] if entry["name"] == "stats-probe"]
+        assert mine == [{"name": "stats-probe", "entries": 1, "holders": 1, "waiters": 0}]
+    del locks
+    assert not [e for e in keel.stats().get("locks", []) if e["name"] == "stats-probe"]

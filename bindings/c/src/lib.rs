@@ -10,13 +10,17 @@
 // in what C hands us, which the header documents per function.
 #![allow(clippy::missing_safety_doc)]
 
+mod buf;
 mod ffi;
 mod journal;
 mod locks;
+mod log_callback;
 mod status;
 mod version;
 
+pub use buf::*;
 pub use journal::*;
 pub use locks::*;
+pub use log_callback::*;
 pub use status::*;
 pub use version::*;

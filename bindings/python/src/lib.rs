@@ -6,7 +6,9 @@ use pyo3::prelude::*;
 mod errors;
 mod journal;
 mod locks;
+mod logging;
 mod run;
+mod stats;
 
 #[pymodule]
 fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -15,5 +17,8 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     locks::register(m)?;
     journal::register(m)?;
     m.add_function(wrap_pyfunction!(run::_debug_panic, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(stats::stats, m)?)?;
+    logging::install(m.py())?;
     Ok(())
 }

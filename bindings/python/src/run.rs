@@ -10,11 +10,13 @@ use crate::errors::to_pyerr;
 
 /// Runs `body` without the GIL (it may block), containing panics.
 pub fn blocking<T: Send>(py: Python<'_>, body: impl FnOnce() -> Result<T> + Send) -> PyResult<T> {
+    crate::logging::refresh_if_stale(py);
     py.detach(|| contained(body)).map_err(|err| to_pyerr(py, err))
 }
 
 /// Runs a short `body` with the GIL held, containing panics.
 pub fn quick<T>(py: Python<'_>, body: impl FnOnce() -> Result<T>) -> PyResult<T> {
+    crate::logging::refresh_if_stale(py);
     contained(body).map_err(|err| to_pyerr(py, err))
 }
 
