@@ -429,3 +429,23 @@ fn other_hardlink_errors_fail_the_snapshot_and_change_nothing() {
     assert_eq!(capture(dir.path()), before);
     assert_state_clean(dir.path());
 }
+
+#[test]
+fn counters_count_what_happened_and_show_in_the_stats_registry() {
+    let (dir, journal) = seeded("counters");
+    let mut m = journal.begin("add", "").unwrap();
+    m.write("readme.txt", b"v2").unwrap();
+    m.commit().unwrap();
+    let mut m = journal.begin("add", "").unwrap();
+    m.write("readme.txt", b"v3").unwrap();
+    drop(m);
+    let stats = journal.stats();
+    assert_eq!((stats.committed, stats.rolled_back, stats.recovery_failures), (1, 1, 0));
+    assert!(stats.fsyncs > 0);
+    let root = journal.root().to_string_lossy().into_owned();
+    let all = keel::stats::gather();
+    let mine = all["journal"].as_array().unwrap().iter().find(|j| j["root"] == root.as_str()).unwrap();
+    assert_eq!(mine["committed"], 1);
+    assert_eq!(mine["blocked"], false);
+    drop(dir);
+}

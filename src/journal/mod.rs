@@ -26,6 +26,7 @@
 //!    number, discards terminal ones and reaps orphan folders; see
 //!    [`Journal::recover`].
 
+mod counters;
 mod fault;
 mod fs;
 mod lock;
@@ -50,6 +51,7 @@ pub use mutation::Mutation;
 pub use record::{MutationStatus, FORMAT_VERSION};
 pub use recovery::{Quarantined, RecoveryReport};
 
+use counters::Counters;
 use fs::Fs;
 use lock::{RootLock, SharedGuard};
 use paths::{parse_record_name, Layout};
@@ -80,6 +82,23 @@ pub(crate) struct Inner {
     root_id: String,
     last_seq: AtomicU64,
     last_recovery_error: Mutex<Option<String>>,
+    counters: Counters,
+}
+
+impl crate::stats::StatsSource for Inner {
+    fn stats_json(&self) -> serde_json::Value {
+        let c = &self.counters;
+        serde_json::json!({
+            "root": self.root_id,
+            "committed": Counters::get(&c.committed),
+            "rolled_back": Counters::get(&c.rolled_back),
+            "recovered": Counters::get(&c.recovered),
+            "quarantined": Counters::get(&c.quarantined),
+            "recovery_failures": Counters::get(&c.recovery_failures),
+            "fsyncs": self.fs.fsyncs(),
+            "blocked": self.last_recovery_error.lock().is_some(),
+        })
+    }
 }
 
 /// What a journal has on disk, for operators.
@@ -109,11 +128,21 @@ pub struct PendingMutation {
     pub paths: Vec<String>,
 }
 
-/// Counters of a journal handle (all handles of the same `open`).
+/// Counters of a journal handle (all clones of the same `open`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JournalStats {
     /// fsyncs issued (files and folders).
     pub fsyncs: u64,
+    /// Mutations committed.
+    pub committed: u64,
+    /// Mutations rolled back (explicitly, on error or on drop).
+    pub rolled_back: u64,
+    /// Interrupted mutations rolled back by recovery.
+    pub recovered: u64,
+    /// Records quarantined by recovery.
+    pub quarantined: u64,
+    /// Recoveries that could not finish.
+    pub recovery_failures: u64,
 }
 
 /// A shared lock on the root: no mutation runs while it is held, and the
@@ -166,8 +195,10 @@ impl Journal {
                 root_id: root.to_string_lossy().into_owned(),
                 last_seq: AtomicU64::new(0),
                 last_recovery_error: Mutex::new(None),
+                counters: Counters::default(),
             }),
         };
+        crate::stats::register("journal", &journal.inner);
         // Recover now unless someone holds the root: then a mutation is
         // running (nothing to recover while it lives), and whoever takes the
         // lock next recovers first anyway. Opening never waits for it.
@@ -315,10 +346,17 @@ impl Journal {
         Ok(status)
     }
 
-    /// Counters (fsyncs issued), for benchmarks and diagnostics.
+    /// Counters (fsyncs issued, mutations ended, recoveries), for benchmarks
+    /// and diagnostics; also in [`crate::stats::gather`] under `journal`.
     pub fn stats(&self) -> JournalStats {
+        let c = &self.inner.counters;
         JournalStats {
             fsyncs: self.inner.fs.fsyncs(),
+            committed: Counters::get(&c.committed),
+            rolled_back: Counters::get(&c.rolled_back),
+            recovered: Counters::get(&c.recovered),
+            quarantined: Counters::get(&c.quarantined),
+            recovery_failures: Counters::get(&c.recovery_failures),
         }
     }
 
@@ -334,6 +372,7 @@ impl Journal {
         let result = recovery::run(&inner.fs, &inner.layout, &inner.root_id)
             .map_err(|err| err.context(format!("journal {}", self.root().display())));
         *inner.last_recovery_error.lock() = result.as_ref().err().map(ToString::to_string);
+        counters::recovery_ended(&inner.counters, &inner.root_id, &result);
         result
     }
 

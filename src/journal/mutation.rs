@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::counters::{self, Counters};
 use super::fs::{crossed_devices, meta_mode};
 use super::lock::ExclusiveGuard;
 use super::paths::{parse_folder, temp_beside, RelPath};
@@ -296,6 +297,7 @@ impl Mutation {
     /// failed earlier, or the commit itself fails, the mutation is rolled
     /// back and the error returned.
     pub fn commit(mut self) -> Result<()> {
+        let stopwatch = counters::stopwatch();
         if let Some(err) = self.failed.take() {
             let undo = self.finish_rollback();
             return Err(refused_commit(err, undo));
@@ -313,6 +315,8 @@ impl Mutation {
         let _ = cleanup(&self.inner.fs, &self.inner.layout, self.record.seq);
         self.finished = true;
         self.guard = None;
+        Counters::add(&self.inner.counters.committed, 1);
+        self.log_end("committed", stopwatch);
         Ok(())
     }
 
@@ -324,10 +328,33 @@ impl Mutation {
     }
 
     fn finish_rollback(&mut self) -> Result<()> {
+        let stopwatch = counters::stopwatch();
         self.finished = true;
         let result = self.undo();
         self.guard = None;
+        match &result {
+            Ok(()) => {
+                Counters::add(&self.inner.counters.rolled_back, 1);
+                self.log_end("rolled back", stopwatch);
+            }
+            Err(err) => log::error!(
+                target: counters::LOG_TARGET,
+                "rollback failed: seq={} error={err}",
+                self.record.seq
+            ),
+        }
         result
+    }
+
+    fn log_end(&self, what: &str, stopwatch: crate::events::Stopwatch) {
+        let record = &self.record;
+        counters::mutation_ended(
+            what,
+            record.seq,
+            &record.operation,
+            record.entries.len(),
+            stopwatch.elapsed(),
+        );
     }
 
     fn undo(&mut self) -> Result<()> {

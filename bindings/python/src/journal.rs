@@ -109,10 +109,17 @@ impl PyJournal {
         Ok(moved.folder)
     }
 
-    /// fsyncs issued so far.
+    /// Counters: fsyncs, committed, rolled_back, recovered, quarantined,
+    /// recovery_failures.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.inner.stats();
         let dict = PyDict::new(py);
-        dict.set_item("fsyncs", self.inner.stats().fsyncs)?;
+        dict.set_item("fsyncs", stats.fsyncs)?;
+        dict.set_item("committed", stats.committed)?;
+        dict.set_item("rolled_back", stats.rolled_back)?;
+        dict.set_item("recovered", stats.recovered)?;
+        dict.set_item("quarantined", stats.quarantined)?;
+        dict.set_item("recovery_failures", stats.recovery_failures)?;
         Ok(dict)
     }
 
