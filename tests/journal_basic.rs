@@ -444,7 +444,12 @@ fn counters_count_what_happened_and_show_in_the_stats_registry() {
     assert!(stats.fsyncs > 0);
     let root = journal.root().to_string_lossy().into_owned();
     let all = keel::stats::gather();
-    let mine = all["journal"].as_array().unwrap().iter().find(|j| j["root"] == root.as_str()).unwrap();
+    let mine = all["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["root"] == root.as_str())
+        .unwrap();
     assert_eq!(mine["committed"], 1);
     assert_eq!(mine["blocked"], false);
     drop(dir);
