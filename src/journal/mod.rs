@@ -219,7 +219,7 @@ impl Journal {
     }
 
     /// Starts a mutation: waits for the exclusive lock, recovers leftovers
-    /// of crashed mutations, and refuses (with [`ErrorKind::Conflict`](crate::ErrorKind::Conflict))
+    /// of crashed mutations, and refuses (with [`ErrorKind::Conflict`])
     /// when that recovery cannot finish. `operation` and `details` are kept
     /// in the record for operators.
     pub fn begin(&self, operation: &str, details: &str) -> Result<Mutation> {
