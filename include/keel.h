@@ -194,6 +194,15 @@ typedef struct keel_drive_batch keel_drive_batch;
 typedef struct keel_drive_migration keel_drive_migration;
 
 /**
+ * A managed directory tree whose changes are made through mutations that
+ * end exactly as before or exactly as after, whatever happens (see Journal
+ * in the Rust docs). Thread-safe; several handles, threads and processes
+ * may use one root — mutations are serialized by an flock and an
+ * in-process lock.
+ */
+typedef struct keel_journal keel_journal;
+
+/**
  * One key (or, from keel_locks_lock_many, a set of keys) held until
  * keel_lock_guard_release. May be released on any thread. A guard keeps its
  * registry alive, so freeing the registry first is safe.
@@ -206,6 +215,13 @@ typedef struct keel_lock_guard keel_lock_guard;
  * Thread-safe: one registry may be used from any number of threads.
  */
 typedef struct keel_locks keel_locks;
+
+/**
+ * One mutation, holding the root's exclusive lock until it is committed,
+ * rolled back or freed (freeing an unfinished mutation rolls it back).
+ * May be used and freed on any thread, one call at a time.
+ */
+typedef struct keel_mutation keel_mutation;
 
 /**
  * Bytes owned by keel and lent to C: `len` bytes at `ptr`, followed by a
@@ -242,6 +258,56 @@ typedef keel_status (*keel_drive_migrate_fn)(void *userdata,
                                              const char *input,
                                              size_t input_len,
                                              keel_drive_migration *output);
+
+/**
+ * What keel_journal_recover did.
+ */
+typedef struct {
+  /**
+   * Interrupted mutations rolled back.
+   */
+  size_t rolled_back;
+  /**
+   * Finished records discarded.
+   */
+  size_t discarded;
+  /**
+   * Untrusted records moved to .keel/quarantine/ (never applied).
+   */
+  size_t quarantined;
+  /**
+   * Leftover backup, staging and trash folders removed.
+   */
+  size_t reaped;
+} keel_recovery_report;
+
+/**
+ * What keel_journal_status found on disk.
+ */
+typedef struct {
+  /**
+   * Records still `active` (outside a running mutation: recovery pending).
+   */
+  size_t active;
+  /**
+   * Records committed or rolled back, awaiting cleanup.
+   */
+  size_t finished;
+  /**
+   * Records that cannot be read or trusted.
+   */
+  size_t unreadable;
+  /**
+   * Folders in .keel/quarantine/.
+   */
+  size_t quarantined;
+  /**
+   * True when the last recovery in this process failed: mutations are
+   * refused (KEEL_CONFLICT) until keel_journal_recover succeeds or
+   * keel_journal_resolve is called.
+   */
+  bool blocked;
+} keel_journal_state;
 
 /**
  * A key for keel_locks_lock_many: `len` bytes at `ptr`.
@@ -573,6 +639,128 @@ keel_status keel_drive_batch_commit(keel_drive_batch *batch);
  * Undoes every call of the batch and frees it. NULL is a no-op.
  */
 void keel_drive_batch_abort(keel_drive_batch *batch);
+
+/**
+ * Opens the journal of the existing folder `root` (UTF-8, `root_len`
+ * bytes), creating `root/.keel/` and recovering what a crash left, and puts
+ * the handle in `*out`; free it with keel_journal_free. A symlinked `.keel`
+ * gives KEEL_INVALID_ARGUMENT.
+ */
+keel_status keel_journal_open(const char *root, size_t root_len, keel_journal **out);
+
+/**
+ * Frees a journal handle. Mutations still alive keep working. NULL is a no-op.
+ */
+void keel_journal_free(keel_journal *journal);
+
+/**
+ * Starts a mutation, waiting (blocking this thread) for the exclusive lock,
+ * and puts it in `*out`. `operation` and `details` (UTF-8; `details` may be
+ * NULL) are kept in the record for operators. Returns KEEL_CONFLICT when an
+ * earlier crash could not be recovered.
+ */
+keel_status keel_journal_begin(const keel_journal *journal,
+                               const char *operation,
+                               size_t operation_len,
+                               const char *details,
+                               size_t details_len,
+                               keel_mutation **out);
+
+/**
+ * keel_journal_begin without waiting: returns KEEL_BUSY (and leaves `*out`
+ * untouched) when another thread or process holds the root.
+ */
+keel_status keel_journal_try_begin(const keel_journal *journal,
+                                   const char *operation,
+                                   size_t operation_len,
+                                   const char *details,
+                                   size_t details_len,
+                                   keel_mutation **out);
+
+/**
+ * Runs recovery now and fills `*out` (may be NULL). On failure nothing is
+ * deleted and the message names every path that could not be restored.
+ */
+keel_status keel_journal_recover(const keel_journal *journal, keel_recovery_report *out);
+
+/**
+ * Fills `*out` with what is on disk. Takes no lock.
+ */
+keel_status keel_journal_status(const keel_journal *journal, keel_journal_state *out);
+
+/**
+ * For operators: gives up on rolling back mutation `seq`; its record and
+ * backups move to .keel/quarantine/ and the tree is left as it is.
+ * KEEL_NOT_FOUND when there is no such record.
+ */
+keel_status keel_journal_resolve(const keel_journal *journal, uint64_t seq);
+
+/**
+ * The mutation's sequence number, in `*out`.
+ */
+keel_status keel_mutation_seq(const keel_mutation *mutation, uint64_t *out);
+
+/**
+ * Writes `data[0..data_len]` to the file `path` (relative to the root,
+ * UTF-8): snapshot, temp file, fsync, rename, fsync the folder. A replaced
+ * file keeps its mode; a new one gets the umask mode. `..`, absolute paths
+ * and paths through symlinks give KEEL_INVALID_ARGUMENT.
+ */
+keel_status keel_mutation_write(const keel_mutation *mutation,
+                                const char *path,
+                                size_t path_len,
+                                const uint8_t *data,
+                                size_t data_len);
+
+/**
+ * Removes the file, symlink or folder `path`; KEEL_NOT_FOUND if missing.
+ */
+keel_status keel_mutation_remove(const keel_mutation *mutation, const char *path, size_t path_len);
+
+/**
+ * Renames `from` to `to` (both relative to the root).
+ */
+keel_status keel_mutation_rename(const keel_mutation *mutation,
+                                 const char *from,
+                                 size_t from_len,
+                                 const char *to,
+                                 size_t to_len);
+
+/**
+ * Creates the folder `path` and missing parents; an existing folder is fine.
+ */
+keel_status keel_mutation_create_dir(const keel_mutation *mutation,
+                                     const char *path,
+                                     size_t path_len);
+
+/**
+ * Snapshots `count` paths (UTF-8 keel_bytes) the caller will change itself:
+ * files are copied, folders hardlinked (replace files in them, never edit
+ * in place), missing paths removed on rollback.
+ */
+keel_status keel_mutation_declare(const keel_mutation *mutation,
+                                  const keel_bytes *paths,
+                                  size_t count);
+
+/**
+ * Makes the mutation durable and final. If a change failed earlier or the
+ * commit fails, the mutation is rolled back and the error returned. Either
+ * way it has ended; free the handle with keel_mutation_free.
+ */
+keel_status keel_mutation_commit(const keel_mutation *mutation);
+
+/**
+ * Undoes every change. If some paths cannot be restored, all are named in
+ * the error, the backups stay, and new mutations are refused until
+ * recovery succeeds.
+ */
+keel_status keel_mutation_rollback(const keel_mutation *mutation);
+
+/**
+ * Frees a mutation handle, rolling the mutation back if it has not ended.
+ * NULL is a no-op.
+ */
+void keel_mutation_free(keel_mutation *mutation);
 
 /**
  * Makes an empty registry in `*out`; free it with keel_locks_free.

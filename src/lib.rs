@@ -6,6 +6,8 @@
 //!
 //! - [`KeyedLocks`]: one lock per key while anyone holds or waits for it, and
 //!   no entry left behind when nobody does.
+//! - [`Journal`]: crash-safe mutations of a directory tree: after any crash
+//!   the tree is exactly as before or exactly as after a mutation.
 //!
 //! Every fallible call returns [`Result`], whose [`Error`] carries an
 //! [`ErrorKind`] with a stable number shared by all three surfaces.
@@ -13,11 +15,13 @@
 pub mod drive;
 pub mod error;
 pub mod events;
+pub mod journal;
 pub mod lmdb;
 pub mod locks;
 pub mod stats;
 
 pub use error::{Error, ErrorKind, Result};
+pub use journal::{Journal, Mutation};
 pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};
 
 /// The version of this build, as in `Cargo.toml`.

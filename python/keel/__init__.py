@@ -7,6 +7,10 @@ One Rust core, used here from Python. Every call that can block releases the GIL
 - :class:`Drive`: a tree of named items in its own LMDB file; typed items carry
   versioned JSON data checked by JSON Schema; per-item permissions enforced by
   ``drive.as_user(...)``; every write durable when it returns.
+- :class:`Journal`: crash-safe changes to a directory tree. ``with
+  journal.mutation("add", details) as m:`` commits when the block succeeds and
+  rolls back when it raises; after any crash the tree is exactly as before or
+  exactly as after the mutation.
 
 Errors are :class:`KeelError` subclasses, one per kind, that also derive from the
 matching builtin: ``NotFound`` is a ``LookupError``, ``InvalidArgument`` a
@@ -33,12 +37,15 @@ from keel._keel import (
     InvalidArgument,
     IoError,
     ItemIterator,
+    Journal,
     KeelError,
     KeyedLocks,
     LockGuard,
+    Mutation,
     NotFound,
     Panic,
     PermissionDenied,
+    ReadGuard,
     StorageFull,
     Timeout,
     Unsupported,
@@ -61,12 +68,15 @@ __all__ = [
     "InvalidArgument",
     "IoError",
     "ItemIterator",
+    "Journal",
     "KeelError",
     "KeyedLocks",
     "LockGuard",
+    "Mutation",
     "NotFound",
     "Panic",
     "PermissionDenied",
+    "ReadGuard",
     "StorageFull",
     "Timeout",
     "Unsupported",

@@ -13,6 +13,7 @@
 mod buf;
 mod drive;
 mod ffi;
+mod journal;
 mod locks;
 mod log_callback;
 mod status;
@@ -20,6 +21,7 @@ mod version;
 
 pub use buf::*;
 pub use drive::*;
+pub use journal::*;
 pub use locks::*;
 pub use log_callback::*;
 pub use status::*;

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod drive;
 mod errors;
+mod journal;
 mod json;
 mod locks;
 mod logging;
@@ -17,6 +18,7 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     locks::register(m)?;
     drive::register(m)?;
+    journal::register(m)?;
     m.add_function(wrap_pyfunction!(run::_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;
     m.add_function(wrap_pyfunction!(stats::stats, m)?)?;

@@ -1,0 +1,262 @@
+//! Every file-system call of the journal protocol, each behind a named step.
+//!
+//! Nothing else in `journal/` touches the disk. Each call first passes its
+//! step (`"<protocol step>/<system call>"`) to the fault plan when one is
+//! armed, so tests can fail or kill the process at every step in turn, and
+//! tells the power-loss tracker what it changes. Calls never follow symlinks:
+//! files are opened with `O_NOFOLLOW`, metadata is read with `lstat`.
+
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::fault::{Event, FaultPlan};
+
+/// The file-system layer of one journal: the fault plan and an fsync counter.
+#[derive(Debug, Default)]
+pub(crate) struct Fs {
+    plan: RwLock<Option<Arc<FaultPlan>>>,
+    fsyncs: AtomicU64,
+}
+
+/// `errno`s after which a hardlink snapshot falls back to copying.
+const LINK_FALLBACK: [i32; 6] = [
+    libc::EXDEV,
+    libc::EPERM,
+    libc::EACCES,
+    libc::EMLINK,
+    libc::EOPNOTSUPP,
+    libc::ENOSYS,
+];
+
+/// Whether a failed `link` should fall back to a copy.
+pub(crate) fn link_should_copy(err: &io::Error) -> bool {
+    err.raw_os_error().is_some_and(|errno| LINK_FALLBACK.contains(&errno))
+}
+
+/// Whether a failed `rename` crossed file systems.
+pub(crate) fn crossed_devices(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EXDEV)
+}
+
+impl Fs {
+    pub(crate) fn set_plan(&self, plan: Option<Arc<FaultPlan>>) {
+        *self.plan.write() = plan;
+    }
+
+    pub(crate) fn fsyncs(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
+
+    fn point(&self, step: &str, call: &str, mutates: bool) -> io::Result<()> {
+        match &*self.plan.read() {
+            Some(plan) => plan.point(step, call, mutates),
+            None => Ok(()),
+        }
+    }
+
+    fn track(&self, event: Event<'_>) {
+        if let Some(plan) = &*self.plan.read() {
+            if plan.tracking() {
+                plan.track(event);
+            }
+        }
+    }
+
+    /// `lstat`, with a missing path as `None`.
+    pub(crate) fn lstat(&self, step: &str, path: &Path) -> io::Result<Option<Metadata>> {
+        self.point(step, "lstat", false)?;
+        match fs::symlink_metadata(path) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The names in a folder, sorted so every walk is deterministic.
+    pub(crate) fn read_dir(&self, step: &str, dir: &Path) -> io::Result<Vec<OsString>> {
+        self.point(step, "readdir", false)?;
+        let mut names = fs::read_dir(dir)?
+            .map(|entry| entry.map(|entry| entry.file_name()))
+            .collect::<io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    }
+
+    pub(crate) fn read_link(&self, step: &str, path: &Path) -> io::Result<PathBuf> {
+        self.point(step, "readlink", false)?;
+        fs::read_link(path)
+    }
+
+    /// Reads a whole file without following a symlink at `path`.
+    pub(crate) fn read(&self, step: &str, path: &Path) -> io::Result<Vec<u8>> {
+        self.point(step, "read", false)?;
+        let mut bytes = Vec::new();
+        open_nofollow(path)?.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Opens a file for reading without following a symlink at `path`.
+    pub(crate) fn open_read(&self, step: &str, path: &Path) -> io::Result<File> {
+        self.point(step, "open", false)?;
+        open_nofollow(path)
+    }
+
+    /// Creates `path` (which must not exist), fills it from `data`, sets
+    /// `mode` (or leaves the umask mode of a `0o666` create) and fsyncs it.
+    pub(crate) fn write_new(&self, step: &str, path: &Path, data: &mut dyn Read, mode: Option<u32>) -> io::Result<u64> {
+        self.point(step, "create", true)?;
+        self.track(Event::Creating(path));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        self.track(Event::Dirty(path));
+        self.point(step, "write", true)?;
+        let written = io::copy(data, &mut file)?;
+        file.flush()?;
+        if let Some(mode) = mode {
+            self.point(step, "fchmod", true)?;
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        self.point(step, "fsync", true)?;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        file.sync_all()?;
+        self.track(Event::Synced(path));
+        Ok(written)
+    }
+
+    /// Copies the file `from` to the new file `to` with `mode`, fsynced.
+    pub(crate) fn copy_file(&self, step: &str, from: &Path, to: &Path, mode: u32) -> io::Result<u64> {
+        let mut source = self.open_read(step, from)?;
+        self.write_new(step, to, &mut source, Some(mode))
+    }
+
+    /// fsyncs an existing file (e.g. one the caller wrote into staging).
+    pub(crate) fn fsync_file(&self, step: &str, path: &Path) -> io::Result<()> {
+        self.point(step, "fsync", true)?;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        open_nofollow(path)?.sync_all()?;
+        self.track(Event::Synced(path));
+        Ok(())
+    }
+
+    /// fsyncs a folder, making its entries (creates, renames, unlinks) durable.
+    pub(crate) fn fsync_dir(&self, step: &str, dir: &Path) -> io::Result<()> {
+        self.point(step, "fsync_dir", true)?;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir)?
+            .sync_all()?;
+        self.track(Event::DirSynced(dir));
+        Ok(())
+    }
+
+    pub(crate) fn rename(&self, step: &str, from: &Path, to: &Path) -> io::Result<()> {
+        self.point(step, "rename", true)?;
+        self.track(Event::Renaming(from, to));
+        fs::rename(from, to)
+    }
+
+    /// Creates a folder with `mode`, or the umask mode of `0o777` when `None`.
+    pub(crate) fn mkdir(&self, step: &str, path: &Path, mode: Option<u32>) -> io::Result<()> {
+        self.point(step, "mkdir", true)?;
+        self.track(Event::Creating(path));
+        fs::create_dir(path)?;
+        if let Some(mode) = mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn unlink(&self, step: &str, path: &Path) -> io::Result<()> {
+        self.point(step, "unlink", true)?;
+        self.track(Event::Removing(path));
+        fs::remove_file(path)
+    }
+
+    pub(crate) fn rmdir(&self, step: &str, path: &Path) -> io::Result<()> {
+        self.point(step, "rmdir", true)?;
+        self.track(Event::Removing(path));
+        fs::remove_dir(path)
+    }
+
+    pub(crate) fn symlink(&self, step: &str, target: &Path, path: &Path) -> io::Result<()> {
+        self.point(step, "symlink", true)?;
+        self.track(Event::Creating(path));
+        symlink(target, path)
+    }
+
+    pub(crate) fn hard_link(&self, step: &str, from: &Path, to: &Path) -> io::Result<()> {
+        self.point(step, "link", true)?;
+        self.track(Event::Creating(to));
+        fs::hard_link(from, to)
+    }
+
+    /// Sets the mode of a file or folder (callers have checked it is not a
+    /// symlink).
+    pub(crate) fn chmod(&self, step: &str, path: &Path, mode: u32) -> io::Result<()> {
+        self.point(step, "chmod", true)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    }
+
+    /// Removes whatever is at `path` (a whole tree for a folder), never
+    /// following symlinks; a missing path is fine.
+    pub(crate) fn remove_any(&self, step: &str, path: &Path) -> io::Result<()> {
+        let Some(meta) = self.lstat(step, path)? else {
+            return Ok(());
+        };
+        if !meta.is_dir() {
+            return self.unlink(step, path);
+        }
+        if meta_mode(&meta) & 0o700 != 0o700 {
+            // A read-only folder (a backup of one) must be writable to empty it.
+            self.chmod(step, path, 0o700)?;
+        }
+        for name in self.read_dir(step, path)? {
+            self.remove_any(step, &path.join(name))?;
+        }
+        self.rmdir(step, path)
+    }
+
+    /// fsyncs every file and folder under `path` (a staged tree before it is
+    /// published), children before their folder.
+    pub(crate) fn fsync_tree(&self, step: &str, path: &Path) -> io::Result<()> {
+        let Some(meta) = self.lstat(step, path)? else {
+            return Ok(());
+        };
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        if !meta.is_dir() {
+            return self.fsync_file(step, path);
+        }
+        for name in self.read_dir(step, path)? {
+            self.fsync_tree(step, &path.join(name))?;
+        }
+        self.fsync_dir(step, path)
+    }
+}
+
+/// The permission bits of `meta` (`0o7777`).
+pub(crate) fn meta_mode(meta: &Metadata) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    meta.mode() & 0o7777
+}
+
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}

@@ -1,0 +1,197 @@
+//! The root lock: an `flock` on `.keel/lock` for other processes plus an
+//! in-process reader/writer gate for other threads.
+//!
+//! `flock` locks belong to an open file description, so one process shares a
+//! single lock file handle per root (a process-wide registry keyed by the
+//! canonical lock path) and the gate decides which thread may use it. Guards
+//! are `Send`: a host may release a lock on another thread than took it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::{self, ThreadId};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::{Error, Result};
+
+/// The shared lock of one root within this process.
+#[derive(Debug)]
+pub(crate) struct RootLock {
+    file: File,
+    path: PathBuf,
+    gate: Mutex<Gate>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    /// The thread that took the exclusive lock, while it is held.
+    writer: Option<ThreadId>,
+    /// The threads that took a shared lock (one element per guard).
+    readers: Vec<ThreadId>,
+}
+
+impl Gate {
+    /// Refuses a wait that could only end when this very thread releases
+    /// what it holds: the locks are not reentrant.
+    fn check_not_held_by(&self, me: ThreadId) -> Result<()> {
+        if self.writer == Some(me) || self.readers.contains(&me) {
+            return Err(Error::would_deadlock(
+                "this thread already holds this journal's lock (a mutation or a read guard); \
+                 the journal's locks are not reentrant",
+            ));
+        }
+        Ok(())
+    }
+}
+
+type Registry = Mutex<HashMap<PathBuf, Weak<RootLock>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+impl RootLock {
+    /// The process's lock for `path`, opened by `open` the first time.
+    pub(crate) fn for_path(path: &Path, open: impl FnOnce() -> Result<File>) -> Result<Arc<RootLock>> {
+        let mut locks = registry().lock();
+        locks.retain(|_, lock| lock.strong_count() > 0);
+        if let Some(lock) = locks.get(path).and_then(Weak::upgrade) {
+            return Ok(lock);
+        }
+        let lock = Arc::new(RootLock {
+            file: open()?,
+            path: path.to_path_buf(),
+            gate: Mutex::new(Gate::default()),
+            changed: Condvar::new(),
+        });
+        locks.insert(path.to_path_buf(), Arc::downgrade(&lock));
+        Ok(lock)
+    }
+
+    /// Takes exclusive use of the root only if no thread or process holds
+    /// it; `None` when that would need a wait.
+    pub(crate) fn try_exclusive(self: &Arc<Self>) -> Result<Option<ExclusiveGuard>> {
+        let me = thread::current().id();
+        let mut gate = self.gate.lock();
+        gate.check_not_held_by(me)?;
+        if gate.writer.is_some() || !gate.readers.is_empty() {
+            return Ok(None);
+        }
+        gate.writer = Some(me);
+        drop(gate);
+        let taken = self.flock(libc::LOCK_EX | libc::LOCK_NB);
+        match taken {
+            Ok(()) => Ok(Some(ExclusiveGuard { lock: Arc::clone(self) })),
+            Err(err) => {
+                self.gate.lock().writer = None;
+                self.changed.notify_all();
+                match err.kind() {
+                    crate::ErrorKind::Busy => Ok(None),
+                    _ => Err(err),
+                }
+            }
+        }
+    }
+
+    /// Waits for exclusive use of the root across threads and processes.
+    pub(crate) fn exclusive(self: &Arc<Self>) -> Result<ExclusiveGuard> {
+        let me = thread::current().id();
+        let mut gate = self.gate.lock();
+        gate.check_not_held_by(me)?;
+        while gate.writer.is_some() || !gate.readers.is_empty() {
+            self.changed.wait(&mut gate);
+        }
+        gate.writer = Some(me);
+        drop(gate);
+        // Other threads now wait on the gate, so the blocking flock below
+        // only ever waits for other processes.
+        if let Err(err) = self.flock(libc::LOCK_EX) {
+            self.gate.lock().writer = None;
+            self.changed.notify_all();
+            return Err(err);
+        }
+        Ok(ExclusiveGuard { lock: Arc::clone(self) })
+    }
+
+    /// Waits for shared use: many readers, no writer.
+    pub(crate) fn shared(self: &Arc<Self>) -> Result<SharedGuard> {
+        let me = thread::current().id();
+        let mut gate = self.gate.lock();
+        if gate.writer == Some(me) {
+            gate.check_not_held_by(me)?;
+        }
+        while gate.writer.is_some() {
+            self.changed.wait(&mut gate);
+        }
+        if gate.readers.is_empty() {
+            // Held under the gate so a second reader cannot slip in before
+            // the process-level shared lock is taken.
+            self.flock(libc::LOCK_SH)?;
+        }
+        gate.readers.push(me);
+        Ok(SharedGuard {
+            lock: Arc::clone(self),
+            reader: me,
+        })
+    }
+
+    fn flock(&self, operation: i32) -> Result<()> {
+        loop {
+            // SAFETY: the descriptor is owned by `self.file` and open.
+            if unsafe { libc::flock(self.file.as_raw_fd(), operation) } == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(Error::io(format!("flock {}", self.path.display()), err));
+            }
+        }
+    }
+
+    fn unlock(&self) {
+        // Unlocking an flock we hold cannot fail in a way we could act on.
+        let _ = self.flock(libc::LOCK_UN);
+    }
+}
+
+/// Exclusive use of a root; released on drop.
+#[derive(Debug)]
+pub(crate) struct ExclusiveGuard {
+    lock: Arc<RootLock>,
+}
+
+impl Drop for ExclusiveGuard {
+    fn drop(&mut self) {
+        self.lock.unlock();
+        self.lock.gate.lock().writer = None;
+        self.lock.changed.notify_all();
+    }
+}
+
+/// Shared use of a root; released on drop.
+#[derive(Debug)]
+pub(crate) struct SharedGuard {
+    lock: Arc<RootLock>,
+    /// The thread that took it (the holder, wherever it is released).
+    reader: ThreadId,
+}
+
+impl Drop for SharedGuard {
+    fn drop(&mut self) {
+        let mut gate = self.lock.gate.lock();
+        if let Some(at) = gate.readers.iter().position(|r| *r == self.reader) {
+            gate.readers.swap_remove(at);
+        }
+        if gate.readers.is_empty() {
+            self.lock.unlock();
+        }
+        drop(gate);
+        self.lock.changed.notify_all();
+    }
+}

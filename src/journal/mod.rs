@@ -1,0 +1,448 @@
+//! [`Journal`]: crash-safe mutations of a directory tree.
+//!
+//! A journal manages the tree under a root folder and keeps its own state in
+//! `root/.keel/` (lock file, journal records, backups, staging, quarantine).
+//! A [`Mutation`] changes the tree so that, whatever happens — an error, a
+//! panic, `kill -9`, a power loss, a full disk — the tree ends up exactly as
+//! before the mutation or exactly as after it: bytes, modes and symlinks.
+//!
+//! The protocol, in order:
+//! 1. [`Journal::begin`] takes the exclusive lock (an `flock` on
+//!    `.keel/lock`, opened without following symlinks, plus an in-process
+//!    gate) and first recovers anything a crashed mutation left.
+//! 2. Before a path is first touched, it is snapshotted into
+//!    `.keel/journal/<seq>.<index>` (its data made durable); then the record
+//!    `.keel/journal/<seq>.json` (status `active`, one entry per path) is
+//!    written atomically: the fsync of the journal folder that makes the
+//!    record durable makes the backup's entry durable too. Cost grows with
+//!    what is touched, not with the tree.
+//! 3. Each change is made durable as it is made: temp file, fsync, rename,
+//!    fsync of the folder.
+//! 4. `commit` marks the record `committed` (the commit point) and cleans
+//!    up; a rollback restores every entry, fsyncs it, marks `rolled_back`
+//!    and cleans up.
+//! 5. Recovery (on open and at every exclusive acquisition that finds
+//!    leftovers) rolls back `active` records newest first by sequence
+//!    number, discards terminal ones and reaps orphan folders; see
+//!    [`Journal::recover`].
+
+mod counters;
+mod fault;
+mod fs;
+mod lock;
+mod mutation;
+mod paths;
+mod record;
+mod recovery;
+mod restore;
+mod snapshot;
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+pub use fault::{FaultAction, FaultPlan, Step};
+pub use mutation::Mutation;
+pub use record::{MutationStatus, FORMAT_VERSION};
+pub use recovery::{Quarantined, RecoveryReport};
+
+use counters::Counters;
+use fs::Fs;
+use lock::{RootLock, SharedGuard};
+use paths::{parse_record_name, Layout};
+use record::Record;
+use snapshot::io_err;
+
+use crate::{Error, ErrorKind, Result};
+
+/// A managed directory tree whose changes are made through [`Mutation`]s.
+///
+/// Guarantees: mutations of one root are serialized across threads and
+/// processes; after any crash the next `open`, `begin` or `read` restores
+/// the last committed state before anything else runs; a record that cannot
+/// be trusted is quarantined, never applied; paths outside the root are
+/// never touched. Cloning is cheap (a shared handle). Costs: `open` and
+/// `begin` list four small folders; see [`Mutation`] for the cost of changes.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    fs: Fs,
+    layout: Layout,
+    lock: Arc<RootLock>,
+    /// The canonical root path, written into every record.
+    root_id: String,
+    last_seq: AtomicU64,
+    last_recovery_error: Mutex<Option<String>>,
+    counters: Counters,
+}
+
+impl crate::stats::StatsSource for Inner {
+    fn stats_json(&self) -> serde_json::Value {
+        let c = &self.counters;
+        serde_json::json!({
+            "root": self.root_id,
+            "committed": Counters::get(&c.committed),
+            "rolled_back": Counters::get(&c.rolled_back),
+            "recovered": Counters::get(&c.recovered),
+            "quarantined": Counters::get(&c.quarantined),
+            "recovery_failures": Counters::get(&c.recovery_failures),
+            "fsyncs": self.fs.fsyncs(),
+            "blocked": self.last_recovery_error.lock().is_some(),
+        })
+    }
+}
+
+/// What a journal has on disk, for operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalStatus {
+    /// Records on disk: an `active` one outside a running mutation means
+    /// recovery has not finished.
+    pub pending: Vec<PendingMutation>,
+    /// Record files that could not be read or trusted (not yet quarantined).
+    pub unreadable: Vec<String>,
+    /// Folders under `.keel/quarantine/`.
+    pub quarantined: Vec<String>,
+    /// Why the last recovery in this process failed, if it did; mutations
+    /// are refused until [`Journal::recover`] succeeds or
+    /// [`Journal::resolve`] is called.
+    pub last_recovery_error: Option<String>,
+}
+
+/// One record on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMutation {
+    pub seq: u64,
+    pub operation: String,
+    pub details: String,
+    pub status: MutationStatus,
+    /// The snapshotted paths, relative to the root.
+    pub paths: Vec<String>,
+}
+
+/// Counters of a journal handle (all clones of the same `open`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// fsyncs issued (files and folders).
+    pub fsyncs: u64,
+    /// Mutations committed.
+    pub committed: u64,
+    /// Mutations rolled back (explicitly, on error or on drop).
+    pub rolled_back: u64,
+    /// Interrupted mutations rolled back by recovery.
+    pub recovered: u64,
+    /// Records quarantined by recovery.
+    pub quarantined: u64,
+    /// Recoveries that could not finish.
+    pub recovery_failures: u64,
+}
+
+/// A shared lock on the root: no mutation runs while it is held, and the
+/// tree is in a committed state.
+#[derive(Debug)]
+pub struct ReadGuard {
+    _guard: SharedGuard,
+}
+
+impl Journal {
+    /// Opens the journal of `root` (which must be an existing folder),
+    /// creating `root/.keel/` if needed, and recovers what a crash left
+    /// (unless another thread or process holds the root right now; `open`
+    /// never waits, and the next lock holder recovers first anyway).
+    ///
+    /// A symlinked `.keel` (or any of its folders, or its lock file) is
+    /// refused. Records are bound to the canonical root path: those of a
+    /// copied (or moved) tree are quarantined and reported, never applied. A failed recovery does not fail `open` — mutations are
+    /// refused until it succeeds, and [`status`](Self::status) says why.
+    pub fn open(root: impl AsRef<Path>) -> Result<Journal> {
+        Journal::open_with(root.as_ref(), None)
+    }
+
+    /// Test hook: [`open`](Self::open) with a [`FaultPlan`] armed from the
+    /// first step, so a crash during the recovery that `open` runs can be
+    /// tested too.
+    #[doc(hidden)]
+    pub fn open_with_fault_plan(root: impl AsRef<Path>, plan: Arc<FaultPlan>) -> Result<Journal> {
+        Journal::open_with(root.as_ref(), Some(plan))
+    }
+
+    fn open_with(given: &Path, plan: Option<Arc<FaultPlan>>) -> Result<Journal> {
+        let root = std::fs::canonicalize(given).map_err(|e| io_err("open journal root", given, e))?;
+        if !root.is_dir() {
+            return Err(Error::invalid_argument(format!(
+                "journal root {} is not a folder",
+                root.display()
+            )));
+        }
+        let layout = Layout::new(root.clone());
+        let fs = Fs::default();
+        fs.set_plan(plan);
+        prepare_state_dirs(&fs, &layout)?;
+        let lock = RootLock::for_path(&layout.lock, || open_lock_file(&layout.lock))?;
+        let journal = Journal {
+            inner: Arc::new(Inner {
+                fs,
+                layout,
+                lock,
+                root_id: root.to_string_lossy().into_owned(),
+                last_seq: AtomicU64::new(0),
+                last_recovery_error: Mutex::new(None),
+                counters: Counters::default(),
+            }),
+        };
+        crate::stats::register("journal", &journal.inner);
+        // Recover now unless someone holds the root: then a mutation is
+        // running (nothing to recover while it lives), and whoever takes the
+        // lock next recovers first anyway. Opening never waits for it.
+        match journal.inner.lock.try_exclusive() {
+            Ok(Some(_guard)) => {
+                let _ = journal.recover_locked();
+            }
+            Ok(None) => {}
+            Err(err) if err.kind() == ErrorKind::WouldDeadlock => {}
+            Err(err) => return Err(err),
+        }
+        Ok(journal)
+    }
+
+    /// The canonical root folder.
+    pub fn root(&self) -> &Path {
+        &self.inner.layout.root
+    }
+
+    /// Starts a mutation: waits for the exclusive lock, recovers leftovers
+    /// of crashed mutations, and refuses (with [`ErrorKind::Conflict`])
+    /// when that recovery cannot finish. `operation` and `details` are kept
+    /// in the record for operators.
+    pub fn begin(&self, operation: &str, details: &str) -> Result<Mutation> {
+        let guard = self.inner.lock.exclusive()?;
+        self.start(guard, operation, details)
+    }
+
+    /// [`begin`](Self::begin) without waiting: `Ok(None)` when another
+    /// thread or process holds the root (e.g. to report "another ingest is
+    /// running" instead of queueing behind it).
+    pub fn try_begin(&self, operation: &str, details: &str) -> Result<Option<Mutation>> {
+        match self.inner.lock.try_exclusive()? {
+            Some(guard) => self.start(guard, operation, details).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Recovers leftovers under the freshly taken lock, then starts.
+    fn start(&self, guard: lock::ExclusiveGuard, operation: &str, details: &str) -> Result<Mutation> {
+        if recovery::needed(&self.inner.fs, &self.inner.layout)? {
+            if let Err(err) = self.recover_locked() {
+                return Err(Error::conflict(format!(
+                    "journal {}: new mutations are refused until recover() succeeds or resolve() is \
+                     called: {err}",
+                    self.root().display()
+                )));
+            }
+        }
+        Ok(Mutation::new(
+            Arc::clone(&self.inner),
+            guard,
+            self.next_seq(),
+            operation,
+            details,
+        ))
+    }
+
+    /// Takes the shared lock: waits for running mutations to end and, if a
+    /// crashed one left its record, recovers first, so the reader sees only
+    /// committed states.
+    pub fn read(&self) -> Result<ReadGuard> {
+        loop {
+            let shared = self.inner.lock.shared()?;
+            if list_names(&self.inner, &self.inner.layout.journal)?.is_empty() {
+                return Ok(ReadGuard { _guard: shared });
+            }
+            drop(shared);
+            let exclusive = self.inner.lock.exclusive()?;
+            self.recover_locked().map_err(|err| {
+                Error::conflict(format!(
+                    "journal {}: cannot read, recovery failed: {err}",
+                    self.root().display()
+                ))
+            })?;
+            drop(exclusive);
+        }
+    }
+
+    /// Runs recovery now (under the exclusive lock) and reports what it did.
+    /// On failure nothing is deleted and the error names every path that
+    /// could not be restored.
+    pub fn recover(&self) -> Result<RecoveryReport> {
+        let _guard = self.inner.lock.exclusive()?;
+        self.recover_locked()
+    }
+
+    /// Gives up on rolling back mutation `seq`: its record and backups are
+    /// moved to `.keel/quarantine/` (kept for inspection, not deleted) and
+    /// the tree is left as it is. For operators, after inspecting
+    /// [`status`](Self::status).
+    pub fn resolve(&self, seq: u64) -> Result<Quarantined> {
+        let _guard = self.inner.lock.exclusive()?;
+        let name = paths::record_name(seq);
+        let path = self.inner.layout.journal.join(&name);
+        if self
+            .inner
+            .fs
+            .lstat("resolve", &path)
+            .map_err(|e| io_err("stat", &path, e))?
+            .is_none()
+        {
+            return Err(Error::not_found(format!(
+                "no record for mutation {seq} in {}",
+                self.root().display()
+            )));
+        }
+        let moved = recovery::quarantine(&self.inner.fs, &self.inner.layout, &name, "resolved by an operator")?;
+        *self.inner.last_recovery_error.lock() = None;
+        Ok(moved)
+    }
+
+    /// What is on disk: records, unreadable records, quarantine, and the
+    /// last recovery failure. Takes no lock.
+    pub fn status(&self) -> Result<JournalStatus> {
+        let inner = &self.inner;
+        let mut status = JournalStatus {
+            last_recovery_error: inner.last_recovery_error.lock().clone(),
+            quarantined: list_names(inner, &inner.layout.quarantine)?,
+            ..JournalStatus::default()
+        };
+        for name in list_names(inner, &inner.layout.journal)? {
+            let backup = parse_record_name(&name).is_none() && paths::seq_of(&name).is_some();
+            if backup {
+                continue;
+            }
+            let path = inner.layout.journal.join(&name);
+            let record = inner
+                .fs
+                .read("status", &path)
+                .ok()
+                .and_then(|bytes| Record::decode(&bytes).ok())
+                .filter(|record| parse_record_name(&name) == Some(record.seq));
+            match record {
+                Some(record) => status.pending.push(PendingMutation {
+                    seq: record.seq,
+                    paths: record.entries.iter().map(|e| e.path.clone()).collect(),
+                    operation: record.operation,
+                    details: record.details,
+                    status: record.status,
+                }),
+                None => status.unreadable.push(name),
+            }
+        }
+        Ok(status)
+    }
+
+    /// Counters (fsyncs issued, mutations ended, recoveries), for benchmarks
+    /// and diagnostics; also in [`crate::stats::gather`] under `journal`.
+    pub fn stats(&self) -> JournalStats {
+        let c = &self.inner.counters;
+        JournalStats {
+            fsyncs: self.inner.fs.fsyncs(),
+            committed: Counters::get(&c.committed),
+            rolled_back: Counters::get(&c.rolled_back),
+            recovered: Counters::get(&c.recovered),
+            quarantined: Counters::get(&c.quarantined),
+            recovery_failures: Counters::get(&c.recovery_failures),
+        }
+    }
+
+    /// Test hook: arms a [`FaultPlan`] on every file-system step of this
+    /// journal (`None` disarms).
+    #[doc(hidden)]
+    pub fn set_fault_plan(&self, plan: Option<Arc<FaultPlan>>) {
+        self.inner.fs.set_plan(plan);
+    }
+
+    fn recover_locked(&self) -> Result<RecoveryReport> {
+        let inner = &self.inner;
+        let result = recovery::run(&inner.fs, &inner.layout, &inner.root_id)
+            .map_err(|err| err.context(format!("journal {}", self.root().display())));
+        *inner.last_recovery_error.lock() = result.as_ref().err().map(ToString::to_string);
+        counters::recovery_ended(&inner.counters, &inner.root_id, &result);
+        result
+    }
+
+    /// A sequence number above every earlier one: time-based so it keeps
+    /// growing across processes, and above this process's last one.
+    fn next_seq(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let mut last = self.inner.last_seq.load(Ordering::SeqCst);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .inner
+                .last_seq
+                .compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return next,
+                Err(current) => last = current,
+            }
+        }
+    }
+}
+
+/// Creates `.keel/` and its folders, refusing any that is a symlink.
+fn prepare_state_dirs(fs: &Fs, layout: &Layout) -> Result<()> {
+    let dirs = [
+        &layout.state,
+        &layout.journal,
+        &layout.staging,
+        &layout.trash,
+        &layout.quarantine,
+    ];
+    for dir in dirs {
+        match fs.lstat("open", dir).map_err(|e| io_err("stat", dir, e))? {
+            Some(meta) if meta.file_type().is_symlink() => {
+                return Err(Error::invalid_argument(format!(
+                    "{} is a symlink; the journal refuses to follow it",
+                    dir.display()
+                )))
+            }
+            Some(meta) if !meta.is_dir() => {
+                return Err(Error::invalid_argument(format!("{} is not a folder", dir.display())))
+            }
+            Some(_) => {}
+            None => {
+                fs.mkdir("open", dir, Some(0o700))
+                    .map_err(|e| io_err("create", dir, e))?;
+                let parent = dir.parent().unwrap_or(&layout.root);
+                fs.fsync_dir("open", parent).map_err(|e| io_err("fsync", parent, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open_lock_file(path: &PathBuf) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_err("open lock file (symlinks are refused)", path, e))
+}
+
+fn list_names(inner: &Inner, dir: &Path) -> Result<Vec<String>> {
+    let names = inner.fs.read_dir("status", dir).map_err(|e| io_err("list", dir, e))?;
+    Ok(names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect())
+}

@@ -1,0 +1,502 @@
+//! A mutation: changes to the tree that end exactly as before or exactly as
+//! after, whatever happens.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::counters::{self, Counters};
+use super::fs::meta_mode;
+use super::lock::ExclusiveGuard;
+use super::paths::{temp_beside, RelPath};
+use super::record::{Entry, MutationStatus, Prior, Record, FORMAT_VERSION};
+use super::recovery::{cleanup, write_record};
+use super::restore::{self, parent_of};
+use super::snapshot::{self, io_err, BackupMode};
+use super::Inner;
+use crate::{Error, ErrorKind, Result};
+
+mod publish;
+
+const STEP: &str = "mutate";
+
+/// One mutation of a journal's tree, holding the root's exclusive lock.
+///
+/// Guarantees: every path is snapshotted just before the mutation first
+/// touches it (cost grows with what is touched, not with the tree); the
+/// tree ends exactly as before or exactly as after — [`commit`](Self::commit)
+/// makes it final, [`rollback`](Self::rollback), an error in `commit` or
+/// dropping the mutation undoes it, and a crash is undone by the next
+/// recovery. Each first touch costs a backup (a copy for files, hardlinks for
+/// folders) and one record write; each write costs a temp file, two fsyncs
+/// and a rename. Paths are relative to the root, `/`-separated, and never
+/// followed through symlinks.
+///
+/// To change many paths in one mutation, [`declare`](Self::declare) them
+/// (or their folder) first: one record write for the batch instead of one
+/// per path.
+#[derive(Debug)]
+pub struct Mutation {
+    inner: Arc<Inner>,
+    guard: Option<ExclusiveGuard>,
+    record: Record,
+    /// Whether the record is on disk (only after the first snapshot).
+    written: bool,
+    staging: Option<PathBuf>,
+    /// The first file-system failure; such a mutation can only roll back.
+    failed: Option<Error>,
+    finished: bool,
+}
+
+impl Mutation {
+    pub(crate) fn new(inner: Arc<Inner>, guard: ExclusiveGuard, seq: u64, operation: &str, details: &str) -> Mutation {
+        let record = Record {
+            format: FORMAT_VERSION,
+            seq,
+            root: inner.root_id.clone(),
+            operation: operation.to_owned(),
+            details: details.to_owned(),
+            status: MutationStatus::Active,
+            entries: Vec::new(),
+        };
+        Mutation {
+            inner,
+            guard: Some(guard),
+            record,
+            written: false,
+            staging: None,
+            failed: None,
+            finished: false,
+        }
+    }
+
+    /// The mutation's sequence number (its record is `.keel/journal/<seq>.json`).
+    pub fn seq(&self) -> u64 {
+        self.record.seq
+    }
+
+    /// The paths snapshotted so far, in the order they were first touched.
+    pub fn touched(&self) -> Vec<String> {
+        self.record.entries.iter().map(|entry| entry.path.clone()).collect()
+    }
+
+    /// Snapshots paths the caller will change itself: files are copied,
+    /// folders hardlinked file by file (copied where the file system refuses
+    /// links), missing paths recorded as "remove on rollback". One record
+    /// write for the whole batch.
+    ///
+    /// A hardlinked folder shares its files' inodes with the backup, so the
+    /// caller must replace files (write a new file and rename it, as
+    /// [`write`](Self::write) does) rather than edit them in place. Each
+    /// linked file's size, mtime and mode are fingerprinted: a rollback that
+    /// finds one changed in place reports it ([`ErrorKind::Corrupt`], the
+    /// record kept for [`Journal::resolve`](super::Journal::resolve))
+    /// instead of claiming a clean restore. Use
+    /// [`declare_copy`](Self::declare_copy) for folders whose files are
+    /// edited in place.
+    pub fn declare<S: AsRef<str>>(&mut self, paths: &[S]) -> Result<()> {
+        let rels = paths
+            .iter()
+            .map(|p| RelPath::parse(p.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        self.guarded(|m| m.snapshot_all(&rels, BackupMode::Declared))
+    }
+
+    /// Like [`declare`](Self::declare), but folders are copied whole, so
+    /// the caller may edit their files in place. Costs O(bytes) of the
+    /// folders instead of O(files).
+    pub fn declare_copy<S: AsRef<str>>(&mut self, paths: &[S]) -> Result<()> {
+        let rels = paths
+            .iter()
+            .map(|p| RelPath::parse(p.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        self.guarded(|m| m.snapshot_all(&rels, BackupMode::DeclaredCopy))
+    }
+
+    /// Writes `bytes` to the file at `path` (see [`write_from`](Self::write_from)).
+    pub fn write(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.write_from(path, &mut &bytes[..]).map(|_| ())
+    }
+
+    /// Writes the file at `path` from `reader`, streaming: temp file beside
+    /// it, fsync, rename over, fsync the folder. A replaced file keeps its
+    /// mode; a new one gets the umask mode; missing folders are created. A
+    /// symlink at `path` is replaced, never followed. Returns the bytes written.
+    pub fn write_from(&mut self, path: &str, reader: &mut dyn Read) -> Result<u64> {
+        let rel = RelPath::parse(path)?;
+        self.guarded(|m| {
+            m.check_ancestors(&rel)?;
+            let target = m.abs(&rel);
+            let existing = m.lstat(&target)?;
+            if existing.as_ref().is_some_and(|meta| meta.is_dir()) {
+                return Err(Error::invalid_argument(format!(
+                    "cannot write {path:?}: it is a folder"
+                )));
+            }
+            m.touch(&rel)?;
+            m.ensure_parents(&rel)?;
+            let mode = existing.filter(|meta| meta.is_file()).map(|meta| meta_mode(&meta));
+            let tmp = temp_beside(&target);
+            m.remove_path(&tmp)?;
+            let fs = &m.inner.fs;
+            let written = fs
+                .write_new(STEP, &tmp, reader, mode)
+                .map_err(|e| io_err("write", &tmp, e))?;
+            m.rename_path(&tmp, &target)?;
+            m.sync_dir(&parent_of(&target))?;
+            Ok(written)
+        })
+    }
+
+    /// Makes `path` a symlink to `target` (which is stored, never followed).
+    pub fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
+        let rel = RelPath::parse(path)?;
+        if target.is_empty() || target.contains('\0') {
+            return Err(Error::invalid_argument(format!("bad symlink target {target:?}")));
+        }
+        self.guarded(|m| {
+            m.check_ancestors(&rel)?;
+            let live = m.abs(&rel);
+            if m.lstat(&live)?.is_some_and(|meta| meta.is_dir()) {
+                return Err(Error::invalid_argument(format!(
+                    "cannot replace folder {path:?} by a symlink"
+                )));
+            }
+            m.touch(&rel)?;
+            m.ensure_parents(&rel)?;
+            let tmp = temp_beside(&live);
+            m.remove_path(&tmp)?;
+            m.inner
+                .fs
+                .symlink(STEP, Path::new(target), &tmp)
+                .map_err(|e| io_err("symlink", &tmp, e))?;
+            m.rename_path(&tmp, &live)?;
+            m.sync_dir(&parent_of(&live))
+        })
+    }
+
+    /// Removes the file, symlink or whole folder at `path`.
+    pub fn remove(&mut self, path: &str) -> Result<()> {
+        let rel = RelPath::parse(path)?;
+        self.guarded(|m| {
+            m.check_ancestors(&rel)?;
+            let live = m.abs(&rel);
+            if m.lstat(&live)?.is_none() {
+                return Err(Error::not_found(format!("cannot remove {path:?}: no such path")));
+            }
+            m.touch(&rel)?;
+            m.remove_path(&live)?;
+            m.sync_dir(&parent_of(&live))
+        })
+    }
+
+    /// Renames `from` to `to` (a file over a file, a folder to a new name).
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        let (src, dst) = (RelPath::parse(from)?, RelPath::parse(to)?);
+        self.guarded(|m| {
+            m.check_ancestors(&src)?;
+            m.check_ancestors(&dst)?;
+            if m.lstat(&m.abs(&src))?.is_none() {
+                return Err(Error::not_found(format!("cannot rename {from:?}: no such path")));
+            }
+            if src.covers(&dst) || dst.is_ancestor_of(&src) {
+                return Err(Error::invalid_argument(format!("cannot rename {from:?} to {to:?}")));
+            }
+            m.touch(&src)?;
+            m.touch(&dst)?;
+            m.ensure_parents(&dst)?;
+            let (src_path, dst_path) = (m.abs(&src), m.abs(&dst));
+            m.rename_path(&src_path, &dst_path)?;
+            m.sync_dir(&parent_of(&dst_path))?;
+            if parent_of(&src_path) != parent_of(&dst_path) {
+                m.sync_dir(&parent_of(&src_path))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Creates the folder `path` and any missing parents (umask mode); an
+    /// existing folder is fine.
+    pub fn create_dir(&mut self, path: &str) -> Result<()> {
+        let rel = RelPath::parse(path)?;
+        self.guarded(|m| {
+            m.check_ancestors(&rel)?;
+            let live = m.abs(&rel);
+            match m.lstat(&live)? {
+                Some(meta) if meta.is_dir() => return Ok(()),
+                Some(_) => return Err(Error::already_exists(format!("{path:?} exists and is not a folder"))),
+                None => {}
+            }
+            m.touch(&rel)?;
+            m.ensure_parents(&rel)?;
+            m.inner
+                .fs
+                .mkdir(STEP, &live, None)
+                .map_err(|e| io_err("create folder", &live, e))?;
+            m.sync_dir(&parent_of(&live))
+        })
+    }
+
+    /// Makes the mutation durable and final, then cleans up. If a change
+    /// failed earlier, or the commit itself fails, the mutation is rolled
+    /// back and the error returned.
+    pub fn commit(mut self) -> Result<()> {
+        let stopwatch = counters::stopwatch();
+        if let Some(err) = self.failed.take() {
+            let undo = self.finish_rollback();
+            return Err(refused_commit(err, undo));
+        }
+        if self.written {
+            self.record.status = MutationStatus::Committed;
+            if let Err(err) = self.write_record() {
+                self.record.status = MutationStatus::Active;
+                let undo = self.finish_rollback();
+                return Err(refused_commit(err, undo));
+            }
+        }
+        // Past the commit point: a failed cleanup only leaves what recovery
+        // discards (a terminal record) or reaps (orphan folders).
+        let _ = cleanup(&self.inner.fs, &self.inner.layout, self.record.seq);
+        self.finished = true;
+        self.guard = None;
+        Counters::add(&self.inner.counters.committed, 1);
+        self.log_end("committed", stopwatch);
+        Ok(())
+    }
+
+    /// Undoes every change, children before parents, and cleans up. If some
+    /// paths cannot be restored, all failures are reported, the record and
+    /// backups stay, and new mutations are refused until recovery succeeds.
+    pub fn rollback(mut self) -> Result<()> {
+        self.finish_rollback()
+    }
+
+    fn finish_rollback(&mut self) -> Result<()> {
+        let stopwatch = counters::stopwatch();
+        self.finished = true;
+        let result = self.undo();
+        self.guard = None;
+        match &result {
+            Ok(()) => {
+                Counters::add(&self.inner.counters.rolled_back, 1);
+                self.log_end("rolled back", stopwatch);
+            }
+            Err(err) => log::error!(
+                target: counters::LOG_TARGET,
+                "rollback failed: seq={} error={err}",
+                self.record.seq
+            ),
+        }
+        result
+    }
+
+    fn log_end(&self, what: &str, stopwatch: crate::events::Stopwatch) {
+        let record = &self.record;
+        counters::mutation_ended(
+            what,
+            record.seq,
+            &record.operation,
+            record.entries.len(),
+            stopwatch.elapsed(),
+        );
+    }
+
+    fn undo(&mut self) -> Result<()> {
+        let (fs, layout) = (&self.inner.fs, &self.inner.layout);
+        if self.written {
+            let errors = restore::rollback(fs, layout, &self.record);
+            if let Some(first) = errors.first() {
+                let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                let err = Error::new(first.kind(), format!("rollback did not finish: {}", all.join("; ")));
+                *self.inner.last_recovery_error.lock() = Some(err.to_string());
+                return Err(err);
+            }
+            self.record.status = MutationStatus::RolledBack;
+            write_record(fs, layout, &self.record)?;
+            // Final now: a failed cleanup only leaves what recovery discards.
+            let _ = cleanup(fs, layout, self.record.seq);
+            return Ok(());
+        }
+        cleanup(fs, layout, self.record.seq)
+    }
+
+    /// Runs `op`; a file-system failure marks the mutation failed (it can
+    /// then only roll back). Argument errors leave it usable.
+    fn guarded<T>(&mut self, op: impl FnOnce(&mut Mutation) -> Result<T>) -> Result<T> {
+        if self.finished {
+            return Err(Error::closed("the mutation has ended"));
+        }
+        let result = op(self);
+        if let Err(err) = &result {
+            let argument_error = matches!(
+                err.kind(),
+                ErrorKind::InvalidArgument | ErrorKind::NotFound | ErrorKind::AlreadyExists
+            );
+            if !argument_error && self.failed.is_none() {
+                self.failed = Some(err.clone());
+            }
+        }
+        result
+    }
+
+    /// Snapshots `rel` unless an entry already covers it, and records it.
+    fn touch(&mut self, rel: &RelPath) -> Result<()> {
+        let before = self.record.entries.len();
+        self.snapshot(rel, BackupMode::Replaced)?;
+        if self.record.entries.len() > before {
+            if let Err(err) = self.write_record() {
+                self.record.entries.truncate(before);
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Snapshots every path in `rels` (checked for symlinked ancestors),
+    /// then writes the record once for the whole batch.
+    fn snapshot_all(&mut self, rels: &[RelPath], mode: BackupMode) -> Result<()> {
+        let before = self.record.entries.len();
+        let result = rels.iter().try_for_each(|rel| {
+            self.check_ancestors(rel)?;
+            self.snapshot(rel, mode)
+        });
+        let result = result.and_then(|()| match self.record.entries.len() > before {
+            true => self.write_record(),
+            false => Ok(()),
+        });
+        if result.is_err() {
+            self.record.entries.truncate(before);
+        }
+        result
+    }
+
+    /// Adds an entry for `rel` (or for its outermost missing ancestor, which
+    /// covers everything created below it), with a durable backup.
+    fn snapshot(&mut self, rel: &RelPath, mode: BackupMode) -> Result<()> {
+        if self.covered(rel) {
+            return Ok(());
+        }
+        for ancestor in rel.ancestors() {
+            if self.lstat(&self.abs(&ancestor))?.is_none() {
+                return self.push_entry(&ancestor, Prior::Absent);
+            }
+        }
+        let live = self.abs(rel);
+        let Some(meta) = self.lstat(&live)? else {
+            return self.push_entry(rel, Prior::Absent);
+        };
+        let index = self.record.entries.len();
+        let backup = self.inner.layout.backup_of(self.record.seq, index);
+        self.remove_path(&backup)?;
+        // Durable once the record is: its write fsyncs the journal folder,
+        // which holds this backup's entry too.
+        let prior = snapshot::take(&self.inner.fs, &live, &meta, &backup, mode)?;
+        self.push_entry(rel, prior)
+    }
+
+    fn push_entry(&mut self, rel: &RelPath, prior: Prior) -> Result<()> {
+        self.record.entries.push(Entry {
+            path: rel.as_str().to_owned(),
+            prior,
+        });
+        Ok(())
+    }
+
+    fn covered(&self, rel: &RelPath) -> bool {
+        self.record
+            .entries
+            .iter()
+            .any(|entry| RelPath::parse(&entry.path).is_ok_and(|path| path.covers(rel)))
+    }
+
+    fn write_record(&mut self) -> Result<()> {
+        write_record(&self.inner.fs, &self.inner.layout, &self.record)?;
+        self.written = true;
+        Ok(())
+    }
+
+    /// Refuses a path reached through a symlink or a non-folder.
+    fn check_ancestors(&self, rel: &RelPath) -> Result<()> {
+        for ancestor in rel.ancestors() {
+            match self.lstat(&self.abs(&ancestor))? {
+                None => return Ok(()),
+                Some(meta) if meta.file_type().is_symlink() => {
+                    return Err(Error::invalid_argument(format!(
+                        "path {:?} is reached through the symlink {:?}",
+                        rel.as_str(),
+                        ancestor.as_str()
+                    )))
+                }
+                Some(meta) if !meta.is_dir() => {
+                    return Err(Error::invalid_argument(format!(
+                        "path {:?}: {:?} is not a folder",
+                        rel.as_str(),
+                        ancestor.as_str()
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the missing ancestors of `rel` (already covered by an
+    /// `absent` entry), each made durable in its parent.
+    fn ensure_parents(&mut self, rel: &RelPath) -> Result<()> {
+        for ancestor in rel.ancestors() {
+            let dir = self.abs(&ancestor);
+            if self.lstat(&dir)?.is_none() {
+                self.inner
+                    .fs
+                    .mkdir(STEP, &dir, None)
+                    .map_err(|e| io_err("create folder", &dir, e))?;
+                self.sync_dir(&parent_of(&dir))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn abs(&self, rel: &RelPath) -> PathBuf {
+        self.inner.layout.abs(rel)
+    }
+
+    fn lstat(&self, path: &Path) -> Result<Option<std::fs::Metadata>> {
+        self.inner.fs.lstat(STEP, path).map_err(|e| io_err("stat", path, e))
+    }
+
+    fn remove_path(&self, path: &Path) -> Result<()> {
+        self.inner
+            .fs
+            .remove_any(STEP, path)
+            .map_err(|e| io_err("remove", path, e))
+    }
+
+    fn rename_path(&self, from: &Path, to: &Path) -> Result<()> {
+        self.inner
+            .fs
+            .rename(STEP, from, to)
+            .map_err(|e| io_err(&format!("rename {} to", from.display()), to, e))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<()> {
+        self.inner.fs.fsync_dir(STEP, dir).map_err(|e| io_err("fsync", dir, e))
+    }
+}
+
+impl Drop for Mutation {
+    fn drop(&mut self) {
+        if !self.finished {
+            // A failure leaves the record active: the next exclusive
+            // acquisition retries the rollback before anything else runs.
+            let _ = self.finish_rollback();
+        }
+    }
+}
+
+fn refused_commit(cause: Error, undo: Result<()>) -> Error {
+    let outcome = match undo {
+        Ok(()) => "the mutation was rolled back".to_owned(),
+        Err(err) => format!("rolling it back failed too: {err}"),
+    };
+    Error::new(cause.kind(), format!("commit refused: {cause}; {outcome}"))
+}

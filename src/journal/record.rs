@@ -1,0 +1,232 @@
+//! The journal record of one mutation: what it touched and how to undo it.
+//!
+//! On disk a record is its JSON body, a newline, and `fnv1a64:<hex>` of the
+//! body. The checksum catches truncation and accidental corruption; it is not
+//! a defence against a malicious writer, which is why every path is validated
+//! again when a record is read and applied.
+
+use serde::{Deserialize, Serialize};
+
+use super::paths::RelPath;
+use crate::{Error, Result};
+
+/// The record format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where a mutation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MutationStatus {
+    /// Changes may be on disk; recovery rolls them back.
+    Active,
+    /// Final; only cleanup remains.
+    Committed,
+    /// Undone; only cleanup remains.
+    RolledBack,
+}
+
+impl MutationStatus {
+    /// The name used in records and by the C and Python surfaces.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MutationStatus::Active => "active",
+            MutationStatus::Committed => "committed",
+            MutationStatus::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// What a path was before the mutation first touched it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Prior {
+    /// Nothing was there: rollback removes whatever is.
+    Absent,
+    /// A regular file, copied to the entry's backup.
+    File { mode: u32 },
+    /// A symlink with this target (raw bytes), restored as a symlink.
+    Symlink { target: Vec<u8> },
+    /// A folder whose tree is in the entry's backup; `linked` when every file
+    /// was hardlinked (restore then compares inodes, not bytes).
+    Dir { mode: u32, linked: bool },
+}
+
+/// One snapshotted path. Its backup is `journal/<seq>.<index>`, derived from
+/// its position, never read from the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub(crate) path: String,
+    #[serde(flatten)]
+    pub(crate) prior: Prior,
+}
+
+/// A mutation's journal record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) format: u32,
+    pub(crate) seq: u64,
+    /// The canonical root the record belongs to; a copied tree's records do
+    /// not match and are quarantined instead of applied.
+    pub(crate) root: String,
+    pub(crate) operation: String,
+    pub(crate) details: String,
+    pub(crate) status: MutationStatus,
+    pub(crate) entries: Vec<Entry>,
+}
+
+impl Record {
+    /// Serializes with the checksum trailer.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec(self).expect("a record always serializes");
+        let sum = fnv1a64(&bytes);
+        bytes.extend_from_slice(format!("\nfnv1a64:{sum:016x}\n").as_bytes());
+        bytes
+    }
+
+    /// Parses and checks a record: checksum, format version, and every path.
+    /// Malformed data is [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt),
+    /// an unknown version [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Record> {
+        let body = verify_checksum(bytes)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|err| Error::corrupt(format!("not JSON: {err}")))?;
+        let format = value.get("format").and_then(|f| f.as_u64());
+        if format != Some(u64::from(FORMAT_VERSION)) {
+            return Err(Error::unsupported(format!(
+                "record format {format:?}; this build reads format {FORMAT_VERSION}"
+            )));
+        }
+        let record: Record =
+            serde_json::from_value(value).map_err(|err| Error::corrupt(format!("bad record: {err}")))?;
+        for entry in &record.entries {
+            RelPath::parse(&entry.path).map_err(|err| Error::corrupt(format!("bad entry path: {err}")))?;
+        }
+        Ok(record)
+    }
+
+    /// The entries with their validated paths and indexes.
+    pub(crate) fn paths(&self) -> Vec<(usize, RelPath, &Prior)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(index, entry)| RelPath::parse(&entry.path).ok().map(|path| (index, path, &entry.prior)))
+            .collect()
+    }
+}
+
+fn verify_checksum(bytes: &[u8]) -> Result<&[u8]> {
+    let text = bytes
+        .strip_suffix(b"\n")
+        .ok_or_else(|| Error::corrupt("truncated: no trailing newline"))?;
+    let split = text
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .ok_or_else(|| Error::corrupt("truncated: no checksum line"))?;
+    let (body, trailer) = (&text[..split], &text[split + 1..]);
+    let expected = std::str::from_utf8(trailer)
+        .ok()
+        .and_then(|line| line.strip_prefix("fnv1a64:"))
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| Error::corrupt("malformed checksum line"))?;
+    if fnv1a64(body) != expected {
+        return Err(Error::corrupt("checksum mismatch"));
+    }
+    Ok(body)
+}
+
+/// FNV-1a, 64 bits: small, dependency-free, enough to catch torn writes.
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn sample() -> Record {
+        Record {
+            format: FORMAT_VERSION,
+            seq: 7,
+            root: "/srv/kb".into(),
+            operation: "add".into(),
+            details: "doc.pdf".into(),
+            status: MutationStatus::Active,
+            entries: vec![
+                Entry {
+                    path: "a/b".into(),
+                    prior: Prior::File { mode: 0o640 },
+                },
+                Entry {
+                    path: "l".into(),
+                    prior: Prior::Symlink {
+                        target: b"../x".to_vec(),
+                    },
+                },
+                Entry {
+                    path: "d".into(),
+                    prior: Prior::Dir {
+                        mode: 0o755,
+                        linked: true,
+                    },
+                },
+                Entry {
+                    path: "n".into(),
+                    prior: Prior::Absent,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let record = sample();
+        assert_eq!(Record::decode(&record.encode()).unwrap(), record);
+    }
+
+    #[test]
+    fn flipped_or_truncated_bytes_are_corrupt() {
+        let bytes = sample().encode();
+        let mut flipped = bytes.clone();
+        flipped[10] ^= 1;
+        assert_eq!(Record::decode(&flipped).unwrap_err().kind(), ErrorKind::Corrupt);
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+            assert_eq!(
+                Record::decode(&bytes[..cut]).unwrap_err().kind(),
+                ErrorKind::Corrupt,
+                "cut {cut}"
+            );
+        }
+    }
+
+    fn with_checksum(body: &str) -> Vec<u8> {
+        format!("{body}\nfnv1a64:{:016x}\n", fnv1a64(body.as_bytes())).into_bytes()
+    }
+
+    #[test]
+    fn unknown_versions_are_unsupported() {
+        let body = serde_json::to_string(&sample())
+            .unwrap()
+            .replace("\"format\":1", "\"format\":2");
+        assert_eq!(
+            Record::decode(&with_checksum(&body)).unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
+    }
+
+    #[test]
+    fn escaping_paths_are_corrupt_even_with_a_valid_checksum() {
+        for bad in ["/etc/passwd", "../outside", "a/../../b", ".keel/lock"] {
+            let body = serde_json::to_string(&sample())
+                .unwrap()
+                .replace("\"a/b\"", &format!("{bad:?}"));
+            assert_eq!(
+                Record::decode(&with_checksum(&body)).unwrap_err().kind(),
+                ErrorKind::Corrupt,
+                "{bad}"
+            );
+        }
+    }
+}

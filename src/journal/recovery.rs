@@ -1,0 +1,235 @@
+//! Bringing a root back to a committed state after a crash.
+//!
+//! Runs under the exclusive lock. Records are read and checked first; a
+//! record that is malformed, tampered with, of an unknown format or bound to
+//! another root is moved (with its backup) to `.keel/quarantine/` and
+//! reported, never applied and never deleted. Valid records are handled
+//! newest first by sequence number: `active` ones are rolled back, terminal
+//! ones discarded. Only when every record is done are leftover backup,
+//! staging and trash folders reaped; if a rollback fails, recovery stops
+//! there and deletes nothing.
+
+use std::path::Path;
+
+use super::fs::Fs;
+use super::paths::{parse_record_name, record_name, seq_of, Layout};
+use super::record::{MutationStatus, Record};
+use super::restore;
+use super::snapshot::io_err;
+use crate::{Error, Result};
+
+const STEP: &str = "recover";
+
+/// What a recovery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Sequence numbers of the `active` mutations rolled back, newest first.
+    pub rolled_back: Vec<u64>,
+    /// Sequence numbers of the terminal records discarded.
+    pub discarded: Vec<u64>,
+    /// Records moved to the quarantine folder, with why.
+    pub quarantined: Vec<Quarantined>,
+    /// Leftover backup, staging and trash folders removed.
+    pub reaped: usize,
+}
+
+/// A record moved to `.keel/quarantine/` instead of being applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// The record's file name.
+    pub name: String,
+    /// The folder it was moved to, under `.keel/quarantine/`.
+    pub folder: String,
+    /// Why it was not trusted.
+    pub reason: String,
+}
+
+/// Whether anything is left over from an unfinished mutation.
+pub(crate) fn needed(fs: &Fs, layout: &Layout) -> Result<bool> {
+    for dir in [layout.journal.as_path()].into_iter().chain(layout.per_mutation_dirs()) {
+        if !list(fs, dir)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Runs recovery (see the module docs). The caller holds the exclusive lock.
+pub(crate) fn run(fs: &Fs, layout: &Layout, root_id: &str) -> Result<RecoveryReport> {
+    let mut report = RecoveryReport::default();
+    let mut records = read_records(fs, layout, root_id, &mut report)?;
+    records.sort_by_key(|record| std::cmp::Reverse(record.seq));
+    for mut record in records {
+        if record.status == MutationStatus::Active {
+            let errors = restore::rollback(fs, layout, &record);
+            if !errors.is_empty() {
+                return Err(combine(record.seq, errors));
+            }
+            record.status = MutationStatus::RolledBack;
+            write_record(fs, layout, &record)?;
+            report.rolled_back.push(record.seq);
+        } else {
+            report.discarded.push(record.seq);
+        }
+        cleanup(fs, layout, record.seq)?;
+    }
+    // Every record is done: what is left are backups, staging and trash
+    // of mutations that died before their first record write.
+    for name in list(fs, &layout.journal)? {
+        remove(fs, &layout.journal.join(name))?;
+        report.reaped += 1;
+    }
+    for dir in layout.per_mutation_dirs() {
+        for name in list(fs, dir)? {
+            remove(fs, &dir.join(name))?;
+            report.reaped += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Reads every record, quarantining the untrustworthy ones.
+fn read_records(fs: &Fs, layout: &Layout, root_id: &str, report: &mut RecoveryReport) -> Result<Vec<Record>> {
+    let mut records = Vec::new();
+    for name in list(fs, &layout.journal)? {
+        if name.ends_with(".tmp") {
+            // A record write cut short; the previous version (if any) is
+            // still in place, so the partial copy is never needed.
+            remove(fs, &layout.journal.join(&name))?;
+            continue;
+        }
+        if parse_record_name(&name).is_none() && seq_of(&name).is_some() {
+            // A backup: kept while its record stands, reaped after.
+            continue;
+        }
+        match check_record(fs, layout, root_id, &name) {
+            Ok(record) => records.push(record),
+            Err(reason) => {
+                let moved = quarantine(fs, layout, &name, &reason)?;
+                report.quarantined.push(moved);
+            }
+        }
+    }
+    Ok(records)
+}
+
+fn check_record(fs: &Fs, layout: &Layout, root_id: &str, name: &str) -> std::result::Result<Record, String> {
+    let seq = parse_record_name(name).ok_or("not a record file name")?;
+    let path = layout.journal.join(name);
+    let bytes = fs.read(STEP, &path).map_err(|err| format!("unreadable: {err}"))?;
+    let record = Record::decode(&bytes).map_err(|err| err.message().to_owned())?;
+    if record.seq != seq {
+        return Err(format!("names sequence {seq} but holds {}", record.seq));
+    }
+    if record.root != root_id {
+        return Err(format!(
+            "belongs to root {:?}, not {root_id:?} (a copied tree?)",
+            record.root
+        ));
+    }
+    Ok(record)
+}
+
+/// Moves the record `name`, its backups and the staging and trash folders of its
+/// sequence number (from the name, never from the content) into a fresh
+/// folder under `.keel/quarantine/`, with a note saying why.
+pub(crate) fn quarantine(fs: &Fs, layout: &Layout, name: &str, reason: &str) -> Result<Quarantined> {
+    let stem = name.strip_suffix(".json").unwrap_or(name);
+    let taken = list(fs, &layout.quarantine)?;
+    let folder = (0..)
+        .map(|n| format!("{stem}.{n}"))
+        .find(|candidate| !taken.contains(candidate))
+        .expect("an unused name exists");
+    let dest = layout.quarantine.join(&folder);
+    fs.mkdir(STEP, &dest, Some(0o700))
+        .map_err(|e| io_err("create", &dest, e))?;
+    let mut note = format!("{reason}\n").into_bytes();
+    let note_path = dest.join("REASON.txt");
+    fs.write_new(STEP, &note_path, &mut note.as_slice(), Some(0o600))
+        .map_err(|e| io_err("write", &note_path, e))?;
+    note.clear();
+    if let Some(seq) = parse_record_name(name) {
+        for backup in list(fs, &layout.journal)? {
+            if backup != name && seq_of(&backup) == Some(seq) {
+                rename(fs, &layout.journal.join(&backup), &dest.join(&backup))?;
+            }
+        }
+        for dir in layout.per_mutation_dirs() {
+            let from = dir.join(seq.to_string());
+            if fs.lstat(STEP, &from).map_err(|e| io_err("stat", &from, e))?.is_some() {
+                let kind = dir.file_name().unwrap_or_default();
+                rename(fs, &from, &dest.join(kind))?;
+            }
+        }
+    }
+    rename(fs, &layout.journal.join(name), &dest.join(name))?;
+    fs.fsync_dir(STEP, &dest).map_err(|e| io_err("fsync", &dest, e))?;
+    for dir in [&layout.quarantine, &layout.journal] {
+        fs.fsync_dir(STEP, dir).map_err(|e| io_err("fsync", dir, e))?;
+    }
+    Ok(Quarantined {
+        name: name.to_owned(),
+        folder,
+        reason: reason.to_owned(),
+    })
+}
+
+/// Writes a record atomically: temp file, fsync, rename, fsync the folder.
+pub(crate) fn write_record(fs: &Fs, layout: &Layout, record: &Record) -> Result<()> {
+    const STEP: &str = "record";
+    let path = layout.record(record.seq);
+    let tmp = layout.journal.join(format!("{}.tmp", record_name(record.seq)));
+    fs.remove_any(STEP, &tmp).map_err(|e| io_err("remove", &tmp, e))?;
+    fs.write_new(STEP, &tmp, &mut record.encode().as_slice(), Some(0o600))
+        .map_err(|e| io_err("write record", &tmp, e))?;
+    fs.rename(STEP, &tmp, &path)
+        .map_err(|e| io_err("rename record to", &path, e))?;
+    fs.fsync_dir(STEP, &layout.journal)
+        .map_err(|e| io_err("fsync", &layout.journal, e))
+}
+
+/// Removes what a finished mutation leaves: its backups, staging and trash
+/// folders, then its record. A crash in between leaves either a terminal
+/// record (discarded next time) or orphan folders (reaped next time).
+pub(crate) fn cleanup(fs: &Fs, layout: &Layout, seq: u64) -> Result<()> {
+    for dir in layout.per_mutation_dirs() {
+        remove(fs, &dir.join(seq.to_string()))?;
+    }
+    let record = record_name(seq);
+    for name in list(fs, &layout.journal)? {
+        if name != record && seq_of(&name) == Some(seq) {
+            remove(fs, &layout.journal.join(name))?;
+        }
+    }
+    remove(fs, &layout.record(seq))
+}
+
+fn combine(seq: u64, errors: Vec<Error>) -> Error {
+    let kind = errors[0].kind();
+    let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    Error::new(
+        kind,
+        format!(
+            "rollback of mutation {seq} did not finish ({} failures): {}",
+            all.len(),
+            all.join("; ")
+        ),
+    )
+}
+
+fn list(fs: &Fs, dir: &Path) -> Result<Vec<String>> {
+    let names = fs.read_dir(STEP, dir).map_err(|e| io_err("list", dir, e))?;
+    Ok(names
+        .into_iter()
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect())
+}
+
+fn remove(fs: &Fs, path: &Path) -> Result<()> {
+    fs.remove_any(STEP, path).map_err(|e| io_err("remove", path, e))
+}
+
+fn rename(fs: &Fs, from: &Path, to: &Path) -> Result<()> {
+    fs.rename(STEP, from, to)
+        .map_err(|e| io_err(&format!("move {} to", from.display()), to, e))
+}
