@@ -6,15 +6,19 @@
 //!
 //! - [`KeyedLocks`]: one lock per key while anyone holds or waits for it, and
 //!   no entry left behind when nobody does.
+//! - [`SyncPool`]: keyed tasks N at a time, timeouts that never starve the
+//!   pool, and an ordered prepare/commit pipeline.
 //!
 //! Every fallible call returns [`Result`], whose [`Error`] carries an
 //! [`ErrorKind`] with a stable number shared by all three surfaces.
 
 pub mod error;
 pub mod locks;
+pub mod pool;
 
 pub use error::{Error, ErrorKind, Result};
 pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};
+pub use pool::{Outcome, PoolConfig, SyncPool, Task, TaskContext};
 
 /// The version of this build, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
