@@ -306,6 +306,7 @@ fn progress_reports_every_completion_with_its_key() {
 #[test]
 fn an_empty_batch_returns_nothing() {
     let pool: SyncPool<u8> = SyncPool::new(PoolConfig::default());
-    let tasks: Vec<Task<u8, fn(&TaskContext) -> keel::Result<()>>> = Vec::new();
+    type Noop = fn(&TaskContext) -> keel::Result<()>;
+    let tasks: Vec<Task<u8, Noop>> = Vec::new();
     assert!(pool.run_batch(tasks).is_empty());
 }
