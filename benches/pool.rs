@@ -17,9 +17,18 @@ use crossbeam_channel::{Receiver, Sender};
 use keel::pool::{Outcome, PoolConfig, SyncPool, Task, TaskContext};
 
 fn main() {
-    opal_boot();
-    hung_sources();
-    overhead();
+    // `cargo bench --bench pool -- overhead` runs only the benchmarks named.
+    let only: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with('-')).collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    if wanted("opal_boot") {
+        opal_boot();
+    }
+    if wanted("hung_sources") {
+        hung_sources();
+    }
+    if wanted("overhead") {
+        overhead();
+    }
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -6,7 +6,7 @@
 //! in input order goes first.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,20 +124,41 @@ where
         runs,
         outcomes: Vec::new(),
         done: 0,
-        ready: BinaryHeap::new(),
+        ready: Ready::default(),
         share,
         progress: options.progress,
         engine,
     };
     batch.outcomes.resize_with(keys.len(), || None);
-    let leaders = (0..keys.len()).filter(|&index| chains.first[index]);
-    batch.ready.extend(leaders.map(Reverse));
+    batch.ready.leaders = (0..keys.len()).filter(|&index| chains.first[index]).collect();
     batch.drive(options.cancel.as_ref());
     batch
         .outcomes
         .into_iter()
         .map(|outcome| outcome.expect("every task is decided before the batch returns"))
         .collect()
+}
+
+/// The ready set: leaders are known up front and already sorted, so only
+/// released followers need a heap.
+#[derive(Default)]
+struct Ready {
+    leaders: VecDeque<usize>,
+    followers: BinaryHeap<Reverse<usize>>,
+}
+
+impl Ready {
+    fn pop(&mut self) -> Option<usize> {
+        match (self.leaders.front(), self.followers.peek()) {
+            (Some(&leader), Some(&Reverse(follower))) if follower < leader => self.followers.pop().map(|r| r.0),
+            (Some(_), _) => self.leaders.pop_front(),
+            (None, _) => self.followers.pop().map(|r| r.0),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.leaders.is_empty() && self.followers.is_empty()
+    }
 }
 
 struct Batch<'b, 'p, K, F, T> {
@@ -148,8 +169,9 @@ struct Batch<'b, 'p, K, F, T> {
     outcomes: Vec<Option<Outcome<T>>>,
     done: usize,
     /// Tasks that may start now (no earlier task of their key is undecided),
-    /// earliest first.
-    ready: BinaryHeap<Reverse<usize>>,
+    /// earliest first: the first of each key in input order, and followers
+    /// released as their predecessors are decided.
+    ready: Ready,
     share: Option<ShareFn<T>>,
     progress: Option<ProgressFn<'p, K, T>>,
     engine: Engine<K, F, T>,
@@ -180,7 +202,7 @@ where
     /// Starts ready tasks while slots are free; refusals are decided on the spot.
     fn fill_slots(&mut self) {
         while self.engine.has_slot() {
-            let Some(Reverse(index)) = self.ready.pop() else {
+            let Some(index) = self.ready.pop() else {
                 return;
             };
             if let Some(refusal) = self.engine.refusal(index) {
@@ -208,7 +230,7 @@ where
             }
             _ => {
                 if let Some(next) = self.chains.next[index] {
-                    self.ready.push(Reverse(next));
+                    self.ready.followers.push(Reverse(next));
                 }
                 self.record(index, outcome);
             }

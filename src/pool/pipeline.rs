@@ -215,7 +215,7 @@ where
     /// No more items start; running prepares are told to stop and awaited.
     fn stop_preparing(&mut self) {
         self.stopping = true;
-        self.engine.cancel_running();
+        self.engine.cancel_dispatched();
     }
 
     /// The run was cancelled or the pool shut down: running prepares are
