@@ -1,7 +1,7 @@
 //! `run_batch`: keyed tasks, N at a time, one outcome per task in input order.
 //!
-//! Scheduling is key-aware: a task is handed to a worker only when no earlier
-//! task of its key is pending or running, so a follower never occupies a slot
+//! Scheduling is key-aware: a task is handed to a worker only when every
+//! earlier task of its key is decided, so a follower never occupies a worker
 //! while it waits for its leader. Among the tasks that may run, the earliest
 //! in input order goes first.
 
@@ -11,9 +11,9 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pool::context::{CancellationToken, TaskContext};
-use crate::pool::engine::{Engine, Event};
+use crate::pool::engine::{Engine, Plan};
 use crate::pool::outcome::{Outcome, Progress, Task};
 use crate::pool::Shared;
 
@@ -61,14 +61,12 @@ impl<'a, K, T> BatchOptions<'a, K, T> {
         self
     }
 
-    /// Calls `progress` for every decided outcome, on the calling thread.
+    /// Calls `progress` for every decided outcome, on the calling thread,
+    /// in the order they were decided. Keep it short: workers reporting an
+    /// outcome wait while it runs.
     pub fn on_progress(mut self, progress: impl FnMut(Progress<'_, K, T>) + 'a) -> Self {
         self.progress = Some(Box::new(progress));
         self
-    }
-
-    pub(crate) fn resolved_timeout(&self, default: Option<Duration>) -> Option<Duration> {
-        self.timeout.unwrap_or(default)
     }
 }
 
@@ -99,46 +97,6 @@ impl KeyChains {
     }
 }
 
-/// Runs one batch on the calling thread. `share` is set in singleflight
-/// mode: followers do not run and receive `share(leader's outcome)`.
-pub(crate) fn run<K, F, T>(
-    shared: &Arc<Shared<K>>,
-    tasks: impl IntoIterator<Item = Task<K, F>>,
-    options: BatchOptions<'_, K, T>,
-    share: Option<ShareFn<T>>,
-) -> Vec<Outcome<T>>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    F: FnOnce(&TaskContext) -> Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    let (keys, runs): (Vec<K>, Vec<Option<F>>) = tasks.into_iter().map(|task| (task.key, Some(task.run))).unzip();
-    let keys = Arc::new(keys);
-    let timeout = options.resolved_timeout(shared.config.timeout());
-    let engine = Engine::new(Arc::clone(shared), Arc::clone(&keys), timeout, options.cancel.as_ref());
-    let chains = KeyChains::build(&keys);
-    let mut batch = Batch {
-        shared,
-        keys: &keys,
-        chains: &chains,
-        runs,
-        outcomes: Vec::new(),
-        done: 0,
-        ready: Ready::default(),
-        share,
-        progress: options.progress,
-        engine,
-    };
-    batch.outcomes.resize_with(keys.len(), || None);
-    batch.ready.leaders = (0..keys.len()).filter(|&index| chains.first[index]).collect();
-    batch.drive(options.cancel.as_ref());
-    batch
-        .outcomes
-        .into_iter()
-        .map(|outcome| outcome.expect("every task is decided before the batch returns"))
-        .collect()
-}
-
 /// The ready set: leaders are known up front and already sorted, so only
 /// released followers need a heap.
 #[derive(Default)]
@@ -155,76 +113,77 @@ impl Ready {
             (None, _) => self.followers.pop().map(|r| r.0),
         }
     }
+}
 
-    fn is_empty(&self) -> bool {
-        self.leaders.is_empty() && self.followers.is_empty()
+/// The schedule of one batch, kept under the run's lock.
+struct BatchPlan<K, F, T> {
+    shared: Arc<Shared<K>>,
+    chains: KeyChains,
+    /// Each task's closure until it is handed out or decided.
+    runs: Vec<Option<F>>,
+    outcomes: Vec<Option<Outcome<T>>>,
+    decided: usize,
+    /// Tasks neither handed out nor decided.
+    waiting: usize,
+    ready: Ready,
+    share: Option<ShareFn<T>>,
+    /// Decided indices the caller has not reported yet (only with progress).
+    unreported: Option<Vec<usize>>,
+    wake: bool,
+}
+
+impl<K, F, T> BatchPlan<K, F, T> {
+    fn record(&mut self, index: usize, outcome: Outcome<T>) {
+        if self.runs[index].take().is_some() {
+            self.waiting -= 1;
+        }
+        self.shared.counters.record(&outcome);
+        self.outcomes[index] = Some(outcome);
+        self.decided += 1;
+        if let Some(unreported) = &mut self.unreported {
+            unreported.push(index);
+            self.wake = true;
+        }
+        if self.is_finished() {
+            self.wake = true;
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.decided == self.outcomes.len()
     }
 }
 
-struct Batch<'b, 'p, K, F, T> {
-    shared: &'b Shared<K>,
-    keys: &'b [K],
-    chains: &'b KeyChains,
-    runs: Vec<Option<F>>,
-    outcomes: Vec<Option<Outcome<T>>>,
-    done: usize,
-    /// Tasks that may start now (no earlier task of their key is undecided),
-    /// earliest first: the first of each key in input order, and followers
-    /// released as their predecessors are decided.
-    ready: Ready,
-    share: Option<ShareFn<T>>,
-    progress: Option<ProgressFn<'p, K, T>>,
-    engine: Engine<K, F, T>,
-}
-
-impl<K, F, T> Batch<'_, '_, K, F, T>
+impl<K, F, T> Plan for BatchPlan<K, F, T>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Send + Sync + 'static,
     F: FnOnce(&TaskContext) -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    fn drive(&mut self, cancel: Option<&CancellationToken>) {
-        loop {
-            if cancel.is_some_and(CancellationToken::is_cancelled) {
-                return self.stop();
-            }
-            self.fill_slots();
-            match self.engine.next_event() {
-                Some(Event::Finished(index, outcome)) => self.decide(index, outcome),
-                Some(Event::Stopped) => return self.stop(),
-                None if self.ready.is_empty() => return,
-                // Everything ready was refused without running; go on.
-                None => {}
-            }
-        }
-    }
+    type Task = F;
+    type Output = T;
 
-    /// Starts ready tasks while slots are free; refusals are decided on the spot.
-    fn fill_slots(&mut self) {
-        while self.engine.has_slot() {
-            let Some(index) = self.ready.pop() else {
-                return;
-            };
-            if let Some(refusal) = self.engine.refusal(index) {
+    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Error>) -> Option<(usize, bool, F)> {
+        while let Some(index) = self.ready.pop() {
+            if let Some(refusal) = refusal(index) {
                 self.decide(index, Outcome::Refused(refusal));
                 continue;
             }
-            let run = self.runs[index].take().expect("a task starts once");
-            if let Err(err) = self.engine.start(index, self.chains.first[index], run) {
-                self.decide(index, Outcome::Error(err));
-            }
+            let run = self.runs[index].take().expect("a ready task has its closure");
+            self.waiting -= 1;
+            return Some((index, self.chains.first[index], run));
         }
+        None
     }
 
-    /// Records task `index`'s outcome and lets its key's next task go (or,
-    /// in singleflight mode, hands the outcome to every follower).
+    /// Records the outcome and lets the key's next task go (or, in
+    /// singleflight mode, hands the outcome to every follower).
     fn decide(&mut self, index: usize, outcome: Outcome<T>) {
         match self.share {
             Some(share) if self.chains.first[index] => {
-                let shared: Vec<_> = self.chains.followers(index).map(|f| (f, share(&outcome))).collect();
+                let copies: Vec<_> = self.chains.followers(index).map(|f| (f, share(&outcome))).collect();
                 self.record(index, outcome);
-                for (follower, copy) in shared {
-                    self.runs[follower] = None;
+                for (follower, copy) in copies {
                     self.record(follower, copy);
                 }
             }
@@ -237,33 +196,90 @@ where
         }
     }
 
-    fn record(&mut self, index: usize, outcome: Outcome<T>) {
-        self.shared.counters.record(&outcome);
-        self.done += 1;
-        if let Some(progress) = self.progress.as_mut() {
-            progress(Progress {
-                done: self.done,
-                total: self.keys.len(),
-                index,
-                key: &self.keys[index],
-                outcome: &outcome,
-            });
-        }
-        self.outcomes[index] = Some(outcome);
+    fn take_wake(&mut self) -> bool {
+        std::mem::take(&mut self.wake)
     }
 
-    /// The batch was cancelled or the pool shut down: running tasks are
-    /// abandoned, the rest cancelled without running.
-    fn stop(&mut self) {
-        for (index, outcome) in self.engine.abandon_all() {
-            self.decide(index, outcome);
-        }
-        for index in 0..self.outcomes.len() {
-            if self.outcomes[index].is_none() {
-                self.runs[index] = None;
+    fn exhausted(&self) -> bool {
+        self.waiting == 0
+    }
+
+    fn cancel_rest(&mut self) {
+        self.ready = Ready::default();
+        for index in 0..self.runs.len() {
+            if self.runs[index].is_some() {
                 self.record(index, Outcome::Cancelled);
             }
         }
+    }
+}
+
+/// Runs one batch, waiting on the calling thread. `share` is set in
+/// singleflight mode: followers do not run and receive `share(leader's outcome)`.
+pub(crate) fn run<K, F, T>(
+    shared: &Arc<Shared<K>>,
+    tasks: impl IntoIterator<Item = Task<K, F>>,
+    options: BatchOptions<'_, K, T>,
+    share: Option<ShareFn<T>>,
+) -> Vec<Outcome<T>>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    F: FnOnce(&TaskContext) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (keys, runs): (Vec<K>, Vec<Option<F>>) = tasks.into_iter().map(|task| (task.key, Some(task.run))).unzip();
+    let total = keys.len();
+    let chains = KeyChains::build(&keys);
+    let leaders: VecDeque<usize> = (0..total).filter(|&index| chains.first[index]).collect();
+    let workers = leaders.len();
+    let mut progress = options.progress;
+    let plan = BatchPlan {
+        shared: Arc::clone(shared),
+        chains,
+        runs,
+        outcomes: std::iter::repeat_with(|| None).take(total).collect(),
+        decided: 0,
+        waiting: total,
+        ready: Ready {
+            leaders,
+            followers: BinaryHeap::new(),
+        },
+        share,
+        unreported: progress.as_ref().map(|_| Vec::new()),
+        wake: false,
+    };
+    let keys = Arc::new(keys);
+    let timeout = options.timeout.unwrap_or(shared.config.timeout());
+    let engine = Engine::start(
+        Arc::clone(shared),
+        Arc::clone(&keys),
+        plan,
+        workers,
+        timeout,
+        options.cancel.as_ref(),
+    );
+    loop {
+        let mut state = engine.lock();
+        let plan = &mut state.plan;
+        if let (Some(progress), Some(unreported)) = (progress.as_mut(), plan.unreported.as_mut()) {
+            for (done, index) in (plan.decided - unreported.len() + 1..).zip(unreported.drain(..)) {
+                progress(Progress {
+                    done,
+                    total,
+                    index,
+                    key: &keys[index],
+                    outcome: plan.outcomes[index].as_ref().expect("reported outcomes are decided"),
+                });
+            }
+        }
+        if plan.is_finished() {
+            return std::mem::take(&mut plan.outcomes)
+                .into_iter()
+                .map(|outcome| outcome.expect("every task is decided"))
+                .collect();
+        }
+        drop(state);
+        engine.wait();
     }
 }
 
@@ -278,5 +294,17 @@ mod tests {
         assert_eq!(chains.followers(0).collect::<Vec<_>>(), [2, 4]);
         assert_eq!(chains.followers(1).collect::<Vec<_>>(), [5]);
         assert_eq!(chains.followers(3).count(), 0);
+    }
+
+    #[test]
+    fn released_followers_go_before_later_leaders() {
+        let mut ready = Ready {
+            leaders: VecDeque::from([3, 5]),
+            followers: BinaryHeap::new(),
+        };
+        ready.followers.push(Reverse(4));
+        ready.followers.push(Reverse(1));
+        let order: Vec<_> = std::iter::from_fn(|| ready.pop()).collect();
+        assert_eq!(order, [1, 3, 4, 5]);
     }
 }

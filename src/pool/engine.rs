@@ -1,22 +1,23 @@
-//! The part every driver (batch, pipeline) shares: worker threads, the
-//! dispatched set, deadlines, and abandoning threads that do not come back.
+//! The part every driver (batch, pipeline) shares: self-scheduling worker
+//! threads, deadlines, and abandoning threads that do not come back.
 //!
-//! The engine runs on the calling thread. A driver dispatches a task when
-//! [`Engine::has_slot`]; up to `limit` more tasks than there are workers wait
-//! in the job channel, so a worker that finishes picks its next task without
-//! waiting for the coordinator. At most `limit` workers exist (abandoned ones
-//! aside), which is what bounds the concurrency.
+//! A run's schedule (its [`Plan`]) lives under one mutex. Workers take their
+//! next task from it and report outcomes to it directly, so the calling
+//! thread is not on the path of every task: it sleeps until a worker wakes
+//! it (the plan asked for it, or a new deadline is nearest), a deadline
+//! passes, or the run is stopped. At most `limit` workers exist, abandoned
+//! ones aside, which is what bounds the concurrency.
 //!
 //! # Why threads are abandoned, not killed
 //! A thread cannot be killed. A task past its deadline (counted from when a
 //! worker picked it up) is reported timed out at once and its worker is
 //! replaced; the old thread keeps the task's key locked until the task
 //! really returns, then exits. Who decides a task's fate (the worker by
-//! finishing, the engine by abandoning) is settled by one compare-and-swap
+//! finishing, the caller by abandoning) is settled by one compare-and-swap
 //! on the task's state, so a task is never reported twice.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{panic_message, Error, Result};
 use crate::pool::config::RetryPolicy;
@@ -31,16 +33,14 @@ use crate::pool::context::{CancellationToken, TaskContext};
 use crate::pool::outcome::Outcome;
 use crate::pool::Shared;
 
-/// In the job channel, not picked up yet.
-const QUEUED: u8 = 0;
-/// A worker picked it up and waits for its key.
-const PICKED: u8 = 1;
+/// A worker took it and waits for its key.
+const PICKED: u8 = 0;
 /// Holds its key and runs.
-const RUNNING: u8 = 2;
+const RUNNING: u8 = 1;
 /// Returned; the worker reports the outcome.
-const FINISHED: u8 = 3;
-/// Given up on by the engine (timed out, cancelled, revoked).
-const ABANDONED: u8 = 4;
+const FINISHED: u8 = 2;
+/// Given up on by the caller (timed out, cancelled).
+const ABANDONED: u8 = 3;
 
 fn transition(token: &CancellationToken, from: u8, to: u8) -> bool {
     token
@@ -49,409 +49,411 @@ fn transition(token: &CancellationToken, from: u8, to: u8) -> bool {
         .is_ok()
 }
 
-struct Job<F> {
-    index: usize,
-    first_of_key: bool,
-    run: F,
-    token: CancellationToken,
+/// The schedule of one run: which task goes next and what happens when one
+/// is decided. Always called with the run locked.
+pub(crate) trait Plan: Send + 'static {
+    type Task: FnOnce(&TaskContext) -> Result<Self::Output> + Send + 'static;
+    type Output: Send + 'static;
+
+    /// The next task that may start now, as `(index, first_of_key, task)`.
+    /// `refusal(index)` says why a task must not start; the plan decides
+    /// such tasks `Refused` itself and looks further.
+    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Error>) -> Option<(usize, bool, Self::Task)>;
+
+    /// Records how task `index` ended.
+    fn decide(&mut self, index: usize, outcome: Outcome<Self::Output>);
+
+    /// True (once) if something happened that the calling thread must look
+    /// at: a decision it reports or commits, the end of the run.
+    fn take_wake(&mut self) -> bool;
+
+    /// True once no task can become ready any more: idle workers may leave.
+    fn exhausted(&self) -> bool;
+
+    /// Decides every task not handed to a worker yet as `Cancelled`.
+    fn cancel_rest(&mut self);
 }
 
-enum Message<T> {
-    /// A worker picked task `index` up; it times out at `deadline`.
-    Started { index: usize, deadline: Instant },
-    /// Task `index` returned.
-    Done { index: usize, outcome: Outcome<T> },
+/// A run's state under its mutex.
+pub(crate) struct RunState<P> {
+    pub(crate) plan: P,
+    /// Tasks handed to a worker and not decided.
+    running: HashMap<usize, CancellationToken, BuildHasherDefault<IndexHasher>>,
+    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Workers not abandoned and not gone.
+    live_workers: usize,
+    /// The run was stopped: workers take no more tasks.
+    stopped: bool,
 }
 
-/// What the engine saw while waiting.
-pub(crate) enum Event<T> {
-    /// Task `index` is decided: it returned, timed out, or was revoked.
-    Finished(usize, Outcome<T>),
-    /// The batch was cancelled or the pool shut down.
-    Stopped,
-}
-
-/// What a worker needs besides its jobs.
-struct WorkerSetup<K, T> {
+/// What the workers of one run share with the calling thread.
+struct Run<K, P> {
+    state: Mutex<RunState<P>>,
+    /// Workers wait here for a task to become ready.
+    task_ready: Condvar,
+    /// Wakes the calling thread; one pending wake is enough.
+    wake: Sender<()>,
     shared: Arc<Shared<K>>,
     keys: Arc<Vec<K>>,
     timeout: Option<Duration>,
     retry: Option<RetryPolicy>,
-    messages: Sender<Message<T>>,
 }
 
-/// Runs tasks of type `F` on up to `limit` worker threads of its own.
-/// `keys[index]` is task `index`'s key; an empty `keys` means unkeyed tasks.
-pub(crate) struct Engine<K, F, T> {
-    shared: Arc<Shared<K>>,
-    keys: Arc<Vec<K>>,
-    limit: usize,
-    timeout: Option<Duration>,
-    jobs_tx: Sender<Job<F>>,
-    jobs_rx: Receiver<Job<F>>,
-    messages_tx: Sender<Message<T>>,
-    messages_rx: Receiver<Message<T>>,
+/// Drives one run from the calling thread.
+pub(crate) struct Engine<K, P> {
+    run: Arc<Run<K, P>>,
+    woken: Receiver<()>,
     stop_rx: Receiver<()>,
     cancel_rx: Receiver<()>,
-    /// Tasks dispatched and not decided, by index.
-    dispatched: HashMap<usize, CancellationToken, BuildHasherDefault<IndexHasher>>,
-    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
-    /// Decided while handling something else; handed out first.
-    pending: VecDeque<Event<T>>,
-    /// Workers that are not abandoned: each runs a task or takes the next.
-    live_workers: usize,
+    /// Set once the run is stopped, so the stop signals are not seen again.
+    stop_seen: std::cell::Cell<bool>,
+    limit: usize,
 }
 
-impl<K, F, T> Engine<K, F, T>
+impl<K, P> Engine<K, P>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
-    F: FnOnce(&TaskContext) -> Result<T> + Send + 'static,
-    T: Send + 'static,
+    P: Plan,
 {
-    pub(crate) fn new(
+    /// Starts `workers` threads (at most the pool's limit) on `plan`.
+    /// `keys[index]` is task `index`'s key; empty `keys` means unkeyed tasks.
+    pub(crate) fn start(
         shared: Arc<Shared<K>>,
         keys: Arc<Vec<K>>,
+        plan: P,
+        workers: usize,
         timeout: Option<Duration>,
         cancel: Option<&CancellationToken>,
     ) -> Self {
-        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
-        let (messages_tx, messages_rx) = crossbeam_channel::unbounded();
-        let stop_rx = shared.shutdown.receiver();
-        let cancel_rx = cancel.map_or_else(crossbeam_channel::never, CancellationToken::receiver);
-        Engine {
-            limit: shared.config.concurrency(),
-            shared,
-            keys,
-            timeout,
-            jobs_tx,
-            jobs_rx,
-            messages_tx,
-            messages_rx,
-            stop_rx,
-            cancel_rx,
-            dispatched: HashMap::default(),
-            deadlines: BinaryHeap::new(),
-            pending: VecDeque::new(),
-            live_workers: 0,
-        }
-    }
-
-    /// True while the driver may dispatch another task: fewer than `limit`
-    /// are running and fewer than `limit` wait for a worker.
-    pub(crate) fn has_slot(&self) -> bool {
-        self.dispatched.len() < 2 * self.limit
-    }
-
-    /// True when nothing is dispatched and nothing is left to report.
-    pub(crate) fn is_idle(&self) -> bool {
-        self.dispatched.is_empty() && self.pending.is_empty()
-    }
-
-    /// Why task `index` must not start now, if it must not.
-    pub(crate) fn refusal(&self, index: usize) -> Option<Error> {
-        if self.shared.shutdown.is_cancelled() {
-            return Some(Error::closed(format!("task {index} refused: the pool is shut down")));
-        }
-        if let Some(refusal) = self.cap_refusal(index) {
-            return Some(refusal);
-        }
-        let key = self.keys.get(index)?;
-        if self.shared.hung_keys.lock().contains(key) {
-            return Some(Error::busy(format!(
-                "task {index} refused: its key is still busy with a timed-out run that has not returned"
-            )));
-        }
-        None
-    }
-
-    fn cap_refusal(&self, index: usize) -> Option<Error> {
-        let abandoned = self.shared.counters.abandoned_now();
-        let cap = self.shared.config.abandoned_cap();
-        (abandoned >= cap).then(|| {
-            Error::busy(format!(
-                "task {index} refused: the pool has {abandoned} abandoned threads still running, at its cap of {cap}"
-            ))
-        })
-    }
-
-    /// Queues task `index` for the workers, spawning one if needed.
-    pub(crate) fn start(&mut self, index: usize, first_of_key: bool, run: F) -> Result<()> {
-        debug_assert!(self.has_slot());
-        if let Err(err) = self.ensure_workers(self.dispatched.len() + 1) {
-            if self.live_workers == 0 {
-                return Err(err);
-            }
-        }
-        let token = CancellationToken::new();
-        self.dispatched.insert(index, token.clone());
-        let job = Job {
-            index,
-            first_of_key,
-            run,
-            token,
+        let (wake, woken) = crossbeam_channel::bounded(1);
+        let limit = shared.config.concurrency();
+        let engine = Engine {
+            stop_rx: shared.shutdown.receiver(),
+            cancel_rx: cancel.map_or_else(crossbeam_channel::never, CancellationToken::receiver),
+            stop_seen: std::cell::Cell::new(false),
+            limit,
+            woken,
+            run: Arc::new(Run {
+                state: Mutex::new(RunState {
+                    plan,
+                    running: HashMap::default(),
+                    deadlines: BinaryHeap::new(),
+                    live_workers: 0,
+                    stopped: false,
+                }),
+                task_ready: Condvar::new(),
+                wake,
+                retry: shared.config.retry.clone(),
+                shared,
+                keys,
+                timeout,
+            }),
         };
-        self.jobs_tx.send(job).expect("the engine holds a receiver");
-        Ok(())
-    }
-
-    /// Spawns workers until there is one per task (up to the limit).
-    fn ensure_workers(&mut self, tasks: usize) -> Result<()> {
-        while self.live_workers < tasks.min(self.limit) {
-            self.spawn_worker()?;
+        let mut state = engine.run.state.lock();
+        if engine.run.shared.shutdown.is_cancelled() {
+            engine.refuse_ready(&mut state);
+        } else {
+            engine.add_workers(&mut state, workers.min(limit));
         }
-        Ok(())
+        drop(state);
+        engine
     }
 
-    fn spawn_worker(&mut self) -> Result<()> {
-        let setup = WorkerSetup {
-            shared: Arc::clone(&self.shared),
-            keys: Arc::clone(&self.keys),
-            timeout: self.timeout,
-            retry: self.shared.config.retry.clone(),
-            messages: self.messages_tx.clone(),
+    /// Locks the run, to look at or change its plan.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, RunState<P>> {
+        self.run.state.lock()
+    }
+
+    /// Tells waiting workers the plan may have a task for them now (or, if
+    /// no worker is left, refuses what is ready).
+    pub(crate) fn notify_workers(&self) {
+        let mut state = self.lock();
+        if state.live_workers == 0 {
+            self.refuse_ready(&mut state);
+        }
+        drop(state);
+        self.run.task_ready.notify_all();
+    }
+
+    /// With no worker left (shut down, at the abandoned-thread cap, no
+    /// thread could be spawned), the caller refuses the ready tasks itself:
+    /// no worker may ever come to do it.
+    fn refuse_ready(&self, state: &mut RunState<P>) {
+        let run = &self.run;
+        let mut refuse = |index| {
+            Some(refusal(run, index).unwrap_or_else(|| Error::busy(format!("task {index} refused: no worker left"))))
         };
-        let jobs = self.jobs_rx.clone();
-        std::thread::Builder::new()
-            .name("keel-pool".into())
-            .spawn(move || worker_loop(&setup, &jobs))
-            .map_err(|err| Error::io("spawn a pool worker thread", err))?;
-        self.live_workers += 1;
-        Ok(())
+        let handed = state.plan.next_task(&mut refuse);
+        debug_assert!(handed.is_none(), "a task was handed out despite a refusal");
     }
 
-    /// Waits for the next event; `None` when nothing is dispatched.
-    pub(crate) fn next_event(&mut self) -> Option<Event<T>> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some(event);
-            }
-            if self.dispatched.is_empty() {
-                self.deadlines.clear();
-                return None;
-            }
-            if let Ok(message) = self.messages_rx.try_recv() {
-                if let Some(event) = self.handle(message) {
-                    return Some(event);
-                }
-                continue;
-            }
-            let timer = match self.deadlines.peek() {
-                Some(Reverse((deadline, _))) => crossbeam_channel::at(*deadline),
-                None => crossbeam_channel::never(),
-            };
-            select! {
-                recv(self.messages_rx) -> message => {
-                    if let Some(event) = self.handle(message.expect("the engine holds a sender")) {
-                        return Some(event);
-                    }
-                }
-                recv(self.stop_rx) -> _ => return Some(Event::Stopped),
-                recv(self.cancel_rx) -> _ => return Some(Event::Stopped),
-                recv(timer) -> _ => self.expire_due(),
-            }
+    /// Sleeps until a worker wakes the caller, a deadline passes (the task
+    /// is abandoned and decided `TimedOut`), or the run is stopped (every
+    /// task is decided `Cancelled` or by its worker). The caller then looks
+    /// at the plan.
+    pub(crate) fn wait(&self) {
+        let nearest = self.lock().deadlines.peek().map(|Reverse((deadline, _))| *deadline);
+        let timer = nearest.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
+        let (stop_rx, cancel_rx) = if self.stop_seen.get() {
+            (crossbeam_channel::never(), crossbeam_channel::never())
+        } else {
+            (self.stop_rx.clone(), self.cancel_rx.clone())
+        };
+        select! {
+            recv(self.woken) -> _ => {}
+            recv(stop_rx) -> _ => self.stop(),
+            recv(cancel_rx) -> _ => self.stop(),
+            recv(timer) -> _ => self.expire_due(),
         }
     }
 
-    fn handle(&mut self, message: Message<T>) -> Option<Event<T>> {
-        match message {
-            Message::Started { index, deadline } => {
-                if self.dispatched.contains_key(&index) {
-                    self.deadlines.push(Reverse((deadline, index)));
+    /// Cancels the token of every running task without giving up on it, and
+    /// cancels the tasks not started.
+    pub(crate) fn cancel_running(&self) {
+        let mut state = self.lock();
+        state.stopped = true;
+        state.plan.cancel_rest();
+        for token in state.running.values() {
+            token.cancel();
+        }
+        drop(state);
+        self.notify_workers();
+    }
+
+    fn add_workers(&self, state: &mut RunState<P>, count: usize) {
+        for _ in 0..count {
+            let run = Arc::clone(&self.run);
+            let spawned = std::thread::Builder::new()
+                .name("keel-pool".into())
+                .spawn(move || worker_loop(&run));
+            match spawned {
+                Ok(_) => state.live_workers += 1,
+                Err(err) if state.live_workers == 0 => {
+                    // No thread to run anything: every waiting task fails.
+                    let err = Error::io("spawn a pool worker thread", err);
+                    let handed = state.plan.next_task(&mut |_| Some(err.clone()));
+                    debug_assert!(handed.is_none(), "a task was handed out despite a refusal");
+                    return;
                 }
-                None
-            }
-            Message::Done { index, outcome } => {
-                self.dispatched.remove(&index);
-                Some(Event::Finished(index, outcome))
+                // Fewer workers than wanted still run everything.
+                Err(_) => return,
             }
         }
     }
 
     /// Abandons every task past its deadline that has not finished, and
-    /// replaces their workers (or, at the cap, revokes what waits for one).
-    fn expire_due(&mut self) {
+    /// replaces its worker; at the abandoned-thread cap, what waits is refused.
+    fn expire_due(&self) {
         let now = Instant::now();
-        while let Some(&Reverse((deadline, index))) = self.deadlines.peek() {
+        let mut state = self.lock();
+        let mut abandoned = 0;
+        while let Some(&Reverse((deadline, index))) = state.deadlines.peek() {
             if deadline > now {
                 break;
             }
-            self.deadlines.pop();
-            // Skips stale entries and tasks that finished just now (their
-            // outcome is on its way).
-            if self.dispatched.contains_key(&index) && self.abandon(index) {
-                self.pending.push_back(Event::Finished(index, Outcome::TimedOut));
+            state.deadlines.pop();
+            // Skips tasks that finished (or are finishing) in time.
+            if self.abandon(&mut state, index) {
+                state.plan.decide(index, Outcome::TimedOut);
+                abandoned += 1;
             }
         }
-        if self.cap_refusal(0).is_some() {
-            self.revoke_queued();
-        } else {
-            // A failure here leaves fewer workers, never none while tasks
-            // wait: the driver's next start retries.
-            let _ = self.ensure_workers(self.dispatched.len());
+        if abandoned > 0 {
+            self.replace_workers(&mut state);
         }
     }
 
-    /// At the abandoned-thread cap: tasks still waiting for a worker are
-    /// refused rather than left waiting for one that may never come.
-    fn revoke_queued(&mut self) {
-        let queued: Vec<usize> = self
-            .dispatched
-            .iter()
-            .filter(|(_, token)| transition(token, QUEUED, ABANDONED))
-            .map(|(&index, _)| index)
-            .collect();
-        for index in queued {
-            self.dispatched.remove(&index);
-            let refusal = self.cap_refusal(index).expect("at the cap");
-            self.pending
-                .push_back(Event::Finished(index, Outcome::Refused(refusal)));
+    /// After workers were abandoned: new ones take their place. At the cap
+    /// none are added, and if no worker is left, the caller refuses what is
+    /// ready.
+    fn replace_workers(&self, state: &mut RunState<P>) {
+        let shared = &self.run.shared;
+        let cap_reached = shared.counters.abandoned_now() >= shared.config.abandoned_cap();
+        if !cap_reached && !state.stopped && !state.plan.exhausted() {
+            let missing = self.limit.saturating_sub(state.live_workers);
+            self.add_workers(state, missing);
         }
+        if state.live_workers == 0 {
+            self.refuse_ready(state);
+        }
+        self.run.task_ready.notify_all();
     }
 
-    /// Gives up on dispatched task `index`: cancels its token, frees its
-    /// slot, and leaves its thread (if it had one) to exit when the task
-    /// returns. False if the task finished first.
-    fn abandon(&mut self, index: usize) -> bool {
-        let token = self.dispatched[&index].clone();
+    /// Gives up on running task `index`: cancels its token and leaves its
+    /// thread to exit when the task returns. False if it finished first.
+    fn abandon(&self, state: &mut RunState<P>, index: usize) -> bool {
+        let Some(token) = state.running.get(&index).cloned() else {
+            return false;
+        };
+        let shared = &self.run.shared;
         {
             // Abandoned threads report their return under this lock, so the
             // count and the hung key are in place before they can be undone.
-            let mut hung = self.shared.hung_keys.lock();
+            let mut hung = shared.hung_keys.lock();
             let prior = token
                 .task_state()
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |state| {
-                    matches!(state, QUEUED | PICKED | RUNNING).then_some(ABANDONED)
+                    matches!(state, PICKED | RUNNING).then_some(ABANDONED)
                 });
             match prior {
                 Err(_) => return false,
-                Ok(QUEUED) => {}
-                Ok(state) => {
-                    self.shared.counters.thread_abandoned();
-                    self.live_workers -= 1;
-                    if state == RUNNING {
-                        if let Some(key) = self.keys.get(index) {
-                            hung.insert(key.clone());
-                        }
-                        self.shared.counters.task_left_slot();
+                Ok(RUNNING) => {
+                    if let Some(key) = self.run.keys.get(index) {
+                        hung.insert(key.clone());
                     }
+                    shared.counters.task_left_slot();
                 }
+                Ok(_) => {}
             }
+            shared.counters.thread_abandoned();
         }
         token.cancel();
-        self.dispatched.remove(&index);
+        state.running.remove(&index);
+        state.live_workers -= 1;
         true
     }
 
-    /// Tells every dispatched task to stop, without giving up on it; tasks
-    /// not picked up yet are revoked and decided `Cancelled`.
-    pub(crate) fn cancel_dispatched(&mut self) {
-        let indices: Vec<usize> = self.dispatched.keys().copied().collect();
-        for index in indices {
-            let token = &self.dispatched[&index];
-            token.cancel();
-            if transition(token, QUEUED, ABANDONED) {
-                self.dispatched.remove(&index);
-                self.pending.push_back(Event::Finished(index, Outcome::Cancelled));
+    /// The batch was cancelled or the pool shut down: running tasks are
+    /// abandoned and decided `Cancelled` (unless they finished first), and
+    /// tasks not started are decided `Cancelled`.
+    fn stop(&self) {
+        self.stop_seen.set(true);
+        let mut state = self.lock();
+        state.stopped = true;
+        state.plan.cancel_rest();
+        let running: Vec<usize> = state.running.keys().copied().collect();
+        for index in running {
+            if self.abandon(&mut state, index) {
+                state.plan.decide(index, Outcome::Cancelled);
             }
         }
-    }
-
-    /// Abandons every dispatched task at once (batch cancelled, pool shut
-    /// down): each is decided `Cancelled`, except tasks that finished first,
-    /// whose real outcome is returned.
-    pub(crate) fn abandon_all(&mut self) -> Vec<(usize, Outcome<T>)> {
-        let mut decided: Vec<(usize, Outcome<T>)> = self
-            .pending
-            .drain(..)
-            .filter_map(|event| match event {
-                Event::Finished(index, outcome) => Some((index, outcome)),
-                Event::Stopped => None,
-            })
-            .collect();
-        let indices: Vec<usize> = self.dispatched.keys().copied().collect();
-        for index in indices {
-            if self.abandon(index) {
-                decided.push((index, Outcome::Cancelled));
-            }
-        }
-        // The rest finished before they could be abandoned: their outcomes
-        // are past user code and about to be sent.
-        while !self.dispatched.is_empty() {
-            if let Message::Done { index, outcome } = self.messages_rx.recv().expect("the engine holds a sender") {
-                self.dispatched.remove(&index);
-                decided.push((index, outcome));
-            }
-        }
-        self.deadlines.clear();
-        decided
+        drop(state);
+        self.notify_workers();
     }
 }
 
-fn worker_loop<K, F, T>(setup: &WorkerSetup<K, T>, jobs: &Receiver<Job<F>>)
+impl<K, P> Drop for Engine<K, P> {
+    fn drop(&mut self) {
+        // Idle workers leave; busy ones leave after their task.
+        self.run.state.lock().stopped = true;
+        self.run.task_ready.notify_all();
+    }
+}
+
+/// Why task `index` must not start now, if it must not.
+fn refusal<K: Hash + Eq, P>(run: &Run<K, P>, index: usize) -> Option<Error> {
+    let shared = &run.shared;
+    if shared.shutdown.is_cancelled() {
+        return Some(Error::closed(format!("task {index} refused: the pool is shut down")));
+    }
+    let abandoned = shared.counters.abandoned_now();
+    let cap = shared.config.abandoned_cap();
+    if abandoned >= cap {
+        return Some(Error::busy(format!(
+            "task {index} refused: the pool has {abandoned} abandoned threads still running, at its cap of {cap}"
+        )));
+    }
+    let key = run.keys.get(index)?;
+    if shared.hung_keys.lock().contains(key) {
+        return Some(Error::busy(format!(
+            "task {index} refused: its key is still busy with a timed-out run that has not returned"
+        )));
+    }
+    None
+}
+
+fn worker_loop<K, P>(run: &Run<K, P>)
 where
     K: Hash + Eq + Clone,
-    F: FnOnce(&TaskContext) -> Result<T>,
+    P: Plan,
 {
-    // Ends when the batch drops its sender, or when this thread was abandoned.
-    for job in jobs.iter() {
-        if !transition(&job.token, QUEUED, PICKED) {
-            continue; // revoked before anyone picked it up
+    let mut state = run.state.lock();
+    loop {
+        if state.stopped {
+            break;
         }
-        if !run_job(setup, job) {
+        let next = state.plan.next_task(&mut |index| refusal(run, index));
+        if state.plan.take_wake() {
+            let _ = run.wake.try_send(());
+        }
+        let Some((index, first_of_key, task)) = next else {
+            if state.plan.exhausted() {
+                break;
+            }
+            run.task_ready.wait(&mut state);
+            continue;
+        };
+        let token = CancellationToken::new();
+        state.running.insert(index, token.clone());
+        let deadline = run.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        if let Some(deadline) = deadline {
+            state.deadlines.push(Reverse((deadline, index)));
+            if state
+                .deadlines
+                .peek()
+                .is_some_and(|Reverse((_, first))| *first == index)
+            {
+                // The caller's timer must move up to this deadline.
+                let _ = run.wake.try_send(());
+            }
+        }
+        let ctx = TaskContext::new(index, first_of_key, deadline, token.clone(), run.retry.clone());
+        let reported = MutexGuard::unlocked(&mut state, || run_task(run, &ctx, task));
+        let Some((outcome, guard)) = reported else {
+            return; // abandoned while waiting for the key
+        };
+        if !transition(&token, RUNNING, FINISHED) {
+            // Reported timed out or cancelled already; this thread was
+            // replaced. The key stops being "hung" before it is unlocked.
+            drop(state);
+            abandoned_thread_returns(&run.shared, run.keys.get(index));
+            drop(guard);
             return;
         }
+        run.shared.counters.task_left_slot();
+        // Free the key before the next task of the key can be handed out.
+        drop(guard);
+        state.running.remove(&index);
+        state.plan.decide(index, outcome);
+        if state.plan.take_wake() {
+            let _ = run.wake.try_send(());
+        }
     }
+    state.live_workers -= 1;
+    drop(state);
+    run.task_ready.notify_all();
+    // The caller may be waiting for the last worker's outcome.
+    let _ = run.wake.try_send(());
 }
 
-/// Runs one picked-up job under its key. False if the engine abandoned it:
-/// this thread has been replaced, so it must exit.
-fn run_job<K, F, T>(setup: &WorkerSetup<K, T>, job: Job<F>) -> bool
+type Held<K> = Option<crate::locks::KeyGuard<K>>;
+
+/// Takes the task's key and runs it. `None` if the task was abandoned while
+/// waiting for its key (it never ran).
+fn run_task<K, P>(run: &Run<K, P>, ctx: &TaskContext, task: P::Task) -> Option<(Outcome<P::Output>, Held<K>)>
 where
     K: Hash + Eq + Clone,
-    F: FnOnce(&TaskContext) -> Result<T>,
+    P: Plan,
 {
-    let Job {
-        index,
-        first_of_key,
-        run,
-        token,
-    } = job;
-    let shared = &setup.shared;
-    let deadline = setup.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-    if let Some(deadline) = deadline {
-        let _ = setup.messages.send(Message::Started { index, deadline });
+    let index = ctx.index();
+    let key = run.keys.get(index);
+    let guard = key.map(|key| run.shared.locks.lock(key)).transpose();
+    if !transition(ctx.cancellation(), PICKED, RUNNING) {
+        drop(guard);
+        abandoned_thread_returns(&run.shared, None);
+        return None;
     }
-    let key = setup.keys.get(index);
-    let guard = key.map(|key| shared.locks.lock(key)).transpose();
-    if !transition(&token, PICKED, RUNNING) {
-        // Abandoned while waiting for the key; it never ran.
-        drop(guard);
-        abandoned_thread_returns(shared, None);
-        return false;
-    }
-    shared.counters.task_started();
-    let ctx = TaskContext::new(index, first_of_key, deadline, token.clone(), setup.retry.clone());
-    let outcome = match guard {
-        Ok(_) => match catch_unwind(AssertUnwindSafe(|| run(&ctx))) {
-            Ok(Ok(value)) => Outcome::Value(value),
-            Ok(Err(err)) => Outcome::Error(err),
-            Err(payload) => Outcome::Panicked(panic_message(&*payload)),
-        },
-        Err(ref err) => Outcome::Error(err.clone().context(format!("task {index}"))),
-    };
-    if transition(&token, RUNNING, FINISHED) {
-        shared.counters.task_left_slot();
-        // Free the key before reporting, so the next task of the key finds it free.
-        drop(guard);
-        // The batch may be gone (its caller panicked); nobody is left to tell.
-        let _ = setup.messages.send(Message::Done { index, outcome });
-        true
-    } else {
-        // Reported timed out or cancelled already. The key stops being
-        // "hung" before it is unlocked, so nobody is refused for a free key.
-        abandoned_thread_returns(shared, key);
-        drop(guard);
-        false
+    run.shared.counters.task_started();
+    match guard {
+        Ok(guard) => {
+            let outcome = match catch_unwind(AssertUnwindSafe(|| task(ctx))) {
+                Ok(Ok(value)) => Outcome::Value(value),
+                Ok(Err(err)) => Outcome::Error(err),
+                Err(payload) => Outcome::Panicked(panic_message(&*payload)),
+            };
+            Some((outcome, guard))
+        }
+        Err(err) => Some((Outcome::Error(err.context(format!("task {index}"))), None)),
     }
 }
 
