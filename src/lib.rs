@@ -13,8 +13,10 @@
 //! [`ErrorKind`] with a stable number shared by all three surfaces.
 
 pub mod error;
+pub mod events;
 pub mod locks;
 pub mod pool;
+pub mod stats;
 
 pub use error::{Error, ErrorKind, Result};
 pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};
