@@ -364,7 +364,7 @@ fn refusal<K: Hash + Eq, P>(run: &Run<K, P>, index: usize) -> Option<Error> {
 
 fn worker_loop<K, P>(run: &Run<K, P>)
 where
-    K: Hash + Eq + Clone,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     P: Plan,
 {
     let mut state = run.state.lock();
@@ -432,7 +432,7 @@ type Held<K> = Option<crate::locks::KeyGuard<K>>;
 /// waiting for its key (it never ran).
 fn run_task<K, P>(run: &Run<K, P>, ctx: &TaskContext, task: P::Task) -> Option<(Outcome<P::Output>, Held<K>)>
 where
-    K: Hash + Eq + Clone,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     P: Plan,
 {
     let index = ctx.index();
