@@ -289,8 +289,15 @@ fn progress_reports_every_completion_with_its_key() {
     let tasks = (0..10).map(|i| Task::new(format!("k{}", i % 3), move |_: &TaskContext| Ok(i * 10)));
     let outcomes = pool.run_batch_with(
         tasks,
-        BatchOptions::<String, usize>::new()
-            .on_progress(|p| seen.push((p.done, p.total, p.index, p.key.clone(), *p.outcome.value().unwrap()))),
+        BatchOptions::<String, usize>::new().on_progress(|p| {
+            seen.push((
+                p.done,
+                p.total,
+                p.index,
+                p.key.cloned().unwrap(),
+                *p.outcome.value().unwrap(),
+            ))
+        }),
     );
     assert_eq!(outcomes.len(), 10);
     assert_eq!(
@@ -309,4 +316,29 @@ fn an_empty_batch_returns_nothing() {
     type Noop = fn(&TaskContext) -> keel::Result<()>;
     let tasks: Vec<Task<u8, Noop>> = Vec::new();
     assert!(pool.run_batch(tasks).is_empty());
+}
+
+#[test]
+fn unkeyed_tasks_lock_nothing_and_all_run_first() {
+    let pool: SyncPool<Vec<u8>> = SyncPool::new(PoolConfig::new(3).name("unkeyed"));
+    let outcomes = pool.run_unkeyed(
+        (0..50).map(|i| {
+            move |ctx: &TaskContext| {
+                assert!(ctx.is_first_of_key());
+                Ok(i)
+            }
+        }),
+        BatchOptions::new(),
+    );
+    assert_eq!(values(outcomes), (0..50).collect::<Vec<_>>());
+    assert_eq!(pool.locks().len(), 0);
+    let all = keel::stats::gather();
+    let listed = all["pool"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "unkeyed")
+        .unwrap();
+    assert_eq!(listed["completed"], 50);
+    assert_eq!(listed["max_concurrency"], 3);
 }

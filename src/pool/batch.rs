@@ -228,8 +228,43 @@ where
     T: Send + 'static,
 {
     let (keys, runs): (Vec<K>, Vec<Option<F>>) = tasks.into_iter().map(|task| (task.key, Some(task.run))).unzip();
-    let total = keys.len();
     let chains = KeyChains::build(&keys);
+    run_plan(shared, keys, chains, runs, options, share)
+}
+
+/// Runs tasks without keys: each is first of its own (absent) key.
+pub(crate) fn run_unkeyed<K, F, T>(
+    shared: &Arc<Shared<K>>,
+    tasks: impl IntoIterator<Item = F>,
+    options: BatchOptions<'_, K, T>,
+) -> Vec<Outcome<T>>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    F: FnOnce(&TaskContext) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let runs: Vec<Option<F>> = tasks.into_iter().map(Some).collect();
+    let chains = KeyChains {
+        next: vec![None; runs.len()],
+        first: vec![true; runs.len()],
+    };
+    run_plan(shared, Vec::new(), chains, runs, options, None)
+}
+
+fn run_plan<K, F, T>(
+    shared: &Arc<Shared<K>>,
+    keys: Vec<K>,
+    chains: KeyChains,
+    runs: Vec<Option<F>>,
+    options: BatchOptions<'_, K, T>,
+    share: Option<ShareFn<T>>,
+) -> Vec<Outcome<T>>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    F: FnOnce(&TaskContext) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let total = runs.len();
     let leaders: VecDeque<usize> = (0..total).filter(|&index| chains.first[index]).collect();
     let workers = leaders.len();
     let mut progress = options.progress;
@@ -267,7 +302,7 @@ where
                     done,
                     total,
                     index,
-                    key: &keys[index],
+                    key: keys.get(index),
                     outcome: plan.outcomes[index].as_ref().expect("reported outcomes are decided"),
                 });
             }

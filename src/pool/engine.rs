@@ -28,10 +28,13 @@ use crossbeam_channel::{select, Receiver, Sender};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{panic_message, Error, Result};
+use crate::events::{micros, Level, Stopwatch};
 use crate::pool::config::RetryPolicy;
 use crate::pool::context::{CancellationToken, TaskContext};
 use crate::pool::outcome::Outcome;
 use crate::pool::Shared;
+
+const LOG_TARGET: &str = "keel::pool";
 
 /// A worker took it and waits for its key.
 const PICKED: u8 = 0;
@@ -254,6 +257,12 @@ where
             state.deadlines.pop();
             // Skips tasks that finished (or are finishing) in time.
             if self.abandon(&mut state, index) {
+                log::warn!(
+                    target: LOG_TARGET,
+                    "task timed out: index={index} timeout_ms={} abandoned_threads={}",
+                    self.run.timeout.map_or(0, |timeout| timeout.as_millis()),
+                    self.run.shared.counters.abandoned_now()
+                );
                 state.plan.decide(index, Outcome::TimedOut);
                 abandoned += 1;
             }
@@ -349,6 +358,7 @@ fn refusal<K: Hash + Eq, P>(run: &Run<K, P>, index: usize) -> Option<Error> {
     let abandoned = shared.counters.abandoned_now();
     let cap = shared.config.abandoned_cap();
     if abandoned >= cap {
+        log::warn!(target: LOG_TARGET, "task refused: index={index} abandoned_threads={abandoned} cap={cap}");
         return Some(Error::busy(format!(
             "task {index} refused: the pool has {abandoned} abandoned threads still running, at its cap of {cap}"
         )));
@@ -446,11 +456,21 @@ where
     run.shared.counters.task_started();
     match guard {
         Ok(guard) => {
+            let watch = Stopwatch::start(LOG_TARGET, Level::Debug);
             let outcome = match catch_unwind(AssertUnwindSafe(|| task(ctx))) {
                 Ok(Ok(value)) => Outcome::Value(value),
                 Ok(Err(err)) => Outcome::Error(err),
                 Err(payload) => Outcome::Panicked(panic_message(&*payload)),
             };
+            if let Some(elapsed) = watch.elapsed() {
+                log::debug!(
+                    target: LOG_TARGET,
+                    "task finished: index={index} first_of_key={} outcome={} elapsed_us={}",
+                    ctx.is_first_of_key(),
+                    outcome.name(),
+                    micros(elapsed)
+                );
+            }
             Some((outcome, guard))
         }
         Err(err) => Some((Outcome::Error(err.context(format!("task {index}"))), None)),
@@ -463,6 +483,13 @@ fn abandoned_thread_returns<K: Hash + Eq>(shared: &Shared<K>, hung_key: Option<&
         hung.remove(key);
     }
     shared.counters.abandoned_thread_returned();
+    drop(hung);
+    log::info!(
+        target: LOG_TARGET,
+        "abandoned thread returned: held_key={} abandoned_threads={}",
+        hung_key.is_some(),
+        shared.counters.abandoned_now()
+    );
 }
 
 /// Task indices are small distinct integers chosen by keel, not by callers:
