@@ -4,6 +4,9 @@ One Rust core, used here from Python. Every call that can block releases the GIL
 
 - :class:`KeyedLocks`: one lock per key while anyone holds or waits for it, and no
   entry left behind when nobody does.
+- :class:`SyncPool`: blocking callables N at a time on keel's threads, one key at a
+  time per key, results in order with exceptions as values, timeouts that never
+  starve the pool, and an ordered prepare/commit ``pipeline``.
 
 Errors are :class:`KeelError` subclasses, one per kind, that also derive from the
 matching builtin: ``NotFound`` is a ``LookupError``, ``InvalidArgument`` a
@@ -21,6 +24,7 @@ from keel._keel import (
     AlreadyExists,
     Busy,
     Cancelled,
+    CancellationToken,
     Closed,
     Conflict,
     Corrupt,
@@ -33,6 +37,7 @@ from keel._keel import (
     Panic,
     PermissionDenied,
     StorageFull,
+    SyncPool,
     Timeout,
     Unsupported,
     WouldDeadlock,
@@ -45,6 +50,7 @@ __all__ = [
     "AlreadyExists",
     "Busy",
     "Cancelled",
+    "CancellationToken",
     "Closed",
     "Conflict",
     "Corrupt",
@@ -57,6 +63,7 @@ __all__ = [
     "Panic",
     "PermissionDenied",
     "StorageFull",
+    "SyncPool",
     "Timeout",
     "Unsupported",
     "WouldDeadlock",

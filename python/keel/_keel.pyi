@@ -1,7 +1,7 @@
 """Type stubs for the native module keel._keel (re-exported by ``keel``)."""
 
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Type, Union
 
 __version__: str
 
@@ -53,6 +53,57 @@ class KeyedLocks:
     ) -> LockGuard: ...
     def stats(self) -> Dict[str, int]: ...
     def __len__(self) -> int: ...
+
+class CancellationToken:
+    """Tells a running ``SyncPool.run`` or ``pipeline`` to stop; ``cancel()`` from any thread."""
+
+    def __init__(self) -> None: ...
+    def cancel(self) -> None: ...
+    @property
+    def cancelled(self) -> bool: ...
+
+class SyncPool:
+    """Blocking callables N at a time on keel's threads; items of one key never at once.
+
+    Results come back in input order with exceptions as values. A callable past its
+    timeout is reported ``keel.Timeout`` at once and its thread abandoned (never
+    killed); its key stays busy until it returns. ``shutdown()`` never waits.
+    """
+
+    def __init__(
+        self,
+        max_concurrency: int = 10,
+        *,
+        timeout: Optional[float] = None,
+        max_abandoned: int = 64,
+        name: Optional[str] = None,
+    ) -> None: ...
+    @property
+    def max_concurrency(self) -> int: ...
+    def run(
+        self,
+        func: Callable[[Any], Any],
+        items: Iterable[Any],
+        *,
+        key: Optional[Callable[[Any], Key]] = None,
+        timeout: Optional[float] = None,
+        singleflight: bool = False,
+        progress: Optional[Callable[[int, int, int, Any], None]] = None,
+        cancel: Optional[CancellationToken] = None,
+    ) -> List[Any]: ...
+    def pipeline(
+        self,
+        prepare: Callable[[Any], Any],
+        items: Iterable[Any],
+        commit: Callable[[Any], Any],
+        *,
+        window: Optional[int] = None,
+        stop_at_first_commit_failure: bool = False,
+        timeout: Optional[float] = None,
+        cancel: Optional[CancellationToken] = None,
+    ) -> List[Any]: ...
+    def shutdown(self) -> None: ...
+    def stats(self) -> Dict[str, int]: ...
 
 def stats() -> Dict[str, List[Dict[str, Any]]]:
     """Every live keel object's counters, grouped by part ("locks", "pool", ...)."""
