@@ -62,6 +62,23 @@ class CancellationToken:
     @property
     def cancelled(self) -> bool: ...
 
+class TaskContext:
+    """Passed as the second argument with ``pool.run(..., context=True)``."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def first_of_key(self) -> bool:
+        """True for the first item of its key in the batch (the one fetch per source)."""
+    @property
+    def cancelled(self) -> bool:
+        """True once the callable should stop (timed out, cancelled, shut down)."""
+    @property
+    def remaining(self) -> Optional[float]:
+        """Seconds left before the deadline, or None."""
+    def wait_cancelled(self, seconds: float) -> bool:
+        """Waits up to ``seconds`` (GIL released); True if the callable should stop."""
+
 class SyncPool:
     """Blocking callables N at a time on keel's threads; items of one key never at once.
 
@@ -82,7 +99,7 @@ class SyncPool:
     def max_concurrency(self) -> int: ...
     def run(
         self,
-        func: Callable[[Any], Any],
+        func: Callable[..., Any],
         items: Iterable[Any],
         *,
         key: Optional[Callable[[Any], Key]] = None,
@@ -90,6 +107,7 @@ class SyncPool:
         singleflight: bool = False,
         progress: Optional[Callable[[int, int, int, Any], None]] = None,
         cancel: Optional[CancellationToken] = None,
+        context: bool = False,
     ) -> List[Any]: ...
     def pipeline(
         self,

@@ -21,10 +21,15 @@
 //! - Nothing spins: waiting threads block on channels.
 //!
 //! # Cost
-//! Each batch spawns its workers (at most N, only as many as it needs) and
-//! lets them exit when it returns. Per task: one uncontended key lock, two
-//! channel messages, two small allocations (the task's state and its
-//! cancellation token), and no boxing of the closure.
+//! Each batch starts its own workers (at most N, only as many as it can
+//! use) and lets them go when it returns. Workers schedule themselves from
+//! the batch's plan under one mutex, so the calling thread is off the
+//! per-task path. Per task: one pass through that mutex (report the last
+//! task and take the next), one uncontended key lock, one small allocation
+//! (the task's cancellation token), no channel message unless a timeout or
+//! a progress callback needs the caller, and no boxing of the closure. About
+//! 0.3-0.4 us per empty task on a small machine, against 0.1 us for a bare
+//! channel pool that neither orders results, locks keys nor times out.
 //!
 //! ```
 //! use keel::pool::{PoolConfig, SyncPool, Task};

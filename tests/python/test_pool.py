@@ -291,3 +291,22 @@ def test_bad_arguments_are_typed_errors():
         keel.SyncPool(2, timeout=-1.0)
     with pytest.raises(TypeError):
         pool.run(lambda x: x, [1], key=lambda x: 3)
+
+
+def test_the_context_says_first_of_key_and_cancellation():
+    pool = keel.SyncPool(4, timeout=0.2)
+    seen = {}
+
+    def sync(source, ctx):
+        seen[ctx.index] = (source, ctx.first_of_key)
+        if source == "slow":
+            # A well-behaved long call waits on its cancellation: the timeout wakes it.
+            assert ctx.wait_cancelled(PATIENCE)
+            assert ctx.cancelled and ctx.remaining == 0.0
+        return ctx.first_of_key
+
+    sources = ["a", "b", "a", "slow", "a"]
+    results = pool.run(sync, sources, key=lambda s: s, context=True)
+    assert results[:3] == [True, True, False] and results[4] is False
+    assert isinstance(results[3], keel.Timeout)
+    assert seen[0] == ("a", True) and seen[2] == ("a", False) and seen[4] == ("a", False)

@@ -18,7 +18,7 @@ use keel::pool::{
 use keel::{Error, ErrorKind};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::errors::to_pyerr;
 use crate::locks::key_bytes;
@@ -27,7 +27,65 @@ use crate::run::{blocking, quick};
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySyncPool>()?;
     m.add_class::<PyCancellationToken>()?;
+    m.add_class::<PyTaskContext>()?;
     Ok(())
+}
+
+/// What a running callable may know about itself, passed as its second
+/// argument when `pool.run(..., context=True)`: its index, whether it is the
+/// first item of its key in the batch (OPAL's one fetch per source), and
+/// whether it should stop (timed out, batch cancelled, pool shut down).
+#[pyclass(name = "TaskContext", module = "keel", frozen)]
+pub struct PyTaskContext {
+    #[pyo3(get)]
+    index: usize,
+    #[pyo3(get)]
+    first_of_key: bool,
+    token: CancellationToken,
+    deadline: Option<std::time::Instant>,
+}
+
+impl PyTaskContext {
+    fn of(ctx: &TaskContext) -> Self {
+        PyTaskContext {
+            index: ctx.index(),
+            first_of_key: ctx.is_first_of_key(),
+            token: ctx.cancellation().clone(),
+            deadline: ctx.deadline(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyTaskContext {
+    /// True once the callable should stop: threads are never killed, so a
+    /// long callable checks this between steps.
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Seconds left before the deadline (0 once past it), or None.
+    #[getter]
+    fn remaining(&self) -> Option<f64> {
+        self.deadline.map(|deadline| {
+            deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs_f64()
+        })
+    }
+
+    /// Waits up to `seconds` (GIL released), waking early if cancelled;
+    /// returns True if the callable should stop.
+    fn wait_cancelled(&self, py: Python<'_>, seconds: f64) -> PyResult<bool> {
+        let wait = quick(py, || seconds_to_duration(seconds))?;
+        Ok(py.detach(|| self.token.wait_timeout(wait)))
+    }
+}
+
+fn seconds_to_duration(seconds: f64) -> keel::Result<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| Error::invalid_argument(format!("{seconds} is not a number of seconds >= 0")))
 }
 
 /// A flag that tells a running batch or pipeline to stop; pass it as
@@ -83,7 +141,7 @@ impl Raised {
 /// Python exception is kept in `raised[index]` and becomes a keel failure.
 fn call_python(
     func: &Py<PyAny>,
-    args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyTuple>>,
+    args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
     index: usize,
     raised: &Raised,
 ) -> keel::Result<Py<PyAny>> {
@@ -139,10 +197,7 @@ fn outcome_to_py(py: Python<'_>, index: usize, outcome: &Outcome<Shared>, raised
 
 fn seconds(timeout: Option<f64>) -> keel::Result<Option<Duration>> {
     timeout
-        .map(|seconds| {
-            Duration::try_from_secs_f64(seconds)
-                .map_err(|_| Error::invalid_argument(format!("timeout {seconds} is not a number of seconds >= 0")))
-        })
+        .map(|seconds| seconds_to_duration(seconds).map_err(|err| err.context("timeout")))
         .transpose()
 }
 
@@ -186,8 +241,9 @@ impl PySyncPool {
     /// nothing is serialized but the limit. `timeout` (seconds) overrides
     /// the pool's. With `singleflight`, only the first item of each key runs
     /// and the others get its result. `progress(done, total, index, result)`
-    /// is called on this thread as results come in.
-    #[pyo3(signature = (func, items, *, key=None, timeout=None, singleflight=false, progress=None, cancel=None))]
+    /// is called on this thread as results come in. With `context`, the
+    /// callable is called as `fn(item, ctx)` with a keel.TaskContext.
+    #[pyo3(signature = (func, items, *, key=None, timeout=None, singleflight=false, progress=None, cancel=None, context=false))]
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -199,6 +255,7 @@ impl PySyncPool {
         singleflight: bool,
         progress: Option<Py<PyAny>>,
         cancel: Option<PyRef<'_, PyCancellationToken>>,
+        context: bool,
     ) -> PyResult<Py<PyList>> {
         let items: Vec<Py<PyAny>> = items
             .try_iter()?
@@ -221,8 +278,9 @@ impl PySyncPool {
         let tasks = items.into_iter().enumerate().map(|(index, item)| {
             let func = Arc::clone(&func);
             let raised = Arc::clone(&raised);
-            move |_: &TaskContext| -> keel::Result<Shared> {
-                call_python(&func, |py| (item.bind(py),).into_pyobject(py), index, &raised).map(Arc::new)
+            move |ctx: &TaskContext| -> keel::Result<Shared> {
+                let ctx = context.then_some(ctx);
+                call_python(&func, |py| item_args(py, &item, ctx), index, &raised).map(Arc::new)
             }
         });
         let progress = progress.map(|progress| {
@@ -369,6 +427,14 @@ impl PySyncPool {
     #[getter]
     fn max_concurrency(&self) -> usize {
         self.inner.config().concurrency()
+    }
+}
+
+/// `(item,)`, or `(item, ctx)` when the callable asked for its context.
+fn item_args<'py>(py: Python<'py>, item: &Py<PyAny>, ctx: Option<&TaskContext>) -> PyResult<Bound<'py, PyTuple>> {
+    match ctx {
+        Some(ctx) => (item.bind(py), Py::new(py, PyTaskContext::of(ctx))?).into_pyobject(py),
+        None => (item.bind(py),).into_pyobject(py),
     }
 }
 
