@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use keel::pool::{Outcome, PoolConfig, SyncPool, Task, TaskContext};
+use keel::pool::{BatchOptions, Outcome, PoolConfig, SyncPool, Task, TaskContext};
 
 fn main() {
     // `cargo bench --bench pool -- overhead` runs only the benchmarks named.
@@ -179,13 +179,22 @@ fn overhead() {
         assert_eq!(outcomes.len(), TASKS);
         start.elapsed()
     };
+    // The same without keys: what the per-key lock and key grouping cost.
+    let unkeyed = || {
+        let start = Instant::now();
+        let tasks = (0..TASKS).map(|i| move |_: &TaskContext| Ok(i));
+        let outcomes = pool.run_unkeyed(tasks, BatchOptions::new());
+        assert_eq!(outcomes.len(), TASKS);
+        start.elapsed()
+    };
     // Warm up both, then take the best of five runs of each, interleaved so
     // both see the same machine load.
     bare();
     keel();
-    let (bare_runs, keel_runs): (Vec<_>, Vec<_>) = (0..5).map(|_| (bare(), keel())).unzip();
-    let bare_time = bare_runs.into_iter().min().unwrap();
-    let keel_time = keel_runs.into_iter().min().unwrap();
+    let runs: Vec<_> = (0..5).map(|_| (bare(), keel(), unkeyed())).collect();
+    let bare_time = runs.iter().map(|r| r.0).min().unwrap();
+    let keel_time = runs.iter().map(|r| r.1).min().unwrap();
+    let unkeyed_time = runs.iter().map(|r| r.2).min().unwrap();
     println!(
         "3. Overhead ({TASKS} empty tasks, N={n}): bare crossbeam pool {:.0} ms ({:.2} us/task), keel {:.0} ms ({:.2} us/task), ratio {:.2} (target <= 2)",
         ms(bare_time),
@@ -193,6 +202,12 @@ fn overhead() {
         ms(keel_time),
         keel_time.as_secs_f64() * 1e6 / TASKS as f64,
         keel_time.as_secs_f64() / bare_time.as_secs_f64()
+    );
+    println!(
+        "   unkeyed (no key locks): keel {:.0} ms ({:.2} us/task), ratio {:.2}",
+        ms(unkeyed_time),
+        unkeyed_time.as_secs_f64() * 1e6 / TASKS as f64,
+        unkeyed_time.as_secs_f64() / bare_time.as_secs_f64()
     );
 }
 
