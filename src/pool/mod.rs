@@ -3,8 +3,9 @@
 //! pool, and an ordered prepare/commit pipeline.
 //!
 //! # Guarantees
-//! - At most `max_concurrency` tasks hold a slot at once (values below 1 mean
-//!   1, so a zero can never deadlock); distinct keys run in parallel.
+//! - At most `max_concurrency` tasks run at once, across every batch and
+//!   pipeline of the pool (values below 1 mean 1, so a zero can never
+//!   deadlock); distinct keys run in parallel.
 //! - Tasks of one key never run at the same time, within a batch, across
 //!   batches, and against host code locking the same key in
 //!   [`SyncPool::locks`]. Within a batch they run in input order, and each
@@ -55,6 +56,7 @@ mod engine;
 mod outcome;
 mod pipeline;
 mod retry;
+mod slots;
 mod stats;
 
 use std::collections::HashSet;
@@ -85,14 +87,16 @@ pub(crate) struct Shared<K> {
     pub(crate) counters: Counters,
     /// Cancelled by [`SyncPool::shutdown`]; every running batch watches it.
     pub(crate) shutdown: CancellationToken,
+    /// The concurrency limit, shared by every batch of the pool.
+    pub(crate) slots: slots::Slots,
 }
 
 /// A bounded pool for keyed, blocking tasks. See the [module docs](self) for
 /// its guarantees and costs.
 ///
 /// `SyncPool` is `Send + Sync`: batches may be run from several threads at
-/// once; they share the concurrency limit per batch, the key locks, the
-/// abandoned-thread count and the stats.
+/// once; they share the concurrency limit (at most N tasks of all batches
+/// together), the key locks, the abandoned-thread count and the stats.
 pub struct SyncPool<K> {
     shared: Arc<Shared<K>>,
 }
@@ -110,6 +114,7 @@ where
     /// delete of a source) can exclude them by locking the same key.
     pub fn with_locks(config: PoolConfig, locks: KeyedLocks<K>) -> Self {
         let shared = Arc::new(Shared {
+            slots: slots::Slots::new(config.concurrency()),
             config,
             locks,
             hung_keys: Mutex::new(HashSet::new()),

@@ -334,3 +334,29 @@ def test_a_hung_callable_released_at_exit_does_not_crash_the_interpreter(tmp_pat
     for _ in range(3):
         done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=PATIENCE)
         assert done.returncode == 0, done.stderr.decode()
+
+
+def test_the_limit_is_pool_wide_and_nested_runs_are_refused():
+    pool = keel.SyncPool(2)
+    occupancy = Occupancy()
+    barrier = threading.Barrier(3, timeout=0.3)  # 3 at once is possible only past the limit
+
+    def work(item):
+        occupancy.enter(item)
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        finally:
+            occupancy.leave(item)
+
+    threads = [threading.Thread(target=pool.run, args=(work, [f"{t}-{i}" for i in range(3)])) for t in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(PATIENCE)
+    assert occupancy.peak <= 2
+
+    nested = pool.run(lambda item: pool.run(lambda x: x, [item]), [1])
+    assert isinstance(nested[0][0], keel.WouldDeadlock)
+    assert keel.SyncPool(1).run(lambda item: keel.SyncPool(1).run(lambda x: x + 1, [item]), [1]) == [[2]]
