@@ -286,6 +286,10 @@ impl PySyncPool {
     /// and the others get its result. `progress(done, total, index, result)`
     /// is called on this thread as results come in. With `context`, the
     /// callable is called as `fn(item, ctx)` with a keel.TaskContext.
+    ///
+    /// The limit holds across every call on this pool, from any thread. A
+    /// callable that calls `run` on its own pool gets keel.WouldDeadlock
+    /// results (it would wait holding a slot): use a second pool.
     #[pyo3(signature = (func, items, *, key=None, timeout=None, singleflight=false, progress=None, cancel=None, context=false))]
     #[allow(clippy::too_many_arguments)]
     fn run(
