@@ -403,3 +403,29 @@ fn a_task_running_a_batch_on_its_own_pool_is_refused_not_deadlocked() {
     })]);
     assert_eq!(outcomes[0].value(), Some(&7));
 }
+
+#[test]
+fn tasks_retry_transient_failures_under_the_pool_policy() {
+    let policy = keel::pool::RetryPolicy {
+        initial_backoff: Duration::from_micros(50),
+        max_backoff: Duration::from_micros(200),
+        ..keel::pool::RetryPolicy::default()
+    };
+    let pool: SyncPool<u8> = SyncPool::new(PoolConfig::new(2).retry(policy));
+    let outcomes = pool.run_batch((0..4u8).map(|key| {
+        Task::new(key, move |ctx: &TaskContext| {
+            let mut attempts = 0;
+            ctx.retry(|_| {
+                attempts += 1;
+                match (key, attempts) {
+                    (0, 1..=2) => Err(Error::busy("source busy")),
+                    (1, _) => Err(Error::invalid_argument("bad scope")),
+                    _ => Ok(attempts),
+                }
+            })
+        })
+    }));
+    assert_eq!(outcomes[0].value(), Some(&3), "two transient failures, then success");
+    assert!(matches!(&outcomes[1], Outcome::Error(e) if e.kind() == ErrorKind::InvalidArgument));
+    assert_eq!(outcomes[2].value(), Some(&1));
+}
