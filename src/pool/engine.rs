@@ -323,7 +323,6 @@ where
                     if let Some(key) = self.run.keys.get(index) {
                         hung.insert(key.clone());
                     }
-                    shared.counters.task_left_slot();
                 }
                 Ok(_) => {}
             }
@@ -473,7 +472,6 @@ where
             drop(guard);
             return;
         }
-        run.shared.counters.task_left_slot();
         slots.release();
         // Free the key before the next task of the key can be handed out.
         drop(guard);
@@ -507,7 +505,7 @@ where
         abandoned_thread_returns(&run.shared, None);
         return None;
     }
-    run.shared.counters.task_started();
+    run.shared.slots.task_started();
     match guard {
         Ok(guard) => {
             let watch = Stopwatch::start(LOG_TARGET, Level::Debug);

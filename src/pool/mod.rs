@@ -215,7 +215,7 @@ where
 
     /// The pool's counters now.
     pub fn stats(&self) -> PoolStats {
-        self.shared.counters.snapshot(self.shared.locks.len())
+        self.shared.counters.snapshot(&self.shared.slots, self.shared.locks.len())
     }
 
     /// Stops the pool: running batches return at once (running tasks are
@@ -233,7 +233,7 @@ where
 
 impl<K: Send + Sync + 'static> crate::stats::StatsSource for Shared<K> {
     fn stats_json(&self) -> serde_json::Value {
-        let stats = self.counters.snapshot(0);
+        let stats = self.counters.snapshot(&self.slots, 0);
         serde_json::json!({
             "name": self.config.name,
             "max_concurrency": self.config.concurrency(),

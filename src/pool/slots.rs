@@ -12,6 +12,8 @@ use parking_lot::{Condvar, Mutex};
 pub(crate) struct Slots {
     limit: usize,
     in_use: AtomicUsize,
+    /// The most slots ever in use while a task started.
+    peak: AtomicUsize,
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     freed: Condvar,
@@ -22,6 +24,7 @@ impl Slots {
         Slots {
             limit: limit.max(1),
             in_use: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             freed: Condvar::new(),
@@ -67,6 +70,25 @@ impl Slots {
             drop(self.lock.lock());
             self.freed.notify_one();
         }
+    }
+
+    /// A task holding a slot starts running: records the peak.
+    pub(crate) fn task_started(&self) {
+        let now = self.in_use.load(Ordering::Relaxed);
+        // Reads first: the shared line is written only when a peak is new.
+        if now > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Tasks holding a slot now (running, or waiting for their key).
+    pub(crate) fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::SeqCst)
+    }
+
+    /// The most slots in use when a task started.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
     }
 
     /// Wakes every sleeper to re-check whether it still wants a slot.
