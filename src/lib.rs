@@ -12,8 +12,10 @@
 //! Every fallible call returns [`Result`], whose [`Error`] carries an
 //! [`ErrorKind`] with a stable number shared by all three surfaces.
 
+pub mod drive;
 pub mod error;
 pub mod events;
+pub mod lmdb;
 pub mod locks;
 pub mod pool;
 pub mod stats;

@@ -7,6 +7,9 @@ One Rust core, used here from Python. Every call that can block releases the GIL
 - :class:`SyncPool`: blocking callables N at a time on keel's threads, one key at a
   time per key, results in order with exceptions as values, timeouts that never
   starve the pool, and an ordered prepare/commit ``pipeline``.
+- :class:`Drive`: a tree of named items in its own LMDB file; typed items carry
+  versioned JSON data checked by JSON Schema; per-item permissions enforced by
+  ``drive.as_user(...)``; every write durable when it returns.
 
 Errors are :class:`KeelError` subclasses, one per kind, that also derive from the
 matching builtin: ``NotFound`` is a ``LookupError``, ``InvalidArgument`` a
@@ -28,8 +31,12 @@ from keel._keel import (
     Closed,
     Conflict,
     Corrupt,
+    DRIVE_ROOT,
+    Drive,
+    DriveBatch,
     InvalidArgument,
     IoError,
+    ItemIterator,
     KeelError,
     KeyedLocks,
     LockGuard,
@@ -55,8 +62,12 @@ __all__ = [
     "Closed",
     "Conflict",
     "Corrupt",
+    "DRIVE_ROOT",
+    "Drive",
+    "DriveBatch",
     "InvalidArgument",
     "IoError",
+    "ItemIterator",
     "KeelError",
     "KeyedLocks",
     "LockGuard",

@@ -3,7 +3,9 @@
 
 use pyo3::prelude::*;
 
+mod drive;
 mod errors;
+mod json;
 mod locks;
 mod logging;
 mod pool;
@@ -16,6 +18,7 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     locks::register(m)?;
     pool::register(m)?;
+    drive::register(m)?;
     m.add_function(wrap_pyfunction!(run::_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;
     m.add_function(wrap_pyfunction!(stats::stats, m)?)?;
