@@ -215,7 +215,9 @@ where
 
     /// The pool's counters now.
     pub fn stats(&self) -> PoolStats {
-        self.shared.counters.snapshot(&self.shared.slots, self.shared.locks.len())
+        self.shared
+            .counters
+            .snapshot(&self.shared.slots, self.shared.locks.len())
     }
 
     /// Stops the pool: running batches return at once (running tasks are
