@@ -8,6 +8,8 @@
 //!   no entry left behind when nobody does.
 //! - [`Journal`]: crash-safe mutations of a directory tree: after any crash
 //!   the tree is exactly as before or exactly as after a mutation.
+//! - [`SyncPool`]: keyed tasks N at a time, timeouts that never starve the
+//!   pool, and an ordered prepare/commit pipeline.
 //!
 //! Every fallible call returns [`Result`], whose [`Error`] carries an
 //! [`ErrorKind`] with a stable number shared by all three surfaces.
@@ -18,11 +20,13 @@ pub mod events;
 pub mod journal;
 pub mod lmdb;
 pub mod locks;
+pub mod pool;
 pub mod stats;
 
 pub use error::{Error, ErrorKind, Result};
 pub use journal::{Journal, Mutation};
 pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};
+pub use pool::{Outcome, PoolConfig, SyncPool, Task, TaskContext};
 
 /// The version of this build, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

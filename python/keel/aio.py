@@ -8,19 +8,20 @@ lock taken after the task went away is released at once, never leaked.
     async with keel.aio.lock(locks, "source-1", timeout=2.0):
         ...
     guard = await keel.aio.lock(locks, "source-1")
+    results = await keel.aio.run(pool, fetch, scopes, key=lambda s: s.source)
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, Generator, Optional, TypeVar, Union
+from typing import Any, Callable, Generator, List, Optional, TypeVar, Union
 
-from keel._keel import KeyedLocks, LockGuard
+from keel._keel import CancellationToken, KeyedLocks, LockGuard, SyncPool
 
 T = TypeVar("T")
 
-__all__ = ["lock", "run_blocking"]
+__all__ = ["lock", "pipeline", "run", "run_blocking"]
 
 
 def _settle(future: "asyncio.Future[T]", result: Any, error: Optional[BaseException],
@@ -97,3 +98,37 @@ def lock(locks: KeyedLocks, key: Union[str, bytes], *, timeout: Optional[float] 
     :class:`keel.WouldDeadlock` never (the waiting thread is always a fresh one).
     """
     return _LockRequest(locks, key, timeout, shared)
+
+
+async def _cancellable(start: Callable[[CancellationToken], T], name: str) -> T:
+    """Runs ``start(token)`` off the loop; cancelling the awaiting task cancels the token."""
+    token = CancellationToken()
+    future = run_blocking(lambda: start(token), name=name)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        token.cancel()  # the batch returns at once; its running items are abandoned
+        raise
+
+
+async def run(pool: SyncPool, func: Callable[[Any], Any], items: Any, **options: Any) -> List[Any]:
+    """``pool.run(func, items, **options)`` without blocking the event loop.
+
+    The callables run on the pool's threads as with ``pool.run``; results come back in
+    input order with exceptions as values. Cancelling the awaiting task cancels the
+    batch: items not started are cancelled, running ones are abandoned.
+    """
+    items = list(items)
+    return await _cancellable(lambda token: pool.run(func, items, cancel=token, **options), "keel-aio-pool")
+
+
+async def pipeline(pool: SyncPool, prepare: Callable[[Any], Any], items: Any, commit: Callable[[Any], Any],
+                   **options: Any) -> List[Any]:
+    """``pool.pipeline(prepare, items, commit, **options)`` without blocking the event loop.
+
+    ``commit`` runs on one helper thread (not the loop's), one item at a time, in input
+    order. Cancelling the awaiting task stops the run; nothing more is committed.
+    """
+    items = list(items)
+    return await _cancellable(
+        lambda token: pool.pipeline(prepare, items, commit, cancel=token, **options), "keel-aio-pipeline")

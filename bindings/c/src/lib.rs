@@ -16,6 +16,7 @@ mod ffi;
 mod journal;
 mod locks;
 mod log_callback;
+mod pool;
 mod status;
 mod version;
 
@@ -24,5 +25,6 @@ pub use drive::*;
 pub use journal::*;
 pub use locks::*;
 pub use log_callback::*;
+pub use pool::*;
 pub use status::*;
 pub use version::*;
