@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod locks;
+pub mod ops;
 
 pub use error::{Error, ErrorKind, Result};
 pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};
