@@ -11,6 +11,7 @@
 //! [`ErrorKind`] with a stable number shared by all three surfaces.
 
 pub mod error;
+pub mod lmdb;
 pub mod locks;
 pub mod ops;
 

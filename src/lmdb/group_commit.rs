@@ -1,0 +1,189 @@
+//! Group commit: the queue and leader hand-off that lets many writers share
+//! one write transaction and one fsync.
+//!
+//! The first writer to arrive when no batch is running becomes the *leader*:
+//! it takes every queued job, runs the batch (through the `run` callback the
+//! environment supplies), then wakes each job's owner. Writers arriving while
+//! a batch runs queue up; when the batch is done the oldest of them is woken
+//! as the next leader and takes them all. So under load each fsync carries
+//! every write that arrived during the previous one, and nobody spins.
+//!
+//! Jobs live on their owners' stacks. The leader reaches them through a
+//! lifetime-erased pointer, which is sound because an owner never returns (so
+//! never frees its job) until the leader has signalled it `Done`, and the
+//! leader never touches a job after signalling it.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::Error;
+
+/// What the leader runs for one queued writer. Implemented by the typed job in
+/// `env.rs`; erased here so one batch can hold writers of different types.
+pub(crate) trait Work: Send {
+    /// Runs the writer's closure in `txn` (its own nested transaction) and
+    /// records the result; says how it went.
+    fn run(&mut self, txn: &mut lmdb::RwTransaction<'_>) -> Outcome;
+    /// The writer's work could not be committed: its result becomes `err`,
+    /// unless it already failed on its own.
+    fn fail(&mut self, err: Error);
+}
+
+/// How one writer's closure went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It succeeded; its nested transaction should be committed.
+    Ok,
+    /// It failed; its nested transaction is aborted, the batch goes on.
+    Failed,
+    /// It ran out of map space; the whole batch must be retried after growth.
+    MapFull,
+}
+
+/// The queue of writers and who leads. Shared by all clones of one `Env`.
+pub(crate) struct GroupCommit {
+    queue: Mutex<Queue>,
+    batches: AtomicU64,
+    writes: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+struct Queue {
+    pending: Vec<Pending>,
+    leader_active: bool,
+}
+
+struct Pending {
+    work: *mut (dyn Work + 'static),
+    signal: Arc<Signal>,
+}
+
+// SAFETY: the pointee is `Send` (the `Work` bound) and is used by one thread
+// at a time: the leader while the owner waits, the owner after `Done`.
+unsafe impl Send for Pending {}
+
+impl GroupCommit {
+    pub(crate) fn new() -> GroupCommit {
+        GroupCommit {
+            queue: Mutex::new(Queue {
+                pending: Vec::new(),
+                leader_active: false,
+            }),
+            batches: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            largest_batch: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues `work` and returns once a batch containing it has run (by this
+    /// thread as leader, or by another). `run` executes one batch; it must
+    /// give every job a result.
+    pub(crate) fn submit(&self, work: &mut (dyn Work + '_), run: &dyn Fn(&mut [&mut dyn Work])) {
+        let signal = Arc::new(Signal::new());
+        // SAFETY: only the lifetime is erased. This function does not return
+        // before `signal` says Done, after which the leader no longer holds
+        // the pointer (see the module docs).
+        let work: *mut (dyn Work + 'static) =
+            unsafe { std::mem::transmute::<*mut (dyn Work + '_), *mut (dyn Work + 'static)>(work) };
+        let lead_now = {
+            let mut queue = self.queue.lock();
+            queue.pending.push(Pending {
+                work,
+                signal: signal.clone(),
+            });
+            !std::mem::replace(&mut queue.leader_active, true)
+        };
+        if lead_now || signal.wait() == State::Lead {
+            self.lead(run);
+        }
+        debug_assert_eq!(signal.wait(), State::Done);
+    }
+
+    /// Runs one batch of everything queued, releases its owners, and hands
+    /// leadership to the oldest writer that queued meanwhile.
+    fn lead(&self, run: &dyn Fn(&mut [&mut dyn Work])) {
+        let batch = std::mem::take(&mut self.queue.lock().pending);
+        self.record(batch.len());
+        {
+            // SAFETY: each owner is blocked in `submit` until signalled below.
+            let mut jobs: Vec<&mut dyn Work> = batch.iter().map(|p| unsafe { &mut *p.work }).collect();
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| run(&mut jobs))) {
+                // A bug in the batch runner, not in a writer's closure (those
+                // are caught one by one): no one may be left waiting.
+                let err = Error::from_panic(payload).context("group commit");
+                for job in jobs.iter_mut() {
+                    job.fail(err.clone());
+                }
+            }
+        }
+        for pending in &batch {
+            pending.signal.set(State::Done);
+        }
+        let mut queue = self.queue.lock();
+        match queue.pending.first() {
+            Some(next) => next.signal.set(State::Lead),
+            None => queue.leader_active = false,
+        }
+    }
+
+    fn record(&self, batch_len: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(batch_len as u64, Ordering::Relaxed);
+        self.largest_batch.fetch_max(batch_len as u64, Ordering::Relaxed);
+    }
+
+    /// Writers queued for the next batch right now.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.lock().pending.len()
+    }
+
+    /// (batches run, writes run, largest batch) since the environment opened.
+    pub(crate) fn counters(&self) -> (u64, u64, u64) {
+        (
+            self.batches.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+            self.largest_batch.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    /// The job ran; its result is in place.
+    Done,
+    /// The job has not run; its owner is to lead the next batch.
+    Lead,
+}
+
+/// One writer's wake-up: a state and a condvar to wait on it.
+struct Signal {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Signal {
+    fn new() -> Signal {
+        Signal {
+            state: Mutex::new(State::Waiting),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn set(&self, state: State) {
+        *self.state.lock() = state;
+        self.changed.notify_one();
+    }
+
+    /// Blocks until the state is no longer `Waiting`; returns it.
+    fn wait(&self) -> State {
+        let mut state = self.state.lock();
+        while *state == State::Waiting {
+            self.changed.wait(&mut state);
+        }
+        *state
+    }
+}
