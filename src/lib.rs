@@ -6,6 +6,8 @@
 //!
 //! - [`KeyedLocks`]: one lock per key while anyone holds or waits for it, and
 //!   no entry left behind when nobody does.
+//! - [`SyncPool`]: keyed tasks N at a time, timeouts that never starve the
+//!   pool, and an ordered prepare/commit pipeline.
 //!
 //! Every fallible call returns [`Result`], whose [`Error`] carries an
 //! [`ErrorKind`] with a stable number shared by all three surfaces.
@@ -14,9 +16,11 @@ pub mod error;
 pub mod lmdb;
 pub mod locks;
 pub mod ops;
+pub mod pool;
 
 pub use error::{Error, ErrorKind, Result};
 pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};
+pub use pool::{Outcome, PoolConfig, SyncPool, Task, TaskContext};
 
 /// The version of this build, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
