@@ -43,9 +43,7 @@ impl Backoff {
     /// job `job_id`.
     pub fn delay(&self, job_id: u64, failures: u32) -> Millis {
         let exponent = failures.saturating_sub(1).min(62);
-        let full = millis(self.base)
-            .saturating_mul(1u64 << exponent)
-            .min(millis(self.max));
+        let full = millis(self.base).saturating_mul(1u64 << exponent).min(millis(self.max));
         let jitter = self.jitter.clamp(0.0, MAX_JITTER);
         let fraction = unit_interval(splitmix64(job_id ^ (u64::from(failures) << 48)));
         let cut = (full as f64 * jitter * fraction) as Millis;
@@ -109,7 +107,10 @@ mod tests {
     #[test]
     fn a_huge_failure_count_saturates_at_the_cap() {
         assert!(backoff().delay(7, u32::MAX) <= 60_000);
-        let no_jitter = Backoff { jitter: 0.0, ..backoff() };
+        let no_jitter = Backoff {
+            jitter: 0.0,
+            ..backoff()
+        };
         assert_eq!(no_jitter.delay(7, u32::MAX), 60_000);
         assert_eq!(no_jitter.delay(7, 1), 1_000);
     }

@@ -12,7 +12,9 @@ pub(crate) struct Encoder {
 
 impl Encoder {
     pub(crate) fn new() -> Encoder {
-        Encoder { bytes: Vec::with_capacity(128) }
+        Encoder {
+            bytes: Vec::with_capacity(128),
+        }
     }
 
     pub(crate) fn u8(&mut self, value: u8) -> &mut Self {
@@ -114,7 +116,11 @@ impl<'a> Decoder<'a> {
         if self.bytes.is_empty() {
             Ok(())
         } else {
-            Err(Error::corrupt(format!("{}: {} trailing bytes", self.what, self.bytes.len())))
+            Err(Error::corrupt(format!(
+                "{}: {} trailing bytes",
+                self.what,
+                self.bytes.len()
+            )))
         }
     }
 }
@@ -126,7 +132,14 @@ mod tests {
 
     #[test]
     fn fields_round_trip() {
-        let bytes = Encoder::new().u8(7).u32(9).u64(u64::MAX).str("héllo").opt_str(None).opt_str(Some("x")).finish();
+        let bytes = Encoder::new()
+            .u8(7)
+            .u32(9)
+            .u64(u64::MAX)
+            .str("héllo")
+            .opt_str(None)
+            .opt_str(Some("x"))
+            .finish();
         let mut decoder = Decoder::new(&bytes, "test");
         assert_eq!(decoder.u8().unwrap(), 7);
         assert_eq!(decoder.u32().unwrap(), 9);
@@ -145,7 +158,10 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::Corrupt);
         }
         let not_utf8 = Encoder::new().u32(2).raw(&[0xff, 0xfe]).finish();
-        assert_eq!(Decoder::new(&not_utf8, "t").str().unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            Decoder::new(&not_utf8, "t").str().unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
         let trailing = [1u8, 2];
         let mut decoder = Decoder::new(&trailing, "t");
         decoder.u8().unwrap();

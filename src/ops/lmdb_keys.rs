@@ -152,7 +152,10 @@ mod tests {
             parse_op_record(&op_record("a/b c", "unpack")).unwrap(),
             ("a/b c".into(), "unpack".into())
         );
-        assert_eq!(parse_op_index(&op_index("unpack", 77, "x\u{e9}")).unwrap(), (77, "x\u{e9}".into()));
+        assert_eq!(
+            parse_op_index(&op_index("unpack", 77, "x\u{e9}")).unwrap(),
+            (77, "x\u{e9}".into())
+        );
         assert_eq!(parse_job(&job(9)).unwrap(), 9);
         let slot = Slot {
             priority: 3,
@@ -161,7 +164,10 @@ mod tests {
         };
         assert_eq!(parse_available(&available("mail", slot)).unwrap(), slot);
         assert_eq!(parse_timed(&timed(4, 6)).unwrap(), (4, 6));
-        assert_eq!(parse_count(&count("mail", JobState::Dead)).unwrap(), ("mail".into(), JobState::Dead));
+        assert_eq!(
+            parse_count(&count("mail", JobState::Dead)).unwrap(),
+            ("mail".into(), JobState::Dead)
+        );
     }
 
     #[test]
@@ -172,7 +178,16 @@ mod tests {
         assert!(key(1, 2, 1) < key(1, 2, 2));
         assert!(op_index("op", 255, "z") < op_index("op", 256, "a"));
         // One kind's entries never interleave with a longer kind's sharing its start.
-        assert!(available("k", Slot { priority: 9, run_at: u64::MAX, id: 0 }) < prefix("k2"));
+        assert!(
+            available(
+                "k",
+                Slot {
+                    priority: 9,
+                    run_at: u64::MAX,
+                    id: 0
+                }
+            ) < prefix("k2")
+        );
     }
 
     #[test]

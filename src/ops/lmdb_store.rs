@@ -17,9 +17,7 @@ use ::lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
 use super::clock::Millis;
 use super::lmdb_keys::{self as keys, Slot};
 use super::records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token};
-use super::store::{
-    ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, OperationStore, ResetReport,
-};
+use super::store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, OperationStore, ResetReport};
 use super::transitions::{self as t, JobPolicy};
 use crate::lmdb::{map_err, Env, EnvOptions};
 use crate::{Error, Result};
@@ -107,7 +105,8 @@ fn get<'t>(txn: &'t impl Transaction, db: Database, key: &[u8], what: &dyn Fn() 
 }
 
 fn put(txn: &mut RwTransaction<'_>, db: Database, key: &[u8], value: &[u8], what: &dyn Fn() -> String) -> Result<()> {
-    txn.put(db, &key, &value, WriteFlags::empty()).map_err(|err| map_err(what(), err))
+    txn.put(db, &key, &value, WriteFlags::empty())
+        .map_err(|err| map_err(what(), err))
 }
 
 /// Deletes an index entry that must exist; a missing one means the index
@@ -132,7 +131,13 @@ fn scan_keys(
 ) -> Result<Vec<Vec<u8>>> {
     let mut cursor = txn.open_ro_cursor(db).map_err(|err| map_err("open cursor", err))?;
     let mut found = Vec::new();
-    for entry in cursor.iter_from(start) {
+    // LMDB refuses an empty key to seek to; an empty start means the first.
+    let entries = if start.is_empty() {
+        cursor.iter_start()
+    } else {
+        cursor.iter_from(start)
+    };
+    for entry in entries {
         let (key, _) = entry.map_err(|err| map_err("scan index", err))?;
         if found.len() >= limit || !key.starts_with(prefix) || !keep(key)? {
             break;
@@ -174,12 +179,21 @@ impl LmdbStore {
         if let Some((db, key)) = self.op_index_entry(new) {
             put(txn, db, &key, &[], &what)?;
         }
-        put(txn, self.dbs.op_records, &keys::op_record(&new.item, &new.op), &new.encode_value(), &what)
+        put(
+            txn,
+            self.dbs.op_records,
+            &keys::op_record(&new.item, &new.op),
+            &new.encode_value(),
+            &what,
+        )
     }
 
     fn op_index_entry(&self, record: &OpRecord) -> Option<(Database, Vec<u8>)> {
         match record.state {
-            OpState::Ready => Some((self.dbs.op_ready, keys::op_index(&record.op, record.ready_at, &record.item))),
+            OpState::Ready => Some((
+                self.dbs.op_ready,
+                keys::op_index(&record.op, record.ready_at, &record.item),
+            )),
             OpState::Working => Some((
                 self.dbs.op_working,
                 keys::op_index(&record.op, record.lease_until, &record.item),
@@ -201,7 +215,9 @@ impl LmdbStore {
         let expired = scan_keys(txn, self.dbs.op_working, &prefix, &prefix, limit, |key| {
             Ok(keys::parse_op_index(key)?.0 <= now)
         })?;
-        let ready = scan_keys(txn, self.dbs.op_ready, &prefix, &prefix, limit - expired.len(), |_| Ok(true))?;
+        let ready = scan_keys(txn, self.dbs.op_ready, &prefix, &prefix, limit - expired.len(), |_| {
+            Ok(true)
+        })?;
         expired
             .iter()
             .chain(&ready)
@@ -212,7 +228,8 @@ impl LmdbStore {
 
 impl OperationStore for LmdbStore {
     fn ready(&self, item: &str, ops: &[&str], now: Millis) -> Result<Vec<OpRecord>> {
-        self.env.write(|txn| ops.iter().map(|op| self.make_ready(txn, item, op, now)).collect())
+        self.env
+            .write(|txn| ops.iter().map(|op| self.make_ready(txn, item, op, now)).collect())
     }
 
     fn next(&self, op: &str, limit: usize) -> Result<Vec<OpRecord>> {
@@ -223,8 +240,9 @@ impl OperationStore for LmdbStore {
                 .iter()
                 .map(|key| {
                     let (_, item) = keys::parse_op_index(key)?;
-                    self.load_op(txn, &item, op)?
-                        .ok_or_else(|| Error::corrupt(format!("{}: READY index names missing item {item:?}", self.context())))
+                    self.load_op(txn, &item, op)?.ok_or_else(|| {
+                        Error::corrupt(format!("{}: READY index names missing item {item:?}", self.context()))
+                    })
                 })
                 .collect()
         })
@@ -235,11 +253,14 @@ impl OperationStore for LmdbStore {
             let items = self.claimable_items(txn, op, limit, request.now)?;
             let mut claims = Vec::with_capacity(items.len());
             for item in items {
-                let old = self.load_op(txn, &item, op)?.ok_or_else(|| {
-                    Error::corrupt(format!("{}: index names missing item {item:?}", self.context()))
-                })?;
+                let old = self
+                    .load_op(txn, &item, op)?
+                    .ok_or_else(|| Error::corrupt(format!("{}: index names missing item {item:?}", self.context())))?;
                 if !t::op_claimable(&old, request.now) {
-                    return Err(Error::corrupt(format!("{}: index lists unclaimable item {item:?}", self.context())));
+                    return Err(Error::corrupt(format!(
+                        "{}: index lists unclaimable item {item:?}",
+                        self.context()
+                    )));
                 }
                 let token = next_counter(txn, self.dbs.meta, NEXT_TOKEN)?;
                 let new = t::op_claim(old.clone(), request.worker, token, request.lease_until, request.now);
@@ -322,7 +343,11 @@ impl LmdbStore {
         match new {
             Some(new) => {
                 for (db, key) in self.job_index_entries(new) {
-                    let value = if db == self.dbs.unique { keys::job(new.id).to_vec() } else { Vec::new() };
+                    let value = if db == self.dbs.unique {
+                        keys::job(new.id).to_vec()
+                    } else {
+                        Vec::new()
+                    };
                     put(txn, db, &key, &value, &what)?;
                 }
                 self.add_count(txn, &new.kind, new.state, 1)?;
@@ -341,7 +366,9 @@ impl LmdbStore {
             id: job.id,
         };
         match job.state {
-            JobState::Queued | JobState::Retrying => entries.push((self.dbs.available, keys::available(&job.kind, slot))),
+            JobState::Queued | JobState::Retrying => {
+                entries.push((self.dbs.available, keys::available(&job.kind, slot)))
+            }
             JobState::Running => entries.push((self.dbs.running, keys::timed(job.lease_until, job.id))),
             JobState::Completed | JobState::Dead | JobState::Cancelled => {
                 entries.push((self.dbs.finished, keys::timed(job.finished_at, job.id)))
@@ -408,14 +435,25 @@ impl LmdbStore {
         }
     }
 
-    fn reset_in(&self, txn: &mut RwTransaction<'_>, policy: &JobPolicy, now: Millis, limit: usize) -> Result<ResetReport> {
-        let expired = scan_keys(txn, self.dbs.running, &[], &[], limit, |key| Ok(keys::parse_timed(key)?.0 <= now))?;
+    fn reset_in(
+        &self,
+        txn: &mut RwTransaction<'_>,
+        policy: &JobPolicy,
+        now: Millis,
+        limit: usize,
+    ) -> Result<ResetReport> {
+        let expired = scan_keys(txn, self.dbs.running, &[], &[], limit, |key| {
+            Ok(keys::parse_timed(key)?.0 <= now)
+        })?;
         let mut report = ResetReport::default();
         for key in expired {
             let (_, id) = keys::parse_timed(&key)?;
             let old = self.load_job(txn, id)?;
             if !t::job_lease_expired(&old, now) {
-                return Err(Error::corrupt(format!("{}: running index disagrees with job {id}", self.context())));
+                return Err(Error::corrupt(format!(
+                    "{}: running index disagrees with job {id}",
+                    self.context()
+                )));
             }
             let new = t::job_reset(old.clone(), policy.max_resets, now);
             match new.state {
@@ -482,7 +520,11 @@ impl JobStore for LmdbStore {
             };
             let old = self.load_job(txn, slot.id)?;
             if !t::job_ready(&old, request.now) {
-                return Err(Error::corrupt(format!("{}: available index disagrees with job {}", self.context(), old.id)));
+                return Err(Error::corrupt(format!(
+                    "{}: available index disagrees with job {}",
+                    self.context(),
+                    old.id
+                )));
             }
             let token = next_counter(txn, self.dbs.meta, NEXT_TOKEN)?;
             let new = t::job_claim(old.clone(), request.worker, token, request.lease_until, request.now);
@@ -511,12 +553,21 @@ impl JobStore for LmdbStore {
         })
     }
 
-    fn finish(&self, id: JobId, token: Token, finish: Finish<'_>, policy: &JobPolicy, now: Millis) -> Result<JobRecord> {
+    fn finish(
+        &self,
+        id: JobId,
+        token: Token,
+        finish: Finish<'_>,
+        policy: &JobPolicy,
+        now: Millis,
+    ) -> Result<JobRecord> {
         self.env.write(|txn| {
             let old = self.load_job(txn, id)?;
             let new = match finish {
                 Finish::Complete { result } => t::job_complete(old.clone(), token, result, now)?,
-                Finish::Fail { error, retryable } => t::job_fail(old.clone(), token, error, retryable, &policy.backoff, now)?,
+                Finish::Fail { error, retryable } => {
+                    t::job_fail(old.clone(), token, error, retryable, &policy.backoff, now)?
+                }
                 Finish::Release => t::job_release(old.clone(), token, now)?,
             };
             self.write_job(txn, Some(&old), Some(&new))?;
@@ -551,7 +602,9 @@ impl JobStore for LmdbStore {
 
     fn cleanup(&self, before: Millis, limit: usize) -> Result<u64> {
         self.env.write(|txn| {
-            let old_keys = scan_keys(txn, self.dbs.finished, &[], &[], limit, |key| Ok(keys::parse_timed(key)?.0 < before))?;
+            let old_keys = scan_keys(txn, self.dbs.finished, &[], &[], limit, |key| {
+                Ok(keys::parse_timed(key)?.0 < before)
+            })?;
             for key in &old_keys {
                 let (_, id) = keys::parse_timed(key)?;
                 let old = self.load_job(txn, id)?;
@@ -563,7 +616,9 @@ impl JobStore for LmdbStore {
 
     fn counts(&self) -> Result<Vec<KindCount>> {
         self.env.read(|txn| {
-            let mut cursor = txn.open_ro_cursor(self.dbs.counts).map_err(|err| map_err(self.context(), err))?;
+            let mut cursor = txn
+                .open_ro_cursor(self.dbs.counts)
+                .map_err(|err| map_err(self.context(), err))?;
             let mut counts = Vec::new();
             for entry in cursor.iter_start() {
                 let (key, value) = entry.map_err(|err| map_err(self.context(), err))?;
@@ -577,7 +632,9 @@ impl JobStore for LmdbStore {
 
     fn list(&self, kind: &str, state: Option<JobState>, limit: usize) -> Result<Vec<JobRecord>> {
         self.env.read(|txn| {
-            let mut cursor = txn.open_ro_cursor(self.dbs.jobs).map_err(|err| map_err(self.context(), err))?;
+            let mut cursor = txn
+                .open_ro_cursor(self.dbs.jobs)
+                .map_err(|err| map_err(self.context(), err))?;
             let mut jobs = Vec::new();
             for entry in cursor.iter_start() {
                 if jobs.len() >= limit {
@@ -585,7 +642,7 @@ impl JobStore for LmdbStore {
                 }
                 let (key, value) = entry.map_err(|err| map_err(self.context(), err))?;
                 let job = JobRecord::decode_value(keys::parse_job(key)?, value)?;
-                if job.kind == kind && state.is_none_or(|wanted| wanted == job.state) {
+                if job.kind == kind && state.map_or(true, |wanted| wanted == job.state) {
                     jobs.push(job);
                 }
             }

@@ -17,17 +17,24 @@
 pub mod backoff;
 pub mod clock;
 mod codec;
+pub mod handler;
+mod lmdb_keys;
+pub mod lmdb_store;
 pub mod names;
 pub mod operations;
 pub mod queue;
 pub mod records;
 pub mod store;
 pub mod transitions;
+pub mod worker;
 
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, Millis, SystemClock};
+pub use handler::{Handler, HandlerError, HandlerResult, JobContext};
+pub use lmdb_store::LmdbStore;
 pub use operations::Operations;
 pub use queue::{EnqueueOptions, Queue};
 pub use records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token, FORMAT_VERSION};
 pub use store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, OperationStore, ResetReport};
 pub use transitions::JobPolicy;
+pub use worker::{StopReport, Worker, WorkerBuilder, WorkerOptions, WorkerStats};

@@ -1,13 +1,16 @@
 //! [`Operations`]: durable per-item operation states (Pbench's `Sync`, with
 //! claims, leases and fencing).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::clock::{millis, Clock, SystemClock};
+use super::lmdb_store::LmdbStore;
 use super::names::{check_key, check_name};
 use super::records::{OpClaim, OpRecord, OpState, Token};
 use super::store::{ClaimRequest, OperationStore};
+use crate::lmdb::Env;
 use crate::{Error, Result};
 
 /// The most records one `next` or `claim` call returns.
@@ -30,6 +33,16 @@ pub struct Operations {
 }
 
 impl Operations {
+    /// Operations in their own LMDB file at `path` (created if missing).
+    pub fn open(path: &Path) -> Result<Operations> {
+        Ok(Operations::with_store(Arc::new(LmdbStore::open(path)?)))
+    }
+
+    /// Operations in named databases of `env` (a drive's, for example).
+    pub fn with_env(env: &Env) -> Result<Operations> {
+        Ok(Operations::with_store(Arc::new(LmdbStore::with_env(env)?)))
+    }
+
     /// Operations kept in `store`, timed by the system clock.
     pub fn with_store(store: Arc<dyn OperationStore>) -> Operations {
         Operations::with_clock(store, Arc::new(SystemClock))
@@ -91,7 +104,8 @@ impl Operations {
                 "operation {op:?} of item {item:?}: cannot enable itself"
             )));
         }
-        self.store.update(item, op, token, state, message, enable, self.clock.now())
+        self.store
+            .update(item, op, token, state, message, enable, self.clock.now())
     }
 
     /// Marks `op` of `item` FAILED with `message` (fenced like `update`).
@@ -112,7 +126,9 @@ fn check_names(ops: &[&str]) -> Result<()> {
 
 fn check_limit(limit: usize) -> Result<usize> {
     if limit == 0 || limit > MAX_CLAIM {
-        return Err(Error::invalid_argument(format!("limit {limit}: must be 1 to {MAX_CLAIM}")));
+        return Err(Error::invalid_argument(format!(
+            "limit {limit}: must be 1 to {MAX_CLAIM}"
+        )));
     }
     Ok(limit)
 }

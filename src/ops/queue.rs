@@ -1,17 +1,20 @@
 //! [`Queue`]: a durable job queue with priorities, scheduling, unique keys,
 //! leases, fencing tokens, retries with backoff, a resetter and retention.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
 use super::clock::{millis, Clock, Millis, SystemClock};
+use super::lmdb_store::LmdbStore;
 use super::names::{check_json, check_key, check_name};
 use super::operations::check_lease;
 use super::records::{JobId, JobRecord, JobState, Token};
 use super::store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, ResetReport};
 use super::transitions::JobPolicy;
+use crate::lmdb::Env;
 use crate::{Error, Result};
 
 /// The lowest (most urgent) priority number.
@@ -67,6 +70,17 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// A queue in its own LMDB file at `path` (created if missing), with the
+    /// system clock and default policy.
+    pub fn open(path: &Path) -> Result<Queue> {
+        Ok(Queue::with_store(Arc::new(LmdbStore::open(path)?)))
+    }
+
+    /// A queue in named databases of `env` (a drive's, for example).
+    pub fn with_env(env: &Env) -> Result<Queue> {
+        Ok(Queue::with_store(Arc::new(LmdbStore::with_env(env)?)))
+    }
+
     /// A queue kept in `store`, with the system clock and default policy.
     pub fn with_store(store: Arc<dyn JobStore>) -> Queue {
         Queue::with_parts(store, Arc::new(SystemClock), JobPolicy::default())

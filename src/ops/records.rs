@@ -381,7 +381,10 @@ mod tests {
     fn job_records_round_trip() {
         let job = sample_job();
         assert_eq!(JobRecord::decode_value(42, &job.encode_value()).unwrap(), job);
-        let plain = JobRecord { unique_key: None, ..job };
+        let plain = JobRecord {
+            unique_key: None,
+            ..job
+        };
         assert_eq!(JobRecord::decode_value(42, &plain.encode_value()).unwrap(), plain);
     }
 
@@ -399,7 +402,10 @@ mod tests {
     fn a_newer_format_is_unsupported_and_garbage_is_corrupt() {
         let mut bytes = sample_job().encode_value();
         bytes[0] = FORMAT_VERSION + 1;
-        assert_eq!(JobRecord::decode_value(42, &bytes).unwrap_err().kind(), ErrorKind::Unsupported);
+        assert_eq!(
+            JobRecord::decode_value(42, &bytes).unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
         let good = sample_job().encode_value();
         for cut in 0..good.len() {
             let err = JobRecord::decode_value(42, &good[..cut]).unwrap_err();
@@ -420,6 +426,9 @@ mod tests {
         for state in OpState::ALL {
             assert_eq!(state.name().parse::<OpState>().unwrap(), state);
         }
-        assert_eq!("done".parse::<JobState>().unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            "done".parse::<JobState>().unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
     }
 }

@@ -103,7 +103,10 @@ fn check_op_token(existing: Option<&OpRecord>, item: &str, op: &str, token: Opti
             record.state,
             record.token
         ))),
-        (None, Some(token)) => Err(Error::conflict(format!("{}: claim token {token} is stale (no record)", what()))),
+        (None, Some(token)) => Err(Error::conflict(format!(
+            "{}: claim token {token} is stale (no record)",
+            what()
+        ))),
         (Some(record), None) if record.state == OpState::Working && record.lease_until > now => {
             Err(Error::conflict(format!(
                 "{}: claimed by {:?} until {}; update with its token",
@@ -200,7 +203,10 @@ pub fn job_release(mut job: JobRecord, token: Token, now: Millis) -> Result<JobR
 /// `job` cancelled; a running attempt's later finish is refused.
 pub fn job_cancel(mut job: JobRecord, reason: &str, now: Millis) -> Result<JobRecord> {
     if job.state.is_finished() {
-        return Err(Error::conflict(format!("job {} ({}): already {}", job.id, job.kind, job.state)));
+        return Err(Error::conflict(format!(
+            "job {} ({}): already {}",
+            job.id, job.kind, job.state
+        )));
     }
     job.last_error = reason.to_owned();
     Ok(finish(job, JobState::Cancelled, now))
@@ -348,7 +354,10 @@ mod tests {
         assert_eq!(job_cancel(done, "no", 1).unwrap_err().kind(), ErrorKind::Conflict);
         let running = job_claim(queued_job(), "w", 1, 10, 0);
         let cancelled = job_cancel(running, "user", 1).unwrap();
-        assert_eq!(job_complete(cancelled, 1, "", 2).unwrap_err().kind(), ErrorKind::Conflict);
+        assert_eq!(
+            job_complete(cancelled, 1, "", 2).unwrap_err().kind(),
+            ErrorKind::Conflict
+        );
     }
 
     #[test]

@@ -417,12 +417,10 @@ impl Shared {
     fn finish(&self, id: JobId, token: Token, outcome: std::thread::Result<HandlerResult>) {
         let stored = match outcome {
             Ok(Ok(result)) => match self.queue.complete(id, token, &result) {
-                Err(err) if err.kind() == ErrorKind::InvalidArgument => self.queue.fail(
-                    id,
-                    token,
-                    &format!("handler returned an invalid result: {err}"),
-                    false,
-                ),
+                Err(err) if err.kind() == ErrorKind::InvalidArgument => {
+                    self.queue
+                        .fail(id, token, &format!("handler returned an invalid result: {err}"), false)
+                }
                 other => other.inspect(|_| Counters::bump(&self.stats.completed)),
             },
             Ok(Err(HandlerError { message, retryable })) => {

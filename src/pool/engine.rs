@@ -192,7 +192,12 @@ where
         let deadline = self.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         let retry = self.shared.config.retry.clone();
         let ctx = TaskContext::new(index, first_of_key, deadline, cell.token.clone(), retry);
-        self.running.insert(index, Running { cell: Arc::clone(&cell) });
+        self.running.insert(
+            index,
+            Running {
+                cell: Arc::clone(&cell),
+            },
+        );
         if let Some(deadline) = deadline {
             self.deadlines.push(Reverse((deadline, index)));
         }

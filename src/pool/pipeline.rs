@@ -85,7 +85,12 @@ where
         .collect();
     let timeout = options.timeout.unwrap_or(shared.config.timeout());
     let window = options.window.unwrap_or(2 * shared.config.concurrency());
-    let engine = Engine::new(Arc::clone(shared), Arc::new(Vec::new()), timeout, options.cancel.as_ref());
+    let engine = Engine::new(
+        Arc::clone(shared),
+        Arc::new(Vec::new()),
+        timeout,
+        options.cancel.as_ref(),
+    );
     let mut run = Pipeline {
         shared,
         total: jobs.len(),
