@@ -12,11 +12,14 @@
 //! Every fallible call returns [`Result`], whose [`Error`] carries an
 //! [`ErrorKind`] with a stable number shared by all three surfaces.
 
+pub mod drive;
 pub mod error;
+pub mod events;
 pub mod lmdb;
 pub mod locks;
 pub mod ops;
 pub mod pool;
+pub mod stats;
 
 pub use error::{Error, ErrorKind, Result};
 pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};

@@ -51,6 +51,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::events::{micros, Level, Stopwatch};
+
+const LOG_TARGET: &str = "keel::locks";
 
 const SHARD_COUNT: usize = 64;
 
@@ -61,6 +64,16 @@ pub enum LockMode {
     Exclusive,
     /// Any number of holders, no exclusive one.
     Shared,
+}
+
+impl LockMode {
+    /// `"exclusive"` or `"shared"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Exclusive => "exclusive",
+            LockMode::Shared => "shared",
+        }
+    }
 }
 
 /// How long an acquisition may wait.
@@ -91,6 +104,8 @@ pub struct KeyedLocks<K, S = RandomState> {
 }
 
 struct Registry<K, S> {
+    /// Names the registry in error messages (`locks "sources": ...`).
+    name: Option<String>,
     hasher: S,
     shards: Box<[Mutex<Shard<K>>]>,
 }
@@ -99,7 +114,13 @@ struct Registry<K, S> {
 struct Shard<K> {
     buckets: HashMap<u64, Bucket<K>, BuildHasherDefault<PrehashedHasher>>,
     next_slot_id: u64,
+    /// Keys of removed entries, kept only as buffers: the next new entry
+    /// copies its key into one (`clone_into`) instead of allocating.
+    spare_keys: Vec<K>,
 }
+
+/// How many spare key buffers a shard keeps (see `Shard::spare_keys`).
+const SPARE_KEYS_PER_SHARD: usize = 4;
 
 /// The keys sharing one 64-bit hash: nearly always exactly one.
 enum Bucket<K> {
@@ -151,26 +172,42 @@ impl<K, S> Clone for KeyedLocks<K, S> {
     }
 }
 
-impl<K: Hash + Eq> Default for KeyedLocks<K, RandomState> {
+impl<K: Hash + Eq + Send + 'static> Default for KeyedLocks<K, RandomState> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K: Hash + Eq> KeyedLocks<K, RandomState> {
+impl<K: Hash + Eq + Send + 'static> KeyedLocks<K, RandomState> {
     /// An empty registry.
     pub fn new() -> Self {
         Self::with_hasher(RandomState::new())
     }
+
+    /// An empty registry whose errors name it (`locks "sources": timed out ...`).
+    pub fn named(name: impl Into<String>) -> Self {
+        Self::build(Some(name.into()), RandomState::new())
+    }
 }
 
-impl<K: Hash + Eq, S: BuildHasher> KeyedLocks<K, S> {
+/// Keys are `Send + 'static` so the registry can be listed in
+/// [`stats::gather`](crate::stats::gather) and shared across threads.
+impl<K: Hash + Eq + Send + 'static, S: BuildHasher + Send + Sync + 'static> KeyedLocks<K, S> {
     /// An empty registry hashing keys with `hasher`.
     pub fn with_hasher(hasher: S) -> Self {
+        Self::build(None, hasher)
+    }
+
+    fn build(name: Option<String>, hasher: S) -> Self {
         let shards = (0..SHARD_COUNT).map(|_| Mutex::new(Shard::new())).collect();
-        KeyedLocks {
-            registry: Arc::new(Registry { hasher, shards }),
-        }
+        let registry = Arc::new(Registry { name, hasher, shards });
+        crate::stats::register("locks", &registry);
+        KeyedLocks { registry }
+    }
+
+    /// The name given to [`named`](KeyedLocks::named), if any.
+    pub fn name(&self) -> Option<&str> {
+        self.registry.name.as_deref()
     }
 
     /// Takes `key` exclusively, waiting as long as it takes.
@@ -233,9 +270,9 @@ impl<K: Hash + Eq, S: BuildHasher> KeyedLocks<K, S> {
         let slot = shard.find_or_insert(hash, key);
         let slot_id = slot.id;
         if slot.state.is_held_by(holder) {
-            return Err(Error::would_deadlock(
+            return Err(self.registry.named_error(Error::would_deadlock(
                 "this thread already holds the key it is asking for; keel's locks are not reentrant",
-            ));
+            )));
         }
         if slot.state.can_grant(mode) {
             slot.state.grant(mode, holder);
@@ -244,9 +281,23 @@ impl<K: Hash + Eq, S: BuildHasher> KeyedLocks<K, S> {
         if wait == Wait::Never {
             return Ok(None);
         }
+        let stopwatch = Stopwatch::start(LOG_TARGET, Level::Debug);
         let granted = wait_for_grant(&mut shard, hash, slot_id, mode, holder, deadline);
         drop(shard);
-        granted.map(|()| Some(self.guard(hash, slot_id, holder, mode)))
+        if let Some(waited) = stopwatch.elapsed() {
+            let outcome = if granted.is_ok() { "granted" } else { "timed_out" };
+            log::debug!(
+                target: LOG_TARGET,
+                "lock wait: registry={:?} mode={} waited_us={} outcome={outcome}",
+                self.registry.name.as_deref().unwrap_or(""),
+                mode.as_str(),
+                micros(waited),
+            );
+        }
+        match granted {
+            Ok(()) => Ok(Some(self.guard(hash, slot_id, holder, mode))),
+            Err(err) => Err(self.registry.named_error(err)),
+        }
     }
 
     fn acquire_waiting<Q>(&self, key: &Q, mode: LockMode, wait: Wait) -> Result<KeyGuard<K, S>>
@@ -302,16 +353,7 @@ impl<K: Hash + Eq, S: BuildHasher> KeyedLocks<K, S> {
 
     /// Counts entries, holders and waiters, one shard at a time.
     pub fn stats(&self) -> LockStats {
-        let mut stats = LockStats::default();
-        for shard in self.registry.shards.iter() {
-            let shard = shard.lock();
-            for slot in shard.buckets.values().flat_map(Bucket::slots) {
-                stats.entries += 1;
-                stats.holders += slot.state.readers.len() + usize::from(slot.state.writer.is_some());
-                stats.waiters += slot.state.waiting_readers + slot.state.waiting_writers;
-            }
-        }
-        stats
+        self.registry.stats()
     }
 
     fn guard(&self, hash: u64, slot_id: u64, holder: u64, mode: LockMode) -> KeyGuard<K, S> {
@@ -359,13 +401,36 @@ fn wait_for_grant<K>(
             // Readers queued behind a waiting writer may go now that it gave up.
             state.notify_waiters();
             shard.remove_if_idle(hash, slot_id);
-            return Err(Error::timeout(format!("timed out waiting for a {mode:?} lock")));
+            return Err(Error::timeout(format!(
+                "timed out waiting for a {} lock",
+                mode.as_str()
+            )));
         }
         state.add_waiter(mode);
     }
 }
 
 impl<K, S> Registry<K, S> {
+    fn stats(&self) -> LockStats {
+        let mut stats = LockStats::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            for slot in shard.buckets.values().flat_map(Bucket::slots) {
+                stats.entries += 1;
+                stats.holders += slot.state.readers.len() + usize::from(slot.state.writer.is_some());
+                stats.waiters += slot.state.waiting_readers + slot.state.waiting_writers;
+            }
+        }
+        stats
+    }
+
+    fn named_error(&self, err: Error) -> Error {
+        match &self.name {
+            Some(name) => err.context(format_args!("locks {name:?}")),
+            None => err,
+        }
+    }
+
     fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
         // Bits 32.. pick the shard: the inner maps use the low bits for their
         // buckets and the top seven for their tags, so neither loses entropy.
@@ -374,10 +439,38 @@ impl<K, S> Registry<K, S> {
 
     fn release(&self, hash: u64, slot_id: u64, holder: u64, mode: LockMode) {
         let mut shard = self.shard(hash).lock();
+        let Some(bucket) = shard.buckets.get_mut(&hash) else {
+            unreachable!("a held key keeps its entry")
+        };
+        // The common case, one key for this hash: release and remove with a
+        // single lookup, as this is on every unlock's path.
+        if let Bucket::One(slot) = bucket {
+            slot.state.revoke(mode, holder);
+            if slot.state.is_idle() {
+                if let Some(Bucket::One(slot)) = shard.buckets.remove(&hash) {
+                    shard.keep_spare_key(slot.key);
+                }
+            } else {
+                slot.state.notify_waiters();
+            }
+            return;
+        }
         let state = &mut shard.slot_mut(hash, slot_id).state;
         state.revoke(mode, holder);
         state.notify_waiters();
         shard.remove_if_idle(hash, slot_id);
+    }
+}
+
+impl<K: Send, S: Send + Sync> crate::stats::StatsSource for Registry<K, S> {
+    fn stats_json(&self) -> serde_json::Value {
+        let stats = self.stats();
+        serde_json::json!({
+            "name": self.name,
+            "entries": stats.entries,
+            "holders": stats.holders,
+            "waiters": stats.waiters,
+        })
     }
 }
 
@@ -386,6 +479,7 @@ impl<K> Shard<K> {
         Shard {
             buckets: HashMap::default(),
             next_slot_id: 0,
+            spare_keys: Vec::new(),
         }
     }
 
@@ -395,8 +489,15 @@ impl<K> Shard<K> {
         Q: Eq + ToOwned<Owned = K> + ?Sized,
     {
         let id = self.next_slot_id;
-        let new_slot = || Slot {
-            key: key.to_owned(),
+        let spare_keys = &mut self.spare_keys;
+        let mut new_slot = || Slot {
+            key: match spare_keys.pop() {
+                Some(mut spare) => {
+                    key.clone_into(&mut spare);
+                    spare
+                }
+                None => key.to_owned(),
+            },
             id,
             state: SlotState::default(),
         };
@@ -415,13 +516,21 @@ impl<K> Shard<K> {
             .expect("a held or awaited key keeps its entry")
     }
 
+    fn keep_spare_key(&mut self, key: K) {
+        if self.spare_keys.len() < SPARE_KEYS_PER_SHARD {
+            self.spare_keys.push(key);
+        }
+    }
+
     fn remove_if_idle(&mut self, hash: u64, slot_id: u64) {
         let Some(bucket) = self.buckets.get_mut(&hash) else {
             return;
         };
         match bucket {
             Bucket::One(slot) if slot.id == slot_id && slot.state.is_idle() => {
-                self.buckets.remove(&hash);
+                if let Some(Bucket::One(slot)) = self.buckets.remove(&hash) {
+                    self.keep_spare_key(slot.key);
+                }
             }
             Bucket::One(_) => {}
             Bucket::Many(slots) => {
@@ -568,6 +677,13 @@ impl<K, S> MultiKeyGuard<K, S> {
     pub fn unlock(self) {}
 }
 
+/// One key is a set of one: lets a host keep single and multiple holds alike.
+impl<K, S> From<KeyGuard<K, S>> for MultiKeyGuard<K, S> {
+    fn from(guard: KeyGuard<K, S>) -> Self {
+        MultiKeyGuard { guards: vec![guard] }
+    }
+}
+
 impl<K, S> fmt::Debug for MultiKeyGuard<K, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MultiKeyGuard")
@@ -576,9 +692,11 @@ impl<K, S> fmt::Debug for MultiKeyGuard<K, S> {
     }
 }
 
-impl<K: Hash + Eq, S: BuildHasher> fmt::Debug for KeyedLocks<K, S> {
+impl<K, S> fmt::Debug for KeyedLocks<K, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedLocks").field("stats", &self.stats()).finish()
+        f.debug_struct("KeyedLocks")
+            .field("stats", &self.registry.stats())
+            .finish()
     }
 }
 

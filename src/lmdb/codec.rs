@@ -69,6 +69,17 @@ impl<'a> Decoder<'a> {
         Some(head)
     }
 
+    /// A length-prefixed byte string written by [`encode_len_prefixed`].
+    pub fn len_prefixed(&mut self) -> Option<&'a [u8]> {
+        let len = self.u32()?;
+        self.bytes(len as usize)
+    }
+
+    /// A length-prefixed UTF-8 string written by [`encode_len_prefixed`].
+    pub fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.len_prefixed()?).ok()
+    }
+
     /// Everything left.
     pub fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.rest)
@@ -78,6 +89,13 @@ impl<'a> Decoder<'a> {
     pub fn finish<T>(self, value: T) -> Option<T> {
         self.rest.is_empty().then_some(value)
     }
+}
+
+/// Appends `bytes` preceded by its length (a big-endian `u32`); read back
+/// with [`Decoder::len_prefixed`]. For values, not keys (it does not sort).
+pub fn encode_len_prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
 impl Codec for u64 {
@@ -160,6 +178,22 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
     pub fn get(&self, txn: &impl Transaction, key: &K) -> Result<Option<V>> {
         match txn.get(self.db, &key.to_bytes()) {
             Ok(bytes) => self.decode_value(key, bytes).map(Some),
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(e) => Err(map_err(format!("read {} key {key:?}", self.name), e)),
+        }
+    }
+
+    /// Runs `read` on the stored bytes at `key` without copying them (for
+    /// values decoded straight into something else, like JSON); `None` if
+    /// the key is absent.
+    pub fn get_raw<R>(
+        &self,
+        txn: &impl Transaction,
+        key: &K,
+        read: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<Option<R>> {
+        match txn.get(self.db, &key.to_bytes()) {
+            Ok(bytes) => read(bytes).map(Some),
             Err(lmdb::Error::NotFound) => Ok(None),
             Err(e) => Err(map_err(format!("read {} key {key:?}", self.name), e)),
         }

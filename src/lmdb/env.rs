@@ -111,6 +111,27 @@ impl Env {
         Ok(db)
     }
 
+    /// The names of the named databases in the file (the keys of LMDB's main
+    /// database), to tell what a file holds before adding to it.
+    pub fn database_names(&self) -> Result<Vec<String>> {
+        self.inner.check_usable()?;
+        let main = self
+            .inner
+            .retrying_growth(|env| env.open_db(None))
+            .map_err(|e| e.context("open main database"))?;
+        self.read(|txn| {
+            use lmdb::Cursor;
+            let mut cursor = txn.open_ro_cursor(main).map_err(|e| map_err("list databases", e))?;
+            cursor
+                .iter_start()
+                .map(|entry| {
+                    let (key, _) = entry.map_err(|e| map_err("list databases", e))?;
+                    Ok(String::from_utf8_lossy(key).into_owned())
+                })
+                .collect()
+        })
+    }
+
     /// Runs `f` in a read-only transaction: a consistent snapshot, never
     /// blocked by writers.
     pub fn read<T>(&self, f: impl FnOnce(&RoTransaction<'_>) -> Result<T>) -> Result<T> {
@@ -358,6 +379,7 @@ impl Inner {
             )
         })?;
         self.map_growths.fetch_add(1, Ordering::Relaxed);
+        log::info!(target: "keel::lmdb", "map grew: path={} from={current} to={doubled}", self.path.display());
         Ok(())
     }
 

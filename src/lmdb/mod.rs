@@ -37,7 +37,7 @@ use std::fmt::Display;
 
 use crate::Error;
 
-pub use codec::{Codec, Decoder, Table};
+pub use codec::{encode_len_prefixed, Codec, Decoder, Table};
 pub use env::{Env, EnvStats};
 pub use lmdb::{Database, DatabaseFlags, RoTransaction, RwTransaction, Transaction, WriteFlags};
 

@@ -1,0 +1,62 @@
+//! `keel_buf`: bytes keel hands to C, freed with keel_buf_free.
+
+use crate::ffi;
+use crate::status::keel_status;
+
+/// Bytes owned by keel and lent to C: `len` bytes at `ptr`, followed by a
+/// NUL that `len` does not count (so text can be read as a C string). Free
+/// it once with keel_buf_free; a zeroed keel_buf is empty and free to free.
+#[repr(C)]
+#[derive(Debug)]
+pub struct keel_buf {
+    /// The first byte, or NULL for an empty buffer that was never filled.
+    pub ptr: *mut u8,
+    /// The number of bytes, not counting the trailing NUL.
+    pub len: usize,
+    /// Private: the allocation's capacity, needed to free it.
+    pub cap: usize,
+}
+
+impl keel_buf {
+    /// Lends `bytes` (plus a trailing NUL) to C.
+    pub(crate) fn from_vec(mut bytes: Vec<u8>) -> keel_buf {
+        let len = bytes.len();
+        bytes.push(0);
+        let mut bytes = std::mem::ManuallyDrop::new(bytes);
+        keel_buf {
+            ptr: bytes.as_mut_ptr(),
+            len,
+            cap: bytes.capacity(),
+        }
+    }
+}
+
+/// Frees the bytes of `buf` and zeroes it. NULL, or a zeroed buffer, is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn keel_buf_free(buf: *mut keel_buf) {
+    ffi::call_void(|| {
+        // SAFETY: the header requires a keel_buf filled by keel (or zeroed).
+        let Some(buf) = (unsafe { buf.as_mut() }) else { return };
+        if !buf.ptr.is_null() {
+            // SAFETY: made by `from_vec` with this pointer, length + NUL and capacity.
+            drop(unsafe { Vec::from_raw_parts(buf.ptr, buf.len + 1, buf.cap) });
+        }
+        *buf = keel_buf {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+            cap: 0,
+        };
+    });
+}
+
+/// Writes every live keel object's counters into `*out` as one JSON object,
+/// grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`.
+/// Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
+#[no_mangle]
+pub unsafe extern "C" fn keel_stats_json(out: *mut keel_buf) -> keel_status {
+    ffi::call(|| {
+        let out = unsafe { ffi::out_value(out, "out")? };
+        *out = keel_buf::from_vec(keel_core::stats::gather().to_string().into_bytes());
+        Ok(())
+    })
+}

@@ -1,0 +1,86 @@
+//! Builds every `tests/c/*.c` as a real C program against `include/keel.h`,
+//! links it to the libkeel cargo just built, and runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The folder holding libkeel.so: beside this test binary's `deps/`.
+fn library_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    assert!(
+        profile_dir.join("libkeel.so").exists() || profile_dir.join("libkeel.dylib").exists(),
+        "libkeel is not built in {}; run `cargo build -p keel-c` first",
+        profile_dir.display()
+    );
+    profile_dir
+}
+
+fn compile(source: &Path, output: &Path, lib_dir: &Path) {
+    let root = repo_root();
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let status = Command::new(compiler)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pthread", "-g"])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg("-I")
+        .arg(root.join("tests/c"))
+        .arg(source)
+        .arg("-o")
+        .arg(output)
+        .arg("-L")
+        .arg(lib_dir)
+        .arg("-lkeel")
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .status()
+        .expect("a C compiler (cc) is installed");
+    assert!(status.success(), "compiling {} failed", source.display());
+}
+
+#[test]
+fn c_programs_pass() {
+    let root = repo_root();
+    let lib_dir = library_dir();
+    let out_dir = lib_dir.join("c-tests");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(root.join("tests/c"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "c"))
+        .collect();
+    sources.sort();
+    assert!(!sources.is_empty(), "no C tests found");
+    let mut failed = Vec::new();
+    for source in &sources {
+        let binary = out_dir.join(source.file_stem().unwrap());
+        compile(source, &binary, &lib_dir);
+        let output = Command::new(&binary).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        println!("{}: {}", source.display(), stdout.trim());
+        if !output.status.success() {
+            eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+            failed.push(source.display().to_string());
+        }
+    }
+    assert!(failed.is_empty(), "C tests failed: {failed:?}");
+}
+
+#[test]
+fn header_version_macros_match_cargo_toml() {
+    let header = std::fs::read_to_string(repo_root().join("include/keel.h")).unwrap();
+    for (name, expected) in [
+        ("KEEL_VERSION_MAJOR", env!("CARGO_PKG_VERSION_MAJOR")),
+        ("KEEL_VERSION_MINOR", env!("CARGO_PKG_VERSION_MINOR")),
+        ("KEEL_VERSION_PATCH", env!("CARGO_PKG_VERSION_PATCH")),
+    ] {
+        let define = format!("#define {name} {expected}\n");
+        assert!(header.contains(&define), "include/keel.h lacks `{}`", define.trim());
+    }
+}

@@ -1,0 +1,22 @@
+//! The Python module `keel._keel`. Thin: convert arguments, call the core
+//! with the GIL released, convert results and errors.
+
+use pyo3::prelude::*;
+
+mod errors;
+mod locks;
+mod logging;
+mod run;
+mod stats;
+
+#[pymodule]
+fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", keel::VERSION)?;
+    errors::register(m)?;
+    locks::register(m)?;
+    m.add_function(wrap_pyfunction!(run::_debug_panic, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(stats::stats, m)?)?;
+    logging::install(m.py())?;
+    Ok(())
+}

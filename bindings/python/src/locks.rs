@@ -1,0 +1,186 @@
+//! `keel.KeyedLocks` and `keel.LockGuard`.
+
+use std::time::Duration;
+
+use keel::{Error, KeyedLocks, LockMode, MultiKeyGuard, Wait};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+
+use crate::errors::to_pyerr;
+use crate::run::{blocking, quick};
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyKeyedLocks>()?;
+    m.add_class::<PyLockGuard>()?;
+    Ok(())
+}
+
+/// A key from Python: `str` (its UTF-8 bytes) or `bytes`.
+pub fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(text) = key.cast::<PyString>() {
+        // A str with lone surrogates has no UTF-8 form: a bad argument, said so.
+        return match text.to_cow() {
+            Ok(text) => Ok(text.as_bytes().to_vec()),
+            Err(_) => Err(to_pyerr(
+                key.py(),
+                Error::invalid_argument("the key is a str that is not valid UTF-8"),
+            )),
+        };
+    }
+    if let Ok(bytes) = key.cast::<PyBytes>() {
+        return Ok(bytes.as_bytes().to_vec());
+    }
+    Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        "a key is str or bytes, not {}",
+        key.get_type().name()?
+    )))
+}
+
+/// Seconds from Python (None: forever) as a wait.
+pub fn wait_from_seconds(timeout: Option<f64>) -> keel::Result<Wait> {
+    match timeout {
+        None => Ok(Wait::Forever),
+        Some(seconds) => Duration::try_from_secs_f64(seconds)
+            .map(Wait::For)
+            .map_err(|_| Error::invalid_argument(format!("timeout {seconds} is not a number of seconds >= 0"))),
+    }
+}
+
+fn mode(shared: bool) -> LockMode {
+    if shared {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    }
+}
+
+/// One lock per key while anyone holds or waits for it, and no entry left
+/// behind when nobody does. Keys are str or bytes.
+#[pyclass(name = "KeyedLocks", module = "keel", frozen)]
+pub struct PyKeyedLocks {
+    inner: KeyedLocks<Vec<u8>>,
+}
+
+/// A held key (or set of keys). Release it with `release()` or a `with`
+/// block; any thread may release it.
+#[pyclass(name = "LockGuard", module = "keel", frozen)]
+pub struct PyLockGuard {
+    held: Mutex<Option<MultiKeyGuard<Vec<u8>>>>,
+}
+
+impl PyLockGuard {
+    fn new(held: MultiKeyGuard<Vec<u8>>) -> Self {
+        PyLockGuard {
+            held: Mutex::new(Some(held)),
+        }
+    }
+}
+
+#[pymethods]
+impl PyKeyedLocks {
+    #[new]
+    #[pyo3(signature = (name=None))]
+    fn new(name: Option<String>) -> Self {
+        let inner = match name {
+            Some(name) => KeyedLocks::named(name),
+            None => KeyedLocks::new(),
+        };
+        PyKeyedLocks { inner }
+    }
+
+    /// Takes `key`, waiting at most `timeout` seconds (None: no limit) with
+    /// the GIL released. Raises keel.Timeout, or keel.WouldDeadlock when this
+    /// thread holds the key already.
+    #[pyo3(signature = (key, *, timeout=None, shared=false))]
+    fn lock(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        shared: bool,
+    ) -> PyResult<PyLockGuard> {
+        let key = key_bytes(key)?;
+        let wait = quick(py, || wait_from_seconds(timeout))?;
+        let guard = blocking(py, || self.inner.acquire(key.as_slice(), mode(shared), wait))?;
+        Ok(PyLockGuard::new(
+            guard.expect("a waiting acquisition returns a guard").into(),
+        ))
+    }
+
+    /// Takes `key` if that needs no wait; None if someone holds it.
+    #[pyo3(signature = (key, *, shared=false))]
+    fn try_lock(&self, py: Python<'_>, key: &Bound<'_, PyAny>, shared: bool) -> PyResult<Option<PyLockGuard>> {
+        let key = key_bytes(key)?;
+        let guard = quick(py, || self.inner.acquire(key.as_slice(), mode(shared), Wait::Never))?;
+        Ok(guard.map(|guard| PyLockGuard::new(guard.into())))
+    }
+
+    /// Takes every key, all or none, in a canonical order (no deadlock
+    /// between callers), waiting at most `timeout` seconds in all.
+    #[pyo3(signature = (keys, *, timeout=None, shared=false))]
+    fn lock_many(
+        &self,
+        py: Python<'_>,
+        keys: Vec<Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+        shared: bool,
+    ) -> PyResult<PyLockGuard> {
+        let keys = keys.iter().map(key_bytes).collect::<PyResult<Vec<_>>>()?;
+        let wait = quick(py, || wait_from_seconds(timeout))?;
+        let guard = blocking(py, || {
+            let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            self.inner.lock_many(&keys, mode(shared), wait)
+        })?;
+        Ok(PyLockGuard::new(guard.expect("a waiting acquisition returns a guard")))
+    }
+
+    /// Entries, holders and waiters, as a dict.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.inner.stats();
+        let dict = PyDict::new(py);
+        dict.set_item("entries", stats.entries)?;
+        dict.set_item("holders", stats.holders)?;
+        dict.set_item("waiters", stats.waiters)?;
+        Ok(dict)
+    }
+
+    /// The number of keys held or waited for.
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __repr__(&self) -> String {
+        let stats = self.inner.stats();
+        let name = self.inner.name().map(|name| format!("{name:?}, ")).unwrap_or_default();
+        format!(
+            "<keel.KeyedLocks {name}entries={} holders={} waiters={}>",
+            stats.entries, stats.holders, stats.waiters
+        )
+    }
+}
+
+#[pymethods]
+impl PyLockGuard {
+    /// Releases the key(s). Releasing twice is harmless.
+    fn release(&self) {
+        let held = self.held.lock().take();
+        drop(held);
+    }
+
+    /// True until released.
+    #[getter]
+    fn locked(&self) -> bool {
+        self.held.lock().is_some()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.release();
+        false
+    }
+}

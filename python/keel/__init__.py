@@ -1,0 +1,66 @@
+"""keel: the reliability parts background sync and ingest services keep hand-rolling.
+
+One Rust core, used here from Python. Every call that can block releases the GIL.
+
+- :class:`KeyedLocks`: one lock per key while anyone holds or waits for it, and no
+  entry left behind when nobody does.
+
+Errors are :class:`KeelError` subclasses, one per kind, that also derive from the
+matching builtin: ``NotFound`` is a ``LookupError``, ``InvalidArgument`` a
+``ValueError``, ``Timeout`` a ``TimeoutError``, ``PermissionDenied`` a
+``PermissionError``, ``IoError`` and ``StorageFull`` are ``OSError``.
+
+keel's events (one per meaningful step, with its duration) go to the standard
+``logging`` module under ``keel.locks``, ``keel.pool``, ``keel.journal``,
+``keel.drive``, ``keel.lmdb`` and ``keel.ops``: configure ``logging`` and they
+appear. Levels are re-read at most once a second; :func:`flush_logs` re-reads them
+now and waits until every event so far has been handed to ``logging``.
+"""
+
+from keel._keel import (
+    AlreadyExists,
+    Busy,
+    Cancelled,
+    Closed,
+    Conflict,
+    Corrupt,
+    InvalidArgument,
+    IoError,
+    KeelError,
+    KeyedLocks,
+    LockGuard,
+    NotFound,
+    Panic,
+    PermissionDenied,
+    StorageFull,
+    Timeout,
+    Unsupported,
+    WouldDeadlock,
+    __version__,
+    flush_logs,
+    stats,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "Busy",
+    "Cancelled",
+    "Closed",
+    "Conflict",
+    "Corrupt",
+    "InvalidArgument",
+    "IoError",
+    "KeelError",
+    "KeyedLocks",
+    "LockGuard",
+    "NotFound",
+    "Panic",
+    "PermissionDenied",
+    "StorageFull",
+    "Timeout",
+    "Unsupported",
+    "WouldDeadlock",
+    "__version__",
+    "flush_logs",
+    "stats",
+]

@@ -1,0 +1,254 @@
+//! The drive: a tree of named items in its own LMDB file, any of which may
+//! have a type and carry versioned JSON data checked by the type's schema,
+//! with per-item permissions that a checked view enforces.
+//!
+//! # Guarantees
+//! - **Durable when a write returns** (by default). Every write call is one
+//!   transaction; [`DriveView::batch`] groups many calls into one, all or
+//!   nothing. Concurrent writers share commits (group commit), so many
+//!   threads write much faster than one, each still returning only once its
+//!   write is on disk.
+//! - **Indexes stay exact.** Child names (unique per parent ignoring case),
+//!   child counts and the type index are updated in the same transaction as
+//!   the items they describe, through create, move, rename and delete.
+//! - **The tree stays a tree.** A move under the item's own descendant is
+//!   refused; every parent exists.
+//! - **Bad input is a typed error and loses nothing**: bad names (checked up
+//!   front, including their size in bytes), bad paths, bad ids, data that
+//!   fails its schema, a file that is not a drive
+//!   ([`Corrupt`](crate::ErrorKind::Corrupt)).
+//! - **One environment per file per process**, shared by every `Drive` of
+//!   that file; several processes may use one drive at once.
+//!
+//! # Costs
+//! A get by id is one LMDB lookup and a small binary decode; resolving a
+//! path is one lookup per step (two with the child index); a write is one
+//! shared fsync. Permission checks in a checked view add one lookup per
+//! ancestor with no permissions of its own.
+//!
+//! ```
+//! use keel::drive::{Drive, DriveOptions, NewItem, ItemId};
+//! # let dir = std::env::temp_dir().join(format!("keel-doc-drive-{}", std::process::id()));
+//! let drive = Drive::open(&dir.join("drive.lmdb"), &DriveOptions::default())?;
+//! let docs = drive.create(ItemId::ROOT, &NewItem::named("Docs"))?;
+//! let note = drive.create_at("docs", &NewItem::typed("note", "text"))?;
+//! drive.set_data(note.id, &serde_json::json!({"body": "hi"}), None)?;
+//! assert_eq!(drive.resolve("DOCS/Note")?.len(), 2);
+//! assert_eq!(drive.get(docs.id)?.children, 1);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok::<(), keel::Error>(())
+//! ```
+
+mod batch;
+mod data;
+mod id;
+mod item;
+pub mod json;
+mod names;
+mod open_batch;
+pub mod perms;
+mod schema;
+mod tables;
+mod tree;
+mod view;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::lmdb::{Durability, Env, EnvOptions};
+use crate::{Error, Result};
+
+pub use batch::Batch;
+pub use data::{Version, VersionInfo};
+pub use id::ItemId;
+pub use item::{Item, NewItem};
+pub use names::{MAX_NAME_BYTES, MAX_NAME_CHARS, MAX_TYPE_BYTES};
+pub use open_batch::OpenBatch;
+pub use perms::{Level, Permissions};
+pub use schema::{MigrateFn, Migration};
+pub use tree::WalkOrder;
+pub use view::DriveView;
+
+use perms::Actor;
+use schema::SchemaCache;
+use tables::Tables;
+
+/// How to open a drive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriveOptions {
+    /// Whether commits are fsynced before writes return (default: yes).
+    pub durability: Durability,
+    /// The LMDB map's size at open; it doubles whenever it fills.
+    pub initial_map_size: usize,
+}
+
+impl Default for DriveOptions {
+    fn default() -> DriveOptions {
+        DriveOptions {
+            durability: Durability::Durable,
+            initial_map_size: EnvOptions::default().initial_map_size,
+        }
+    }
+}
+
+/// An open drive, acting as the system: every call is allowed. It
+/// dereferences to a [`DriveView`], which has the item, data and schema
+/// calls; [`as_user`](Drive::as_user) gives a view that enforces a user's
+/// permission levels.
+///
+/// Cloning is cheap; every clone, and every `Drive` opened on the same file
+/// in this process, shares one LMDB environment.
+#[derive(Clone, Debug)]
+pub struct Drive {
+    view: DriveView,
+}
+
+/// What every view of one drive shares.
+pub(crate) struct DriveCore {
+    pub env: Env,
+    pub tables: Tables,
+    pub schemas: SchemaCache,
+}
+
+impl crate::stats::StatsSource for DriveCore {
+    fn stats_json(&self) -> serde_json::Value {
+        let stats = self.env.stats();
+        serde_json::json!({
+            "path": self.env.path().display().to_string(),
+            "map_size": stats.map_size,
+            "used": stats.used,
+            "readers": stats.readers,
+            "batches": stats.batches,
+            "writes": stats.writes,
+            "largest_batch": stats.largest_batch,
+            "map_growths": stats.map_growths,
+            "queued_writes": stats.queued_writes,
+        })
+    }
+}
+
+/// The first bytes of the format marker in `drive.meta`.
+const FORMAT_MAGIC: &[u8] = b"keel-drive";
+/// The stored layout this build reads and writes.
+const FORMAT_VERSION: u32 = 1;
+
+impl Drive {
+    /// Opens the drive file at `path`, creating it (and its folder) if
+    /// missing. A file that is not LMDB, is truncated, or is an LMDB file
+    /// holding something other than a drive gives
+    /// [`Corrupt`](crate::ErrorKind::Corrupt) and is left untouched.
+    pub fn open(path: &Path, options: &DriveOptions) -> Result<Drive> {
+        let env_options = EnvOptions {
+            durability: options.durability,
+            initial_map_size: options.initial_map_size,
+            ..EnvOptions::default()
+        };
+        let env = Env::open(path, &env_options)?;
+        refuse_foreign_file(&env)?;
+        let tables = Tables::open(&env)?;
+        init_or_check_format(&env, &tables)?;
+        let core = Arc::new(DriveCore {
+            env,
+            tables,
+            schemas: SchemaCache::default(),
+        });
+        crate::stats::register("drive", &core);
+        Ok(Drive {
+            view: DriveView {
+                core,
+                actor: Arc::new(Actor::default()),
+            },
+        })
+    }
+
+    /// A view whose every call is checked against `user`'s (and `roles'`)
+    /// permission levels, and records `user` as creator and updater.
+    pub fn as_user(&self, user: &str, roles: &[&str]) -> DriveView {
+        self.view_as(user, roles, true)
+    }
+
+    /// A view that records `user` as creator and updater but checks nothing
+    /// (for services that have checked permissions themselves).
+    pub fn attributed_to(&self, user: &str) -> DriveView {
+        self.view_as(user, &[], false)
+    }
+
+    fn view_as(&self, user: &str, roles: &[&str], enforced: bool) -> DriveView {
+        DriveView {
+            core: self.view.core.clone(),
+            actor: Arc::new(Actor {
+                user: user.to_owned(),
+                roles: roles.iter().map(|role| (*role).to_owned()).collect(),
+                enforced,
+            }),
+        }
+    }
+
+    /// Writes a consistent, compacted copy of the drive to `dest` while it
+    /// stays in use; durable when this returns. The copy opens as a drive.
+    pub fn backup(&self, dest: &Path) -> Result<()> {
+        self.view.core.env.backup(dest)
+    }
+
+    /// The drive's LMDB environment (for stats).
+    pub fn env(&self) -> &Env {
+        &self.view.core.env
+    }
+
+    /// The canonical path of the drive file.
+    pub fn path(&self) -> &Path {
+        self.view.core.env.path()
+    }
+}
+
+impl std::ops::Deref for Drive {
+    type Target = DriveView;
+    fn deref(&self) -> &DriveView {
+        &self.view
+    }
+}
+
+/// Refuses an LMDB file that holds anything but drive tables.
+fn refuse_foreign_file(env: &Env) -> Result<()> {
+    let names = env.database_names()?;
+    if let Some(foreign) = names.iter().find(|name| !name.starts_with("drive.")) {
+        return Err(Error::corrupt(format!(
+            "{} is an LMDB file but not a drive (it holds {foreign:?})",
+            env.path().display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the format marker and the root's record into a new drive, or
+/// checks the marker of an existing one.
+fn init_or_check_format(env: &Env, tables: &Tables) -> Result<()> {
+    let key = "format".to_owned();
+    let path = env.path().display().to_string();
+    env.write(|txn| match tables.meta.get(txn, &key)? {
+        Some(marker) => check_marker(&marker, &path),
+        None => {
+            if tables.items.contains(txn, &ItemId::ROOT)? {
+                return Err(Error::corrupt(format!("drive {path} has items but no format marker")));
+            }
+            let mut marker = FORMAT_MAGIC.to_vec();
+            marker.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+            tables.meta.put(txn, &key, &marker)?;
+            tables.items.put(txn, &ItemId::ROOT, &tree::root_record())
+        }
+    })
+}
+
+fn check_marker(marker: &[u8], path: &str) -> Result<()> {
+    let version = marker
+        .strip_prefix(FORMAT_MAGIC)
+        .and_then(|rest| <[u8; 4]>::try_from(rest).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| Error::corrupt(format!("drive {path} has a malformed format marker")))?;
+    if version > FORMAT_VERSION {
+        return Err(Error::unsupported(format!(
+            "drive {path} has format {version}; this build reads up to {FORMAT_VERSION}"
+        )));
+    }
+    Ok(())
+}

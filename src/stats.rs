@@ -1,0 +1,59 @@
+//! One place to read every live keel object's counters.
+//!
+//! Each part registers its objects here when they are made (a weak
+//! reference: registering never keeps anything alive) and [`gather`] reads
+//! them all into one JSON document, grouped by part:
+//!
+//! ```json
+//! {"locks": [{"name": "sources", "entries": 0, "holders": 0, "waiters": 0}],
+//!  "pool": [...], "journal": [...], "drive": [...], "ops": [...]}
+//! ```
+//!
+//! Each snapshot is cheap (counters and gauges, no scan of stored data), so a
+//! host can export `gather()` to its metrics system on every scrape.
+
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+
+/// Something with counters to report.
+pub trait StatsSource: Send + Sync {
+    /// The counters now, as a JSON object.
+    fn stats_json(&self) -> Value;
+}
+
+struct Entry {
+    part: &'static str,
+    source: Weak<dyn StatsSource>,
+}
+
+static SOURCES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+/// Lists `source` under `part` for as long as it lives.
+pub fn register<T: StatsSource + 'static>(part: &'static str, source: &Arc<T>) {
+    let weak: Weak<dyn StatsSource> = Arc::downgrade(source) as Weak<dyn StatsSource>;
+    let mut sources = SOURCES.lock();
+    // Dropped objects leave dead entries: sweep them here, so the list is
+    // bounded by the live objects rather than by every object ever made.
+    sources.retain(|entry| entry.source.strong_count() > 0);
+    sources.push(Entry { part, source: weak });
+}
+
+/// Every live object's counters, grouped by part.
+pub fn gather() -> Value {
+    let live: Vec<(&'static str, Arc<dyn StatsSource>)> = SOURCES
+        .lock()
+        .iter()
+        .filter_map(|entry| entry.source.upgrade().map(|source| (entry.part, source)))
+        .collect();
+    // Read outside the list's lock: a snapshot may take a part's own locks.
+    let mut parts = Map::new();
+    for (part, source) in live {
+        let list = parts.entry(part).or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = list {
+            list.push(source.stats_json());
+        }
+    }
+    Value::Object(parts)
+}
