@@ -29,6 +29,27 @@
 #define KEEL_WAIT_FOREVER -1
 
 /**
+ * Pass as `timeout_ms` to keel_pool_run for the pool's own timeout.
+ */
+#define KEEL_POOL_TIMEOUT_DEFAULT -2
+
+/**
+ * Pass as a timeout for no timeout at all.
+ */
+#define KEEL_POOL_NO_TIMEOUT -1
+
+/**
+ * keel_pool_run flag: only the first task of each key runs; the others get
+ * a copy of its outcome.
+ */
+#define KEEL_POOL_SINGLEFLIGHT 1
+
+/**
+ * keel_pool_run flag: ignore the keys; nothing is serialized but the limit.
+ */
+#define KEEL_POOL_UNKEYED 2
+
+/**
  * The major version of the header; a test checks these against Cargo.toml.
  */
 #define KEEL_VERSION_MAJOR 0
@@ -146,6 +167,37 @@ typedef enum {
 } keel_log_level;
 
 /**
+ * How a task ended.
+ */
+typedef enum {
+  /**
+   * It returned KEEL_OK; `output` holds its output.
+   */
+  KEEL_OUTCOME_VALUE = 0,
+  /**
+   * It returned a failure; `status` and `message` say which.
+   */
+  KEEL_OUTCOME_ERROR = 1,
+  /**
+   * keel caught a panic (of a keel call it made); `message` says what.
+   */
+  KEEL_OUTCOME_PANICKED = 2,
+  /**
+   * It ran past its timeout; its thread was abandoned.
+   */
+  KEEL_OUTCOME_TIMED_OUT = 3,
+  /**
+   * The batch stopped (keel_pool_shutdown) before it finished.
+   */
+  KEEL_OUTCOME_CANCELLED = 4,
+  /**
+   * Not started: the pool is at its abandoned-thread cap, its key is busy
+   * with a timed-out run, or the pool is shut down.
+   */
+  KEEL_OUTCOME_REFUSED = 5,
+} keel_outcome_kind;
+
+/**
  * How a key is held.
  */
 typedef enum {
@@ -172,6 +224,22 @@ typedef struct keel_lock_guard keel_lock_guard;
  * Thread-safe: one registry may be used from any number of threads.
  */
 typedef struct keel_locks keel_locks;
+
+/**
+ * A bounded pool for keyed, blocking tasks (see SyncPool in the Rust docs):
+ * at most `max_concurrency` tasks at once, tasks of one key never at the
+ * same time, a task past its timeout reported at once while its thread is
+ * abandoned (never killed), and keel_pool_shutdown that never waits for a
+ * thread. Thread-safe: several threads may run batches on one pool.
+ */
+typedef struct keel_pool keel_pool;
+
+/**
+ * What a running task may ask keel: its index, whether it is the first of
+ * its key, whether it should stop; and where it puts its output. Valid only
+ * during the call it was passed to; never free it.
+ */
+typedef struct keel_task_ctx keel_task_ctx;
 
 /**
  * Bytes owned by keel and lent to C: `len` bytes at `ptr`, followed by a
@@ -242,6 +310,118 @@ typedef void (*keel_log_fn)(void *userdata,
                             size_t target_len,
                             const char *message,
                             size_t message_len);
+
+/**
+ * A task: runs on one of the pool's threads with `userdata` and a context.
+ *
+ * Return KEEL_OK for success; the bytes given to keel_task_ctx_set_output
+ * are the task's output. Any other status is a failure of that kind, and
+ * the bytes given to keel_task_ctx_set_output are its message.
+ *
+ * Called on a pool thread, never on the thread that called keel_pool_run;
+ * tasks of distinct keys run at the same time on several threads. It may
+ * call keel functions. A task that never returns is reported
+ * KEEL_OUTCOME_TIMED_OUT after the timeout, and its thread (with its
+ * userdata) stays in use until it does return.
+ */
+typedef keel_status (*keel_task_fn)(void *userdata, keel_task_ctx *ctx);
+
+/**
+ * One task of a batch: its key (`key_len` bytes; tasks of one key never
+ * run at the same time) and its function with its userdata.
+ */
+typedef struct {
+  /**
+   * The key's first byte (may be NULL when key_len is 0).
+   */
+  const uint8_t *key;
+  /**
+   * The key's length.
+   */
+  size_t key_len;
+  /**
+   * The function to run; NULL is KEEL_INVALID_ARGUMENT for the whole batch.
+   */
+  keel_task_fn run;
+  /**
+   * Handed to `run`; keel never reads it.
+   */
+  void *userdata;
+} keel_task;
+
+/**
+ * One task's outcome. Free the buffers of a whole array with keel_outcomes_free.
+ */
+typedef struct {
+  /**
+   * How it ended.
+   */
+  keel_outcome_kind kind;
+  /**
+   * KEEL_OK for a value; otherwise the failure's status (KEEL_TIMEOUT,
+   * KEEL_CANCELLED, KEEL_PANIC, KEEL_BUSY or KEEL_CLOSED for a refusal, or
+   * the status the task returned).
+   */
+  keel_status status;
+  /**
+   * The output of a task that returned KEEL_OK.
+   */
+  keel_buf output;
+  /**
+   * What went wrong, as text; empty for a value.
+   */
+  keel_buf message;
+} keel_outcome;
+
+/**
+ * Commits one prepared item (keel_pool_pipeline): `prepared` is the output
+ * of its prepare task. Called on the thread that called
+ * keel_pool_pipeline, one item at a time, in input order. Its output and
+ * status work as for keel_task_fn.
+ */
+typedef keel_status (*keel_commit_fn)(void *userdata,
+                                      size_t index,
+                                      const uint8_t *prepared,
+                                      size_t prepared_len,
+                                      keel_task_ctx *ctx);
+
+/**
+ * A snapshot of a pool's counters.
+ */
+typedef struct {
+  /**
+   * Tasks running now (abandoned threads excluded).
+   */
+  size_t in_flight;
+  /**
+   * The most tasks ever running at once.
+   */
+  size_t peak_concurrency;
+  /**
+   * Tasks that returned KEEL_OK.
+   */
+  size_t completed;
+  /**
+   * Tasks that failed or panicked.
+   */
+  size_t failed;
+  /**
+   * Tasks reported timed out.
+   */
+  size_t timed_out;
+  /**
+   * Tasks reported cancelled.
+   */
+  size_t cancelled;
+  /**
+   * Tasks refused.
+   */
+  size_t refused;
+  /**
+   * Abandoned threads still running.
+   */
+  size_t abandoned;
+} keel_pool_counters;
 
 #ifdef __cplusplus
 extern "C" {
@@ -332,6 +512,117 @@ keel_status keel_locks_stats(const keel_locks *locks, keel_lock_stats *out);
  * Calling it from inside the callback returns KEEL_WOULD_DEADLOCK.
  */
 keel_status keel_set_log_callback(uint32_t max_level, keel_log_fn callback, void *userdata);
+
+/**
+ * Makes a pool in `*out`; free it with keel_pool_free.
+ *
+ * `max_concurrency` below 1 means 1. `timeout_ms` is each task's timeout
+ * (KEEL_POOL_NO_TIMEOUT for none). While `max_abandoned` abandoned threads
+ * are alive, new tasks are refused. `name` (UTF-8, NULL for none) names the
+ * pool in keel_stats_json and events.
+ */
+keel_status keel_pool_new(size_t max_concurrency,
+                          int64_t timeout_ms,
+                          size_t max_abandoned,
+                          const char *name,
+                          size_t name_len,
+                          keel_pool **out);
+
+/**
+ * Shuts the pool down (as keel_pool_shutdown) and frees it. Returns at
+ * once: hung task threads are never joined. NULL is a no-op.
+ */
+void keel_pool_free(keel_pool *pool);
+
+/**
+ * Stops the pool: running keel_pool_run calls return at once (their running
+ * tasks reported KEEL_OUTCOME_CANCELLED, their threads abandoned), and later
+ * calls refuse every task with KEEL_CLOSED. Never waits for a thread.
+ */
+keel_status keel_pool_shutdown(const keel_pool *pool);
+
+/**
+ * Runs `tasks[0..count]` on the pool and writes one outcome per task, in
+ * input order, to `outcomes[0..count]` (room provided by the caller; free
+ * the buffers with keel_outcomes_free).
+ *
+ * Blocks the calling thread until every task is decided; the tasks run on
+ * pool threads. `flags` combines KEEL_POOL_SINGLEFLIGHT and
+ * KEEL_POOL_UNKEYED. `timeout_ms` overrides the pool's timeout for this
+ * batch (KEEL_POOL_TIMEOUT_DEFAULT keeps it, KEEL_POOL_NO_TIMEOUT removes it).
+ * A failing task never stops the others: the call itself returns KEEL_OK
+ * and each outcome says how its task ended.
+ */
+keel_status keel_pool_run(const keel_pool *pool,
+                          const keel_task *tasks,
+                          size_t count,
+                          uint32_t flags,
+                          int64_t timeout_ms,
+                          keel_outcome *outcomes);
+
+/**
+ * Prepares every item on the pool, in parallel (`items[i].run`; keys are
+ * ignored), and commits each with `commit` on the calling thread, one at a
+ * time, in input order, as soon as it is prepared and the item before it is
+ * committed. At most `window` items (0: twice the pool's concurrency) are
+ * prepared but not committed. Writes one outcome per item to
+ * `outcomes[0..count]`: the commit's output, or why the item was not
+ * committed. With `stop_at_first_commit_failure`, items after a failed
+ * commit are KEEL_OUTCOME_CANCELLED.
+ */
+keel_status keel_pool_pipeline(const keel_pool *pool,
+                               const keel_task *items,
+                               size_t count,
+                               keel_commit_fn commit,
+                               void *commit_userdata,
+                               size_t window,
+                               bool stop_at_first_commit_failure,
+                               keel_outcome *outcomes);
+
+/**
+ * Frees the buffers of `outcomes[0..count]` (not the array itself, which
+ * belongs to the caller) and zeroes them. NULL is a no-op.
+ */
+void keel_outcomes_free(keel_outcome *outcomes, size_t count);
+
+/**
+ * Writes the pool's counters to `*out`.
+ */
+keel_status keel_pool_stats(const keel_pool *pool, keel_pool_counters *out);
+
+/**
+ * The task's index in its batch (or the item's, for a commit). 0 for NULL.
+ */
+size_t keel_task_ctx_index(const keel_task_ctx *ctx);
+
+/**
+ * True for the first task of its key in its batch (OPAL's one forced fetch
+ * per source); the others run after it has finished. False for NULL.
+ */
+bool keel_task_ctx_is_first_of_key(const keel_task_ctx *ctx);
+
+/**
+ * True once the task should stop: it timed out, or the pool shut down.
+ * Threads are never killed: a task that checks this can stop early.
+ */
+bool keel_task_ctx_is_cancelled(const keel_task_ctx *ctx);
+
+/**
+ * Milliseconds left before the task's deadline (0 once past it), or -1
+ * when it has none.
+ */
+int64_t keel_task_ctx_remaining_ms(const keel_task_ctx *ctx);
+
+/**
+ * Sleeps up to `ms` milliseconds, waking early when the task is cancelled.
+ * Returns KEEL_OK, or KEEL_CANCELLED / KEEL_TIMEOUT when the task should stop.
+ */
+keel_status keel_task_ctx_sleep_ms(const keel_task_ctx *ctx, uint64_t ms);
+
+/**
+ * Sets the task's output (copied): its value on KEEL_OK, its message otherwise.
+ */
+keel_status keel_task_ctx_set_output(keel_task_ctx *ctx, const uint8_t *data, size_t len);
 
 /**
  * The message of the last failed keel call on this thread (`"Timeout: ..."`),

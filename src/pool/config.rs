@@ -22,6 +22,7 @@ pub struct PoolConfig {
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) max_abandoned: usize,
     pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) name: Option<String>,
 }
 
 impl Default for PoolConfig {
@@ -42,6 +43,7 @@ impl PoolConfig {
             task_timeout: None,
             max_abandoned: Self::DEFAULT_MAX_ABANDONED,
             retry: None,
+            name: None,
         }
     }
 
@@ -63,6 +65,17 @@ impl PoolConfig {
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self
+    }
+
+    /// Names the pool in its stats and events (`"scopes"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The pool's name, if it has one.
+    pub fn pool_name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// The concurrency limit, at least 1.

@@ -1,392 +1,515 @@
-//! The part every driver (batch, pipeline) shares: worker threads, the
-//! running set, deadlines, and abandoning threads that do not come back.
+//! The part every driver (batch, pipeline) shares: self-scheduling worker
+//! threads, deadlines, and abandoning threads that do not come back.
 //!
-//! The engine runs on the calling thread and never blocks a worker on the
-//! coordinator: a driver starts a task only when a slot is free, and the
-//! engine reports completions, timeouts and stop requests as events.
+//! A run's schedule (its [`Plan`]) lives under one mutex. Workers take their
+//! next task from it and report outcomes to it directly, so the calling
+//! thread is not on the path of every task: it sleeps until a worker wakes
+//! it (the plan asked for it, or a new deadline is nearest), a deadline
+//! passes, or the run is stopped. At most `limit` workers exist, abandoned
+//! ones aside, which is what bounds the concurrency.
 //!
 //! # Why threads are abandoned, not killed
-//! A thread cannot be killed. A task past its deadline is reported timed out
-//! at once and its slot is freed (a new worker is spawned when the next task
-//! needs one); the old thread keeps the task's key locked until the task
+//! A thread cannot be killed. A task past its deadline (counted from when a
+//! worker picked it up) is reported timed out at once and its worker is
+//! replaced; the old thread keeps the task's key locked until the task
 //! really returns, then exits. Who decides a task's fate (the worker by
-//! finishing, the engine by abandoning) is settled by one compare-and-swap
+//! finishing, the caller by abandoning) is settled by one compare-and-swap
 //! on the task's state, so a task is never reported twice.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{panic_message, Error, Result};
+use crate::events::{micros, Level, Stopwatch};
+use crate::pool::config::RetryPolicy;
 use crate::pool::context::{CancellationToken, TaskContext};
 use crate::pool::outcome::Outcome;
 use crate::pool::Shared;
 
-/// Handed to a worker, waiting for its key.
-const QUEUED: u8 = 0;
+const LOG_TARGET: &str = "keel::pool";
+
+/// A worker took it and waits for its key.
+const PICKED: u8 = 0;
 /// Holds its key and runs.
 const RUNNING: u8 = 1;
 /// Returned; the worker reports the outcome.
 const FINISHED: u8 = 2;
-/// Given up on by the engine (timed out or cancelled); the worker exits
-/// when the task returns.
+/// Given up on by the caller (timed out, cancelled).
 const ABANDONED: u8 = 3;
 
-/// The state one task's worker and the engine race on.
-struct TaskCell {
-    state: AtomicU8,
-    token: CancellationToken,
+fn transition(token: &CancellationToken, from: u8, to: u8) -> bool {
+    token
+        .task_state()
+        .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
 }
 
-impl TaskCell {
-    /// Worker: the key is held; run unless abandoned meanwhile.
-    fn start(&self) -> bool {
-        self.transition(QUEUED, RUNNING)
-    }
+/// The schedule of one run: which task goes next and what happens when one
+/// is decided. Always called with the run locked.
+pub(crate) trait Plan: Send + 'static {
+    type Task: FnOnce(&TaskContext) -> Result<Self::Output> + Send + 'static;
+    type Output: Send + 'static;
 
-    /// Worker: the task returned; report it unless abandoned meanwhile.
-    fn finish(&self) -> bool {
-        self.transition(RUNNING, FINISHED)
-    }
+    /// The next task that may start now, as `(index, first_of_key, task)`.
+    /// `refusal(index)` says why a task must not start; the plan decides
+    /// such tasks `Refused` itself and looks further.
+    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Error>) -> Option<(usize, bool, Self::Task)>;
 
-    /// Engine: give up on the task. Returns the state it was in, or `None`
-    /// if it has finished already (its outcome is on its way).
-    fn abandon(&self) -> Option<u8> {
-        self.state
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |state| {
-                matches!(state, QUEUED | RUNNING).then_some(ABANDONED)
-            })
-            .ok()
-    }
+    /// Records how task `index` ended.
+    fn decide(&mut self, index: usize, outcome: Outcome<Self::Output>);
 
-    fn transition(&self, from: u8, to: u8) -> bool {
-        self.state
-            .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-    }
+    /// True (once) if something happened that the calling thread must look
+    /// at: a decision it reports or commits, the end of the run.
+    fn take_wake(&mut self) -> bool;
+
+    /// True once no task can become ready any more: idle workers may leave.
+    fn exhausted(&self) -> bool;
+
+    /// Decides every task not handed to a worker yet as `Cancelled`.
+    fn cancel_rest(&mut self);
 }
 
-struct Job<F> {
-    index: usize,
-    run: F,
-    cell: Arc<TaskCell>,
-    ctx: TaskContext,
+/// A run's state under its mutex.
+pub(crate) struct RunState<P> {
+    pub(crate) plan: P,
+    /// Tasks handed to a worker and not decided.
+    running: HashMap<usize, CancellationToken, BuildHasherDefault<IndexHasher>>,
+    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Workers not abandoned and not gone.
+    live_workers: usize,
+    /// The run was stopped: workers take no more tasks.
+    stopped: bool,
 }
 
-struct Done<T> {
-    index: usize,
-    outcome: Outcome<T>,
-}
-
-struct Running {
-    cell: Arc<TaskCell>,
-}
-
-/// What the engine saw while waiting.
-pub(crate) enum Event<T> {
-    /// Task `index` is decided: it returned, or timed out (abandoned).
-    Finished(usize, Outcome<T>),
-    /// The batch was cancelled or the pool shut down.
-    Stopped,
-}
-
-/// Runs tasks of type `F` on up to `limit` worker threads of its own.
-/// `keys[index]` is task `index`'s key; an empty `keys` means unkeyed tasks.
-pub(crate) struct Engine<K, F, T> {
+/// What the workers of one run share with the calling thread.
+struct Run<K, P> {
+    state: Mutex<RunState<P>>,
+    /// Workers wait here for a task to become ready.
+    task_ready: Condvar,
+    /// Wakes the calling thread; one pending wake is enough.
+    wake: Sender<()>,
     shared: Arc<Shared<K>>,
     keys: Arc<Vec<K>>,
-    limit: usize,
     timeout: Option<Duration>,
-    jobs_tx: Sender<Job<F>>,
-    jobs_rx: Receiver<Job<F>>,
-    done_tx: Sender<Done<T>>,
-    done_rx: Receiver<Done<T>>,
-    stop_rx: Receiver<()>,
-    cancel_rx: Receiver<()>,
-    running: HashMap<usize, Running>,
-    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
-    /// Workers that are not abandoned: each is running a task or idle.
-    live_workers: usize,
+    retry: Option<RetryPolicy>,
 }
 
-impl<K, F, T> Engine<K, F, T>
+/// Drives one run from the calling thread.
+pub(crate) struct Engine<K, P> {
+    run: Arc<Run<K, P>>,
+    woken: Receiver<()>,
+    stop_rx: Receiver<()>,
+    cancel_rx: Receiver<()>,
+    /// Set once the run is stopped, so the stop signals are not seen again.
+    stop_seen: std::cell::Cell<bool>,
+    limit: usize,
+}
+
+impl<K, P> Engine<K, P>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
-    F: FnOnce(&TaskContext) -> Result<T> + Send + 'static,
-    T: Send + 'static,
+    P: Plan,
 {
-    pub(crate) fn new(
+    /// Starts `workers` threads (at most the pool's limit) on `plan`.
+    /// `keys[index]` is task `index`'s key; empty `keys` means unkeyed tasks.
+    pub(crate) fn start(
         shared: Arc<Shared<K>>,
         keys: Arc<Vec<K>>,
+        plan: P,
+        workers: usize,
         timeout: Option<Duration>,
         cancel: Option<&CancellationToken>,
     ) -> Self {
-        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        let stop_rx = shared.shutdown.receiver();
-        let cancel_rx = cancel.map_or_else(crossbeam_channel::never, CancellationToken::receiver);
-        Engine {
-            limit: shared.config.concurrency(),
-            shared,
-            keys,
-            timeout,
-            jobs_tx,
-            jobs_rx,
-            done_tx,
-            done_rx,
-            stop_rx,
-            cancel_rx,
-            running: HashMap::new(),
-            deadlines: BinaryHeap::new(),
-            live_workers: 0,
+        let (wake, woken) = crossbeam_channel::bounded(1);
+        let limit = shared.config.concurrency();
+        let engine = Engine {
+            stop_rx: shared.shutdown.receiver(),
+            cancel_rx: cancel.map_or_else(crossbeam_channel::never, CancellationToken::receiver),
+            stop_seen: std::cell::Cell::new(false),
+            limit,
+            woken,
+            run: Arc::new(Run {
+                state: Mutex::new(RunState {
+                    plan,
+                    running: HashMap::default(),
+                    deadlines: BinaryHeap::new(),
+                    live_workers: 0,
+                    stopped: false,
+                }),
+                task_ready: Condvar::new(),
+                wake,
+                retry: shared.config.retry.clone(),
+                shared,
+                keys,
+                timeout,
+            }),
+        };
+        let mut state = engine.run.state.lock();
+        if engine.run.shared.shutdown.is_cancelled() {
+            engine.refuse_ready(&mut state);
+        } else {
+            engine.add_workers(&mut state, workers.min(limit));
+        }
+        drop(state);
+        engine
+    }
+
+    /// Locks the run, to look at or change its plan.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, RunState<P>> {
+        self.run.state.lock()
+    }
+
+    /// Tells waiting workers the plan may have a task for them now (or, if
+    /// no worker is left, refuses what is ready).
+    pub(crate) fn notify_workers(&self) {
+        let mut state = self.lock();
+        if state.live_workers == 0 {
+            self.refuse_ready(&mut state);
+        }
+        drop(state);
+        self.run.task_ready.notify_all();
+    }
+
+    /// With no worker left (shut down, at the abandoned-thread cap, no
+    /// thread could be spawned), the caller refuses the ready tasks itself:
+    /// no worker may ever come to do it.
+    fn refuse_ready(&self, state: &mut RunState<P>) {
+        let run = &self.run;
+        let mut refuse = |index| {
+            Some(refusal(run, index).unwrap_or_else(|| Error::busy(format!("task {index} refused: no worker left"))))
+        };
+        let handed = state.plan.next_task(&mut refuse);
+        debug_assert!(handed.is_none(), "a task was handed out despite a refusal");
+    }
+
+    /// Sleeps until a worker wakes the caller, a deadline passes (the task
+    /// is abandoned and decided `TimedOut`), or the run is stopped (every
+    /// task is decided `Cancelled` or by its worker). The caller then looks
+    /// at the plan.
+    pub(crate) fn wait(&self) {
+        let nearest = self.lock().deadlines.peek().map(|Reverse((deadline, _))| *deadline);
+        let timer = nearest.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
+        let (stop_rx, cancel_rx) = if self.stop_seen.get() {
+            (crossbeam_channel::never(), crossbeam_channel::never())
+        } else {
+            (self.stop_rx.clone(), self.cancel_rx.clone())
+        };
+        select! {
+            recv(self.woken) -> _ => {}
+            recv(stop_rx) -> _ => self.stop(),
+            recv(cancel_rx) -> _ => self.stop(),
+            recv(timer) -> _ => self.expire_due(),
         }
     }
 
-    /// True while fewer than the limit of tasks hold a slot.
-    pub(crate) fn has_slot(&self) -> bool {
-        self.running.len() < self.limit
+    /// Cancels the token of every running task without giving up on it, and
+    /// cancels the tasks not started.
+    pub(crate) fn cancel_running(&self) {
+        let mut state = self.lock();
+        state.stopped = true;
+        state.plan.cancel_rest();
+        for token in state.running.values() {
+            token.cancel();
+        }
+        drop(state);
+        self.notify_workers();
     }
 
-    /// True when nothing is running.
-    pub(crate) fn is_idle(&self) -> bool {
-        self.running.is_empty()
-    }
-
-    /// Why task `index` must not start now, if it must not.
-    pub(crate) fn refusal(&self, index: usize) -> Option<Error> {
-        if self.shared.shutdown.is_cancelled() {
-            return Some(Error::closed(format!("task {index} refused: the pool is shut down")));
-        }
-        let abandoned = self.shared.counters.abandoned_now();
-        let cap = self.shared.config.abandoned_cap();
-        if abandoned >= cap {
-            return Some(Error::busy(format!(
-                "task {index} refused: the pool has {abandoned} abandoned threads still running, at its cap of {cap}"
-            )));
-        }
-        let key = self.keys.get(index)?;
-        if self.shared.hung_keys.lock().contains(key) {
-            return Some(Error::busy(format!(
-                "task {index} refused: its key is still busy with a timed-out run that has not returned"
-            )));
-        }
-        None
-    }
-
-    /// Hands task `index` to a worker, spawning one if none is idle.
-    pub(crate) fn start(&mut self, index: usize, first_of_key: bool, run: F) -> Result<()> {
-        debug_assert!(self.has_slot());
-        if self.live_workers == self.running.len() {
-            self.spawn_worker()?;
-        }
-        let cell = Arc::new(TaskCell {
-            state: AtomicU8::new(QUEUED),
-            token: CancellationToken::new(),
-        });
-        let deadline = self.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-        let retry = self.shared.config.retry.clone();
-        let ctx = TaskContext::new(index, first_of_key, deadline, cell.token.clone(), retry);
-        self.running.insert(
-            index,
-            Running {
-                cell: Arc::clone(&cell),
-            },
-        );
-        if let Some(deadline) = deadline {
-            self.deadlines.push(Reverse((deadline, index)));
-        }
-        let job = Job { index, run, cell, ctx };
-        self.jobs_tx.send(job).expect("the engine holds a receiver");
-        Ok(())
-    }
-
-    fn spawn_worker(&mut self) -> Result<()> {
-        let shared = Arc::clone(&self.shared);
-        let keys = Arc::clone(&self.keys);
-        let jobs = self.jobs_rx.clone();
-        let done = self.done_tx.clone();
-        std::thread::Builder::new()
-            .name("keel-pool".into())
-            .spawn(move || worker_loop(&shared, &keys, &jobs, &done))
-            .map_err(|err| Error::io("spawn a pool worker thread", err))?;
-        self.live_workers += 1;
-        Ok(())
-    }
-
-    /// Waits for the next event; `None` when nothing is running.
-    pub(crate) fn next_event(&mut self) -> Option<Event<T>> {
-        loop {
-            if self.running.is_empty() {
-                self.deadlines.clear();
-                return None;
-            }
-            let timer = match self.deadlines.peek() {
-                Some(Reverse((deadline, _))) => crossbeam_channel::at(*deadline),
-                None => crossbeam_channel::never(),
-            };
-            select! {
-                recv(self.done_rx) -> done => {
-                    let done = done.expect("the engine holds a sender");
-                    self.running.remove(&done.index);
-                    return Some(Event::Finished(done.index, done.outcome));
+    fn add_workers(&self, state: &mut RunState<P>, count: usize) {
+        for _ in 0..count {
+            let run = Arc::clone(&self.run);
+            let spawned = std::thread::Builder::new()
+                .name("keel-pool".into())
+                .spawn(move || worker_loop(&run));
+            match spawned {
+                Ok(_) => state.live_workers += 1,
+                Err(err) if state.live_workers == 0 => {
+                    // No thread to run anything: every waiting task fails.
+                    let err = Error::io("spawn a pool worker thread", err);
+                    let handed = state.plan.next_task(&mut |_| Some(err.clone()));
+                    debug_assert!(handed.is_none(), "a task was handed out despite a refusal");
+                    return;
                 }
-                recv(self.stop_rx) -> _ => return Some(Event::Stopped),
-                recv(self.cancel_rx) -> _ => return Some(Event::Stopped),
-                recv(timer) -> _ => {
-                    if let Some(index) = self.expire_one() {
-                        return Some(Event::Finished(index, Outcome::TimedOut));
-                    }
-                }
+                // Fewer workers than wanted still run everything.
+                Err(_) => return,
             }
         }
     }
 
-    /// Abandons the first task past its deadline that has not finished.
-    fn expire_one(&mut self) -> Option<usize> {
+    /// Abandons every task past its deadline that has not finished, and
+    /// replaces its worker; at the abandoned-thread cap, what waits is refused.
+    fn expire_due(&self) {
         let now = Instant::now();
-        while let Some(&Reverse((deadline, index))) = self.deadlines.peek() {
+        let mut state = self.lock();
+        let mut abandoned = 0;
+        while let Some(&Reverse((deadline, index))) = state.deadlines.peek() {
             if deadline > now {
-                return None;
+                break;
             }
-            self.deadlines.pop();
-            // A stale entry (the task finished) or a task that finished just
-            // now (its outcome is on its way) is skipped.
-            if self.running.contains_key(&index) && self.abandon(index) {
-                return Some(index);
+            state.deadlines.pop();
+            // Skips tasks that finished (or are finishing) in time.
+            if self.abandon(&mut state, index) {
+                log::warn!(
+                    target: LOG_TARGET,
+                    "task timed out: index={index} timeout_ms={} abandoned_threads={}",
+                    self.run.timeout.map_or(0, |timeout| timeout.as_millis()),
+                    self.run.shared.counters.abandoned_now()
+                );
+                state.plan.decide(index, Outcome::TimedOut);
+                abandoned += 1;
             }
         }
-        None
+        if abandoned > 0 {
+            self.replace_workers(&mut state);
+        }
     }
 
-    /// Gives up on running task `index`: cancels its token, frees its slot,
-    /// and leaves its thread to exit when the task returns. False if the
-    /// task finished first.
-    fn abandon(&mut self, index: usize) -> bool {
-        let counters = &self.shared.counters;
-        let cell = Arc::clone(&self.running[&index].cell);
-        // Counted before the swap, so the worker's decrement can never come first.
-        counters.thread_abandoned();
+    /// After workers were abandoned: new ones take their place. At the cap
+    /// none are added, and if no worker is left, the caller refuses what is
+    /// ready.
+    fn replace_workers(&self, state: &mut RunState<P>) {
+        let shared = &self.run.shared;
+        let cap_reached = shared.counters.abandoned_now() >= shared.config.abandoned_cap();
+        if !cap_reached && !state.stopped && !state.plan.exhausted() {
+            let missing = self.limit.saturating_sub(state.live_workers);
+            self.add_workers(state, missing);
+        }
+        if state.live_workers == 0 {
+            self.refuse_ready(state);
+        }
+        self.run.task_ready.notify_all();
+    }
+
+    /// Gives up on running task `index`: cancels its token and leaves its
+    /// thread to exit when the task returns. False if it finished first.
+    fn abandon(&self, state: &mut RunState<P>, index: usize) -> bool {
+        let Some(token) = state.running.get(&index).cloned() else {
+            return false;
+        };
+        let shared = &self.run.shared;
         {
-            // The worker removes the key after its own swap fails, so the
-            // insert must happen under the same lock as our swap.
-            let mut hung = self.shared.hung_keys.lock();
-            match cell.abandon() {
-                Some(RUNNING) => {
-                    if let Some(key) = self.keys.get(index) {
+            // Abandoned threads report their return under this lock, so the
+            // count and the hung key are in place before they can be undone.
+            let mut hung = shared.hung_keys.lock();
+            let prior = token
+                .task_state()
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |state| {
+                    matches!(state, PICKED | RUNNING).then_some(ABANDONED)
+                });
+            match prior {
+                Err(_) => return false,
+                Ok(RUNNING) => {
+                    if let Some(key) = self.run.keys.get(index) {
                         hung.insert(key.clone());
                     }
-                    counters.task_left_slot();
+                    shared.counters.task_left_slot();
                 }
-                Some(_) => {}
-                None => {
-                    counters.abandoned_thread_returned();
-                    counters.abandoned_total.fetch_sub(1, Ordering::SeqCst);
-                    return false;
-                }
+                Ok(_) => {}
             }
+            shared.counters.thread_abandoned();
         }
-        cell.token.cancel();
-        self.running.remove(&index);
-        self.live_workers -= 1;
+        token.cancel();
+        state.running.remove(&index);
+        state.live_workers -= 1;
         true
     }
 
-    /// Tells every running task to stop, without giving up on it.
-    pub(crate) fn cancel_running(&self) {
-        for running in self.running.values() {
-            running.cell.token.cancel();
-        }
-    }
-
-    /// Abandons every running task at once (batch cancelled, pool shut
-    /// down): each is decided `Cancelled`, except tasks that finished first,
-    /// whose real outcome is returned.
-    pub(crate) fn abandon_all(&mut self) -> Vec<(usize, Outcome<T>)> {
-        let indices: Vec<usize> = self.running.keys().copied().collect();
-        let mut decided = Vec::with_capacity(indices.len());
-        for index in indices {
-            if self.abandon(index) {
-                decided.push((index, Outcome::Cancelled));
+    /// The batch was cancelled or the pool shut down: running tasks are
+    /// abandoned and decided `Cancelled` (unless they finished first), and
+    /// tasks not started are decided `Cancelled`.
+    fn stop(&self) {
+        self.stop_seen.set(true);
+        let mut state = self.lock();
+        state.stopped = true;
+        state.plan.cancel_rest();
+        let running: Vec<usize> = state.running.keys().copied().collect();
+        for index in running {
+            if self.abandon(&mut state, index) {
+                state.plan.decide(index, Outcome::Cancelled);
             }
         }
-        // The rest finished before we could abandon them; their outcomes are
-        // past user code and about to be sent.
-        while !self.running.is_empty() {
-            let done = self.done_rx.recv().expect("the engine holds a sender");
-            self.running.remove(&done.index);
-            decided.push((done.index, done.outcome));
-        }
-        self.deadlines.clear();
-        decided
+        drop(state);
+        self.notify_workers();
     }
 }
 
-fn worker_loop<K, F, T>(shared: &Shared<K>, keys: &[K], jobs: &Receiver<Job<F>>, done: &Sender<Done<T>>)
+impl<K, P> Drop for Engine<K, P> {
+    fn drop(&mut self) {
+        // Idle workers leave; busy ones leave after their task.
+        self.run.state.lock().stopped = true;
+        self.run.task_ready.notify_all();
+    }
+}
+
+/// Why task `index` must not start now, if it must not.
+fn refusal<K: Hash + Eq, P>(run: &Run<K, P>, index: usize) -> Option<Error> {
+    let shared = &run.shared;
+    if shared.shutdown.is_cancelled() {
+        return Some(Error::closed(format!("task {index} refused: the pool is shut down")));
+    }
+    let abandoned = shared.counters.abandoned_now();
+    let cap = shared.config.abandoned_cap();
+    if abandoned >= cap {
+        log::warn!(target: LOG_TARGET, "task refused: index={index} abandoned_threads={abandoned} cap={cap}");
+        return Some(Error::busy(format!(
+            "task {index} refused: the pool has {abandoned} abandoned threads still running, at its cap of {cap}"
+        )));
+    }
+    let key = run.keys.get(index)?;
+    if shared.hung_keys.lock().contains(key) {
+        return Some(Error::busy(format!(
+            "task {index} refused: its key is still busy with a timed-out run that has not returned"
+        )));
+    }
+    None
+}
+
+fn worker_loop<K, P>(run: &Run<K, P>)
 where
-    K: Hash + Eq + Clone,
-    F: FnOnce(&TaskContext) -> Result<T>,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    P: Plan,
 {
-    // Ends when the batch drops its sender, or when this thread was abandoned.
-    for job in jobs.iter() {
-        if !run_job(shared, keys.get(job.index), job, done) {
+    let mut state = run.state.lock();
+    loop {
+        if state.stopped {
+            break;
+        }
+        let next = state.plan.next_task(&mut |index| refusal(run, index));
+        if state.plan.take_wake() {
+            let _ = run.wake.try_send(());
+        }
+        let Some((index, first_of_key, task)) = next else {
+            if state.plan.exhausted() {
+                break;
+            }
+            run.task_ready.wait(&mut state);
+            continue;
+        };
+        let token = CancellationToken::new();
+        state.running.insert(index, token.clone());
+        let deadline = run.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        if let Some(deadline) = deadline {
+            state.deadlines.push(Reverse((deadline, index)));
+            if state
+                .deadlines
+                .peek()
+                .is_some_and(|Reverse((_, first))| *first == index)
+            {
+                // The caller's timer must move up to this deadline.
+                let _ = run.wake.try_send(());
+            }
+        }
+        let ctx = TaskContext::new(index, first_of_key, deadline, token.clone(), run.retry.clone());
+        let reported = MutexGuard::unlocked(&mut state, || run_task(run, &ctx, task));
+        let Some((outcome, guard)) = reported else {
+            return; // abandoned while waiting for the key
+        };
+        if !transition(&token, RUNNING, FINISHED) {
+            // Reported timed out or cancelled already; this thread was
+            // replaced. The key stops being "hung" before it is unlocked.
+            drop(state);
+            abandoned_thread_returns(&run.shared, run.keys.get(index));
+            drop(guard);
             return;
         }
+        run.shared.counters.task_left_slot();
+        // Free the key before the next task of the key can be handed out.
+        drop(guard);
+        state.running.remove(&index);
+        state.plan.decide(index, outcome);
+        if state.plan.take_wake() {
+            let _ = run.wake.try_send(());
+        }
+    }
+    state.live_workers -= 1;
+    drop(state);
+    run.task_ready.notify_all();
+    // The caller may be waiting for the last worker's outcome.
+    let _ = run.wake.try_send(());
+}
+
+type Held<K> = Option<crate::locks::KeyGuard<K>>;
+
+/// Takes the task's key and runs it. `None` if the task was abandoned while
+/// waiting for its key (it never ran).
+fn run_task<K, P>(run: &Run<K, P>, ctx: &TaskContext, task: P::Task) -> Option<(Outcome<P::Output>, Held<K>)>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    P: Plan,
+{
+    let index = ctx.index();
+    let key = run.keys.get(index);
+    let guard = key.map(|key| run.shared.locks.lock(key)).transpose();
+    if !transition(ctx.cancellation(), PICKED, RUNNING) {
+        drop(guard);
+        abandoned_thread_returns(&run.shared, None);
+        return None;
+    }
+    run.shared.counters.task_started();
+    match guard {
+        Ok(guard) => {
+            let watch = Stopwatch::start(LOG_TARGET, Level::Debug);
+            let outcome = match catch_unwind(AssertUnwindSafe(|| task(ctx))) {
+                Ok(Ok(value)) => Outcome::Value(value),
+                Ok(Err(err)) => Outcome::Error(err),
+                Err(payload) => Outcome::Panicked(panic_message(&*payload)),
+            };
+            if let Some(elapsed) = watch.elapsed() {
+                log::debug!(
+                    target: LOG_TARGET,
+                    "task finished: index={index} first_of_key={} outcome={} elapsed_us={}",
+                    ctx.is_first_of_key(),
+                    outcome.name(),
+                    micros(elapsed)
+                );
+            }
+            Some((outcome, guard))
+        }
+        Err(err) => Some((Outcome::Error(err.context(format!("task {index}"))), None)),
     }
 }
 
-/// Runs one job under its key. False if the engine abandoned it: this
-/// thread's slot has a replacement, so the thread must exit.
-fn run_job<K, F, T>(shared: &Shared<K>, key: Option<&K>, job: Job<F>, done: &Sender<Done<T>>) -> bool
-where
-    K: Hash + Eq + Clone,
-    F: FnOnce(&TaskContext) -> Result<T>,
-{
-    let Job { index, run, cell, ctx } = job;
-    let guard = match key.map(|key| shared.locks.lock(key)).transpose() {
-        Ok(guard) => guard,
-        Err(err) => {
-            if !cell.start() || !cell.finish() {
-                shared.counters.abandoned_thread_returned();
-                return false;
-            }
-            let outcome = Outcome::Error(err.context(format!("task {index}")));
-            let _ = done.send(Done { index, outcome });
-            return true;
-        }
-    };
-    if !cell.start() {
-        // Abandoned while waiting for the key; it never ran.
-        drop(guard);
-        shared.counters.abandoned_thread_returned();
-        return false;
+fn abandoned_thread_returns<K: Hash + Eq>(shared: &Shared<K>, hung_key: Option<&K>) {
+    let mut hung = shared.hung_keys.lock();
+    if let Some(key) = hung_key {
+        hung.remove(key);
     }
-    shared.counters.task_started();
-    let outcome = match catch_unwind(AssertUnwindSafe(|| run(&ctx))) {
-        Ok(Ok(value)) => Outcome::Value(value),
-        Ok(Err(err)) => Outcome::Error(err),
-        Err(payload) => Outcome::Panicked(panic_message(&*payload)),
-    };
-    if cell.finish() {
-        shared.counters.task_left_slot();
-        // Free the key before reporting, so the next task of the key finds it free.
-        drop(guard);
-        // The batch may be gone (its caller panicked); nobody is left to tell.
-        let _ = done.send(Done { index, outcome });
-        true
-    } else {
-        // Reported timed out or cancelled already. The key stops being "hung"
-        // before it is unlocked, so nobody is refused for a free key.
-        if let Some(key) = key {
-            shared.hung_keys.lock().remove(key);
+    shared.counters.abandoned_thread_returned();
+    drop(hung);
+    log::info!(
+        target: LOG_TARGET,
+        "abandoned thread returned: held_key={} abandoned_threads={}",
+        hung_key.is_some(),
+        shared.counters.abandoned_now()
+    );
+}
+
+/// Task indices are small distinct integers chosen by keel, not by callers:
+/// they need no hashing to spread, nor protection against chosen collisions.
+#[derive(Default)]
+struct IndexHasher(u64);
+
+impl Hasher for IndexHasher {
+    fn finish(&self) -> u64 {
+        // Spread the low bits into the high ones hashbrown uses for its tags.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(byte);
         }
-        drop(guard);
-        shared.counters.abandoned_thread_returned();
-        false
+    }
+
+    fn write_usize(&mut self, index: usize) {
+        self.0 = index as u64;
     }
 }

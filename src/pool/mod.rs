@@ -104,15 +104,15 @@ where
     /// A pool whose tasks lock their keys in `locks`, so host code (OPAL's
     /// delete of a source) can exclude them by locking the same key.
     pub fn with_locks(config: PoolConfig, locks: KeyedLocks<K>) -> Self {
-        SyncPool {
-            shared: Arc::new(Shared {
-                config,
-                locks,
-                hung_keys: Mutex::new(HashSet::new()),
-                counters: Counters::default(),
-                shutdown: CancellationToken::new(),
-            }),
-        }
+        let shared = Arc::new(Shared {
+            config,
+            locks,
+            hung_keys: Mutex::new(HashSet::new()),
+            counters: Counters::default(),
+            shutdown: CancellationToken::new(),
+        });
+        crate::stats::register("pool", &shared);
+        SyncPool { shared }
     }
 
     /// The pool's configuration.
@@ -148,6 +148,21 @@ where
         T: Send + 'static,
     {
         batch::run(&self.shared, tasks, options, None)
+    }
+
+    /// Runs closures that share no key: nothing serializes them but the
+    /// concurrency limit, and no key is locked. Otherwise as
+    /// [`run_batch_with`](Self::run_batch_with); every task is first of its key.
+    pub fn run_unkeyed<F, T>(
+        &self,
+        tasks: impl IntoIterator<Item = F>,
+        options: BatchOptions<'_, K, T>,
+    ) -> Vec<Outcome<T>>
+    where
+        F: FnOnce(&TaskContext) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        batch::run_unkeyed(&self.shared, tasks, options)
     }
 
     /// Singleflight: only the first task of each key runs; every later task
@@ -203,6 +218,26 @@ where
     /// True once [`shutdown`](Self::shutdown) has been called.
     pub fn is_shut_down(&self) -> bool {
         self.shared.shutdown.is_cancelled()
+    }
+}
+
+impl<K: Send + Sync + 'static> crate::stats::StatsSource for Shared<K> {
+    fn stats_json(&self) -> serde_json::Value {
+        let stats = self.counters.snapshot(0);
+        serde_json::json!({
+            "name": self.config.name,
+            "max_concurrency": self.config.concurrency(),
+            "in_flight": stats.in_flight,
+            "peak_concurrency": stats.peak_concurrency,
+            "completed": stats.completed,
+            "failed": stats.failed,
+            "timed_out": stats.timed_out,
+            "cancelled": stats.cancelled,
+            "refused": stats.refused,
+            "abandoned": stats.abandoned,
+            "abandoned_total": stats.abandoned_total,
+            "hung_keys": self.hung_keys.lock().len(),
+        })
     }
 }
 

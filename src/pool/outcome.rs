@@ -108,8 +108,8 @@ pub struct Progress<'a, K, T> {
     pub total: usize,
     /// The task's input index.
     pub index: usize,
-    /// The task's key.
-    pub key: &'a K,
+    /// The task's key (`None` for [`run_unkeyed`](super::SyncPool::run_unkeyed)).
+    pub key: Option<&'a K>,
     /// How it ended.
     pub outcome: &'a Outcome<T>,
 }

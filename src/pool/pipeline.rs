@@ -2,7 +2,7 @@
 //! order, on the calling thread (OpenKB's concurrent `add`).
 //!
 //! Item `i` is committed as soon as it is prepared and item `i - 1` is
-//! committed. At most `window` items are dispatched but not yet committed,
+//! committed. At most `window` items are handed out but not yet committed,
 //! so prepared outputs waiting for a slow earlier item never pile up.
 
 use std::collections::VecDeque;
@@ -11,9 +11,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{panic_message, Result};
+use crate::error::{panic_message, Error, Result};
 use crate::pool::context::{CancellationToken, TaskContext};
-use crate::pool::engine::{Engine, Event};
+use crate::pool::engine::{Engine, Plan};
 use crate::pool::outcome::Outcome;
 use crate::pool::Shared;
 
@@ -60,11 +60,88 @@ impl PipelineOptions {
     }
 }
 
+/// The schedule of one pipeline, kept under the run's lock.
+struct PipelinePlan<F, P> {
+    jobs: Vec<Option<F>>,
+    /// Items handed out (or decided without running) so far: `0..next`.
+    next: usize,
+    /// Items committed (or given up) by the caller so far.
+    committed: usize,
+    window: usize,
+    /// Items `taken..next`: `None` until prepared.
+    prepared: VecDeque<Option<Outcome<P>>>,
+    /// Items the caller has taken for commit.
+    taken: usize,
+    stopping: bool,
+    /// The head of the window became ready: the caller can commit.
+    wake: bool,
+}
+
+impl<F, P> PipelinePlan<F, P> {
+    /// The next item in order, if it is prepared.
+    fn take_head(&mut self) -> Option<Outcome<P>> {
+        if !matches!(self.prepared.front(), Some(Some(_))) {
+            return None;
+        }
+        self.taken += 1;
+        self.prepared.pop_front().flatten()
+    }
+}
+
+impl<F, P> Plan for PipelinePlan<F, P>
+where
+    F: FnOnce(&TaskContext) -> Result<P> + Send + 'static,
+    P: Send + 'static,
+{
+    type Task = F;
+    type Output = P;
+
+    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Error>) -> Option<(usize, bool, F)> {
+        while !self.stopping && self.next < self.jobs.len() && self.next < self.committed + self.window {
+            let index = self.next;
+            self.next += 1;
+            let job = self.jobs[index].take().expect("an item is handed out once");
+            if let Some(refusal) = refusal(index) {
+                self.wake |= index == self.taken;
+                self.prepared.push_back(Some(Outcome::Refused(refusal)));
+                continue;
+            }
+            self.prepared.push_back(None);
+            return Some((index, true, job));
+        }
+        None
+    }
+
+    fn decide(&mut self, index: usize, outcome: Outcome<P>) {
+        self.prepared[index - self.taken] = Some(outcome);
+        // The caller has something to commit only when the head is ready.
+        self.wake |= index == self.taken;
+    }
+
+    fn take_wake(&mut self) -> bool {
+        std::mem::take(&mut self.wake)
+    }
+
+    fn exhausted(&self) -> bool {
+        self.stopping || self.next == self.jobs.len()
+    }
+
+    fn cancel_rest(&mut self) {
+        self.stopping = true;
+        for job in &mut self.jobs[self.next..] {
+            *job = None;
+            self.prepared.push_back(Some(Outcome::Cancelled));
+        }
+        self.next = self.jobs.len();
+        self.wake = true;
+    }
+}
+
 pub(crate) fn run<K, I, P, C, Prep, Com>(
     shared: &Arc<Shared<K>>,
     items: impl IntoIterator<Item = I>,
     prepare: Prep,
-    commit: Com,
+    mut commit: Com,
     options: PipelineOptions,
 ) -> Vec<Outcome<C>>
 where
@@ -75,155 +152,75 @@ where
     Com: FnMut(usize, P) -> Result<C>,
 {
     let prepare = Arc::new(prepare);
-    // One closure type for every item: the batch needs no boxing.
+    // One closure type for every item: the run needs no boxing.
     let jobs: Vec<_> = items
         .into_iter()
         .map(|item| {
             let prepare = Arc::clone(&prepare);
-            move |ctx: &TaskContext| prepare(item, ctx)
+            Some(move |ctx: &TaskContext| prepare(item, ctx))
         })
         .collect();
-    let timeout = options.timeout.unwrap_or(shared.config.timeout());
+    let total = jobs.len();
     let window = options.window.unwrap_or(2 * shared.config.concurrency());
-    let engine = Engine::new(
+    let plan = PipelinePlan {
+        jobs,
+        next: 0,
+        committed: 0,
+        window,
+        prepared: VecDeque::new(),
+        taken: 0,
+        stopping: false,
+        wake: false,
+    };
+    let timeout = options.timeout.unwrap_or(shared.config.timeout());
+    let no_keys = Arc::new(Vec::new());
+    let engine = Engine::start(
         Arc::clone(shared),
-        Arc::new(Vec::new()),
+        no_keys,
+        plan,
+        total.min(window),
         timeout,
         options.cancel.as_ref(),
     );
-    let mut run = Pipeline {
-        shared,
-        total: jobs.len(),
-        jobs: jobs.into_iter().map(Some).collect(),
-        outcomes: Vec::with_capacity(0),
-        window,
-        prepared: VecDeque::new(),
-        next_commit: 0,
-        stopping: false,
-        stop_on_failure: options.stop_at_first_commit_failure,
-        commit,
-        engine,
+    let mut outcomes = Vec::with_capacity(total);
+    while outcomes.len() < total {
+        let (head, stopping) = {
+            let mut state = engine.lock();
+            let head = state.plan.take_head();
+            (head, state.plan.stopping)
+        };
+        let Some(prepared) = head else {
+            engine.wait();
+            continue;
+        };
+        let index = outcomes.len();
+        let outcome = if stopping {
+            Outcome::Cancelled
+        } else {
+            commit_one(&mut commit, index, prepared)
+        };
+        shared.counters.record(&outcome);
+        if options.stop_at_first_commit_failure && !outcome.is_value() && !stopping {
+            engine.cancel_running();
+        }
+        outcomes.push(outcome);
+        engine.lock().plan.committed += 1;
+        // The window moved: a worker may take the next item.
+        engine.notify_workers();
+    }
+    outcomes
+}
+
+fn commit_one<P, C>(commit: &mut impl FnMut(usize, P) -> Result<C>, index: usize, prepared: Outcome<P>) -> Outcome<C> {
+    let value = match prepared {
+        Outcome::Value(value) => value,
+        Outcome::Error(err) => return Outcome::Error(err.context(format!("prepare item {index}"))),
+        Outcome::Panicked(message) => return Outcome::Panicked(format!("prepare item {index}: {message}")),
+        other => return other.map(|_| unreachable!("values are handled above")),
     };
-    run.drive();
-    run.outcomes
-}
-
-struct Pipeline<'s, K, F, P, C, Com> {
-    shared: &'s Shared<K>,
-    total: usize,
-    jobs: Vec<Option<F>>,
-    outcomes: Vec<Outcome<C>>,
-    window: usize,
-    /// Items `next_commit..` that were dispatched: `None` until prepared.
-    prepared: VecDeque<Option<Outcome<P>>>,
-    next_commit: usize,
-    /// A commit failed (and the options say stop) or the run was cancelled.
-    stopping: bool,
-    stop_on_failure: bool,
-    commit: Com,
-    engine: Engine<K, F, P>,
-}
-
-impl<K, F, P, C, Com> Pipeline<'_, K, F, P, C, Com>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    F: FnOnce(&TaskContext) -> Result<P> + Send + 'static,
-    P: Send + 'static,
-    Com: FnMut(usize, P) -> Result<C>,
-{
-    fn drive(&mut self) {
-        loop {
-            self.dispatch();
-            self.commit_ready();
-            if self.next_commit == self.total {
-                return;
-            }
-            match self.engine.next_event() {
-                Some(Event::Finished(index, outcome)) => self.prepared[index - self.next_commit] = Some(outcome),
-                Some(Event::Stopped) => self.cancel(),
-                // Nothing running: the window's items were decided without running.
-                None => {}
-            }
-        }
-    }
-
-    fn dispatched(&self) -> usize {
-        self.next_commit + self.prepared.len()
-    }
-
-    /// Starts items while a slot is free and the window has room.
-    fn dispatch(&mut self) {
-        while !self.stopping
-            && self.engine.has_slot()
-            && self.dispatched() < self.total
-            && self.prepared.len() < self.window
-        {
-            let index = self.dispatched();
-            let job = self.jobs[index].take().expect("an item is prepared once");
-            let decided = match self.engine.refusal(index) {
-                Some(refusal) => Some(Outcome::Refused(refusal)),
-                None => self.engine.start(index, true, job).err().map(Outcome::Error),
-            };
-            self.prepared.push_back(decided);
-        }
-    }
-
-    /// Commits every prepared item at the head of the window, in order.
-    fn commit_ready(&mut self) {
-        while let Some(Some(_)) = self.prepared.front() {
-            let prepared = self.prepared.pop_front().flatten().expect("checked above");
-            let index = self.next_commit;
-            let outcome = if self.stopping {
-                Outcome::Cancelled
-            } else {
-                self.commit_one(index, prepared)
-            };
-            self.shared.counters.record(&outcome);
-            self.outcomes.push(outcome);
-            self.next_commit += 1;
-        }
-        if self.stopping && self.engine.is_idle() {
-            // Nothing left that could still be prepared: the rest never ran.
-            self.prepared.clear();
-            while self.outcomes.len() < self.total {
-                self.shared.counters.record(&Outcome::<C>::Cancelled);
-                self.outcomes.push(Outcome::Cancelled);
-            }
-            self.next_commit = self.total;
-        }
-    }
-
-    fn commit_one(&mut self, index: usize, prepared: Outcome<P>) -> Outcome<C> {
-        let value = match prepared {
-            Outcome::Value(value) => value,
-            Outcome::Error(err) => return Outcome::Error(err.context(format!("prepare item {index}"))),
-            Outcome::Panicked(message) => return Outcome::Panicked(format!("prepare item {index}: {message}")),
-            other => return other.map(|_| unreachable!("values are handled above")),
-        };
-        let commit = &mut self.commit;
-        let outcome = match catch_unwind(AssertUnwindSafe(|| commit(index, value))) {
-            Ok(Ok(committed)) => Outcome::Value(committed),
-            Ok(Err(err)) => Outcome::Error(err.context(format!("commit item {index}"))),
-            Err(payload) => Outcome::Panicked(format!("commit item {index}: {}", panic_message(&*payload))),
-        };
-        if self.stop_on_failure && !outcome.is_value() {
-            self.stop_preparing();
-        }
-        outcome
-    }
-
-    /// No more items start; running prepares are told to stop and awaited.
-    fn stop_preparing(&mut self) {
-        self.stopping = true;
-        self.engine.cancel_running();
-    }
-
-    /// The run was cancelled or the pool shut down: running prepares are
-    /// abandoned, nothing more is committed.
-    fn cancel(&mut self) {
-        self.stopping = true;
-        for (index, _) in self.engine.abandon_all() {
-            self.prepared[index - self.next_commit] = Some(Outcome::Cancelled);
-        }
+    match catch_unwind(AssertUnwindSafe(|| commit(index, value))) {
+        Ok(Ok(committed)) => Outcome::Value(committed),
+        Ok(Err(err)) => Outcome::Error(err.context(format!("commit item {index}"))),
+        Err(payload) => Outcome::Panicked(format!("commit item {index}: {}", panic_message(&*payload))),
     }
 }

@@ -14,11 +14,13 @@ mod buf;
 mod ffi;
 mod locks;
 mod log_callback;
+mod pool;
 mod status;
 mod version;
 
 pub use buf::*;
 pub use locks::*;
 pub use log_callback::*;
+pub use pool::*;
 pub use status::*;
 pub use version::*;

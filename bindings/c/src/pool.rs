@@ -1,0 +1,534 @@
+//! The bounded sync pool: `keel_pool`, tasks as a function pointer plus
+//! `void *userdata`, outcomes as statuses plus output buffers.
+
+use std::ffi::{c_char, c_void};
+use std::time::Duration;
+
+use keel_core::pool::{BatchOptions, Outcome, PipelineOptions, PoolConfig, SyncPool, Task, TaskContext};
+use keel_core::{Error, ErrorKind};
+
+use crate::buf::keel_buf;
+use crate::ffi;
+use crate::status::keel_status;
+
+/// A bounded pool for keyed, blocking tasks (see SyncPool in the Rust docs):
+/// at most `max_concurrency` tasks at once, tasks of one key never at the
+/// same time, a task past its timeout reported at once while its thread is
+/// abandoned (never killed), and keel_pool_shutdown that never waits for a
+/// thread. Thread-safe: several threads may run batches on one pool.
+pub struct keel_pool {
+    inner: SyncPool<Vec<u8>>,
+}
+
+/// What a running task may ask keel: its index, whether it is the first of
+/// its key, whether it should stop; and where it puts its output. Valid only
+/// during the call it was passed to; never free it.
+pub struct keel_task_ctx {
+    ctx: Option<*const TaskContext>,
+    index: usize,
+    output: Vec<u8>,
+}
+
+/// A task: runs on one of the pool's threads with `userdata` and a context.
+///
+/// Return KEEL_OK for success; the bytes given to keel_task_ctx_set_output
+/// are the task's output. Any other status is a failure of that kind, and
+/// the bytes given to keel_task_ctx_set_output are its message.
+///
+/// Called on a pool thread, never on the thread that called keel_pool_run;
+/// tasks of distinct keys run at the same time on several threads. It may
+/// call keel functions. A task that never returns is reported
+/// KEEL_OUTCOME_TIMED_OUT after the timeout, and its thread (with its
+/// userdata) stays in use until it does return.
+pub type keel_task_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, ctx: *mut keel_task_ctx) -> keel_status>;
+
+/// Commits one prepared item (keel_pool_pipeline): `prepared` is the output
+/// of its prepare task. Called on the thread that called
+/// keel_pool_pipeline, one item at a time, in input order. Its output and
+/// status work as for keel_task_fn.
+pub type keel_commit_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        index: usize,
+        prepared: *const u8,
+        prepared_len: usize,
+        ctx: *mut keel_task_ctx,
+    ) -> keel_status,
+>;
+
+/// One task of a batch: its key (`key_len` bytes; tasks of one key never
+/// run at the same time) and its function with its userdata.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct keel_task {
+    /// The key's first byte (may be NULL when key_len is 0).
+    pub key: *const u8,
+    /// The key's length.
+    pub key_len: usize,
+    /// The function to run; NULL is KEEL_INVALID_ARGUMENT for the whole batch.
+    pub run: keel_task_fn,
+    /// Handed to `run`; keel never reads it.
+    pub userdata: *mut c_void,
+}
+
+/// How a task ended.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum keel_outcome_kind {
+    /// It returned KEEL_OK; `output` holds its output.
+    KEEL_OUTCOME_VALUE = 0,
+    /// It returned a failure; `status` and `message` say which.
+    KEEL_OUTCOME_ERROR = 1,
+    /// keel caught a panic (of a keel call it made); `message` says what.
+    KEEL_OUTCOME_PANICKED = 2,
+    /// It ran past its timeout; its thread was abandoned.
+    KEEL_OUTCOME_TIMED_OUT = 3,
+    /// The batch stopped (keel_pool_shutdown) before it finished.
+    KEEL_OUTCOME_CANCELLED = 4,
+    /// Not started: the pool is at its abandoned-thread cap, its key is busy
+    /// with a timed-out run, or the pool is shut down.
+    KEEL_OUTCOME_REFUSED = 5,
+}
+
+/// One task's outcome. Free the buffers of a whole array with keel_outcomes_free.
+#[repr(C)]
+#[derive(Debug)]
+pub struct keel_outcome {
+    /// How it ended.
+    pub kind: keel_outcome_kind,
+    /// KEEL_OK for a value; otherwise the failure's status (KEEL_TIMEOUT,
+    /// KEEL_CANCELLED, KEEL_PANIC, KEEL_BUSY or KEEL_CLOSED for a refusal, or
+    /// the status the task returned).
+    pub status: keel_status,
+    /// The output of a task that returned KEEL_OK.
+    pub output: keel_buf,
+    /// What went wrong, as text; empty for a value.
+    pub message: keel_buf,
+}
+
+/// A snapshot of a pool's counters.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct keel_pool_counters {
+    /// Tasks running now (abandoned threads excluded).
+    pub in_flight: usize,
+    /// The most tasks ever running at once.
+    pub peak_concurrency: usize,
+    /// Tasks that returned KEEL_OK.
+    pub completed: usize,
+    /// Tasks that failed or panicked.
+    pub failed: usize,
+    /// Tasks reported timed out.
+    pub timed_out: usize,
+    /// Tasks reported cancelled.
+    pub cancelled: usize,
+    /// Tasks refused.
+    pub refused: usize,
+    /// Abandoned threads still running.
+    pub abandoned: usize,
+}
+
+/// Pass as `timeout_ms` to keel_pool_run for the pool's own timeout.
+pub const KEEL_POOL_TIMEOUT_DEFAULT: i64 = -2;
+/// Pass as a timeout for no timeout at all.
+pub const KEEL_POOL_NO_TIMEOUT: i64 = -1;
+/// keel_pool_run flag: only the first task of each key runs; the others get
+/// a copy of its outcome.
+pub const KEEL_POOL_SINGLEFLIGHT: u32 = 1;
+/// keel_pool_run flag: ignore the keys; nothing is serialized but the limit.
+pub const KEEL_POOL_UNKEYED: u32 = 2;
+
+fn timeout_from_ms(timeout_ms: i64, what: &str) -> keel_core::Result<Option<Duration>> {
+    match timeout_ms {
+        KEEL_POOL_NO_TIMEOUT => Ok(None),
+        ms if ms >= 0 => Ok(Some(Duration::from_millis(ms as u64))),
+        other => Err(Error::invalid_argument(format!(
+            "{what} {other} is not a number of ms >= 0 or -1"
+        ))),
+    }
+}
+
+/// Makes a pool in `*out`; free it with keel_pool_free.
+///
+/// `max_concurrency` below 1 means 1. `timeout_ms` is each task's timeout
+/// (KEEL_POOL_NO_TIMEOUT for none). While `max_abandoned` abandoned threads
+/// are alive, new tasks are refused. `name` (UTF-8, NULL for none) names the
+/// pool in keel_stats_json and events.
+#[no_mangle]
+pub unsafe extern "C" fn keel_pool_new(
+    max_concurrency: usize,
+    timeout_ms: i64,
+    max_abandoned: usize,
+    name: *const c_char,
+    name_len: usize,
+    out: *mut *mut keel_pool,
+) -> keel_status {
+    ffi::call(|| {
+        let out = unsafe { ffi::out_handle(out, "out")? };
+        let name = unsafe { ffi::optional_utf8(name, name_len, "name")? };
+        let mut config = PoolConfig::new(max_concurrency).max_abandoned(max_abandoned);
+        if let Some(timeout) = timeout_from_ms(timeout_ms, "timeout_ms")? {
+            config = config.task_timeout(timeout);
+        }
+        if let Some(name) = name {
+            config = config.name(name);
+        }
+        out.put(keel_pool {
+            inner: SyncPool::new(config),
+        });
+        Ok(())
+    })
+}
+
+/// Shuts the pool down (as keel_pool_shutdown) and frees it. Returns at
+/// once: hung task threads are never joined. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn keel_pool_free(pool: *mut keel_pool) {
+    unsafe { ffi::free_handle(pool) }
+}
+
+/// Stops the pool: running keel_pool_run calls return at once (their running
+/// tasks reported KEEL_OUTCOME_CANCELLED, their threads abandoned), and later
+/// calls refuse every task with KEEL_CLOSED. Never waits for a thread.
+#[no_mangle]
+pub unsafe extern "C" fn keel_pool_shutdown(pool: *const keel_pool) -> keel_status {
+    ffi::call(|| {
+        unsafe { ffi::handle(pool, "pool")? }.inner.shutdown();
+        Ok(())
+    })
+}
+
+/// A C task: its function and userdata, carried to a pool thread.
+#[derive(Clone, Copy)]
+struct CTask {
+    run: unsafe extern "C" fn(*mut c_void, *mut keel_task_ctx) -> keel_status,
+    /// The C side's pointer, kept as a number: keel never dereferences it.
+    userdata: usize,
+}
+
+impl CTask {
+    fn call(self, ctx: &TaskContext) -> keel_core::Result<Vec<u8>> {
+        let mut c_ctx = keel_task_ctx {
+            ctx: Some(ctx),
+            index: ctx.index(),
+            output: Vec::new(),
+        };
+        // SAFETY: the caller of keel_pool_run promised a callable function
+        // and a userdata it accepts, for the length of the call.
+        let status = unsafe { (self.run)(self.userdata as *mut c_void, &mut c_ctx) };
+        status_to_result(status, c_ctx.output, || format!("task {}", ctx.index()))
+    }
+}
+
+/// A status and output from C as a result: the output is the value on
+/// KEEL_OK and the message otherwise.
+fn status_to_result(status: keel_status, output: Vec<u8>, what: impl Fn() -> String) -> keel_core::Result<Vec<u8>> {
+    let code = status as u32;
+    if code == 0 {
+        return Ok(output);
+    }
+    let text = String::from_utf8_lossy(&output).into_owned();
+    let message = if text.is_empty() {
+        format!("{} failed with {}", what(), name_of(code))
+    } else {
+        text
+    };
+    Err(match ErrorKind::from_code(code) {
+        Some(kind) => Error::new(kind, message),
+        None => Error::invalid_argument(format!(
+            "{} returned {code}, which is not a keel_status: {message}",
+            what()
+        )),
+    })
+}
+
+fn name_of(code: u32) -> String {
+    ErrorKind::from_code(code).map_or_else(|| code.to_string(), |kind| kind.name().to_owned())
+}
+
+unsafe fn c_tasks(tasks: *const keel_task, count: usize) -> keel_core::Result<Vec<(Vec<u8>, CTask)>> {
+    let tasks = unsafe { ffi::slice(tasks, count, "tasks")? };
+    tasks
+        .iter()
+        .enumerate()
+        .map(|(i, task)| {
+            let key = unsafe { ffi::bytes(task.key, task.key_len, &format!("tasks[{i}].key"))? };
+            let run = task
+                .run
+                .ok_or_else(|| Error::invalid_argument(format!("tasks[{i}].run is NULL")))?;
+            let userdata = task.userdata as usize;
+            Ok((key.to_vec(), CTask { run, userdata }))
+        })
+        .collect()
+}
+
+fn write_outcome(slot: &mut keel_outcome, outcome: Outcome<Vec<u8>>) {
+    use keel_outcome_kind::*;
+    let (kind, status, output, message) = match outcome {
+        Outcome::Value(output) => (KEEL_OUTCOME_VALUE, keel_status::KEEL_OK, output, String::new()),
+        Outcome::Error(err) => (
+            KEEL_OUTCOME_ERROR,
+            keel_status::of(err.kind()),
+            Vec::new(),
+            err.to_string(),
+        ),
+        Outcome::Panicked(message) => (KEEL_OUTCOME_PANICKED, keel_status::KEEL_PANIC, Vec::new(), message),
+        Outcome::TimedOut => (
+            KEEL_OUTCOME_TIMED_OUT,
+            keel_status::KEEL_TIMEOUT,
+            Vec::new(),
+            "the task timed out".to_owned(),
+        ),
+        Outcome::Cancelled => (
+            KEEL_OUTCOME_CANCELLED,
+            keel_status::KEEL_CANCELLED,
+            Vec::new(),
+            "the task was cancelled".to_owned(),
+        ),
+        Outcome::Refused(err) => (
+            KEEL_OUTCOME_REFUSED,
+            keel_status::of(err.kind()),
+            Vec::new(),
+            err.to_string(),
+        ),
+    };
+    *slot = keel_outcome {
+        kind,
+        status,
+        output: keel_buf::from_vec(output),
+        message: keel_buf::from_vec(message.into_bytes()),
+    };
+}
+
+unsafe fn outcome_slots<'a>(outcomes: *mut keel_outcome, count: usize) -> keel_core::Result<&'a mut [keel_outcome]> {
+    if outcomes.is_null() && count > 0 {
+        return Err(Error::invalid_argument(format!("outcomes is NULL with count {count}")));
+    }
+    if count == 0 {
+        return Ok(&mut []);
+    }
+    // SAFETY: the header requires room for `count` outcomes at `outcomes`.
+    Ok(unsafe { std::slice::from_raw_parts_mut(outcomes, count) })
+}
+
+/// Runs `tasks[0..count]` on the pool and writes one outcome per task, in
+/// input order, to `outcomes[0..count]` (room provided by the caller; free
+/// the buffers with keel_outcomes_free).
+///
+/// Blocks the calling thread until every task is decided; the tasks run on
+/// pool threads. `flags` combines KEEL_POOL_SINGLEFLIGHT and
+/// KEEL_POOL_UNKEYED. `timeout_ms` overrides the pool's timeout for this
+/// batch (KEEL_POOL_TIMEOUT_DEFAULT keeps it, KEEL_POOL_NO_TIMEOUT removes it).
+/// A failing task never stops the others: the call itself returns KEEL_OK
+/// and each outcome says how its task ended.
+#[no_mangle]
+pub unsafe extern "C" fn keel_pool_run(
+    pool: *const keel_pool,
+    tasks: *const keel_task,
+    count: usize,
+    flags: u32,
+    timeout_ms: i64,
+    outcomes: *mut keel_outcome,
+) -> keel_status {
+    ffi::call(|| {
+        let pool = unsafe { ffi::handle(pool, "pool")? };
+        let slots = unsafe { outcome_slots(outcomes, count)? };
+        let tasks = unsafe { c_tasks(tasks, count)? };
+        if flags & !(KEEL_POOL_SINGLEFLIGHT | KEEL_POOL_UNKEYED) != 0 {
+            return Err(Error::invalid_argument(format!("flags {flags:#x} has unknown bits")));
+        }
+        let mut options = BatchOptions::new();
+        if timeout_ms != KEEL_POOL_TIMEOUT_DEFAULT {
+            options = options.timeout(timeout_from_ms(timeout_ms, "timeout_ms")?);
+        }
+        let results = if flags & KEEL_POOL_UNKEYED != 0 {
+            let runs = tasks
+                .into_iter()
+                .map(|(_, task)| move |ctx: &TaskContext| task.call(ctx));
+            pool.inner.run_unkeyed(runs, options)
+        } else {
+            let tasks = tasks
+                .into_iter()
+                .map(|(key, task)| Task::new(key, move |ctx: &TaskContext| task.call(ctx)));
+            if flags & KEEL_POOL_SINGLEFLIGHT != 0 {
+                pool.inner.run_singleflight(tasks, options)
+            } else {
+                pool.inner.run_batch_with(tasks, options)
+            }
+        };
+        for (slot, outcome) in slots.iter_mut().zip(results) {
+            write_outcome(slot, outcome);
+        }
+        Ok(())
+    })
+}
+
+/// Prepares every item on the pool, in parallel (`items[i].run`; keys are
+/// ignored), and commits each with `commit` on the calling thread, one at a
+/// time, in input order, as soon as it is prepared and the item before it is
+/// committed. At most `window` items (0: twice the pool's concurrency) are
+/// prepared but not committed. Writes one outcome per item to
+/// `outcomes[0..count]`: the commit's output, or why the item was not
+/// committed. With `stop_at_first_commit_failure`, items after a failed
+/// commit are KEEL_OUTCOME_CANCELLED.
+#[no_mangle]
+pub unsafe extern "C" fn keel_pool_pipeline(
+    pool: *const keel_pool,
+    items: *const keel_task,
+    count: usize,
+    commit: keel_commit_fn,
+    commit_userdata: *mut c_void,
+    window: usize,
+    stop_at_first_commit_failure: bool,
+    outcomes: *mut keel_outcome,
+) -> keel_status {
+    ffi::call(|| {
+        let pool = unsafe { ffi::handle(pool, "pool")? };
+        let slots = unsafe { outcome_slots(outcomes, count)? };
+        let items = unsafe { c_tasks(items, count)? };
+        let commit = commit.ok_or_else(|| Error::invalid_argument("commit is NULL"))?;
+        let mut options = PipelineOptions::new().stop_at_first_commit_failure(stop_at_first_commit_failure);
+        if window > 0 {
+            options = options.window(window);
+        }
+        let commit_userdata = commit_userdata as usize;
+        let results = pool.inner.pipeline(
+            items.into_iter().map(|(_, task)| task),
+            |task: CTask, ctx: &TaskContext| task.call(ctx),
+            |index, prepared: Vec<u8>| {
+                let mut c_ctx = keel_task_ctx {
+                    ctx: None,
+                    index,
+                    output: Vec::new(),
+                };
+                // SAFETY: the caller promised a callable commit and its userdata.
+                let status = unsafe {
+                    commit(
+                        commit_userdata as *mut c_void,
+                        index,
+                        prepared.as_ptr(),
+                        prepared.len(),
+                        &mut c_ctx,
+                    )
+                };
+                status_to_result(status, c_ctx.output, || format!("commit of item {index}"))
+            },
+            options,
+        );
+        for (slot, outcome) in slots.iter_mut().zip(results) {
+            write_outcome(slot, outcome);
+        }
+        Ok(())
+    })
+}
+
+/// Frees the buffers of `outcomes[0..count]` (not the array itself, which
+/// belongs to the caller) and zeroes them. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn keel_outcomes_free(outcomes: *mut keel_outcome, count: usize) {
+    ffi::call_void(|| {
+        if outcomes.is_null() {
+            return;
+        }
+        // SAFETY: the header requires `count` outcomes written by keel at `outcomes`.
+        let slots = unsafe { std::slice::from_raw_parts_mut(outcomes, count) };
+        for slot in slots {
+            unsafe {
+                crate::buf::keel_buf_free(&mut slot.output);
+                crate::buf::keel_buf_free(&mut slot.message);
+            }
+        }
+    });
+}
+
+/// Writes the pool's counters to `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_pool_stats(pool: *const keel_pool, out: *mut keel_pool_counters) -> keel_status {
+    ffi::call(|| {
+        let pool = unsafe { ffi::handle(pool, "pool")? };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        let stats = pool.inner.stats();
+        *out = keel_pool_counters {
+            in_flight: stats.in_flight,
+            peak_concurrency: stats.peak_concurrency,
+            completed: stats.completed,
+            failed: stats.failed,
+            timed_out: stats.timed_out,
+            cancelled: stats.cancelled,
+            refused: stats.refused,
+            abandoned: stats.abandoned,
+        };
+        Ok(())
+    })
+}
+
+unsafe fn task_ctx<'a>(ctx: *const keel_task_ctx) -> Option<&'a keel_task_ctx> {
+    // SAFETY: the header requires the context passed to the running task.
+    unsafe { ctx.as_ref() }
+}
+
+fn with_task_context<R>(ctx: &keel_task_ctx, body: impl FnOnce(&TaskContext) -> R) -> Option<R> {
+    // SAFETY: set only while the task runs, which is when C may call us.
+    ctx.ctx.map(|task| body(unsafe { &*task }))
+}
+
+/// The task's index in its batch (or the item's, for a commit). 0 for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn keel_task_ctx_index(ctx: *const keel_task_ctx) -> usize {
+    unsafe { task_ctx(ctx) }.map_or(0, |ctx| ctx.index)
+}
+
+/// True for the first task of its key in its batch (OPAL's one forced fetch
+/// per source); the others run after it has finished. False for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn keel_task_ctx_is_first_of_key(ctx: *const keel_task_ctx) -> bool {
+    unsafe { task_ctx(ctx) }
+        .and_then(|ctx| with_task_context(ctx, TaskContext::is_first_of_key))
+        .unwrap_or(false)
+}
+
+/// True once the task should stop: it timed out, or the pool shut down.
+/// Threads are never killed: a task that checks this can stop early.
+#[no_mangle]
+pub unsafe extern "C" fn keel_task_ctx_is_cancelled(ctx: *const keel_task_ctx) -> bool {
+    unsafe { task_ctx(ctx) }
+        .and_then(|ctx| with_task_context(ctx, TaskContext::is_cancelled))
+        .unwrap_or(false)
+}
+
+/// Milliseconds left before the task's deadline (0 once past it), or -1
+/// when it has none.
+#[no_mangle]
+pub unsafe extern "C" fn keel_task_ctx_remaining_ms(ctx: *const keel_task_ctx) -> i64 {
+    unsafe { task_ctx(ctx) }
+        .and_then(|ctx| with_task_context(ctx, TaskContext::remaining).flatten())
+        .map_or(-1, |left| i64::try_from(left.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Sleeps up to `ms` milliseconds, waking early when the task is cancelled.
+/// Returns KEEL_OK, or KEEL_CANCELLED / KEEL_TIMEOUT when the task should stop.
+#[no_mangle]
+pub unsafe extern "C" fn keel_task_ctx_sleep_ms(ctx: *const keel_task_ctx, ms: u64) -> keel_status {
+    ffi::call(|| {
+        let ctx = unsafe { ffi::handle(ctx, "ctx")? };
+        match with_task_context(ctx, |task| task.sleep(Duration::from_millis(ms))) {
+            Some(result) => result,
+            None => {
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Sets the task's output (copied): its value on KEEL_OK, its message otherwise.
+#[no_mangle]
+pub unsafe extern "C" fn keel_task_ctx_set_output(ctx: *mut keel_task_ctx, data: *const u8, len: usize) -> keel_status {
+    ffi::call(|| {
+        // SAFETY: the header requires the context passed to the running task.
+        let ctx = unsafe { ctx.as_mut() }.ok_or_else(|| Error::invalid_argument("ctx is NULL"))?;
+        let data = unsafe { ffi::bytes(data, len, "data")? };
+        ctx.output = data.to_vec();
+        Ok(())
+    })
+}
