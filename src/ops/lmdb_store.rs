@@ -642,7 +642,7 @@ impl JobStore for LmdbStore {
                 }
                 let (key, value) = entry.map_err(|err| map_err(self.context(), err))?;
                 let job = JobRecord::decode_value(keys::parse_job(key)?, value)?;
-                if job.kind == kind && state.map_or(true, |wanted| wanted == job.state) {
+                if job.kind == kind && (state.is_none() || state == Some(job.state)) {
                     jobs.push(job);
                 }
             }

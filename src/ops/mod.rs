@@ -18,6 +18,7 @@ pub mod backoff;
 pub mod clock;
 mod codec;
 pub mod handler;
+pub mod json;
 mod lmdb_keys;
 pub mod lmdb_store;
 pub mod names;
