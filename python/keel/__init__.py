@@ -4,6 +4,11 @@ One Rust core, used here from Python. Every call that can block releases the GIL
 
 - :class:`KeyedLocks`: one lock per key while anyone holds or waits for it, and no
   entry left behind when nobody does.
+- :class:`Operations`: durable per-item operation states (READY, WORKING, OK,
+  FAILED), claimed once each with a lease and a token.
+- :class:`Queue` and :class:`Worker`: a durable job queue (priorities, schedules,
+  unique keys, retries with backoff, fencing tokens) and a worker running Python
+  callables as handlers, each kind at its own concurrency.
 
 Errors are :class:`KeelError` subclasses, one per kind, that also derive from the
 matching builtin: ``NotFound`` is a ``LookupError``, ``InvalidArgument`` a
@@ -30,11 +35,14 @@ from keel._keel import (
     KeyedLocks,
     LockGuard,
     NotFound,
+    Operations,
     Panic,
     PermissionDenied,
+    Queue,
     StorageFull,
     Timeout,
     Unsupported,
+    Worker,
     WouldDeadlock,
     __version__,
     flush_logs,
@@ -53,14 +61,30 @@ __all__ = [
     "KeelError",
     "KeyedLocks",
     "LockGuard",
+    "JobError",
     "NotFound",
+    "Operations",
     "Panic",
     "PermissionDenied",
+    "Queue",
     "StorageFull",
     "Timeout",
     "Unsupported",
+    "Worker",
     "WouldDeadlock",
     "__version__",
     "flush_logs",
     "stats",
 ]
+
+
+class JobError(Exception):
+    """Raise from a job handler to fail the attempt with ``message``.
+
+    With ``retryable=False`` the job is dead at once instead of retried (any
+    exception with a false ``retryable`` attribute does the same).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod errors;
 mod locks;
 mod logging;
+mod ops;
 mod run;
 mod stats;
 
@@ -14,6 +15,7 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", keel::VERSION)?;
     errors::register(m)?;
     locks::register(m)?;
+    ops::register(m)?;
     m.add_function(wrap_pyfunction!(run::_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;
     m.add_function(wrap_pyfunction!(stats::stats, m)?)?;
