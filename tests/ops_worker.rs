@@ -429,3 +429,22 @@ fn a_worker_killed_mid_job_has_its_job_reset_and_finished_by_another() {
     assert_eq!(late.kind(), ErrorKind::Conflict);
     assert_eq!(q.get(id).unwrap().result, r#"{"done":true}"#);
 }
+
+#[test]
+fn a_running_worker_reports_its_counters_in_keel_stats() {
+    let q = Queue::open(&temp_path("stats")).unwrap();
+    let mut worker = Worker::builder(&q)
+        .options(options("stats-probe"))
+        .handler("k", 2, |_| Ok(String::new()))
+        .start()
+        .unwrap();
+    let gathered = keel::stats::gather();
+    let mine = gathered["ops"]
+        .as_array()
+        .and_then(|workers| workers.iter().find(|w| w["worker"] == "stats-probe"))
+        .cloned()
+        .expect("the worker is listed under ops");
+    assert_eq!(mine["kinds"], serde_json::json!(["k"]));
+    assert_eq!(mine["running"], 0);
+    worker.stop(FAILSAFE);
+}

@@ -229,6 +229,14 @@ impl Queue {
     /// Requeues jobs whose lease expired (or kills those past `max_resets`).
     pub fn reset_expired(&self) -> Result<ResetReport> {
         let report = self.store.reset_expired(&self.policy, self.clock.now())?;
+        if report.requeued + report.dead > 0 {
+            log::warn!(
+                target: "keel::ops",
+                "expired leases reset: requeued={} dead={}",
+                report.requeued,
+                report.dead
+            );
+        }
         if report.requeued > 0 {
             self.wakeup.notify();
         }

@@ -17,6 +17,8 @@ use super::records::{JobId, JobRecord, Token};
 use crate::error::panic_message;
 use crate::{Error, ErrorKind, Result};
 
+const TARGET: &str = "keel::ops";
+
 /// The most handlers one kind may run at once.
 pub const MAX_CONCURRENCY: usize = 1024;
 
@@ -131,6 +133,7 @@ impl WorkerBuilder {
         let heartbeat = self.check()?;
         let kinds = self.selected_kinds()?;
         let shared = Arc::new(Shared {
+            kinds: kinds.clone(),
             queue: self.queue,
             options: self.options,
             heartbeat,
@@ -149,6 +152,8 @@ impl WorkerBuilder {
                 threads.push(spawn_slot(&shared, kind, handler.clone(), slot)?);
             }
         }
+        crate::stats::register("ops", &shared);
+        log::info!(target: TARGET, "worker started: name={} kinds={:?}", shared.options.name, kinds);
         let maintenance = spawn_named("keel-worker-heartbeat", {
             let shared = shared.clone();
             move || shared.heartbeat_loop()
@@ -288,6 +293,11 @@ impl Worker {
                 detached += 1;
             }
         }
+        log::info!(
+            target: TARGET,
+            "worker stopped: name={} released={released} detached={detached}",
+            shared.options.name
+        );
         StopReport { released, detached }
     }
 }
@@ -305,6 +315,7 @@ struct InFlight {
 }
 
 struct Shared {
+    kinds: Vec<String>,
     queue: Queue,
     options: WorkerOptions,
     heartbeat: Duration,
@@ -425,11 +436,13 @@ impl Shared {
             },
             Ok(Err(HandlerError { message, retryable })) => {
                 Counters::bump(&self.stats.failed);
+                log::warn!(target: TARGET, "job failed: id={id} retryable={retryable} error={message:?}");
                 self.queue.fail(id, token, &message, retryable)
             }
             Err(payload) => {
                 Counters::bump(&self.stats.panicked);
                 let message = format!("handler panicked: {}", panic_message(&*payload));
+                log::error!(target: TARGET, "job handler panicked: id={id} {message}");
                 self.queue.fail(id, token, &message, true)
             }
         };
@@ -437,6 +450,7 @@ impl Shared {
             if err.kind() == ErrorKind::Conflict {
                 Counters::bump(&self.stats.refused);
             }
+            log::warn!(target: TARGET, "job result not stored: id={id} error={err}");
             // Any other failure to store leaves the job running under a
             // lease that will expire; the resetter then requeues it.
         }
@@ -529,5 +543,21 @@ impl Shared {
         if let Some(retention) = self.options.retention {
             let _ = self.queue.cleanup(retention);
         }
+    }
+}
+
+impl crate::stats::StatsSource for Shared {
+    fn stats_json(&self) -> serde_json::Value {
+        let stats = self.stats.snapshot();
+        serde_json::json!({
+            "worker": self.options.name,
+            "kinds": self.kinds,
+            "running": self.inflight.lock().len(),
+            "completed": stats.completed,
+            "failed": stats.failed,
+            "panicked": stats.panicked,
+            "refused": stats.refused,
+            "released": stats.released,
+        })
     }
 }
