@@ -8,6 +8,8 @@
 //!   no entry left behind when nobody does.
 //! - [`SyncPool`]: keyed tasks N at a time, timeouts that never starve the
 //!   pool, and an ordered prepare/commit pipeline.
+//! - [`ops`]: durable per-item operation states, and a job queue with
+//!   leases, fencing tokens, retries and a worker that isolates job kinds.
 //!
 //! Every fallible call returns [`Result`], whose [`Error`] carries an
 //! [`ErrorKind`] with a stable number shared by all three surfaces.

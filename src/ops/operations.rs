@@ -26,6 +26,19 @@ pub const MAX_CLAIM: usize = 10_000;
 /// ([`Conflict`](crate::ErrorKind::Conflict)); enabling downstream operations
 /// is all-or-nothing with the update. Cost: one durable commit per call;
 /// reads (`next`, `states`) take no lock. Cloning is cheap (shared store).
+///
+/// ```
+/// use std::time::Duration;
+/// use keel::ops::{OpState, Operations};
+/// # let dir = std::env::temp_dir().join(format!("keel-doc-ops-{}", std::process::id()));
+/// let ops = Operations::open(&dir.join("ops.lmdb"))?;
+/// ops.ready("dataset-1", &["unpack"])?;
+/// let claim = ops.claim("unpack", 1, "unpacker", Duration::from_secs(60))?.remove(0);
+/// ops.update("dataset-1", "unpack", Some(claim.token), OpState::Ok, "unpacked", &["index"])?;
+/// assert_eq!(ops.next("index", 10)?[0].item, "dataset-1");
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), keel::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Operations {
     store: Arc<dyn OperationStore>,

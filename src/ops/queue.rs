@@ -61,6 +61,20 @@ impl Default for EnqueueOptions {
 /// [`reset_expired`](Queue::reset_expired)); past `max_resets` they die with
 /// a reason saying their processor kept dying. Cost: one durable commit per
 /// call; `counts` reads a small per-kind table, not the jobs.
+///
+/// ```
+/// use std::time::Duration;
+/// use keel::ops::{EnqueueOptions, JobState, Queue};
+/// # let dir = std::env::temp_dir().join(format!("keel-doc-queue-{}", std::process::id()));
+/// let queue = Queue::open(&dir.join("jobs.lmdb"))?;
+/// queue.enqueue("mail", r#"{"to":"ann@example.org"}"#, &EnqueueOptions::default())?;
+/// let job = queue.dequeue(&["mail"], "worker-1", Duration::from_secs(30))?.expect("a ready job");
+/// assert_eq!(queue.complete(job.id, job.token, "")?.state, JobState::Completed);
+/// // The attempt is over: its token finishes nothing any more.
+/// assert!(queue.fail(job.id, job.token, "late", true).is_err());
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), keel::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Queue {
     store: Arc<dyn JobStore>,
