@@ -5,8 +5,8 @@
 //! `jobs.records`), indexes kept in the same transaction as every record
 //! change (`op.ready`, `op.working`, `jobs.available`, `jobs.running`,
 //! `jobs.finished`, `jobs.unique`), the per-kind counters (`jobs.counts`)
-//! and the id/token counters (`ops.meta`). [`LmdbStore::write_op`] and
-//! [`LmdbStore::write_job`] are the only places that touch the indexes: they
+//! and the id/token counters (`ops.meta`). `LmdbStore::write_op` and
+//! `LmdbStore::write_job` are the only places that touch the indexes: they
 //! remove the old record's entries and add the new one's, so an index can
 //! never disagree with its record.
 
