@@ -439,6 +439,10 @@ typedef struct {
    */
   uint64_t refused;
   uint64_t released;
+  /**
+   * Attempts whose handler ran past the job timeout.
+   */
+  uint64_t timed_out;
 } keel_worker_counters;
 
 /**
@@ -866,6 +870,13 @@ keel_status keel_worker_builder_handler(keel_worker_builder *builder,
                                         size_t concurrency,
                                         keel_job_handler_fn handler,
                                         void *userdata);
+
+/**
+ * Fails any attempt whose handler runs longer than `timeout_ms` (retried
+ * after a backoff); the handler's thread is abandoned, never killed, and its
+ * late result is refused. 0 removes the limit (the default).
+ */
+keel_status keel_worker_builder_job_timeout(keel_worker_builder *builder, uint64_t timeout_ms);
 
 /**
  * Runs only `kinds[0..count]` (default: every registered kind).

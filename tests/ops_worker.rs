@@ -343,7 +343,8 @@ fn a_graceful_stop_releases_jobs_still_running_at_the_deadline() {
         .unwrap();
     started_rx.recv_timeout(FAILSAFE).unwrap();
     let report = worker.stop(Duration::from_millis(20));
-    assert_eq!((report.released, report.detached), (1, 1));
+    // The stuck handler's thread is abandoned by the pool; its slot is not.
+    assert_eq!((report.released, report.detached), (1, 0));
     let job = q.get(id).unwrap();
     assert_eq!((job.state, job.failures), (JobState::Queued, 0));
     // The handler returns after the stop: its result must not be stored.
@@ -351,6 +352,44 @@ fn a_graceful_stop_releases_jobs_still_running_at_the_deadline() {
     returned_rx.recv_timeout(FAILSAFE).unwrap();
     let again = q.dequeue(&["stuck"], "next", Duration::from_secs(30)).unwrap().unwrap();
     assert_eq!((again.id, again.attempts), (id, 2));
+}
+
+#[test]
+fn a_handler_past_the_job_timeout_fails_its_attempt_and_its_late_result_is_refused() {
+    let q = Queue::open(&temp_path("job-timeout")).unwrap();
+    let id = enqueue(&q, "hang", "{}");
+    let (release_tx, release_rx) = crossbeam_channel::unbounded::<()>();
+    let (returned_tx, returned_rx) = mpsc::channel();
+    let returned_tx = Mutex::new(returned_tx);
+    let mut worker = Worker::builder(&q)
+        .options(WorkerOptions {
+            job_timeout: Some(Duration::from_millis(50)),
+            ..options("timer")
+        })
+        .handler("hang", 1, move |_| {
+            release_rx.recv().unwrap();
+            returned_tx.lock().unwrap().send(()).unwrap();
+            Ok(r#"{"late":true}"#.to_owned())
+        })
+        .start()
+        .unwrap();
+    wait_until("the timed-out attempt is stored as a failure", || {
+        q.get(id).unwrap().state == JobState::Retrying
+    });
+    let job = q.get(id).unwrap();
+    assert_eq!((job.failures, job.attempts), (1, 1));
+    assert!(job.last_error.contains("job timeout"), "{}", job.last_error);
+    assert_eq!(worker.stats().timed_out, 1);
+    release_tx.send(()).unwrap();
+    returned_rx.recv_timeout(FAILSAFE).unwrap();
+    worker.stop(FAILSAFE);
+    let job = q.get(id).unwrap();
+    assert_ne!(
+        job.state,
+        JobState::Completed,
+        "the abandoned attempt's result was stored"
+    );
+    assert!(job.result.is_empty());
 }
 
 #[test]

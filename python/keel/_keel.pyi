@@ -128,6 +128,7 @@ class Worker:
         heartbeat: Optional[float] = None,
         poll: float = 1.0,
         retention: Optional[float] = None,
+        job_timeout: Optional[float] = None,
     ) -> None: ...
     @property
     def kinds(self) -> List[str]: ...

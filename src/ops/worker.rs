@@ -2,7 +2,6 @@
 //! kind with its own concurrency, heartbeating their leases while they run.
 
 use std::collections::{BTreeMap, HashMap};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,10 +13,14 @@ use super::handler::{Handler, HandlerError, HandlerResult, JobContext};
 use super::names::{check_key, check_name};
 use super::queue::Queue;
 use super::records::{JobId, JobRecord, Token};
-use crate::error::panic_message;
+use crate::pool::{BatchOptions, Outcome, PoolConfig, SyncPool, TaskContext};
 use crate::{Error, ErrorKind, Result};
 
 const TARGET: &str = "keel::ops";
+
+/// How long `stop` waits for slots to leave once their pools are shut down
+/// (they return at once; this bounds a pathological scheduler).
+const SLOT_EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// The most handlers one kind may run at once.
 pub const MAX_CONCURRENCY: usize = 1024;
@@ -40,6 +43,10 @@ pub struct WorkerOptions {
     /// Finished jobs older than this are deleted by the maintenance pass;
     /// `None` (the default) keeps them.
     pub retention: Option<Duration>,
+    /// A handler running longer than this fails its attempt (retried after
+    /// a backoff) and its thread is abandoned by the pool, never killed; its
+    /// late result is refused. `None` (the default): no limit.
+    pub job_timeout: Option<Duration>,
 }
 
 impl Default for WorkerOptions {
@@ -51,6 +58,7 @@ impl Default for WorkerOptions {
             poll_interval: Duration::from_secs(1),
             maintenance_interval: Duration::from_secs(5),
             retention: None,
+            job_timeout: None,
         }
     }
 }
@@ -67,8 +75,11 @@ pub struct WorkerStats {
     /// Finishes refused because the attempt was no longer current (its
     /// lease expired and it was reset, or it was cancelled).
     pub refused: u64,
-    /// Unfinished jobs handed back by a graceful stop.
+    /// Unfinished jobs handed back by a graceful stop, or because the pool
+    /// refused to start them (too many abandoned handler threads).
     pub released: u64,
+    /// Attempts whose handler ran past the job timeout (stored as failures).
+    pub timed_out: u64,
 }
 
 /// What a graceful stop did.
@@ -76,8 +87,8 @@ pub struct WorkerStats {
 pub struct StopReport {
     /// Jobs still running at the deadline, released back to the queue.
     pub released: u64,
-    /// Handler threads still inside a handler at the deadline; they are
-    /// left to return on their own and their results will be refused.
+    /// Handler slots still waiting at the deadline; they are left to
+    /// return on their own and their results will be refused.
     pub detached: u64,
 }
 
@@ -126,6 +137,12 @@ impl WorkerBuilder {
         self
     }
 
+    /// Changes some options in place.
+    pub fn map_options(mut self, change: impl FnOnce(&mut WorkerOptions)) -> WorkerBuilder {
+        change(&mut self.options);
+        self
+    }
+
     /// Checks the configuration and starts the handler, heartbeat and
     /// maintenance threads. A kind in the allow- or block-list with no
     /// handler is an error (InvalidArgument), not silently ignored.
@@ -133,6 +150,7 @@ impl WorkerBuilder {
         let heartbeat = self.check()?;
         let kinds = self.selected_kinds()?;
         let shared = Arc::new(Shared {
+            pools: Mutex::new(Vec::new()),
             kinds: kinds.clone(),
             queue: self.queue,
             options: self.options,
@@ -148,8 +166,10 @@ impl WorkerBuilder {
         let mut threads = Vec::new();
         for kind in &kinds {
             let (handler, concurrency) = &self.handlers[kind];
+            let pool = Arc::new(kind_pool(&shared.options, kind, *concurrency));
+            shared.pools.lock().push(pool.clone());
             for slot in 0..*concurrency {
-                threads.push(spawn_slot(&shared, kind, handler.clone(), slot)?);
+                threads.push(spawn_slot(&shared, kind, handler.clone(), &pool, slot)?);
             }
         }
         crate::stats::register("ops", &shared);
@@ -220,15 +240,18 @@ impl WorkerBuilder {
 /// Runs handlers for a chosen set of job kinds.
 ///
 /// Guarantees: each kind runs at most its concurrency of handlers at once,
-/// on its own threads, so a slow or stuck kind never starves another; a
-/// handler's error or panic fails only its own job; leases of running jobs
+/// on a [`SyncPool`] of its own, so a slow or stuck kind never starves
+/// another; a handler's error or panic fails only its own job; with a job
+/// timeout, a handler that runs past it fails its attempt and its thread is
+/// abandoned (never killed) while the slot moves on; leases of running jobs
 /// are extended every heartbeat interval, and a refused heartbeat flags only
 /// its own job ([`JobContext::lease_lost`]); every dequeue (and a periodic
-/// pass) resets jobs whose lease expired. A slot asks the store for work
-/// only when it is free, so a busy worker does not poll. [`stop`](Worker::stop)
-/// is graceful: no new dequeues, running jobs get until the deadline, and
-/// the leases of those still running are released so other workers can take
-/// them at once. Cost: one thread per handler slot plus one for heartbeats.
+/// pass) resets jobs whose lease expired. A slot asks the store for work only
+/// when it is free, so a busy worker does not poll. [`stop`](Worker::stop) is
+/// graceful: no new dequeues, running jobs get until the deadline, and the
+/// leases of those still running are released so other workers can take them
+/// at once. Cost: per slot one waiting thread, plus a pool thread per running
+/// handler and one heartbeat thread.
 pub struct Worker {
     shared: Arc<Shared>,
     kinds: Vec<String>,
@@ -280,6 +303,12 @@ impl Worker {
         shared.queue.wakeup().notify();
         shared.wait_for_slots(Instant::now() + deadline);
         let released = shared.release_unfinished();
+        for pool in shared.pools.lock().iter() {
+            pool.shutdown();
+        }
+        // A shut-down pool hands every waiting slot `Cancelled` at once (the
+        // hung handler threads stay abandoned), so the slots exit now.
+        shared.wait_for_slots(Instant::now() + SLOT_EXIT_GRACE);
         *shared.stop_signal.lock() = true;
         shared.stop_changed.notify_all();
         if let Some(maintenance) = self.maintenance.take() {
@@ -315,6 +344,9 @@ struct InFlight {
 }
 
 struct Shared {
+    /// One pool per kind, sized to its concurrency; shut down by `stop` so
+    /// slots waiting on abandoned handlers return at once.
+    pools: Mutex<Vec<Arc<SyncPool<String>>>>,
     kinds: Vec<String>,
     queue: Queue,
     options: WorkerOptions,
@@ -338,6 +370,7 @@ struct Counters {
     panicked: AtomicU64,
     refused: AtomicU64,
     released: AtomicU64,
+    timed_out: AtomicU64,
 }
 
 impl Counters {
@@ -349,6 +382,7 @@ impl Counters {
             panicked: load(&self.panicked),
             refused: load(&self.refused),
             released: load(&self.released),
+            timed_out: load(&self.timed_out),
         }
     }
 
@@ -364,14 +398,31 @@ fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinH
         .map_err(|err| Error::io(format!("spawn thread {name}"), err))
 }
 
-/// Starts one handler slot of `kind`.
-fn spawn_slot(shared: &Arc<Shared>, kind: &str, handler: Handler, slot: usize) -> Result<JoinHandle<()>> {
+/// The pool a kind's handlers run on: its concurrency, the job timeout.
+fn kind_pool(options: &WorkerOptions, kind: &str, concurrency: usize) -> SyncPool<String> {
+    let mut config = PoolConfig::new(concurrency).name(format!("worker {} kind {kind}", options.name));
+    if let Some(timeout) = options.job_timeout {
+        config = config.task_timeout(timeout);
+    }
+    SyncPool::new(config)
+}
+
+/// Starts one handler slot of `kind`: it dequeues only when free, so a busy
+/// kind does not poll the store.
+fn spawn_slot(
+    shared: &Arc<Shared>,
+    kind: &str,
+    handler: Handler,
+    pool: &Arc<SyncPool<String>>,
+    slot: usize,
+) -> Result<JoinHandle<()>> {
     *shared.live_threads.lock() += 1;
     let body = {
         let shared = shared.clone();
         let kind = kind.to_owned();
+        let pool = pool.clone();
         move || {
-            shared.slot_loop(&kind, &handler);
+            shared.slot_loop(&kind, &handler, &pool);
             *shared.live_threads.lock() -= 1;
             shared.thread_exited.notify_all();
         }
@@ -385,11 +436,17 @@ impl Shared {
     }
 
     /// One handler slot: dequeue when free, run, finish; wait when idle.
-    fn slot_loop(&self, kind: &str, handler: &Handler) {
+    fn slot_loop(&self, kind: &str, handler: &Handler, pool: &SyncPool<String>) {
         while !self.stopping() {
             let seen = self.queue.wakeup().generation();
             match self.queue.dequeue(&[kind], &self.options.name, self.options.lease) {
-                Ok(Some(job)) => self.run(job, handler),
+                Ok(Some(job)) => {
+                    if !self.run(job, handler, pool) {
+                        // The pool refused the job (too many abandoned
+                        // handler threads): back off instead of spinning.
+                        self.queue.wakeup().wait_since(seen, self.options.poll_interval);
+                    }
+                }
                 // Nothing ready, or the store failed (full disk, I/O): wait a
                 // poll interval either way rather than spin.
                 Ok(None) | Err(_) => self.queue.wakeup().wait_since(seen, self.options.poll_interval),
@@ -397,7 +454,9 @@ impl Shared {
         }
     }
 
-    fn run(&self, job: JobRecord, handler: &Handler) {
+    /// Runs one job on the kind's pool and stores its outcome; false when
+    /// the pool refused to start it (the job is released).
+    fn run(&self, job: JobRecord, handler: &Handler, pool: &SyncPool<String>) -> bool {
         let (id, token) = (job.id, job.token);
         let lease_lost = Arc::new(AtomicBool::new(false));
         {
@@ -405,7 +464,7 @@ impl Shared {
             if self.stopping() {
                 drop(inflight);
                 self.release(id, token);
-                return;
+                return true;
             }
             inflight.insert(
                 id,
@@ -416,32 +475,57 @@ impl Shared {
             );
         }
         let context = JobContext::new(job, self.stopping.clone(), lease_lost);
-        let outcome = catch_unwind(AssertUnwindSafe(|| handler(&context)));
+        let task = {
+            let handler = handler.clone();
+            move |_: &TaskContext| -> Result<HandlerResult> { Ok(handler(&context)) }
+        };
+        let outcome = pool
+            .run_unkeyed(std::iter::once(task), BatchOptions::new())
+            .pop()
+            .unwrap_or(Outcome::Cancelled);
         // Whoever removes the entry decides the job's fate: if the stop sweep
         // took it, the job was released and this result must not be stored.
         if self.inflight.lock().remove(&id).is_none() {
-            return;
+            return true;
         }
-        self.finish(id, token, outcome);
+        match outcome {
+            Outcome::Refused(_) | Outcome::Cancelled => {
+                self.release(id, token);
+                false
+            }
+            other => {
+                self.finish(id, token, other);
+                true
+            }
+        }
     }
 
-    fn finish(&self, id: JobId, token: Token, outcome: std::thread::Result<HandlerResult>) {
+    fn finish(&self, id: JobId, token: Token, outcome: Outcome<HandlerResult>) {
         let stored = match outcome {
-            Ok(Ok(result)) => match self.queue.complete(id, token, &result) {
+            Outcome::TimedOut => {
+                Counters::bump(&self.stats.timed_out);
+                let limit = self.options.job_timeout.unwrap_or_default();
+                let message = format!("the handler ran past the job timeout of {limit:?}; its thread was abandoned");
+                log::warn!(target: TARGET, "job timed out: id={id} {message}");
+                self.queue.fail(id, token, &message, true)
+            }
+            Outcome::Error(err) => self.queue.fail(id, token, &err.to_string(), true),
+            Outcome::Refused(_) | Outcome::Cancelled => self.queue.release(id, token),
+            Outcome::Value(Ok(result)) => match self.queue.complete(id, token, &result) {
                 Err(err) if err.kind() == ErrorKind::InvalidArgument => {
                     self.queue
                         .fail(id, token, &format!("handler returned an invalid result: {err}"), false)
                 }
                 other => other.inspect(|_| Counters::bump(&self.stats.completed)),
             },
-            Ok(Err(HandlerError { message, retryable })) => {
+            Outcome::Value(Err(HandlerError { message, retryable })) => {
                 Counters::bump(&self.stats.failed);
                 log::warn!(target: TARGET, "job failed: id={id} retryable={retryable} error={message:?}");
                 self.queue.fail(id, token, &message, retryable)
             }
-            Err(payload) => {
+            Outcome::Panicked(panic) => {
                 Counters::bump(&self.stats.panicked);
-                let message = format!("handler panicked: {}", panic_message(&*payload));
+                let message = format!("handler panicked: {panic}");
                 log::error!(target: TARGET, "job handler panicked: id={id} {message}");
                 self.queue.fail(id, token, &message, true)
             }
@@ -558,6 +642,7 @@ impl crate::stats::StatsSource for Shared {
             "panicked": stats.panicked,
             "refused": stats.refused,
             "released": stats.released,
+            "timed_out": stats.timed_out,
         })
     }
 }

@@ -175,6 +175,8 @@ static void test_worker(void) {
   CHECK_OK(keel_worker_builder_handler(builder, S("c.work"), 3, work, &saw_payload));
   CHECK_OK(keel_worker_builder_handler(builder, S("c.fail"), 1, refuse, NULL));
   CHECK_STATUS(keel_worker_builder_handler(builder, S("c.null"), 1, NULL, NULL), KEEL_INVALID_ARGUMENT);
+  CHECK_OK(keel_worker_builder_job_timeout(builder, 0));
+  CHECK_STATUS(keel_worker_builder_job_timeout(NULL, 10), KEEL_INVALID_ARGUMENT);
   keel_worker *worker = NULL;
   CHECK_OK(keel_worker_start(builder, &worker));
   CHECK(wait_handled(11));

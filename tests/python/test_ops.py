@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -114,6 +115,29 @@ def test_worker_runs_python_handlers_and_a_failing_handler_fails_only_its_job(tm
     assert q.get(permanent)["state"] == "dead" and q.get(permanent)["attempts"] == 1
     stats = worker.stats()
     assert (stats["completed"], stats["failed"]) == (20, 2)
+
+
+def test_a_handler_past_its_job_timeout_fails_only_that_attempt(tmp_path):
+    q = keel.Queue(tmp_path / "jobs.lmdb")
+    job_id = q.enqueue("hang", {})["id"]
+    release = threading.Event()
+
+    def hang(job):
+        release.wait(PATIENCE)
+        return {"late": True}
+
+    worker = keel.Worker(q, {"hang": hang}, job_timeout=0.05, poll=0.05)
+    try:
+        deadline = time.monotonic() + PATIENCE
+        while q.get(job_id)["state"] != "retrying":
+            assert time.monotonic() < deadline, "the timeout never failed the attempt"
+            time.sleep(0.005)
+        assert "job timeout" in q.get(job_id)["last_error"]
+        assert worker.stats()["timed_out"] == 1
+    finally:
+        release.set()
+        worker.stop(PATIENCE)
+    assert q.get(job_id)["result"] is None
 
 
 def test_an_unknown_kind_fails_start_up(tmp_path):

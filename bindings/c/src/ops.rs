@@ -109,6 +109,8 @@ pub struct keel_worker_counters {
     /// Finishes refused because the attempt was no longer current.
     pub refused: u64,
     pub released: u64,
+    /// Attempts whose handler ran past the job timeout.
+    pub timed_out: u64,
 }
 
 /// A job handler: runs on one of the worker's threads (several at once, up
@@ -672,6 +674,21 @@ pub unsafe extern "C" fn keel_worker_builder_handler(
     })
 }
 
+/// Fails any attempt whose handler runs longer than `timeout_ms` (retried
+/// after a backoff); the handler's thread is abandoned, never killed, and its
+/// late result is refused. 0 removes the limit (the default).
+#[no_mangle]
+pub unsafe extern "C" fn keel_worker_builder_job_timeout(
+    builder: *mut keel_worker_builder,
+    timeout_ms: u64,
+) -> keel_status {
+    ffi::call(|| {
+        with_builder(builder, |b| {
+            b.map_options(|options| options.job_timeout = (timeout_ms > 0).then(|| ms(timeout_ms)))
+        })
+    })
+}
+
 /// Runs only `kinds[0..count]` (default: every registered kind).
 #[no_mangle]
 pub unsafe extern "C" fn keel_worker_builder_allow(
@@ -755,6 +772,7 @@ pub unsafe extern "C" fn keel_worker_stats(worker: *const keel_worker, out: *mut
             panicked: stats.panicked,
             refused: stats.refused,
             released: stats.released,
+            timed_out: stats.timed_out,
         };
         Ok(())
     })

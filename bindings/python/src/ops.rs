@@ -286,7 +286,9 @@ impl PyQueue {
 /// concurrency)``; a handler gets the job as a dict and returns a
 /// JSON-serialisable result (or None). An exception fails the attempt
 /// (retried unless it has ``retryable = False``); it never stops the worker.
-/// An unknown kind in ``allow``/``block`` raises keel.InvalidArgument.
+/// An unknown kind in ``allow``/``block`` raises keel.InvalidArgument. A
+/// handler running past ``job_timeout`` seconds fails its attempt; its
+/// thread is abandoned, never killed.
 #[pyclass(name = "Worker", module = "keel", frozen)]
 pub struct PyWorker {
     inner: Mutex<Worker>,
@@ -325,7 +327,7 @@ fn call_handler(py: Python<'_>, callable: &Py<PyAny>, ctx: &JobContext) -> Handl
 #[pymethods]
 impl PyWorker {
     #[new]
-    #[pyo3(signature = (queue, handlers, *, allow=None, block=Vec::new(), name=None, lease=30.0, heartbeat=None, poll=1.0, retention=None))]
+    #[pyo3(signature = (queue, handlers, *, allow=None, block=Vec::new(), name=None, lease=30.0, heartbeat=None, poll=1.0, retention=None, job_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -338,6 +340,7 @@ impl PyWorker {
         heartbeat: Option<f64>,
         poll: f64,
         retention: Option<f64>,
+        job_timeout: Option<f64>,
     ) -> PyResult<Self> {
         let mut options = WorkerOptions::default();
         quick(py, || {
@@ -348,6 +351,7 @@ impl PyWorker {
             options.heartbeat_interval = heartbeat.map(|h| seconds(h, "heartbeat")).transpose()?;
             options.poll_interval = seconds(poll, "poll")?;
             options.retention = retention.map(|r| seconds(r, "retention")).transpose()?;
+            options.job_timeout = job_timeout.map(|t| seconds(t, "job_timeout")).transpose()?;
             Ok(())
         })?;
         let mut builder = Worker::builder(&queue.inner).options(options).block(block);
@@ -403,6 +407,7 @@ impl PyWorker {
         dict.set_item("panicked", stats.panicked)?;
         dict.set_item("refused", stats.refused)?;
         dict.set_item("released", stats.released)?;
+        dict.set_item("timed_out", stats.timed_out)?;
         Ok(dict)
     }
 
