@@ -487,3 +487,73 @@ fn a_running_worker_reports_its_counters_in_keel_stats() {
     assert_eq!(mine["running"], 0);
     worker.stop(FAILSAFE);
 }
+
+const SHARE_ENV: &str = "KEEL_OPS_SHARE_CHILD";
+
+#[test]
+fn workers_in_two_processes_complete_each_job_exactly_once() {
+    const JOBS: u64 = 100;
+    if let Ok(path) = std::env::var(SHARE_ENV) {
+        // The child: run a worker until stdin closes, then report.
+        let q = Queue::open(std::path::Path::new(&path)).unwrap();
+        let mut worker = Worker::builder(&q)
+            .options(options("child"))
+            .handler("shared", 2, |_| Ok(r#"{"by":"child"}"#.to_owned()))
+            .start()
+            .unwrap();
+        let mut out = std::io::stdout();
+        writeln!(out, "\nREADY").unwrap();
+        out.flush().unwrap();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
+        worker.stop(FAILSAFE);
+        writeln!(out, "COMPLETED {}", worker.stats().completed).unwrap();
+        out.flush().unwrap();
+        return;
+    }
+    let path = temp_path("two-processes");
+    let q = Queue::open(&path).unwrap();
+    let ids: Vec<u64> = (0..JOBS)
+        .map(|n| enqueue(&q, "shared", &format!(r#"{{"n":{n}}}"#)))
+        .collect();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "workers_in_two_processes_complete_each_job_exactly_once"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(SHARE_ENV, &path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.by_ref().any(|line| line.unwrap().ends_with("READY")),
+        "child never got ready"
+    );
+    let mut worker = Worker::builder(&q)
+        .options(options("parent"))
+        .handler("shared", 2, |_| Ok(r#"{"by":"parent"}"#.to_owned()))
+        .start()
+        .unwrap();
+    wait_until("every job completed", || {
+        q.count("shared", JobState::Completed).unwrap() == JOBS
+    });
+    worker.stop(FAILSAFE);
+    drop(child.stdin.take()); // tells the child to stop
+                              // Read to the end: the child still writes the harness's summary.
+    let child_completed: u64 = lines
+        .map(|line| line.unwrap())
+        .filter_map(|line| line.strip_prefix("COMPLETED ").map(|n| n.parse().unwrap()))
+        .last()
+        .expect("the child reported");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        worker.stats().completed + child_completed,
+        JOBS,
+        "a job completed twice or never"
+    );
+    for id in ids {
+        let job = q.get(id).unwrap();
+        assert_eq!((job.state, job.attempts), (JobState::Completed, 1), "job {id}");
+    }
+    eprintln!("parent completed {}, child {child_completed}", worker.stats().completed);
+}
