@@ -520,7 +520,7 @@ impl Shared {
             },
             Outcome::Value(Err(HandlerError { message, retryable })) => {
                 Counters::bump(&self.stats.failed);
-                log::warn!(target: TARGET, "job failed: id={id} retryable={retryable} error={message:?}");
+                log::info!(target: TARGET, "job failed: id={id} retryable={retryable} error={message:?}");
                 self.queue.fail(id, token, &message, retryable)
             }
             Outcome::Panicked(panic) => {
