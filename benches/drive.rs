@@ -7,7 +7,10 @@
 //! then measured from 1 and from 16 threads: the group-commit gain.
 //!
 //! Run: `cargo bench --bench drive` (release build). `KEEL_BENCH_ITEMS`
-//! changes the item count (default 2000, as in the peer's figures).
+//! changes the item count (default 2000, as in the peer's figures). With
+//! `KEEL_BENCH_PYTHON` set to a Python that has keel installed, the same
+//! operations are then run from Python (benches/drive.py) and printed beside
+//! the Rust rates of this run.
 
 use std::path::Path;
 use std::sync::{Arc, Barrier};
@@ -37,7 +40,40 @@ fn main() {
     );
     reads_and_writes(&dir, items);
     durable_writers(&dir, items);
+    if let Ok(python) = std::env::var("KEEL_BENCH_PYTHON") {
+        python_rows(&python, &dir, items);
+    }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Every keel rate printed so far, by row name (for the Python comparison).
+static KEEL_RATES: std::sync::Mutex<Vec<(String, f64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs benches/drive.py and prints its rates beside this run's Rust rates.
+fn python_rows(python: &str, dir: &Path, items: usize) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/drive.py");
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .arg(items.to_string())
+        .arg(dir)
+        .output()
+        .expect("run the Python benchmark");
+    if !output.status.success() {
+        println!("\nPython rows failed: {}", String::from_utf8_lossy(&output.stderr));
+        return;
+    }
+    let rates: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the Python benchmark prints JSON");
+    println!();
+    println!("the same operations from Python (keel.Drive), beside Rust keel in this run:");
+    println!(
+        "{:<34} {:>14} {:>14} {:>8}",
+        "operation", "Rust keel/s", "Python/s", "ratio"
+    );
+    for (name, rust) in KEEL_RATES.lock().unwrap().iter() {
+        if let Some(py) = rates.get(name).and_then(serde_json::Value::as_f64) {
+            println!("{name:<34} {rust:>14.0} {py:>14.0} {:>7.2}x", rust / py);
+        }
+    }
 }
 
 /// Per-operation reads and (unsynced) writes beside the raw baseline.
@@ -99,6 +135,10 @@ fn reads_and_writes(dir: &Path, n: usize) {
         std::hint::black_box(drive.get_data(ids[i], None).unwrap());
     });
     row("get current data", raw_get_data, keel_get_data);
+    let keel_get_text = time(n, |i| {
+        std::hint::black_box(drive.get_data_text(ids[i], None).unwrap());
+    });
+    row("get current data as JSON text", raw_get_data, keel_get_text);
 
     let raw_list = raw.time_scan(n);
     let keel_list = time_items(|| drive.children(folder.id, None, usize::MAX).unwrap().len());
@@ -146,6 +186,7 @@ fn durable_writers(dir: &Path, n: usize) {
 }
 
 fn row(name: &str, raw: f64, keel: f64) {
+    KEEL_RATES.lock().unwrap().push((name.to_owned(), keel));
     println!("{name:<34} {raw:>14.0} {keel:>14.0} {:>7.2}x", raw / keel);
 }
 

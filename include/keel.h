@@ -234,6 +234,40 @@ typedef enum {
 } keel_op_state;
 
 /**
+ * The order of keel_drive_walk.
+ */
+typedef enum {
+  /**
+   * Every item after all of its descendants.
+   */
+  KEEL_WALK_CHILDREN_FIRST = 0,
+  /**
+   * Every item before its descendants.
+   */
+  KEEL_WALK_PARENTS_FIRST = 1,
+} keel_walk_order;
+
+/**
+ * An open drive (from keel_drive_open) or a view of one as a user (from
+ * keel_drive_as_user). Thread-safe; every write is durable when it returns.
+ */
+typedef struct keel_drive keel_drive;
+
+/**
+ * An open batch (from keel_drive_batch_begin): calls made with
+ * keel_drive_batch_call share one transaction until keel_drive_batch_commit
+ * or keel_drive_batch_abort, which also free it. Other writers of the drive
+ * wait while it is open.
+ */
+typedef struct keel_drive_batch keel_drive_batch;
+
+/**
+ * Where a migration callback puts its result (keel_drive_migration_set).
+ * Valid only during the callback.
+ */
+typedef struct keel_drive_migration keel_drive_migration;
+
+/**
  * The running attempt handed to a job handler. Valid only during the call
  * it was passed to; never free it.
  */
@@ -313,6 +347,22 @@ typedef struct {
    */
   size_t cap;
 } keel_buf;
+
+/**
+ * Converts one stored data version for a new schema. `input` (UTF-8 JSON,
+ * `input_len` bytes, valid during the call) is `{"item": {...}, "version":
+ * "1.2.3", "data": ..., "from_schema": n|null, "to_schema": n}`. Return
+ * KEEL_OK after keel_drive_migration_set(`output`, new data JSON), or any
+ * other status to abort the whole migration (nothing changes).
+ *
+ * Called on a keel thread (the one committing the write), one call at a
+ * time per migration. It must not write to the drive (that would wait for
+ * itself and gives KEEL_WOULD_DEADLOCK); reading is fine.
+ */
+typedef keel_status (*keel_drive_migrate_fn)(void *userdata,
+                                             const char *input,
+                                             size_t input_len,
+                                             keel_drive_migration *output);
 
 /**
  * A key for keel_locks_lock_many: `len` bytes at `ptr`.
@@ -572,6 +622,271 @@ void keel_buf_free(keel_buf *buf);
  * Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
  */
 keel_status keel_stats_json(keel_buf *out);
+
+/**
+ * Opens (or creates) the drive file at `path`. `options_json` may be NULL
+ * or `{"durable": true, "initial_map_size": bytes}`. Free with
+ * keel_drive_free. A file that is not a drive gives KEEL_CORRUPT.
+ */
+keel_status keel_drive_open(const char *path,
+                            size_t path_len,
+                            const char *options_json,
+                            size_t options_len,
+                            keel_drive **out);
+
+/**
+ * Frees a drive or view handle. NULL is a no-op.
+ */
+void keel_drive_free(keel_drive *drive);
+
+/**
+ * A view of `drive` as `user` with `roles_json` (a JSON array of role
+ * names, or NULL): every call through it enforces that user's permission
+ * levels and returns KEEL_PERMISSION_DENIED when one is missing. Only the
+ * unchecked drive offers this. Free with keel_drive_free.
+ */
+keel_status keel_drive_as_user(const keel_drive *drive,
+                               const char *user,
+                               size_t user_len,
+                               const char *roles_json,
+                               size_t roles_len,
+                               keel_drive **out);
+
+/**
+ * The item `id` as JSON in `*out`. With `type` (NULL for none), an item of
+ * another type gives KEEL_CONFLICT.
+ */
+keel_status keel_drive_get(const keel_drive *drive,
+                           const uint8_t *id,
+                           size_t id_len,
+                           const char *type_name,
+                           size_t type_len,
+                           keel_buf *out);
+
+/**
+ * Every item along `path` ("a/b/c", case-insensitive) as a JSON array,
+ * first step first. A missing step gives KEEL_NOT_FOUND naming it.
+ */
+keel_status keel_drive_resolve(const keel_drive *drive,
+                               const char *path,
+                               size_t path_len,
+                               keel_buf *out);
+
+/**
+ * The path of item `id` ("a/b/c", names as given) as text in `*out`.
+ */
+keel_status keel_drive_path_of(const keel_drive *drive,
+                               const uint8_t *id,
+                               size_t id_len,
+                               keel_buf *out);
+
+/**
+ * Up to `limit` children of `parent` in name order (ignoring case), after
+ * the child named `after` (NULL: from the first), as a JSON array.
+ */
+keel_status keel_drive_children(const keel_drive *drive,
+                                const uint8_t *parent,
+                                size_t parent_len,
+                                const char *after,
+                                size_t after_len,
+                                size_t limit,
+                                keel_buf *out);
+
+/**
+ * Every readable item below `top` (the root for length 0) in `order` (a
+ * keel_walk_order), as a JSON array from one consistent snapshot.
+ */
+keel_status keel_drive_walk(const keel_drive *drive,
+                            const uint8_t *top,
+                            size_t top_len,
+                            uint32_t order,
+                            keel_buf *out);
+
+/**
+ * Up to `limit` items of `type`, by id, after the id `after` (length 0:
+ * from the first), as a JSON array.
+ */
+keel_status keel_drive_by_type(const keel_drive *drive,
+                               const char *type_name,
+                               size_t type_len,
+                               const uint8_t *after,
+                               size_t after_len,
+                               size_t limit,
+                               keel_buf *out);
+
+/**
+ * Creates an item under `parent` (length 0: the root) from `item_json`:
+ * `{"name": "...", "type": "..." (optional), "permissions": {...} (optional)}`.
+ * The new item's JSON goes in `*out`.
+ */
+keel_status keel_drive_create(const keel_drive *drive,
+                              const uint8_t *parent,
+                              size_t parent_len,
+                              const char *item_json,
+                              size_t item_len,
+                              keel_buf *out);
+
+/**
+ * Like keel_drive_create, under the item at `parent_path`.
+ */
+keel_status keel_drive_create_at(const keel_drive *drive,
+                                 const char *parent_path,
+                                 size_t parent_path_len,
+                                 const char *item_json,
+                                 size_t item_len,
+                                 keel_buf *out);
+
+/**
+ * Moves item `id` under `new_parent` (length 0: the root), renamed to
+ * `new_name` unless it is NULL, in one transaction. A move under the item's
+ * own descendant gives KEEL_INVALID_ARGUMENT. The moved item goes in `*out`.
+ */
+keel_status keel_drive_move(const keel_drive *drive,
+                            const uint8_t *id,
+                            size_t id_len,
+                            const uint8_t *new_parent,
+                            size_t new_parent_len,
+                            const char *new_name,
+                            size_t new_name_len,
+                            keel_buf *out);
+
+/**
+ * Deletes item `id` and everything below it; `*removed` (may be NULL)
+ * receives how many items were removed.
+ */
+keel_status keel_drive_delete(const keel_drive *drive,
+                              const uint8_t *id,
+                              size_t id_len,
+                              uint64_t *removed);
+
+/**
+ * Replaces item `id`'s own permissions with `permissions_json`
+ * (`{"default": "read", "users": {"ann": "admin"}, "roles": {}}`).
+ */
+keel_status keel_drive_set_permissions(const keel_drive *drive,
+                                       const uint8_t *id,
+                                       size_t id_len,
+                                       const char *permissions_json,
+                                       size_t permissions_len,
+                                       keel_buf *out);
+
+/**
+ * Stores `data_json` as `version` ("1.2.3"; NULL: the next patch) of
+ * typed item `id`, checked against its type's schema. The version written
+ * goes in `*out` as text.
+ */
+keel_status keel_drive_set_data(const keel_drive *drive,
+                                const uint8_t *id,
+                                size_t id_len,
+                                const char *data_json,
+                                size_t data_len,
+                                const char *version,
+                                size_t version_len,
+                                keel_buf *out);
+
+/**
+ * Item `id`'s data at `version` (NULL: current) as
+ * `{"version": "1.2.3", "data": ...}` in `*out`.
+ */
+keel_status keel_drive_get_data(const keel_drive *drive,
+                                const uint8_t *id,
+                                size_t id_len,
+                                const char *version,
+                                size_t version_len,
+                                keel_buf *out);
+
+/**
+ * Every stored version of item `id`'s data, newest first, as a JSON array
+ * of `{"version", "updated", "updater", "size"}`.
+ */
+keel_status keel_drive_versions(const keel_drive *drive,
+                                const uint8_t *id,
+                                size_t id_len,
+                                keel_buf *out);
+
+/**
+ * Deletes one version of item `id`'s data; the current version afterwards
+ * goes in `*out` as text (empty when no data is left).
+ */
+keel_status keel_drive_delete_data(const keel_drive *drive,
+                                   const uint8_t *id,
+                                   size_t id_len,
+                                   const char *version,
+                                   size_t version_len,
+                                   keel_buf *out);
+
+/**
+ * Registers `schema_json` (a JSON Schema) as `version` of `type`'s schema.
+ * `*changed` (may be NULL) is false when that version was already current
+ * (a no-op); a lower version gives KEEL_CONFLICT. A higher one calls
+ * `migrate` (may be NULL: data kept as is) for every stored version of
+ * every item of the type and validates the results, all in one
+ * transaction: any failure changes nothing.
+ */
+keel_status keel_drive_set_schema(const keel_drive *drive,
+                                  const char *type_name,
+                                  size_t type_len,
+                                  const char *schema_json,
+                                  size_t schema_len,
+                                  uint32_t version,
+                                  keel_drive_migrate_fn migrate,
+                                  void *userdata,
+                                  bool *changed);
+
+/**
+ * Inside a keel_drive_migrate_fn: sets the migrated data (UTF-8 JSON,
+ * copied). Calling it again replaces the result.
+ */
+keel_status keel_drive_migration_set(keel_drive_migration *migration,
+                                     const char *json,
+                                     size_t json_len);
+
+/**
+ * `type`'s schema as `{"version": n, "schema": {...}}`, or `null`.
+ */
+keel_status keel_drive_schema(const keel_drive *drive,
+                              const char *type_name,
+                              size_t type_len,
+                              keel_buf *out);
+
+/**
+ * Writes a consistent, compacted copy of the drive to `dest` while it is
+ * in use; durable when this returns.
+ */
+keel_status keel_drive_backup(const keel_drive *drive, const char *dest, size_t dest_len);
+
+/**
+ * Opens a batch on `drive` (or a view: the same checks apply). A plain
+ * write to the drive from this thread while it is open gives
+ * KEEL_WOULD_DEADLOCK. End it with keel_drive_batch_commit or
+ * keel_drive_batch_abort, which free it.
+ */
+keel_status keel_drive_batch_begin(const keel_drive *drive, keel_drive_batch **out);
+
+/**
+ * Runs one call in the batch, described in JSON: `{"op": "create",
+ * "parent": id|null, "item": {...}}`, and likewise `get`, `resolve`,
+ * `at_path`, `path_of`, `children`, `by_type`, `create_at`, `make_path`,
+ * `move`, `rename`, `delete`, `set_permissions`, `set_data`, `get_data`,
+ * `versions`, `delete_data`, `schema`, `set_schema` (see the Rust docs of
+ * keel::drive::json::apply for each call's fields). The result's JSON goes
+ * in `*out`. A call that fails changes nothing; the batch stays open.
+ */
+keel_status keel_drive_batch_call(const keel_drive_batch *batch,
+                                  const char *call_json,
+                                  size_t call_len,
+                                  keel_buf *out);
+
+/**
+ * Commits every call of the batch durably and frees it. NULL gives
+ * KEEL_INVALID_ARGUMENT.
+ */
+keel_status keel_drive_batch_commit(keel_drive_batch *batch);
+
+/**
+ * Undoes every call of the batch and frees it. NULL is a no-op.
+ */
+void keel_drive_batch_abort(keel_drive_batch *batch);
 
 /**
  * Makes an empty registry in `*out`; free it with keel_locks_free.

@@ -34,6 +34,11 @@ fn versions_default_to_the_next_patch_and_the_highest_is_current() {
     assert_eq!(drive.get_data(n.id, None).unwrap(), (V(1, 0, 0), json!({"a": 3})));
     assert_eq!(drive.get_data(n.id, Some(V(0, 0, 1))).unwrap().1, json!({"a": 1}));
     assert_eq!(drive.set_data(n.id, &json!({"a": 4}), None).unwrap(), V(1, 0, 1));
+    let (version, text) = drive.get_data_text(n.id, Some(V(0, 0, 2))).unwrap();
+    assert_eq!(
+        (version, serde_json::from_str::<Value>(&text).unwrap()),
+        (V(0, 0, 2), json!({"a": 2}))
+    );
     let listed: Vec<Version> = drive.versions(n.id).unwrap().iter().map(|v| v.version).collect();
     assert_eq!(
         listed,

@@ -207,6 +207,21 @@ fn a_failing_writer_does_not_undo_the_others_in_its_batch() {
 }
 
 #[test]
+fn a_write_from_inside_a_write_is_would_deadlock_not_a_hang() {
+    let dir = temp_dir("reentrant");
+    let env = Env::open(&dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
+    let db = env.database("t").unwrap();
+    let inner = env.clone();
+    let result = env.write(move |_txn| {
+        let err = put(&inner, db, "inner", b"x").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::WouldDeadlock);
+        Ok(())
+    });
+    result.unwrap();
+    put(&env, db, "after", b"y").unwrap();
+}
+
+#[test]
 fn an_error_commits_nothing_of_that_write() {
     let dir = temp_dir("error");
     let env = Env::open(&dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
@@ -365,6 +380,9 @@ fn child_process_role() {
         initial_map_size: 64 << 10,
         ..EnvOptions::default()
     };
+    if role == "fill" {
+        limit_file_size(Path::new(path), 256 << 10);
+    }
     let env = Env::open(Path::new(path), &options).unwrap();
     let db = env.database("t").unwrap();
     match role {
@@ -374,7 +392,58 @@ fn child_process_role() {
             "child cannot see {arg}"
         ),
         "write" => write_and_count(&env, db, arg, 150),
+        "fill" => fill_until_full(&env, db),
+        "hold-write" => hold_the_write_lock(&env, db),
         other => panic!("unknown role {other}"),
+    }
+}
+
+/// Takes the write lock (mid-transaction, a change made) and never lets go:
+/// the parent kills this process there.
+fn hold_the_write_lock(env: &Env, db: Database) {
+    env.write(|txn| {
+        txn.put(db, &"uncommitted", &"x", WriteFlags::empty())
+            .map_err(|e| map_err("put", e))?;
+        println!("holding");
+        use std::io::Write;
+        std::io::stdout().flush().unwrap();
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).unwrap(); // until killed
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// Makes the disk "full" for this process: files may not grow past
+/// `headroom` bytes beyond `path`'s current size (writes past it fail with
+/// EFBIG rather than killing the process).
+fn limit_file_size(path: &Path, headroom: u64) {
+    let limit = std::fs::metadata(path).unwrap().len() + headroom;
+    // SAFETY: plain syscalls on this process, with valid arguments.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let rlimit = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit), 0);
+    }
+}
+
+/// Writes 4 KiB values until the storage is full; prints how many
+/// committed.
+fn fill_until_full(env: &Env, db: Database) {
+    for i in 0.. {
+        let key = format!("fill/{i:06}");
+        match put(env, db, &key, &[9u8; 4096]) {
+            Ok(()) => {}
+            Err(err) => {
+                assert_eq!(err.kind(), ErrorKind::StorageFull, "{err}");
+                println!("committed={i}");
+                return;
+            }
+        }
+        assert!(i < 100_000, "the size limit never bit");
     }
 }
 
@@ -429,6 +498,78 @@ fn a_second_process_sees_committed_writes() {
     assert!(
         !status.success(),
         "the child must fail on a missing key (else this test proves nothing)"
+    );
+}
+
+#[test]
+fn a_full_disk_is_storage_full_and_loses_nothing_committed() {
+    let dir = temp_dir("full");
+    let path = dir.join("db.lmdb");
+    {
+        let env = Env::open(&path, &EnvOptions::default()).unwrap();
+        let db = env.database("t").unwrap();
+        for i in 0..50 {
+            put(&env, db, &format!("before/{i}"), b"kept").unwrap();
+        }
+    }
+    let output = child("fill", &path, "").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let committed: usize = stdout
+        .lines()
+        .find_map(|line| line.split("committed=").nth(1))
+        .unwrap_or_else(|| panic!("the child reports its count: {stdout}"))
+        .parse()
+        .unwrap();
+    assert!(committed > 0, "some writes fit before the disk filled");
+    // Everything committed before the failure is intact, and the file opens.
+    let env = Env::open(&path, &EnvOptions::default()).unwrap();
+    let db = env.database("t").unwrap();
+    for i in 0..50 {
+        assert_eq!(get(&env, db, &format!("before/{i}")).as_deref(), Some(&b"kept"[..]));
+    }
+    for i in 0..committed {
+        assert!(
+            get(&env, db, &format!("fill/{i:06}")).is_some(),
+            "committed write {i} lost"
+        );
+    }
+    assert!(
+        get(&env, db, &format!("fill/{committed:06}")).is_none(),
+        "the failed write left nothing"
+    );
+    put(&env, db, "after", b"writable again").unwrap();
+}
+
+#[test]
+fn a_writer_killed_holding_the_write_lock_does_not_block_the_next() {
+    use std::io::BufRead;
+    let dir = temp_dir("killed-writer");
+    let path = dir.join("db.lmdb");
+    let mut holder = child("hold-write", &path, "")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|line| line.unwrap().contains("holding")),
+        "the child took the lock"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // LMDB's lock is a robust mutex: the next writer recovers it.
+    let env = Env::open(&path, &EnvOptions::default()).unwrap();
+    let db = env.database("t").unwrap();
+    put(&env, db, "next", b"written").unwrap();
+    assert_eq!(get(&env, db, "next").as_deref(), Some(&b"written"[..]));
+    assert!(
+        get(&env, db, "uncommitted").is_none(),
+        "the killed writer's change is gone"
     );
 }
 

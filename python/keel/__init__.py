@@ -4,6 +4,9 @@ One Rust core, used here from Python. Every call that can block releases the GIL
 
 - :class:`KeyedLocks`: one lock per key while anyone holds or waits for it, and no
   entry left behind when nobody does.
+- :class:`Drive`: a tree of named items in its own LMDB file; typed items carry
+  versioned JSON data checked by JSON Schema; per-item permissions enforced by
+  ``drive.as_user(...)``; every write durable when it returns.
 - :class:`Operations`: durable per-item operation states (READY, WORKING, OK,
   FAILED), claimed once each with a lease and a token.
 - :class:`Queue` and :class:`Worker`: a durable job queue (priorities, schedules,
@@ -29,8 +32,12 @@ from keel._keel import (
     Closed,
     Conflict,
     Corrupt,
+    DRIVE_ROOT,
+    Drive,
+    DriveBatch,
     InvalidArgument,
     IoError,
+    ItemIterator,
     KeelError,
     KeyedLocks,
     LockGuard,
@@ -56,8 +63,12 @@ __all__ = [
     "Closed",
     "Conflict",
     "Corrupt",
+    "DRIVE_ROOT",
+    "Drive",
+    "DriveBatch",
     "InvalidArgument",
     "IoError",
+    "ItemIterator",
     "KeelError",
     "KeyedLocks",
     "LockGuard",

@@ -78,7 +78,7 @@ impl Batch<'_, '_> {
     pub fn walk(&self, top: ItemId, order: WalkOrder) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         tree::walk(&self.cx, &*self.txn, top, order, |item| {
-            items.push(item.clone());
+            items.push(item);
             Ok(())
         })?;
         Ok(items)

@@ -168,19 +168,46 @@ pub(crate) fn get_data(
     id: ItemId,
     version: Option<Version>,
 ) -> Result<(Version, Value)> {
+    with_data_text(cx, txn, id, version, |version, json| {
+        serde_json::from_slice(json)
+            .map_err(|e| Error::corrupt(format!("data of item {id} version {version} is not JSON: {e}")))
+    })
+}
+
+/// Like [`get_data`], as the stored JSON text (no parse): for surfaces
+/// that hand JSON on as text.
+pub(crate) fn get_data_text(
+    cx: &Ctx<'_>,
+    txn: &impl Transaction,
+    id: ItemId,
+    version: Option<Version>,
+) -> Result<(Version, String)> {
+    with_data_text(cx, txn, id, version, |version, json| {
+        String::from_utf8(json.to_vec())
+            .map_err(|_| Error::corrupt(format!("data of item {id} version {version} is not UTF-8")))
+    })
+}
+
+/// Runs `read` on the stored JSON bytes of item `id` at `version` (default:
+/// current), straight from the map: no copy of the text.
+fn with_data_text<T>(
+    cx: &Ctx<'_>,
+    txn: &impl Transaction,
+    id: ItemId,
+    version: Option<Version>,
+    read: impl FnOnce(Version, &[u8]) -> Result<T>,
+) -> Result<(Version, T)> {
     let item = tree::get(cx, txn, id, None)?;
     let version = version
         .or(item.version)
         .ok_or_else(|| Error::not_found(format!("item {id} has no data")))?;
-    // Parsed straight from the mapped bytes: no copy of the JSON text.
     let value = cx
         .t
         .data
         .get_raw(txn, &DataKey { id, version }, |bytes| {
             let json = DataRecord::json_of(bytes)
                 .ok_or_else(|| Error::corrupt(format!("data record of item {id} version {version} is malformed")))?;
-            serde_json::from_slice(json)
-                .map_err(|e| Error::corrupt(format!("data of item {id} version {version} is not JSON: {e}")))
+            read(version, json)
         })?
         .ok_or_else(|| Error::not_found(format!("item {id} has no data version {version}")))?;
     Ok((version, value))

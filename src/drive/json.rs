@@ -146,6 +146,117 @@ pub fn version_from_json(value: &Value) -> Result<Version> {
     }
 }
 
+/// Runs one call described in JSON inside `batch` and returns its result in
+/// JSON: the batch interface of surfaces that cannot hold a closure (C).
+///
+/// `{"op": "create", "parent": id|null, "item": {...}}` → item;
+/// `create_at` (`parent_path`, `item`) → item; `get` (`id`, `type`?) → item;
+/// `resolve` / `make_path` (`path`) → [item]; `at_path` (`path`) → item;
+/// `path_of` (`id`) → "a/b"; `children` (`parent`, `after`?, `limit`?) →
+/// [item]; `by_type` (`type`, `after`?, `limit`?) → [item]; `move`
+/// (`id`, `parent`, `name`?) → item; `rename` (`id`, `name`) → item;
+/// `delete` (`id`) → count; `set_permissions` (`id`, `permissions`) → item;
+/// `set_data` (`id`, `data`, `version`?) → "1.2.3"; `get_data` (`id`,
+/// `version`?) → {"version", "data"}; `versions` (`id`) → [info];
+/// `delete_data` (`id`, `version`) → "1.2.3"|null; `schema` (`type`) →
+/// {"version", "schema"}|null; `set_schema` (`type`, `schema`, `version`) →
+/// bool (no migration callback here).
+pub fn apply(batch: &mut super::Batch<'_, '_>, call: &Value) -> Result<Value> {
+    let object = as_object(call, "a batch call")?;
+    let op = object
+        .get("op")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::invalid_argument("a batch call needs an \"op\" string"))?;
+    let field = |key: &str| object.get(key).unwrap_or(&Value::Null);
+    let text = |key: &str| -> Result<&str> {
+        field(key)
+            .as_str()
+            .ok_or_else(|| Error::invalid_argument(format!("{op}: \"{key}\" must be a string")))
+    };
+    let optional_text = |key: &str| -> Result<Option<&str>> {
+        match field(key) {
+            Value::Null => Ok(None),
+            Value::String(text) => Ok(Some(text)),
+            _ => Err(Error::invalid_argument(format!(
+                "{op}: \"{key}\" must be a string or null"
+            ))),
+        }
+    };
+    let id = |key: &str| -> Result<ItemId> {
+        match field(key) {
+            Value::Null => Ok(ItemId::ROOT),
+            other => id_from_json(other),
+        }
+    };
+    let limit = || -> Result<usize> {
+        match field("limit") {
+            Value::Null => Ok(usize::MAX),
+            value => value
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| Error::invalid_argument(format!("{op}: \"limit\" must be a count"))),
+        }
+    };
+    let version = |key: &str| -> Result<Option<Version>> { optional_text(key)?.map(Version::parse).transpose() };
+    let items = |items: Vec<Item>| Value::Array(items.iter().map(Item::to_json).collect());
+    Ok(match op {
+        "get" => match optional_text("type")? {
+            Some(kind) => batch.get_typed(id("id")?, kind)?.to_json(),
+            None => batch.get(id("id")?)?.to_json(),
+        },
+        "resolve" => items(batch.resolve(text("path")?)?),
+        "at_path" => batch.at_path(text("path")?)?.to_json(),
+        "path_of" => Value::from(batch.path_of(id("id")?)?),
+        "children" => items(batch.children(id("parent")?, optional_text("after")?, limit()?)?),
+        "by_type" => {
+            let after = optional_text("after")?.map(ItemId::parse).transpose()?;
+            items(batch.by_type(text("type")?, after, limit()?)?)
+        }
+        "create" => batch
+            .create(id("parent")?, &NewItem::from_json(field("item"))?)?
+            .to_json(),
+        "create_at" => batch
+            .create_at(text("parent_path")?, &NewItem::from_json(field("item"))?)?
+            .to_json(),
+        "make_path" => items(batch.make_path(text("path")?)?),
+        "move" => batch
+            .move_item(id("id")?, id("parent")?, optional_text("name")?)?
+            .to_json(),
+        "rename" => batch.rename(id("id")?, text("name")?)?.to_json(),
+        "delete" => Value::from(batch.delete(id("id")?)?),
+        "set_permissions" => batch
+            .set_permissions(id("id")?, &Permissions::from_json(field("permissions"))?)?
+            .to_json(),
+        "set_data" => Value::from(
+            batch
+                .set_data(id("id")?, field("data"), version("version")?)?
+                .to_string(),
+        ),
+        "get_data" => {
+            let (version, data) = batch.get_data(id("id")?, version("version")?)?;
+            json!({"version": version.to_string(), "data": data})
+        }
+        "versions" => Value::Array(batch.versions(id("id")?)?.iter().map(VersionInfo::to_json).collect()),
+        "delete_data" => {
+            let version =
+                version("version")?.ok_or_else(|| Error::invalid_argument("delete_data needs a \"version\""))?;
+            batch.delete_data(id("id")?, version)?.map(|v| v.to_string()).into()
+        }
+        "schema" => match batch.schema(text("type")?)? {
+            Some((version, schema)) => json!({"version": version, "schema": schema}),
+            None => Value::Null,
+        },
+        "set_schema" => {
+            let version = field("version")
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| Error::invalid_argument("set_schema needs a \"version\" number"))?;
+            Value::from(batch.set_schema(text("type")?, field("schema"), version, None)?)
+        }
+        other => return Err(Error::invalid_argument(format!("unknown batch call {other:?}"))),
+    })
+}
+
 fn as_object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
     value
         .as_object()

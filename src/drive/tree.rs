@@ -218,7 +218,7 @@ pub(crate) fn walk(
     txn: &impl Transaction,
     top: ItemId,
     order: WalkOrder,
-    mut visit: impl FnMut(&Item) -> Result<()>,
+    mut visit: impl FnMut(Item) -> Result<()>,
 ) -> Result<()> {
     let top_item = load(cx, txn, top)?;
     let top_level = level_of(cx, txn, &top_item)?;
@@ -232,14 +232,14 @@ pub(crate) fn walk(
 }
 
 /// Calls `visit` on every item of the subtree (but the root), readable or
-/// not, with the actor's level on it.
+/// not, with the actor's level on it. Items are handed over, not cloned.
 fn walk_all(
     cx: &Ctx<'_>,
     txn: &impl Transaction,
     top: Item,
     top_level: Level,
     order: WalkOrder,
-    mut visit: impl FnMut(&Item, Level) -> Result<()>,
+    mut visit: impl FnMut(Item, Level) -> Result<()>,
 ) -> Result<()> {
     // (item, its level, whether its children are already on the stack)
     let mut stack = vec![(top, top_level, false)];
@@ -248,7 +248,7 @@ fn walk_all(
         let visible = !item.id.is_root();
         if expanded {
             if visible {
-                visit(&item, level)?;
+                visit(item, level)?;
             }
             continue;
         }
@@ -256,13 +256,12 @@ fn walk_all(
         if seen > MAX_DEPTH * 1000 {
             return Err(Error::corrupt(format!("the subtree at {} does not end", item.id)));
         }
-        if order == WalkOrder::ParentsFirst && visible {
-            visit(&item, level)?;
-        }
-        let kids = child_items(cx, txn, item.id)?;
         let id = item.id;
-        if order == WalkOrder::ChildrenFirst {
-            stack.push((item, level, true));
+        let kids = child_items(cx, txn, id)?;
+        match order {
+            WalkOrder::ParentsFirst if visible => visit(item, level)?,
+            WalkOrder::ParentsFirst => {}
+            WalkOrder::ChildrenFirst => stack.push((item, level, true)),
         }
         for kid in kids.into_iter().rev() {
             if kid.id == id || kid.id.is_root() {
@@ -480,7 +479,7 @@ pub(crate) fn delete(cx: &Ctx<'_>, txn: &mut RwTransaction<'_>, id: ItemId) -> R
     let mut doomed = Vec::new();
     walk_all(cx, txn, top, top_level, WalkOrder::ChildrenFirst, |item, level| {
         cx.actor.require(level, Level::Admin, "delete", &item.id)?;
-        doomed.push(item.clone());
+        doomed.push(item);
         Ok(())
     })?;
     let removed = doomed.len() as u64;

@@ -143,17 +143,19 @@ impl DriveView {
     /// it is the root), in `order`, from one consistent snapshot.
     pub fn walk(&self, top: ItemId, order: WalkOrder) -> Result<Vec<Item>> {
         let mut items = Vec::new();
-        self.walk_each(top, order, |item| {
-            items.push(item.clone());
-            Ok(())
+        self.read(|cx, txn| {
+            tree::walk(cx, txn, top, order, |item| {
+                items.push(item);
+                Ok(())
+            })
         })?;
         Ok(items)
     }
 
     /// Like [`walk`](DriveView::walk), calling `visit` on each item instead
     /// of collecting them; an error from `visit` stops the walk.
-    pub fn walk_each(&self, top: ItemId, order: WalkOrder, visit: impl FnMut(&Item) -> Result<()>) -> Result<()> {
-        self.read(|cx, txn| tree::walk(cx, txn, top, order, visit))
+    pub fn walk_each(&self, top: ItemId, order: WalkOrder, mut visit: impl FnMut(&Item) -> Result<()>) -> Result<()> {
+        self.read(|cx, txn| tree::walk(cx, txn, top, order, |item| visit(&item)))
     }
 
     /// Up to `limit` readable items of type `kind`, by id, after `after`.
@@ -214,6 +216,12 @@ impl DriveView {
     /// Item `id`'s data at `version` (default: current) and that version.
     pub fn get_data(&self, id: ItemId, version: Option<Version>) -> Result<(Version, Value)> {
         self.read(|cx, txn| data::get_data(cx, txn, id, version))
+    }
+
+    /// Like [`get_data`](DriveView::get_data), as the stored JSON text
+    /// (no parse): cheaper when the data is handed on as text.
+    pub fn get_data_text(&self, id: ItemId, version: Option<Version>) -> Result<(Version, String)> {
+        self.read(|cx, txn| data::get_data_text(cx, txn, id, version))
     }
 
     /// Every stored version of item `id`'s data, newest first.

@@ -151,6 +151,13 @@ impl Env {
     /// transaction that cannot be repeated.
     pub fn write<T: Send>(&self, f: impl FnMut(&mut RwTransaction<'_>) -> Result<T> + Send) -> Result<T> {
         self.inner.check_usable()?;
+        if super::group_commit::leading_here() {
+            return Err(Error::would_deadlock(format!(
+                "a write to {} from inside a write on the same thread would wait for itself: \
+                 use the transaction given",
+                self.inner.path.display()
+            )));
+        }
         let mut job = Job { f, result: None };
         self.inner
             .commits

@@ -105,6 +105,7 @@ impl GroupCommit {
     /// Runs one batch of everything queued, releases its owners, and hands
     /// leadership to the oldest writer that queued meanwhile.
     fn lead(&self, run: &dyn Fn(&mut [&mut dyn Work])) {
+        let _leading = Leading::mark();
         let batch = std::mem::take(&mut self.queue.lock().pending);
         self.record(batch.len());
         {
@@ -148,6 +149,32 @@ impl GroupCommit {
             self.largest_batch.load(Ordering::Relaxed),
         )
     }
+}
+
+thread_local! {
+    static LEADING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as running a batch while alive.
+struct Leading;
+
+impl Leading {
+    fn mark() -> Leading {
+        LEADING.with(|leading| leading.set(true));
+        Leading
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        LEADING.with(|leading| leading.set(false));
+    }
+}
+
+/// Whether this thread is running a write batch right now: a write from
+/// here (say, from inside a write closure) would wait for itself.
+pub(crate) fn leading_here() -> bool {
+    LEADING.with(|leading| leading.get())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -91,6 +91,9 @@ pub fn map_err(context: impl Display, err: lmdb::Error) -> Error {
     use lmdb::Error as E;
     let message = format!("{context}: {err}");
     let error = match err {
+        // EFBIG: the file hit its size limit (RLIMIT_FSIZE, a filesystem's
+        // maximum): for a database, the storage is full.
+        E::Other(libc::EFBIG) => Error::storage_full(message),
         E::Other(code) => return Error::io(context, std::io::Error::from_raw_os_error(code)).with_source(err),
         E::NotFound => Error::not_found(message),
         E::KeyExist => Error::already_exists(message),
@@ -135,6 +138,10 @@ mod tests {
         assert_eq!(map_err("x", lmdb::Error::NotFound).kind(), ErrorKind::NotFound);
         assert_eq!(map_err("x", lmdb::Error::KeyExist).kind(), ErrorKind::AlreadyExists);
         assert_eq!(map_err("x", lmdb::Error::Other(28)).kind(), ErrorKind::StorageFull);
+        assert_eq!(
+            map_err("x", lmdb::Error::Other(libc::EFBIG)).kind(),
+            ErrorKind::StorageFull
+        );
         assert_eq!(map_err("x", lmdb::Error::Other(5)).kind(), ErrorKind::Io);
         assert!(map_err("put key k", lmdb::Error::NotFound)
             .message()

@@ -11,6 +11,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod buf;
+mod drive;
 mod ffi;
 mod locks;
 mod log_callback;
@@ -20,6 +21,7 @@ mod status;
 mod version;
 
 pub use buf::*;
+pub use drive::*;
 pub use locks::*;
 pub use log_callback::*;
 pub use ops::*;

@@ -3,7 +3,9 @@
 
 use pyo3::prelude::*;
 
+mod drive;
 mod errors;
+mod json;
 mod locks;
 mod logging;
 mod ops;
@@ -15,6 +17,7 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", keel::VERSION)?;
     errors::register(m)?;
     locks::register(m)?;
+    drive::register(m)?;
     ops::register(m)?;
     m.add_function(wrap_pyfunction!(run::_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;

@@ -1,0 +1,692 @@
+//! The drive: `keel_drive`, `keel_drive_batch` and `keel_drive_migration`.
+//!
+//! Items, permissions, versions and data cross as UTF-8 JSON (the forms of
+//! keel::drive::json). An item id is given as `(ptr, len)`: 16 raw bytes or
+//! 32 hex characters; NULL with length 0 means the root. Ids in JSON are hex.
+
+use std::ffi::{c_char, c_void};
+
+use keel_core::drive::{
+    json, Drive, DriveOptions, DriveView, ItemId, Migration, NewItem, OpenBatch, Permissions, Version, WalkOrder,
+};
+use keel_core::lmdb::Durability;
+use keel_core::{Error, ErrorKind, Result};
+use serde_json::Value;
+
+use crate::buf::keel_buf;
+use crate::ffi;
+use crate::status::keel_status;
+
+/// An open drive (from keel_drive_open) or a view of one as a user (from
+/// keel_drive_as_user). Thread-safe; every write is durable when it returns.
+pub struct keel_drive {
+    drive: Drive,
+    view: DriveView,
+}
+
+/// An open batch (from keel_drive_batch_begin): calls made with
+/// keel_drive_batch_call share one transaction until keel_drive_batch_commit
+/// or keel_drive_batch_abort, which also free it. Other writers of the drive
+/// wait while it is open.
+pub struct keel_drive_batch {
+    open: OpenBatch,
+}
+
+/// Where a migration callback puts its result (keel_drive_migration_set).
+/// Valid only during the callback.
+pub struct keel_drive_migration {
+    output: Option<Vec<u8>>,
+}
+
+/// Converts one stored data version for a new schema. `input` (UTF-8 JSON,
+/// `input_len` bytes, valid during the call) is `{"item": {...}, "version":
+/// "1.2.3", "data": ..., "from_schema": n|null, "to_schema": n}`. Return
+/// KEEL_OK after keel_drive_migration_set(`output`, new data JSON), or any
+/// other status to abort the whole migration (nothing changes).
+///
+/// Called on a keel thread (the one committing the write), one call at a
+/// time per migration. It must not write to the drive (that would wait for
+/// itself and gives KEEL_WOULD_DEADLOCK); reading is fine.
+pub type keel_drive_migrate_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        input: *const c_char,
+        input_len: usize,
+        output: *mut keel_drive_migration,
+    ) -> keel_status,
+>;
+
+/// The order of keel_drive_walk.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub enum keel_walk_order {
+    /// Every item after all of its descendants.
+    KEEL_WALK_CHILDREN_FIRST = 0,
+    /// Every item before its descendants.
+    KEEL_WALK_PARENTS_FIRST = 1,
+}
+
+unsafe fn id_arg(ptr: *const u8, len: usize) -> Result<ItemId> {
+    let raw = unsafe { ffi::bytes(ptr, len, "id")? };
+    match raw.len() {
+        0 => Ok(ItemId::ROOT),
+        16 => Ok(ItemId::from_bytes(raw.try_into().expect("16 bytes"))),
+        32 => ItemId::parse(std::str::from_utf8(raw).map_err(|_| Error::invalid_argument("id is not hex"))?),
+        n => Err(Error::invalid_argument(format!(
+            "an id is 16 bytes or 32 hex characters, not {n} bytes"
+        ))),
+    }
+}
+
+unsafe fn json_arg(ptr: *const c_char, len: usize, what: &str) -> Result<Value> {
+    let text = unsafe { ffi::utf8(ptr, len, what)? };
+    serde_json::from_str(text).map_err(|e| Error::invalid_argument(format!("{what} is not JSON: {e}")))
+}
+
+fn put_json(out: &mut keel_buf, value: &Value) {
+    *out = keel_buf::from_vec(value.to_string().into_bytes());
+}
+
+fn items_json(items: &[keel_core::drive::Item]) -> Value {
+    Value::Array(items.iter().map(|item| item.to_json()).collect())
+}
+
+/// Opens (or creates) the drive file at `path`. `options_json` may be NULL
+/// or `{"durable": true, "initial_map_size": bytes}`. Free with
+/// keel_drive_free. A file that is not a drive gives KEEL_CORRUPT.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_open(
+    path: *const c_char,
+    path_len: usize,
+    options_json: *const c_char,
+    options_len: usize,
+    out: *mut *mut keel_drive,
+) -> keel_status {
+    ffi::call(|| {
+        let out = unsafe { ffi::out_handle(out, "out")? };
+        let path = unsafe { ffi::utf8(path, path_len, "path")? };
+        let mut options = DriveOptions::default();
+        if !options_json.is_null() {
+            let value = unsafe { json_arg(options_json, options_len, "options")? };
+            if value.get("durable") == Some(&Value::Bool(false)) {
+                options.durability = Durability::NoSyncRisksLastCommits;
+            }
+            if let Some(size) = value.get("initial_map_size").and_then(Value::as_u64) {
+                options.initial_map_size = size as usize;
+            }
+        }
+        let drive = Drive::open(std::path::Path::new(path), &options)?;
+        let view = (*drive).clone();
+        out.put(keel_drive { drive, view });
+        Ok(())
+    })
+}
+
+/// Frees a drive or view handle. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_free(drive: *mut keel_drive) {
+    unsafe { ffi::free_handle(drive) }
+}
+
+/// A view of `drive` as `user` with `roles_json` (a JSON array of role
+/// names, or NULL): every call through it enforces that user's permission
+/// levels and returns KEEL_PERMISSION_DENIED when one is missing. Only the
+/// unchecked drive offers this. Free with keel_drive_free.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_as_user(
+    drive: *const keel_drive,
+    user: *const c_char,
+    user_len: usize,
+    roles_json: *const c_char,
+    roles_len: usize,
+    out: *mut *mut keel_drive,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let user = unsafe { ffi::utf8(user, user_len, "user")? };
+        let out = unsafe { ffi::out_handle(out, "out")? };
+        let roles: Vec<String> = match roles_json.is_null() {
+            true => Vec::new(),
+            false => serde_json::from_value(unsafe { json_arg(roles_json, roles_len, "roles")? })
+                .map_err(|_| Error::invalid_argument("roles must be a JSON array of strings"))?,
+        };
+        if drive.view.is_checked() {
+            return Err(Error::permission_denied(
+                "as_user is only offered by the unchecked drive",
+            ));
+        }
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        out.put(keel_drive {
+            drive: drive.drive.clone(),
+            view: drive.drive.as_user(user, &roles),
+        });
+        Ok(())
+    })
+}
+
+/// The item `id` as JSON in `*out`. With `type` (NULL for none), an item of
+/// another type gives KEEL_CONFLICT.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_get(
+    drive: *const keel_drive,
+    id: *const u8,
+    id_len: usize,
+    type_name: *const c_char,
+    type_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let id = unsafe { id_arg(id, id_len)? };
+        let kind = unsafe { ffi::optional_utf8(type_name, type_len, "type")? };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        let item = match kind {
+            Some(kind) => drive.view.get_typed(id, kind)?,
+            None => drive.view.get(id)?,
+        };
+        put_json(out, &item.to_json());
+        Ok(())
+    })
+}
+
+/// Every item along `path` ("a/b/c", case-insensitive) as a JSON array,
+/// first step first. A missing step gives KEEL_NOT_FOUND naming it.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_resolve(
+    drive: *const keel_drive,
+    path: *const c_char,
+    path_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let path = unsafe { ffi::utf8(path, path_len, "path")? };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        put_json(out, &items_json(&drive.view.resolve(path)?));
+        Ok(())
+    })
+}
+
+/// The path of item `id` ("a/b/c", names as given) as text in `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_path_of(
+    drive: *const keel_drive,
+    id: *const u8,
+    id_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let id = unsafe { id_arg(id, id_len)? };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        *out = keel_buf::from_vec(drive.view.path_of(id)?.into_bytes());
+        Ok(())
+    })
+}
+
+/// Up to `limit` children of `parent` in name order (ignoring case), after
+/// the child named `after` (NULL: from the first), as a JSON array.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_children(
+    drive: *const keel_drive,
+    parent: *const u8,
+    parent_len: usize,
+    after: *const c_char,
+    after_len: usize,
+    limit: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let parent = unsafe { id_arg(parent, parent_len)? };
+        let after = unsafe { ffi::optional_utf8(after, after_len, "after")? };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        put_json(out, &items_json(&drive.view.children(parent, after, limit)?));
+        Ok(())
+    })
+}
+
+/// Every readable item below `top` (the root for length 0) in `order` (a
+/// keel_walk_order), as a JSON array from one consistent snapshot.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_walk(
+    drive: *const keel_drive,
+    top: *const u8,
+    top_len: usize,
+    order: u32,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let top = unsafe { id_arg(top, top_len)? };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        let order = match order {
+            0 => WalkOrder::ChildrenFirst,
+            1 => WalkOrder::ParentsFirst,
+            other => {
+                return Err(Error::invalid_argument(format!(
+                    "order {other} is not a keel_walk_order"
+                )))
+            }
+        };
+        put_json(out, &items_json(&drive.view.walk(top, order)?));
+        Ok(())
+    })
+}
+
+/// Up to `limit` items of `type`, by id, after the id `after` (length 0:
+/// from the first), as a JSON array.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_by_type(
+    drive: *const keel_drive,
+    type_name: *const c_char,
+    type_len: usize,
+    after: *const u8,
+    after_len: usize,
+    limit: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let kind = unsafe { ffi::utf8(type_name, type_len, "type")? };
+        let after = match after_len {
+            0 => None,
+            _ => Some(unsafe { id_arg(after, after_len)? }),
+        };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        put_json(out, &items_json(&drive.view.by_type(kind, after, limit)?));
+        Ok(())
+    })
+}
+
+/// Creates an item under `parent` (length 0: the root) from `item_json`:
+/// `{"name": "...", "type": "..." (optional), "permissions": {...} (optional)}`.
+/// The new item's JSON goes in `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_create(
+    drive: *const keel_drive,
+    parent: *const u8,
+    parent_len: usize,
+    item_json: *const c_char,
+    item_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let parent = unsafe { id_arg(parent, parent_len)? };
+        let new = NewItem::from_json(&unsafe { json_arg(item_json, item_len, "item")? })?;
+        let out = unsafe { ffi::out_value(out, "out")? };
+        put_json(out, &drive.view.create(parent, &new)?.to_json());
+        Ok(())
+    })
+}
+
+/// Like keel_drive_create, under the item at `parent_path`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_create_at(
+    drive: *const keel_drive,
+    parent_path: *const c_char,
+    parent_path_len: usize,
+    item_json: *const c_char,
+    item_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let parent_path = unsafe { ffi::utf8(parent_path, parent_path_len, "parent_path")? };
+        let new = NewItem::from_json(&unsafe { json_arg(item_json, item_len, "item")? })?;
+        let out = unsafe { ffi::out_value(out, "out")? };
+        put_json(out, &drive.view.create_at(parent_path, &new)?.to_json());
+        Ok(())
+    })
+}
+
+/// Moves item `id` under `new_parent` (length 0: the root), renamed to
+/// `new_name` unless it is NULL, in one transaction. A move under the item's
+/// own descendant gives KEEL_INVALID_ARGUMENT. The moved item goes in `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_move(
+    drive: *const keel_drive,
+    id: *const u8,
+    id_len: usize,
+    new_parent: *const u8,
+    new_parent_len: usize,
+    new_name: *const c_char,
+    new_name_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let id = unsafe { id_arg(id, id_len)? };
+        let new_parent = unsafe { id_arg(new_parent, new_parent_len)? };
+        let new_name = unsafe { ffi::optional_utf8(new_name, new_name_len, "new_name")? };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        put_json(out, &drive.view.move_item(id, new_parent, new_name)?.to_json());
+        Ok(())
+    })
+}
+
+/// Deletes item `id` and everything below it; `*removed` (may be NULL)
+/// receives how many items were removed.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_delete(
+    drive: *const keel_drive,
+    id: *const u8,
+    id_len: usize,
+    removed: *mut u64,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let id = unsafe { id_arg(id, id_len)? };
+        let count = drive.view.delete(id)?;
+        if let Some(removed) = unsafe { removed.as_mut() } {
+            *removed = count;
+        }
+        Ok(())
+    })
+}
+
+/// Replaces item `id`'s own permissions with `permissions_json`
+/// (`{"default": "read", "users": {"ann": "admin"}, "roles": {}}`).
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_set_permissions(
+    drive: *const keel_drive,
+    id: *const u8,
+    id_len: usize,
+    permissions_json: *const c_char,
+    permissions_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let id = unsafe { id_arg(id, id_len)? };
+        let permissions =
+            Permissions::from_json(&unsafe { json_arg(permissions_json, permissions_len, "permissions")? })?;
+        let out = unsafe { ffi::out_value(out, "out")? };
+        put_json(out, &drive.view.set_permissions(id, &permissions)?.to_json());
+        Ok(())
+    })
+}
+
+/// Stores `data_json` as `version` ("1.2.3"; NULL: the next patch) of
+/// typed item `id`, checked against its type's schema. The version written
+/// goes in `*out` as text.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_set_data(
+    drive: *const keel_drive,
+    id: *const u8,
+    id_len: usize,
+    data_json: *const c_char,
+    data_len: usize,
+    version: *const c_char,
+    version_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let id = unsafe { id_arg(id, id_len)? };
+        let data = unsafe { json_arg(data_json, data_len, "data")? };
+        let version = unsafe { ffi::optional_utf8(version, version_len, "version")? }
+            .map(Version::parse)
+            .transpose()?;
+        let out = unsafe { ffi::out_value(out, "out")? };
+        *out = keel_buf::from_vec(drive.view.set_data(id, &data, version)?.to_string().into_bytes());
+        Ok(())
+    })
+}
+
+/// Item `id`'s data at `version` (NULL: current) as
+/// `{"version": "1.2.3", "data": ...}` in `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_get_data(
+    drive: *const keel_drive,
+    id: *const u8,
+    id_len: usize,
+    version: *const c_char,
+    version_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let id = unsafe { id_arg(id, id_len)? };
+        let version = unsafe { ffi::optional_utf8(version, version_len, "version")? }
+            .map(Version::parse)
+            .transpose()?;
+        let out = unsafe { ffi::out_value(out, "out")? };
+        // The stored text is handed on as is: no parse and re-serialize.
+        let (version, data) = drive.view.get_data_text(id, version)?;
+        let text = format!("{{\"version\":\"{version}\",\"data\":{data}}}");
+        *out = keel_buf::from_vec(text.into_bytes());
+        Ok(())
+    })
+}
+
+/// Every stored version of item `id`'s data, newest first, as a JSON array
+/// of `{"version", "updated", "updater", "size"}`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_versions(
+    drive: *const keel_drive,
+    id: *const u8,
+    id_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let id = unsafe { id_arg(id, id_len)? };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        let versions = drive.view.versions(id)?;
+        put_json(out, &Value::Array(versions.iter().map(|v| v.to_json()).collect()));
+        Ok(())
+    })
+}
+
+/// Deletes one version of item `id`'s data; the current version afterwards
+/// goes in `*out` as text (empty when no data is left).
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_delete_data(
+    drive: *const keel_drive,
+    id: *const u8,
+    id_len: usize,
+    version: *const c_char,
+    version_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let id = unsafe { id_arg(id, id_len)? };
+        let version = Version::parse(unsafe { ffi::utf8(version, version_len, "version")? })?;
+        let out = unsafe { ffi::out_value(out, "out")? };
+        let current = drive.view.delete_data(id, version)?;
+        *out = keel_buf::from_vec(current.map(|v| v.to_string()).unwrap_or_default().into_bytes());
+        Ok(())
+    })
+}
+
+/// Registers `schema_json` (a JSON Schema) as `version` of `type`'s schema.
+/// `*changed` (may be NULL) is false when that version was already current
+/// (a no-op); a lower version gives KEEL_CONFLICT. A higher one calls
+/// `migrate` (may be NULL: data kept as is) for every stored version of
+/// every item of the type and validates the results, all in one
+/// transaction: any failure changes nothing.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_set_schema(
+    drive: *const keel_drive,
+    type_name: *const c_char,
+    type_len: usize,
+    schema_json: *const c_char,
+    schema_len: usize,
+    version: u32,
+    migrate: keel_drive_migrate_fn,
+    userdata: *mut c_void,
+    changed: *mut bool,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let kind = unsafe { ffi::utf8(type_name, type_len, "type")? };
+        let schema = unsafe { json_arg(schema_json, schema_len, "schema")? };
+        let result = match migrate {
+            Some(function) => {
+                let userdata = userdata as usize; // keel never dereferences it
+                let mut call =
+                    move |step: &Migration<'_>, data: Value| unsafe { run_migration(function, userdata, step, data) };
+                drive.view.set_schema(kind, &schema, version, Some(&mut call))?
+            }
+            None => drive.view.set_schema(kind, &schema, version, None)?,
+        };
+        if let Some(changed) = unsafe { changed.as_mut() } {
+            *changed = result;
+        }
+        Ok(())
+    })
+}
+
+type MigrateFunction =
+    unsafe extern "C" fn(*mut c_void, *const c_char, usize, *mut keel_drive_migration) -> keel_status;
+
+unsafe fn run_migration(
+    function: MigrateFunction,
+    userdata: usize,
+    step: &Migration<'_>,
+    data: Value,
+) -> Result<Value> {
+    let input = serde_json::json!({
+        "item": step.item.to_json(),
+        "version": step.version.to_string(),
+        "data": data,
+        "from_schema": step.from_schema,
+        "to_schema": step.to_schema,
+    })
+    .to_string();
+    let mut output = keel_drive_migration { output: None };
+    let status = unsafe { function(userdata as *mut c_void, input.as_ptr().cast(), input.len(), &mut output) };
+    if status != keel_status::KEEL_OK {
+        let kind = ErrorKind::from_code(status as u32).unwrap_or(ErrorKind::InvalidArgument);
+        return Err(Error::new(
+            kind,
+            format!("the migration callback returned status {}", status as u32),
+        ));
+    }
+    let bytes = output
+        .output
+        .ok_or_else(|| Error::invalid_argument("the migration callback returned KEEL_OK without a result"))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::invalid_argument(format!("migration result is not JSON: {e}")))
+}
+
+/// Inside a keel_drive_migrate_fn: sets the migrated data (UTF-8 JSON,
+/// copied). Calling it again replaces the result.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_migration_set(
+    migration: *mut keel_drive_migration,
+    json: *const c_char,
+    json_len: usize,
+) -> keel_status {
+    ffi::call(|| {
+        // SAFETY: the header requires the handle the callback was given.
+        let migration = unsafe { migration.as_mut() }.ok_or_else(|| Error::invalid_argument("migration is NULL"))?;
+        let text = unsafe { ffi::utf8(json, json_len, "json")? };
+        migration.output = Some(text.as_bytes().to_vec());
+        Ok(())
+    })
+}
+
+/// `type`'s schema as `{"version": n, "schema": {...}}`, or `null`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_schema(
+    drive: *const keel_drive,
+    type_name: *const c_char,
+    type_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let kind = unsafe { ffi::utf8(type_name, type_len, "type")? };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        let value = match drive.view.schema(kind)? {
+            Some((version, schema)) => serde_json::json!({"version": version, "schema": schema}),
+            None => Value::Null,
+        };
+        put_json(out, &value);
+        Ok(())
+    })
+}
+
+/// Writes a consistent, compacted copy of the drive to `dest` while it is
+/// in use; durable when this returns.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_backup(
+    drive: *const keel_drive,
+    dest: *const c_char,
+    dest_len: usize,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let dest = unsafe { ffi::utf8(dest, dest_len, "dest")? };
+        drive.drive.backup(std::path::Path::new(dest))
+    })
+}
+
+/// Opens a batch on `drive` (or a view: the same checks apply). A plain
+/// write to the drive from this thread while it is open gives
+/// KEEL_WOULD_DEADLOCK. End it with keel_drive_batch_commit or
+/// keel_drive_batch_abort, which free it.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_batch_begin(
+    drive: *const keel_drive,
+    out: *mut *mut keel_drive_batch,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let out = unsafe { ffi::out_handle(out, "out")? };
+        out.put(keel_drive_batch {
+            open: drive.view.begin_batch()?,
+        });
+        Ok(())
+    })
+}
+
+/// Runs one call in the batch, described in JSON: `{"op": "create",
+/// "parent": id|null, "item": {...}}`, and likewise `get`, `resolve`,
+/// `at_path`, `path_of`, `children`, `by_type`, `create_at`, `make_path`,
+/// `move`, `rename`, `delete`, `set_permissions`, `set_data`, `get_data`,
+/// `versions`, `delete_data`, `schema`, `set_schema` (see the Rust docs of
+/// keel::drive::json::apply for each call's fields). The result's JSON goes
+/// in `*out`. A call that fails changes nothing; the batch stays open.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_batch_call(
+    batch: *const keel_drive_batch,
+    call_json: *const c_char,
+    call_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let batch = unsafe { ffi::handle(batch, "batch")? };
+        let call = unsafe { json_arg(call_json, call_len, "call")? };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        let result = batch.open.run(move |b| json::apply(b, &call))?;
+        put_json(out, &result);
+        Ok(())
+    })
+}
+
+/// Commits every call of the batch durably and frees it. NULL gives
+/// KEEL_INVALID_ARGUMENT.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_batch_commit(batch: *mut keel_drive_batch) -> keel_status {
+    ffi::call(|| {
+        if batch.is_null() {
+            return Err(Error::invalid_argument("batch is NULL"));
+        }
+        // SAFETY: made by keel_drive_batch_begin, ended once (the header says so).
+        let batch = unsafe { Box::from_raw(batch) };
+        batch.open.commit()
+    })
+}
+
+/// Undoes every call of the batch and frees it. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_batch_abort(batch: *mut keel_drive_batch) {
+    if !batch.is_null() {
+        // SAFETY: made by keel_drive_batch_begin, ended once.
+        ffi::call_void(|| unsafe { Box::from_raw(batch) }.open.abort());
+    }
+}
