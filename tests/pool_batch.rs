@@ -113,14 +113,20 @@ struct Rendezvous {
     inside: Mutex<usize>,
     all_in: std::sync::Condvar,
     n: usize,
+    patience: Duration,
 }
 
 impl Rendezvous {
     fn new(n: usize) -> Arc<Self> {
+        Self::with_patience(n, PATIENCE)
+    }
+
+    fn with_patience(n: usize, patience: Duration) -> Arc<Self> {
         Arc::new(Rendezvous {
             inside: Mutex::new(0),
             all_in: std::sync::Condvar::new(),
             n,
+            patience,
         })
     }
 
@@ -131,7 +137,7 @@ impl Rendezvous {
         self.all_in.notify_all();
         let (inside, _) = self
             .all_in
-            .wait_timeout_while(inside, PATIENCE, |inside| *inside < self.n)
+            .wait_timeout_while(inside, self.patience, |inside| *inside < self.n)
             .unwrap();
         *inside >= self.n
     }
@@ -341,4 +347,85 @@ fn unkeyed_tasks_lock_nothing_and_all_run_first() {
         .unwrap();
     assert_eq!(listed["completed"], 50);
     assert_eq!(listed["max_concurrency"], 3);
+}
+
+#[test]
+fn the_limit_holds_across_batches_run_at_once() {
+    let limit = 2;
+    let pool: Arc<SyncPool<usize>> = Arc::new(SyncPool::new(PoolConfig::new(limit)));
+    let occupancy = Arc::new(Occupancy::default());
+    // Tasks try to gather limit + 1 at once: they can only if the two batches
+    // together exceed the limit. They give up after a while (no assertion on it).
+    let rendezvous = Rendezvous::with_patience(limit + 1, Duration::from_millis(200));
+    let batch = |offset: usize| {
+        let occupancy = Arc::clone(&occupancy);
+        let rendezvous = Arc::clone(&rendezvous);
+        (0..2 * limit).map(move |i| {
+            let occupancy = Arc::clone(&occupancy);
+            let rendezvous = Arc::clone(&rendezvous);
+            Task::new(offset + i, move |_: &TaskContext| {
+                occupancy.enter(&(offset + i).to_string());
+                rendezvous.meet();
+                occupancy.leave(&(offset + i).to_string());
+                Ok(())
+            })
+        })
+    };
+    std::thread::scope(|s| {
+        let a = s.spawn(|| pool.run_batch(batch(0)));
+        let b = s.spawn(|| pool.run_batch(batch(100)));
+        assert!(a.join().unwrap().iter().all(Outcome::is_value));
+        assert!(b.join().unwrap().iter().all(Outcome::is_value));
+    });
+    assert!(occupancy.peak.load(Ordering::SeqCst) <= limit);
+    assert!(pool.stats().peak_concurrency <= limit);
+}
+
+#[test]
+fn a_task_running_a_batch_on_its_own_pool_is_refused_not_deadlocked() {
+    let pool: Arc<SyncPool<u8>> = Arc::new(SyncPool::new(PoolConfig::new(1)));
+    let inner_pool = Arc::clone(&pool);
+    let outcomes = pool.run_batch(vec![Task::new(0u8, move |_: &TaskContext| {
+        let nested = inner_pool.run_batch(vec![Task::new(1u8, |_: &TaskContext| Ok(()))]);
+        Ok(nested.into_iter().next().unwrap())
+    })]);
+    match outcomes[0].value() {
+        Some(Outcome::Refused(err)) => assert_eq!(err.kind(), ErrorKind::WouldDeadlock),
+        other => panic!("expected a WouldDeadlock refusal, got {other:?}"),
+    }
+    // A second pool is fine.
+    let other: SyncPool<u8> = SyncPool::new(PoolConfig::new(1));
+    let outcomes = pool.run_batch(vec![Task::new(0u8, move |_: &TaskContext| {
+        other
+            .run_batch(vec![Task::new(1u8, |_: &TaskContext| Ok(7))])
+            .remove(0)
+            .into_result(0)
+    })]);
+    assert_eq!(outcomes[0].value(), Some(&7));
+}
+
+#[test]
+fn tasks_retry_transient_failures_under_the_pool_policy() {
+    let policy = keel::pool::RetryPolicy {
+        initial_backoff: Duration::from_micros(50),
+        max_backoff: Duration::from_micros(200),
+        ..keel::pool::RetryPolicy::default()
+    };
+    let pool: SyncPool<u8> = SyncPool::new(PoolConfig::new(2).retry(policy));
+    let outcomes = pool.run_batch((0..4u8).map(|key| {
+        Task::new(key, move |ctx: &TaskContext| {
+            let mut attempts = 0;
+            ctx.retry(|_| {
+                attempts += 1;
+                match (key, attempts) {
+                    (0, 1..=2) => Err(Error::busy("source busy")),
+                    (1, _) => Err(Error::invalid_argument("bad scope")),
+                    _ => Ok(attempts),
+                }
+            })
+        })
+    }));
+    assert_eq!(outcomes[0].value(), Some(&3), "two transient failures, then success");
+    assert!(matches!(&outcomes[1], Outcome::Error(e) if e.kind() == ErrorKind::InvalidArgument));
+    assert_eq!(outcomes[2].value(), Some(&1));
 }

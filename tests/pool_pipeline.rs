@@ -172,3 +172,37 @@ fn a_hung_prepare_times_out_and_the_pipeline_goes_on() {
     }
     drop(release);
 }
+
+#[test]
+fn shutting_the_pool_down_stops_a_pipeline_at_once() {
+    let pool: Arc<SyncPool<()>> = Arc::new(SyncPool::new(PoolConfig::new(2)));
+    let (started_tx, started) = crossbeam_channel::unbounded::<usize>();
+    let (_never_tx, never) = crossbeam_channel::bounded::<()>(0);
+    let mut committed = Vec::new();
+    let outcomes = std::thread::scope(|s| {
+        let stopper = Arc::clone(&pool);
+        s.spawn(move || {
+            // Items 0 and 1 hang in prepare; once both run, shut down.
+            for _ in 0..2 {
+                started.recv_timeout(PATIENCE).unwrap();
+            }
+            stopper.shutdown();
+        });
+        pool.pipeline(
+            0..6usize,
+            move |item, _: &TaskContext| {
+                started_tx.send(item).unwrap();
+                let _ = never.recv(); // returns only when the test ends
+                Ok(item)
+            },
+            |index, item| {
+                committed.push(index);
+                Ok(item)
+            },
+            PipelineOptions::new(),
+        )
+    });
+    assert!(committed.is_empty());
+    assert!(outcomes.iter().all(|o| matches!(o, Outcome::Cancelled)), "{outcomes:?}");
+    assert_eq!(pool.stats().abandoned, 2);
+}

@@ -4,6 +4,9 @@ One Rust core, used here from Python. Every call that can block releases the GIL
 
 - :class:`KeyedLocks`: one lock per key while anyone holds or waits for it, and no
   entry left behind when nobody does.
+- :class:`SyncPool`: blocking callables N at a time on keel's threads, one key at a
+  time per key, results in order with exceptions as values, timeouts that never
+  starve the pool, and an ordered prepare/commit ``pipeline``.
 - :class:`Drive`: a tree of named items in its own LMDB file; typed items carry
   versioned JSON data checked by JSON Schema; per-item permissions enforced by
   ``drive.as_user(...)``; every write durable when it returns.
@@ -29,6 +32,7 @@ from keel._keel import (
     AlreadyExists,
     Busy,
     Cancelled,
+    CancellationToken,
     Closed,
     Conflict,
     Corrupt,
@@ -47,6 +51,8 @@ from keel._keel import (
     PermissionDenied,
     Queue,
     StorageFull,
+    SyncPool,
+    TaskContext,
     Timeout,
     Unsupported,
     Worker,
@@ -60,6 +66,7 @@ __all__ = [
     "AlreadyExists",
     "Busy",
     "Cancelled",
+    "CancellationToken",
     "Closed",
     "Conflict",
     "Corrupt",
@@ -79,6 +86,8 @@ __all__ = [
     "PermissionDenied",
     "Queue",
     "StorageFull",
+    "SyncPool",
+    "TaskContext",
     "Timeout",
     "Unsupported",
     "Worker",

@@ -2,7 +2,7 @@
 
 import os
 from types import TracebackType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 __version__: str
 
@@ -54,6 +54,75 @@ class KeyedLocks:
     ) -> LockGuard: ...
     def stats(self) -> Dict[str, int]: ...
     def __len__(self) -> int: ...
+
+class CancellationToken:
+    """Tells a running ``SyncPool.run`` or ``pipeline`` to stop; ``cancel()`` from any thread."""
+
+    def __init__(self) -> None: ...
+    def cancel(self) -> None: ...
+    @property
+    def cancelled(self) -> bool: ...
+
+class TaskContext:
+    """Passed as the second argument with ``pool.run(..., context=True)``."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def first_of_key(self) -> bool:
+        """True for the first item of its key in the batch (the one fetch per source)."""
+    @property
+    def cancelled(self) -> bool:
+        """True once the callable should stop (timed out, cancelled, shut down)."""
+    @property
+    def remaining(self) -> Optional[float]:
+        """Seconds left before the deadline, or None."""
+    def wait_cancelled(self, seconds: float) -> bool:
+        """Waits up to ``seconds`` (GIL released); True if the callable should stop."""
+
+class SyncPool:
+    """Blocking callables N at a time on keel's threads; items of one key never at once.
+
+    Results come back in input order with exceptions as values. A callable past its
+    timeout is reported ``keel.Timeout`` at once and its thread abandoned (never
+    killed); its key stays busy until it returns. ``shutdown()`` never waits.
+    """
+
+    def __init__(
+        self,
+        max_concurrency: int = 10,
+        *,
+        timeout: Optional[float] = None,
+        max_abandoned: int = 64,
+        name: Optional[str] = None,
+    ) -> None: ...
+    @property
+    def max_concurrency(self) -> int: ...
+    def run(
+        self,
+        func: Callable[..., Any],
+        items: Iterable[Any],
+        *,
+        key: Optional[Callable[[Any], Key]] = None,
+        timeout: Optional[float] = None,
+        singleflight: bool = False,
+        progress: Optional[Callable[[int, int, int, Any], None]] = None,
+        cancel: Optional[CancellationToken] = None,
+        context: bool = False,
+    ) -> List[Any]: ...
+    def pipeline(
+        self,
+        prepare: Callable[[Any], Any],
+        items: Iterable[Any],
+        commit: Callable[[Any], Any],
+        *,
+        window: Optional[int] = None,
+        stop_at_first_commit_failure: bool = False,
+        timeout: Optional[float] = None,
+        cancel: Optional[CancellationToken] = None,
+    ) -> List[Any]: ...
+    def shutdown(self) -> None: ...
+    def stats(self) -> Dict[str, int]: ...
 
 DRIVE_ROOT: str
 """The id of the drive's virtual root (32 zeros)."""

@@ -8,6 +8,7 @@ lock taken after the task went away is released at once, never leaked.
     async with keel.aio.lock(locks, "source-1", timeout=2.0):
         ...
     guard = await keel.aio.lock(locks, "source-1")
+    results = await keel.aio.run(pool, fetch, scopes, key=lambda s: s.source)
 
     queue = keel.aio.AsyncQueue(keel.Queue(path))
     job = await queue.dequeue(["mail"], worker="w1")     # released if the task is cancelled
@@ -19,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, Generator, Optional, TypeVar, Union
+from typing import Any, Callable, Generator, List, Optional, TypeVar, Union
 
-from keel._keel import KeyedLocks, LockGuard, Operations, Queue, Worker
+from keel._keel import CancellationToken, KeyedLocks, LockGuard, Operations, Queue, SyncPool, Worker
 
 T = TypeVar("T")
 
-__all__ = ["AsyncOperations", "AsyncQueue", "lock", "run_blocking", "worker"]
+__all__ = ["AsyncOperations", "AsyncQueue", "lock", "pipeline", "run", "run_blocking", "worker"]
 
 
 def _settle(future: "asyncio.Future[T]", result: Any, error: Optional[BaseException],
@@ -219,3 +220,37 @@ def worker(queue: Queue, handlers: Any, *, loop: Optional[asyncio.AbstractEventL
         else:
             adapted[kind] = adapt(spec)
     return Worker(queue, adapted, **options)
+
+
+async def _cancellable(start: Callable[[CancellationToken], T], name: str) -> T:
+    """Runs ``start(token)`` off the loop; cancelling the awaiting task cancels the token."""
+    token = CancellationToken()
+    future = run_blocking(lambda: start(token), name=name)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        token.cancel()  # the batch returns at once; its running items are abandoned
+        raise
+
+
+async def run(pool: SyncPool, func: Callable[[Any], Any], items: Any, **options: Any) -> List[Any]:
+    """``pool.run(func, items, **options)`` without blocking the event loop.
+
+    The callables run on the pool's threads as with ``pool.run``; results come back in
+    input order with exceptions as values. Cancelling the awaiting task cancels the
+    batch: items not started are cancelled, running ones are abandoned.
+    """
+    items = list(items)
+    return await _cancellable(lambda token: pool.run(func, items, cancel=token, **options), "keel-aio-pool")
+
+
+async def pipeline(pool: SyncPool, prepare: Callable[[Any], Any], items: Any, commit: Callable[[Any], Any],
+                   **options: Any) -> List[Any]:
+    """``pool.pipeline(prepare, items, commit, **options)`` without blocking the event loop.
+
+    ``commit`` runs on one helper thread (not the loop's), one item at a time, in input
+    order. Cancelling the awaiting task stops the run; nothing more is committed.
+    """
+    items = list(items)
+    return await _cancellable(
+        lambda token: pool.pipeline(prepare, items, commit, cancel=token, **options), "keel-aio-pipeline")

@@ -5,8 +5,9 @@
 //! next task from it and report outcomes to it directly, so the calling
 //! thread is not on the path of every task: it sleeps until a worker wakes
 //! it (the plan asked for it, or a new deadline is nearest), a deadline
-//! passes, or the run is stopped. At most `limit` workers exist, abandoned
-//! ones aside, which is what bounds the concurrency.
+//! passes, or the run is stopped. A worker holds one of the pool's slots
+//! (shared by all its runs) from taking a task until the task is decided,
+//! which is what bounds the concurrency across runs.
 //!
 //! # Why threads are abandoned, not killed
 //! A thread cannot be killed. A task past its deadline (counted from when a
@@ -92,6 +93,8 @@ pub(crate) struct RunState<P> {
 /// What the workers of one run share with the calling thread.
 struct Run<K, P> {
     state: Mutex<RunState<P>>,
+    /// `state.stopped`, readable without the lock (by workers waiting for a slot).
+    stopped: std::sync::atomic::AtomicBool,
     /// Workers wait here for a task to become ready.
     task_ready: Condvar,
     /// Wakes the calling thread; one pending wake is enough.
@@ -144,6 +147,7 @@ where
                     live_workers: 0,
                     stopped: false,
                 }),
+                stopped: std::sync::atomic::AtomicBool::new(false),
                 task_ready: Condvar::new(),
                 wake,
                 retry: shared.config.retry.clone(),
@@ -153,7 +157,16 @@ where
             }),
         };
         let mut state = engine.run.state.lock();
-        if engine.run.shared.shutdown.is_cancelled() {
+        if is_worker_of(&engine.run.shared) {
+            // A task waiting for a batch of its own pool holds a slot that
+            // batch may need: with every slot so held, nothing could run.
+            let err = Error::would_deadlock(
+                "a task of this pool ran a batch or pipeline on its own pool and would wait for it; \
+                 use a second pool for nested work",
+            );
+            let handed = state.plan.next_task(&mut |_| Some(err.clone()));
+            debug_assert!(handed.is_none(), "a task was handed out despite a refusal");
+        } else if engine.run.shared.shutdown.is_cancelled() {
             engine.refuse_ready(&mut state);
         } else {
             engine.add_workers(&mut state, workers.min(limit));
@@ -214,7 +227,7 @@ where
     /// cancels the tasks not started.
     pub(crate) fn cancel_running(&self) {
         let mut state = self.lock();
-        state.stopped = true;
+        mark_stopped(&self.run, &mut state);
         state.plan.cancel_rest();
         for token in state.running.values() {
             token.cancel();
@@ -310,11 +323,12 @@ where
                     if let Some(key) = self.run.keys.get(index) {
                         hung.insert(key.clone());
                     }
-                    shared.counters.task_left_slot();
                 }
                 Ok(_) => {}
             }
             shared.counters.thread_abandoned();
+            // The hung thread never gives its slot back: we do, for it.
+            shared.slots.release();
         }
         token.cancel();
         state.running.remove(&index);
@@ -328,7 +342,7 @@ where
     fn stop(&self) {
         self.stop_seen.set(true);
         let mut state = self.lock();
-        state.stopped = true;
+        mark_stopped(&self.run, &mut state);
         state.plan.cancel_rest();
         let running: Vec<usize> = state.running.keys().copied().collect();
         for index in running {
@@ -344,9 +358,32 @@ where
 impl<K, P> Drop for Engine<K, P> {
     fn drop(&mut self) {
         // Idle workers leave; busy ones leave after their task.
-        self.run.state.lock().stopped = true;
+        let mut state = self.run.state.lock();
+        mark_stopped(&self.run, &mut state);
+        drop(state);
         self.run.task_ready.notify_all();
     }
+}
+
+thread_local! {
+    /// The pool (its shared state's address) this thread works for, if any.
+    static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn pool_id<K>(shared: &Arc<Shared<K>>) -> usize {
+    Arc::as_ptr(shared) as usize
+}
+
+fn is_worker_of<K>(shared: &Arc<Shared<K>>) -> bool {
+    WORKER_OF.with(|of| of.get() == pool_id(shared))
+}
+
+/// Marks the run stopped, for workers with or without its lock, and wakes
+/// its workers sleeping for a slot.
+fn mark_stopped<K, P>(run: &Run<K, P>, state: &mut RunState<P>) {
+    state.stopped = true;
+    run.stopped.store(true, Ordering::SeqCst);
+    run.shared.slots.wake_all();
 }
 
 /// Why task `index` must not start now, if it must not.
@@ -377,16 +414,31 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     P: Plan,
 {
+    WORKER_OF.with(|of| of.set(pool_id(&run.shared)));
+    let slots = &run.shared.slots;
     let mut state = run.state.lock();
     loop {
         if state.stopped {
             break;
+        }
+        // A pool-wide slot first: cheaply if one is free, else sleeping for
+        // one without holding the run.
+        if !slots.try_take() {
+            let taken = MutexGuard::unlocked(&mut state, || slots.take(|| run.stopped.load(Ordering::SeqCst)));
+            if !taken {
+                break;
+            }
+            if state.stopped {
+                slots.release();
+                break;
+            }
         }
         let next = state.plan.next_task(&mut |index| refusal(run, index));
         if state.plan.take_wake() {
             let _ = run.wake.try_send(());
         }
         let Some((index, first_of_key, task)) = next else {
+            slots.release();
             if state.plan.exhausted() {
                 break;
             }
@@ -420,7 +472,7 @@ where
             drop(guard);
             return;
         }
-        run.shared.counters.task_left_slot();
+        slots.release();
         // Free the key before the next task of the key can be handed out.
         drop(guard);
         state.running.remove(&index);
@@ -453,7 +505,7 @@ where
         abandoned_thread_returns(&run.shared, None);
         return None;
     }
-    run.shared.counters.task_started();
+    run.shared.slots.task_started();
     match guard {
         Ok(guard) => {
             let watch = Stopwatch::start(LOG_TARGET, Level::Debug);

@@ -3,13 +3,15 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::pool::outcome::Outcome;
+use crate::pool::slots::Slots;
 
 /// A snapshot of a pool's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
-    /// Tasks running now with a slot (abandoned threads excluded).
+    /// Tasks holding one of the pool's slots now: running, or waiting for
+    /// their key (abandoned threads excluded).
     pub in_flight: usize,
-    /// The most tasks ever running at once.
+    /// The most slots in use when a task started: the peak concurrency.
     pub peak_concurrency: usize,
     /// Tasks that returned a value.
     pub completed: usize,
@@ -31,8 +33,6 @@ pub struct PoolStats {
 
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) in_flight: AtomicUsize,
-    pub(crate) peak: AtomicUsize,
     pub(crate) completed: AtomicUsize,
     pub(crate) failed: AtomicUsize,
     pub(crate) timed_out: AtomicUsize,
@@ -43,17 +43,6 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// A task got its key and starts running.
-    pub(crate) fn task_started(&self) {
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.peak.fetch_max(now, Ordering::SeqCst);
-    }
-
-    /// A running task left its slot (finished, or abandoned).
-    pub(crate) fn task_left_slot(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-
     pub(crate) fn thread_abandoned(&self) {
         self.abandoned.fetch_add(1, Ordering::SeqCst);
         self.abandoned_total.fetch_add(1, Ordering::SeqCst);
@@ -79,11 +68,11 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, locked_keys: usize) -> PoolStats {
+    pub(crate) fn snapshot(&self, slots: &Slots, locked_keys: usize) -> PoolStats {
         let load = |counter: &AtomicUsize| counter.load(Ordering::SeqCst);
         PoolStats {
-            in_flight: load(&self.in_flight),
-            peak_concurrency: load(&self.peak),
+            in_flight: slots.in_use(),
+            peak_concurrency: slots.peak(),
             completed: load(&self.completed),
             failed: load(&self.failed),
             timed_out: load(&self.timed_out),

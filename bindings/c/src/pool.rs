@@ -12,7 +12,7 @@ use crate::ffi;
 use crate::status::keel_status;
 
 /// A bounded pool for keyed, blocking tasks (see SyncPool in the Rust docs):
-/// at most `max_concurrency` tasks at once, tasks of one key never at the
+/// at most `max_concurrency` tasks at once across all its batches, tasks of one key never at the
 /// same time, a task past its timeout reported at once while its thread is
 /// abandoned (never killed), and keel_pool_shutdown that never waits for a
 /// thread. Thread-safe: several threads may run batches on one pool.
@@ -37,7 +37,9 @@ pub struct keel_task_ctx {
 ///
 /// Called on a pool thread, never on the thread that called keel_pool_run;
 /// tasks of distinct keys run at the same time on several threads. It may
-/// call keel functions. A task that never returns is reported
+/// call keel functions, except a batch on its own pool: that batch's tasks
+/// are refused with KEEL_WOULD_DEADLOCK (use a second pool). A task that
+/// never returns is reported
 /// KEEL_OUTCOME_TIMED_OUT after the timeout, and its thread (with its
 /// userdata) stays in use until it does return.
 pub type keel_task_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, ctx: *mut keel_task_ctx) -> keel_status>;

@@ -9,6 +9,7 @@ mod json;
 mod locks;
 mod logging;
 mod ops;
+mod pool;
 mod run;
 mod stats;
 
@@ -17,6 +18,7 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", keel::VERSION)?;
     errors::register(m)?;
     locks::register(m)?;
+    pool::register(m)?;
     drive::register(m)?;
     ops::register(m)?;
     m.add_function(wrap_pyfunction!(run::_debug_panic, m)?)?;

@@ -1,0 +1,502 @@
+//! `keel.SyncPool` and `keel.CancellationToken`.
+//!
+//! Python callables run on the pool's threads and attach to the interpreter
+//! for each call (`Python::try_attach`: the interpreter may be shutting
+//! down); the calling thread waits with the GIL released, so I/O-bound
+//! callables (sleeps, sockets, subprocesses) really run in parallel.
+//!
+//! An exception a callable raises is kept, by task index, and handed back
+//! as that task's result: the caller sees the very exception object, while
+//! the core sees a failure (counted as failed, stopping a pipeline).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel::pool::{
+    BatchOptions, CancellationToken, Outcome, PipelineOptions, PoolConfig, Progress, SyncPool, Task, TaskContext,
+};
+use keel::{Error, ErrorKind};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use crate::errors::to_pyerr;
+use crate::locks::key_bytes;
+use crate::run::{blocking, quick};
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PySyncPool>()?;
+    m.add_class::<PyCancellationToken>()?;
+    m.add_class::<PyTaskContext>()?;
+    let wait = wrap_pyfunction!(_wait_for_pool_calls, m)?;
+    m.add_function(wait.clone())?;
+    m.py().import("atexit")?.call_method1("register", (wait,))?;
+    Ok(())
+}
+
+/// Pool threads inside a Python call now, and a way to wait for none.
+static IN_PYTHON: Mutex<usize> = Mutex::new(0);
+static LEFT_PYTHON: parking_lot::Condvar = parking_lot::Condvar::new();
+
+/// How long interpreter exit waits for pool threads still inside Python calls.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs at interpreter exit (atexit), before finalization: waits, with the
+/// GIL released, up to a second for pool threads inside Python calls to
+/// return. A call returning *during* finalization is killed by CPython
+/// (< 3.14) with pthread_exit, whose forced unwind through keel's panic
+/// boundary aborts the process; a call that stays hung past the grace
+/// period is harmless, the process exits around it.
+#[pyfunction]
+fn _wait_for_pool_calls(py: Python<'_>) {
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + EXIT_GRACE;
+        let mut inside = IN_PYTHON.lock();
+        while *inside > 0 && !LEFT_PYTHON.wait_until(&mut inside, deadline).timed_out() {}
+    });
+}
+
+/// Counts this thread as inside a Python call until dropped.
+struct InPython;
+
+impl InPython {
+    fn enter() -> Self {
+        *IN_PYTHON.lock() += 1;
+        InPython
+    }
+}
+
+impl Drop for InPython {
+    fn drop(&mut self) {
+        *IN_PYTHON.lock() -= 1;
+        LEFT_PYTHON.notify_all();
+    }
+}
+
+/// What a running callable may know about itself, passed as its second
+/// argument when `pool.run(..., context=True)`: its index, whether it is the
+/// first item of its key in the batch (OPAL's one fetch per source), and
+/// whether it should stop (timed out, batch cancelled, pool shut down).
+#[pyclass(name = "TaskContext", module = "keel", frozen)]
+pub struct PyTaskContext {
+    #[pyo3(get)]
+    index: usize,
+    #[pyo3(get)]
+    first_of_key: bool,
+    token: CancellationToken,
+    deadline: Option<std::time::Instant>,
+}
+
+impl PyTaskContext {
+    fn of(ctx: &TaskContext) -> Self {
+        PyTaskContext {
+            index: ctx.index(),
+            first_of_key: ctx.is_first_of_key(),
+            token: ctx.cancellation().clone(),
+            deadline: ctx.deadline(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyTaskContext {
+    /// True once the callable should stop: threads are never killed, so a
+    /// long callable checks this between steps.
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Seconds left before the deadline (0 once past it), or None.
+    #[getter]
+    fn remaining(&self) -> Option<f64> {
+        self.deadline.map(|deadline| {
+            deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs_f64()
+        })
+    }
+
+    /// Waits up to `seconds` (GIL released), waking early if cancelled;
+    /// returns True if the callable should stop.
+    fn wait_cancelled(&self, py: Python<'_>, seconds: f64) -> PyResult<bool> {
+        let wait = quick(py, || seconds_to_duration(seconds))?;
+        Ok(py.detach(|| self.token.wait_timeout(wait)))
+    }
+}
+
+fn seconds_to_duration(seconds: f64) -> keel::Result<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| Error::invalid_argument(format!("{seconds} is not a number of seconds >= 0")))
+}
+
+/// A flag that tells a running batch or pipeline to stop; pass it as
+/// `cancel=` and call `cancel()` from any thread.
+#[pyclass(name = "CancellationToken", module = "keel", frozen)]
+pub struct PyCancellationToken {
+    inner: CancellationToken,
+}
+
+#[pymethods]
+impl PyCancellationToken {
+    #[new]
+    fn new() -> Self {
+        PyCancellationToken {
+            inner: CancellationToken::new(),
+        }
+    }
+
+    /// Cancels: tasks not started are cancelled, running ones are reported
+    /// cancelled and their threads left to finish on their own.
+    fn cancel(&self) {
+        self.inner.cancel();
+    }
+
+    /// True once cancel() was called.
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+}
+
+/// Exceptions raised by callables, by task index.
+struct Raised(Mutex<Vec<Option<PyErr>>>);
+
+impl Raised {
+    fn new(count: usize) -> Arc<Self> {
+        Arc::new(Raised(Mutex::new((0..count).map(|_| None).collect())))
+    }
+
+    fn take(&self, index: usize) -> Option<PyErr> {
+        self.0.lock().get_mut(index).and_then(Option::take)
+    }
+
+    fn peek(&self, py: Python<'_>, index: usize) -> Option<PyErr> {
+        self.0
+            .lock()
+            .get(index)
+            .and_then(|err| err.as_ref().map(|err| err.clone_ref(py)))
+    }
+}
+
+/// Calls `func(*args)` on this (pool) thread, attached for the call. A
+/// Python exception is kept in `raised[index]` and becomes a keel failure.
+fn call_python(
+    func: &Py<PyAny>,
+    args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
+    index: usize,
+    raised: &Raised,
+) -> keel::Result<Py<PyAny>> {
+    let _inside = InPython::enter();
+    let called = Python::try_attach(|py| match args(py).and_then(|args| func.bind(py).call1(args)) {
+        Ok(value) => Ok(value.unbind()),
+        Err(err) => {
+            let failure = failure_of(py, &err);
+            raised.0.lock()[index] = Some(err);
+            Err(failure)
+        }
+    });
+    called.unwrap_or_else(|| Err(Error::closed("the Python interpreter is shutting down")))
+}
+
+/// The keel failure standing for a Python exception: a keel error keeps its
+/// kind; anything else counts as an I/O-style failure of the callable.
+fn failure_of(py: Python<'_>, err: &PyErr) -> Error {
+    let value = err.value(py);
+    let kind = value
+        .getattr("code")
+        .ok()
+        .filter(|_| {
+            value
+                .is_instance(&py.get_type::<pyo3::exceptions::PyException>())
+                .unwrap_or(false)
+        })
+        .and_then(|code| code.extract::<u32>().ok())
+        .and_then(ErrorKind::from_code)
+        .unwrap_or(ErrorKind::Io);
+    Error::new(kind, format!("the callable raised {value}"))
+}
+
+/// A callable's result, shareable between singleflight followers without
+/// the GIL (a `Py` may only be cloned while attached).
+type Shared = Arc<Py<PyAny>>;
+
+/// The Python result of one outcome: the value, or the exception instance
+/// (`raised`, the callable's own exception, when it raised one).
+fn outcome_to_py(py: Python<'_>, index: usize, outcome: &Outcome<Shared>, raised: Option<PyErr>) -> Py<PyAny> {
+    let err = match outcome {
+        Outcome::Value(value) => return value.clone_ref(py),
+        Outcome::Error(err) => raised.unwrap_or_else(|| to_pyerr(py, err.clone())),
+        Outcome::Panicked(message) => to_pyerr(
+            py,
+            Error::new(ErrorKind::Panic, format!("task {index} panicked: {message}")),
+        ),
+        Outcome::TimedOut => to_pyerr(py, Error::timeout(format!("task {index} timed out"))),
+        Outcome::Cancelled => to_pyerr(py, Error::cancelled(format!("task {index} was cancelled"))),
+        Outcome::Refused(err) => to_pyerr(py, err.clone()),
+    };
+    err.into_value(py).into_any()
+}
+
+fn seconds(timeout: Option<f64>) -> keel::Result<Option<Duration>> {
+    timeout
+        .map(|seconds| seconds_to_duration(seconds).map_err(|err| err.context("timeout")))
+        .transpose()
+}
+
+/// A bounded pool for blocking callables: at most `max_concurrency` at
+/// once, items of one key never at the same time, results in input order
+/// with exceptions as values.
+#[pyclass(name = "SyncPool", module = "keel", frozen)]
+pub struct PySyncPool {
+    inner: SyncPool<Vec<u8>>,
+}
+
+#[pymethods]
+impl PySyncPool {
+    #[new]
+    #[pyo3(signature = (max_concurrency=10, *, timeout=None, max_abandoned=64, name=None))]
+    fn new(
+        py: Python<'_>,
+        max_concurrency: i64,
+        timeout: Option<f64>,
+        max_abandoned: usize,
+        name: Option<String>,
+    ) -> PyResult<Self> {
+        let mut config = PoolConfig::new(usize::try_from(max_concurrency).unwrap_or(0)).max_abandoned(max_abandoned);
+        if let Some(timeout) = quick(py, || seconds(timeout))? {
+            config = config.task_timeout(timeout);
+        }
+        if let Some(name) = name {
+            config = config.name(name);
+        }
+        Ok(PySyncPool {
+            inner: SyncPool::new(config),
+        })
+    }
+
+    /// Calls `fn(item)` for every item on the pool's threads and returns the
+    /// results in input order; an exception (or keel.Timeout, keel.Cancelled,
+    /// keel.Busy for a refusal) is returned in its item's place, as
+    /// `asyncio.gather(return_exceptions=True)` does.
+    ///
+    /// `key(item)` (str or bytes) serializes items of one key; without it
+    /// nothing is serialized but the limit. `timeout` (seconds) overrides
+    /// the pool's. With `singleflight`, only the first item of each key runs
+    /// and the others get its result. `progress(done, total, index, result)`
+    /// is called on this thread as results come in. With `context`, the
+    /// callable is called as `fn(item, ctx)` with a keel.TaskContext.
+    ///
+    /// The limit holds across every call on this pool, from any thread. A
+    /// callable that calls `run` on its own pool gets keel.WouldDeadlock
+    /// results (it would wait holding a slot): use a second pool.
+    #[pyo3(signature = (func, items, *, key=None, timeout=None, singleflight=false, progress=None, cancel=None, context=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        py: Python<'_>,
+        func: Py<PyAny>,
+        items: &Bound<'_, PyAny>,
+        key: Option<Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+        singleflight: bool,
+        progress: Option<Py<PyAny>>,
+        cancel: Option<PyRef<'_, PyCancellationToken>>,
+        context: bool,
+    ) -> PyResult<Py<PyList>> {
+        let items: Vec<Py<PyAny>> = items
+            .try_iter()?
+            .map(|item| item.map(Bound::unbind))
+            .collect::<PyResult<_>>()?;
+        let keys = match &key {
+            Some(key) => Some(
+                items
+                    .iter()
+                    .map(|item| key_bytes(&key.call1((item.bind(py),))?))
+                    .collect::<PyResult<Vec<Vec<u8>>>>()?,
+            ),
+            None => None,
+        };
+        let leader_of = leaders(keys.as_deref(), singleflight);
+        let timeout = quick(py, || seconds(timeout))?;
+        let cancel = cancel.map(|cancel| cancel.inner.clone());
+        let raised = Raised::new(items.len());
+        let func = Arc::new(func);
+        let tasks = items.into_iter().enumerate().map(|(index, item)| {
+            let func = Arc::clone(&func);
+            let raised = Arc::clone(&raised);
+            move |ctx: &TaskContext| -> keel::Result<Shared> {
+                let ctx = context.then_some(ctx);
+                call_python(&func, |py| item_args(py, &item, ctx), index, &raised).map(Arc::new)
+            }
+        });
+        let progress = progress.map(|progress| {
+            let raised = Arc::clone(&raised);
+            let leader_of = leader_of.clone();
+            move |p: Progress<'_, Vec<u8>, Shared>| {
+                Python::attach(|py| {
+                    let source = leader_of.get(p.index).copied().unwrap_or(p.index);
+                    let result = outcome_to_py(py, p.index, p.outcome, raised.peek(py, source));
+                    if let Err(err) = progress.bind(py).call1((p.done, p.total, p.index, result)) {
+                        err.write_unraisable(py, Some(progress.bind(py)));
+                    }
+                })
+            }
+        });
+        let pool = &self.inner;
+        let outcomes = blocking(py, move || {
+            // Built here: a progress callback is not Send, its parts are.
+            let mut options = BatchOptions::new();
+            if let Some(timeout) = timeout {
+                options = options.timeout(Some(timeout));
+            }
+            if let Some(cancel) = cancel {
+                options = options.cancel_token(cancel);
+            }
+            if let Some(progress) = progress {
+                options = options.on_progress(progress);
+            }
+            Ok(match keys {
+                None => pool.run_unkeyed(tasks, options),
+                Some(keys) => {
+                    let tasks = keys.into_iter().zip(tasks).map(|(key, run)| Task::new(key, run));
+                    if singleflight {
+                        pool.run_singleflight(tasks, options)
+                    } else {
+                        pool.run_batch_with(tasks, options)
+                    }
+                }
+            })
+        })?;
+        let results = outcomes.iter().enumerate().map(|(index, outcome)| {
+            let source = leader_of.get(index).copied().unwrap_or(index);
+            // Singleflight followers share their leader's exception object.
+            outcome_to_py(py, index, outcome, raised.peek(py, source))
+        });
+        Ok(PyList::new(py, results)?.unbind())
+    }
+
+    /// Calls `prepare(item)` for every item on the pool's threads, in
+    /// parallel, and `commit(prepared)` on this thread, one at a time, in
+    /// input order, as soon as an item is prepared and the one before it is
+    /// committed. Returns each commit's result, or the exception (of prepare
+    /// or commit) in its item's place. At most `window` items are prepared
+    /// but not committed. With `stop_at_first_commit_failure`, items after a
+    /// failed commit are not committed (keel.Cancelled).
+    #[pyo3(signature = (prepare, items, commit, *, window=None, stop_at_first_commit_failure=false, timeout=None, cancel=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn pipeline(
+        &self,
+        py: Python<'_>,
+        prepare: Py<PyAny>,
+        items: &Bound<'_, PyAny>,
+        commit: Py<PyAny>,
+        window: Option<usize>,
+        stop_at_first_commit_failure: bool,
+        timeout: Option<f64>,
+        cancel: Option<PyRef<'_, PyCancellationToken>>,
+    ) -> PyResult<Py<PyList>> {
+        let items: Vec<(usize, Py<PyAny>)> = items
+            .try_iter()?
+            .enumerate()
+            .map(|(index, item)| item.map(|item| (index, item.unbind())))
+            .collect::<PyResult<_>>()?;
+        let count = items.len();
+        let mut options = PipelineOptions::new().stop_at_first_commit_failure(stop_at_first_commit_failure);
+        if let Some(window) = window {
+            options = options.window(window);
+        }
+        if let Some(timeout) = quick(py, || seconds(timeout))? {
+            options = options.timeout(Some(timeout));
+        }
+        if let Some(cancel) = &cancel {
+            options = options.cancel_token(cancel.inner.clone());
+        }
+        let raised = Raised::new(count);
+        let prepare_raised = Arc::clone(&raised);
+        let commit_raised = Arc::clone(&raised);
+        let pool = &self.inner;
+        let outcomes = blocking(py, move || {
+            Ok(pool.pipeline(
+                items,
+                move |(index, item): (usize, Py<PyAny>), _: &TaskContext| {
+                    call_python(
+                        &prepare,
+                        |py| (item.bind(py),).into_pyobject(py),
+                        index,
+                        &prepare_raised,
+                    )
+                },
+                move |index, prepared: Py<PyAny>| {
+                    call_python(
+                        &commit,
+                        |py| (prepared.bind(py),).into_pyobject(py),
+                        index,
+                        &commit_raised,
+                    )
+                },
+                options,
+            ))
+        })?;
+        let results = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(index, outcome)| outcome_to_py(py, index, &outcome.map(Arc::new), raised.take(index)));
+        Ok(PyList::new(py, results)?.unbind())
+    }
+
+    /// Stops the pool: running calls return at once (their running items
+    /// reported keel.Cancelled, their threads left to finish on their own),
+    /// and later calls are refused with keel.Closed. Never waits for a thread.
+    fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+
+    /// The pool's counters: in_flight, peak_concurrency, completed, failed,
+    /// timed_out, cancelled, refused, abandoned, abandoned_total, locked_keys.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.inner.stats();
+        let dict = PyDict::new(py);
+        dict.set_item("in_flight", stats.in_flight)?;
+        dict.set_item("peak_concurrency", stats.peak_concurrency)?;
+        dict.set_item("completed", stats.completed)?;
+        dict.set_item("failed", stats.failed)?;
+        dict.set_item("timed_out", stats.timed_out)?;
+        dict.set_item("cancelled", stats.cancelled)?;
+        dict.set_item("refused", stats.refused)?;
+        dict.set_item("abandoned", stats.abandoned)?;
+        dict.set_item("abandoned_total", stats.abandoned_total)?;
+        dict.set_item("locked_keys", stats.locked_keys)?;
+        Ok(dict)
+    }
+
+    /// The concurrency limit (at least 1).
+    #[getter]
+    fn max_concurrency(&self) -> usize {
+        self.inner.config().concurrency()
+    }
+}
+
+/// `(item,)`, or `(item, ctx)` when the callable asked for its context.
+fn item_args<'py>(py: Python<'py>, item: &Py<PyAny>, ctx: Option<&TaskContext>) -> PyResult<Bound<'py, PyTuple>> {
+    match ctx {
+        Some(ctx) => (item.bind(py), Py::new(py, PyTaskContext::of(ctx))?).into_pyobject(py),
+        None => (item.bind(py),).into_pyobject(py),
+    }
+}
+
+/// For each item, the first item with its key (itself without singleflight).
+fn leaders(keys: Option<&[Vec<u8>]>, singleflight: bool) -> Vec<usize> {
+    let Some(keys) = keys else { return Vec::new() };
+    let mut first: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    keys.iter()
+        .enumerate()
+        .map(|(index, key)| {
+            if singleflight {
+                *first.entry(key).or_insert(index)
+            } else {
+                index
+            }
+        })
+        .collect()
+}
