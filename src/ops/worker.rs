@@ -314,12 +314,12 @@ impl Worker {
         if let Some(maintenance) = self.maintenance.take() {
             let _ = maintenance.join();
         }
-        let mut detached = 0;
+        // Slots count themselves out just before their threads end, so the
+        // count (not `is_finished`, which may lag) says who is still inside.
+        let detached = *shared.live_threads.lock() as u64;
         for thread in self.threads.drain(..) {
-            if thread.is_finished() {
+            if detached == 0 || thread.is_finished() {
                 let _ = thread.join();
-            } else {
-                detached += 1;
             }
         }
         log::info!(
