@@ -141,9 +141,13 @@ impl Shared {
                         self.queue.wakeup().wait_since(seen, self.options.poll_interval);
                     }
                 }
-                // Nothing ready, or the store failed (full disk, I/O): wait a
-                // poll interval either way rather than spin.
-                Ok(None) | Err(_) => self.queue.wakeup().wait_since(seen, self.options.poll_interval),
+                Ok(None) => self.queue.wakeup().wait_since(seen, self.options.poll_interval),
+                // The store failed (full disk, I/O): say so, and wait a poll
+                // interval rather than spin.
+                Err(err) => {
+                    log::warn!(target: TARGET, "dequeue failed: kind={kind} error={err}");
+                    self.queue.wakeup().wait_since(seen, self.options.poll_interval);
+                }
             }
         }
     }
