@@ -382,3 +382,19 @@ fn jobs_survive_reopening_the_file() {
     let job = q.get(id).unwrap();
     assert_eq!((job.state, job.payload.as_str()), (JobState::Queued, r#"{"to":"x"}"#));
 }
+
+#[test]
+fn operations_and_jobs_live_beside_a_drive_in_one_file() {
+    use keel::drive::{Drive, DriveOptions};
+    use keel::ops::Operations;
+    let path = temp_path("beside-drive");
+    let drive = Drive::open(&path, &DriveOptions::default()).unwrap();
+    let q = Queue::with_env(drive.env()).unwrap();
+    let ops = Operations::with_env(drive.env()).unwrap();
+    let id = q.enqueue("index", r#"{"item":"x"}"#, &opts()).unwrap().job.id;
+    ops.ready("x", &["index"]).unwrap();
+    // Reopened through the file, not the handle: the same databases.
+    let again = Queue::open(&path).unwrap();
+    assert_eq!(again.get(id).unwrap().state, JobState::Queued);
+    assert_eq!(Operations::open(&path).unwrap().next("index", 10).unwrap().len(), 1);
+}
