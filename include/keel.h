@@ -212,6 +212,28 @@ typedef enum {
 } keel_lock_mode;
 
 /**
+ * The state of an operation.
+ */
+typedef enum {
+  /**
+   * Waiting to be claimed.
+   */
+  KEEL_OP_READY = 1,
+  /**
+   * Claimed until its lease ends (entered by keel_ops_claim only).
+   */
+  KEEL_OP_WORKING = 2,
+  /**
+   * Done.
+   */
+  KEEL_OP_OK = 3,
+  /**
+   * Failed; the message says why.
+   */
+  KEEL_OP_FAILED = 4,
+} keel_op_state;
+
+/**
  * The order of keel_drive_walk.
  */
 typedef enum {
@@ -246,6 +268,12 @@ typedef struct keel_drive_batch keel_drive_batch;
 typedef struct keel_drive_migration keel_drive_migration;
 
 /**
+ * The running attempt handed to a job handler. Valid only during the call
+ * it was passed to; never free it.
+ */
+typedef struct keel_job_ctx keel_job_ctx;
+
+/**
  * A managed directory tree whose changes are made through mutations that
  * end exactly as before or exactly as after, whatever happens (see Journal
  * in the Rust docs). Thread-safe; several handles, threads and processes
@@ -276,6 +304,13 @@ typedef struct keel_locks keel_locks;
 typedef struct keel_mutation keel_mutation;
 
 /**
+ * Per-item operation states (see Operations in the Rust docs): a record
+ * per (item, operation) in READY, WORKING, OK or FAILED, claimed with a
+ * lease and a token. Every call is durable when it returns. Thread-safe.
+ */
+typedef struct keel_ops keel_ops;
+
+/**
  * A bounded pool for keyed, blocking tasks (see SyncPool in the Rust docs):
  * at most `max_concurrency` tasks at once across all its batches, tasks of one key never at the
  * same time, a task past its timeout reported at once while its thread is
@@ -285,11 +320,29 @@ typedef struct keel_mutation keel_mutation;
 typedef struct keel_pool keel_pool;
 
 /**
+ * A durable job queue (see Queue in the Rust docs): priorities, run-at
+ * times, unique keys, leases with attempt tokens, retries with backoff.
+ * Every call is durable when it returns. Thread-safe.
+ */
+typedef struct keel_queue keel_queue;
+
+/**
  * What a running task may ask keel: its index, whether it is the first of
  * its key, whether it should stop; and where it puts its output. Valid only
  * during the call it was passed to; never free it.
  */
 typedef struct keel_task_ctx keel_task_ctx;
+
+/**
+ * A running worker; keel_worker_stop stops it, keel_worker_free stops it
+ * (releasing running jobs at once) and frees it.
+ */
+typedef struct keel_worker keel_worker;
+
+/**
+ * Collects handlers and settings for a worker; consumed by keel_worker_start.
+ */
+typedef struct keel_worker_builder keel_worker_builder;
 
 /**
  * Bytes owned by keel and lent to C: `len` bytes at `ptr`, followed by a
@@ -426,6 +479,87 @@ typedef void (*keel_log_fn)(void *userdata,
                             size_t target_len,
                             const char *message,
                             size_t message_len);
+
+/**
+ * How to enqueue a job; keel_enqueue_options_default gives the defaults.
+ */
+typedef struct {
+  /**
+   * 0 (runs first) to 9 (runs last); default 5.
+   */
+  uint8_t priority;
+  /**
+   * Not run before this time, in ms since the Unix epoch; -1 for now.
+   */
+  int64_t run_at_ms;
+  /**
+   * Failed attempts allowed before the job is dead; default 20.
+   */
+  uint32_t max_attempts;
+  /**
+   * While a job of this kind with this key has not finished, enqueueing
+   * another returns it. NULL for none.
+   */
+  const char *unique_key;
+  /**
+   * The unique key's length in bytes.
+   */
+  size_t unique_key_len;
+} keel_enqueue_options;
+
+/**
+ * A dequeued attempt. Present `id` and `token` to finish it; free the
+ * buffers with keel_job_free.
+ */
+typedef struct {
+  uint64_t id;
+  /**
+   * The attempt's token: finishing with any other is refused (KEEL_CONFLICT).
+   */
+  uint64_t token;
+  /**
+   * Which attempt this is (1 for the first).
+   */
+  uint32_t attempt;
+  /**
+   * The lease's end, in ms since the Unix epoch.
+   */
+  uint64_t lease_until_ms;
+  keel_buf kind;
+  /**
+   * The JSON payload.
+   */
+  keel_buf payload;
+} keel_job;
+
+/**
+ * A job handler: runs on one of the worker's threads (several at once, up
+ * to the kind's concurrency) with `userdata` and the attempt. Return
+ * KEEL_OK to complete the job, with the JSON result (or nothing) given to
+ * keel_job_ctx_set_output; any other status fails the attempt, with the
+ * output as its message, retried after a backoff unless
+ * keel_job_ctx_set_retryable(ctx, false) was called. It may call keel
+ * functions, but not keel_worker_stop or keel_worker_free of its own worker.
+ */
+typedef keel_status (*keel_job_handler_fn)(void *userdata, keel_job_ctx *ctx);
+
+/**
+ * A worker's counters.
+ */
+typedef struct {
+  uint64_t completed;
+  uint64_t failed;
+  uint64_t panicked;
+  /**
+   * Finishes refused because the attempt was no longer current.
+   */
+  uint64_t refused;
+  uint64_t released;
+  /**
+   * Attempts whose handler ran past the job timeout.
+   */
+  uint64_t timed_out;
+} keel_worker_counters;
 
 /**
  * A task: runs on one of the pool's threads with `userdata` and a context.
@@ -1017,6 +1151,309 @@ keel_status keel_locks_stats(const keel_locks *locks, keel_lock_stats *out);
  * Calling it from inside the callback returns KEEL_WOULD_DEADLOCK.
  */
 keel_status keel_set_log_callback(uint32_t max_level, keel_log_fn callback, void *userdata);
+
+/**
+ * Opens (creating if missing) the operations file at `path` into `*out`;
+ * free it with keel_ops_free.
+ */
+keel_status keel_ops_open(const char *path, size_t path_len, keel_ops **out);
+
+/**
+ * Frees the handle. NULL is a no-op.
+ */
+void keel_ops_free(keel_ops *ops);
+
+/**
+ * Makes each of `names[0..count]` READY for `item`.
+ */
+keel_status keel_ops_ready(const keel_ops *ops,
+                           const char *item,
+                           size_t item_len,
+                           const keel_bytes *names,
+                           size_t count);
+
+/**
+ * Writes up to `limit` READY records of `op` (oldest first, not claimed) to
+ * `*out` as a JSON array. Free `*out` with keel_buf_free.
+ */
+keel_status keel_ops_next(const keel_ops *ops,
+                          const char *op,
+                          size_t op_len,
+                          size_t limit,
+                          keel_buf *out);
+
+/**
+ * Claims up to `limit` READY (or lease-expired) records of `op` for
+ * `worker` for `lease_ms`, atomically; each item goes to one claimer.
+ * Writes a JSON array of `{"item", "op", "token", "lease_until",
+ * "attempt"}` to `*out` (free with keel_buf_free).
+ */
+keel_status keel_ops_claim(const keel_ops *ops,
+                           const char *op,
+                           size_t op_len,
+                           size_t limit,
+                           const char *worker,
+                           size_t worker_len,
+                           uint64_t lease_ms,
+                           keel_buf *out);
+
+/**
+ * Sets `op` of `item` to `state` (a keel_op_state other than WORKING)
+ * with `message`, and makes each of `enable[0..enable_count]` READY, all or
+ * nothing. `token` is the claim's token, or 0 when holding no claim. A
+ * stale token (or 0 while another holds a live claim) gives KEEL_CONFLICT
+ * and changes nothing.
+ */
+keel_status keel_ops_update(const keel_ops *ops,
+                            const char *item,
+                            size_t item_len,
+                            const char *op,
+                            size_t op_len,
+                            uint64_t token,
+                            uint32_t state,
+                            const char *message,
+                            size_t message_len,
+                            const keel_bytes *enable,
+                            size_t enable_count);
+
+/**
+ * Marks `op` of `item` FAILED with `message` (fenced like keel_ops_update).
+ */
+keel_status keel_ops_error(const keel_ops *ops,
+                           const char *item,
+                           size_t item_len,
+                           const char *op,
+                           size_t op_len,
+                           uint64_t token,
+                           const char *message,
+                           size_t message_len);
+
+/**
+ * Writes every operation record of `item` to `*out` as a JSON array.
+ */
+keel_status keel_ops_states(const keel_ops *ops, const char *item, size_t item_len, keel_buf *out);
+
+/**
+ * Opens (creating if missing) the job queue file at `path` into `*out`;
+ * free it with keel_queue_free.
+ */
+keel_status keel_queue_open(const char *path, size_t path_len, keel_queue **out);
+
+/**
+ * Frees the handle. NULL is a no-op.
+ */
+void keel_queue_free(keel_queue *queue);
+
+/**
+ * The default enqueue options: priority 5, now, 20 attempts, no unique key.
+ */
+keel_enqueue_options keel_enqueue_options_default(void);
+
+/**
+ * Enqueues a job of `kind` with a JSON `payload` (`options` NULL for the
+ * defaults). Writes its id to `*out_id` and whether it was created (false:
+ * a live job with the same unique key was returned) to `*out_created`
+ * (either may be NULL).
+ */
+keel_status keel_queue_enqueue(const keel_queue *queue,
+                               const char *kind,
+                               size_t kind_len,
+                               const char *payload,
+                               size_t payload_len,
+                               const keel_enqueue_options *options,
+                               uint64_t *out_id,
+                               bool *out_created);
+
+/**
+ * Claims the best ready job of `kinds[0..count]` for `worker` for
+ * `lease_ms`. Writes it to `*out` and true to `*out_found`, or false to
+ * `*out_found` (and nothing to `*out`) when none is ready. Free a written
+ * job's buffers with keel_job_free.
+ */
+keel_status keel_queue_dequeue(const keel_queue *queue,
+                               const keel_bytes *kinds,
+                               size_t count,
+                               const char *worker,
+                               size_t worker_len,
+                               uint64_t lease_ms,
+                               keel_job *out,
+                               bool *out_found);
+
+/**
+ * Frees the buffers of a job written by keel_queue_dequeue. NULL is a no-op.
+ */
+void keel_job_free(keel_job *job);
+
+/**
+ * Extends attempt `token` of job `id` to `lease_ms` from now
+ * (KEEL_CONFLICT when the attempt is no longer current).
+ */
+keel_status keel_queue_heartbeat(const keel_queue *queue,
+                                 uint64_t id,
+                                 uint64_t token,
+                                 uint64_t lease_ms);
+
+/**
+ * Completes attempt `token` of job `id` with a JSON `result` (or empty).
+ * KEEL_CONFLICT when the attempt is no longer current.
+ */
+keel_status keel_queue_complete(const keel_queue *queue,
+                                uint64_t id,
+                                uint64_t token,
+                                const char *result,
+                                size_t result_len);
+
+/**
+ * Fails attempt `token` of job `id`: retried after a backoff when
+ * `retryable` and attempts remain, dead otherwise.
+ */
+keel_status keel_queue_fail(const keel_queue *queue,
+                            uint64_t id,
+                            uint64_t token,
+                            const char *error,
+                            size_t error_len,
+                            bool retryable);
+
+/**
+ * Cancels job `id` unless it has finished (KEEL_CONFLICT then).
+ */
+keel_status keel_queue_cancel(const keel_queue *queue,
+                              uint64_t id,
+                              const char *reason,
+                              size_t reason_len);
+
+/**
+ * Writes job `id` to `*out` as a JSON object (KEEL_NOT_FOUND if none).
+ */
+keel_status keel_queue_get(const keel_queue *queue, uint64_t id, keel_buf *out);
+
+/**
+ * Writes `{"kind": {"state": count}}` to `*out` (read from counters, cheap).
+ */
+keel_status keel_queue_counts(const keel_queue *queue, keel_buf *out);
+
+/**
+ * Requeues jobs whose lease expired (dead past the max resets); writes the
+ * numbers to `*out_requeued` and `*out_dead` (either may be NULL).
+ */
+keel_status keel_queue_reset_expired(const keel_queue *queue,
+                                     uint64_t *out_requeued,
+                                     uint64_t *out_dead);
+
+/**
+ * Deletes finished jobs older than `retention_ms`; writes how many to
+ * `*out_deleted` (may be NULL).
+ */
+keel_status keel_queue_cleanup(const keel_queue *queue,
+                               uint64_t retention_ms,
+                               uint64_t *out_deleted);
+
+/**
+ * Starts building a worker on `queue` named `name` (NULL for a default),
+ * with leases of `lease_ms` (0 for 30 s) and idle polls every `poll_ms`
+ * (0 for 1 s). Free with keel_worker_builder_free unless started.
+ */
+keel_status keel_worker_builder_new(const keel_queue *queue,
+                                    const char *name,
+                                    size_t name_len,
+                                    uint64_t lease_ms,
+                                    uint64_t poll_ms,
+                                    keel_worker_builder **out);
+
+/**
+ * Frees a builder that was not started. NULL is a no-op.
+ */
+void keel_worker_builder_free(keel_worker_builder *builder);
+
+/**
+ * Registers `handler` (with `userdata`) for `kind`, at most `concurrency`
+ * at once.
+ */
+keel_status keel_worker_builder_handler(keel_worker_builder *builder,
+                                        const char *kind,
+                                        size_t kind_len,
+                                        size_t concurrency,
+                                        keel_job_handler_fn handler,
+                                        void *userdata);
+
+/**
+ * Fails any attempt whose handler runs longer than `timeout_ms` (retried
+ * after a backoff); the handler's thread is abandoned, never killed, and its
+ * late result is refused. 0 removes the limit (the default).
+ */
+keel_status keel_worker_builder_job_timeout(keel_worker_builder *builder, uint64_t timeout_ms);
+
+/**
+ * Runs only `kinds[0..count]` (default: every registered kind).
+ */
+keel_status keel_worker_builder_allow(keel_worker_builder *builder,
+                                      const keel_bytes *kinds,
+                                      size_t count);
+
+/**
+ * Never runs `kinds[0..count]`, even when allowed.
+ */
+keel_status keel_worker_builder_block(keel_worker_builder *builder,
+                                      const keel_bytes *kinds,
+                                      size_t count);
+
+/**
+ * Starts the worker into `*out` and frees the builder (also on failure).
+ * A kind in the allow- or block-list with no handler is
+ * KEEL_INVALID_ARGUMENT.
+ */
+keel_status keel_worker_start(keel_worker_builder *builder, keel_worker **out);
+
+/**
+ * Stops gracefully: no new jobs; running handlers get `deadline_ms`; jobs
+ * still running then are released to the queue. Writes how many were
+ * released to `*out_released` (may be NULL). Call it from a thread that is
+ * not one of this worker's handlers.
+ */
+keel_status keel_worker_stop(keel_worker *worker, uint64_t deadline_ms, uint64_t *out_released);
+
+/**
+ * Writes the worker's counters to `*out`.
+ */
+keel_status keel_worker_stats(const keel_worker *worker, keel_worker_counters *out);
+
+/**
+ * Stops the worker with a zero deadline (running jobs are released at
+ * once) and frees it. NULL is a no-op.
+ */
+void keel_worker_free(keel_worker *worker);
+
+/**
+ * The job's id (0 for NULL).
+ */
+uint64_t keel_job_ctx_id(const keel_job_ctx *ctx);
+
+/**
+ * Which attempt this is, 1 for the first (0 for NULL).
+ */
+uint32_t keel_job_ctx_attempt(const keel_job_ctx *ctx);
+
+/**
+ * Points `*out_ptr`/`*out_len` at the JSON payload, valid during the call.
+ */
+keel_status keel_job_ctx_payload(const keel_job_ctx *ctx, const uint8_t **out_ptr, size_t *out_len);
+
+/**
+ * True once the handler should wrap up: the worker is stopping or this
+ * attempt's lease was lost (its result will be refused). False for NULL.
+ */
+bool keel_job_ctx_should_stop(const keel_job_ctx *ctx);
+
+/**
+ * Sets the output (copied): the JSON result on KEEL_OK, the failure's
+ * message otherwise.
+ */
+keel_status keel_job_ctx_set_output(keel_job_ctx *ctx, const uint8_t *data, size_t len);
+
+/**
+ * Whether a failure (a non-OK return) is retried; true by default.
+ */
+keel_status keel_job_ctx_set_retryable(keel_job_ctx *ctx, bool retryable);
 
 /**
  * Makes a pool in `*out`; free it with keel_pool_free.

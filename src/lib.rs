@@ -10,6 +10,8 @@
 //!   the tree is exactly as before or exactly as after a mutation.
 //! - [`SyncPool`]: keyed tasks N at a time, timeouts that never starve the
 //!   pool, and an ordered prepare/commit pipeline.
+//! - [`ops`]: durable per-item operation states, and a job queue with
+//!   leases, fencing tokens, retries and a worker that isolates job kinds.
 //!
 //! Every fallible call returns [`Result`], whose [`Error`] carries an
 //! [`ErrorKind`] with a stable number shared by all three surfaces.
@@ -20,6 +22,7 @@ pub mod events;
 pub mod journal;
 pub mod lmdb;
 pub mod locks;
+pub mod ops;
 pub mod pool;
 pub mod stats;
 

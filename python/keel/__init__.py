@@ -14,6 +14,11 @@ One Rust core, used here from Python. Every call that can block releases the GIL
   journal.mutation("add", details) as m:`` commits when the block succeeds and
   rolls back when it raises; after any crash the tree is exactly as before or
   exactly as after the mutation.
+- :class:`Operations`: durable per-item operation states (READY, WORKING, OK,
+  FAILED), claimed once each with a lease and a token.
+- :class:`Queue` and :class:`Worker`: a durable job queue (priorities, schedules,
+  unique keys, retries with backoff, fencing tokens) and a worker running Python
+  callables as handlers, each kind at its own concurrency.
 
 Errors are :class:`KeelError` subclasses, one per kind, that also derive from the
 matching builtin: ``NotFound`` is a ``LookupError``, ``InvalidArgument`` a
@@ -30,8 +35,8 @@ now and waits until every event so far has been handed to ``logging``.
 from keel._keel import (
     AlreadyExists,
     Busy,
-    Cancelled,
     CancellationToken,
+    Cancelled,
     Closed,
     Conflict,
     Corrupt,
@@ -47,14 +52,17 @@ from keel._keel import (
     LockGuard,
     Mutation,
     NotFound,
+    Operations,
     Panic,
     PermissionDenied,
+    Queue,
     ReadGuard,
     StorageFull,
     SyncPool,
     TaskContext,
     Timeout,
     Unsupported,
+    Worker,
     WouldDeadlock,
     __version__,
     flush_logs,
@@ -64,8 +72,8 @@ from keel._keel import (
 __all__ = [
     "AlreadyExists",
     "Busy",
-    "Cancelled",
     "CancellationToken",
+    "Cancelled",
     "Closed",
     "Conflict",
     "Corrupt",
@@ -75,22 +83,38 @@ __all__ = [
     "InvalidArgument",
     "IoError",
     "ItemIterator",
+    "JobError",
     "Journal",
     "KeelError",
     "KeyedLocks",
     "LockGuard",
     "Mutation",
     "NotFound",
+    "Operations",
     "Panic",
     "PermissionDenied",
+    "Queue",
     "ReadGuard",
     "StorageFull",
     "SyncPool",
     "TaskContext",
     "Timeout",
     "Unsupported",
+    "Worker",
     "WouldDeadlock",
     "__version__",
     "flush_logs",
     "stats",
 ]
+
+
+class JobError(Exception):
+    """Raise from a job handler to fail the attempt with ``message``.
+
+    With ``retryable=False`` the job is dead at once instead of retried (any
+    exception with a false ``retryable`` attribute does the same).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

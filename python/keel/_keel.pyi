@@ -1,9 +1,9 @@
 """Type stubs for the native module keel._keel (re-exported by ``keel``)."""
 
-from types import TracebackType
 import os
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
+from types import TracebackType
+from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 __version__: str
 
@@ -270,6 +270,93 @@ class Journal:
     def status(self) -> Dict[str, Any]: ...
     def resolve(self, seq: int) -> str: ...
     def stats(self) -> Dict[str, int]: ...
+
+Json = Any
+Record = Dict[str, Any]
+
+class Operations:
+    """Per-item operation states in an LMDB file (READY, WORKING, OK, FAILED).
+
+    ``claim`` hands each item to exactly one claimer across threads and processes,
+    with a token; an update with a stale token raises :class:`Conflict`. Every call
+    is durable when it returns.
+    """
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"]) -> None: ...
+    def ready(self, item: str, ops: Sequence[str]) -> List[Record]: ...
+    def next(self, op: str, limit: int = 100) -> List[Record]: ...
+    def claim(self, op: str, limit: int = 1, *, worker: str, lease: float = 30.0) -> List[Record]: ...
+    def update(
+        self,
+        item: str,
+        op: str,
+        state: str,
+        message: str = "",
+        *,
+        enable: Sequence[str] = ...,
+        token: Optional[int] = None,
+    ) -> Record: ...
+    def error(self, item: str, op: str, message: str, *, token: Optional[int] = None) -> Record: ...
+    def states(self, item: str) -> List[Record]: ...
+
+class Queue:
+    """A durable job queue in an LMDB file: priorities (0 first), run-at times,
+    unique keys, leases with attempt tokens, retries with backoff and jitter."""
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"]) -> None: ...
+    def enqueue(
+        self,
+        kind: str,
+        payload: Json = None,
+        *,
+        priority: int = 5,
+        run_at: Optional[float] = None,
+        delay: Optional[float] = None,
+        max_attempts: int = 20,
+        unique_key: Optional[str] = None,
+    ) -> Record: ...
+    def dequeue(self, kinds: Sequence[str], *, worker: str, lease: float = 30.0) -> Optional[Record]: ...
+    def heartbeat(self, id: int, token: int, *, lease: float = 30.0) -> int: ...
+    def complete(self, id: int, token: int, result: Json = None) -> Record: ...
+    def fail(self, id: int, token: int, error: str, *, retryable: bool = True) -> Record: ...
+    def release(self, id: int, token: int) -> Record: ...
+    def cancel(self, id: int, reason: str = "") -> Record: ...
+    def get(self, id: int) -> Record: ...
+    def counts(self) -> Dict[str, Dict[str, int]]: ...
+    def reset_expired(self) -> Dict[str, int]: ...
+    def cleanup(self, retention: float) -> int: ...
+
+Handler = Callable[[Record], Json]
+
+class Worker:
+    """Runs Python callables as job handlers on keel's threads, each kind at its own
+    concurrency. A handler's exception fails only its job."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        handlers: Mapping[str, Union[Handler, Tuple[Handler, int]]],
+        *,
+        allow: Optional[Sequence[str]] = None,
+        block: Sequence[str] = ...,
+        name: Optional[str] = None,
+        lease: float = 30.0,
+        heartbeat: Optional[float] = None,
+        poll: float = 1.0,
+        retention: Optional[float] = None,
+        job_timeout: Optional[float] = None,
+    ) -> None: ...
+    @property
+    def kinds(self) -> List[str]: ...
+    def stop(self, deadline: float = 30.0) -> Dict[str, int]: ...
+    def stats(self) -> Dict[str, int]: ...
+    def __enter__(self) -> "Worker": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
 
 def stats() -> Dict[str, List[Dict[str, Any]]]:
     """Every live keel object's counters, grouped by part ("locks", "pool", ...)."""

@@ -9,6 +9,11 @@ lock taken after the task went away is released at once, never leaked.
         ...
     guard = await keel.aio.lock(locks, "source-1")
     results = await keel.aio.run(pool, fetch, scopes, key=lambda s: s.source)
+
+    queue = keel.aio.AsyncQueue(keel.Queue(path))
+    job = await queue.dequeue(["mail"], worker="w1")     # released if the task is cancelled
+    await queue.complete(job["id"], job["token"], {"sent": True})
+    worker = keel.aio.worker(keel_queue, {"mail": send_mail})  # async def handlers
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ import asyncio
 import threading
 from typing import Any, Callable, Generator, List, Optional, TypeVar, Union
 
-from keel._keel import CancellationToken, KeyedLocks, LockGuard, SyncPool
+from keel._keel import CancellationToken, KeyedLocks, LockGuard, Operations, Queue, SyncPool, Worker
 
 T = TypeVar("T")
 
-__all__ = ["lock", "pipeline", "run", "run_blocking"]
+__all__ = ["AsyncOperations", "AsyncQueue", "lock", "pipeline", "run", "run_blocking", "worker"]
 
 
 def _settle(future: "asyncio.Future[T]", result: Any, error: Optional[BaseException],
@@ -98,6 +103,123 @@ def lock(locks: KeyedLocks, key: Union[str, bytes], *, timeout: Optional[float] 
     :class:`keel.WouldDeadlock` never (the waiting thread is always a fresh one).
     """
     return _LockRequest(locks, key, timeout, shared)
+
+
+class _Awaitable:
+    """Wraps a keel object so each of its blocking methods returns an awaitable."""
+
+    _target: Any
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def _call(self, name: str, *args: Any, give_back: Optional[Callable[[Any], None]] = None,
+              **kwargs: Any) -> "asyncio.Future[Any]":
+        method = getattr(self._target, name)
+        return run_blocking(lambda: method(*args, **kwargs), give_back=give_back, name=f"keel-aio-{name}")
+
+
+class AsyncOperations(_Awaitable):
+    """:class:`keel.Operations` with awaitable methods (the event loop never blocks)."""
+
+    def __init__(self, operations: Operations) -> None:
+        super().__init__(operations)
+
+    def ready(self, item: str, ops: Any) -> "asyncio.Future[Any]":
+        return self._call("ready", item, ops)
+
+    def next(self, op: str, limit: int = 100) -> "asyncio.Future[Any]":
+        return self._call("next", op, limit)
+
+    def claim(self, op: str, limit: int = 1, *, worker: str, lease: float = 30.0) -> "asyncio.Future[Any]":
+        return self._call("claim", op, limit, worker=worker, lease=lease)
+
+    def update(self, item: str, op: str, state: str, message: str = "", **kwargs: Any) -> "asyncio.Future[Any]":
+        return self._call("update", item, op, state, message, **kwargs)
+
+    def error(self, item: str, op: str, message: str, **kwargs: Any) -> "asyncio.Future[Any]":
+        return self._call("error", item, op, message, **kwargs)
+
+    def states(self, item: str) -> "asyncio.Future[Any]":
+        return self._call("states", item)
+
+
+class AsyncQueue(_Awaitable):
+    """:class:`keel.Queue` with awaitable methods (the event loop never blocks).
+
+    A ``dequeue`` whose awaiting task was cancelled releases the job it obtained, so
+    it is not stranded until its lease ends.
+    """
+
+    def __init__(self, queue: Queue) -> None:
+        super().__init__(queue)
+
+    def enqueue(self, kind: str, payload: Any = None, **kwargs: Any) -> "asyncio.Future[Any]":
+        return self._call("enqueue", kind, payload, **kwargs)
+
+    def dequeue(self, kinds: Any, *, worker: str, lease: float = 30.0) -> "asyncio.Future[Any]":
+        def give_back(job: Any) -> None:
+            if job is not None:
+                self._target.release(job["id"], job["token"])
+
+        return self._call("dequeue", kinds, worker=worker, lease=lease, give_back=give_back)
+
+    def heartbeat(self, id: int, token: int, *, lease: float = 30.0) -> "asyncio.Future[Any]":
+        return self._call("heartbeat", id, token, lease=lease)
+
+    def complete(self, id: int, token: int, result: Any = None) -> "asyncio.Future[Any]":
+        return self._call("complete", id, token, result)
+
+    def fail(self, id: int, token: int, error: str, *, retryable: bool = True) -> "asyncio.Future[Any]":
+        return self._call("fail", id, token, error, retryable=retryable)
+
+    def release(self, id: int, token: int) -> "asyncio.Future[Any]":
+        return self._call("release", id, token)
+
+    def cancel(self, id: int, reason: str = "") -> "asyncio.Future[Any]":
+        return self._call("cancel", id, reason)
+
+    def get(self, id: int) -> "asyncio.Future[Any]":
+        return self._call("get", id)
+
+    def counts(self) -> "asyncio.Future[Any]":
+        return self._call("counts")
+
+    def reset_expired(self) -> "asyncio.Future[Any]":
+        return self._call("reset_expired")
+
+    def cleanup(self, retention: float) -> "asyncio.Future[Any]":
+        return self._call("cleanup", retention)
+
+
+def worker(queue: Queue, handlers: Any, *, loop: Optional[asyncio.AbstractEventLoop] = None,
+           **options: Any) -> Worker:
+    """A :class:`keel.Worker` whose handlers may be ``async def`` functions.
+
+    Coroutine handlers run on ``loop`` (default: the running loop), so they may
+    await the host's own async clients; keel's handler thread waits for each
+    without blocking the loop. Plain callables run on keel's threads as usual.
+    Stop the worker with ``await keel.aio.run_blocking(lambda: w.stop(30))``:
+    calling ``stop`` on the loop itself would block the loop the handlers need.
+    """
+    target = loop if loop is not None else asyncio.get_running_loop()
+
+    def adapt(handler: Callable[..., Any]) -> Callable[[Any], Any]:
+        if not asyncio.iscoroutinefunction(handler):
+            return handler
+
+        def run_on_loop(job: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(handler(job), target).result()
+
+        return run_on_loop
+
+    adapted = {}
+    for kind, spec in handlers.items():
+        if isinstance(spec, tuple):
+            adapted[kind] = (adapt(spec[0]), spec[1])
+        else:
+            adapted[kind] = adapt(spec)
+    return Worker(queue, adapted, **options)
 
 
 async def _cancellable(start: Callable[[CancellationToken], T], name: str) -> T:

@@ -9,6 +9,7 @@ mod journal;
 mod json;
 mod locks;
 mod logging;
+mod ops;
 mod pool;
 mod run;
 mod stats;
@@ -21,6 +22,7 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pool::register(m)?;
     drive::register(m)?;
     journal::register(m)?;
+    ops::register(m)?;
     m.add_function(wrap_pyfunction!(run::_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;
     m.add_function(wrap_pyfunction!(stats::stats, m)?)?;

@@ -1,0 +1,155 @@
+//! [`Operations`]: durable per-item operation states (Pbench's `Sync`, with
+//! claims, leases and fencing).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::clock::{millis, Clock, SystemClock};
+use super::lmdb_store::LmdbStore;
+use super::names::{check_key, check_name};
+use super::records::{OpClaim, OpRecord, OpState, Token};
+use super::store::{ClaimRequest, OperationStore};
+use crate::lmdb::Env;
+use crate::{Error, Result};
+
+/// The most records one `next` or `claim` call returns.
+pub const MAX_CLAIM: usize = 10_000;
+
+/// Per-item operation states: a record per (item, operation) in READY,
+/// WORKING, OK or FAILED, with a message, timestamps and an attempt count.
+///
+/// Guarantees: every call is one transaction, durable when it returns
+/// (group-committed with concurrent callers, so many writers share an fsync).
+/// [`claim`](Operations::claim) hands each item to exactly one claimer across
+/// threads and processes; an update with a stale claim token is refused
+/// ([`Conflict`](crate::ErrorKind::Conflict)); enabling downstream operations
+/// is all-or-nothing with the update. Cost: one durable commit per call;
+/// reads (`next`, `states`) take no lock. Cloning is cheap (shared store).
+///
+/// ```
+/// use std::time::Duration;
+/// use keel::ops::{OpState, Operations};
+/// # let dir = std::env::temp_dir().join(format!("keel-doc-ops-{}", std::process::id()));
+/// let ops = Operations::open(&dir.join("ops.lmdb"))?;
+/// ops.ready("dataset-1", &["unpack"])?;
+/// let claim = ops.claim("unpack", 1, "unpacker", Duration::from_secs(60))?.remove(0);
+/// ops.update("dataset-1", "unpack", Some(claim.token), OpState::Ok, "unpacked", &["index"])?;
+/// assert_eq!(ops.next("index", 10)?[0].item, "dataset-1");
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), keel::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Operations {
+    store: Arc<dyn OperationStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Operations {
+    /// Operations in their own LMDB file at `path` (created if missing).
+    pub fn open(path: &Path) -> Result<Operations> {
+        Ok(Operations::with_store(Arc::new(LmdbStore::open(path)?)))
+    }
+
+    /// Operations in named databases of `env` (a drive's, for example).
+    pub fn with_env(env: &Env) -> Result<Operations> {
+        Ok(Operations::with_store(Arc::new(LmdbStore::with_env(env)?)))
+    }
+
+    /// Operations kept in `store`, timed by the system clock.
+    pub fn with_store(store: Arc<dyn OperationStore>) -> Operations {
+        Operations::with_clock(store, Arc::new(SystemClock))
+    }
+
+    /// Operations kept in `store`, timed by `clock` (tests move it).
+    pub fn with_clock(store: Arc<dyn OperationStore>, clock: Arc<dyn Clock>) -> Operations {
+        Operations { store, clock }
+    }
+
+    /// Makes each of `ops` READY for `item`, creating missing records.
+    pub fn ready(&self, item: &str, ops: &[&str]) -> Result<Vec<OpRecord>> {
+        check_key("item", item)?;
+        check_names(ops)?;
+        self.store.ready(item, ops, self.clock.now())
+    }
+
+    /// Up to `limit` items whose `op` is READY, oldest first. Claims nothing:
+    /// use [`claim`](Operations::claim) when acting on them.
+    pub fn next(&self, op: &str, limit: usize) -> Result<Vec<OpRecord>> {
+        check_name("operation", op)?;
+        self.store.next(op, check_limit(limit)?)
+    }
+
+    /// Atomically claims up to `limit` items whose `op` is READY (or WORKING
+    /// under an expired lease) for `worker` until `lease` from now. Each item
+    /// goes to exactly one claimer; each claim carries a fresh token.
+    pub fn claim(&self, op: &str, limit: usize, worker: &str, lease: Duration) -> Result<Vec<OpClaim>> {
+        check_name("operation", op)?;
+        check_key("worker", worker)?;
+        check_lease(lease)?;
+        let now = self.clock.now();
+        let request = ClaimRequest {
+            worker,
+            lease_until: now.saturating_add(millis(lease)),
+            now,
+        };
+        self.store.claim(op, check_limit(limit)?, request)
+    }
+
+    /// Sets `op` of `item` to `state` with `message` and makes each of
+    /// `enable` READY, atomically. Pass the claim's `token` when you hold
+    /// one; a stale token, or none while another holds a live claim, is a
+    /// Conflict and changes nothing.
+    pub fn update(
+        &self,
+        item: &str,
+        op: &str,
+        token: Option<Token>,
+        state: OpState,
+        message: &str,
+        enable: &[&str],
+    ) -> Result<OpRecord> {
+        check_key("item", item)?;
+        check_name("operation", op)?;
+        check_names(enable)?;
+        if enable.contains(&op) {
+            return Err(Error::invalid_argument(format!(
+                "operation {op:?} of item {item:?}: cannot enable itself"
+            )));
+        }
+        self.store
+            .update(item, op, token, state, message, enable, self.clock.now())
+    }
+
+    /// Marks `op` of `item` FAILED with `message` (fenced like `update`).
+    pub fn error(&self, item: &str, op: &str, token: Option<Token>, message: &str) -> Result<OpRecord> {
+        self.update(item, op, token, OpState::Failed, message, &[])
+    }
+
+    /// Every operation record of `item`, by operation name.
+    pub fn states(&self, item: &str) -> Result<Vec<OpRecord>> {
+        check_key("item", item)?;
+        self.store.states(item)
+    }
+}
+
+fn check_names(ops: &[&str]) -> Result<()> {
+    ops.iter().try_for_each(|op| check_name("operation", op))
+}
+
+fn check_limit(limit: usize) -> Result<usize> {
+    if limit == 0 || limit > MAX_CLAIM {
+        return Err(Error::invalid_argument(format!(
+            "limit {limit}: must be 1 to {MAX_CLAIM}"
+        )));
+    }
+    Ok(limit)
+}
+
+/// A lease must be positive; a zero lease would expire as it is granted.
+pub(crate) fn check_lease(lease: Duration) -> Result<()> {
+    if millis(lease) == 0 {
+        return Err(Error::invalid_argument("lease: must be at least 1 ms"));
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The storage seam of operations and jobs.
+//!
+//! [`OperationStore`] and [`JobStore`] name what must be atomic — each
+//! method is one transaction, durable when it returns — and nothing about how.
+//! LMDB ([`LmdbStore`](super::LmdbStore)) is the embedded default; a
+//! PostgreSQL store can implement the same traits with `FOR UPDATE SKIP
+//! LOCKED`, which is why no LMDB type appears here. The rules of each move
+//! live in [`transitions`](super::transitions), shared by every store.
+
+use super::clock::Millis;
+use super::records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token};
+use super::transitions::JobPolicy;
+use crate::Result;
+
+/// A claim request: who asks, until when the claim holds, and the time now.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    pub worker: &'a str,
+    pub lease_until: Millis,
+    pub now: Millis,
+}
+
+/// Durable per-item operation states.
+pub trait OperationStore: Send + Sync + 'static {
+    /// Makes each of `ops` READY for `item` (creating missing records).
+    fn ready(&self, item: &str, ops: &[&str], now: Millis) -> Result<Vec<OpRecord>>;
+
+    /// Up to `limit` READY records of `op`, oldest first; claims nothing.
+    fn next(&self, op: &str, limit: usize) -> Result<Vec<OpRecord>>;
+
+    /// Atomically moves up to `limit` claimable records of `op` (READY, or
+    /// WORKING with an expired lease; expired ones first, then oldest READY)
+    /// to WORKING under `request`, each with a fresh token. No record is
+    /// handed to two claimers whose leases overlap.
+    fn claim(&self, op: &str, limit: usize, request: ClaimRequest<'_>) -> Result<Vec<OpClaim>>;
+
+    /// Moves `op` of `item` to `state` and makes each of `enable` READY, all
+    /// or nothing. With `token`, refused (Conflict) unless it is the current
+    /// claim's; without, refused while someone holds a live claim.
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &self,
+        item: &str,
+        op: &str,
+        token: Option<Token>,
+        state: OpState,
+        message: &str,
+        enable: &[&str],
+        now: Millis,
+    ) -> Result<OpRecord>;
+
+    /// Every operation record of `item`, by operation name.
+    fn states(&self, item: &str) -> Result<Vec<OpRecord>>;
+}
+
+/// What `enqueue` stores, before the store gives it an id.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub payload: String,
+    pub priority: u8,
+    pub run_at: Millis,
+    pub max_attempts: u32,
+    pub unique_key: Option<String>,
+}
+
+/// The outcome of an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub job: JobRecord,
+    /// False when a live job with the same unique key was returned instead.
+    pub created: bool,
+}
+
+/// How an attempt (or a job) ends.
+#[derive(Debug, Clone, Copy)]
+pub enum Finish<'a> {
+    /// The attempt succeeded, with a JSON result (may be empty).
+    Complete { result: &'a str },
+    /// The attempt failed; retried after a backoff unless not `retryable` or
+    /// out of attempts.
+    Fail { error: &'a str, retryable: bool },
+    /// The attempt is handed back unfinished (no failure counted).
+    Release,
+}
+
+/// What one pass of the resetter did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResetReport {
+    /// Jobs whose lease expired and that were queued again.
+    pub requeued: u64,
+    /// Jobs that used up their resets and are now dead.
+    pub dead: u64,
+}
+
+/// How many jobs of one kind are in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindCount {
+    pub kind: String,
+    pub state: JobState,
+    pub count: u64,
+}
+
+/// A durable job queue with leases and fencing.
+pub trait JobStore: Send + Sync + 'static {
+    /// Stores a new job, or returns the live job holding its unique key.
+    fn enqueue(&self, job: NewJob, now: Millis) -> Result<Enqueued>;
+
+    /// Atomically claims the best ready job of `kinds` — lowest priority
+    /// number, then earliest run-at, then lowest id — as a new attempt with a
+    /// fresh token. Jobs whose lease expired are reset first (per `policy`),
+    /// so no deployment can forget the resetter.
+    fn dequeue(&self, kinds: &[&str], request: ClaimRequest<'_>, policy: &JobPolicy) -> Result<Option<JobRecord>>;
+
+    /// Extends the leases of running attempts, each all-or-nothing on its
+    /// own: a stale token fails only its own entry.
+    fn heartbeat(&self, leases: &[(JobId, Token)], lease_until: Millis, now: Millis) -> Result<Vec<Result<()>>>;
+
+    /// Ends the attempt holding `token` (Conflict when stale).
+    fn finish(&self, id: JobId, token: Token, finish: Finish<'_>, policy: &JobPolicy, now: Millis)
+        -> Result<JobRecord>;
+
+    /// Cancels a job that has not finished; a running attempt is fenced off.
+    fn cancel(&self, id: JobId, reason: &str, now: Millis) -> Result<JobRecord>;
+
+    /// The job with `id` (NotFound when there is none).
+    fn get(&self, id: JobId) -> Result<JobRecord>;
+
+    /// Requeues (or kills, past `policy.max_resets`) running jobs whose lease
+    /// ended by `now`.
+    fn reset_expired(&self, policy: &JobPolicy, now: Millis) -> Result<ResetReport>;
+
+    /// Deletes up to `limit` finished jobs that finished before `before`;
+    /// returns how many.
+    fn cleanup(&self, before: Millis, limit: usize) -> Result<u64>;
+
+    /// The number of jobs per kind and state (kept up to date on every move,
+    /// so reading it does not scan jobs). Zero counts are left out.
+    fn counts(&self) -> Result<Vec<KindCount>>;
+
+    /// Jobs of `kind` in `state`, oldest first, at most `limit` (for
+    /// inspection; may scan).
+    fn list(&self, kind: &str, state: Option<JobState>, limit: usize) -> Result<Vec<JobRecord>>;
+}

@@ -1,0 +1,346 @@
+//! What a worker's threads share, and the loops they run.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::{WorkerOptions, WorkerStats, TARGET};
+use crate::ops::handler::{Handler, HandlerError, HandlerResult, JobContext};
+use crate::ops::queue::Queue;
+use crate::ops::records::{JobId, JobRecord, Token};
+use crate::pool::{BatchOptions, Outcome, PoolConfig, SyncPool, TaskContext};
+use crate::{Error, ErrorKind, Result};
+
+pub(super) struct InFlight {
+    token: Token,
+    lease_lost: Arc<AtomicBool>,
+}
+
+pub(crate) struct Shared {
+    /// One pool per kind, sized to its concurrency; shut down by `stop` so
+    /// slots waiting on abandoned handlers return at once.
+    pub(super) pools: Mutex<Vec<Arc<SyncPool<String>>>>,
+    pub(super) kinds: Vec<String>,
+    pub(super) queue: Queue,
+    pub(super) options: WorkerOptions,
+    pub(super) heartbeat: Duration,
+    pub(super) stopping: Arc<AtomicBool>,
+    /// Running jobs. `stopping` is set under this lock, so a slot either
+    /// registers its job before the stop sweep sees the map, or sees
+    /// `stopping` and releases the job itself.
+    pub(super) inflight: Mutex<HashMap<JobId, InFlight>>,
+    pub(super) live_threads: Mutex<usize>,
+    pub(super) thread_exited: Condvar,
+    pub(super) stop_signal: Mutex<bool>,
+    pub(super) stop_changed: Condvar,
+    pub(super) stats: Counters,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    completed: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    refused: AtomicU64,
+    released: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn snapshot(&self) -> WorkerStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::SeqCst);
+        WorkerStats {
+            completed: load(&self.completed),
+            failed: load(&self.failed),
+            panicked: load(&self.panicked),
+            refused: load(&self.refused),
+            released: load(&self.released),
+            timed_out: load(&self.timed_out),
+        }
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+pub(super) fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+        .map_err(|err| Error::io(format!("spawn thread {name}"), err))
+}
+
+/// The pool a kind's handlers run on: its concurrency, the job timeout.
+pub(super) fn kind_pool(options: &WorkerOptions, kind: &str, concurrency: usize) -> SyncPool<String> {
+    let mut config = PoolConfig::new(concurrency).name(format!("worker {} kind {kind}", options.name));
+    if let Some(timeout) = options.job_timeout {
+        config = config.task_timeout(timeout);
+    }
+    SyncPool::new(config)
+}
+
+/// Starts one handler slot of `kind`: it dequeues only when free, so a busy
+/// kind does not poll the store.
+pub(super) fn spawn_slot(
+    shared: &Arc<Shared>,
+    kind: &str,
+    handler: Handler,
+    pool: &Arc<SyncPool<String>>,
+    slot: usize,
+) -> Result<JoinHandle<()>> {
+    *shared.live_threads.lock() += 1;
+    let body = {
+        let shared = shared.clone();
+        let kind = kind.to_owned();
+        let pool = pool.clone();
+        move || {
+            shared.slot_loop(&kind, &handler, &pool);
+            *shared.live_threads.lock() -= 1;
+            shared.thread_exited.notify_all();
+        }
+    };
+    spawn_named(&format!("keel-job-{kind}-{slot}"), body).inspect_err(|_| *shared.live_threads.lock() -= 1)
+}
+
+impl Shared {
+    pub(super) fn new(queue: Queue, options: WorkerOptions, heartbeat: Duration, kinds: Vec<String>) -> Shared {
+        Shared {
+            pools: Mutex::new(Vec::new()),
+            kinds,
+            queue,
+            options,
+            heartbeat,
+            stopping: Arc::new(AtomicBool::new(false)),
+            inflight: Mutex::new(HashMap::new()),
+            live_threads: Mutex::new(0),
+            thread_exited: Condvar::new(),
+            stop_signal: Mutex::new(false),
+            stop_changed: Condvar::new(),
+            stats: Counters::default(),
+        }
+    }
+
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// One handler slot: dequeue when free, run, finish; wait when idle.
+    pub(super) fn slot_loop(&self, kind: &str, handler: &Handler, pool: &SyncPool<String>) {
+        while !self.stopping() {
+            let seen = self.queue.wakeup().generation();
+            match self.queue.dequeue(&[kind], &self.options.name, self.options.lease) {
+                Ok(Some(job)) => {
+                    if !self.run(job, handler, pool) {
+                        // The pool refused the job (too many abandoned
+                        // handler threads): back off instead of spinning.
+                        self.queue.wakeup().wait_since(seen, self.options.poll_interval);
+                    }
+                }
+                Ok(None) => self.queue.wakeup().wait_since(seen, self.options.poll_interval),
+                // The store failed (full disk, I/O): say so, and wait a poll
+                // interval rather than spin.
+                Err(err) => {
+                    log::warn!(target: TARGET, "dequeue failed: kind={kind} error={err}");
+                    self.queue.wakeup().wait_since(seen, self.options.poll_interval);
+                }
+            }
+        }
+    }
+
+    /// Runs one job on the kind's pool and stores its outcome; false when
+    /// the pool refused to start it (the job is released).
+    pub(super) fn run(&self, job: JobRecord, handler: &Handler, pool: &SyncPool<String>) -> bool {
+        let (id, token) = (job.id, job.token);
+        let lease_lost = Arc::new(AtomicBool::new(false));
+        {
+            let mut inflight = self.inflight.lock();
+            if self.stopping() {
+                drop(inflight);
+                self.release(id, token);
+                return true;
+            }
+            inflight.insert(
+                id,
+                InFlight {
+                    token,
+                    lease_lost: lease_lost.clone(),
+                },
+            );
+        }
+        let context = JobContext::new(job, self.stopping.clone(), lease_lost);
+        let task = {
+            let handler = handler.clone();
+            move |_: &TaskContext| -> Result<HandlerResult> { Ok(handler(&context)) }
+        };
+        let outcome = pool
+            .run_unkeyed(std::iter::once(task), BatchOptions::new())
+            .pop()
+            .unwrap_or(Outcome::Cancelled);
+        // Whoever removes the entry decides the job's fate: if the stop sweep
+        // took it, the job was released and this result must not be stored.
+        if self.inflight.lock().remove(&id).is_none() {
+            return true;
+        }
+        match outcome {
+            Outcome::Refused(_) | Outcome::Cancelled => {
+                self.release(id, token);
+                false
+            }
+            other => {
+                self.finish(id, token, other);
+                true
+            }
+        }
+    }
+
+    pub(super) fn finish(&self, id: JobId, token: Token, outcome: Outcome<HandlerResult>) {
+        let stored = match outcome {
+            Outcome::TimedOut => {
+                Counters::bump(&self.stats.timed_out);
+                let limit = self.options.job_timeout.unwrap_or_default();
+                let message = format!("the handler ran past the job timeout of {limit:?}; its thread was abandoned");
+                log::warn!(target: TARGET, "job timed out: id={id} {message}");
+                self.queue.fail(id, token, &message, true)
+            }
+            Outcome::Error(err) => self.queue.fail(id, token, &err.to_string(), true),
+            Outcome::Refused(_) | Outcome::Cancelled => self.queue.release(id, token),
+            Outcome::Value(Ok(result)) => match self.queue.complete(id, token, &result) {
+                Err(err) if err.kind() == ErrorKind::InvalidArgument => {
+                    self.queue
+                        .fail(id, token, &format!("handler returned an invalid result: {err}"), false)
+                }
+                other => other.inspect(|_| Counters::bump(&self.stats.completed)),
+            },
+            Outcome::Value(Err(HandlerError { message, retryable })) => {
+                Counters::bump(&self.stats.failed);
+                log::info!(target: TARGET, "job failed: id={id} retryable={retryable} error={message:?}");
+                self.queue.fail(id, token, &message, retryable)
+            }
+            Outcome::Panicked(panic) => {
+                Counters::bump(&self.stats.panicked);
+                let message = format!("handler panicked: {panic}");
+                log::error!(target: TARGET, "job handler panicked: id={id} {message}");
+                self.queue.fail(id, token, &message, true)
+            }
+        };
+        if let Err(err) = stored {
+            if err.kind() == ErrorKind::Conflict {
+                Counters::bump(&self.stats.refused);
+            }
+            log::warn!(target: TARGET, "job result not stored: id={id} error={err}");
+            // Any other failure to store leaves the job running under a
+            // lease that will expire; the resetter then requeues it.
+        }
+    }
+
+    pub(super) fn release(&self, id: JobId, token: Token) {
+        if self.queue.release(id, token).is_ok() {
+            Counters::bump(&self.stats.released);
+        }
+    }
+
+    /// Waits until every handler slot has exited or `deadline` passes.
+    pub(super) fn wait_for_slots(&self, deadline: Instant) {
+        let mut live = self.live_threads.lock();
+        while *live > 0 {
+            if self.thread_exited.wait_until(&mut live, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+
+    /// Releases every job still running; returns how many.
+    pub(super) fn release_unfinished(&self) -> u64 {
+        let unfinished: Vec<(JobId, Token)> = self
+            .inflight
+            .lock()
+            .drain()
+            .map(|(id, entry)| {
+                entry.lease_lost.store(true, Ordering::SeqCst);
+                (id, entry.token)
+            })
+            .collect();
+        for (id, token) in &unfinished {
+            self.release(*id, *token);
+        }
+        unfinished.len() as u64
+    }
+
+    /// Extends running jobs' leases every heartbeat interval and runs the
+    /// resetter and retention cleanup every maintenance interval, until stop.
+    pub(super) fn heartbeat_loop(&self) {
+        let mut next_beat = Instant::now() + self.heartbeat;
+        let mut next_maintenance = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_maintenance {
+                self.maintain();
+                next_maintenance = now + self.options.maintenance_interval;
+            }
+            if now >= next_beat {
+                self.heartbeat_running();
+                next_beat = now + self.heartbeat;
+            }
+            let mut stop = self.stop_signal.lock();
+            if !*stop {
+                self.stop_changed.wait_until(&mut stop, next_beat.min(next_maintenance));
+            }
+            if *stop {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn heartbeat_running(&self) {
+        let running: Vec<(JobId, Token, Arc<AtomicBool>)> = self
+            .inflight
+            .lock()
+            .iter()
+            .filter(|(_, entry)| !entry.lease_lost.load(Ordering::SeqCst))
+            .map(|(id, entry)| (*id, entry.token, entry.lease_lost.clone()))
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let leases: Vec<(JobId, Token)> = running.iter().map(|(id, token, _)| (*id, *token)).collect();
+        // A failed call (I/O) changes nothing: the next beat tries again, and
+        // no job is flagged for a failure that was not its own.
+        let Ok(results) = self.queue.heartbeat_many(&leases, self.options.lease) else {
+            return;
+        };
+        for ((_, _, lost), result) in running.iter().zip(results) {
+            if result.is_err() {
+                lost.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    pub(super) fn maintain(&self) {
+        let _ = self.queue.reset_expired();
+        if let Some(retention) = self.options.retention {
+            let _ = self.queue.cleanup(retention);
+        }
+    }
+}
+
+impl crate::stats::StatsSource for Shared {
+    fn stats_json(&self) -> serde_json::Value {
+        let stats = self.stats.snapshot();
+        serde_json::json!({
+            "worker": self.options.name,
+            "kinds": self.kinds,
+            "running": self.inflight.lock().len(),
+            "completed": stats.completed,
+            "failed": stats.failed,
+            "panicked": stats.panicked,
+            "refused": stats.refused,
+            "released": stats.released,
+            "timed_out": stats.timed_out,
+        })
+    }
+}

@@ -1,0 +1,213 @@
+/* Operations, the job queue and a worker with C handlers, from C. Handlers
+ * signal through a condition variable; nothing waits on timing. */
+/* mkdtemp is POSIX.1-2008. */
+#define _POSIX_C_SOURCE 200809L
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+
+#define S(text) text, strlen(text)
+#define PATIENCE_S 60
+
+static char dir[] = "/tmp/keel-c-ops-XXXXXX";
+
+static const char *path_in_dir(char *buf, size_t size, const char *name) {
+  snprintf(buf, size, "%s/%s", dir, name);
+  return buf;
+}
+
+/* The number after `"field":` in a JSON text (0 if missing). */
+static uint64_t json_u64(const keel_buf *buf, const char *field) {
+  char needle[64];
+  snprintf(needle, sizeof needle, "\"%s\":", field);
+  const char *at = strstr((const char *)buf->ptr, needle);
+  return at ? strtoull(at + strlen(needle), NULL, 10) : 0;
+}
+
+static int contains(const keel_buf *buf, const char *text) {
+  return buf->ptr != NULL && strstr((const char *)buf->ptr, text) != NULL;
+}
+
+static void test_operations(void) {
+  char path[256];
+  keel_ops *ops = NULL;
+  CHECK_OK(keel_ops_open(S(path_in_dir(path, sizeof path, "ops.lmdb")), &ops));
+  keel_bytes unpack[] = {{(const uint8_t *)"unpack", 6}};
+  CHECK_OK(keel_ops_ready(ops, S("ds-1"), unpack, 1));
+  CHECK_OK(keel_ops_ready(ops, S("ds-2"), unpack, 1));
+
+  keel_buf claims = {0};
+  CHECK_OK(keel_ops_claim(ops, S("unpack"), 1, S("c-worker"), 60000, &claims));
+  CHECK(contains(&claims, "\"item\":\"ds-1\""));
+  uint64_t token = json_u64(&claims, "token");
+  CHECK(token != 0);
+  keel_buf_free(&claims);
+
+  keel_bytes enable[] = {{(const uint8_t *)"index", 5}};
+  CHECK_STATUS(keel_ops_update(ops, S("ds-1"), S("unpack"), token + 1000, KEEL_OP_OK, S("late"), enable, 1),
+               KEEL_CONFLICT);
+  CHECK_STATUS(keel_ops_update(ops, S("ds-1"), S("unpack"), token, 99, S(""), NULL, 0), KEEL_INVALID_ARGUMENT);
+  CHECK_OK(keel_ops_update(ops, S("ds-1"), S("unpack"), token, KEEL_OP_OK, S("done"), enable, 1));
+
+  keel_buf states = {0};
+  CHECK_OK(keel_ops_states(ops, S("ds-1"), &states));
+  CHECK(contains(&states, "\"op\":\"index\""));
+  CHECK(contains(&states, "\"state\":\"OK\""));
+  keel_buf_free(&states);
+
+  keel_buf next = {0};
+  CHECK_OK(keel_ops_next(ops, S("unpack"), 10, &next));
+  CHECK(contains(&next, "ds-2") && !contains(&next, "ds-1"));
+  keel_buf_free(&next);
+
+  CHECK_STATUS(keel_ops_error(ops, NULL, 3, S("unpack"), 0, S("x")), KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_ops_ready(ops, "bad\0item", 8, unpack, 1), KEEL_INVALID_ARGUMENT);
+  keel_ops_free(ops);
+  keel_ops_free(NULL);
+}
+
+static void test_queue(void) {
+  char path[256];
+  keel_queue *queue = NULL;
+  CHECK_OK(keel_queue_open(S(path_in_dir(path, sizeof path, "queue.lmdb")), &queue));
+  keel_enqueue_options options = keel_enqueue_options_default();
+  options.unique_key = "mail:1";
+  options.unique_key_len = 6;
+  uint64_t id = 0, again = 0;
+  bool created = false;
+  CHECK_OK(keel_queue_enqueue(queue, S("mail"), S("{\"to\":\"a\"}"), &options, &id, &created));
+  CHECK(created && id != 0);
+  CHECK_OK(keel_queue_enqueue(queue, S("mail"), S("{}"), &options, &again, &created));
+  CHECK(!created && again == id);
+  CHECK_STATUS(keel_queue_enqueue(queue, S("mail"), S("{nope"), NULL, NULL, NULL), KEEL_INVALID_ARGUMENT);
+
+  keel_bytes kinds[] = {{(const uint8_t *)"mail", 4}};
+  keel_job job;
+  bool found = false;
+  CHECK_OK(keel_queue_dequeue(queue, kinds, 1, S("c"), 60000, &job, &found));
+  CHECK(found && job.id == id && job.attempt == 1);
+  CHECK(job.payload.len == 10 && memcmp(job.payload.ptr, "{\"to\":\"a\"}", 10) == 0);
+  CHECK_OK(keel_queue_heartbeat(queue, job.id, job.token, 60000));
+  CHECK_STATUS(keel_queue_complete(queue, job.id, job.token + 1, S("")), KEEL_CONFLICT);
+  CHECK_OK(keel_queue_complete(queue, job.id, job.token, S("{\"sent\":1}")));
+  keel_job_free(&job);
+  keel_job_free(NULL);
+
+  CHECK_OK(keel_queue_dequeue(queue, kinds, 1, S("c"), 60000, &job, &found));
+  CHECK(!found);
+
+  keel_buf record = {0};
+  CHECK_OK(keel_queue_get(queue, id, &record));
+  CHECK(contains(&record, "\"state\":\"completed\""));
+  CHECK(contains(&record, "\"result\":{\"sent\":1}"));
+  keel_buf_free(&record);
+  CHECK_STATUS(keel_queue_get(queue, 424242, &record), KEEL_NOT_FOUND);
+
+  keel_buf counts = {0};
+  CHECK_OK(keel_queue_counts(queue, &counts));
+  CHECK(contains(&counts, "\"mail\":{\"completed\":1}"));
+  keel_buf_free(&counts);
+  keel_queue_free(queue);
+}
+
+/* ---- a worker with C handlers ----------------------------------------- */
+
+static pthread_mutex_t done_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t done_cond = PTHREAD_COND_INITIALIZER;
+static int handled;
+
+static void note_handled(void) {
+  pthread_mutex_lock(&done_lock);
+  handled++;
+  pthread_cond_broadcast(&done_cond);
+  pthread_mutex_unlock(&done_lock);
+}
+
+static int wait_handled(int target) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += PATIENCE_S;
+  pthread_mutex_lock(&done_lock);
+  while (handled < target) {
+    if (pthread_cond_timedwait(&done_cond, &done_lock, &until) != 0) break;
+  }
+  int reached = handled >= target;
+  pthread_mutex_unlock(&done_lock);
+  return reached;
+}
+
+static atomic_int saw_payload;
+
+static keel_status work(void *userdata, keel_job_ctx *ctx) {
+  const uint8_t *payload = NULL;
+  size_t len = 0;
+  if (keel_job_ctx_payload(ctx, &payload, &len) == KEEL_OK && len > 0 && payload[0] == '{' &&
+      userdata == (void *)&saw_payload && keel_job_ctx_attempt(ctx) == 1)
+    atomic_fetch_add(&saw_payload, 1);
+  keel_job_ctx_set_output(ctx, (const uint8_t *)"{\"ok\":true}", 11);
+  note_handled();
+  return KEEL_OK;
+}
+
+static keel_status refuse(void *userdata, keel_job_ctx *ctx) {
+  (void)userdata;
+  keel_job_ctx_set_output(ctx, (const uint8_t *)"cannot do it", 12);
+  keel_job_ctx_set_retryable(ctx, false);
+  note_handled();
+  return KEEL_IO;
+}
+
+static void test_worker(void) {
+  char path[256];
+  keel_queue *queue = NULL;
+  CHECK_OK(keel_queue_open(S(path_in_dir(path, sizeof path, "worker.lmdb")), &queue));
+  for (int i = 0; i < 10; i++) CHECK_OK(keel_queue_enqueue(queue, S("c.work"), S("{\"n\":1}"), NULL, NULL, NULL));
+  uint64_t refused_id = 0;
+  CHECK_OK(keel_queue_enqueue(queue, S("c.fail"), S("{}"), NULL, &refused_id, NULL));
+
+  keel_worker_builder *builder = NULL;
+  CHECK_OK(keel_worker_builder_new(queue, S("c-worker"), 30000, 50, &builder));
+  CHECK_OK(keel_worker_builder_handler(builder, S("c.work"), 3, work, &saw_payload));
+  CHECK_OK(keel_worker_builder_handler(builder, S("c.fail"), 1, refuse, NULL));
+  CHECK_STATUS(keel_worker_builder_handler(builder, S("c.null"), 1, NULL, NULL), KEEL_INVALID_ARGUMENT);
+  CHECK_OK(keel_worker_builder_job_timeout(builder, 0));
+  CHECK_STATUS(keel_worker_builder_job_timeout(NULL, 10), KEEL_INVALID_ARGUMENT);
+  keel_worker *worker = NULL;
+  CHECK_OK(keel_worker_start(builder, &worker));
+  CHECK(wait_handled(11));
+  uint64_t released = 99;
+  CHECK_OK(keel_worker_stop(worker, 30000, &released));
+  CHECK(released == 0);
+  keel_worker_counters counters;
+  CHECK_OK(keel_worker_stats(worker, &counters));
+  CHECK(counters.completed == 10 && counters.failed == 1);
+  CHECK(atomic_load(&saw_payload) == 10);
+  keel_worker_free(worker);
+
+  keel_buf record = {0};
+  CHECK_OK(keel_queue_get(queue, refused_id, &record));
+  CHECK(contains(&record, "\"state\":\"dead\""));
+  CHECK(contains(&record, "cannot do it"));
+  keel_buf_free(&record);
+
+  /* An allow-list naming a kind without a handler fails start-up. */
+  CHECK_OK(keel_worker_builder_new(queue, NULL, 0, 0, 0, &builder));
+  CHECK_OK(keel_worker_builder_handler(builder, S("c.work"), 1, work, NULL));
+  keel_bytes typo[] = {{(const uint8_t *)"c.wrok", 6}};
+  CHECK_OK(keel_worker_builder_allow(builder, typo, 1));
+  CHECK_STATUS(keel_worker_start(builder, &worker), KEEL_INVALID_ARGUMENT);
+  keel_queue_free(queue);
+}
+
+int main(void) {
+  if (mkdtemp(dir) == NULL) return 2;
+  test_operations();
+  test_queue();
+  test_worker();
+  FINISH();
+}

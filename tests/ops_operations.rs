@@ -1,0 +1,285 @@
+//! Operations: READY/WORKING/OK/FAILED per (item, operation), claims with
+//! leases and tokens, all-or-nothing updates, and a race of 8 threads in
+//! each of 2 processes over 100 READY items.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use keel::ops::{LmdbStore, ManualClock, OpState, Operations};
+use keel::ErrorKind;
+
+const START: u64 = 1_700_000_000_000;
+const LEASE: Duration = Duration::from_secs(60);
+const CHILD_ENV: &str = "KEEL_OPS_RACE_CHILD";
+
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("keel-ops-operations-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("ops.lmdb")
+}
+
+fn operations(name: &str) -> (Operations, ManualClock) {
+    let clock = ManualClock::new(START);
+    let store = Arc::new(LmdbStore::open(&temp_path(name)).unwrap());
+    (Operations::with_clock(store, Arc::new(clock.clone())), clock)
+}
+
+fn items(records: &[keel::ops::OpRecord]) -> Vec<&str> {
+    records.iter().map(|record| record.item.as_str()).collect()
+}
+
+#[test]
+fn next_lists_ready_items_oldest_first_without_claiming() {
+    let (ops, clock) = operations("next");
+    for item in ["ds-b", "ds-a", "ds-c"] {
+        ops.ready(item, &["unpack"]).unwrap();
+        clock.advance(Duration::from_millis(5));
+    }
+    assert_eq!(items(&ops.next("unpack", 10).unwrap()), ["ds-b", "ds-a", "ds-c"]);
+    assert_eq!(items(&ops.next("unpack", 2).unwrap()), ["ds-b", "ds-a"]);
+    assert_eq!(ops.next("unpack", 10).unwrap().len(), 3, "next claims nothing");
+    assert!(ops.next("index", 10).unwrap().is_empty());
+}
+
+#[test]
+fn claim_takes_oldest_ready_items_once_each_with_a_token() {
+    let (ops, clock) = operations("claim");
+    for item in ["a", "b", "c"] {
+        ops.ready(item, &["backup"]).unwrap();
+        clock.advance(Duration::from_millis(1));
+    }
+    let first = ops.claim("backup", 2, "w1", LEASE).unwrap();
+    assert_eq!(first.iter().map(|c| c.item.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    let second = ops.claim("backup", 5, "w2", LEASE).unwrap();
+    assert_eq!(second.len(), 1);
+    assert!(ops.claim("backup", 5, "w3", LEASE).unwrap().is_empty());
+    let tokens: HashSet<u64> = first.iter().chain(&second).map(|c| c.token).collect();
+    assert_eq!(tokens.len(), 3, "tokens are unique");
+    let state = &ops.states("a").unwrap()[0];
+    assert_eq!(
+        (state.state, state.attempts, state.worker.as_str()),
+        (OpState::Working, 1, "w1")
+    );
+}
+
+#[test]
+fn update_enables_downstream_operations_in_the_same_transaction() {
+    let (ops, _) = operations("enable");
+    ops.ready("ds", &["unpack"]).unwrap();
+    let claim = ops.claim("unpack", 1, "w", LEASE).unwrap().remove(0);
+    let done = ops
+        .update(
+            "ds",
+            "unpack",
+            Some(claim.token),
+            OpState::Ok,
+            "unpacked",
+            &["index", "backup"],
+        )
+        .unwrap();
+    assert_eq!((done.state, done.message.as_str()), (OpState::Ok, "unpacked"));
+    let states: Vec<(String, OpState)> = ops.states("ds").unwrap().into_iter().map(|r| (r.op, r.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            ("backup".into(), OpState::Ready),
+            ("index".into(), OpState::Ready),
+            ("unpack".into(), OpState::Ok),
+        ]
+    );
+}
+
+#[test]
+fn a_refused_update_enables_nothing() {
+    let (ops, _) = operations("all-or-nothing");
+    ops.ready("ds", &["unpack"]).unwrap();
+    let claim = ops.claim("unpack", 1, "w", LEASE).unwrap().remove(0);
+    let stale = ops.update("ds", "unpack", Some(claim.token + 1), OpState::Ok, "", &["index"]);
+    assert_eq!(stale.unwrap_err().kind(), ErrorKind::Conflict);
+    let bad_name = ops.update(
+        "ds",
+        "unpack",
+        Some(claim.token),
+        OpState::Ok,
+        "",
+        &["index", "bad name"],
+    );
+    assert_eq!(bad_name.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    let states = ops.states("ds").unwrap();
+    assert_eq!(states.len(), 1, "nothing enabled: {states:?}");
+    assert_eq!(states[0].state, OpState::Working);
+}
+
+#[test]
+fn an_expired_lease_is_claimable_again_and_the_dead_workers_update_is_refused() {
+    let (ops, clock) = operations("lease");
+    ops.ready("ds", &["index"]).unwrap();
+    let dead = ops.claim("index", 1, "dead-worker", LEASE).unwrap().remove(0);
+    clock.advance(LEASE - Duration::from_millis(1));
+    assert!(
+        ops.claim("index", 1, "w2", LEASE).unwrap().is_empty(),
+        "claimed while the lease holds"
+    );
+    clock.advance(Duration::from_millis(1));
+    let alive = ops.claim("index", 1, "w2", LEASE).unwrap().remove(0);
+    assert_eq!((alive.item.as_str(), alive.attempt), ("ds", 2));
+    let late = ops.update("ds", "index", Some(dead.token), OpState::Ok, "late", &["delete"]);
+    assert_eq!(late.unwrap_err().kind(), ErrorKind::Conflict);
+    let late_error = ops.error("ds", "index", Some(dead.token), "late failure");
+    assert_eq!(late_error.unwrap_err().kind(), ErrorKind::Conflict);
+    ops.update("ds", "index", Some(alive.token), OpState::Ok, "indexed", &[])
+        .unwrap();
+    assert_eq!(ops.states("ds").unwrap().len(), 1, "the refused update enabled nothing");
+}
+
+#[test]
+fn error_marks_the_operation_failed_with_its_reason() {
+    let (ops, _) = operations("error");
+    ops.ready("ds", &["unpack"]).unwrap();
+    let claim = ops.claim("unpack", 1, "w", LEASE).unwrap().remove(0);
+    let failed = ops.error("ds", "unpack", Some(claim.token), "corrupt tarball").unwrap();
+    assert_eq!(
+        (failed.state, failed.message.as_str()),
+        (OpState::Failed, "corrupt tarball")
+    );
+    assert!(ops.claim("unpack", 1, "w", LEASE).unwrap().is_empty());
+}
+
+#[test]
+fn an_update_without_a_token_is_refused_while_a_claim_is_live() {
+    let (ops, clock) = operations("no-token");
+    ops.ready("ds", &["unpack"]).unwrap();
+    ops.claim("unpack", 1, "w", LEASE).unwrap();
+    let err = ops
+        .update("ds", "unpack", None, OpState::Ready, "retry", &[])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    clock.advance(LEASE);
+    let requeued = ops.update("ds", "unpack", None, OpState::Ready, "retry", &[]).unwrap();
+    assert_eq!(requeued.state, OpState::Ready);
+    // Updating an item nobody made ready creates its record.
+    let created = ops
+        .update("new", "upload", None, OpState::Ok, "uploaded", &["unpack"])
+        .unwrap();
+    assert_eq!(created.state, OpState::Ok);
+    assert_eq!(ops.states("new").unwrap().len(), 2);
+}
+
+#[test]
+fn bad_names_and_keys_are_invalid_arguments() {
+    let (ops, _) = operations("bad-input");
+    let cases = [
+        ops.ready("", &["unpack"]).map(drop),
+        ops.ready("a\0b", &["unpack"]).map(drop),
+        ops.ready("ds", &["un pack"]).map(drop),
+        ops.next("unpack", 0).map(drop),
+        ops.claim("unpack", 1, "w", Duration::ZERO).map(drop),
+        ops.update("ds", "unpack", None, OpState::Working, "", &[]).map(drop),
+        ops.update("ds", "unpack", None, OpState::Ok, "", &["unpack"]).map(drop),
+    ];
+    for case in cases {
+        assert_eq!(case.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    }
+    assert!(ops.states("ds").unwrap().is_empty());
+}
+
+/// Claims `op` one or two at a time on `threads` threads until none is left;
+/// returns every item claimed, with repeats if any item was claimed twice.
+fn claim_all(path: &Path, op: &str, who: &str, threads: usize, start: &Barrier) -> Vec<String> {
+    let ops = Operations::open(path).unwrap();
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|n| {
+                let ops = ops.clone();
+                let worker = format!("{who}-{n}");
+                scope.spawn(move || {
+                    start.wait();
+                    let mut mine = Vec::new();
+                    loop {
+                        let claims = ops.claim(op, 1 + n % 2, &worker, LEASE).unwrap();
+                        if claims.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(claims.into_iter().map(|claim| claim.item));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|handle| handle.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn eight_threads_in_two_processes_claim_each_of_100_items_exactly_once() {
+    if let Ok(path) = std::env::var(CHILD_ENV) {
+        // The child: say we are ready, wait for the go line, race, report.
+        // Written to the stdout handle, not println!, which the test
+        // harness may capture; READY may share a line with the harness's
+        // "test ... " prefix.
+        let start = Barrier::new(8);
+        let mut out = std::io::stdout();
+        writeln!(out, "READY").unwrap();
+        out.flush().unwrap();
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).unwrap();
+        for item in claim_all(Path::new(&path), "unpack", "child", 8, &start) {
+            writeln!(out, "CLAIMED {item}").unwrap();
+        }
+        writeln!(out, "DONE").unwrap();
+        out.flush().unwrap();
+        return;
+    }
+    let path = temp_path("race");
+    let ops = Operations::open(&path).unwrap();
+    let expected: BTreeSet<String> = (0..100).map(|n| format!("dataset-{n:03}")).collect();
+    for item in &expected {
+        ops.ready(item, &["unpack"]).unwrap();
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "eight_threads_in_two_processes_claim_each_of_100_items_exactly_once",
+        ])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.by_ref().any(|line| line.unwrap().ends_with("READY")),
+        "child never got ready"
+    );
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    let start = Barrier::new(8);
+    let mut claimed = claim_all(&path, "unpack", "parent", 8, &start);
+    let parent_count = claimed.len();
+    // Read to the end: the child still writes the harness's summary.
+    let mut done = false;
+    for line in lines {
+        let line = line.unwrap();
+        done |= line == "DONE";
+        if !done {
+            claimed.extend(line.strip_prefix("CLAIMED ").map(str::to_owned));
+        }
+    }
+    assert!(done, "the child did not finish");
+    assert!(child.wait().unwrap().success(), "the child failed");
+    eprintln!("parent claimed {parent_count}, child {}", claimed.len() - parent_count);
+    let unique: BTreeSet<String> = claimed.iter().cloned().collect();
+    assert_eq!(
+        claimed.len(),
+        100,
+        "parent {parent_count}, child {}",
+        claimed.len() - parent_count
+    );
+    assert_eq!(unique, expected, "some item claimed twice or never");
+    assert!(ops.next("unpack", 100).unwrap().is_empty());
+}
