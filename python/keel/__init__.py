@@ -32,6 +32,8 @@ appear. Levels are re-read at most once a second; :func:`flush_logs` re-reads th
 now and waits until every event so far has been handed to ``logging``.
 """
 
+import logging as _logging
+
 from keel._keel import (
     AlreadyExists,
     Busy,
@@ -118,3 +120,7 @@ class JobError(Exception):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+# A library's loggers stay silent until the host configures logging (no
+# "lastResort" output on stderr); keel's events then flow to its handlers.
+_logging.getLogger("keel").addHandler(_logging.NullHandler())

@@ -229,6 +229,14 @@ impl Queue {
         self.store.cancel(id, reason, self.clock.now())
     }
 
+    /// Queues dead or cancelled job `id` again, with fresh attempts: the
+    /// operator's retry once the cause of its failures is fixed.
+    pub fn retry(&self, id: JobId) -> Result<JobRecord> {
+        let record = self.store.retry(id, self.clock.now())?;
+        self.wakeup.notify();
+        Ok(record)
+    }
+
     /// The job with `id`.
     pub fn get(&self, id: JobId) -> Result<JobRecord> {
         self.store.get(id)

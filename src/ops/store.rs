@@ -123,6 +123,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// Cancels a job that has not finished; a running attempt is fenced off.
     fn cancel(&self, id: JobId, reason: &str, now: Millis) -> Result<JobRecord>;
 
+    /// Queues a dead or cancelled job again with fresh attempts (Conflict
+    /// for any other state, or when a live job now holds its unique key).
+    fn retry(&self, id: JobId, now: Millis) -> Result<JobRecord>;
+
     /// The job with `id` (NotFound when there is none).
     fn get(&self, id: JobId) -> Result<JobRecord>;
 

@@ -212,6 +212,24 @@ pub fn job_cancel(mut job: JobRecord, reason: &str, now: Millis) -> Result<JobRe
     Ok(finish(job, JobState::Cancelled, now))
 }
 
+/// `job`, dead or cancelled, queued again by an operator: a fresh set of
+/// attempts and resets, its last error kept for the record.
+pub fn job_retry(mut job: JobRecord, now: Millis) -> Result<JobRecord> {
+    if !matches!(job.state, JobState::Dead | JobState::Cancelled) {
+        return Err(Error::conflict(format!(
+            "job {} ({}): only dead or cancelled jobs are retried; it is {}",
+            job.id, job.kind, job.state
+        )));
+    }
+    job.state = JobState::Queued;
+    job.attempts = 0;
+    job.failures = 0;
+    job.resets = 0;
+    job.finished_at = 0;
+    job.run_at = now;
+    Ok(clear_attempt(job, now))
+}
+
 /// Whether `job` is running under a lease that has ended.
 pub fn job_lease_expired(job: &JobRecord, now: Millis) -> bool {
     job.state == JobState::Running && job.lease_until <= now
@@ -346,6 +364,19 @@ mod tests {
         }
         assert_eq!(job.state, JobState::Dead);
         assert!(job.last_error.contains("processor kept dying"), "{}", job.last_error);
+    }
+
+    #[test]
+    fn retry_requeues_only_dead_or_cancelled_jobs_with_fresh_attempts() {
+        let mut job = queued_job();
+        job.state = JobState::Dead;
+        job.attempts = 5;
+        job.last_error = "kept dying".into();
+        let again = job_retry(job.clone(), 99).unwrap();
+        assert_eq!((again.state, again.attempts, again.run_at), (JobState::Queued, 0, 99));
+        assert_eq!(again.last_error, "kept dying");
+        job.state = JobState::Completed;
+        assert_eq!(job_retry(job, 99).unwrap_err().kind(), crate::ErrorKind::Conflict);
     }
 
     #[test]

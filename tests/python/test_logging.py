@@ -44,3 +44,31 @@ def test_nothing_is_logged_when_the_level_is_off(caplog):
     contend_once(keel.KeyedLocks())
     keel.flush_logs()
     assert lock_waits(caplog) == []
+
+
+EXITING_WHILE_LOGGING = """
+import logging, threading
+import keel
+logging.basicConfig(level=logging.DEBUG, handlers=[logging.NullHandler()])
+locks = keel.KeyedLocks()
+held = locks.lock("k")
+def churn():
+    while True:
+        try:
+            locks.lock("k", timeout=0.0005)
+        except keel.Timeout:
+            pass
+for _ in range(3):
+    threading.Thread(target=churn, daemon=True).start()
+keel.flush_logs()
+# Exit while keel's threads are still emitting events.
+"""
+
+
+def test_the_interpreter_exits_cleanly_while_events_are_emitted():
+    import subprocess
+    import sys
+
+    for _ in range(5):
+        done = subprocess.run([sys.executable, "-c", EXITING_WHILE_LOGGING], capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]

@@ -459,7 +459,7 @@ impl PyDrive {
 
 /// Runs a Python migration callable on this (keel) thread.
 fn call_migration(callable: &Py<PyAny>, step: &Migration<'_>, data: Value) -> keel::Result<Value> {
-    let outcome = Python::try_attach(|py| -> PyResult<keel::Result<Value>> {
+    let outcome = crate::run::attached(|py| -> PyResult<keel::Result<Value>> {
         let args = (
             to_py(py, &step.item.to_json())?,
             step.version.to_string(),

@@ -24,6 +24,9 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     journal::register(m)?;
     ops::register(m)?;
     m.add_function(wrap_pyfunction!(run::_debug_panic, m)?)?;
+    let exit_hook = wrap_pyfunction!(run::_wait_for_keel_threads, m)?;
+    m.add_function(exit_hook.clone())?;
+    m.py().import("atexit")?.call_method1("register", (exit_hook,))?;
     m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;
     m.add_function(wrap_pyfunction!(stats::stats, m)?)?;
     logging::install(m.py())?;

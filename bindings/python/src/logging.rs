@@ -95,7 +95,7 @@ fn emit_events(queue: Receiver<Message>) {
         let batch: Vec<Message> = std::iter::once(first).chain(queue.try_iter()).collect();
         let mut flushed = Vec::new();
         // None: the interpreter is shutting down; the events are dropped.
-        let _ = Python::try_attach(|py| {
+        let _ = crate::run::attached(|py| {
             let Ok(logging) = py.import("logging") else { return };
             for message in batch {
                 match message {

@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel::ops::{
-    json::counts_to_json, EnqueueOptions, HandlerError, HandlerResult, JobContext, OpState, Operations, Queue, Worker,
-    WorkerOptions,
+    json::counts_to_json, EnqueueOptions, HandlerError, HandlerResult, JobContext, JobState, OpState, Operations,
+    Queue, Worker, WorkerOptions,
 };
 use keel::{Error, Result};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::run::{blocking, quick};
+use crate::run::{attached, blocking, quick};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyOperations>()?;
@@ -253,6 +253,31 @@ impl PyQueue {
         loads(py, job.to_json())
     }
 
+    /// Queues a dead or cancelled job again with fresh attempts
+    /// (keel.Conflict for any other state).
+    fn retry<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
+        let job = blocking(py, || self.inner.retry(id))?;
+        loads(py, job.to_json())
+    }
+
+    /// Jobs of ``kind`` (in ``state``, if given: "queued", "running",
+    /// "retrying", "completed", "dead", "cancelled"), oldest first.
+    #[pyo3(signature = (kind, *, state=None, limit=100))]
+    fn list<'py>(
+        &self,
+        py: Python<'py>,
+        kind: &str,
+        state: Option<&str>,
+        limit: usize,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let state = match state {
+            Some(name) => Some(quick(py, || name.parse::<JobState>())?),
+            None => None,
+        };
+        let jobs = blocking(py, || self.inner.list(kind, state, limit))?;
+        jobs.iter().map(|job| loads(py, job.to_json())).collect()
+    }
+
     /// The job with ``id`` (keel.NotFound if none).
     fn get<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
         let job = blocking(py, || self.inner.get(id))?;
@@ -299,7 +324,7 @@ pub struct PyWorker {
 fn python_handler(callable: Py<PyAny>) -> impl Fn(&JobContext) -> HandlerResult + Send + Sync + 'static {
     move |ctx: &JobContext| {
         // The interpreter may be shutting down; then the job is retried later.
-        Python::try_attach(|py| call_handler(py, &callable, ctx))
+        attached(|py| call_handler(py, &callable, ctx))
             .unwrap_or_else(|| Err(HandlerError::retry("the Python interpreter is not available")))
     }
 }

@@ -22,55 +22,13 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::errors::to_pyerr;
 use crate::locks::key_bytes;
-use crate::run::{blocking, quick};
+use crate::run::{attached, blocking, quick};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySyncPool>()?;
     m.add_class::<PyCancellationToken>()?;
     m.add_class::<PyTaskContext>()?;
-    let wait = wrap_pyfunction!(_wait_for_pool_calls, m)?;
-    m.add_function(wait.clone())?;
-    m.py().import("atexit")?.call_method1("register", (wait,))?;
     Ok(())
-}
-
-/// Pool threads inside a Python call now, and a way to wait for none.
-static IN_PYTHON: Mutex<usize> = Mutex::new(0);
-static LEFT_PYTHON: parking_lot::Condvar = parking_lot::Condvar::new();
-
-/// How long interpreter exit waits for pool threads still inside Python calls.
-const EXIT_GRACE: Duration = Duration::from_secs(1);
-
-/// Runs at interpreter exit (atexit), before finalization: waits, with the
-/// GIL released, up to a second for pool threads inside Python calls to
-/// return. A call returning *during* finalization is killed by CPython
-/// (< 3.14) with pthread_exit, whose forced unwind through keel's panic
-/// boundary aborts the process; a call that stays hung past the grace
-/// period is harmless, the process exits around it.
-#[pyfunction]
-fn _wait_for_pool_calls(py: Python<'_>) {
-    py.detach(|| {
-        let deadline = std::time::Instant::now() + EXIT_GRACE;
-        let mut inside = IN_PYTHON.lock();
-        while *inside > 0 && !LEFT_PYTHON.wait_until(&mut inside, deadline).timed_out() {}
-    });
-}
-
-/// Counts this thread as inside a Python call until dropped.
-struct InPython;
-
-impl InPython {
-    fn enter() -> Self {
-        *IN_PYTHON.lock() += 1;
-        InPython
-    }
-}
-
-impl Drop for InPython {
-    fn drop(&mut self) {
-        *IN_PYTHON.lock() -= 1;
-        LEFT_PYTHON.notify_all();
-    }
 }
 
 /// What a running callable may know about itself, passed as its second
@@ -187,8 +145,7 @@ fn call_python(
     index: usize,
     raised: &Raised,
 ) -> keel::Result<Py<PyAny>> {
-    let _inside = InPython::enter();
-    let called = Python::try_attach(|py| match args(py).and_then(|args| func.bind(py).call1(args)) {
+    let called = attached(|py| match args(py).and_then(|args| func.bind(py).call1(args)) {
         Ok(value) => Ok(value.unbind()),
         Err(err) => {
             let failure = failure_of(py, &err);

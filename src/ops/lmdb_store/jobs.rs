@@ -278,6 +278,24 @@ impl JobStore for LmdbStore {
         })
     }
 
+    fn retry(&self, id: JobId, now: Millis) -> Result<JobRecord> {
+        self.env.write(|txn| {
+            let old = self.load_job(txn, id)?;
+            let new = t::job_retry(old.clone(), now)?;
+            // Its unique key may have gone to a newer live job meanwhile.
+            if let Some(unique) = &new.unique_key {
+                if let Some(holder) = self.unique_holder(txn, &new.kind, unique)? {
+                    return Err(Error::conflict(format!(
+                        "job {id} ({}): its unique key {unique:?} is held by live job {}",
+                        new.kind, holder.id
+                    )));
+                }
+            }
+            self.write_job(txn, Some(&old), Some(&new))?;
+            Ok(new)
+        })
+    }
+
     fn get(&self, id: JobId) -> Result<JobRecord> {
         self.env.read(|txn| self.load_job(txn, id))
     }
