@@ -431,7 +431,8 @@ typedef struct {
 } keel_journal_state;
 
 /**
- * A key for keel_locks_lock_many: `len` bytes at `ptr`.
+ * Bytes lent by C for the length of a call: `len` bytes at `ptr` (a key,
+ * a name, a path). Lists of them are `(const keel_bytes *, size_t count)`.
  */
 typedef struct {
   /**

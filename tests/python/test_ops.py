@@ -77,7 +77,7 @@ def test_queue_flow_fencing_and_unique_keys(tmp_path):
         q.get(99999)
     with pytest.raises(keel.InvalidArgument):
         q.enqueue("bad kind", {})
-    with pytest.raises(TypeError):
+    with pytest.raises(keel.InvalidArgument, match="cannot be stored as JSON"):
         q.enqueue("mail", object())
 
 

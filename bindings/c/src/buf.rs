@@ -3,6 +3,17 @@
 use crate::ffi;
 use crate::status::keel_status;
 
+/// Bytes lent by C for the length of a call: `len` bytes at `ptr` (a key,
+/// a name, a path). Lists of them are `(const keel_bytes *, size_t count)`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct keel_bytes {
+    /// The first byte (may be NULL when len is 0).
+    pub ptr: *const u8,
+    /// The number of bytes.
+    pub len: usize,
+}
+
 /// Bytes owned by keel and lent to C: `len` bytes at `ptr`, followed by a
 /// NUL that `len` does not count (so text can be read as a C string). Free
 /// it once with keel_buf_free; a zeroed keel_buf is empty and free to free.
@@ -18,6 +29,11 @@ pub struct keel_buf {
 }
 
 impl keel_buf {
+    /// Lends `value` to C as JSON text.
+    pub(crate) fn from_json(value: &serde_json::Value) -> keel_buf {
+        keel_buf::from_vec(value.to_string().into_bytes())
+    }
+
     /// Lends `bytes` (plus a trailing NUL) to C.
     pub(crate) fn from_vec(mut bytes: Vec<u8>) -> keel_buf {
         let len = bytes.len();

@@ -78,15 +78,6 @@ unsafe fn id_arg(ptr: *const u8, len: usize) -> Result<ItemId> {
     }
 }
 
-unsafe fn json_arg(ptr: *const c_char, len: usize, what: &str) -> Result<Value> {
-    let text = unsafe { ffi::utf8(ptr, len, what)? };
-    serde_json::from_str(text).map_err(|e| Error::invalid_argument(format!("{what} is not JSON: {e}")))
-}
-
-fn put_json(out: &mut keel_buf, value: &Value) {
-    *out = keel_buf::from_vec(value.to_string().into_bytes());
-}
-
 fn items_json(items: &[keel_core::drive::Item]) -> Value {
     Value::Array(items.iter().map(|item| item.to_json()).collect())
 }
@@ -107,7 +98,7 @@ pub unsafe extern "C" fn keel_drive_open(
         let path = unsafe { ffi::utf8(path, path_len, "path")? };
         let mut options = DriveOptions::default();
         if !options_json.is_null() {
-            let value = unsafe { json_arg(options_json, options_len, "options")? };
+            let value = unsafe { ffi::json(options_json, options_len, "options")? };
             if value.get("durable") == Some(&Value::Bool(false)) {
                 options.durability = Durability::NoSyncRisksLastCommits;
             }
@@ -147,7 +138,7 @@ pub unsafe extern "C" fn keel_drive_as_user(
         let out = unsafe { ffi::out_handle(out, "out")? };
         let roles: Vec<String> = match roles_json.is_null() {
             true => Vec::new(),
-            false => serde_json::from_value(unsafe { json_arg(roles_json, roles_len, "roles")? })
+            false => serde_json::from_value(unsafe { ffi::json(roles_json, roles_len, "roles")? })
                 .map_err(|_| Error::invalid_argument("roles must be a JSON array of strings"))?,
         };
         if drive.view.is_checked() {
@@ -184,7 +175,7 @@ pub unsafe extern "C" fn keel_drive_get(
             Some(kind) => drive.view.get_typed(id, kind)?,
             None => drive.view.get(id)?,
         };
-        put_json(out, &item.to_json());
+        *out = keel_buf::from_json(&item.to_json());
         Ok(())
     })
 }
@@ -202,7 +193,7 @@ pub unsafe extern "C" fn keel_drive_resolve(
         let drive = unsafe { ffi::handle(drive, "drive")? };
         let path = unsafe { ffi::utf8(path, path_len, "path")? };
         let out = unsafe { ffi::out_value(out, "out")? };
-        put_json(out, &items_json(&drive.view.resolve(path)?));
+        *out = keel_buf::from_json(&items_json(&drive.view.resolve(path)?));
         Ok(())
     })
 }
@@ -241,7 +232,7 @@ pub unsafe extern "C" fn keel_drive_children(
         let parent = unsafe { id_arg(parent, parent_len)? };
         let after = unsafe { ffi::optional_utf8(after, after_len, "after")? };
         let out = unsafe { ffi::out_value(out, "out")? };
-        put_json(out, &items_json(&drive.view.children(parent, after, limit)?));
+        *out = keel_buf::from_json(&items_json(&drive.view.children(parent, after, limit)?));
         Ok(())
     })
 }
@@ -269,7 +260,7 @@ pub unsafe extern "C" fn keel_drive_walk(
                 )))
             }
         };
-        put_json(out, &items_json(&drive.view.walk(top, order)?));
+        *out = keel_buf::from_json(&items_json(&drive.view.walk(top, order)?));
         Ok(())
     })
 }
@@ -294,7 +285,7 @@ pub unsafe extern "C" fn keel_drive_by_type(
             _ => Some(unsafe { id_arg(after, after_len)? }),
         };
         let out = unsafe { ffi::out_value(out, "out")? };
-        put_json(out, &items_json(&drive.view.by_type(kind, after, limit)?));
+        *out = keel_buf::from_json(&items_json(&drive.view.by_type(kind, after, limit)?));
         Ok(())
     })
 }
@@ -314,9 +305,9 @@ pub unsafe extern "C" fn keel_drive_create(
     ffi::call(|| {
         let drive = unsafe { ffi::handle(drive, "drive")? };
         let parent = unsafe { id_arg(parent, parent_len)? };
-        let new = NewItem::from_json(&unsafe { json_arg(item_json, item_len, "item")? })?;
+        let new = NewItem::from_json(&unsafe { ffi::json(item_json, item_len, "item")? })?;
         let out = unsafe { ffi::out_value(out, "out")? };
-        put_json(out, &drive.view.create(parent, &new)?.to_json());
+        *out = keel_buf::from_json(&drive.view.create(parent, &new)?.to_json());
         Ok(())
     })
 }
@@ -334,9 +325,9 @@ pub unsafe extern "C" fn keel_drive_create_at(
     ffi::call(|| {
         let drive = unsafe { ffi::handle(drive, "drive")? };
         let parent_path = unsafe { ffi::utf8(parent_path, parent_path_len, "parent_path")? };
-        let new = NewItem::from_json(&unsafe { json_arg(item_json, item_len, "item")? })?;
+        let new = NewItem::from_json(&unsafe { ffi::json(item_json, item_len, "item")? })?;
         let out = unsafe { ffi::out_value(out, "out")? };
-        put_json(out, &drive.view.create_at(parent_path, &new)?.to_json());
+        *out = keel_buf::from_json(&drive.view.create_at(parent_path, &new)?.to_json());
         Ok(())
     })
 }
@@ -361,7 +352,7 @@ pub unsafe extern "C" fn keel_drive_move(
         let new_parent = unsafe { id_arg(new_parent, new_parent_len)? };
         let new_name = unsafe { ffi::optional_utf8(new_name, new_name_len, "new_name")? };
         let out = unsafe { ffi::out_value(out, "out")? };
-        put_json(out, &drive.view.move_item(id, new_parent, new_name)?.to_json());
+        *out = keel_buf::from_json(&drive.view.move_item(id, new_parent, new_name)?.to_json());
         Ok(())
     })
 }
@@ -401,9 +392,9 @@ pub unsafe extern "C" fn keel_drive_set_permissions(
         let drive = unsafe { ffi::handle(drive, "drive")? };
         let id = unsafe { id_arg(id, id_len)? };
         let permissions =
-            Permissions::from_json(&unsafe { json_arg(permissions_json, permissions_len, "permissions")? })?;
+            Permissions::from_json(&unsafe { ffi::json(permissions_json, permissions_len, "permissions")? })?;
         let out = unsafe { ffi::out_value(out, "out")? };
-        put_json(out, &drive.view.set_permissions(id, &permissions)?.to_json());
+        *out = keel_buf::from_json(&drive.view.set_permissions(id, &permissions)?.to_json());
         Ok(())
     })
 }
@@ -425,7 +416,7 @@ pub unsafe extern "C" fn keel_drive_set_data(
     ffi::call(|| {
         let drive = unsafe { ffi::handle(drive, "drive")? };
         let id = unsafe { id_arg(id, id_len)? };
-        let data = unsafe { json_arg(data_json, data_len, "data")? };
+        let data = unsafe { ffi::json(data_json, data_len, "data")? };
         let version = unsafe { ffi::optional_utf8(version, version_len, "version")? }
             .map(Version::parse)
             .transpose()?;
@@ -475,7 +466,7 @@ pub unsafe extern "C" fn keel_drive_versions(
         let id = unsafe { id_arg(id, id_len)? };
         let out = unsafe { ffi::out_value(out, "out")? };
         let versions = drive.view.versions(id)?;
-        put_json(out, &Value::Array(versions.iter().map(|v| v.to_json()).collect()));
+        *out = keel_buf::from_json(&Value::Array(versions.iter().map(|v| v.to_json()).collect()));
         Ok(())
     })
 }
@@ -523,7 +514,7 @@ pub unsafe extern "C" fn keel_drive_set_schema(
     ffi::call(|| {
         let drive = unsafe { ffi::handle(drive, "drive")? };
         let kind = unsafe { ffi::utf8(type_name, type_len, "type")? };
-        let schema = unsafe { json_arg(schema_json, schema_len, "schema")? };
+        let schema = unsafe { ffi::json(schema_json, schema_len, "schema")? };
         let result = match migrate {
             Some(function) => {
                 let userdata = userdata as usize; // keel never dereferences it
@@ -605,7 +596,7 @@ pub unsafe extern "C" fn keel_drive_schema(
             Some((version, schema)) => serde_json::json!({"version": version, "schema": schema}),
             None => Value::Null,
         };
-        put_json(out, &value);
+        *out = keel_buf::from_json(&value);
         Ok(())
     })
 }
@@ -660,10 +651,10 @@ pub unsafe extern "C" fn keel_drive_batch_call(
 ) -> keel_status {
     ffi::call(|| {
         let batch = unsafe { ffi::handle(batch, "batch")? };
-        let call = unsafe { json_arg(call_json, call_len, "call")? };
+        let call = unsafe { ffi::json(call_json, call_len, "call")? };
         let out = unsafe { ffi::out_value(out, "out")? };
         let result = batch.open.run(move |b| json::apply(b, &call))?;
-        put_json(out, &result);
+        *out = keel_buf::from_json(&result);
         Ok(())
     })
 }

@@ -6,6 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use keel_core::{Error, Result};
 
+use crate::buf::keel_bytes;
 use crate::status::{clear_last_error, keel_status, set_last_error};
 
 /// Runs one entry point: a panic becomes `KEEL_PANIC`, an error its status,
@@ -110,4 +111,31 @@ pub(crate) unsafe fn slice<'a, T>(ptr: *const T, count: usize, what: &str) -> Re
     }
     // SAFETY: the header requires `ptr` to point at `count` readable items.
     Ok(unsafe { std::slice::from_raw_parts(ptr, count) })
+}
+
+/// `count` byte strings at `list`, each named `what[i]` in errors.
+pub(crate) unsafe fn bytes_list<'a>(list: *const keel_bytes, count: usize, what: &str) -> Result<Vec<&'a [u8]>> {
+    // SAFETY: as for `slice` and `bytes`.
+    let list = unsafe { slice(list, count, what)? };
+    list.iter()
+        .enumerate()
+        .map(|(i, item)| unsafe { bytes(item.ptr, item.len, &format!("{what}[{i}]")) })
+        .collect()
+}
+
+/// `count` UTF-8 strings at `list`, each named `what[i]` in errors.
+pub(crate) unsafe fn utf8_list<'a>(list: *const keel_bytes, count: usize, what: &str) -> Result<Vec<&'a str>> {
+    // SAFETY: as for `slice` and `utf8`.
+    let list = unsafe { slice(list, count, what)? };
+    list.iter()
+        .enumerate()
+        .map(|(i, item)| unsafe { utf8(item.ptr.cast(), item.len, &format!("{what}[{i}]")) })
+        .collect()
+}
+
+/// `(ptr, len)` as a JSON value.
+pub(crate) unsafe fn json(ptr: *const c_char, len: usize, what: &str) -> Result<serde_json::Value> {
+    // SAFETY: as for `utf8`.
+    let text = unsafe { utf8(ptr, len, what)? };
+    serde_json::from_str(text).map_err(|err| Error::invalid_argument(format!("{what} is not JSON: {err}")))
 }

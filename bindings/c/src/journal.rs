@@ -6,8 +6,8 @@ use keel_core::journal::MutationStatus;
 use keel_core::{Error, Journal, Mutation, Result};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::buf::keel_bytes;
 use crate::ffi;
-use crate::locks::keel_bytes;
 use crate::status::keel_status;
 
 /// A managed directory tree whose changes are made through mutations that
@@ -308,11 +308,7 @@ pub unsafe extern "C" fn keel_mutation_declare(
     count: usize,
 ) -> keel_status {
     ffi::call(|| {
-        let raw = unsafe { ffi::slice(paths, count, "paths")? };
-        let paths = raw
-            .iter()
-            .map(|p| unsafe { ffi::utf8(p.ptr.cast(), p.len, "path") })
-            .collect::<Result<Vec<_>>>()?;
+        let paths = unsafe { ffi::utf8_list(paths, count, "paths")? };
         unsafe { with_mutation(mutation, |m| m.declare(&paths)) }
     })
 }

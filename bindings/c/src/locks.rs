@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use keel_core::{KeyedLocks, LockMode, MultiKeyGuard, Wait};
 
+use crate::buf::keel_bytes;
 use crate::ffi;
 use crate::status::keel_status;
 
@@ -30,16 +31,6 @@ pub enum keel_lock_mode {
     KEEL_LOCK_EXCLUSIVE = 0,
     /// Any number of holders, no exclusive one.
     KEEL_LOCK_SHARED = 1,
-}
-
-/// A key for keel_locks_lock_many: `len` bytes at `ptr`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct keel_bytes {
-    /// The first byte (may be NULL when len is 0).
-    pub ptr: *const u8,
-    /// The number of bytes.
-    pub len: usize,
 }
 
 /// A snapshot of a registry's size.
@@ -171,12 +162,7 @@ pub unsafe extern "C" fn keel_locks_lock_many(
     ffi::call(|| {
         let locks = unsafe { ffi::handle(locks, "locks")? };
         let out = unsafe { ffi::out_handle(out, "out")? };
-        let keys = unsafe { ffi::slice(keys, count, "keys")? };
-        let keys = keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| unsafe { ffi::bytes(key.ptr, key.len, &format!("keys[{i}]")) })
-            .collect::<keel_core::Result<Vec<&[u8]>>>()?;
+        let keys = unsafe { ffi::bytes_list(keys, count, "keys")? };
         let guard = locks.inner.lock_many(&keys, lock_mode(mode)?, wait_for(timeout_ms))?;
         out.put(keel_lock_guard {
             _held: guard.expect("a waiting acquisition returns a guard"),

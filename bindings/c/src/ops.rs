@@ -14,8 +14,8 @@ use keel_core::ops::{
 use keel_core::{Error, Result};
 
 use crate::buf::keel_buf;
+use crate::buf::keel_bytes;
 use crate::ffi;
-use crate::locks::keel_bytes;
 use crate::status::keel_status;
 
 /// Per-item operation states (see Operations in the Rust docs): a record
@@ -127,18 +127,6 @@ fn ms(value: u64) -> Duration {
     Duration::from_millis(value)
 }
 
-unsafe fn names<'a>(list: *const keel_bytes, count: usize, what: &str) -> Result<Vec<&'a str>> {
-    let list = unsafe { ffi::slice(list, count, what)? };
-    list.iter()
-        .enumerate()
-        .map(|(i, name)| unsafe { ffi::utf8(name.ptr.cast(), name.len, &format!("{what}[{i}]")) })
-        .collect()
-}
-
-fn put_json(out: &mut keel_buf, value: serde_json::Value) {
-    *out = keel_buf::from_vec(value.to_string().into_bytes());
-}
-
 fn op_state(state: u32) -> Result<OpState> {
     OpState::ALL
         .into_iter()
@@ -180,7 +168,7 @@ pub unsafe extern "C" fn keel_ops_ready(
     ffi::call(|| {
         let ops = unsafe { ffi::handle(ops, "ops")? };
         let item = unsafe { ffi::utf8(item, item_len, "item")? };
-        let names = unsafe { self::names(names, count, "names")? };
+        let names = unsafe { self::ffi::utf8_list(names, count, "names")? };
         ops.inner.ready(item, &names).map(drop)
     })
 }
@@ -200,7 +188,7 @@ pub unsafe extern "C" fn keel_ops_next(
         let out = unsafe { ffi::out_value(out, "out")? };
         let op = unsafe { ffi::utf8(op, op_len, "op")? };
         let records = ops.inner.next(op, limit)?;
-        put_json(out, records.iter().map(|record| record.to_json()).collect());
+        *out = keel_buf::from_json(&records.iter().map(|record| record.to_json()).collect());
         Ok(())
     })
 }
@@ -226,7 +214,7 @@ pub unsafe extern "C" fn keel_ops_claim(
         let op = unsafe { ffi::utf8(op, op_len, "op")? };
         let worker = unsafe { ffi::utf8(worker, worker_len, "worker")? };
         let claims = ops.inner.claim(op, limit, worker, ms(lease_ms))?;
-        put_json(out, claims.iter().map(|claim| claim.to_json()).collect());
+        *out = keel_buf::from_json(&claims.iter().map(|claim| claim.to_json()).collect());
         Ok(())
     })
 }
@@ -255,7 +243,7 @@ pub unsafe extern "C" fn keel_ops_update(
         let item = unsafe { ffi::utf8(item, item_len, "item")? };
         let op = unsafe { ffi::utf8(op, op_len, "op")? };
         let message = unsafe { ffi::utf8(message, message_len, "message")? };
-        let enable = unsafe { names(enable, enable_count, "enable")? };
+        let enable = unsafe { ffi::utf8_list(enable, enable_count, "enable")? };
         let token = (token != 0).then_some(token);
         ops.inner
             .update(item, op, token, op_state(state)?, message, &enable)
@@ -305,7 +293,7 @@ pub unsafe extern "C" fn keel_ops_states(
         let out = unsafe { ffi::out_value(out, "out")? };
         let item = unsafe { ffi::utf8(item, item_len, "item")? };
         let records = ops.inner.states(item)?;
-        put_json(out, records.iter().map(|record| record.to_json()).collect());
+        *out = keel_buf::from_json(&records.iter().map(|record| record.to_json()).collect());
         Ok(())
     })
 }
@@ -408,7 +396,7 @@ pub unsafe extern "C" fn keel_queue_dequeue(
         let queue = unsafe { ffi::handle(queue, "queue")? };
         let out = unsafe { ffi::out_value(out, "out")? };
         let found = unsafe { ffi::out_value(out_found, "out_found")? };
-        let kinds = unsafe { names(kinds, count, "kinds")? };
+        let kinds = unsafe { ffi::utf8_list(kinds, count, "kinds")? };
         let worker = unsafe { ffi::utf8(worker, worker_len, "worker")? };
         *found = false;
         if let Some(job) = queue.inner.dequeue(&kinds, worker, ms(lease_ms))? {
@@ -510,7 +498,7 @@ pub unsafe extern "C" fn keel_queue_get(queue: *const keel_queue, id: u64, out: 
     ffi::call(|| {
         let queue = unsafe { ffi::handle(queue, "queue")? };
         let out = unsafe { ffi::out_value(out, "out")? };
-        put_json(out, queue.inner.get(id)?.to_json());
+        *out = keel_buf::from_json(&queue.inner.get(id)?.to_json());
         Ok(())
     })
 }
@@ -521,7 +509,7 @@ pub unsafe extern "C" fn keel_queue_counts(queue: *const keel_queue, out: *mut k
     ffi::call(|| {
         let queue = unsafe { ffi::handle(queue, "queue")? };
         let out = unsafe { ffi::out_value(out, "out")? };
-        put_json(out, counts_to_json(&queue.inner.counts()?));
+        *out = keel_buf::from_json(&counts_to_json(&queue.inner.counts()?));
         Ok(())
     })
 }
@@ -697,7 +685,7 @@ pub unsafe extern "C" fn keel_worker_builder_allow(
     count: usize,
 ) -> keel_status {
     ffi::call(|| {
-        let kinds = unsafe { names(kinds, count, "kinds")? };
+        let kinds = unsafe { ffi::utf8_list(kinds, count, "kinds")? };
         with_builder(builder, |b| b.allow(kinds))
     })
 }
@@ -710,7 +698,7 @@ pub unsafe extern "C" fn keel_worker_builder_block(
     count: usize,
 ) -> keel_status {
     ffi::call(|| {
-        let kinds = unsafe { names(kinds, count, "kinds")? };
+        let kinds = unsafe { ffi::utf8_list(kinds, count, "kinds")? };
         with_builder(builder, |b| b.block(kinds))
     })
 }

@@ -63,7 +63,7 @@ fn from_py_at(value: &Bound<'_, PyAny>, depth: usize) -> keel::Result<Value> {
     }
     let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
     Err(Error::invalid_argument(format!(
-        "a {type_name} cannot be stored as JSON"
+        "a value of type {type_name} cannot be stored as JSON"
     )))
 }
 

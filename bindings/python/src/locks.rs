@@ -1,12 +1,11 @@
 //! `keel.KeyedLocks` and `keel.LockGuard`.
 
-use std::time::Duration;
-
 use keel::{Error, KeyedLocks, LockMode, MultiKeyGuard, Wait};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
+use crate::convert;
 use crate::errors::to_pyerr;
 use crate::run::{blocking, quick};
 
@@ -35,16 +34,6 @@ pub fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         "a key is str or bytes, not {}",
         key.get_type().name()?
     )))
-}
-
-/// Seconds from Python (None: forever) as a wait.
-pub fn wait_from_seconds(timeout: Option<f64>) -> keel::Result<Wait> {
-    match timeout {
-        None => Ok(Wait::Forever),
-        Some(seconds) => Duration::try_from_secs_f64(seconds)
-            .map(Wait::For)
-            .map_err(|_| Error::invalid_argument(format!("timeout {seconds} is not a number of seconds >= 0"))),
-    }
 }
 
 fn mode(shared: bool) -> LockMode {
@@ -101,7 +90,7 @@ impl PyKeyedLocks {
         shared: bool,
     ) -> PyResult<PyLockGuard> {
         let key = key_bytes(key)?;
-        let wait = quick(py, || wait_from_seconds(timeout))?;
+        let wait = quick(py, || convert::wait(timeout))?;
         let guard = blocking(py, || self.inner.acquire(key.as_slice(), mode(shared), wait))?;
         Ok(PyLockGuard::new(
             guard.expect("a waiting acquisition returns a guard").into(),
@@ -127,7 +116,7 @@ impl PyKeyedLocks {
         shared: bool,
     ) -> PyResult<PyLockGuard> {
         let keys = keys.iter().map(key_bytes).collect::<PyResult<Vec<_>>>()?;
-        let wait = quick(py, || wait_from_seconds(timeout))?;
+        let wait = quick(py, || convert::wait(timeout))?;
         let guard = blocking(py, || {
             let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
             self.inner.lock_many(&keys, mode(shared), wait)

@@ -4,17 +4,18 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use keel::ops::{
     json::counts_to_json, EnqueueOptions, HandlerError, HandlerResult, JobContext, JobState, OpState, Operations,
     Queue, Worker, WorkerOptions,
 };
-use keel::{Error, Result};
+use keel::Error;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::convert;
+use crate::json::to_py;
 use crate::run::{attached, blocking, quick};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -22,19 +23,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyQueue>()?;
     m.add_class::<PyWorker>()?;
     Ok(())
-}
-
-fn loads<'py>(py: Python<'py>, value: serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
-    py.import("json")?.call_method1("loads", (value.to_string(),))
-}
-
-fn dumps(value: &Bound<'_, PyAny>) -> PyResult<String> {
-    value.py().import("json")?.call_method1("dumps", (value,))?.extract()
-}
-
-fn seconds(value: f64, what: &str) -> Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| Error::invalid_argument(format!("{what} {value} is not a number of seconds >= 0")))
 }
 
 /// Per-item operation states in an LMDB file: a record per (item,
@@ -60,14 +48,14 @@ impl PyOperations {
             let ops: Vec<&str> = ops.iter().map(String::as_str).collect();
             self.inner.ready(item, &ops)
         })?;
-        loads(py, records.iter().map(|r| r.to_json()).collect())
+        to_py(py, &records.iter().map(|r| r.to_json()).collect())
     }
 
     /// Up to ``limit`` READY records of ``op``, oldest first (claims nothing).
     #[pyo3(signature = (op, limit=100))]
     fn next<'py>(&self, py: Python<'py>, op: &str, limit: usize) -> PyResult<Bound<'py, PyAny>> {
         let records = blocking(py, || self.inner.next(op, limit))?;
-        loads(py, records.iter().map(|r| r.to_json()).collect())
+        to_py(py, &records.iter().map(|r| r.to_json()).collect())
     }
 
     /// Claims up to ``limit`` READY (or lease-expired) items of ``op`` for
@@ -82,8 +70,10 @@ impl PyOperations {
         worker: &str,
         lease: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let claims = blocking(py, || self.inner.claim(op, limit, worker, seconds(lease, "lease")?))?;
-        loads(py, claims.iter().map(|c| c.to_json()).collect())
+        let claims = blocking(py, || {
+            self.inner.claim(op, limit, worker, convert::duration(lease, "lease")?)
+        })?;
+        to_py(py, &claims.iter().map(|c| c.to_json()).collect())
     }
 
     /// Sets ``op`` of ``item`` to ``state`` ("READY", "OK", "FAILED") with
@@ -106,7 +96,7 @@ impl PyOperations {
             let enable: Vec<&str> = enable.iter().map(String::as_str).collect();
             self.inner.update(item, op, token, state, message, &enable)
         })?;
-        loads(py, record.to_json())
+        to_py(py, &record.to_json())
     }
 
     /// Marks ``op`` of ``item`` FAILED with ``message`` (fenced like ``update``).
@@ -120,13 +110,13 @@ impl PyOperations {
         token: Option<u64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let record = blocking(py, || self.inner.error(item, op, token, message))?;
-        loads(py, record.to_json())
+        to_py(py, &record.to_json())
     }
 
     /// Every operation record of ``item``.
     fn states<'py>(&self, py: Python<'py>, item: &str) -> PyResult<Bound<'py, PyAny>> {
         let records = blocking(py, || self.inner.states(item))?;
-        loads(py, records.iter().map(|r| r.to_json()).collect())
+        to_py(py, &records.iter().map(|r| r.to_json()).collect())
     }
 }
 
@@ -165,7 +155,7 @@ impl PyQueue {
         unique_key: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let payload = match payload {
-            Some(value) => dumps(&value)?,
+            Some(value) => convert::json_text(&value)?,
             None => "null".to_owned(),
         };
         let now = self.inner.clock().now();
@@ -173,7 +163,7 @@ impl PyQueue {
             (Some(_), Some(_)) => Err(Error::invalid_argument("give run_at or delay, not both")),
             (Some(at), None) if at >= 0.0 => Ok(Some((at * 1000.0) as u64)),
             (Some(at), None) => Err(Error::invalid_argument(format!("run_at {at} is before 1970"))),
-            (None, Some(delay)) => Ok(Some(now + seconds(delay, "delay")?.as_millis() as u64)),
+            (None, Some(delay)) => Ok(Some(now + convert::duration(delay, "delay")?.as_millis() as u64)),
             (None, None) => Ok(None),
         })?;
         let options = EnqueueOptions {
@@ -185,7 +175,7 @@ impl PyQueue {
         let enqueued = blocking(py, || self.inner.enqueue(kind, &payload, &options))?;
         let mut record = enqueued.job.to_json();
         record["created"] = serde_json::Value::Bool(enqueued.created);
-        loads(py, record)
+        to_py(py, &record)
     }
 
     /// Claims the best ready job of ``kinds`` for ``worker`` for ``lease``
@@ -200,15 +190,17 @@ impl PyQueue {
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let job = blocking(py, || {
             let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
-            self.inner.dequeue(&kinds, worker, seconds(lease, "lease")?)
+            self.inner.dequeue(&kinds, worker, convert::duration(lease, "lease")?)
         })?;
-        job.map(|job| loads(py, job.to_json())).transpose()
+        job.map(|job| to_py(py, &job.to_json())).transpose()
     }
 
     /// Extends the attempt's lease to ``lease`` seconds from now.
     #[pyo3(signature = (id, token, *, lease=30.0))]
     fn heartbeat(&self, py: Python<'_>, id: u64, token: u64, lease: f64) -> PyResult<u64> {
-        blocking(py, || self.inner.heartbeat(id, token, seconds(lease, "lease")?))
+        blocking(py, || {
+            self.inner.heartbeat(id, token, convert::duration(lease, "lease")?)
+        })
     }
 
     /// Completes the attempt with a JSON-serialisable ``result``.
@@ -220,9 +212,12 @@ impl PyQueue {
         token: u64,
         result: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let result = result.map(|value| dumps(&value)).transpose()?.unwrap_or_default();
+        let result = result
+            .map(|value| convert::json_text(&value))
+            .transpose()?
+            .unwrap_or_default();
         let job = blocking(py, || self.inner.complete(id, token, &result))?;
-        loads(py, job.to_json())
+        to_py(py, &job.to_json())
     }
 
     /// Fails the attempt: retried after a backoff when ``retryable`` and
@@ -237,27 +232,27 @@ impl PyQueue {
         retryable: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let job = blocking(py, || self.inner.fail(id, token, error, retryable))?;
-        loads(py, job.to_json())
+        to_py(py, &job.to_json())
     }
 
     /// Hands the attempt back unfinished (no failure counted).
     fn release<'py>(&self, py: Python<'py>, id: u64, token: u64) -> PyResult<Bound<'py, PyAny>> {
         let job = blocking(py, || self.inner.release(id, token))?;
-        loads(py, job.to_json())
+        to_py(py, &job.to_json())
     }
 
     /// Cancels a job that has not finished.
     #[pyo3(signature = (id, reason=""))]
     fn cancel<'py>(&self, py: Python<'py>, id: u64, reason: &str) -> PyResult<Bound<'py, PyAny>> {
         let job = blocking(py, || self.inner.cancel(id, reason))?;
-        loads(py, job.to_json())
+        to_py(py, &job.to_json())
     }
 
     /// Queues a dead or cancelled job again with fresh attempts
     /// (keel.Conflict for any other state).
     fn retry<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
         let job = blocking(py, || self.inner.retry(id))?;
-        loads(py, job.to_json())
+        to_py(py, &job.to_json())
     }
 
     /// Jobs of ``kind`` (in ``state``, if given: "queued", "running",
@@ -275,19 +270,19 @@ impl PyQueue {
             None => None,
         };
         let jobs = blocking(py, || self.inner.list(kind, state, limit))?;
-        jobs.iter().map(|job| loads(py, job.to_json())).collect()
+        jobs.iter().map(|job| to_py(py, &job.to_json())).collect()
     }
 
     /// The job with ``id`` (keel.NotFound if none).
     fn get<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
         let job = blocking(py, || self.inner.get(id))?;
-        loads(py, job.to_json())
+        to_py(py, &job.to_json())
     }
 
     /// ``{kind: {state: count}}``, read from counters (cheap).
     fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let counts = blocking(py, || self.inner.counts())?;
-        loads(py, counts_to_json(&counts))
+        to_py(py, &counts_to_json(&counts))
     }
 
     /// Requeues jobs whose lease expired; ``{"requeued", "dead"}``.
@@ -301,7 +296,7 @@ impl PyQueue {
 
     /// Deletes finished jobs older than ``retention`` seconds; returns how many.
     fn cleanup(&self, py: Python<'_>, retention: f64) -> PyResult<u64> {
-        blocking(py, || self.inner.cleanup(seconds(retention, "retention")?))
+        blocking(py, || self.inner.cleanup(convert::duration(retention, "retention")?))
     }
 }
 
@@ -341,12 +336,12 @@ fn call_handler(py: Python<'_>, callable: &Py<PyAny>, ctx: &JobContext) -> Handl
             retryable,
         }
     };
-    let job = loads(py, ctx.job().to_json()).map_err(failure)?;
+    let job = to_py(py, &ctx.job().to_json()).map_err(failure)?;
     let result = callable.bind(py).call1((job,)).map_err(failure)?;
     if result.is_none() {
         return Ok(String::new());
     }
-    dumps(&result).map_err(failure)
+    convert::json_text(&result).map_err(failure)
 }
 
 #[pymethods]
@@ -372,11 +367,11 @@ impl PyWorker {
             if let Some(name) = name {
                 options.name = name;
             }
-            options.lease = seconds(lease, "lease")?;
-            options.heartbeat_interval = heartbeat.map(|h| seconds(h, "heartbeat")).transpose()?;
-            options.poll_interval = seconds(poll, "poll")?;
-            options.retention = retention.map(|r| seconds(r, "retention")).transpose()?;
-            options.job_timeout = job_timeout.map(|t| seconds(t, "job_timeout")).transpose()?;
+            options.lease = convert::duration(lease, "lease")?;
+            options.heartbeat_interval = convert::optional_duration(heartbeat, "heartbeat")?;
+            options.poll_interval = convert::duration(poll, "poll")?;
+            options.retention = convert::optional_duration(retention, "retention")?;
+            options.job_timeout = convert::optional_duration(job_timeout, "job_timeout")?;
             Ok(())
         })?;
         let mut builder = Worker::builder(&queue.inner).options(options).block(block);
@@ -415,7 +410,7 @@ impl PyWorker {
     /// ``{"released", "detached"}``. Idempotent.
     #[pyo3(signature = (deadline=30.0))]
     fn stop<'py>(&self, py: Python<'py>, deadline: f64) -> PyResult<Bound<'py, PyDict>> {
-        let deadline = quick(py, || seconds(deadline, "deadline"))?;
+        let deadline = quick(py, || convert::duration(deadline, "deadline"))?;
         let report = blocking(py, || Ok(self.inner.lock().stop(deadline)))?;
         let dict = PyDict::new(py);
         dict.set_item("released", report.released)?;

@@ -10,7 +10,6 @@
 //! the core sees a failure (counted as failed, stopping a pipeline).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use keel::pool::{
     BatchOptions, CancellationToken, Outcome, PipelineOptions, PoolConfig, Progress, SyncPool, Task, TaskContext,
@@ -20,6 +19,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use crate::convert;
 use crate::errors::to_pyerr;
 use crate::locks::key_bytes;
 use crate::run::{attached, blocking, quick};
@@ -78,14 +78,9 @@ impl PyTaskContext {
     /// Waits up to `seconds` (GIL released), waking early if cancelled;
     /// returns True if the callable should stop.
     fn wait_cancelled(&self, py: Python<'_>, seconds: f64) -> PyResult<bool> {
-        let wait = quick(py, || seconds_to_duration(seconds))?;
+        let wait = quick(py, || convert::duration(seconds, "seconds"))?;
         Ok(py.detach(|| self.token.wait_timeout(wait)))
     }
-}
-
-fn seconds_to_duration(seconds: f64) -> keel::Result<Duration> {
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|_| Error::invalid_argument(format!("{seconds} is not a number of seconds >= 0")))
 }
 
 /// A flag that tells a running batch or pipeline to stop; pass it as
@@ -195,12 +190,6 @@ fn outcome_to_py(py: Python<'_>, index: usize, outcome: &Outcome<Shared>, raised
     err.into_value(py).into_any()
 }
 
-fn seconds(timeout: Option<f64>) -> keel::Result<Option<Duration>> {
-    timeout
-        .map(|seconds| seconds_to_duration(seconds).map_err(|err| err.context("timeout")))
-        .transpose()
-}
-
 /// A bounded pool for blocking callables: at most `max_concurrency` at
 /// once, items of one key never at the same time, results in input order
 /// with exceptions as values.
@@ -221,7 +210,7 @@ impl PySyncPool {
         name: Option<String>,
     ) -> PyResult<Self> {
         let mut config = PoolConfig::new(usize::try_from(max_concurrency).unwrap_or(0)).max_abandoned(max_abandoned);
-        if let Some(timeout) = quick(py, || seconds(timeout))? {
+        if let Some(timeout) = quick(py, || convert::optional_duration(timeout, "timeout"))? {
             config = config.task_timeout(timeout);
         }
         if let Some(name) = name {
@@ -275,7 +264,7 @@ impl PySyncPool {
             None => None,
         };
         let leader_of = leaders(keys.as_deref(), singleflight);
-        let timeout = quick(py, || seconds(timeout))?;
+        let timeout = quick(py, || convert::optional_duration(timeout, "timeout"))?;
         let cancel = cancel.map(|cancel| cancel.inner.clone());
         let raised = Raised::new(items.len());
         let func = Arc::new(func);
@@ -363,7 +352,7 @@ impl PySyncPool {
         if let Some(window) = window {
             options = options.window(window);
         }
-        if let Some(timeout) = quick(py, || seconds(timeout))? {
+        if let Some(timeout) = quick(py, || convert::optional_duration(timeout, "timeout"))? {
             options = options.timeout(Some(timeout));
         }
         if let Some(cancel) = &cancel {

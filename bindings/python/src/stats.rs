@@ -8,6 +8,6 @@ use crate::run::quick;
 /// `{"locks": [{"name": ..., "entries": 0, ...}], "pool": [...], ...}`.
 #[pyfunction]
 pub fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    let text = quick(py, || Ok(keel::stats::gather().to_string()))?;
-    py.import("json")?.call_method1("loads", (text,))
+    let gathered = quick(py, || Ok(keel::stats::gather()))?;
+    crate::json::to_py(py, &gathered)
 }
