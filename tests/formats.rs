@@ -355,3 +355,47 @@ fn a_failing_upgrade_step_changes_nothing() {
     assert_eq!(fixture::drive_snapshot(&drive), fixture::drive_snapshot(&expected));
     assert!(backup_path(drive.path(), "drive", 1).is_file());
 }
+
+#[test]
+fn an_upgrade_never_overwrites_an_earlier_backup() {
+    let dir = scratch("upgrade-backup-kept");
+    let path = copy_file(&fixture::drive_file(&fixture_dir(1)), &dir);
+    let earlier = backup_path(&fs::canonicalize(&path).unwrap(), "drive", 1);
+    fs::write(&earlier, b"an earlier backup").unwrap();
+    let v2 = FileFormat {
+        current: 2,
+        steps: &[UpgradeStep {
+            from: 1,
+            what: "mark the drive upgraded",
+            databases: &["drive.meta"],
+            run: put_mark,
+        }],
+        ..keel::drive::FILE_FORMAT
+    };
+    let env = Env::open(&path, &EnvOptions::default()).unwrap();
+    let opened = format::ensure(&env, &v2, |_| unreachable!()).unwrap();
+    assert_eq!(fs::read(&earlier).unwrap(), b"an earlier backup");
+    let second = PathBuf::from(format!("{}.1", earlier.display()));
+    assert_eq!(opened.backup, Some(second.clone()));
+    assert!(second.is_file());
+}
+
+#[test]
+fn an_ops_store_written_before_markers_is_stamped_as_format_1() {
+    let dir = scratch("ops-unmarked");
+    let path = copy_file(&fixture::ops_file(&fixture_dir(1)), &dir);
+    let format = keel::ops::lmdb_store::FILE_FORMAT;
+    let env = Env::open(&path, &EnvOptions::default()).unwrap();
+    let meta = env.database(format.meta_db).unwrap();
+    env.write(|txn| txn.del(meta, b"format", None).map_err(|e| map_err("unstamp", e)))
+        .unwrap();
+    drop(env);
+    let (records, jobs) = fixture::ops_snapshot(&path);
+    assert_eq!((records.len(), jobs.len() as u64), (5, fixture::JOBS));
+    let env = Env::open(&path, &EnvOptions::default()).unwrap();
+    let meta = env.database(format.meta_db).unwrap();
+    let marker = env
+        .read(|txn| Ok(txn.get(meta, b"format").map(<[u8]>::to_vec).ok()))
+        .unwrap();
+    assert_eq!(marker, Some(format::marker(&format, 1)));
+}
