@@ -22,7 +22,7 @@
 //! - **Versioned.** Each part stamps its file with a format version and
 //!   upgrades older ones in one transaction after a backup; a newer version
 //!   is refused with [`Unsupported`](crate::ErrorKind::Unsupported) (see
-//!   [`format`]).
+//!   [`format`](mod@format)).
 //! - **Never across `fork()`.** After a fork the child's environments refuse
 //!   every call with [`ErrorKind::Closed`](crate::ErrorKind::Closed); a child
 //!   process must open its own (tests use `std::process::Command`, which execs).
