@@ -114,16 +114,28 @@ fn malformed_or_stray_records_never_brick_the_journal() {
 }
 
 #[test]
-fn an_unknown_format_version_is_quarantined() {
+fn a_newer_format_record_blocks_mutations_until_resolved_and_is_never_touched() {
     let (dir, journal) = seeded("version");
     let seq = crash_mutation(&journal, &[("readme.txt", b"v1")], libc::EIO);
     forge(dir.path(), seq, |v| v["format"] = 99.into());
-    let report = journal.recover().unwrap();
+    let record = fs::read(record_path(dir.path(), seq)).unwrap();
+    let err = journal.recover().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(
-        report.quarantined[0].reason.contains("format"),
-        "{:?}",
-        report.quarantined
+        err.message().contains("format 99") && err.message().contains("format 1"),
+        "{err}"
     );
+    let begin = journal.begin("next", "").map(|_| ()).unwrap_err();
+    assert_eq!(begin.kind(), ErrorKind::Unsupported, "{begin}");
+    assert_eq!(journal.read().map(|_| ()).unwrap_err().kind(), ErrorKind::Unsupported);
+    // Neither applied nor removed nor moved.
+    assert_eq!(fs::read(dir.path().join("readme.txt")).unwrap(), b"v1");
+    assert_eq!(fs::read(record_path(dir.path(), seq)).unwrap(), record);
+    assert!(backup_path(dir.path(), seq, 0).is_file());
+    assert!(journal.status().unwrap().quarantined.is_empty());
+    // An operator sets it aside; the tree stays as the newer build left it.
+    journal.resolve(seq).unwrap();
+    journal.begin("next", "").unwrap().commit().unwrap();
     assert_eq!(fs::read(dir.path().join("readme.txt")).unwrap(), b"v1");
 }
 

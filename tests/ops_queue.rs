@@ -397,4 +397,6 @@ fn operations_and_jobs_live_beside_a_drive_in_one_file() {
     let again = Queue::open(&path).unwrap();
     assert_eq!(again.get(id).unwrap().state, JobState::Queued);
     assert_eq!(Operations::open(&path).unwrap().next("index", 10).unwrap().len(), 1);
+    // And the file still opens as a drive: the ops tables are not foreign.
+    Drive::open(&path, &DriveOptions::default()).unwrap();
 }

@@ -55,6 +55,7 @@ mod view;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::lmdb::format::{self, FileFormat};
 use crate::lmdb::{Durability, Env, EnvOptions};
 use crate::{Error, Result};
 
@@ -127,16 +128,27 @@ impl crate::stats::StatsSource for DriveCore {
     }
 }
 
-/// The first bytes of the format marker in `drive.meta`.
-const FORMAT_MAGIC: &[u8] = b"keel-drive";
 /// The stored layout this build reads and writes.
-const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The drive's format marker (`"format"` in `drive.meta`: `keel-drive` and
+/// the version) and its upgrade steps (none yet: version 1 is the first).
+pub const FILE_FORMAT: FileFormat = FileFormat {
+    part: "drive",
+    meta_db: "drive.meta",
+    magic: b"keel-drive",
+    current: FORMAT_VERSION,
+    steps: &[],
+};
 
 impl Drive {
     /// Opens the drive file at `path`, creating it (and its folder) if
     /// missing. A file that is not LMDB, is truncated, or is an LMDB file
     /// holding something other than a drive gives
-    /// [`Corrupt`](crate::ErrorKind::Corrupt) and is left untouched.
+    /// [`Corrupt`](crate::ErrorKind::Corrupt) and is left untouched. A drive
+    /// of a newer format than [`FORMAT_VERSION`] gives
+    /// [`Unsupported`](crate::ErrorKind::Unsupported) naming both versions;
+    /// an older one is upgraded (see [`crate::lmdb::format`]).
     pub fn open(path: &Path, options: &DriveOptions) -> Result<Drive> {
         let env_options = EnvOptions {
             durability: options.durability,
@@ -208,10 +220,12 @@ impl std::ops::Deref for Drive {
     }
 }
 
-/// Refuses an LMDB file that holds anything but drive tables.
+/// Refuses an LMDB file that holds anything but drive tables (and the
+/// `keel.` tables of operations and jobs kept beside a drive).
 fn refuse_foreign_file(env: &Env) -> Result<()> {
     let names = env.database_names()?;
-    if let Some(foreign) = names.iter().find(|name| !name.starts_with("drive.")) {
+    let ours = |name: &&String| name.starts_with("drive.") || name.starts_with("keel.");
+    if let Some(foreign) = names.iter().find(|name| !ours(name)) {
         return Err(Error::corrupt(format!(
             "{} is an LMDB file but not a drive (it holds {foreign:?})",
             env.path().display()
@@ -220,35 +234,15 @@ fn refuse_foreign_file(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// Writes the format marker and the root's record into a new drive, or
-/// checks the marker of an existing one.
+/// Stamps a new drive with its format and root record, checks an existing
+/// drive's format (refusing a newer one), or upgrades an older one.
 fn init_or_check_format(env: &Env, tables: &Tables) -> Result<()> {
-    let key = "format".to_owned();
     let path = env.path().display().to_string();
-    env.write(|txn| match tables.meta.get(txn, &key)? {
-        Some(marker) => check_marker(&marker, &path),
-        None => {
-            if tables.items.contains(txn, &ItemId::ROOT)? {
-                return Err(Error::corrupt(format!("drive {path} has items but no format marker")));
-            }
-            let mut marker = FORMAT_MAGIC.to_vec();
-            marker.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
-            tables.meta.put(txn, &key, &marker)?;
-            tables.items.put(txn, &ItemId::ROOT, &tree::root_record())
+    format::ensure(env, &FILE_FORMAT, |txn| {
+        if tables.items.contains(txn, &ItemId::ROOT)? {
+            return Err(Error::corrupt(format!("drive {path} has items but no format marker")));
         }
-    })
-}
-
-fn check_marker(marker: &[u8], path: &str) -> Result<()> {
-    let version = marker
-        .strip_prefix(FORMAT_MAGIC)
-        .and_then(|rest| <[u8; 4]>::try_from(rest).ok())
-        .map(u32::from_be_bytes)
-        .ok_or_else(|| Error::corrupt(format!("drive {path} has a malformed format marker")))?;
-    if version > FORMAT_VERSION {
-        return Err(Error::unsupported(format!(
-            "drive {path} has format {version}; this build reads up to {FORMAT_VERSION}"
-        )));
-    }
+        tables.items.put(txn, &ItemId::ROOT, &tree::root_record())
+    })?;
     Ok(())
 }

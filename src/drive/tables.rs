@@ -8,6 +8,8 @@
 //! | `drive.data`    | item id ++ major ++ minor ++ patch| [`DataRecord`]             |
 //! | `drive.schemas` | type                              | [`SchemaRecord`]           |
 //! | `drive.meta`    | `"format"`                        | magic and format version   |
+//!
+//! `drive.meta` is read and written by [`crate::lmdb::format`] only.
 
 use super::data::{DataRecord, Version};
 use super::id::ItemId;
@@ -24,7 +26,6 @@ pub(crate) struct Tables {
     pub types: Table<TypeKey, ()>,
     pub data: Table<DataKey, DataRecord>,
     pub schemas: Table<String, SchemaRecord>,
-    pub meta: Table<String, Vec<u8>>,
 }
 
 impl Tables {
@@ -36,7 +37,6 @@ impl Tables {
             types: Table::new(env.database("drive.types")?, "drive type index"),
             data: Table::new(env.database("drive.data")?, "drive data"),
             schemas: Table::new(env.database("drive.schemas")?, "drive schemas"),
-            meta: Table::new(env.database("drive.meta")?, "drive meta"),
         })
     }
 }

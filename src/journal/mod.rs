@@ -65,7 +65,9 @@ use crate::{Error, ErrorKind, Result};
 /// Guarantees: mutations of one root are serialized across threads and
 /// processes; after any crash the next `open`, `begin` or `read` restores
 /// the last committed state before anything else runs; a record that cannot
-/// be trusted is quarantined, never applied; paths outside the root are
+/// be trusted is quarantined, never applied; a record of a newer format
+/// blocks mutations and reads ([`ErrorKind::Unsupported`]) until a newer
+/// build recovers it or an operator resolves it; paths outside the root are
 /// never touched. Cloning is cheap (a shared handle). Costs: `open` and
 /// `begin` list four small folders; see [`Mutation`] for the cost of changes.
 #[derive(Debug, Clone)]
@@ -220,7 +222,8 @@ impl Journal {
 
     /// Starts a mutation: waits for the exclusive lock, recovers leftovers
     /// of crashed mutations, and refuses (with [`ErrorKind::Conflict`])
-    /// when that recovery cannot finish. `operation` and `details` are kept
+    /// when that recovery cannot finish ([`ErrorKind::Unsupported`] when a
+    /// record of a newer format stops it). `operation` and `details` are kept
     /// in the record for operators.
     pub fn begin(&self, operation: &str, details: &str) -> Result<Mutation> {
         let guard = self.inner.lock.exclusive()?;
@@ -241,11 +244,14 @@ impl Journal {
     fn start(&self, guard: lock::ExclusiveGuard, operation: &str, details: &str) -> Result<Mutation> {
         if recovery::needed(&self.inner.fs, &self.inner.layout)? {
             if let Err(err) = self.recover_locked() {
-                return Err(Error::conflict(format!(
-                    "journal {}: new mutations are refused until recover() succeeds or resolve() is \
-                     called: {err}",
-                    self.root().display()
-                )));
+                return Err(refused(
+                    &err,
+                    format!(
+                        "journal {}: new mutations are refused until recover() succeeds or resolve() is \
+                         called: {err}",
+                        self.root().display()
+                    ),
+                ));
             }
         }
         Ok(Mutation::new(
@@ -269,10 +275,10 @@ impl Journal {
             drop(shared);
             let exclusive = self.inner.lock.exclusive()?;
             self.recover_locked().map_err(|err| {
-                Error::conflict(format!(
-                    "journal {}: cannot read, recovery failed: {err}",
-                    self.root().display()
-                ))
+                refused(
+                    &err,
+                    format!("journal {}: cannot read, recovery failed: {err}", self.root().display()),
+                )
             })?;
             drop(exclusive);
         }
@@ -395,6 +401,16 @@ impl Journal {
                 Err(current) => last = current,
             }
         }
+    }
+}
+
+/// The error for a call refused because recovery failed: `Unsupported` when
+/// a record of a newer format blocks it (a newer build must finish it),
+/// `Conflict` otherwise.
+fn refused(cause: &Error, message: String) -> Error {
+    match cause.kind() {
+        ErrorKind::Unsupported => Error::unsupported(message),
+        _ => Error::conflict(message),
     }
 }
 

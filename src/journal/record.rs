@@ -84,17 +84,30 @@ impl Record {
     }
 
     /// Parses and checks a record: checksum, format version, and every path.
-    /// Malformed data is [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt),
-    /// an unknown version [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+    /// Malformed data (including a missing or zero format) is
+    /// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt); a format newer than
+    /// [`FORMAT_VERSION`] is [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported),
+    /// naming both versions.
+    ///
+    /// The envelope — a JSON body with a `format` number, a newline and the
+    /// `fnv1a64:` checksum line — is the same in every format, so any build
+    /// can tell a newer record from a damaged one.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Record> {
         let body = verify_checksum(bytes)?;
         let value: serde_json::Value =
             serde_json::from_slice(body).map_err(|err| Error::corrupt(format!("not JSON: {err}")))?;
-        let format = value.get("format").and_then(|f| f.as_u64());
-        if format != Some(u64::from(FORMAT_VERSION)) {
-            return Err(Error::unsupported(format!(
-                "record format {format:?}; this build reads format {FORMAT_VERSION}"
-            )));
+        match value.get("format").and_then(|f| f.as_u64()) {
+            Some(format) if format == u64::from(FORMAT_VERSION) => {}
+            Some(format) if format > u64::from(FORMAT_VERSION) => {
+                return Err(Error::unsupported(format!(
+                    "record format {format} is newer than this build reads (format {FORMAT_VERSION})"
+                )))
+            }
+            other => {
+                return Err(Error::corrupt(format!(
+                    "record format {other:?} is not a journal format (this build reads format {FORMAT_VERSION})"
+                )))
+            }
         }
         let record: Record =
             serde_json::from_value(value).map_err(|err| Error::corrupt(format!("bad record: {err}")))?;
@@ -206,14 +219,31 @@ mod tests {
     }
 
     #[test]
-    fn unknown_versions_are_unsupported() {
+    fn newer_versions_are_unsupported_naming_both() {
         let body = serde_json::to_string(&sample())
             .unwrap()
             .replace("\"format\":1", "\"format\":2");
-        assert_eq!(
-            Record::decode(&with_checksum(&body)).unwrap_err().kind(),
-            ErrorKind::Unsupported
+        let err = Record::decode(&with_checksum(&body)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        assert!(
+            err.message().contains("format 2") && err.message().contains("format 1"),
+            "{err}"
         );
+    }
+
+    #[test]
+    fn missing_or_zero_versions_are_corrupt() {
+        let json = serde_json::to_string(&sample()).unwrap();
+        for body in [
+            json.replace("\"format\":1", "\"format\":0"),
+            json.replace("\"format\":1,", ""),
+        ] {
+            assert_eq!(
+                Record::decode(&with_checksum(&body)).unwrap_err().kind(),
+                ErrorKind::Corrupt,
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -1,9 +1,20 @@
 //! Bringing a root back to a committed state after a crash.
 //!
-//! Runs under the exclusive lock. Records are read and checked first; a
-//! record that is malformed, tampered with, of an unknown format or bound to
-//! another root is moved (with its backup) to `.keel/quarantine/` and
-//! reported, never applied and never deleted. Valid records are handled
+//! Runs under the exclusive lock. Records are read and checked first.
+//!
+//! A record of a **newer format** than this build reads stops recovery before
+//! anything is touched: no record is applied, quarantined or removed, and
+//! the error ([`Unsupported`](crate::ErrorKind::Unsupported)) names the
+//! record and both versions. Such a record is a mutation a newer build
+//! started and did not finish; this build cannot undo it, and setting it
+//! aside would leave the tree half-changed while new mutations build on it.
+//! So mutations and reads stay refused until a newer build recovers the
+//! root, or an operator sets the record aside with
+//! [`Journal::resolve`](super::Journal::resolve).
+//!
+//! A record that is malformed, tampered with or bound to another root is
+//! moved (with its backup) to `.keel/quarantine/` and reported, never
+//! applied and never deleted. Valid records are handled
 //! newest first by sequence number: `active` ones are rolled back, terminal
 //! ones discarded. Only when every record is done are leftover backup,
 //! staging and trash folders reaped; if a rollback fails, recovery stops
@@ -16,7 +27,7 @@ use super::paths::{parse_record_name, record_name, seq_of, Layout};
 use super::record::{MutationStatus, Record};
 use super::restore;
 use super::snapshot::io_err;
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 const STEP: &str = "recover";
 
@@ -88,24 +99,32 @@ pub(crate) fn run(fs: &Fs, layout: &Layout, root_id: &str) -> Result<RecoveryRep
     Ok(report)
 }
 
-/// Reads every record, quarantining the untrustworthy ones.
+/// Reads every record, quarantining the untrustworthy ones. Refuses (and
+/// changes nothing) if any record is of a newer format.
 fn read_records(fs: &Fs, layout: &Layout, root_id: &str, report: &mut RecoveryReport) -> Result<Vec<Record>> {
-    let mut records = Vec::new();
+    let mut partial = Vec::new();
+    let mut checked = Vec::new();
     for name in list(fs, &layout.journal)? {
         if name.ends_with(".tmp") {
-            // A record write cut short; the previous version (if any) is
-            // still in place, so the partial copy is never needed.
-            remove(fs, &layout.journal.join(&name))?;
-            continue;
+            partial.push(name);
+        } else if parse_record_name(&name).is_some() || seq_of(&name).is_none() {
+            // Not a backup (those are kept while their record stands).
+            let result = check_record(fs, layout, root_id, &name);
+            checked.push((name, result));
         }
-        if parse_record_name(&name).is_none() && seq_of(&name).is_some() {
-            // A backup: kept while its record stands, reaped after.
-            continue;
-        }
-        match check_record(fs, layout, root_id, &name) {
+    }
+    refuse_newer_formats(layout, &checked)?;
+    for name in partial {
+        // A record write cut short; the previous version (if any) is
+        // still in place, so the partial copy is never needed.
+        remove(fs, &layout.journal.join(&name))?;
+    }
+    let mut records = Vec::new();
+    for (name, result) in checked {
+        match result {
             Ok(record) => records.push(record),
-            Err(reason) => {
-                let moved = quarantine(fs, layout, &name, &reason)?;
+            Err(err) => {
+                let moved = quarantine(fs, layout, &name, err.message())?;
                 report.quarantined.push(moved);
             }
         }
@@ -113,19 +132,39 @@ fn read_records(fs: &Fs, layout: &Layout, root_id: &str, report: &mut RecoveryRe
     Ok(records)
 }
 
-fn check_record(fs: &Fs, layout: &Layout, root_id: &str, name: &str) -> std::result::Result<Record, String> {
-    let seq = parse_record_name(name).ok_or("not a record file name")?;
+/// The first record of a newer format, as an `Unsupported` error.
+fn refuse_newer_formats(layout: &Layout, checked: &[(String, Result<Record>)]) -> Result<()> {
+    let newer = checked.iter().find_map(|(name, result)| match result {
+        Err(err) if err.kind() == ErrorKind::Unsupported => Some((name, err)),
+        _ => None,
+    });
+    let Some((name, err)) = newer else {
+        return Ok(());
+    };
+    let seq = parse_record_name(name).map_or_else(|| "<seq>".to_owned(), |seq| seq.to_string());
+    Err(Error::unsupported(format!(
+        "journal record {}: {}; recovery refused, nothing applied, moved or removed: recover with a newer \
+         keel, or set the record aside with resolve({seq})",
+        layout.journal.join(name).display(),
+        err.message()
+    )))
+}
+
+fn check_record(fs: &Fs, layout: &Layout, root_id: &str, name: &str) -> Result<Record> {
+    let seq = parse_record_name(name).ok_or_else(|| Error::corrupt("not a record file name"))?;
     let path = layout.journal.join(name);
-    let bytes = fs.read(STEP, &path).map_err(|err| format!("unreadable: {err}"))?;
-    let record = Record::decode(&bytes).map_err(|err| err.message().to_owned())?;
+    let bytes = fs
+        .read(STEP, &path)
+        .map_err(|err| Error::corrupt(format!("unreadable: {err}")))?;
+    let record = Record::decode(&bytes)?;
     if record.seq != seq {
-        return Err(format!("names sequence {seq} but holds {}", record.seq));
+        return Err(Error::corrupt(format!("names sequence {seq} but holds {}", record.seq)));
     }
     if record.root != root_id {
-        return Err(format!(
+        return Err(Error::corrupt(format!(
             "belongs to root {:?}, not {root_id:?} (a copied tree?)",
             record.root
-        ));
+        )));
     }
     Ok(record)
 }

@@ -19,6 +19,10 @@
 //! - **Bad files are errors, never crashes.** A file that is not LMDB, or is
 //!   shorter than its own meta page says, gives
 //!   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) at open.
+//! - **Versioned.** Each part stamps its file with a format version and
+//!   upgrades older ones in one transaction after a backup; a newer version
+//!   is refused with [`Unsupported`](crate::ErrorKind::Unsupported) (see
+//!   [`format`](mod@format)).
 //! - **Never across `fork()`.** After a fork the child's environments refuse
 //!   every call with [`ErrorKind::Closed`](crate::ErrorKind::Closed); a child
 //!   process must open its own (tests use `std::process::Command`, which execs).
@@ -29,6 +33,7 @@
 
 mod codec;
 mod env;
+pub mod format;
 mod group_commit;
 mod registry;
 mod sys;

@@ -5,7 +5,7 @@
 //! `jobs.records`), indexes kept in the same transaction as every record
 //! change (`op.ready`, `op.working`, `jobs.available`, `jobs.running`,
 //! `jobs.finished`, `jobs.unique`), the per-kind counters (`jobs.counts`)
-//! and the id/token counters (`ops.meta`). `LmdbStore::write_op` and
+//! and the id/token counters and the file's format marker (`ops.meta`). `LmdbStore::write_op` and
 //! `LmdbStore::write_job` are the only places that touch the indexes: they
 //! remove the old record's entries and add the new one's, so an index can
 //! never disagree with its record.
@@ -15,6 +15,7 @@ use std::path::Path;
 use ::lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
 
 use super::lmdb_keys as keys;
+use crate::lmdb::format::{self, FileFormat};
 use crate::lmdb::{map_err, Env, EnvOptions};
 use crate::{Error, Result};
 
@@ -26,6 +27,17 @@ mod operations;
 const RESETS_PER_DEQUEUE: usize = 64;
 /// How many expired leases one `reset_expired` transaction handles.
 const RESETS_PER_PASS: usize = 1_000;
+
+/// The operations-and-jobs format marker (`"format"` in `keel.ops.meta`:
+/// `keel-ops` and the version, the same number every record starts with)
+/// and its upgrade steps (none yet: version 1 is the first).
+pub const FILE_FORMAT: FileFormat = FileFormat {
+    part: "operations and jobs",
+    meta_db: "keel.ops.meta",
+    magic: b"keel-ops",
+    current: super::records::FORMAT_VERSION as u32,
+    steps: &[],
+};
 
 const NEXT_JOB_ID: &[u8] = b"next_job_id";
 const NEXT_TOKEN: &[u8] = b"next_token";
@@ -65,7 +77,10 @@ impl LmdbStore {
     }
 
     /// A store in `env` (for example a drive's), in 10 named databases of
-    /// its own.
+    /// its own. Stamps a new store with [`FILE_FORMAT`]; a store of a newer
+    /// format is refused with [`Unsupported`](crate::ErrorKind::Unsupported)
+    /// naming both versions, an older one upgraded. A store written before
+    /// markers existed holds format-1 records and is stamped as format 1.
     pub fn with_env(env: &Env) -> Result<LmdbStore> {
         let db = |name: &str| env.database(&format!("keel.{name}"));
         let dbs = Dbs {
@@ -80,6 +95,7 @@ impl LmdbStore {
             counts: db("jobs.counts")?,
             meta: db("ops.meta")?,
         };
+        format::ensure(env, &FILE_FORMAT, |_| Ok(()))?;
         Ok(LmdbStore { env: env.clone(), dbs })
     }
 
