@@ -88,14 +88,20 @@ pub(crate) struct Inner {
 impl crate::stats::StatsSource for Inner {
     fn stats_json(&self) -> serde_json::Value {
         let c = &self.counters;
+        let io = self.fs.io();
         serde_json::json!({
             "root": self.root_id,
+            "mutations": Counters::get(&c.begun),
             "committed": Counters::get(&c.committed),
             "rolled_back": Counters::get(&c.rolled_back),
+            "recoveries": Counters::get(&c.recoveries),
             "recovered": Counters::get(&c.recovered),
             "quarantined": Counters::get(&c.quarantined),
             "recovery_failures": Counters::get(&c.recovery_failures),
-            "fsyncs": self.fs.fsyncs(),
+            "fsyncs": io.fsyncs,
+            "files_written": io.files_written,
+            "bytes_written": io.bytes_written,
+            "links": io.links,
             "blocked": self.last_recovery_error.lock().is_some(),
         })
     }
@@ -248,6 +254,7 @@ impl Journal {
                 )));
             }
         }
+        Counters::add(&self.inner.counters.begun, 1);
         Ok(Mutation::new(
             Arc::clone(&self.inner),
             guard,
@@ -369,10 +376,11 @@ impl Journal {
 
     fn recover_locked(&self) -> Result<RecoveryReport> {
         let inner = &self.inner;
+        let watch = counters::StepWatch::start(&inner.fs, crate::events::Level::Info);
         let result = recovery::run(&inner.fs, &inner.layout, &inner.root_id)
             .map_err(|err| err.context(format!("journal {}", self.root().display())));
         *inner.last_recovery_error.lock() = result.as_ref().err().map(ToString::to_string);
-        counters::recovery_ended(&inner.counters, &inner.root_id, &result);
+        counters::recovery_ended(&inner.counters, &inner.root_id, &result, watch.read(&inner.fs));
         result
     }
 

@@ -19,7 +19,14 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::events::{Level, Stopwatch};
 use crate::Error;
+
+pub(crate) const LOG_TARGET: &str = "keel::lmdb";
+
+/// Runs one batch: the jobs, and how long its oldest writer waited in the
+/// queue (`None` when the batch event is off).
+pub(crate) type BatchRunner<'a> = dyn Fn(&mut [&mut dyn Work], Option<std::time::Duration>) + 'a;
 
 /// What the leader runs for one queued writer. Implemented by the typed job in
 /// `env.rs`; erased here so one batch can hold writers of different types.
@@ -59,6 +66,8 @@ struct Queue {
 struct Pending {
     work: *mut (dyn Work + 'static),
     signal: Arc<Signal>,
+    /// When it was queued, only read when the batch event is on.
+    queued: Stopwatch,
 }
 
 // SAFETY: the pointee is `Send` (the `Work` bound) and is used by one thread
@@ -81,18 +90,20 @@ impl GroupCommit {
     /// Queues `work` and returns once a batch containing it has run (by this
     /// thread as leader, or by another). `run` executes one batch; it must
     /// give every job a result.
-    pub(crate) fn submit(&self, work: &mut (dyn Work + '_), run: &dyn Fn(&mut [&mut dyn Work])) {
+    pub(crate) fn submit(&self, work: &mut (dyn Work + '_), run: &BatchRunner<'_>) {
         let signal = Arc::new(Signal::new());
         // SAFETY: only the lifetime is erased. This function does not return
         // before `signal` says Done, after which the leader no longer holds
         // the pointer (see the module docs).
         let work: *mut (dyn Work + 'static) =
             unsafe { std::mem::transmute::<*mut (dyn Work + '_), *mut (dyn Work + 'static)>(work) };
+        let queued = Stopwatch::start(LOG_TARGET, Level::Debug);
         let lead_now = {
             let mut queue = self.queue.lock();
             queue.pending.push(Pending {
                 work,
                 signal: signal.clone(),
+                queued,
             });
             !std::mem::replace(&mut queue.leader_active, true)
         };
@@ -104,14 +115,17 @@ impl GroupCommit {
 
     /// Runs one batch of everything queued, releases its owners, and hands
     /// leadership to the oldest writer that queued meanwhile.
-    fn lead(&self, run: &dyn Fn(&mut [&mut dyn Work])) {
+    fn lead(&self, run: &BatchRunner<'_>) {
         let _leading = Leading::mark();
         let batch = std::mem::take(&mut self.queue.lock().pending);
         self.record(batch.len());
+        // The oldest writer's wait: the batch's, as every writer queued
+        // while the previous batch ran. `None` when the event is off.
+        let waited = batch.first().and_then(|pending| pending.queued.elapsed());
         {
             // SAFETY: each owner is blocked in `submit` until signalled below.
             let mut jobs: Vec<&mut dyn Work> = batch.iter().map(|p| unsafe { &mut *p.work }).collect();
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| run(&mut jobs))) {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| run(&mut jobs, waited))) {
                 // A bug in the batch runner, not in a writer's closure (those
                 // are caught one by one): no one may be left waiting.
                 let err = Error::from_panic(payload).context("group commit");

@@ -17,6 +17,7 @@
 pub mod backoff;
 pub mod clock;
 mod codec;
+mod events;
 pub mod handler;
 pub mod json;
 mod lmdb_keys;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::clock::{millis, Clock, SystemClock};
+use super::events;
 use super::lmdb_store::LmdbStore;
 use super::names::{check_key, check_name};
 use super::records::{OpClaim, OpRecord, OpState, Token};
@@ -93,7 +94,11 @@ impl Operations {
             lease_until: now.saturating_add(millis(lease)),
             now,
         };
-        self.store.claim(op, check_limit(limit)?, request)
+        let limit = check_limit(limit)?;
+        let watch = events::watch();
+        let claims = self.store.claim(op, limit, request)?;
+        events::ops_claimed(watch, op, limit, worker, &claims);
+        Ok(claims)
     }
 
     /// Sets `op` of `item` to `state` with `message` and makes each of
@@ -117,8 +122,12 @@ impl Operations {
                 "operation {op:?} of item {item:?}: cannot enable itself"
             )));
         }
-        self.store
-            .update(item, op, token, state, message, enable, self.clock.now())
+        let watch = events::watch();
+        let record = self
+            .store
+            .update(item, op, token, state, message, enable, self.clock.now())?;
+        events::op_updated(watch, &record, enable.len());
+        Ok(record)
     }
 
     /// Marks `op` of `item` FAILED with `message` (fenced like `update`).

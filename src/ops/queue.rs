@@ -8,6 +8,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::clock::{millis, Clock, Millis, SystemClock};
+use super::events;
 use super::lmdb_store::LmdbStore;
 use super::names::{check_json, check_key, check_name};
 use super::operations::check_lease;
@@ -125,7 +126,9 @@ impl Queue {
     /// (`created == false`) and stores nothing.
     pub fn enqueue(&self, kind: &str, payload: &str, options: &EnqueueOptions) -> Result<Enqueued> {
         let job = self.new_job(kind, payload, options)?;
+        let watch = events::watch();
         let enqueued = self.store.enqueue(job, self.clock.now())?;
+        events::job_enqueued(watch, &enqueued.job, enqueued.created);
         if enqueued.created {
             self.wakeup.notify();
         }
@@ -173,7 +176,13 @@ impl Queue {
             lease_until: now.saturating_add(millis(lease)),
             now,
         };
-        self.store.dequeue(kinds, request, &self.policy)
+        let watch = events::watch();
+        let claimed = self.store.dequeue(kinds, request, &self.policy)?;
+        if let Some(job) = &claimed {
+            // The claim keeps the run-at it was ready at.
+            events::job_claimed(watch, job, job.run_at, now);
+        }
+        Ok(claimed)
     }
 
     /// Extends the lease of attempt `token` of job `id` to `lease` from now;
@@ -216,7 +225,15 @@ impl Queue {
     }
 
     fn finish(&self, id: JobId, token: Token, finish: Finish<'_>) -> Result<JobRecord> {
-        let record = self.store.finish(id, token, finish, &self.policy, self.clock.now())?;
+        let how = match finish {
+            Finish::Complete { .. } => "completed",
+            Finish::Fail { .. } => "failed",
+            Finish::Release => "released",
+        };
+        let watch = events::watch();
+        let now = self.clock.now();
+        let record = self.store.finish(id, token, finish, &self.policy, now)?;
+        events::job_finished(watch, how, &record, now);
         if record.state.is_available() {
             self.wakeup.notify();
         }
@@ -226,13 +243,18 @@ impl Queue {
     /// Cancels job `id` unless it has finished; a running attempt's later
     /// finish is refused.
     pub fn cancel(&self, id: JobId, reason: &str) -> Result<JobRecord> {
-        self.store.cancel(id, reason, self.clock.now())
+        let watch = events::watch();
+        let now = self.clock.now();
+        let record = self.store.cancel(id, reason, now)?;
+        events::job_finished(watch, "cancelled", &record, now);
+        Ok(record)
     }
 
     /// Queues dead or cancelled job `id` again, with fresh attempts: the
     /// operator's retry once the cause of its failures is fixed.
     pub fn retry(&self, id: JobId) -> Result<JobRecord> {
         let record = self.store.retry(id, self.clock.now())?;
+        events::job_retried(&record);
         self.wakeup.notify();
         Ok(record)
     }
@@ -251,14 +273,7 @@ impl Queue {
     /// Requeues jobs whose lease expired (or kills those past `max_resets`).
     pub fn reset_expired(&self) -> Result<ResetReport> {
         let report = self.store.reset_expired(&self.policy, self.clock.now())?;
-        if report.requeued + report.dead > 0 {
-            log::warn!(
-                target: "keel::ops",
-                "expired leases reset: requeued={} dead={}",
-                report.requeued,
-                report.dead
-            );
-        }
+        events::leases_reset(report.requeued, report.dead, "reset_expired");
         if report.requeued > 0 {
             self.wakeup.notify();
         }

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::lmdb::map_err;
 use crate::ops::clock::Millis;
+use crate::ops::events;
 use crate::ops::lmdb_keys::{self as keys, Slot};
 use crate::ops::records::{JobId, JobRecord, JobState, Token};
 use crate::ops::store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, ResetReport};
@@ -201,8 +202,10 @@ impl JobStore for LmdbStore {
     }
 
     fn dequeue(&self, kinds: &[&str], request: ClaimRequest<'_>, policy: &JobPolicy) -> Result<Option<JobRecord>> {
-        self.env.write(|txn| {
-            self.reset_in(txn, policy, request.now, RESETS_PER_DEQUEUE)?;
+        // Reported once committed: the closure may run again if the map grows.
+        let mut reset = ResetReport::default();
+        let claimed = self.env.write(|txn| {
+            reset = self.reset_in(txn, policy, request.now, RESETS_PER_DEQUEUE)?;
             let mut best: Option<Slot> = None;
             for kind in kinds {
                 if let Some(slot) = self.best_slot(txn, kind, request.now)? {
@@ -224,7 +227,9 @@ impl JobStore for LmdbStore {
             let new = t::job_claim(old.clone(), request.worker, token, request.lease_until, request.now);
             self.write_job(txn, Some(&old), Some(&new))?;
             Ok(Some(new))
-        })
+        })?;
+        events::leases_reset(reset.requeued, reset.dead, "dequeue");
+        Ok(claimed)
     }
 
     fn heartbeat(&self, leases: &[(JobId, Token)], lease_until: Millis, now: Millis) -> Result<Vec<Result<()>>> {
