@@ -25,6 +25,7 @@ pub mod lmdb_store;
 pub mod names;
 pub mod operations;
 pub mod queue;
+mod queue_stats;
 pub mod records;
 pub mod store;
 pub mod transitions;

@@ -2,6 +2,7 @@
 //! claims, leases and fencing).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,33 @@ pub const MAX_CLAIM: usize = 10_000;
 pub struct Operations {
     store: Arc<dyn OperationStore>,
     clock: Arc<dyn Clock>,
+    stats: Arc<OpStats>,
+}
+
+/// What one `Operations` (and its clones) has done, for `keel::stats`.
+struct OpStats {
+    location: String,
+    claims: AtomicU64,
+    claimed: AtomicU64,
+    updates: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+impl crate::stats::StatsSource for OpStats {
+    fn stats_json(&self) -> serde_json::Value {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        serde_json::json!({
+            "store": self.location,
+            "claims": get(&self.claims),
+            "claimed": get(&self.claimed),
+            "updates": get(&self.updates),
+            "conflicts": get(&self.conflicts),
+        })
+    }
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
 }
 
 impl Operations {
@@ -64,7 +92,15 @@ impl Operations {
 
     /// Operations kept in `store`, timed by `clock` (tests move it).
     pub fn with_clock(store: Arc<dyn OperationStore>, clock: Arc<dyn Clock>) -> Operations {
-        Operations { store, clock }
+        let stats = Arc::new(OpStats {
+            location: store.location(),
+            claims: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+        });
+        crate::stats::register("operations", &stats);
+        Operations { store, clock, stats }
     }
 
     /// Makes each of `ops` READY for `item`, creating missing records.
@@ -97,6 +133,8 @@ impl Operations {
         let limit = check_limit(limit)?;
         let watch = events::watch();
         let claims = self.store.claim(op, limit, request)?;
+        bump(&self.stats.claims, 1);
+        bump(&self.stats.claimed, claims.len() as u64);
         events::ops_claimed(watch, op, limit, worker, &claims);
         Ok(claims)
     }
@@ -125,7 +163,13 @@ impl Operations {
         let watch = events::watch();
         let record = self
             .store
-            .update(item, op, token, state, message, enable, self.clock.now())?;
+            .update(item, op, token, state, message, enable, self.clock.now())
+            .inspect_err(|err| {
+                if err.kind() == crate::ErrorKind::Conflict {
+                    bump(&self.stats.conflicts, 1);
+                }
+            })?;
+        bump(&self.stats.updates, 1);
         events::op_updated(watch, &record, enable.len());
         Ok(record)
     }

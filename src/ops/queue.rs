@@ -12,6 +12,7 @@ use super::events;
 use super::lmdb_store::LmdbStore;
 use super::names::{check_json, check_key, check_name};
 use super::operations::check_lease;
+use super::queue_stats::QueueStats;
 use super::records::{JobId, JobRecord, JobState, Token};
 use super::store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, ResetReport};
 use super::transitions::JobPolicy;
@@ -82,6 +83,8 @@ pub struct Queue {
     clock: Arc<dyn Clock>,
     policy: JobPolicy,
     wakeup: Arc<Wakeup>,
+    /// Its entry in `keel::stats`, listed while a clone lives.
+    _stats: Arc<QueueStats>,
 }
 
 impl Queue {
@@ -103,11 +106,17 @@ impl Queue {
 
     /// A queue kept in `store`, timed by `clock`, retrying per `policy`.
     pub fn with_parts(store: Arc<dyn JobStore>, clock: Arc<dyn Clock>, policy: JobPolicy) -> Queue {
+        let stats = Arc::new(QueueStats {
+            store: store.clone(),
+            clock: clock.clone(),
+        });
+        crate::stats::register("queue", &stats);
         Queue {
             store,
             clock,
             policy,
             wakeup: Arc::new(Wakeup::default()),
+            _stats: stats,
         }
     }
 

@@ -331,6 +331,40 @@ impl JobStore for LmdbStore {
         })
     }
 
+    /// One seek per priority in use: the first entry at each priority is its
+    /// earliest run-at.
+    fn oldest_ready(&self, kind: &str, now: Millis) -> Result<Option<Millis>> {
+        self.env.read(|txn| {
+            let prefix = keys::prefix(kind);
+            let mut cursor = txn
+                .open_ro_cursor(self.dbs.available)
+                .map_err(|err| map_err(self.context(), err))?;
+            let mut seek = prefix.clone();
+            let mut oldest: Option<Millis> = None;
+            loop {
+                let Some(entry) = cursor.iter_from(&seek).next() else {
+                    return Ok(oldest);
+                };
+                let (key, _) = entry.map_err(|err| map_err(self.context(), err))?;
+                if !key.starts_with(&prefix) {
+                    return Ok(oldest);
+                }
+                let slot = keys::parse_available(key)?;
+                if slot.run_at <= now {
+                    oldest = Some(oldest.map_or(slot.run_at, |known| known.min(slot.run_at)));
+                }
+                match slot.priority.checked_add(1) {
+                    Some(next) => seek = keys::available_from(kind, next),
+                    None => return Ok(oldest),
+                }
+            }
+        })
+    }
+
+    fn location(&self) -> String {
+        self.path_shown()
+    }
+
     fn counts(&self) -> Result<Vec<KindCount>> {
         self.env.read(|txn| {
             let mut cursor = txn
