@@ -13,9 +13,10 @@
 //! from four threads (one drive event and one LMDB batch event per commit).
 //! A logger cannot be uninstalled, so each mode runs in child processes of
 //! this benchmark (the "no logger" ones never install one), alternated so
-//! drift in the machine's load hits every mode alike; each figure is the
-//! best of all runs of its mode. Target: disabled within noise (≤ 1.05x) of
-//! no logger.
+//! drift in the machine's load hits every mode alike. The ns/op columns are
+//! each mode's best run; the ratios are the median, over rounds, of a logger
+//! child's figure over the no-logger child's run just before it. Target:
+//! disabled within noise (≤ 1.05x) of no logger.
 //!
 //! Figures are CPU time per operation (every thread of the process, from
 //! `getrusage`), not wall time: on a shared machine a thread waiting for a
@@ -36,7 +37,7 @@ use keel::{KeyedLocks, PoolConfig, SyncPool, Task};
 use log::{LevelFilter, Log, Metadata, Record};
 
 /// Child processes per mode.
-const ROUNDS: usize = 8;
+const ROUNDS: usize = 12;
 /// Runs of each workload per mode in one child.
 const RUNS_PER_CHILD: usize = 3;
 const LOCK_OPS_PER_THREAD: usize = 10_000;
@@ -92,6 +93,20 @@ fn cpu_time() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
+/// Keeps this thread on one CPU (of those there are), so the two threads
+/// of the lock workload run side by side in every process rather than
+/// sometimes sharing a core: their hand-offs cost wildly different amounts
+/// of time in the two cases.
+fn pin_to_cpu(cpu: usize) {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: the set is a plain bit mask built here; 0 means this thread.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::cpu_set_t>();
+        libc::CPU_SET(cpu % cpus, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// Two threads take one key in turn: each holds it until the other is
 /// trying for it, and after releasing it waits until the other has it before
 /// trying again, so every acquisition but the first goes through the wait
@@ -107,6 +122,7 @@ fn contended_lock_wait() -> Workload {
             for me in 0..2 {
                 let (locks, trying, done, acquisitions) = (&locks, &trying, &done, &acquisitions);
                 s.spawn(move || {
+                    pin_to_cpu(me);
                     let other = 1 - me;
                     let other_gone = || done[other].load(Ordering::SeqCst);
                     for _ in 0..LOCK_OPS_PER_THREAD {
@@ -209,51 +225,72 @@ fn child(mode: &str) {
         pool_batch_of_empty_tasks(),
         group_committed_drive_writes(&dir),
     ];
+    // The logger child also measures `off` (logger installed, max level
+    // Off: the same code path as no logger), interleaved run by run with
+    // `disabled` and `on`, for a same-process comparison.
     let levels: &[(&str, LevelFilter)] = match mode {
         "no_logger" => &[("no_logger", LevelFilter::Off)],
         _ => {
             log::set_logger(&SINK).expect("no other logger in this benchmark");
-            &[("disabled", LevelFilter::Error), ("on", LevelFilter::Debug)]
+            &[
+                ("off", LevelFilter::Off),
+                ("disabled", LevelFilter::Error),
+                ("on", LevelFilter::Debug),
+            ]
         }
     };
     for (index, workload) in workloads.iter().enumerate() {
         ns_per_op(workload); // warm up: threads, pages, caches
-        for &(name, level) in levels {
-            if name != "no_logger" {
-                log::set_max_level(level);
+        let mut best = vec![f64::INFINITY; levels.len()];
+        let mut events = vec![0u64; levels.len()];
+        for _ in 0..RUNS_PER_CHILD {
+            for (at, &(name, level)) in levels.iter().enumerate() {
+                if name != "no_logger" {
+                    log::set_max_level(level);
+                }
+                assert_eq!(log::max_level(), level);
+                let events_before = EVENTS.load(std::sync::atomic::Ordering::Relaxed);
+                best[at] = best[at].min(ns_per_op(workload));
+                events[at] += EVENTS.load(std::sync::atomic::Ordering::Relaxed) - events_before;
             }
-            assert_eq!(log::max_level(), level);
-            let events_before = EVENTS.load(std::sync::atomic::Ordering::Relaxed);
-            let best = (0..RUNS_PER_CHILD)
-                .map(|_| ns_per_op(workload))
-                .fold(f64::INFINITY, f64::min);
-            println!("{name} {index} {best}");
-            let events = EVENTS.load(std::sync::atomic::Ordering::Relaxed) - events_before;
-            println!(
-                "events_{name} {index} {}",
-                events as f64 / (RUNS_PER_CHILD * workload_ops(index)) as f64
-            );
+        }
+        for (at, &(name, _)) in levels.iter().enumerate() {
+            println!("{name} {index} {}", best[at]);
+            let per_op = events[at] as f64 / (RUNS_PER_CHILD * workload_ops(index)) as f64;
+            println!("events_{name} {index} {per_op}");
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Runs one child and folds its figures into `best`.
-fn run_child(mode: &str, best: &mut std::collections::HashMap<(String, usize), f64>) {
+/// One child's figures: `(mode, workload index)` → its best ns per op.
+type Figures = std::collections::HashMap<(String, usize), f64>;
+
+/// Runs one child and returns its figures.
+fn run_child(mode: &str) -> Figures {
     let exe = std::env::current_exe().expect("the benchmark's own path");
     let output = std::process::Command::new(exe)
         .env(CHILD_ENV, mode)
         .output()
         .expect("start a benchmark child");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut figures = Figures::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [name, index, ns] = fields[..] else { continue };
-        let (Ok(index), Ok(ns)) = (index.parse::<usize>(), ns.parse::<f64>()) else {
-            continue;
-        };
-        let slot = best.entry((name.to_owned(), index)).or_insert(f64::INFINITY);
-        *slot = slot.min(ns);
+        if let (Ok(index), Ok(ns)) = (index.parse::<usize>(), ns.parse::<f64>()) {
+            figures.insert((name.to_owned(), index), ns);
+        }
+    }
+    figures
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 
@@ -262,35 +299,61 @@ fn main() {
         return child(&mode);
     }
     // A logger cannot be uninstalled, so the modes run in separate processes,
-    // alternated so that drift in the machine's load hits them alike.
-    let mut best = std::collections::HashMap::new();
-    for _ in 0..ROUNDS {
-        run_child("no_logger", &mut best);
-        run_child("logger", &mut best);
-    }
+    // alternated: each round is a pair of children run back to back, and the
+    // ratios are the median of the rounds' ratios, so drift in the machine's
+    // load (other processes come and go) cancels out.
+    let rounds: Vec<(Figures, Figures)> = (0..ROUNDS)
+        .map(|_| (run_child("no_logger"), run_child("logger")))
+        .collect();
+    let get = |figures: &Figures, mode: &str, index: usize| figures.get(&(mode.to_owned(), index)).copied();
+    let best = |mode: &str, index: usize, of_logger: bool| {
+        rounds
+            .iter()
+            .filter_map(|(plain, logged)| get(if of_logger { logged } else { plain }, mode, index))
+            .fold(f64::INFINITY, f64::min)
+    };
+    // A logger child's `mode` over `base`: the no-logger child run just
+    // before it, or (`base == "off"`) its own interleaved `off` runs.
+    let ratio = |mode: &str, base: &str, index: usize| {
+        median(
+            rounds
+                .iter()
+                .filter_map(|(plain, logged)| {
+                    let base = if base == "off" {
+                        get(logged, "off", index)?
+                    } else {
+                        get(plain, base, index)?
+                    };
+                    Some(get(logged, mode, index)? / base)
+                })
+                .collect(),
+        )
+    };
     println!(
-        "events benchmark: best of {} runs per mode in {ROUNDS} alternating processes each, {} cores",
-        ROUNDS * RUNS_PER_CHILD,
+        "events benchmark: {ROUNDS} rounds of two child processes (no logger; logger at Error, then Debug), \
+         best of {RUNS_PER_CHILD} runs each; {} cores",
         thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "{:<38} {:>12} {:>12} {:>8} {:>12} {:>8} {:>10}",
-        "path (CPU ns per op)", "no logger", "disabled", "ratio", "on", "ratio", "events/op"
+        "{:<38} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "path (CPU ns per op, best run)", "no logger", "disabled", "ratio", "ratio/off", "on", "ratio", "events/op"
     );
-    let figure = |mode: &str, index: usize| best.get(&(mode.to_owned(), index)).copied().unwrap_or(f64::NAN);
     for (index, name) in NAMES.iter().enumerate() {
-        let (base, disabled, on) = (
-            figure("no_logger", index),
-            figure("disabled", index),
-            figure("on", index),
-        );
-        // The events per op seen when on (the smallest count of any run).
-        let events = figure("events_on", index);
+        // The events per op seen when on (the smallest count of any child).
+        let events = best("events_on", index, true);
         println!(
-            "{name:<38} {base:>12.1} {disabled:>12.1} {:>7.3}x {on:>12.1} {:>7.3}x {events:>10.2}",
-            disabled / base,
-            on / base,
+            "{name:<38} {:>10.1} {:>10.1} {:>9.3}x {:>9.3}x {:>10.1} {:>9.3}x {events:>9.2}",
+            best("no_logger", index, false),
+            best("disabled", index, true),
+            ratio("disabled", "no_logger", index),
+            ratio("disabled", "off", index),
+            best("on", index, true),
+            ratio("on", "no_logger", index),
         );
     }
+    println!(
+        "ratio: median over rounds of the logger child's figure over the no-logger child run just before it;\n\
+         ratio/off: the same against the logger child's own runs at level Off, interleaved run by run"
+    );
     println!("target: disabled within noise (<= 1.05x) of no logger");
 }
