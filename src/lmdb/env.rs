@@ -12,7 +12,7 @@ use std::time::Duration;
 use lmdb::{Database, DatabaseFlags, Environment, EnvironmentFlags, RoTransaction, RwTransaction, Transaction};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
-use super::group_commit::{GroupCommit, Outcome, Work, LOG_TARGET};
+use super::group_commit::{BatchEvent, GroupCommit, Outcome, Work, LOG_TARGET};
 use super::registry::{self, Registry};
 use super::{is_map_full, map_err, sys, Durability, EnvOptions};
 use crate::events::{micros, Level, Stopwatch};
@@ -161,9 +161,14 @@ impl Env {
             )));
         }
         let mut job = Job { f, result: None };
-        self.inner
+        let event = self
+            .inner
             .commits
             .submit(&mut job, &|batch, waited| self.inner.run_batch(batch, waited));
+        // Logged by the batch's leader once every writer in it is released.
+        if let Some(event) = event {
+            log_batch(&self.inner.path, &event);
+        }
         job.result
             .unwrap_or_else(|| Err(Error::new(crate::ErrorKind::Io, "write batch gave no result")))
     }
@@ -241,6 +246,24 @@ where
             self.result = Some(Err(err));
         }
     }
+}
+
+/// `write batch: path=.. writes=.. failed_writes=.. attempts=.. wait_us=..
+/// run_us=.. commit_us=.. outcome=..` (`wait_us`: the oldest writer's time in
+/// the queue; `commit_us`: writing the pages and, when durable, the fsync).
+fn log_batch(path: &Path, event: &BatchEvent) {
+    log::debug!(
+        target: LOG_TARGET,
+        "write batch: path={} writes={} failed_writes={} attempts={} wait_us={} run_us={} commit_us={} outcome={}",
+        path.display(),
+        event.writes,
+        event.failed_writes,
+        event.attempts,
+        event.wait_us,
+        event.run_us,
+        event.commit_us,
+        event.outcome
+    );
 }
 
 /// What a batch's event reports beyond its timing.
@@ -333,8 +356,9 @@ impl Inner {
         }
     }
 
-    /// Runs one batch to completion: every job gets a result.
-    fn run_batch(&self, batch: &mut [&mut dyn Work], waited: Option<Duration>) {
+    /// Runs one batch to completion: every job gets a result. Returns its
+    /// event when the event is on.
+    fn run_batch(&self, batch: &mut [&mut dyn Work], waited: Option<Duration>) -> Option<BatchEvent> {
         let ran = Stopwatch::start(LOG_TARGET, Level::Debug);
         let mut tally = BatchTally::default();
         let outcome = loop {
@@ -353,19 +377,15 @@ impl Inner {
                 }
             }
         };
-        if let Some(elapsed) = ran.elapsed() {
-            log::debug!(
-                target: LOG_TARGET,
-                "write batch: path={} writes={} failed_writes={} attempts={} wait_us={} run_us={} commit_us={} outcome={outcome}",
-                self.path.display(),
-                batch.len(),
-                tally.failed_writes,
-                tally.attempts,
-                waited.map_or(0, micros),
-                micros(elapsed),
-                tally.commit.map_or(0, micros),
-            );
-        }
+        ran.elapsed().map(|elapsed| BatchEvent {
+            writes: batch.len(),
+            failed_writes: tally.failed_writes,
+            attempts: tally.attempts,
+            wait_us: waited.map_or(0, micros),
+            run_us: micros(elapsed),
+            commit_us: tally.commit.map_or(0, micros),
+            outcome,
+        })
     }
 
     /// One attempt: a write transaction, each job in a nested one, one commit.
