@@ -416,22 +416,29 @@ fn prepare_state_dirs(fs: &Fs, layout: &Layout) -> Result<()> {
         &layout.quarantine,
     ];
     for dir in dirs {
-        match fs.lstat("open", dir).map_err(|e| io_err("stat", dir, e))? {
-            Some(meta) if meta.file_type().is_symlink() => {
-                return Err(Error::invalid_argument(format!(
-                    "{} is a symlink; the journal refuses to follow it",
-                    dir.display()
-                )))
-            }
-            Some(meta) if !meta.is_dir() => {
-                return Err(Error::invalid_argument(format!("{} is not a folder", dir.display())))
-            }
-            Some(_) => {}
-            None => {
-                fs.mkdir("open", dir, Some(0o700))
-                    .map_err(|e| io_err("create", dir, e))?;
-                let parent = dir.parent().unwrap_or(&layout.root);
-                fs.fsync_dir("open", parent).map_err(|e| io_err("fsync", parent, e))?;
+        // Twice at most: another process opening the same root may create
+        // the folder between our stat and our mkdir; then we check theirs.
+        for attempt in 0..2 {
+            match fs.lstat("open", dir).map_err(|e| io_err("stat", dir, e))? {
+                Some(meta) if meta.file_type().is_symlink() => {
+                    return Err(Error::invalid_argument(format!(
+                        "{} is a symlink; the journal refuses to follow it",
+                        dir.display()
+                    )))
+                }
+                Some(meta) if !meta.is_dir() => {
+                    return Err(Error::invalid_argument(format!("{} is not a folder", dir.display())))
+                }
+                Some(_) => break,
+                None => match fs.mkdir("open", dir, Some(0o700)) {
+                    Ok(()) => {
+                        let parent = dir.parent().unwrap_or(&layout.root);
+                        fs.fsync_dir("open", parent).map_err(|e| io_err("fsync", parent, e))?;
+                        break;
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && attempt == 0 => {}
+                    Err(err) => return Err(io_err("create", dir, err)),
+                },
             }
         }
     }
