@@ -37,7 +37,7 @@ use keel::{KeyedLocks, PoolConfig, SyncPool, Task};
 use log::{LevelFilter, Log, Metadata, Record};
 
 /// Child processes per mode.
-const ROUNDS: usize = 12;
+const ROUNDS: usize = 10;
 /// Runs of each workload per mode in one child.
 const RUNS_PER_CHILD: usize = 3;
 const LOCK_OPS_PER_THREAD: usize = 10_000;
