@@ -5,9 +5,25 @@
 //! one event per meaningful step, its fields as `key=value` pairs after a
 //! short phrase: `lock wait: mode=exclusive waited_us=1530 outcome=granted`.
 //!
+//! Levels say how often and how bad:
+//! - `Trace`: every drive read;
+//! - `Debug`: one event per meaningful step, with its duration (`*_us`) —
+//!   lock waits, pool tasks started and finished, journal snapshots,
+//!   publishes, commits and rollbacks (with files, bytes, links and fsyncs),
+//!   drive write transactions, LMDB group-commit batches (writes, queue wait,
+//!   commit time including the fsync), job enqueues, claims, finishes and
+//!   scheduled retries, operation claims and updates;
+//! - `Info`: rare, notable steps — a recovery that found something, a map
+//!   that grew, a worker started or stopped, an operator's job retry;
+//! - `Warn`: trouble keel handled — a task timed out or abandoned, a journal
+//!   record quarantined, expired leases reset, a job dead;
+//! - `Error`: what keel could not handle — a failed recovery or rollback.
+//!
 //! Nothing is timed or formatted when the level is off: a [`Stopwatch`] reads
 //! the clock only if its event would be logged, and the `log` macros check the
-//! level before formatting.
+//! level before formatting (`benches/events.rs` measures what remains: one
+//! atomic load per event site). Events are logged after keel's own locks are
+//! released where the step allows, since a C log callback may call into keel.
 
 use std::time::{Duration, Instant};
 

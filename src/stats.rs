@@ -6,11 +6,26 @@
 //!
 //! ```json
 //! {"locks": [{"name": "sources", "entries": 0, "holders": 0, "waiters": 0}],
-//!  "pool": [...], "journal": [...], "drive": [...], "ops": [...]}
+//!  "pool": [...], "journal": [...], "drive": [...], "queue": [...],
+//!  "operations": [...], "ops": [...]}
 //! ```
 //!
-//! Each snapshot is cheap (counters and gauges, no scan of stored data), so a
-//! host can export `gather()` to its metrics system on every scrape.
+//! (`ops` lists job workers.) The fields per part:
+//! - `locks`: `entries`, `holders`, `waiters`;
+//! - `pool`: `in_flight`, `peak_concurrency`, `abandoned`, `timed_out`, ...;
+//! - `journal`: `mutations`, `committed`, `rolled_back`, `recoveries`,
+//!   `recovered`, `quarantined`, `fsyncs`, `bytes_written`, ...;
+//! - `drive`: `map_size`, `used`, `readers`, `batches` (commits), `writes`,
+//!   `largest_batch`, `queued_writes`, ...;
+//! - `queue`: `counts` (kind → state → jobs) and `oldest_ready_age_ms`
+//!   (kind → how long its longest-ready job has waited);
+//! - `operations`: `claims`, `claimed`, `updates`, `conflicts`;
+//! - `ops`: a worker's `running`, `completed`, `failed`, `timed_out`, ...
+//!
+//! Each snapshot is cheap (counters and gauges, no scan of stored data; a
+//! queue reads its per-kind counts table and one index entry per priority in
+//! use), so a host can export `gather()` to its metrics system on every
+//! scrape.
 
 use std::sync::{Arc, Weak};
 

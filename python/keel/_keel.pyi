@@ -371,7 +371,11 @@ class Worker:
     ) -> bool: ...
 
 def stats() -> Dict[str, List[Dict[str, Any]]]:
-    """Every live keel object's counters, grouped by part ("locks", "pool", ...)."""
+    """Every live keel object's counters, grouped by part.
+
+    Parts: "locks", "pool", "journal", "drive", "queue" (job counts per kind and
+    state, oldest ready age per kind), "operations" and "ops" (job workers).
+    """
 
 def flush_logs() -> None:
     """Re-reads keel's logger levels and waits until queued events reached logging."""

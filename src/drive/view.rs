@@ -16,7 +16,18 @@ use super::perms::{Actor, Permissions};
 use super::schema::{self, MigrateFn};
 use super::tree::{self, Ctx, WalkOrder};
 use super::DriveCore;
+use crate::events::{micros, Level, Stopwatch};
 use crate::Result;
+
+const LOG_TARGET: &str = "keel::drive";
+
+/// `ok`, or the error's kind (`NotFound`, `PermissionDenied`, ...).
+fn outcome_name<T>(result: &Result<T>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(err) => err.kind().name(),
+    }
+}
 
 /// The drive's calls, made as one user.
 ///
@@ -54,22 +65,51 @@ impl DriveView {
         }
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Ctx<'_>, &lmdb::RoTransaction<'_>) -> Result<T>) -> Result<T> {
+    /// One read transaction for the call `op`; a trace event with its time.
+    fn read<T>(&self, op: &'static str, f: impl FnOnce(&Ctx<'_>, &lmdb::RoTransaction<'_>) -> Result<T>) -> Result<T> {
+        let watch = Stopwatch::start(LOG_TARGET, Level::Trace);
         let cx = self.cx();
-        self.core.env.read(|txn| f(&cx, txn))
+        let result = self.core.env.read(|txn| f(&cx, txn));
+        if let Some(elapsed) = watch.elapsed() {
+            log::trace!(
+                target: LOG_TARGET,
+                "read: op={op} elapsed_us={} outcome={}",
+                micros(elapsed),
+                outcome_name(&result)
+            );
+        }
+        result
     }
 
-    fn write<T: Send>(&self, f: impl FnMut(&Ctx<'_>, &mut RwTransaction<'_>) -> Result<T> + Send) -> Result<T> {
+    fn write<T: Send>(
+        &self,
+        op: &'static str,
+        f: impl FnMut(&Ctx<'_>, &mut RwTransaction<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
         open_batch::refuse_write_beside_open_batch(Arc::as_ptr(&self.core) as usize)?;
-        self.write_unguarded(f)
+        self.write_unguarded(op, f)
     }
 
+    /// One durable write transaction for the call `op` (group-committed);
+    /// a debug event with its time, queue wait and commit included.
     fn write_unguarded<T: Send>(
         &self,
+        op: &'static str,
         mut f: impl FnMut(&Ctx<'_>, &mut RwTransaction<'_>) -> Result<T> + Send,
     ) -> Result<T> {
+        let watch = Stopwatch::start(LOG_TARGET, Level::Debug);
         let cx = self.cx();
-        self.core.env.write(move |txn| f(&cx, txn))
+        let result = self.core.env.write(move |txn| f(&cx, txn));
+        if let Some(elapsed) = watch.elapsed() {
+            log::debug!(
+                target: LOG_TARGET,
+                "write: op={op} user={:?} elapsed_us={} outcome={}",
+                self.actor.user,
+                micros(elapsed),
+                outcome_name(&result)
+            );
+        }
+        result
     }
 
     /// The user this view acts as (empty for the system).
@@ -86,7 +126,7 @@ impl DriveView {
     /// committed durably when `f` returns `Ok`, undone entirely when it
     /// returns an error. `f` may run again if the map must grow.
     pub fn batch<T: Send>(&self, mut f: impl FnMut(&mut Batch<'_, '_>) -> Result<T> + Send) -> Result<T> {
-        self.write(|cx, txn| f(&mut Batch { cx: *cx, txn }))
+        self.write("batch", |cx, txn| f(&mut Batch { cx: *cx, txn }))
     }
 
     /// `batch` without the open-batch check, for the open batch's own thread.
@@ -94,7 +134,7 @@ impl DriveView {
         &self,
         mut f: impl FnMut(&mut Batch<'_, '_>) -> Result<T> + Send,
     ) -> Result<T> {
-        self.write_unguarded(|cx, txn| f(&mut Batch { cx: *cx, txn }))
+        self.write_unguarded("open_batch", |cx, txn| f(&mut Batch { cx: *cx, txn }))
     }
 
     /// Opens a batch whose calls are made one at a time with
@@ -107,43 +147,43 @@ impl DriveView {
 
     /// Item `id`. Needs `read`.
     pub fn get(&self, id: ItemId) -> Result<Item> {
-        self.read(|cx, txn| tree::get(cx, txn, id, None))
+        self.read("get", |cx, txn| tree::get(cx, txn, id, None))
     }
 
     /// Item `id`, which must be of type `kind` (Conflict otherwise).
     pub fn get_typed(&self, id: ItemId, kind: &str) -> Result<Item> {
-        self.read(|cx, txn| tree::get(cx, txn, id, Some(kind)))
+        self.read("get_typed", |cx, txn| tree::get(cx, txn, id, Some(kind)))
     }
 
     /// Every item along `path` (`a/b/c`, case-insensitive; outer slashes and
     /// spaces ignored), first step first. A missing step is NotFound naming
     /// it. Needs `read` on every step.
     pub fn resolve(&self, path: &str) -> Result<Vec<Item>> {
-        self.read(|cx, txn| tree::resolve(cx, txn, path))
+        self.read("resolve", |cx, txn| tree::resolve(cx, txn, path))
     }
 
     /// The item at `path` (the root for `""`).
     pub fn at_path(&self, path: &str) -> Result<Item> {
-        self.read(|cx, txn| tree::at_path(cx, txn, path))
+        self.read("at_path", |cx, txn| tree::at_path(cx, txn, path))
     }
 
     /// The path of item `id` (names as given, joined by `/`).
     pub fn path_of(&self, id: ItemId) -> Result<String> {
-        self.read(|cx, txn| tree::path_of(cx, txn, id))
+        self.read("path_of", |cx, txn| tree::path_of(cx, txn, id))
     }
 
     /// Up to `limit` children of `parent`, in name order ignoring case,
     /// starting after the child named `after`. Unreadable children are left
     /// out.
     pub fn children(&self, parent: ItemId, after: Option<&str>, limit: usize) -> Result<Vec<Item>> {
-        self.read(|cx, txn| tree::children(cx, txn, parent, after, limit))
+        self.read("children", |cx, txn| tree::children(cx, txn, parent, after, limit))
     }
 
     /// Every readable item of the subtree at `top` (including `top` unless
     /// it is the root), in `order`, from one consistent snapshot.
     pub fn walk(&self, top: ItemId, order: WalkOrder) -> Result<Vec<Item>> {
         let mut items = Vec::new();
-        self.read(|cx, txn| {
+        self.read("walk", |cx, txn| {
             tree::walk(cx, txn, top, order, |item| {
                 items.push(item);
                 Ok(())
@@ -155,22 +195,24 @@ impl DriveView {
     /// Like [`walk`](DriveView::walk), calling `visit` on each item instead
     /// of collecting them; an error from `visit` stops the walk.
     pub fn walk_each(&self, top: ItemId, order: WalkOrder, mut visit: impl FnMut(&Item) -> Result<()>) -> Result<()> {
-        self.read(|cx, txn| tree::walk(cx, txn, top, order, |item| visit(&item)))
+        self.read("walk_each", |cx, txn| {
+            tree::walk(cx, txn, top, order, |item| visit(&item))
+        })
     }
 
     /// Up to `limit` readable items of type `kind`, by id, after `after`.
     pub fn by_type(&self, kind: &str, after: Option<ItemId>, limit: usize) -> Result<Vec<Item>> {
-        self.read(|cx, txn| tree::by_type(cx, txn, kind, after, limit))
+        self.read("by_type", |cx, txn| tree::by_type(cx, txn, kind, after, limit))
     }
 
     /// Creates `new` under `parent`, which must exist. Needs `edit` on it.
     pub fn create(&self, parent: ItemId, new: &NewItem) -> Result<Item> {
-        self.write(|cx, txn| tree::create(cx, txn, parent, new))
+        self.write("create", |cx, txn| tree::create(cx, txn, parent, new))
     }
 
     /// Creates `new` under the item at `parent_path`, which must exist.
     pub fn create_at(&self, parent_path: &str, new: &NewItem) -> Result<Item> {
-        self.write(|cx, txn| {
+        self.write("create_at", |cx, txn| {
             let parent = tree::at_path(cx, txn, parent_path)?;
             tree::create(cx, txn, parent.id, new)
         })
@@ -178,18 +220,20 @@ impl DriveView {
 
     /// Creates the missing folders along `path`; returns every step's item.
     pub fn make_path(&self, path: &str) -> Result<Vec<Item>> {
-        self.write(|cx, txn| tree::make_path(cx, txn, path))
+        self.write("make_path", |cx, txn| tree::make_path(cx, txn, path))
     }
 
     /// Moves item `id` under `new_parent`, renamed to `new_name` if given,
     /// in one transaction. Refuses a move under the item's own descendant.
     pub fn move_item(&self, id: ItemId, new_parent: ItemId, new_name: Option<&str>) -> Result<Item> {
-        self.write(|cx, txn| tree::move_item(cx, txn, id, new_parent, new_name))
+        self.write("move_item", |cx, txn| {
+            tree::move_item(cx, txn, id, new_parent, new_name)
+        })
     }
 
     /// Renames item `id` within its parent.
     pub fn rename(&self, id: ItemId, new_name: &str) -> Result<Item> {
-        self.write(|cx, txn| {
+        self.write("rename", |cx, txn| {
             let parent = tree::load(cx, txn, id)?.parent;
             tree::move_item(cx, txn, id, parent, Some(new_name))
         })
@@ -198,41 +242,43 @@ impl DriveView {
     /// Deletes item `id`, everything below it and all their data. Needs
     /// `admin` on each. Returns how many items were removed.
     pub fn delete(&self, id: ItemId) -> Result<u64> {
-        self.write(|cx, txn| tree::delete(cx, txn, id))
+        self.write("delete", |cx, txn| tree::delete(cx, txn, id))
     }
 
     /// Replaces item `id`'s own permissions. Needs `admin`.
     pub fn set_permissions(&self, id: ItemId, permissions: &Permissions) -> Result<Item> {
-        self.write(|cx, txn| tree::set_permissions(cx, txn, id, permissions))
+        self.write("set_permissions", |cx, txn| {
+            tree::set_permissions(cx, txn, id, permissions)
+        })
     }
 
     /// Writes `value` as `version` of typed item `id`'s data (default: the
     /// next patch after the current one), checked against the type's schema.
     /// Needs `edit`. Returns the version written.
     pub fn set_data(&self, id: ItemId, value: &Value, version: Option<Version>) -> Result<Version> {
-        self.write(|cx, txn| data::set_data(cx, txn, id, value, version))
+        self.write("set_data", |cx, txn| data::set_data(cx, txn, id, value, version))
     }
 
     /// Item `id`'s data at `version` (default: current) and that version.
     pub fn get_data(&self, id: ItemId, version: Option<Version>) -> Result<(Version, Value)> {
-        self.read(|cx, txn| data::get_data(cx, txn, id, version))
+        self.read("get_data", |cx, txn| data::get_data(cx, txn, id, version))
     }
 
     /// Like [`get_data`](DriveView::get_data), as the stored JSON text
     /// (no parse): cheaper when the data is handed on as text.
     pub fn get_data_text(&self, id: ItemId, version: Option<Version>) -> Result<(Version, String)> {
-        self.read(|cx, txn| data::get_data_text(cx, txn, id, version))
+        self.read("get_data_text", |cx, txn| data::get_data_text(cx, txn, id, version))
     }
 
     /// Every stored version of item `id`'s data, newest first.
     pub fn versions(&self, id: ItemId) -> Result<Vec<VersionInfo>> {
-        self.read(|cx, txn| data::versions(cx, txn, id))
+        self.read("versions", |cx, txn| data::versions(cx, txn, id))
     }
 
     /// Deletes one version; deleting the current one makes the highest
     /// remaining version current. Returns the current version afterwards.
     pub fn delete_data(&self, id: ItemId, version: Version) -> Result<Option<Version>> {
-        self.write(|cx, txn| data::delete_data(cx, txn, id, version))
+        self.write("delete_data", |cx, txn| data::delete_data(cx, txn, id, version))
     }
 
     /// Registers `schema` (JSON Schema) as `version` of type `kind`'s schema.
@@ -248,11 +294,13 @@ impl DriveView {
         version: u32,
         mut migrate: Option<&mut MigrateFn<'_>>,
     ) -> Result<bool> {
-        self.write(|cx, txn| schema::set_schema(cx, txn, kind, schema, version, migrate.as_deref_mut()))
+        self.write("set_schema", |cx, txn| {
+            schema::set_schema(cx, txn, kind, schema, version, migrate.as_deref_mut())
+        })
     }
 
     /// The schema registered for `kind`, with its version.
     pub fn schema(&self, kind: &str) -> Result<Option<(u32, Value)>> {
-        self.read(|cx, txn| schema::get_schema(cx, txn, kind))
+        self.read("schema", |cx, txn| schema::get_schema(cx, txn, kind))
     }
 }

@@ -18,11 +18,50 @@ use parking_lot::RwLock;
 
 use super::fault::{Event, FaultPlan};
 
-/// The file-system layer of one journal: the fault plan and an fsync counter.
+/// The file-system layer of one journal: the fault plan and its I/O counters.
 #[derive(Debug, Default)]
 pub(crate) struct Fs {
     plan: RwLock<Option<Arc<FaultPlan>>>,
     fsyncs: AtomicU64,
+    files_written: AtomicU64,
+    bytes_written: AtomicU64,
+    links: AtomicU64,
+}
+
+/// What a journal's file-system layer has done, for events and stats: a
+/// step's own I/O is the difference of two readings (mutations of a root are
+/// serialized, so nothing else moves the counters meanwhile).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Io {
+    pub(crate) fsyncs: u64,
+    /// Files created with content (copies, writes, records).
+    pub(crate) files_written: u64,
+    pub(crate) bytes_written: u64,
+    /// Hardlinks made (snapshots that copied nothing).
+    pub(crate) links: u64,
+}
+
+impl Io {
+    /// The I/O done between `earlier` and `self`.
+    pub(crate) fn since(self, earlier: Io) -> Io {
+        Io {
+            fsyncs: self.fsyncs.saturating_sub(earlier.fsyncs),
+            files_written: self.files_written.saturating_sub(earlier.files_written),
+            bytes_written: self.bytes_written.saturating_sub(earlier.bytes_written),
+            links: self.links.saturating_sub(earlier.links),
+        }
+    }
+}
+
+impl std::fmt::Display for Io {
+    /// `files=.. bytes=.. links=.. fsyncs=..`, the fields of journal events.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "files={} bytes={} links={} fsyncs={}",
+            self.files_written, self.bytes_written, self.links, self.fsyncs
+        )
+    }
 }
 
 /// `errno`s after which a hardlink snapshot falls back to copying.
@@ -52,6 +91,16 @@ impl Fs {
 
     pub(crate) fn fsyncs(&self) -> u64 {
         self.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// The I/O counters now.
+    pub(crate) fn io(&self) -> Io {
+        Io {
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            files_written: self.files_written.load(Ordering::Relaxed),
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            links: self.links.load(Ordering::Relaxed),
+        }
     }
 
     fn point(&self, step: &str, call: &str, mutates: bool) -> io::Result<()> {
@@ -123,6 +172,8 @@ impl Fs {
         self.point(step, "write", true)?;
         let written = io::copy(data, &mut file)?;
         file.flush()?;
+        self.files_written.fetch_add(1, Ordering::Relaxed);
+        self.bytes_written.fetch_add(written, Ordering::Relaxed);
         if let Some(mode) = mode {
             self.point(step, "fchmod", true)?;
             file.set_permissions(fs::Permissions::from_mode(mode))?;
@@ -200,7 +251,9 @@ impl Fs {
     pub(crate) fn hard_link(&self, step: &str, from: &Path, to: &Path) -> io::Result<()> {
         self.point(step, "link", true)?;
         self.track(Event::Creating(to));
-        fs::hard_link(from, to)
+        fs::hard_link(from, to)?;
+        self.links.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sets the mode of a file or folder (callers have checked it is not a

@@ -90,14 +90,20 @@ pub(crate) struct Inner {
 impl crate::stats::StatsSource for Inner {
     fn stats_json(&self) -> serde_json::Value {
         let c = &self.counters;
+        let io = self.fs.io();
         serde_json::json!({
             "root": self.root_id,
+            "mutations": Counters::get(&c.begun),
             "committed": Counters::get(&c.committed),
             "rolled_back": Counters::get(&c.rolled_back),
+            "recoveries": Counters::get(&c.recoveries),
             "recovered": Counters::get(&c.recovered),
             "quarantined": Counters::get(&c.quarantined),
             "recovery_failures": Counters::get(&c.recovery_failures),
-            "fsyncs": self.fs.fsyncs(),
+            "fsyncs": io.fsyncs,
+            "files_written": io.files_written,
+            "bytes_written": io.bytes_written,
+            "links": io.links,
             "blocked": self.last_recovery_error.lock().is_some(),
         })
     }
@@ -254,6 +260,7 @@ impl Journal {
                 ));
             }
         }
+        Counters::add(&self.inner.counters.begun, 1);
         Ok(Mutation::new(
             Arc::clone(&self.inner),
             guard,
@@ -375,10 +382,11 @@ impl Journal {
 
     fn recover_locked(&self) -> Result<RecoveryReport> {
         let inner = &self.inner;
+        let watch = counters::StepWatch::start(&inner.fs, crate::events::Level::Info);
         let result = recovery::run(&inner.fs, &inner.layout, &inner.root_id)
             .map_err(|err| err.context(format!("journal {}", self.root().display())));
         *inner.last_recovery_error.lock() = result.as_ref().err().map(ToString::to_string);
-        counters::recovery_ended(&inner.counters, &inner.root_id, &result);
+        counters::recovery_ended(&inner.counters, &inner.root_id, &result, watch.read(&inner.fs));
         result
     }
 
@@ -424,22 +432,29 @@ fn prepare_state_dirs(fs: &Fs, layout: &Layout) -> Result<()> {
         &layout.quarantine,
     ];
     for dir in dirs {
-        match fs.lstat("open", dir).map_err(|e| io_err("stat", dir, e))? {
-            Some(meta) if meta.file_type().is_symlink() => {
-                return Err(Error::invalid_argument(format!(
-                    "{} is a symlink; the journal refuses to follow it",
-                    dir.display()
-                )))
-            }
-            Some(meta) if !meta.is_dir() => {
-                return Err(Error::invalid_argument(format!("{} is not a folder", dir.display())))
-            }
-            Some(_) => {}
-            None => {
-                fs.mkdir("open", dir, Some(0o700))
-                    .map_err(|e| io_err("create", dir, e))?;
-                let parent = dir.parent().unwrap_or(&layout.root);
-                fs.fsync_dir("open", parent).map_err(|e| io_err("fsync", parent, e))?;
+        // Twice at most: another process opening the same root may create
+        // the folder between our stat and our mkdir; then we check theirs.
+        for attempt in 0..2 {
+            match fs.lstat("open", dir).map_err(|e| io_err("stat", dir, e))? {
+                Some(meta) if meta.file_type().is_symlink() => {
+                    return Err(Error::invalid_argument(format!(
+                        "{} is a symlink; the journal refuses to follow it",
+                        dir.display()
+                    )))
+                }
+                Some(meta) if !meta.is_dir() => {
+                    return Err(Error::invalid_argument(format!("{} is not a folder", dir.display())))
+                }
+                Some(_) => break,
+                None => match fs.mkdir("open", dir, Some(0o700)) {
+                    Ok(()) => {
+                        let parent = dir.parent().unwrap_or(&layout.root);
+                        fs.fsync_dir("open", parent).map_err(|e| io_err("fsync", parent, e))?;
+                        break;
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && attempt == 0 => {}
+                    Err(err) => return Err(io_err("create", dir, err)),
+                },
             }
         }
     }

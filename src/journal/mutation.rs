@@ -14,6 +14,7 @@ use super::recovery::{cleanup, write_record};
 use super::restore::{self, parent_of};
 use super::snapshot::{self, io_err, BackupMode};
 use super::Inner;
+use crate::events::{micros, Level, Stopwatch};
 use crate::{Error, ErrorKind, Result};
 
 mod publish;
@@ -46,6 +47,8 @@ pub struct Mutation {
     /// The first file-system failure; such a mutation can only roll back.
     failed: Option<Error>,
     finished: bool,
+    /// Times the whole mutation and counts its I/O for its final event.
+    begun: counters::StepWatch,
 }
 
 impl Mutation {
@@ -59,7 +62,9 @@ impl Mutation {
             status: MutationStatus::Active,
             entries: Vec::new(),
         };
+        let begun = counters::StepWatch::start(&inner.fs, crate::events::Level::Debug);
         Mutation {
+            begun,
             inner,
             guard: Some(guard),
             record,
@@ -241,7 +246,7 @@ impl Mutation {
     /// failed earlier, or the commit itself fails, the mutation is rolled
     /// back and the error returned.
     pub fn commit(mut self) -> Result<()> {
-        let stopwatch = counters::stopwatch();
+        let stopwatch = Stopwatch::start(counters::LOG_TARGET, Level::Debug);
         if let Some(err) = self.failed.take() {
             let undo = self.finish_rollback();
             return Err(refused_commit(err, undo));
@@ -272,7 +277,7 @@ impl Mutation {
     }
 
     fn finish_rollback(&mut self) -> Result<()> {
-        let stopwatch = counters::stopwatch();
+        let stopwatch = Stopwatch::start(counters::LOG_TARGET, Level::Debug);
         self.finished = true;
         let result = self.undo();
         self.guard = None;
@@ -290,15 +295,29 @@ impl Mutation {
         result
     }
 
-    fn log_end(&self, what: &str, stopwatch: crate::events::Stopwatch) {
+    fn log_end(&self, what: &str, stopwatch: Stopwatch) {
         let record = &self.record;
         counters::mutation_ended(
             what,
             record.seq,
             &record.operation,
             record.entries.len(),
-            stopwatch.elapsed(),
+            stopwatch.elapsed().map(micros),
+            self.begun.read(&self.inner.fs),
         );
+    }
+
+    /// `snapshot: seq=.. paths=.. files=.. bytes=.. ... elapsed_us=..` for a
+    /// batch of new entries (their backups and the record write).
+    fn log_snapshot(&self, watch: &counters::StepWatch, before: usize) {
+        if let Some((elapsed, io)) = watch.read(&self.inner.fs) {
+            log::debug!(
+                target: counters::LOG_TARGET,
+                "snapshot: seq={} paths={} {io} elapsed_us={elapsed}",
+                self.record.seq,
+                self.record.entries.len().saturating_sub(before)
+            );
+        }
     }
 
     fn undo(&mut self) -> Result<()> {
@@ -341,6 +360,7 @@ impl Mutation {
 
     /// Snapshots `rel` unless an entry already covers it, and records it.
     fn touch(&mut self, rel: &RelPath) -> Result<()> {
+        let watch = counters::StepWatch::start(&self.inner.fs, Level::Debug);
         let before = self.record.entries.len();
         self.snapshot(rel, BackupMode::Replaced)?;
         if self.record.entries.len() > before {
@@ -348,6 +368,7 @@ impl Mutation {
                 self.record.entries.truncate(before);
                 return Err(err);
             }
+            self.log_snapshot(&watch, before);
         }
         Ok(())
     }
@@ -355,6 +376,7 @@ impl Mutation {
     /// Snapshots every path in `rels` (checked for symlinked ancestors),
     /// then writes the record once for the whole batch.
     fn snapshot_all(&mut self, rels: &[RelPath], mode: BackupMode) -> Result<()> {
+        let watch = counters::StepWatch::start(&self.inner.fs, Level::Debug);
         let before = self.record.entries.len();
         let result = rels.iter().try_for_each(|rel| {
             self.check_ancestors(rel)?;
@@ -364,8 +386,10 @@ impl Mutation {
             true => self.write_record(),
             false => Ok(()),
         });
-        if result.is_err() {
-            self.record.entries.truncate(before);
+        match result {
+            Err(_) => self.record.entries.truncate(before),
+            Ok(()) if self.record.entries.len() > before => self.log_snapshot(&watch, before),
+            Ok(()) => {}
         }
         result
     }

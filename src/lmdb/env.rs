@@ -7,13 +7,15 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use lmdb::{Database, DatabaseFlags, Environment, EnvironmentFlags, RoTransaction, RwTransaction, Transaction};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
-use super::group_commit::{GroupCommit, Outcome, Work};
+use super::group_commit::{BatchEvent, GroupCommit, Outcome, Work, LOG_TARGET};
 use super::registry::{self, Registry};
 use super::{is_map_full, map_err, sys, Durability, EnvOptions};
+use crate::events::{micros, Level, Stopwatch};
 use crate::{Error, Result};
 
 static OPEN_ENVS: Registry<Inner> = Registry::new();
@@ -159,9 +161,14 @@ impl Env {
             )));
         }
         let mut job = Job { f, result: None };
-        self.inner
+        let event = self
+            .inner
             .commits
-            .submit(&mut job, &|batch| self.inner.run_batch(batch));
+            .submit(&mut job, &|batch, waited| self.inner.run_batch(batch, waited));
+        // Logged by the batch's leader once every writer in it is released.
+        if let Some(event) = event {
+            log_batch(&self.inner.path, &event);
+        }
         job.result
             .unwrap_or_else(|| Err(Error::new(crate::ErrorKind::Io, "write batch gave no result")))
     }
@@ -239,6 +246,34 @@ where
             self.result = Some(Err(err));
         }
     }
+}
+
+/// `write batch: path=.. writes=.. failed_writes=.. attempts=.. wait_us=..
+/// run_us=.. commit_us=.. outcome=..` (`wait_us`: the oldest writer's time in
+/// the queue; `commit_us`: writing the pages and, when durable, the fsync).
+fn log_batch(path: &Path, event: &BatchEvent) {
+    log::debug!(
+        target: LOG_TARGET,
+        "write batch: path={} writes={} failed_writes={} attempts={} wait_us={} run_us={} commit_us={} outcome={}",
+        path.display(),
+        event.writes,
+        event.failed_writes,
+        event.attempts,
+        event.wait_us,
+        event.run_us,
+        event.commit_us,
+        event.outcome
+    );
+}
+
+/// What a batch's event reports beyond its timing.
+#[derive(Default)]
+struct BatchTally {
+    attempts: u32,
+    /// Writers whose closure failed (their changes aborted) in the last attempt.
+    failed_writes: u32,
+    /// The last commit's time: writing the pages and, when durable, the fsync.
+    commit: Option<Duration>,
 }
 
 /// How one attempt at a batch ended.
@@ -321,27 +356,41 @@ impl Inner {
         }
     }
 
-    /// Runs one batch to completion: every job gets a result.
-    fn run_batch(&self, batch: &mut [&mut dyn Work]) {
-        loop {
-            match self.try_batch(batch) {
-                BatchEnd::Committed => return,
+    /// Runs one batch to completion: every job gets a result. Returns its
+    /// event when the event is on.
+    fn run_batch(&self, batch: &mut [&mut dyn Work], waited: Option<Duration>) -> Option<BatchEvent> {
+        let ran = Stopwatch::start(LOG_TARGET, Level::Debug);
+        let mut tally = BatchTally::default();
+        let outcome = loop {
+            tally.attempts += 1;
+            match self.try_batch(batch, &mut tally) {
+                BatchEnd::Committed => break "committed",
                 BatchEnd::MapFull => {
                     if let Err(err) = self.grow_map() {
                         batch.iter_mut().for_each(|job| job.fail(err.clone()));
-                        return;
+                        break "map_full";
                     }
                 }
                 BatchEnd::Failed(err) => {
                     batch.iter_mut().for_each(|job| job.fail(err.clone()));
-                    return;
+                    break "failed";
                 }
             }
-        }
+        };
+        ran.elapsed().map(|elapsed| BatchEvent {
+            writes: batch.len(),
+            failed_writes: tally.failed_writes,
+            attempts: tally.attempts,
+            wait_us: waited.map_or(0, micros),
+            run_us: micros(elapsed),
+            commit_us: tally.commit.map_or(0, micros),
+            outcome,
+        })
     }
 
     /// One attempt: a write transaction, each job in a nested one, one commit.
-    fn try_batch(&self, batch: &mut [&mut dyn Work]) -> BatchEnd {
+    fn try_batch(&self, batch: &mut [&mut dyn Work], tally: &mut BatchTally) -> BatchEnd {
+        tally.failed_writes = 0;
         let (_resize, mut txn) = match self.begin(|env| env.begin_rw_txn()) {
             Ok(begun) => begun,
             Err(err) => return BatchEnd::Failed(err),
@@ -358,11 +407,17 @@ impl Inner {
                     Err(lmdb::Error::MapFull) => return BatchEnd::MapFull,
                     Err(e) => job.fail(map_err(format!("commit to {}", self.path.display()), e)),
                 },
-                Outcome::Failed => nested.abort(),
+                Outcome::Failed => {
+                    tally.failed_writes += 1;
+                    nested.abort();
+                }
                 Outcome::MapFull => return BatchEnd::MapFull,
             }
         }
-        match txn.commit() {
+        let commit = Stopwatch::start(LOG_TARGET, Level::Debug);
+        let committed = txn.commit();
+        tally.commit = commit.elapsed();
+        match committed {
             Ok(()) => BatchEnd::Committed,
             Err(lmdb::Error::MapFull) => BatchEnd::MapFull,
             Err(e) => BatchEnd::Failed(map_err(format!("commit to {}", self.path.display()), e)),
@@ -386,7 +441,7 @@ impl Inner {
             )
         })?;
         self.map_growths.fetch_add(1, Ordering::Relaxed);
-        log::info!(target: "keel::lmdb", "map grew: path={} from={current} to={doubled}", self.path.display());
+        log::info!(target: LOG_TARGET, "map grew: path={} from={current} to={doubled}", self.path.display());
         Ok(())
     }
 

@@ -19,7 +19,30 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::events::{Level, Stopwatch};
 use crate::Error;
+
+pub(crate) const LOG_TARGET: &str = "keel::lmdb";
+
+/// Runs one batch: the jobs, and how long its oldest writer waited in the
+/// queue (`None` when the batch event is off). Returns the batch's event,
+/// when on, for the leader to log once its writers are released.
+pub(crate) type BatchRunner<'a> = dyn Fn(&mut [&mut dyn Work], Option<std::time::Duration>) -> Option<BatchEvent> + 'a;
+
+/// What one batch did, for its debug event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchEvent {
+    pub(crate) writes: usize,
+    /// Writers whose closure failed (their changes aborted).
+    pub(crate) failed_writes: u32,
+    /// Attempts: more than one when the map filled and grew.
+    pub(crate) attempts: u32,
+    pub(crate) wait_us: u128,
+    pub(crate) run_us: u128,
+    /// The last commit: writing the pages and, when durable, the fsync.
+    pub(crate) commit_us: u128,
+    pub(crate) outcome: &'static str,
+}
 
 /// What the leader runs for one queued writer. Implemented by the typed job in
 /// `env.rs`; erased here so one batch can hold writers of different types.
@@ -59,6 +82,8 @@ struct Queue {
 struct Pending {
     work: *mut (dyn Work + 'static),
     signal: Arc<Signal>,
+    /// When it was queued, only read when the batch event is on.
+    queued: Stopwatch,
 }
 
 // SAFETY: the pointee is `Send` (the `Work` bound) and is used by one thread
@@ -81,45 +106,58 @@ impl GroupCommit {
     /// Queues `work` and returns once a batch containing it has run (by this
     /// thread as leader, or by another). `run` executes one batch; it must
     /// give every job a result.
-    pub(crate) fn submit(&self, work: &mut (dyn Work + '_), run: &dyn Fn(&mut [&mut dyn Work])) {
+    /// Returns the batch's event if this thread led it and the event is on.
+    pub(crate) fn submit(&self, work: &mut (dyn Work + '_), run: &BatchRunner<'_>) -> Option<BatchEvent> {
         let signal = Arc::new(Signal::new());
         // SAFETY: only the lifetime is erased. This function does not return
         // before `signal` says Done, after which the leader no longer holds
         // the pointer (see the module docs).
         let work: *mut (dyn Work + 'static) =
             unsafe { std::mem::transmute::<*mut (dyn Work + '_), *mut (dyn Work + 'static)>(work) };
+        let queued = Stopwatch::start(LOG_TARGET, Level::Debug);
         let lead_now = {
             let mut queue = self.queue.lock();
             queue.pending.push(Pending {
                 work,
                 signal: signal.clone(),
+                queued,
             });
             !std::mem::replace(&mut queue.leader_active, true)
         };
-        if lead_now || signal.wait() == State::Lead {
-            self.lead(run);
-        }
+        let event = if lead_now || signal.wait() == State::Lead {
+            self.lead(run)
+        } else {
+            None
+        };
         debug_assert_eq!(signal.wait(), State::Done);
+        event
     }
 
     /// Runs one batch of everything queued, releases its owners, and hands
     /// leadership to the oldest writer that queued meanwhile.
-    fn lead(&self, run: &dyn Fn(&mut [&mut dyn Work])) {
+    fn lead(&self, run: &BatchRunner<'_>) -> Option<BatchEvent> {
         let _leading = Leading::mark();
         let batch = std::mem::take(&mut self.queue.lock().pending);
         self.record(batch.len());
-        {
+        // The oldest writer's wait: the batch's, as every writer queued
+        // while the previous batch ran. `None` when the event is off.
+        let waited = batch.first().and_then(|pending| pending.queued.elapsed());
+        let event = {
             // SAFETY: each owner is blocked in `submit` until signalled below.
             let mut jobs: Vec<&mut dyn Work> = batch.iter().map(|p| unsafe { &mut *p.work }).collect();
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| run(&mut jobs))) {
-                // A bug in the batch runner, not in a writer's closure (those
-                // are caught one by one): no one may be left waiting.
-                let err = Error::from_panic(payload).context("group commit");
-                for job in jobs.iter_mut() {
-                    job.fail(err.clone());
+            match catch_unwind(AssertUnwindSafe(|| run(&mut jobs, waited))) {
+                Ok(event) => event,
+                Err(payload) => {
+                    // A bug in the batch runner, not in a writer's closure
+                    // (those are caught one by one): no one may be left waiting.
+                    let err = Error::from_panic(payload).context("group commit");
+                    for job in jobs.iter_mut() {
+                        job.fail(err.clone());
+                    }
+                    None
                 }
             }
-        }
+        };
         for pending in &batch {
             pending.signal.set(State::Done);
         }
@@ -128,6 +166,7 @@ impl GroupCommit {
             Some(next) => next.signal.set(State::Lead),
             None => queue.leader_active = false,
         }
+        event
     }
 
     fn record(&self, batch_len: usize) {

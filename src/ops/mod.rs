@@ -17,6 +17,7 @@
 pub mod backoff;
 pub mod clock;
 mod codec;
+mod events;
 pub mod handler;
 pub mod json;
 mod lmdb_keys;
@@ -24,6 +25,7 @@ pub mod lmdb_store;
 pub mod names;
 pub mod operations;
 pub mod queue;
+mod queue_stats;
 pub mod records;
 pub mod store;
 pub mod transitions;

@@ -2,10 +2,12 @@
 //! claims, leases and fencing).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::clock::{millis, Clock, SystemClock};
+use super::events;
 use super::lmdb_store::LmdbStore;
 use super::names::{check_key, check_name};
 use super::records::{OpClaim, OpRecord, OpState, Token};
@@ -43,6 +45,33 @@ pub const MAX_CLAIM: usize = 10_000;
 pub struct Operations {
     store: Arc<dyn OperationStore>,
     clock: Arc<dyn Clock>,
+    stats: Arc<OpStats>,
+}
+
+/// What one `Operations` (and its clones) has done, for `keel::stats`.
+struct OpStats {
+    location: String,
+    claims: AtomicU64,
+    claimed: AtomicU64,
+    updates: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+impl crate::stats::StatsSource for OpStats {
+    fn stats_json(&self) -> serde_json::Value {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        serde_json::json!({
+            "store": self.location,
+            "claims": get(&self.claims),
+            "claimed": get(&self.claimed),
+            "updates": get(&self.updates),
+            "conflicts": get(&self.conflicts),
+        })
+    }
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
 }
 
 impl Operations {
@@ -63,7 +92,15 @@ impl Operations {
 
     /// Operations kept in `store`, timed by `clock` (tests move it).
     pub fn with_clock(store: Arc<dyn OperationStore>, clock: Arc<dyn Clock>) -> Operations {
-        Operations { store, clock }
+        let stats = Arc::new(OpStats {
+            location: store.location(),
+            claims: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+        });
+        crate::stats::register("operations", &stats);
+        Operations { store, clock, stats }
     }
 
     /// Makes each of `ops` READY for `item`, creating missing records.
@@ -93,7 +130,13 @@ impl Operations {
             lease_until: now.saturating_add(millis(lease)),
             now,
         };
-        self.store.claim(op, check_limit(limit)?, request)
+        let limit = check_limit(limit)?;
+        let watch = events::watch();
+        let claims = self.store.claim(op, limit, request)?;
+        bump(&self.stats.claims, 1);
+        bump(&self.stats.claimed, claims.len() as u64);
+        events::ops_claimed(watch, op, limit, worker, &claims);
+        Ok(claims)
     }
 
     /// Sets `op` of `item` to `state` with `message` and makes each of
@@ -117,8 +160,18 @@ impl Operations {
                 "operation {op:?} of item {item:?}: cannot enable itself"
             )));
         }
-        self.store
+        let watch = events::watch();
+        let record = self
+            .store
             .update(item, op, token, state, message, enable, self.clock.now())
+            .inspect_err(|err| {
+                if err.kind() == crate::ErrorKind::Conflict {
+                    bump(&self.stats.conflicts, 1);
+                }
+            })?;
+        bump(&self.stats.updates, 1);
+        events::op_updated(watch, &record, enable.len());
+        Ok(record)
     }
 
     /// Marks `op` of `item` FAILED with `message` (fenced like `update`).

@@ -8,9 +8,11 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::clock::{millis, Clock, Millis, SystemClock};
+use super::events;
 use super::lmdb_store::LmdbStore;
 use super::names::{check_json, check_key, check_name};
 use super::operations::check_lease;
+use super::queue_stats::QueueStats;
 use super::records::{JobId, JobRecord, JobState, Token};
 use super::store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, ResetReport};
 use super::transitions::JobPolicy;
@@ -81,6 +83,8 @@ pub struct Queue {
     clock: Arc<dyn Clock>,
     policy: JobPolicy,
     wakeup: Arc<Wakeup>,
+    /// Its entry in `keel::stats`, listed while a clone lives.
+    _stats: Arc<QueueStats>,
 }
 
 impl Queue {
@@ -102,11 +106,17 @@ impl Queue {
 
     /// A queue kept in `store`, timed by `clock`, retrying per `policy`.
     pub fn with_parts(store: Arc<dyn JobStore>, clock: Arc<dyn Clock>, policy: JobPolicy) -> Queue {
+        let stats = Arc::new(QueueStats {
+            store: store.clone(),
+            clock: clock.clone(),
+        });
+        crate::stats::register("queue", &stats);
         Queue {
             store,
             clock,
             policy,
             wakeup: Arc::new(Wakeup::default()),
+            _stats: stats,
         }
     }
 
@@ -125,7 +135,9 @@ impl Queue {
     /// (`created == false`) and stores nothing.
     pub fn enqueue(&self, kind: &str, payload: &str, options: &EnqueueOptions) -> Result<Enqueued> {
         let job = self.new_job(kind, payload, options)?;
+        let watch = events::watch();
         let enqueued = self.store.enqueue(job, self.clock.now())?;
+        events::job_enqueued(watch, &enqueued.job, enqueued.created);
         if enqueued.created {
             self.wakeup.notify();
         }
@@ -173,7 +185,13 @@ impl Queue {
             lease_until: now.saturating_add(millis(lease)),
             now,
         };
-        self.store.dequeue(kinds, request, &self.policy)
+        let watch = events::watch();
+        let claimed = self.store.dequeue(kinds, request, &self.policy)?;
+        if let Some(job) = &claimed {
+            // The claim keeps the run-at it was ready at.
+            events::job_claimed(watch, job, job.run_at, now);
+        }
+        Ok(claimed)
     }
 
     /// Extends the lease of attempt `token` of job `id` to `lease` from now;
@@ -216,7 +234,15 @@ impl Queue {
     }
 
     fn finish(&self, id: JobId, token: Token, finish: Finish<'_>) -> Result<JobRecord> {
-        let record = self.store.finish(id, token, finish, &self.policy, self.clock.now())?;
+        let how = match finish {
+            Finish::Complete { .. } => "completed",
+            Finish::Fail { .. } => "failed",
+            Finish::Release => "released",
+        };
+        let watch = events::watch();
+        let now = self.clock.now();
+        let record = self.store.finish(id, token, finish, &self.policy, now)?;
+        events::job_finished(watch, how, &record, now);
         if record.state.is_available() {
             self.wakeup.notify();
         }
@@ -226,13 +252,18 @@ impl Queue {
     /// Cancels job `id` unless it has finished; a running attempt's later
     /// finish is refused.
     pub fn cancel(&self, id: JobId, reason: &str) -> Result<JobRecord> {
-        self.store.cancel(id, reason, self.clock.now())
+        let watch = events::watch();
+        let now = self.clock.now();
+        let record = self.store.cancel(id, reason, now)?;
+        events::job_finished(watch, "cancelled", &record, now);
+        Ok(record)
     }
 
     /// Queues dead or cancelled job `id` again, with fresh attempts: the
     /// operator's retry once the cause of its failures is fixed.
     pub fn retry(&self, id: JobId) -> Result<JobRecord> {
         let record = self.store.retry(id, self.clock.now())?;
+        events::job_retried(&record);
         self.wakeup.notify();
         Ok(record)
     }
@@ -251,14 +282,7 @@ impl Queue {
     /// Requeues jobs whose lease expired (or kills those past `max_resets`).
     pub fn reset_expired(&self) -> Result<ResetReport> {
         let report = self.store.reset_expired(&self.policy, self.clock.now())?;
-        if report.requeued + report.dead > 0 {
-            log::warn!(
-                target: "keel::ops",
-                "expired leases reset: requeued={} dead={}",
-                report.requeued,
-                report.dead
-            );
-        }
+        events::leases_reset(report.requeued, report.dead, "reset_expired");
         if report.requeued > 0 {
             self.wakeup.notify();
         }

@@ -25,6 +25,10 @@ pub trait OperationStore: Send + Sync + 'static {
     /// Makes each of `ops` READY for `item` (creating missing records).
     fn ready(&self, item: &str, ops: &[&str], now: Millis) -> Result<Vec<OpRecord>>;
 
+    /// Where the records are kept (a file path, a database URL without
+    /// secrets), to tell stores apart in stats.
+    fn location(&self) -> String;
+
     /// Up to `limit` READY records of `op`, oldest first; claims nothing.
     fn next(&self, op: &str, limit: usize) -> Result<Vec<OpRecord>>;
 
@@ -141,6 +145,15 @@ pub trait JobStore: Send + Sync + 'static {
     /// The number of jobs per kind and state (kept up to date on every move,
     /// so reading it does not scan jobs). Zero counts are left out.
     fn counts(&self) -> Result<Vec<KindCount>>;
+
+    /// The earliest run-at among `kind`'s jobs that are ready at `now`
+    /// (queued or retrying, run-at come), `None` when none is: how long the
+    /// queue has kept a job waiting. For stats, so it must not scan jobs.
+    fn oldest_ready(&self, kind: &str, now: Millis) -> Result<Option<Millis>>;
+
+    /// Where the jobs are kept (a file path, a database URL without
+    /// secrets), to tell queues apart in stats.
+    fn location(&self) -> String;
 
     /// Jobs of `kind` in `state`, oldest first, at most `limit` (for
     /// inspection; may scan).

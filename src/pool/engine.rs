@@ -262,7 +262,7 @@ where
     fn expire_due(&self) {
         let now = Instant::now();
         let mut state = self.lock();
-        let mut abandoned = 0;
+        let mut timed_out = Vec::new();
         while let Some(&Reverse((deadline, index))) = state.deadlines.peek() {
             if deadline > now {
                 break;
@@ -270,18 +270,23 @@ where
             state.deadlines.pop();
             // Skips tasks that finished (or are finishing) in time.
             if self.abandon(&mut state, index) {
-                log::warn!(
-                    target: LOG_TARGET,
-                    "task timed out: index={index} timeout_ms={} abandoned_threads={}",
-                    self.run.timeout.map_or(0, |timeout| timeout.as_millis()),
-                    self.run.shared.counters.abandoned_now()
-                );
                 state.plan.decide(index, Outcome::TimedOut);
-                abandoned += 1;
+                timed_out.push(index);
             }
         }
-        if abandoned > 0 {
+        if !timed_out.is_empty() {
             self.replace_workers(&mut state);
+        }
+        // Logged with the run unlocked: a C log callback may call into keel.
+        drop(state);
+        for index in timed_out {
+            log::warn!(
+                target: LOG_TARGET,
+                "task timed out: pool={:?} index={index} timeout_ms={} abandoned_threads={}",
+                self.run.shared.config.name.as_deref().unwrap_or(""),
+                self.run.timeout.map_or(0, |timeout| timeout.as_millis()),
+                self.run.shared.counters.abandoned_now()
+            );
         }
     }
 
@@ -345,12 +350,22 @@ where
         mark_stopped(&self.run, &mut state);
         state.plan.cancel_rest();
         let running: Vec<usize> = state.running.keys().copied().collect();
+        let mut abandoned = Vec::new();
         for index in running {
             if self.abandon(&mut state, index) {
                 state.plan.decide(index, Outcome::Cancelled);
+                abandoned.push(index);
             }
         }
         drop(state);
+        for index in abandoned {
+            log::warn!(
+                target: LOG_TARGET,
+                "task abandoned: pool={:?} index={index} reason=cancelled abandoned_threads={}",
+                self.run.shared.config.name.as_deref().unwrap_or(""),
+                self.run.shared.counters.abandoned_now()
+            );
+        }
         self.notify_workers();
     }
 }
@@ -499,6 +514,7 @@ where
 {
     let index = ctx.index();
     let key = run.keys.get(index);
+    let key_wait = Stopwatch::start(LOG_TARGET, Level::Debug);
     let guard = key.map(|key| run.shared.locks.lock(key)).transpose();
     if !transition(ctx.cancellation(), PICKED, RUNNING) {
         drop(guard);
@@ -506,6 +522,14 @@ where
         return None;
     }
     run.shared.slots.task_started();
+    if let Some(waited) = key_wait.elapsed() {
+        log::debug!(
+            target: LOG_TARGET,
+            "task started: index={index} first_of_key={} key_wait_us={}",
+            ctx.is_first_of_key(),
+            micros(waited)
+        );
+    }
     match guard {
         Ok(guard) => {
             let watch = Stopwatch::start(LOG_TARGET, Level::Debug);

@@ -72,3 +72,59 @@ def test_the_interpreter_exits_cleanly_while_events_are_emitted():
     for _ in range(5):
         done = subprocess.run([sys.executable, "-c", EXITING_WHILE_LOGGING], capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def records(caplog, logger, phrase):
+    return [r for r in caplog.records if r.name == logger and r.getMessage().startswith(phrase)]
+
+
+def time_out_one_call():
+    release = threading.Event()
+    pool = keel.SyncPool(1, timeout=0.05, name="logged")
+    try:
+        results = pool.run(lambda _: release.wait(), ["hung"])
+        assert isinstance(results[0], keel.Timeout)
+    finally:
+        release.set()
+
+
+def commit_one_mutation(root):
+    journal = keel.Journal(str(root))
+    mutation = journal.begin("add")
+    mutation.write("a.txt", b"hello")
+    mutation.commit()
+
+
+def test_a_pool_timeout_is_a_warning_under_keel_pool(caplog):
+    caplog.set_level(logging.WARNING, logger="keel.pool")
+    keel.flush_logs()
+    time_out_one_call()
+    keel.flush_logs()
+    timeouts = records(caplog, "keel.pool", "task timed out:")
+    assert len(timeouts) == 1
+    assert timeouts[0].levelno == logging.WARNING
+    assert 'pool="logged"' in timeouts[0].getMessage()
+    # Per-task debug events stay off at WARNING.
+    assert records(caplog, "keel.pool", "task finished:") == []
+
+
+def test_a_journal_commit_is_a_debug_event_under_keel_journal(caplog, tmp_path):
+    caplog.set_level(logging.DEBUG, logger="keel.journal")
+    keel.flush_logs()
+    commit_one_mutation(tmp_path)
+    keel.flush_logs()
+    commits = records(caplog, "keel.journal", "mutation committed:")
+    assert len(commits) == 1
+    assert commits[0].levelno == logging.DEBUG
+    text = commits[0].getMessage()
+    assert 'operation="add"' in text and " files=3 " in text and " elapsed_us=" in text
+
+
+def test_pool_and_journal_events_are_not_logged_when_their_level_is_off(caplog, tmp_path):
+    caplog.set_level(logging.ERROR, logger="keel.pool")
+    caplog.set_level(logging.INFO, logger="keel.journal")
+    keel.flush_logs()
+    time_out_one_call()
+    commit_one_mutation(tmp_path)
+    keel.flush_logs()
+    assert [r for r in caplog.records if r.name in ("keel.pool", "keel.journal")] == []

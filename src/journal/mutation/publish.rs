@@ -6,6 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::{Mutation, STEP};
+use crate::events::Level;
+use crate::journal::counters::{StepWatch, LOG_TARGET};
 use crate::journal::fs::{crossed_devices, meta_mode};
 use crate::journal::paths::{parse_folder, temp_beside, RelPath};
 use crate::journal::restore::parent_of;
@@ -45,7 +47,8 @@ impl Mutation {
                 "nothing to publish: staging_dir() was never called",
             ));
         };
-        self.guarded(|m| {
+        let watch = StepWatch::start(&self.inner.fs, Level::Debug);
+        let moved = self.guarded(|m| {
             let mut moves = Vec::new();
             m.plan_publish(&staging, into.as_ref(), &mut moves)?;
             // The staged data must be durable before it enters the tree.
@@ -65,8 +68,17 @@ impl Mutation {
             for dir in &dirty {
                 m.sync_dir(dir)?;
             }
-            Ok(())
-        })
+            Ok(moves.len())
+        })?;
+        if let Some((elapsed, io)) = watch.read(&self.inner.fs) {
+            log::debug!(
+                target: LOG_TARGET,
+                "publish: seq={} into={:?} moved={moved} {io} elapsed_us={elapsed}",
+                self.record.seq,
+                into.as_ref().map_or("", |folder| folder.as_str())
+            );
+        }
+        Ok(())
     }
 
     /// Lists what publishing `src_dir` into `into` moves: every staged file

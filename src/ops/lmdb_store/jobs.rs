@@ -8,6 +8,7 @@ use super::{
 };
 use crate::lmdb::map_err;
 use crate::ops::clock::Millis;
+use crate::ops::events;
 use crate::ops::lmdb_keys::{self as keys, Slot};
 use crate::ops::records::{JobId, JobRecord, JobState, Token};
 use crate::ops::store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, ResetReport};
@@ -201,8 +202,10 @@ impl JobStore for LmdbStore {
     }
 
     fn dequeue(&self, kinds: &[&str], request: ClaimRequest<'_>, policy: &JobPolicy) -> Result<Option<JobRecord>> {
-        self.env.write(|txn| {
-            self.reset_in(txn, policy, request.now, RESETS_PER_DEQUEUE)?;
+        // Reported once committed: the closure may run again if the map grows.
+        let mut reset = ResetReport::default();
+        let claimed = self.env.write(|txn| {
+            reset = self.reset_in(txn, policy, request.now, RESETS_PER_DEQUEUE)?;
             let mut best: Option<Slot> = None;
             for kind in kinds {
                 if let Some(slot) = self.best_slot(txn, kind, request.now)? {
@@ -224,7 +227,9 @@ impl JobStore for LmdbStore {
             let new = t::job_claim(old.clone(), request.worker, token, request.lease_until, request.now);
             self.write_job(txn, Some(&old), Some(&new))?;
             Ok(Some(new))
-        })
+        })?;
+        events::leases_reset(reset.requeued, reset.dead, "dequeue");
+        Ok(claimed)
     }
 
     fn heartbeat(&self, leases: &[(JobId, Token)], lease_until: Millis, now: Millis) -> Result<Vec<Result<()>>> {
@@ -324,6 +329,40 @@ impl JobStore for LmdbStore {
             }
             Ok(old_keys.len() as u64)
         })
+    }
+
+    /// One seek per priority in use: the first entry at each priority is its
+    /// earliest run-at.
+    fn oldest_ready(&self, kind: &str, now: Millis) -> Result<Option<Millis>> {
+        self.env.read(|txn| {
+            let prefix = keys::prefix(kind);
+            let mut cursor = txn
+                .open_ro_cursor(self.dbs.available)
+                .map_err(|err| map_err(self.context(), err))?;
+            let mut seek = prefix.clone();
+            let mut oldest: Option<Millis> = None;
+            loop {
+                let Some(entry) = cursor.iter_from(&seek).next() else {
+                    return Ok(oldest);
+                };
+                let (key, _) = entry.map_err(|err| map_err(self.context(), err))?;
+                if !key.starts_with(&prefix) {
+                    return Ok(oldest);
+                }
+                let slot = keys::parse_available(key)?;
+                if slot.run_at <= now {
+                    oldest = Some(oldest.map_or(slot.run_at, |known| known.min(slot.run_at)));
+                }
+                match slot.priority.checked_add(1) {
+                    Some(next) => seek = keys::available_from(kind, next),
+                    None => return Ok(oldest),
+                }
+            }
+        })
+    }
+
+    fn location(&self) -> String {
+        self.path_shown()
     }
 
     fn counts(&self) -> Result<Vec<KindCount>> {

@@ -104,6 +104,11 @@ impl LmdbStore {
         &self.env
     }
 
+    /// The file's path, for stats.
+    fn path_shown(&self) -> String {
+        self.env.path().display().to_string()
+    }
+
     fn context(&self) -> String {
         format!("ops store {}", self.env.path().display())
     }

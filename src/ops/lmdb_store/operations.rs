@@ -78,6 +78,10 @@ impl LmdbStore {
 }
 
 impl OperationStore for LmdbStore {
+    fn location(&self) -> String {
+        self.path_shown()
+    }
+
     fn ready(&self, item: &str, ops: &[&str], now: Millis) -> Result<Vec<OpRecord>> {
         self.env
             .write(|txn| ops.iter().map(|op| self.make_ready(txn, item, op, now)).collect())
