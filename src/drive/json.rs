@@ -151,13 +151,13 @@ pub fn version_from_json(value: &Value) -> Result<Version> {
 ///
 /// `{"op": "create", "parent": id|null, "item": {...}}` → item;
 /// `create_at` (`parent_path`, `item`) → item; `get` (`id`, `type`?) → item;
-/// `resolve` / `make_path` (`path`) → [item]; `at_path` (`path`) → item;
+/// `resolve` / `make_path` (`path`) → `[item]`; `at_path` (`path`) → item;
 /// `path_of` (`id`) → "a/b"; `children` (`parent`, `after`?, `limit`?) →
-/// [item]; `by_type` (`type`, `after`?, `limit`?) → [item]; `move`
+/// `[item]`; `by_type` (`type`, `after`?, `limit`?) → `[item]`; `move`
 /// (`id`, `parent`, `name`?) → item; `rename` (`id`, `name`) → item;
 /// `delete` (`id`) → count; `set_permissions` (`id`, `permissions`) → item;
 /// `set_data` (`id`, `data`, `version`?) → "1.2.3"; `get_data` (`id`,
-/// `version`?) → {"version", "data"}; `versions` (`id`) → [info];
+/// `version`?) → {"version", "data"}; `versions` (`id`) → `[info]`;
 /// `delete_data` (`id`, `version`) → "1.2.3"|null; `schema` (`type`) →
 /// {"version", "schema"}|null; `set_schema` (`type`, `schema`, `version`) →
 /// bool (no migration callback here).
