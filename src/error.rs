@@ -142,6 +142,12 @@ impl Error {
         self
     }
 
+    /// The underlying cause attached with [`with_source`](Error::with_source),
+    /// as itself (so it can be downcast to its concrete type).
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -251,6 +257,8 @@ mod tests {
         assert_eq!(missing.kind(), ErrorKind::NotFound);
         assert!(missing.to_string().starts_with("open /x: "));
         assert!(std::error::Error::source(&missing).is_some());
+        let cause = missing.cause().and_then(|cause| cause.downcast_ref::<io::Error>());
+        assert_eq!(cause.map(io::Error::kind), Some(io::ErrorKind::NotFound));
     }
 
     #[test]

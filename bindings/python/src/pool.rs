@@ -15,7 +15,6 @@ use keel::pool::{
     BatchOptions, CancellationToken, Outcome, PipelineOptions, PoolConfig, Progress, SyncPool, Task, TaskContext,
 };
 use keel::{Error, ErrorKind};
-use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
@@ -112,41 +111,17 @@ impl PyCancellationToken {
     }
 }
 
-/// Exceptions raised by callables, by task index.
-struct Raised(Mutex<Vec<Option<PyErr>>>);
-
-impl Raised {
-    fn new(count: usize) -> Arc<Self> {
-        Arc::new(Raised(Mutex::new((0..count).map(|_| None).collect())))
-    }
-
-    fn take(&self, index: usize) -> Option<PyErr> {
-        self.0.lock().get_mut(index).and_then(Option::take)
-    }
-
-    fn peek(&self, py: Python<'_>, index: usize) -> Option<PyErr> {
-        self.0
-            .lock()
-            .get(index)
-            .and_then(|err| err.as_ref().map(|err| err.clone_ref(py)))
-    }
-}
-
 /// Calls `func(*args)` on this (pool) thread, attached for the call. A
-/// Python exception is kept in `raised[index]` and becomes a keel failure.
+/// Python exception becomes a keel failure that carries it as its source,
+/// so the very exception object is handed back (to singleflight followers
+/// too, whose outcome is a clone of their leader's).
 fn call_python(
     func: &Py<PyAny>,
     args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
-    index: usize,
-    raised: &Raised,
 ) -> keel::Result<Py<PyAny>> {
     let called = attached(|py| match args(py).and_then(|args| func.bind(py).call1(args)) {
         Ok(value) => Ok(value.unbind()),
-        Err(err) => {
-            let failure = failure_of(py, &err);
-            raised.0.lock()[index] = Some(err);
-            Err(failure)
-        }
+        Err(err) => Err(failure_of(py, &err).with_source(err)),
     });
     called.unwrap_or_else(|| Err(Error::closed("the Python interpreter is shutting down")))
 }
@@ -169,16 +144,23 @@ fn failure_of(py: Python<'_>, err: &PyErr) -> Error {
     Error::new(kind, format!("the callable raised {value}"))
 }
 
+/// The Python exception a callable raised, if `err` stands for one.
+fn raised_by_callable(err: &Error) -> Option<&PyErr> {
+    err.cause()?.downcast_ref::<PyErr>()
+}
+
 /// A callable's result, shareable between singleflight followers without
 /// the GIL (a `Py` may only be cloned while attached).
 type Shared = Arc<Py<PyAny>>;
 
 /// The Python result of one outcome: the value, or the exception instance
-/// (`raised`, the callable's own exception, when it raised one).
-fn outcome_to_py(py: Python<'_>, index: usize, outcome: &Outcome<Shared>, raised: Option<PyErr>) -> Py<PyAny> {
+/// (the callable's own, when it raised one).
+fn outcome_to_py(py: Python<'_>, index: usize, outcome: &Outcome<Shared>) -> Py<PyAny> {
     let err = match outcome {
         Outcome::Value(value) => return value.clone_ref(py),
-        Outcome::Error(err) => raised.unwrap_or_else(|| to_pyerr(py, err.clone())),
+        Outcome::Error(err) => raised_by_callable(err)
+            .map(|raised| raised.clone_ref(py))
+            .unwrap_or_else(|| to_pyerr(py, err.clone())),
         Outcome::Panicked(message) => to_pyerr(
             py,
             Error::new(ErrorKind::Panic, format!("task {index} panicked: {message}")),
@@ -263,26 +245,20 @@ impl PySyncPool {
             ),
             None => None,
         };
-        let leader_of = leaders(keys.as_deref(), singleflight);
         let timeout = quick(py, || convert::optional_duration(timeout, "timeout"))?;
         let cancel = cancel.map(|cancel| cancel.inner.clone());
-        let raised = Raised::new(items.len());
         let func = Arc::new(func);
-        let tasks = items.into_iter().enumerate().map(|(index, item)| {
+        let tasks = items.into_iter().map(|item| {
             let func = Arc::clone(&func);
-            let raised = Arc::clone(&raised);
             move |ctx: &TaskContext| -> keel::Result<Shared> {
                 let ctx = context.then_some(ctx);
-                call_python(&func, |py| item_args(py, &item, ctx), index, &raised).map(Arc::new)
+                call_python(&func, |py| item_args(py, &item, ctx)).map(Arc::new)
             }
         });
         let progress = progress.map(|progress| {
-            let raised = Arc::clone(&raised);
-            let leader_of = leader_of.clone();
             move |p: Progress<'_, Vec<u8>, Shared>| {
                 Python::attach(|py| {
-                    let source = leader_of.get(p.index).copied().unwrap_or(p.index);
-                    let result = outcome_to_py(py, p.index, p.outcome, raised.peek(py, source));
+                    let result = outcome_to_py(py, p.index, p.outcome);
                     if let Err(err) = progress.bind(py).call1((p.done, p.total, p.index, result)) {
                         err.write_unraisable(py, Some(progress.bind(py)));
                     }
@@ -314,11 +290,10 @@ impl PySyncPool {
                 }
             })
         })?;
-        let results = outcomes.iter().enumerate().map(|(index, outcome)| {
-            let source = leader_of.get(index).copied().unwrap_or(index);
-            // Singleflight followers share their leader's exception object.
-            outcome_to_py(py, index, outcome, raised.peek(py, source))
-        });
+        let results = outcomes
+            .iter()
+            .enumerate()
+            .map(|(index, outcome)| outcome_to_py(py, index, outcome));
         Ok(PyList::new(py, results)?.unbind())
     }
 
@@ -342,12 +317,10 @@ impl PySyncPool {
         timeout: Option<f64>,
         cancel: Option<PyRef<'_, PyCancellationToken>>,
     ) -> PyResult<Py<PyList>> {
-        let items: Vec<(usize, Py<PyAny>)> = items
+        let items: Vec<Py<PyAny>> = items
             .try_iter()?
-            .enumerate()
-            .map(|(index, item)| item.map(|item| (index, item.unbind())))
+            .map(|item| item.map(Bound::unbind))
             .collect::<PyResult<_>>()?;
-        let count = items.len();
         let mut options = PipelineOptions::new().stop_at_first_commit_failure(stop_at_first_commit_failure);
         if let Some(window) = window {
             options = options.window(window);
@@ -358,36 +331,19 @@ impl PySyncPool {
         if let Some(cancel) = &cancel {
             options = options.cancel_token(cancel.inner.clone());
         }
-        let raised = Raised::new(count);
-        let prepare_raised = Arc::clone(&raised);
-        let commit_raised = Arc::clone(&raised);
         let pool = &self.inner;
         let outcomes = blocking(py, move || {
             Ok(pool.pipeline(
                 items,
-                move |(index, item): (usize, Py<PyAny>), _: &TaskContext| {
-                    call_python(
-                        &prepare,
-                        |py| (item.bind(py),).into_pyobject(py),
-                        index,
-                        &prepare_raised,
-                    )
-                },
-                move |index, prepared: Py<PyAny>| {
-                    call_python(
-                        &commit,
-                        |py| (prepared.bind(py),).into_pyobject(py),
-                        index,
-                        &commit_raised,
-                    )
-                },
+                move |item: Py<PyAny>, _: &TaskContext| call_python(&prepare, |py| (item.bind(py),).into_pyobject(py)),
+                move |_, prepared: Py<PyAny>| call_python(&commit, |py| (prepared.bind(py),).into_pyobject(py)),
                 options,
             ))
         })?;
         let results = outcomes
             .into_iter()
             .enumerate()
-            .map(|(index, outcome)| outcome_to_py(py, index, &outcome.map(Arc::new), raised.take(index)));
+            .map(|(index, outcome)| outcome_to_py(py, index, &outcome.map(Arc::new)));
         Ok(PyList::new(py, results)?.unbind())
     }
 
@@ -429,20 +385,4 @@ fn item_args<'py>(py: Python<'py>, item: &Py<PyAny>, ctx: Option<&TaskContext>) 
         Some(ctx) => (item.bind(py), Py::new(py, PyTaskContext::of(ctx))?).into_pyobject(py),
         None => (item.bind(py),).into_pyobject(py),
     }
-}
-
-/// For each item, the first item with its key (itself without singleflight).
-fn leaders(keys: Option<&[Vec<u8>]>, singleflight: bool) -> Vec<usize> {
-    let Some(keys) = keys else { return Vec::new() };
-    let mut first: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
-    keys.iter()
-        .enumerate()
-        .map(|(index, key)| {
-            if singleflight {
-                *first.entry(key).or_insert(index)
-            } else {
-                index
-            }
-        })
-        .collect()
 }
