@@ -1095,7 +1095,8 @@ void keel_locks_free(keel_locks *locks);
 
 /**
  * Takes the key `key[0..key_len]` in `mode` (a keel_lock_mode), waiting at most `timeout_ms`
- * milliseconds (KEEL_WAIT_FOREVER: no limit), and puts the guard in `*out`.
+ * milliseconds (KEEL_WAIT_FOREVER: no limit; other negatives are
+ * KEEL_INVALID_ARGUMENT), and puts the guard in `*out`.
  *
  * Returns KEEL_TIMEOUT when the wait runs out (nothing is left behind) and
  * KEEL_WOULD_DEADLOCK when this thread holds the key already. Blocks the

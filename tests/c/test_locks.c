@@ -148,6 +148,9 @@ static void test_bad_arguments(void) {
   CHECK_STATUS(keel_locks_lock_many(shared_locks, NULL, 2, KEEL_LOCK_EXCLUSIVE, 0, &guard),
                KEEL_INVALID_ARGUMENT);
   CHECK_STATUS(keel_locks_stats(shared_locks, NULL), KEEL_INVALID_ARGUMENT);
+  /* A negative timeout other than KEEL_WAIT_FOREVER is an error. */
+  CHECK_STATUS(keel_locks_lock(shared_locks, KEY("k"), KEEL_LOCK_EXCLUSIVE, -5, &guard),
+               KEEL_INVALID_ARGUMENT);
   /* An out-of-range mode is an error, not undefined behaviour. */
   CHECK_STATUS(keel_locks_lock(shared_locks, KEY("k"), 7, 0, &guard),
                KEEL_INVALID_ARGUMENT);

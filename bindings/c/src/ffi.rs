@@ -139,3 +139,15 @@ pub(crate) unsafe fn json(ptr: *const c_char, len: usize, what: &str) -> Result<
     let text = unsafe { utf8(ptr, len, what)? };
     serde_json::from_str(text).map_err(|err| Error::invalid_argument(format!("{what} is not JSON: {err}")))
 }
+
+/// A signed millisecond timeout from C: -1 means no limit (KEEL_WAIT_FOREVER,
+/// KEEL_POOL_NO_TIMEOUT), 0 or more a limit; any other negative is an error.
+pub(crate) fn timeout_ms(ms: i64, what: &str) -> Result<Option<std::time::Duration>> {
+    match ms {
+        -1 => Ok(None),
+        ms if ms >= 0 => Ok(Some(std::time::Duration::from_millis(ms.unsigned_abs()))),
+        other => Err(Error::invalid_argument(format!(
+            "{what} {other} is not a number of ms >= 0 or -1"
+        ))),
+    }
+}

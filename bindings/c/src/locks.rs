@@ -1,7 +1,6 @@
 //! The lock registry: `keel_locks` and `keel_lock_guard`.
 
 use std::ffi::c_char;
-use std::time::Duration;
 
 use keel_core::{KeyedLocks, LockMode, MultiKeyGuard, Wait};
 
@@ -60,11 +59,11 @@ fn lock_mode(mode: u32) -> keel_core::Result<LockMode> {
     }
 }
 
-fn wait_for(timeout_ms: i64) -> Wait {
-    match u64::try_from(timeout_ms) {
-        Ok(ms) => Wait::For(Duration::from_millis(ms)),
-        Err(_) => Wait::Forever,
-    }
+fn wait_for(timeout_ms: i64) -> keel_core::Result<Wait> {
+    Ok(match ffi::timeout_ms(timeout_ms, "timeout_ms")? {
+        Some(limit) => Wait::For(limit),
+        None => Wait::Forever,
+    })
 }
 
 /// Makes an empty registry in `*out`; free it with keel_locks_free.
@@ -97,7 +96,8 @@ pub unsafe extern "C" fn keel_locks_free(locks: *mut keel_locks) {
 }
 
 /// Takes the key `key[0..key_len]` in `mode` (a keel_lock_mode), waiting at most `timeout_ms`
-/// milliseconds (KEEL_WAIT_FOREVER: no limit), and puts the guard in `*out`.
+/// milliseconds (KEEL_WAIT_FOREVER: no limit; other negatives are
+/// KEEL_INVALID_ARGUMENT), and puts the guard in `*out`.
 ///
 /// Returns KEEL_TIMEOUT when the wait runs out (nothing is left behind) and
 /// KEEL_WOULD_DEADLOCK when this thread holds the key already. Blocks the
@@ -115,7 +115,7 @@ pub unsafe extern "C" fn keel_locks_lock(
         let locks = unsafe { ffi::handle(locks, "locks")? };
         let key = unsafe { ffi::bytes(key, key_len, "key")? };
         let out = unsafe { ffi::out_handle(out, "out")? };
-        let guard = locks.inner.acquire(key, lock_mode(mode)?, wait_for(timeout_ms))?;
+        let guard = locks.inner.acquire(key, lock_mode(mode)?, wait_for(timeout_ms)?)?;
         out.put(keel_lock_guard {
             _held: guard.expect("a waiting acquisition returns a guard").into(),
         });
@@ -163,7 +163,7 @@ pub unsafe extern "C" fn keel_locks_lock_many(
         let locks = unsafe { ffi::handle(locks, "locks")? };
         let out = unsafe { ffi::out_handle(out, "out")? };
         let keys = unsafe { ffi::bytes_list(keys, count, "keys")? };
-        let guard = locks.inner.lock_many(&keys, lock_mode(mode)?, wait_for(timeout_ms))?;
+        let guard = locks.inner.lock_many(&keys, lock_mode(mode)?, wait_for(timeout_ms)?)?;
         out.put(keel_lock_guard {
             _held: guard.expect("a waiting acquisition returns a guard"),
         });

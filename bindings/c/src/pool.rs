@@ -140,16 +140,6 @@ pub const KEEL_POOL_SINGLEFLIGHT: u32 = 1;
 /// keel_pool_run flag: ignore the keys; nothing is serialized but the limit.
 pub const KEEL_POOL_UNKEYED: u32 = 2;
 
-fn timeout_from_ms(timeout_ms: i64, what: &str) -> keel_core::Result<Option<Duration>> {
-    match timeout_ms {
-        KEEL_POOL_NO_TIMEOUT => Ok(None),
-        ms if ms >= 0 => Ok(Some(Duration::from_millis(ms as u64))),
-        other => Err(Error::invalid_argument(format!(
-            "{what} {other} is not a number of ms >= 0 or -1"
-        ))),
-    }
-}
-
 /// Makes a pool in `*out`; free it with keel_pool_free.
 ///
 /// `max_concurrency` below 1 means 1. `timeout_ms` is each task's timeout
@@ -169,7 +159,7 @@ pub unsafe extern "C" fn keel_pool_new(
         let out = unsafe { ffi::out_handle(out, "out")? };
         let name = unsafe { ffi::optional_utf8(name, name_len, "name")? };
         let mut config = PoolConfig::new(max_concurrency).max_abandoned(max_abandoned);
-        if let Some(timeout) = timeout_from_ms(timeout_ms, "timeout_ms")? {
+        if let Some(timeout) = ffi::timeout_ms(timeout_ms, "timeout_ms")? {
             config = config.task_timeout(timeout);
         }
         if let Some(name) = name {
@@ -341,7 +331,7 @@ pub unsafe extern "C" fn keel_pool_run(
         }
         let mut options = BatchOptions::new();
         if timeout_ms != KEEL_POOL_TIMEOUT_DEFAULT {
-            options = options.timeout(timeout_from_ms(timeout_ms, "timeout_ms")?);
+            options = options.timeout(ffi::timeout_ms(timeout_ms, "timeout_ms")?);
         }
         let results = if flags & KEEL_POOL_UNKEYED != 0 {
             let runs = tasks
