@@ -35,7 +35,7 @@ fn aborting_or_dropping_an_open_batch_writes_nothing() {
     let drive = open("abort");
     let batch = drive.begin_batch().unwrap();
     batch.run(|b| b.create(ItemId::ROOT, &NewItem::named("a"))).unwrap();
-    batch.abort();
+    batch.abort().unwrap();
     let dropped = drive.begin_batch().unwrap();
     dropped.run(|b| b.create(ItemId::ROOT, &NewItem::named("b"))).unwrap();
     drop(dropped);
@@ -96,4 +96,96 @@ fn a_checked_open_batch_enforces_levels() {
     assert_eq!(err.kind(), ErrorKind::PermissionDenied);
     batch.commit().unwrap();
     assert!(drive.children(ItemId::ROOT, None, 10).unwrap().is_empty());
+}
+
+#[test]
+fn an_open_batch_is_used_only_by_the_thread_that_opened_it() {
+    let drive = open("thread");
+    let batch = drive.begin_batch().unwrap();
+    batch.run(|b| b.create(ItemId::ROOT, &NewItem::named("mine"))).unwrap();
+    thread::scope(|s| {
+        s.spawn(|| {
+            let call = batch.run(|b| b.create(ItemId::ROOT, &NewItem::named("theirs")));
+            assert_eq!(call.unwrap_err().kind(), ErrorKind::WouldDeadlock);
+            assert_eq!(batch.commit().unwrap_err().kind(), ErrorKind::WouldDeadlock);
+            assert_eq!(batch.abort().unwrap_err().kind(), ErrorKind::WouldDeadlock);
+        });
+    });
+    // Refused calls left it open and as it was.
+    assert!(batch.is_open());
+    batch.commit().unwrap();
+    let names: Vec<String> = drive
+        .children(ItemId::ROOT, None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["mine"]);
+    assert_eq!(batch.commit().unwrap_err().kind(), ErrorKind::Closed);
+}
+
+#[test]
+fn writers_queued_behind_an_open_batch_share_one_commit_after_it() {
+    let drive = open("queued");
+    let batch = drive.begin_batch().unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let drive = drive.clone();
+            thread::spawn(move || drive.create(ItemId::ROOT, &NewItem::named(format!("w{t}"))).map(|_| ()))
+        })
+        .collect();
+    // Wait until all four are queued behind the batch (no sleeps: poll the
+    // queue the stats report).
+    while drive.env().stats().queued_writes < 4 {
+        thread::yield_now();
+    }
+    batch.commit().unwrap();
+    for writer in writers {
+        writer.join().unwrap().unwrap();
+    }
+    let stats = drive.env().stats();
+    assert_eq!(stats.largest_batch, 4, "the queued writers went in one batch");
+    assert_eq!(drive.children(ItemId::ROOT, None, 10).unwrap().len(), 4);
+}
+
+#[test]
+fn apply_writes_everything_in_one_transaction_or_nothing() {
+    use keel::drive::{Write, Written};
+    let drive = open("apply");
+    let folder = drive.create(ItemId::ROOT, &NewItem::named("f")).unwrap();
+    let creates: Vec<Write> = (0..100)
+        .map(|i| Write::Create {
+            parent: folder.id,
+            new: NewItem::typed(format!("n{i}"), "note"),
+        })
+        .collect();
+    let before = drive.env().stats().batches;
+    let written = drive.apply(&creates).unwrap();
+    assert_eq!(drive.env().stats().batches, before + 1, "one commit for 100 writes");
+    assert_eq!(written.len(), 100);
+    let Written::Item(first) = &written[0] else {
+        panic!("create gives an item")
+    };
+    assert_eq!(drive.get(folder.id).unwrap().children, 100);
+    // A failing write (a duplicate name) undoes the ones before it.
+    let failing = [
+        Write::SetData {
+            id: first.id,
+            data: serde_json::json!({"v": 1}),
+            version: None,
+        },
+        Write::Create {
+            parent: folder.id,
+            new: NewItem::named("N0"),
+        },
+    ];
+    let err = drive.apply(&failing).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    assert!(err.message().contains("write 1 (create)"), "{err}");
+    assert_eq!(drive.get(first.id).unwrap().version, None, "the first write was undone");
+    // In an open batch, apply is part of the batch.
+    let batch = drive.begin_batch().unwrap();
+    batch.apply(&failing[..1]).unwrap();
+    batch.abort().unwrap();
+    assert_eq!(drive.get(first.id).unwrap().version, None);
 }

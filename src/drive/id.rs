@@ -55,25 +55,50 @@ impl ItemId {
 
     /// Parses 32 hex characters (either case).
     pub fn parse(text: &str) -> Result<ItemId> {
-        let bad = || Error::invalid_argument(format!("item id {text:?} is not 32 hex characters"));
+        Self::parse_hex(text.as_bytes())
+            .ok_or_else(|| Error::invalid_argument(format!("item id {text:?} is not 32 hex characters")))
+    }
+
+    /// The 32 hex characters, upper or lower case, as an id.
+    fn parse_hex(text: &[u8]) -> Option<ItemId> {
         if text.len() != 32 {
-            return Err(bad());
+            return None;
         }
         let mut bytes = [0u8; 16];
-        for (i, pair) in text.as_bytes().chunks(2).enumerate() {
-            let hex = std::str::from_utf8(pair).map_err(|_| bad())?;
-            bytes[i] = u8::from_str_radix(hex, 16).map_err(|_| bad())?;
+        for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+            *byte = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
         }
-        Ok(ItemId(bytes))
+        Some(ItemId(bytes))
+    }
+
+    /// The id as 32 lowercase hex characters, without allocating (ids are
+    /// printed on every item a binding returns, so this is a hot path).
+    pub fn to_hex(&self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 15)];
+        }
+        out
+    }
+}
+
+/// One hex digit's value, either case.
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
     }
 }
 
 impl fmt::Display for ItemId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        let hex = self.to_hex();
+        // Hex digits are ASCII, so this never falls back.
+        f.write_str(std::str::from_utf8(&hex).unwrap_or_default())
     }
 }
 

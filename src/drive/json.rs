@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use super::apply::{Write, Written};
 use super::data::{Version, VersionInfo};
 use super::id::ItemId;
 use super::item::{Item, NewItem};
@@ -161,7 +162,8 @@ pub fn version_from_json(value: &Value) -> Result<Version> {
 /// `delete_data` (`id`, `version`) → "1.2.3"|null; `schema` (`type`) →
 /// {"version", "schema"}|null; `set_schema` (`type`, `schema`, `version`) →
 /// bool (no migration callback here).
-pub fn apply(batch: &mut super::Batch<'_, '_>, call: &Value) -> Result<Value> {
+#[allow(private_bounds)] // `Hooks` is sealed: a view, a batch or an open batch.
+pub fn apply<H: super::calls::Hooks>(batch: &super::Calls<H>, call: &Value) -> Result<Value> {
     let object = as_object(call, "a batch call")?;
     let op = object
         .get("op")
@@ -255,6 +257,109 @@ pub fn apply(batch: &mut super::Batch<'_, '_>, call: &Value) -> Result<Value> {
         }
         other => return Err(Error::invalid_argument(format!("unknown batch call {other:?}"))),
     })
+}
+
+impl Write {
+    /// Reads a write in the form of [`apply`]'s calls: `{"op": "create",
+    /// "parent": id|null, "item": {...}}`, `create_at` (`parent_path`,
+    /// `item`), `make_path` (`path`), `move` (`id`, `parent`, `name`?),
+    /// `rename` (`id`, `name`), `delete` (`id`), `set_permissions` (`id`,
+    /// `permissions`), `set_data` (`id`, `data`, `version`?), `delete_data`
+    /// (`id`, `version`).
+    pub fn from_json(call: &Value) -> Result<Write> {
+        let object = as_object(call, "a write")?;
+        let op = object
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::invalid_argument("a write needs an \"op\" string"))?;
+        let field = |key: &str| object.get(key).unwrap_or(&Value::Null);
+        let text = |key: &str| -> Result<String> {
+            field(key)
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| Error::invalid_argument(format!("{op}: \"{key}\" must be a string")))
+        };
+        let id = |key: &str| -> Result<ItemId> {
+            match field(key) {
+                Value::Null => Ok(ItemId::ROOT),
+                other => id_from_json(other),
+            }
+        };
+        let version = || -> Result<Option<Version>> {
+            match field("version") {
+                Value::Null => Ok(None),
+                other => version_from_json(other).map(Some),
+            }
+        };
+        Ok(match op {
+            "create" => Write::Create {
+                parent: id("parent")?,
+                new: NewItem::from_json(field("item"))?,
+            },
+            "create_at" => Write::CreateAt {
+                parent_path: text("parent_path")?,
+                new: NewItem::from_json(field("item"))?,
+            },
+            "make_path" => Write::MakePath { path: text("path")? },
+            "move" => Write::Move {
+                id: id("id")?,
+                parent: id("parent")?,
+                name: match field("name") {
+                    Value::Null => None,
+                    _ => Some(text("name")?),
+                },
+            },
+            "rename" => Write::Rename {
+                id: id("id")?,
+                name: text("name")?,
+            },
+            "delete" => Write::Delete { id: id("id")? },
+            "set_permissions" => Write::SetPermissions {
+                id: id("id")?,
+                permissions: Permissions::from_json(field("permissions"))?,
+            },
+            "set_data" => Write::SetData {
+                id: id("id")?,
+                data: field("data").clone(),
+                version: version()?,
+            },
+            "delete_data" => Write::DeleteData {
+                id: id("id")?,
+                version: version()?.ok_or_else(|| Error::invalid_argument("delete_data needs a \"version\""))?,
+            },
+            other => return Err(Error::invalid_argument(format!("unknown write {other:?}"))),
+        })
+    }
+}
+
+impl Written {
+    /// The result in the JSON form of the call's own result: an item, a
+    /// list of items, a count, `"1.2.3"`, or `"1.2.3"`/null.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Written::Item(item) => item.to_json(),
+            Written::Items(items) => Value::Array(items.iter().map(Item::to_json).collect()),
+            Written::Deleted(count) => Value::from(*count),
+            Written::Version(version) => Value::from(version.to_string()),
+            Written::Current(current) => current.map(|v| v.to_string()).into(),
+        }
+    }
+}
+
+/// Applies a JSON array of writes (see [`Write::from_json`]) in one
+/// transaction with [`Calls::apply`](super::Calls::apply); returns the
+/// array of their results.
+#[allow(private_bounds)] // `Hooks` is sealed: a view, a batch or an open batch.
+pub fn apply_all<H: super::calls::Hooks>(calls: &super::Calls<H>, writes: &Value) -> Result<Value> {
+    let writes = writes
+        .as_array()
+        .ok_or_else(|| Error::invalid_argument("writes must be a JSON array"))?
+        .iter()
+        .enumerate()
+        .map(|(at, write)| Write::from_json(write).map_err(|err| err.context(format!("write {at}"))))
+        .collect::<Result<Vec<Write>>>()?;
+    let written = calls.apply(&writes)?;
+    Ok(Value::Array(written.iter().map(Written::to_json).collect()))
 }
 
 fn as_object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {

@@ -39,7 +39,9 @@
 //! # Ok::<(), keel::Error>(())
 //! ```
 
+mod apply;
 mod batch;
+mod calls;
 mod data;
 mod id;
 mod item;
@@ -59,16 +61,18 @@ use crate::lmdb::format::{self, FileFormat};
 use crate::lmdb::{Durability, Env, EnvOptions};
 use crate::{Error, Result};
 
-pub use batch::Batch;
+pub use apply::{Write, Written};
+pub use batch::{Batch, InBatch};
+pub use calls::Calls;
 pub use data::{Version, VersionInfo};
 pub use id::ItemId;
 pub use item::{Item, NewItem};
 pub use names::{MAX_NAME_BYTES, MAX_NAME_CHARS, MAX_TYPE_BYTES};
-pub use open_batch::OpenBatch;
+pub use open_batch::{InOpenBatch, OpenBatch};
 pub use perms::{Level, Permissions};
 pub use schema::{MigrateFn, Migration};
 pub use tree::WalkOrder;
-pub use view::DriveView;
+pub use view::{AsView, DriveView};
 
 use perms::Actor;
 use schema::SchemaCache;
@@ -166,9 +170,11 @@ impl Drive {
         });
         crate::stats::register("drive", &core);
         Ok(Drive {
-            view: DriveView {
-                core,
-                actor: Arc::new(Actor::default()),
+            view: Calls {
+                hooks: AsView {
+                    core,
+                    actor: Arc::new(Actor::default()),
+                },
             },
         })
     }
@@ -176,40 +182,29 @@ impl Drive {
     /// A view whose every call is checked against `user`'s (and `roles'`)
     /// permission levels, and records `user` as creator and updater.
     pub fn as_user(&self, user: &str, roles: &[&str]) -> DriveView {
-        self.view_as(user, roles, true)
+        self.view.view_as(user, roles, true)
     }
 
     /// A view that records `user` as creator and updater but checks nothing
     /// (for services that have checked permissions themselves).
     pub fn attributed_to(&self, user: &str) -> DriveView {
-        self.view_as(user, &[], false)
-    }
-
-    fn view_as(&self, user: &str, roles: &[&str], enforced: bool) -> DriveView {
-        DriveView {
-            core: self.view.core.clone(),
-            actor: Arc::new(Actor {
-                user: user.to_owned(),
-                roles: roles.iter().map(|role| (*role).to_owned()).collect(),
-                enforced,
-            }),
-        }
+        self.view.view_as(user, &[], false)
     }
 
     /// Writes a consistent, compacted copy of the drive to `dest` while it
     /// stays in use; durable when this returns. The copy opens as a drive.
     pub fn backup(&self, dest: &Path) -> Result<()> {
-        self.view.core.env.backup(dest)
+        self.view.core().env.backup(dest)
     }
 
     /// The drive's LMDB environment (for stats).
     pub fn env(&self) -> &Env {
-        &self.view.core.env
+        &self.view.core().env
     }
 
     /// The canonical path of the drive file.
     pub fn path(&self) -> &Path {
-        self.view.core.env.path()
+        self.view.core().env.path()
     }
 }
 

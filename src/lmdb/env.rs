@@ -35,14 +35,14 @@ pub struct Env {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     env: Environment,
     path: PathBuf,
     /// Shared by every transaction; taken exclusively to resize the map,
     /// which LMDB allows only while this process has no transaction open.
     resize: RwLock<()>,
     databases: Mutex<HashMap<String, Database>>,
-    commits: GroupCommit,
+    pub(super) commits: GroupCommit,
     map_growths: AtomicU64,
 }
 
@@ -160,6 +160,12 @@ impl Env {
                 self.inner.path.display()
             )));
         }
+        if super::held::holding_here(self.address()) {
+            return Err(Error::would_deadlock(format!(
+                "this thread has a batch open on {}: write through the batch, or end it first",
+                self.inner.path.display()
+            )));
+        }
         let mut job = Job { f, result: None };
         let event = self
             .inner
@@ -211,6 +217,23 @@ impl Env {
             stats.readers = info.num_readers();
         }
         stats
+    }
+
+    /// Holds this file's write transaction on the calling thread until it is
+    /// committed or aborted (see [`HeldWrite`](super::HeldWrite)). Waits for
+    /// the writers queued before it.
+    pub fn hold_write(&self) -> Result<super::HeldWrite> {
+        self.inner.check_usable()?;
+        super::HeldWrite::begin(self)
+    }
+
+    pub(super) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// The shared environment's address: the same for every clone.
+    pub(super) fn address(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
     /// Whether `self` and `other` are the same open environment.
@@ -322,7 +345,7 @@ impl Inner {
 
     /// Begins a transaction under the shared resize lock. If another process
     /// grew the map past ours, adopts its size and tries again.
-    fn begin<'a, T>(
+    pub(super) fn begin<'a, T>(
         &'a self,
         begin: impl Fn(&'a Environment) -> lmdb::Result<T>,
     ) -> Result<(RwLockReadGuard<'a, ()>, T)> {
@@ -425,7 +448,7 @@ impl Inner {
     }
 
     /// Doubles the map. Waits until this process has no transaction open.
-    fn grow_map(&self) -> Result<()> {
+    pub(super) fn grow_map(&self) -> Result<()> {
         let _exclusive = self.resize.write();
         let current = self.env.info().map_err(|e| map_err("read map size", e))?.map_size();
         let doubled = current.checked_mul(2).ok_or_else(|| {

@@ -8,6 +8,12 @@
 //! as the next leader and takes them all. So under load each fsync carries
 //! every write that arrived during the previous one, and nobody spins.
 //!
+//! A *hold* ([`GroupCommit::hold`]) takes the leader's place for a while
+//! without running a batch: an open batch on its caller's thread keeps the
+//! write transaction between calls. Holders queue apart from writers; when a
+//! batch ends a waiting holder goes next, when a hold ends the queued
+//! writers do, so neither starves the other.
+//!
 //! Jobs live on their owners' stacks. The leader reaches them through a
 //! lifetime-erased pointer, which is sound because an owner never returns (so
 //! never frees its job) until the leader has signalled it `Done`, and the
@@ -76,7 +82,26 @@ pub(crate) struct GroupCommit {
 
 struct Queue {
     pending: Vec<Pending>,
+    /// Threads waiting to hold the leader's place (open batches), oldest first.
+    holders: std::collections::VecDeque<Arc<Signal>>,
     leader_active: bool,
+}
+
+impl Queue {
+    /// Gives the leader's place to the next in line, or frees it. After a
+    /// hold, queued writers go first; after a batch, a waiting holder does.
+    fn hand_off(&mut self, after_hold: bool) {
+        let holder_next = !self.holders.is_empty() && (!after_hold || self.pending.is_empty());
+        if holder_next {
+            if let Some(holder) = self.holders.pop_front() {
+                holder.set(State::Lead);
+            }
+        } else if let Some(next) = self.pending.first() {
+            next.signal.set(State::Lead);
+        } else {
+            self.leader_active = false;
+        }
+    }
 }
 
 struct Pending {
@@ -95,6 +120,7 @@ impl GroupCommit {
         GroupCommit {
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
+                holders: std::collections::VecDeque::new(),
                 leader_active: false,
             }),
             batches: AtomicU64::new(0),
@@ -161,12 +187,34 @@ impl GroupCommit {
         for pending in &batch {
             pending.signal.set(State::Done);
         }
-        let mut queue = self.queue.lock();
-        match queue.pending.first() {
-            Some(next) => next.signal.set(State::Lead),
-            None => queue.leader_active = false,
-        }
+        self.queue.lock().hand_off(false);
         event
+    }
+
+    /// Blocks until this thread holds the leader's place: no batch runs
+    /// until [`release_hold`](GroupCommit::release_hold). The caller then
+    /// owns the file's write transaction (an open batch).
+    pub(crate) fn hold(&self) {
+        let signal = {
+            let mut queue = self.queue.lock();
+            if !std::mem::replace(&mut queue.leader_active, true) {
+                return;
+            }
+            let signal = Arc::new(Signal::new());
+            queue.holders.push_back(signal.clone());
+            signal
+        };
+        let state = signal.wait();
+        debug_assert_eq!(state, State::Lead);
+    }
+
+    /// Ends a [`hold`](GroupCommit::hold); `committed` counts it as one
+    /// batch of one write.
+    pub(crate) fn release_hold(&self, committed: bool) {
+        if committed {
+            self.record(1);
+        }
+        self.queue.lock().hand_off(true);
     }
 
     fn record(&self, batch_len: usize) {

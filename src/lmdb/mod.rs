@@ -35,6 +35,7 @@ mod codec;
 mod env;
 pub mod format;
 mod group_commit;
+mod held;
 mod registry;
 mod sys;
 
@@ -44,6 +45,7 @@ use crate::Error;
 
 pub use codec::{encode_len_prefixed, Codec, Decoder, Table};
 pub use env::{Env, EnvStats};
+pub use held::HeldWrite;
 pub use lmdb::{Database, DatabaseFlags, RoTransaction, RwTransaction, Transaction, WriteFlags};
 
 /// How a committed write reaches the disk.

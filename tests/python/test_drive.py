@@ -181,3 +181,69 @@ def test_backup_and_bad_files(tmp_path, drive):
     garbage.write_bytes(b"not lmdb" * 1000)
     with pytest.raises(keel.Corrupt):
         keel.Drive(str(garbage))
+
+
+def test_a_batch_has_every_drive_call_and_runs_on_its_own_thread(drive):
+    drive.create(None, "n", type="note")
+    with drive.batch() as b:
+        assert isinstance(b, keel.Drive) and isinstance(b, keel.DriveBatch)
+        note = b.create(None, "m", type="note")
+        assert b.set_schema("note", {"type": "object"}, 1) is True
+        b.set_data(note["id"], {"v": 1})
+        assert [v["version"] for v in b.versions(note["id"])] == ["0.0.1"]
+        assert sorted(i["name"] for i in b.by_type("note")) == ["m", "n"]
+        assert sorted(i["name"] for i in b.walk()) == ["m", "n"]
+        assert [i["name"] for i in b.children()] == ["m", "n"]
+        errors = []
+
+        def elsewhere():
+            try:
+                b.create(None, "x")
+            except keel.WouldDeadlock as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=elsewhere)
+        t.start()
+        t.join()
+        assert len(errors) == 1 and "thread that opened it" in str(errors[0])
+    assert drive.schema("note")[0] == 1
+    assert drive.get_data(note["id"]) == ("0.0.1", {"v": 1})
+    with pytest.raises(keel.Closed):
+        b.get(note["id"])
+
+
+def test_other_threads_writers_wait_for_a_batch_without_the_gil(drive):
+    done = []
+    with drive.batch() as b:
+        b.create(None, "in-batch")
+        t = threading.Thread(target=lambda: done.append(drive.create(None, "after")["name"]))
+        t.start()
+        # The other writer waits for the batch's transaction with the GIL
+        # released: this thread goes on making calls meanwhile.
+        for i in range(50):
+            b.create(None, f"more{i}")
+    t.join()
+    assert done == ["after"]
+    assert len(list(drive.children())) == 52
+
+
+def test_apply_writes_many_calls_in_one_commit_or_none(drive):
+    folder = drive.create(None, "f")
+    before = drive.stats()["batches"]
+    written = drive.apply(
+        [{"op": "create", "parent": folder["id"], "item": {"name": f"n{i}", "type": "note"}} for i in range(100)]
+    )
+    assert drive.stats()["batches"] == before + 1
+    assert [w["name"] for w in written] == [f"n{i}" for i in range(100)]
+    first = written[0]["id"]
+    results = drive.apply([{"op": "set_data", "id": first, "data": {"v": 1}}, {"op": "delete", "id": written[1]["id"]}])
+    assert results == ["0.0.1", 1]
+    with pytest.raises(keel.AlreadyExists, match="write 1"):
+        drive.apply([{"op": "set_data", "id": first, "data": {"v": 2}}, {"op": "create", "parent": folder["id"], "item": {"name": "N0"}}])
+    assert drive.get_data(first) == ("0.0.1", {"v": 1})
+    with pytest.raises(keel.InvalidArgument):
+        drive.apply([{"op": "explode"}])
+    with drive.batch() as b:
+        b.apply([{"op": "rename", "id": first, "name": "renamed"}])
+        assert b.get(first)["name"] == "renamed"
+    assert drive.get(first)["name"] == "renamed"

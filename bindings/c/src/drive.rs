@@ -653,7 +653,7 @@ pub unsafe extern "C" fn keel_drive_batch_call(
         let batch = unsafe { ffi::handle(batch, "batch")? };
         let call = unsafe { ffi::json(call_json, call_len, "call")? };
         let out = unsafe { ffi::out_value(out, "out")? };
-        let result = batch.open.run(move |b| json::apply(b, &call))?;
+        let result = json::apply(&batch.open, &call)?;
         *out = keel_buf::from_json(&result);
         Ok(())
     })
@@ -678,6 +678,10 @@ pub unsafe extern "C" fn keel_drive_batch_commit(batch: *mut keel_drive_batch) -
 pub unsafe extern "C" fn keel_drive_batch_abort(batch: *mut keel_drive_batch) {
     if !batch.is_null() {
         // SAFETY: made by keel_drive_batch_begin, ended once.
-        ffi::call_void(|| unsafe { Box::from_raw(batch) }.open.abort());
+        // From another thread than the opening one the abort is refused and
+        // the drop aborts instead (see keel::drive::OpenBatch).
+        ffi::call_void(|| {
+            let _ = unsafe { Box::from_raw(batch) }.open.abort();
+        });
     }
 }

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use keel::drive::{
-    Drive, DriveOptions, DriveView, Item, ItemId, Migration, NewItem, OpenBatch, Permissions, Version, WalkOrder,
+    Drive, DriveOptions, DriveView, Item, ItemId, Level, Migration, NewItem, OpenBatch, Permissions, Version,
+    WalkOrder, Write, Written,
 };
 use keel::lmdb::Durability;
 use keel::Error;
@@ -58,13 +59,32 @@ fn version_arg(version: Option<&str>) -> keel::Result<Option<Version>> {
     version.map(Version::parse).transpose()
 }
 
+/// An id as a str of 32 lowercase hex characters, without a Rust string
+/// in between.
+fn id_str(py: Python<'_>, id: ItemId) -> Bound<'_, PyString> {
+    let hex = id.to_hex();
+    PyString::new(py, std::str::from_utf8(&hex).unwrap_or_default())
+}
+
+/// A level's name, one shared str per level.
+fn level_str(py: Python<'_>, level: Level) -> &Bound<'_, PyString> {
+    use pyo3::intern;
+    match level {
+        Level::Deny => intern!(py, "deny"),
+        Level::Read => intern!(py, "read"),
+        Level::Edit => intern!(py, "edit"),
+        Level::Admin => intern!(py, "admin"),
+    }
+}
+
 /// The item as a dict with the keys of its JSON form, built directly (no
-/// JSON value in between: this is the hot path of every item call).
-fn item_dict<'py>(py: Python<'py>, item: &Item) -> PyResult<Bound<'py, PyAny>> {
+/// JSON value in between: this is the hot path of every item call). Keys
+/// and level names are interned strs, shared by every dict.
+fn item_dict<'py>(py: Python<'py>, item: &Item) -> PyResult<Bound<'py, PyDict>> {
     use pyo3::intern;
     let dict = PyDict::new(py);
-    dict.set_item(intern!(py, "id"), item.id.to_string())?;
-    dict.set_item(intern!(py, "parent"), item.parent.to_string())?;
+    dict.set_item(intern!(py, "id"), id_str(py, item.id))?;
+    dict.set_item(intern!(py, "parent"), id_str(py, item.parent))?;
     dict.set_item(intern!(py, "name"), &item.name)?;
     dict.set_item(intern!(py, "type"), &item.kind)?;
     dict.set_item(intern!(py, "created"), item.created)?;
@@ -77,25 +97,42 @@ fn item_dict<'py>(py: Python<'py>, item: &Item) -> PyResult<Bound<'py, PyAny>> {
     let permissions = PyDict::new(py);
     permissions.set_item(
         intern!(py, "default"),
-        item.permissions.default.map(|level| level.name()),
+        item.permissions.default.map(|level| level_str(py, level)),
     )?;
-    for (key, map) in [("users", &item.permissions.users), ("roles", &item.permissions.roles)] {
+    let levels = |map: &std::collections::BTreeMap<String, Level>| -> PyResult<Bound<'py, PyDict>> {
         let levels = PyDict::new(py);
         for (name, level) in map {
-            levels.set_item(name, level.name())?;
+            levels.set_item(name, level_str(py, *level))?;
         }
-        permissions.set_item(key, levels)?;
-    }
+        Ok(levels)
+    };
+    permissions.set_item(intern!(py, "users"), levels(&item.permissions.users)?)?;
+    permissions.set_item(intern!(py, "roles"), levels(&item.permissions.roles)?)?;
     dict.set_item(intern!(py, "permissions"), permissions)?;
-    Ok(dict.into_any())
+    Ok(dict)
 }
 
 fn item_list<'py>(py: Python<'py>, items: &[Item]) -> PyResult<Bound<'py, PyList>> {
-    let list = PyList::empty(py);
-    for item in items {
-        list.append(item_dict(py, item)?)?;
-    }
-    Ok(list)
+    let dicts = items
+        .iter()
+        .map(|item| item_dict(py, item))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, dicts)
+}
+
+/// A write's result as Python: an item dict, a list of them, a count or a
+/// version str (None).
+fn written_py<'py>(py: Python<'py>, written: &Written) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match written {
+        Written::Item(item) => item_dict(py, item)?.into_any(),
+        Written::Items(items) => item_list(py, items)?.into_any(),
+        Written::Deleted(count) => count.into_pyobject(py)?.into_any(),
+        Written::Version(version) => PyString::new(py, &version.to_string()).into_any(),
+        Written::Current(current) => match current {
+            Some(version) => PyString::new(py, &version.to_string()).into_any(),
+            None => py.None().into_bound(py),
+        },
+    })
 }
 
 fn new_item(name: String, kind: Option<String>, permissions: Option<&Bound<'_, PyAny>>) -> keel::Result<NewItem> {
@@ -120,14 +157,84 @@ fn walk_order(order: &str) -> keel::Result<WalkOrder> {
     }
 }
 
+/// Where a `Drive` object's calls run: the drive itself (each call its own
+/// transaction, run with the GIL released), or an open batch (calls run in
+/// the batch's transaction on the thread that opened it; they wait for
+/// nothing, so the GIL stays held and a call costs no thread switch).
+#[derive(Clone)]
+enum Target {
+    View(DriveView),
+    Batch(Arc<BatchSlot>),
+}
+
+/// A `DriveBatch`'s batch: opened by `__enter__`, ended by `__exit__`.
+struct BatchSlot {
+    view: DriveView,
+    open: Mutex<Option<OpenBatch>>,
+}
+
+/// Runs `body` on the slot's open batch with the GIL held. The slot's mutex
+/// is only ever taken with the GIL held and never across a release of it,
+/// so `try_lock` fails only if a migration callback is re-entering.
+fn in_batch<T>(py: Python<'_>, slot: &BatchSlot, body: impl FnOnce(&OpenBatch) -> keel::Result<T>) -> PyResult<T> {
+    quick(py, || {
+        let open = slot
+            .open
+            .try_lock()
+            .ok_or_else(|| Error::would_deadlock("the batch is busy with another call"))?;
+        match open.as_ref() {
+            Some(batch) => body(batch),
+            None => Err(Error::closed("the batch is not open: use it in a `with` block")),
+        }
+    })
+}
+
+/// Runs one drive call on `target`: `call!(target, py, |d| d.get(id))`. The
+/// body is written once and compiled for the view and for the open batch
+/// (both are `keel::drive::Calls`), so `Drive` and `DriveBatch` share every
+/// method.
+macro_rules! call {
+    ($target:expr, $py:expr, |$d:ident| $body:expr) => {
+        match $target {
+            Target::View(view) => blocking($py, || {
+                let $d = view;
+                $body
+            }),
+            Target::Batch(slot) => in_batch($py, slot, |$d| $body),
+        }
+    };
+}
+
 /// A drive: a tree of named items, typed items carrying versioned JSON data,
 /// per-item permissions. `Drive(path)` opens (or creates) the file; every
 /// write is durable when it returns. Item ids are 32-character hex str (16
 /// bytes are accepted too); `None` as a parent means the root.
-#[pyclass(name = "Drive", module = "keel", frozen)]
+#[pyclass(name = "Drive", module = "keel", frozen, subclass)]
 pub struct PyDrive {
     drive: Drive,
-    view: DriveView,
+    target: Target,
+}
+
+impl PyDrive {
+    /// The view this object's calls are made as (a batch's: the view that
+    /// opened it).
+    fn view(&self) -> &DriveView {
+        match &self.target {
+            Target::View(view) => view,
+            Target::Batch(slot) => &slot.view,
+        }
+    }
+
+    /// The view, if this object is not a batch (for calls a batch lacks).
+    fn unbatched(&self, py: Python<'_>, call: &str) -> PyResult<&DriveView> {
+        match &self.target {
+            Target::View(view) => Ok(view),
+            Target::Batch(_) => Err(to_pyerr(
+                py,
+                Error::invalid_argument(format!("{call} is not a batch call: call it on the drive")),
+            )),
+        }
+    }
 }
 
 #[pymethods]
@@ -144,36 +251,36 @@ impl PyDrive {
         }
         let drive = blocking(py, || Drive::open(&path, &options))?;
         let view = (*drive).clone();
-        Ok(PyDrive { drive, view })
+        Ok(PyDrive {
+            drive,
+            target: Target::View(view),
+        })
     }
 
     /// A view of the same drive whose every call enforces `user`'s levels
-    /// (with `roles`); raises keel.PermissionDenied when a level is missing.
+    /// (with `roles`); raises keel.PermissionDenied when a level is missing,
+    /// and when called on a checked view.
     #[pyo3(signature = (user, roles=Vec::new()))]
     fn as_user(&self, py: Python<'_>, user: &str, roles: Vec<String>) -> PyResult<PyDrive> {
-        if self.view.is_checked() {
-            return Err(to_pyerr(
-                py,
-                Error::permission_denied("as_user is only offered by the unchecked drive"),
-            ));
-        }
+        let view = self.unbatched(py, "as_user")?;
         let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        let checked = quick(py, || view.as_user(user, &roles))?;
         Ok(PyDrive {
             drive: self.drive.clone(),
-            view: self.drive.as_user(user, &roles),
+            target: Target::View(checked),
         })
     }
 
     /// The user this view acts as ("" for the unchecked drive).
     #[getter]
     fn user(&self) -> String {
-        self.view.user().to_owned()
+        self.view().user().to_owned()
     }
 
     /// Whether this view enforces permission levels.
     #[getter]
     fn checked(&self) -> bool {
-        self.view.is_checked()
+        self.view().is_checked()
     }
 
     /// The drive file's canonical path.
@@ -185,36 +292,37 @@ impl PyDrive {
     /// The item with this id, as a dict; with `type`, raises keel.Conflict
     /// if the item has another type.
     #[pyo3(signature = (id, r#type=None))]
-    fn get<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>, r#type: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+    fn get<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>, r#type: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
         let id = id_arg(Some(id))?;
-        let item = blocking(py, || match &r#type {
-            Some(kind) => self.view.get_typed(id, kind),
-            None => self.view.get(id),
+        let item = call!(&self.target, py, |d| match r#type {
+            Some(kind) => d.get_typed(id, kind),
+            None => d.get(id),
         })?;
         item_dict(py, &item)
     }
 
     /// Every item along `path` ("a/b/c", case-insensitive), first step first.
     fn resolve<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyList>> {
-        let items = blocking(py, || self.view.resolve(path))?;
+        let items = call!(&self.target, py, |d| d.resolve(path))?;
         item_list(py, &items)
     }
 
     /// The item at `path` (the root for "").
-    fn at_path<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyAny>> {
-        let item = blocking(py, || self.view.at_path(path))?;
+    fn at_path<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyDict>> {
+        let item = call!(&self.target, py, |d| d.at_path(path))?;
         item_dict(py, &item)
     }
 
     /// The path of an item ("a/b/c", names as given).
     fn path_of(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<String> {
         let id = id_arg(Some(id))?;
-        blocking(py, || self.view.path_of(id))
+        call!(&self.target, py, |d| d.path_of(id))
     }
 
     /// The children of `parent` (None: the root) in name order, ignoring
     /// case, starting after the child named `after`, at most `limit`: an
-    /// iterator fetching pages of 256 with the GIL released.
+    /// iterator fetching pages of 256 (with the GIL released, outside a
+    /// batch).
     #[pyo3(signature = (parent=None, *, after=None, limit=None))]
     fn children(
         &self,
@@ -223,7 +331,7 @@ impl PyDrive {
         limit: Option<usize>,
     ) -> PyResult<PyItemIter> {
         Ok(PyItemIter::new(
-            self.view.clone(),
+            self.target.clone(),
             Listing::Children(id_arg(parent)?),
             after,
             limit,
@@ -231,7 +339,7 @@ impl PyDrive {
     }
 
     /// Items of `type`, by id, after `after`, at most `limit`: an iterator
-    /// fetching pages with the GIL released.
+    /// fetching pages.
     #[pyo3(signature = (r#type, *, after=None, limit=None))]
     fn by_type(&self, r#type: String, after: Option<&Bound<'_, PyAny>>, limit: Option<usize>) -> PyResult<PyItemIter> {
         let after = match after.filter(|a| !a.is_none()) {
@@ -239,7 +347,7 @@ impl PyDrive {
             None => None,
         };
         Ok(PyItemIter::new(
-            self.view.clone(),
+            self.target.clone(),
             Listing::ByType(r#type),
             after,
             limit,
@@ -248,12 +356,12 @@ impl PyDrive {
 
     /// Every readable item below `top` (None: the whole drive), children
     /// before parents ("children_first") or parents first: an iterator over
-    /// one consistent snapshot, read with the GIL released.
+    /// one consistent snapshot.
     #[pyo3(signature = (top=None, *, order="children_first"))]
     fn walk(&self, py: Python<'_>, top: Option<&Bound<'_, PyAny>>, order: &str) -> PyResult<PyItemIter> {
         let top = id_arg(top)?;
         let order = quick(py, || walk_order(order))?;
-        let items = blocking(py, || self.view.walk(top, order))?;
+        let items = call!(&self.target, py, |d| d.walk(top, order))?;
         Ok(PyItemIter::done(items))
     }
 
@@ -266,10 +374,10 @@ impl PyDrive {
         name: String,
         r#type: Option<String>,
         permissions: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Bound<'py, PyDict>> {
         let parent = id_arg(parent)?;
         let new = quick(py, || new_item(name, r#type, permissions))?;
-        let item = blocking(py, || self.view.create(parent, &new))?;
+        let item = call!(&self.target, py, |d| d.create(parent, &new))?;
         item_dict(py, &item)
     }
 
@@ -282,15 +390,15 @@ impl PyDrive {
         name: String,
         r#type: Option<String>,
         permissions: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Bound<'py, PyDict>> {
         let new = quick(py, || new_item(name, r#type, permissions))?;
-        let item = blocking(py, || self.view.create_at(parent_path, &new))?;
+        let item = call!(&self.target, py, |d| d.create_at(parent_path, &new))?;
         item_dict(py, &item)
     }
 
     /// Creates the missing folders along `path`; returns every step's item.
     fn make_path<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyList>> {
-        let items = blocking(py, || self.view.make_path(path))?;
+        let items = call!(&self.target, py, |d| d.make_path(path))?;
         item_list(py, &items)
     }
 
@@ -302,24 +410,24 @@ impl PyDrive {
         py: Python<'py>,
         id: &Bound<'py, PyAny>,
         new_parent: Option<&Bound<'py, PyAny>>,
-        new_name: Option<String>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+        new_name: Option<&str>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let (id, new_parent) = (id_arg(Some(id))?, id_arg(new_parent)?);
-        let item = blocking(py, || self.view.move_item(id, new_parent, new_name.as_deref()))?;
+        let item = call!(&self.target, py, |d| d.move_item(id, new_parent, new_name))?;
         item_dict(py, &item)
     }
 
     /// Renames an item within its parent.
-    fn rename<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>, new_name: &str) -> PyResult<Bound<'py, PyAny>> {
+    fn rename<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>, new_name: &str) -> PyResult<Bound<'py, PyDict>> {
         let id = id_arg(Some(id))?;
-        let item = blocking(py, || self.view.rename(id, new_name))?;
+        let item = call!(&self.target, py, |d| d.rename(id, new_name))?;
         item_dict(py, &item)
     }
 
     /// Deletes an item and everything below it; returns how many items.
     fn delete(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<u64> {
         let id = id_arg(Some(id))?;
-        blocking(py, || self.view.delete(id))
+        call!(&self.target, py, |d| d.delete(id))
     }
 
     /// Replaces an item's own permissions:
@@ -329,10 +437,10 @@ impl PyDrive {
         py: Python<'py>,
         id: Option<&Bound<'py, PyAny>>,
         permissions: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Bound<'py, PyDict>> {
         let id = id_arg(id)?;
         let permissions = quick(py, || Permissions::from_json(&from_py(permissions)?))?;
-        let item = blocking(py, || self.view.set_permissions(id, &permissions))?;
+        let item = call!(&self.target, py, |d| d.set_permissions(id, &permissions))?;
         item_dict(py, &item)
     }
 
@@ -348,7 +456,7 @@ impl PyDrive {
     ) -> PyResult<String> {
         let id = id_arg(Some(id))?;
         let (data, version) = quick(py, || Ok((from_py(data)?, version_arg(version)?)))?;
-        let written = blocking(py, || self.view.set_data(id, &data, version))?;
+        let written = call!(&self.target, py, |d| d.set_data(id, &data, version))?;
         Ok(written.to_string())
     }
 
@@ -362,14 +470,14 @@ impl PyDrive {
     ) -> PyResult<(String, Bound<'py, PyAny>)> {
         let id = id_arg(Some(id))?;
         let version = quick(py, || version_arg(version))?;
-        let (version, data) = blocking(py, || self.view.get_data(id, version))?;
+        let (version, data) = call!(&self.target, py, |d| d.get_data(id, version))?;
         Ok((version.to_string(), to_py(py, &data)?))
     }
 
     /// Every stored version of an item's data, newest first, as dicts.
     fn versions<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         let id = id_arg(Some(id))?;
-        let versions = blocking(py, || self.view.versions(id))?;
+        let versions = call!(&self.target, py, |d| d.versions(id))?;
         let list = PyList::empty(py);
         for info in &versions {
             list.append(to_py(py, &info.to_json())?)?;
@@ -381,7 +489,7 @@ impl PyDrive {
     fn delete_data(&self, py: Python<'_>, id: &Bound<'_, PyAny>, version: &str) -> PyResult<Option<String>> {
         let id = id_arg(Some(id))?;
         let version = quick(py, || Version::parse(version))?;
-        let current = blocking(py, || self.view.delete_data(id, version))?;
+        let current = call!(&self.target, py, |d| d.delete_data(id, version))?;
         Ok(current.map(|v| v.to_string()))
     }
 
@@ -390,7 +498,8 @@ impl PyDrive {
     /// keel.Conflict; a higher one calls `migrate(item, version, data,
     /// from_schema, to_schema) -> new data` for every stored version of every
     /// item of the type, all in one transaction: if it raises, nothing
-    /// changes. `migrate` runs on a keel thread, holding the GIL while it runs.
+    /// changes. `migrate` runs holding the GIL (on a keel thread, outside a
+    /// batch).
     #[pyo3(signature = (r#type, schema, version, migrate=None))]
     fn set_schema(
         &self,
@@ -401,35 +510,73 @@ impl PyDrive {
         migrate: Option<Py<PyAny>>,
     ) -> PyResult<bool> {
         let schema = quick(py, || from_py(schema))?;
-        blocking(py, || match &migrate {
+        call!(&self.target, py, |d| match &migrate {
             Some(callable) => {
                 let mut call = |step: &Migration<'_>, data: Value| call_migration(callable, step, data);
-                self.view.set_schema(r#type, &schema, version, Some(&mut call))
+                d.set_schema(r#type, &schema, version, Some(&mut call))
             }
-            None => self.view.set_schema(r#type, &schema, version, None),
+            None => d.set_schema(r#type, &schema, version, None),
         })
     }
 
     /// `(version, schema)` registered for `type`, or None.
     fn schema<'py>(&self, py: Python<'py>, r#type: &str) -> PyResult<Option<(u32, Bound<'py, PyAny>)>> {
-        let found = blocking(py, || self.view.schema(r#type))?;
+        let found = call!(&self.target, py, |d| d.schema(r#type))?;
         found
             .map(|(version, schema)| Ok((version, to_py(py, &schema)?)))
             .transpose()
     }
 
-    /// A batch: `with drive.batch() as b:` — every call on `b` is one
-    /// transaction, committed durably when the block ends without an
-    /// exception and undone otherwise. Other writers wait while it is open.
-    fn batch(&self) -> PyDriveBatch {
-        PyDriveBatch {
-            view: self.view.clone(),
-            open: Arc::new(Mutex::new(None)),
-        }
+    /// Applies many writes in one transaction, all or nothing: a list of
+    /// calls in the JSON form of keel::drive::Write — `{"op": "create",
+    /// "parent": id | None, "item": {"name": ..., "type": ...}}`,
+    /// `create_at` (`parent_path`, `item`), `make_path` (`path`), `move`
+    /// (`id`, `parent`, `name`), `rename` (`id`, `name`), `delete` (`id`),
+    /// `set_permissions` (`id`, `permissions`), `set_data` (`id`, `data`,
+    /// `version`), `delete_data` (`id`, `version`). Returns each call's
+    /// result in order. Outside a batch, one durable commit.
+    fn apply<'py>(&self, py: Python<'py>, writes: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        let writes = quick(py, || {
+            let writes = from_py(writes)?;
+            let Value::Array(writes) = writes else {
+                return Err(Error::invalid_argument("apply takes a list of writes"));
+            };
+            writes
+                .iter()
+                .enumerate()
+                .map(|(at, write)| Write::from_json(write).map_err(|err| err.context(format!("write {at}"))))
+                .collect::<keel::Result<Vec<Write>>>()
+        })?;
+        let written = call!(&self.target, py, |d| d.apply(&writes))?;
+        let results = written
+            .iter()
+            .map(|w| written_py(py, w))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, results)
+    }
+
+    /// A batch: `with drive.batch() as b:` — every call on `b` (it has all of
+    /// the drive's calls) is one transaction, committed durably when the
+    /// block ends without an exception and undone otherwise. Other writers
+    /// wait while it is open. It runs on the thread that entered it; calls
+    /// from another thread raise keel.WouldDeadlock, and so does a write
+    /// through the drive itself from inside the block.
+    fn batch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDriveBatch>> {
+        let view = self.unbatched(py, "batch")?;
+        let slot = Arc::new(BatchSlot {
+            view: view.clone(),
+            open: Mutex::new(None),
+        });
+        let base = PyDrive {
+            drive: self.drive.clone(),
+            target: Target::Batch(slot.clone()),
+        };
+        Bound::new(py, PyClassInitializer::from(base).add_subclass(PyDriveBatch { slot }))
     }
 
     /// Writes a consistent, compacted copy of the drive to `dest`.
     fn backup(&self, py: Python<'_>, dest: std::path::PathBuf) -> PyResult<()> {
+        self.unbatched(py, "backup")?;
         blocking(py, || self.drive.backup(&dest))
     }
 
@@ -444,20 +591,27 @@ impl PyDrive {
         dict.set_item("writes", stats.writes)?;
         dict.set_item("largest_batch", stats.largest_batch)?;
         dict.set_item("map_growths", stats.map_growths)?;
+        dict.set_item("queued_writes", stats.queued_writes)?;
         Ok(dict)
     }
 
     fn __repr__(&self) -> String {
-        let who = if self.view.is_checked() {
-            format!(" as {:?}", self.view.user())
+        let view = self.view();
+        let who = if view.is_checked() {
+            format!(" as {:?}", view.user())
         } else {
             String::new()
         };
-        format!("<keel.Drive {:?}{who}>", self.drive.path().display().to_string())
+        let kind = match self.target {
+            Target::View(_) => "Drive",
+            Target::Batch(_) => "DriveBatch",
+        };
+        format!("<keel.{kind} {:?}{who}>", self.drive.path().display().to_string())
     }
 }
 
-/// Runs a Python migration callable on this (keel) thread.
+/// Runs a Python migration callable (attached to the interpreter: on a keel
+/// thread outside a batch, on the caller's inside one).
 fn call_migration(callable: &Py<PyAny>, step: &Migration<'_>, data: Value) -> keel::Result<Value> {
     let outcome = crate::run::attached(|py| -> PyResult<keel::Result<Value>> {
         let args = (
@@ -486,11 +640,11 @@ enum Listing {
     Done,
 }
 
-/// An iterator over item dicts, fetching a page at a time with the GIL
-/// released (children, by type) or over a list read at once (walk).
+/// An iterator over item dicts, fetching a page at a time (children, by
+/// type) or over a list read at once (walk).
 #[pyclass(name = "ItemIterator", module = "keel")]
 pub struct PyItemIter {
-    view: Option<DriveView>,
+    target: Option<Target>,
     listing: Listing,
     after: Option<String>,
     remaining: Option<usize>,
@@ -500,9 +654,9 @@ pub struct PyItemIter {
 const PAGE: usize = 256;
 
 impl PyItemIter {
-    fn new(view: DriveView, listing: Listing, after: Option<String>, limit: Option<usize>) -> Self {
+    fn new(target: Target, listing: Listing, after: Option<String>, limit: Option<usize>) -> Self {
         PyItemIter {
-            view: Some(view),
+            target: Some(target),
             listing,
             after,
             remaining: limit,
@@ -512,7 +666,7 @@ impl PyItemIter {
 
     fn done(items: Vec<Item>) -> Self {
         PyItemIter {
-            view: None,
+            target: None,
             listing: Listing::Done,
             after: None,
             remaining: None,
@@ -522,16 +676,16 @@ impl PyItemIter {
 
     fn fetch(&mut self, py: Python<'_>) -> PyResult<()> {
         let want = self.remaining.map_or(PAGE, |left| left.min(PAGE));
-        let Some(view) = self.view.as_ref().filter(|_| want > 0) else {
+        let Some(target) = self.target.as_ref().filter(|_| want > 0) else {
             self.listing = Listing::Done;
             return Ok(());
         };
-        let after = self.after.clone();
+        let after = self.after.as_deref();
         let page = match &self.listing {
-            Listing::Children(parent) => blocking(py, || view.children(*parent, after.as_deref(), want))?,
-            Listing::ByType(kind) => blocking(py, || {
-                let after = after.as_deref().map(ItemId::parse).transpose()?;
-                view.by_type(kind, after, want)
+            Listing::Children(parent) => call!(target, py, |d| d.children(*parent, after, want))?,
+            Listing::ByType(kind) => call!(target, py, |d| {
+                let after = after.map(ItemId::parse).transpose()?;
+                d.by_type(kind, after, want)
             })?,
             Listing::Done => Vec::new(),
         };
@@ -558,7 +712,7 @@ impl PyItemIter {
         slf
     }
 
-    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         if self.page.is_empty() && !matches!(self.listing, Listing::Done) {
             self.fetch(py)?;
         }
@@ -569,40 +723,25 @@ impl PyItemIter {
     }
 }
 
-/// A drive batch for a `with` block (see `Drive.batch`).
-#[pyclass(name = "DriveBatch", module = "keel", frozen)]
+/// A drive batch for a `with` block (see `Drive.batch`): a `Drive` whose
+/// calls run in the batch's transaction.
+#[pyclass(name = "DriveBatch", module = "keel", frozen, extends = PyDrive)]
 pub struct PyDriveBatch {
-    view: DriveView,
-    open: Arc<Mutex<Option<OpenBatch>>>,
-}
-
-impl PyDriveBatch {
-    fn run<T: Send + 'static>(
-        &self,
-        py: Python<'_>,
-        call: impl FnOnce(&mut keel::drive::Batch<'_, '_>) -> keel::Result<T> + Send + 'static,
-    ) -> PyResult<T> {
-        let open = self.open.clone();
-        blocking(py, move || match open.lock().as_ref() {
-            Some(batch) => batch.run(call),
-            None => Err(Error::closed("the batch is not open: use it in a `with` block")),
-        })
-    }
+    slot: Arc<BatchSlot>,
 }
 
 #[pymethods]
 impl PyDriveBatch {
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
         let py = slf.py();
-        let this = slf.get();
-        let begun = blocking(py, || this.view.begin_batch())?;
-        let previous = this.open.lock().replace(begun);
-        if let Some(previous) = previous {
-            blocking(py, move || {
-                previous.abort();
-                Ok(())
-            })?;
+        let slot = &slf.get().slot;
+        if slot.open.try_lock().is_none_or(|open| open.is_some()) {
+            return Err(to_pyerr(py, Error::invalid_argument("the batch is already open")));
         }
+        // Waits for the writers queued before it with the GIL released, on
+        // this thread: the batch's transaction belongs to it.
+        let begun = blocking(py, || slot.view.begin_batch())?;
+        *slot.open.lock() = Some(begun);
         Ok(slf)
     }
 
@@ -614,165 +753,23 @@ impl PyDriveBatch {
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let batch = self.open.lock().take();
         let failed = exc_type.is_some_and(|t| !t.is_none());
+        let batch = quick(py, || {
+            let mut open = self
+                .slot
+                .open
+                .try_lock()
+                .ok_or_else(|| Error::would_deadlock("the batch is busy with another call"))?;
+            if open.as_ref().is_some_and(|batch| !batch.opened_here()) {
+                return Err(Error::would_deadlock(
+                    "a batch is ended only by the thread that opened it",
+                ));
+            }
+            Ok(open.take())
+        })?;
         if let Some(batch) = batch {
-            blocking(py, move || {
-                if failed {
-                    batch.abort();
-                    Ok(())
-                } else {
-                    batch.commit()
-                }
-            })?;
+            blocking(py, move || if failed { batch.abort() } else { batch.commit() })?;
         }
         Ok(false)
-    }
-
-    /// See Drive.get.
-    #[pyo3(signature = (id, r#type=None))]
-    fn get<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>, r#type: Option<String>) -> PyResult<Bound<'py, PyAny>> {
-        let id = id_arg(Some(id))?;
-        let item = self.run(py, move |b| match &r#type {
-            Some(kind) => b.get_typed(id, kind),
-            None => b.get(id),
-        })?;
-        item_dict(py, &item)
-    }
-
-    /// See Drive.resolve.
-    fn resolve<'py>(&self, py: Python<'py>, path: String) -> PyResult<Bound<'py, PyList>> {
-        let items = self.run(py, move |b| b.resolve(&path))?;
-        item_list(py, &items)
-    }
-
-    /// See Drive.children (a list here, read inside the batch).
-    #[pyo3(signature = (parent=None, *, after=None, limit=None))]
-    fn children<'py>(
-        &self,
-        py: Python<'py>,
-        parent: Option<&Bound<'py, PyAny>>,
-        after: Option<String>,
-        limit: Option<usize>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let parent = id_arg(parent)?;
-        let items = self.run(py, move |b| {
-            b.children(parent, after.as_deref(), limit.unwrap_or(usize::MAX))
-        })?;
-        item_list(py, &items)
-    }
-
-    /// See Drive.create.
-    #[pyo3(signature = (parent, name, *, r#type=None, permissions=None))]
-    fn create<'py>(
-        &self,
-        py: Python<'py>,
-        parent: Option<&Bound<'py, PyAny>>,
-        name: String,
-        r#type: Option<String>,
-        permissions: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let parent = id_arg(parent)?;
-        let new = quick(py, || new_item(name, r#type, permissions))?;
-        let item = self.run(py, move |b| b.create(parent, &new))?;
-        item_dict(py, &item)
-    }
-
-    /// See Drive.create_at.
-    #[pyo3(signature = (parent_path, name, *, r#type=None, permissions=None))]
-    fn create_at<'py>(
-        &self,
-        py: Python<'py>,
-        parent_path: String,
-        name: String,
-        r#type: Option<String>,
-        permissions: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let new = quick(py, || new_item(name, r#type, permissions))?;
-        let item = self.run(py, move |b| b.create_at(&parent_path, &new))?;
-        item_dict(py, &item)
-    }
-
-    /// See Drive.make_path.
-    fn make_path<'py>(&self, py: Python<'py>, path: String) -> PyResult<Bound<'py, PyList>> {
-        let items = self.run(py, move |b| b.make_path(&path))?;
-        item_list(py, &items)
-    }
-
-    /// See Drive.move_item.
-    #[pyo3(signature = (id, new_parent, new_name=None))]
-    fn move_item<'py>(
-        &self,
-        py: Python<'py>,
-        id: &Bound<'py, PyAny>,
-        new_parent: Option<&Bound<'py, PyAny>>,
-        new_name: Option<String>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let (id, new_parent) = (id_arg(Some(id))?, id_arg(new_parent)?);
-        let item = self.run(py, move |b| b.move_item(id, new_parent, new_name.as_deref()))?;
-        item_dict(py, &item)
-    }
-
-    /// See Drive.rename.
-    fn rename<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>, new_name: String) -> PyResult<Bound<'py, PyAny>> {
-        let id = id_arg(Some(id))?;
-        let item = self.run(py, move |b| b.rename(id, &new_name))?;
-        item_dict(py, &item)
-    }
-
-    /// See Drive.delete.
-    fn delete(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<u64> {
-        let id = id_arg(Some(id))?;
-        self.run(py, move |b| b.delete(id))
-    }
-
-    /// See Drive.set_permissions.
-    fn set_permissions<'py>(
-        &self,
-        py: Python<'py>,
-        id: Option<&Bound<'py, PyAny>>,
-        permissions: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let id = id_arg(id)?;
-        let permissions = quick(py, || Permissions::from_json(&from_py(permissions)?))?;
-        let item = self.run(py, move |b| b.set_permissions(id, &permissions))?;
-        item_dict(py, &item)
-    }
-
-    /// See Drive.set_data.
-    #[pyo3(signature = (id, data, version=None))]
-    fn set_data(
-        &self,
-        py: Python<'_>,
-        id: &Bound<'_, PyAny>,
-        data: &Bound<'_, PyAny>,
-        version: Option<&str>,
-    ) -> PyResult<String> {
-        let id = id_arg(Some(id))?;
-        let (data, version) = quick(py, || Ok((from_py(data)?, version_arg(version)?)))?;
-        let written = self.run(py, move |b| b.set_data(id, &data, version))?;
-        Ok(written.to_string())
-    }
-
-    /// See Drive.get_data.
-    #[pyo3(signature = (id, version=None))]
-    fn get_data<'py>(
-        &self,
-        py: Python<'py>,
-        id: &Bound<'py, PyAny>,
-        version: Option<&str>,
-    ) -> PyResult<(String, Bound<'py, PyAny>)> {
-        let id = id_arg(Some(id))?;
-        let version = quick(py, || version_arg(version))?;
-        let (version, data) = self.run(py, move |b| b.get_data(id, version))?;
-        Ok((version.to_string(), to_py(py, &data)?))
-    }
-
-    /// See Drive.delete_data.
-    fn delete_data(&self, py: Python<'_>, id: &Bound<'_, PyAny>, version: &str) -> PyResult<Option<String>> {
-        let id = id_arg(Some(id))?;
-        let version = quick(py, || Version::parse(version))?;
-        let current = self.run(py, move |b| b.delete_data(id, version))?;
-        Ok(current.map(|v| v.to_string()))
     }
 }
