@@ -742,6 +742,28 @@ keel_status keel_drive_resolve(const keel_drive *drive,
                                keel_buf *out);
 
 /**
+ * The item at `path` ("a/b/c", case-insensitive; "" is the root) as
+ * JSON in `*out`. A missing step gives KEEL_NOT_FOUND naming it.
+ */
+keel_status keel_drive_at_path(const keel_drive *drive,
+                               const char *path,
+                               size_t path_len,
+                               keel_buf *out);
+
+/**
+ * Applies a JSON array of writes in one durable transaction, all or
+ * nothing: each `{"op": "create", "parent": id|null, "item": {...}}`, or
+ * `create_at`, `make_path`, `move`, `rename`, `delete`, `set_permissions`,
+ * `set_data`, `delete_data` (see keel::drive::Write::from_json for their
+ * fields). `*out` gets the JSON array of their results, in order. If one
+ * fails, nothing is written and the error names it by position.
+ */
+keel_status keel_drive_apply(const keel_drive *drive,
+                             const char *writes_json,
+                             size_t writes_len,
+                             keel_buf *out);
+
+/**
  * The path of item `id` ("a/b/c", names as given) as text in `*out`.
  */
 keel_status keel_drive_path_of(const keel_drive *drive,

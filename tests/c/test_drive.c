@@ -75,6 +75,10 @@ int main(void) {
   CHECK(has(&buf, "\"type\":\"note\""));
   keel_buf_free(&buf);
   CHECK_STATUS(keel_drive_get(drive, (const uint8_t *)note, 32, STR("other"), &buf), KEEL_CONFLICT);
+  CHECK_OK(keel_drive_at_path(drive, STR("docs/NOTE"), &buf));
+  CHECK(has(&buf, note));
+  keel_buf_free(&buf);
+  CHECK_STATUS(keel_drive_at_path(drive, STR("docs/missing"), &buf), KEEL_NOT_FOUND);
   CHECK_OK(keel_drive_path_of(drive, (const uint8_t *)note, 32, &buf));
   CHECK(buf.len == 9 && memcmp(buf.ptr, "Docs/Note", 9) == 0);
   keel_buf_free(&buf);
@@ -149,6 +153,18 @@ int main(void) {
   CHECK_STATUS(keel_drive_as_user(bob, STR("root"), NULL, 0, &again), KEEL_PERMISSION_DENIED);
   keel_drive_free(bob);
   keel_drive_free(eve);
+
+  /* Many writes in one transaction, all or nothing. */
+  CHECK_OK(keel_drive_apply(drive, STR("[{\"op\":\"make_path\",\"path\":\"bulk/a\"},"
+                                       "{\"op\":\"create_at\",\"parent_path\":\"bulk\",\"item\":{\"name\":\"b\"}}]"), &buf));
+  CHECK(has(&buf, "\"name\":\"a\"") && has(&buf, "\"name\":\"b\""));
+  keel_buf_free(&buf);
+  CHECK_STATUS(keel_drive_apply(drive, STR("[{\"op\":\"make_path\",\"path\":\"bulk2\"},"
+                                           "{\"op\":\"create_at\",\"parent_path\":\"bulk\",\"item\":{\"name\":\"B\"}}]"), &buf),
+               KEEL_ALREADY_EXISTS);
+  CHECK(strstr(keel_last_error(), "write 1") != NULL);
+  CHECK_STATUS(keel_drive_at_path(drive, STR("bulk2"), &buf), KEEL_NOT_FOUND);
+  CHECK_STATUS(keel_drive_apply(drive, STR("{}"), &buf), KEEL_INVALID_ARGUMENT);
 
   /* A batch: all or nothing; a failing call changes nothing. */
   keel_drive_batch *batch = NULL;

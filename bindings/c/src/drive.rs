@@ -141,15 +141,10 @@ pub unsafe extern "C" fn keel_drive_as_user(
             false => serde_json::from_value(unsafe { ffi::json(roles_json, roles_len, "roles")? })
                 .map_err(|_| Error::invalid_argument("roles must be a JSON array of strings"))?,
         };
-        if drive.view.is_checked() {
-            return Err(Error::permission_denied(
-                "as_user is only offered by the unchecked drive",
-            ));
-        }
         let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
         out.put(keel_drive {
             drive: drive.drive.clone(),
-            view: drive.drive.as_user(user, &roles),
+            view: drive.view.as_user(user, &roles)?,
         });
         Ok(())
     })
@@ -194,6 +189,46 @@ pub unsafe extern "C" fn keel_drive_resolve(
         let path = unsafe { ffi::utf8(path, path_len, "path")? };
         let out = unsafe { ffi::out_value(out, "out")? };
         *out = keel_buf::from_json(&items_json(&drive.view.resolve(path)?));
+        Ok(())
+    })
+}
+
+/// The item at `path` ("a/b/c", case-insensitive; "" is the root) as
+/// JSON in `*out`. A missing step gives KEEL_NOT_FOUND naming it.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_at_path(
+    drive: *const keel_drive,
+    path: *const c_char,
+    path_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let path = unsafe { ffi::utf8(path, path_len, "path")? };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        *out = keel_buf::from_json(&drive.view.at_path(path)?.to_json());
+        Ok(())
+    })
+}
+
+/// Applies a JSON array of writes in one durable transaction, all or
+/// nothing: each `{"op": "create", "parent": id|null, "item": {...}}`, or
+/// `create_at`, `make_path`, `move`, `rename`, `delete`, `set_permissions`,
+/// `set_data`, `delete_data` (see keel::drive::Write::from_json for their
+/// fields). `*out` gets the JSON array of their results, in order. If one
+/// fails, nothing is written and the error names it by position.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_apply(
+    drive: *const keel_drive,
+    writes_json: *const c_char,
+    writes_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    ffi::call(|| {
+        let drive = unsafe { ffi::handle(drive, "drive")? };
+        let writes = unsafe { ffi::json(writes_json, writes_len, "writes")? };
+        let out = unsafe { ffi::out_value(out, "out")? };
+        *out = keel_buf::from_json(&json::apply_all(&drive.view, &writes)?);
         Ok(())
     })
 }
