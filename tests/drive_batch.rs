@@ -189,3 +189,39 @@ fn apply_writes_everything_in_one_transaction_or_nothing() {
     batch.abort().unwrap();
     assert_eq!(drive.get(first.id).unwrap().version, None);
 }
+
+#[test]
+fn an_open_batch_that_outgrows_the_map_fails_and_runs_again_after_growth() {
+    let dir = std::env::temp_dir().join(format!("keel-drive-batch-grow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = DriveOptions {
+        initial_map_size: 1 << 20,
+        ..DriveOptions::default()
+    };
+    let drive = Drive::open(&dir.join("drive.lmdb"), &options).unwrap();
+    let note = drive.create(ItemId::ROOT, &NewItem::typed("n", "note")).unwrap();
+    let big = serde_json::json!({"text": "x".repeat(100_000)});
+    let fill = |batch: &keel::drive::OpenBatch| -> keel::Result<()> {
+        for _ in 0..40 {
+            batch.set_data(note.id, &big, None)?;
+        }
+        Ok(())
+    };
+    let batch = drive.begin_batch().unwrap();
+    assert_eq!(fill(&batch).unwrap_err().kind(), ErrorKind::StorageFull);
+    assert_eq!(batch.commit().unwrap_err().kind(), ErrorKind::StorageFull);
+    assert!(drive.env().stats().map_growths >= 1);
+    assert_eq!(drive.get(note.id).unwrap().version, None, "nothing was written");
+    // The map keeps growing with each attempt until the batch fits.
+    let mut attempts = 1;
+    loop {
+        let batch = drive.begin_batch().unwrap();
+        match fill(&batch).and_then(|()| batch.commit()) {
+            Ok(()) => break,
+            Err(err) if err.kind() == ErrorKind::StorageFull && attempts < 10 => attempts += 1,
+            Err(err) => panic!("{err}"),
+        }
+    }
+    assert_eq!(drive.versions(note.id).unwrap().len(), 40);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -143,12 +143,16 @@ impl HeldWrite {
     }
 
     /// Undoes every change made. Aborting an ended batch is a no-op; from
-    /// another thread it is refused.
+    /// another thread it is refused. If a call ran out of map space, the map
+    /// grows now, so running the batch again can succeed.
     pub fn abort(&mut self) -> Result<()> {
         self.check_thread()?;
         if let Some(txn) = self.txn.take() {
             txn.abort();
             self.release(false);
+            if self.map_full {
+                self.env.inner().grow_map()?;
+            }
         }
         Ok(())
     }
@@ -172,17 +176,19 @@ impl HeldWrite {
 /// of misuse, never corruption.
 impl Drop for HeldWrite {
     fn drop(&mut self) {
+        if std::thread::current().id() == self.owner {
+            let _ = self.abort();
+            return;
+        }
         let Some(txn) = self.txn.take() else {
             return;
         };
-        if std::thread::current().id() != self.owner {
-            log::error!(
-                target: super::group_commit::LOG_TARGET,
-                "an open batch on {} was dropped on another thread than its own: \
-                 writers of the file wait until the opening thread ends",
-                self.env.path().display()
-            );
-        }
+        log::error!(
+            target: super::group_commit::LOG_TARGET,
+            "an open batch on {} was dropped on another thread than its own: \
+             writers of the file wait until the opening thread ends",
+            self.env.path().display()
+        );
         txn.abort();
         self.release(false);
     }
