@@ -98,8 +98,8 @@ def per_call(count, body):
     return lambda: timed(body) / count * 1e6
 
 
-def reads(folder, n):
-    print(f"\nreads ({n} items, every table {n} entries; us per call, lower is better)")
+def read_setup(folder, n):
+    """The drive and its py-lmdb twin, each with N notes under bench/a."""
     drive = keel.Drive(f"{folder}/reads.lmdb", durable=False)
     raw = RawDrive(f"{folder}/raw-reads.lmdb", durable=False)
     top = drive.make_path("bench/a")[-1]["id"]
@@ -113,6 +113,11 @@ def reads(folder, n):
         for i in raw_ids:
             raw.set_data(txn, i, VALUE, "0.0.1")
     paths = [f"bench/a/item{i:05}" for i in range(n)]
+    return drive, raw, ids, raw_ids, paths
+
+
+def read_ops(drive, raw, ids, raw_ids, paths):
+    """(name, baseline, keel): each runs its call once per item."""
 
     def raw_get():
         for i in raw_ids:
@@ -130,12 +135,22 @@ def reads(folder, n):
                 raw.get_data(txn, i)
 
     get = drive.get
-    rows = [
-        ("get by id", raw_get, lambda: [get(i) for i in ids]),
-        ("resolve 3-step path", raw_resolve, lambda: [drive.resolve(p) for p in paths]),
-        ("get current data (parsed)", raw_get_data, lambda: [drive.get_data(i) for i in ids]),
+    return [
+        ("get", raw_get, lambda: [get(i) for i in ids]),
+        ("resolve", raw_resolve, lambda: [drive.resolve(p) for p in paths]),
+        ("get_data", raw_get_data, lambda: [drive.get_data(i) for i in ids]),
     ]
-    for name, baseline, ours in rows:
+
+
+ROW_NAMES = {"get": "get by id", "resolve": "resolve 3-step path", "get_data": "get current data (parsed)"}
+
+
+def reads(folder, n):
+    print(f"\nreads ({n} items, every table {n} entries; us per call, lower is better)")
+    drive, raw, ids, raw_ids, paths = read_setup(folder, n)
+    get = drive.get
+    for op, baseline, ours in read_ops(drive, raw, ids, raw_ids, paths):
+        name = ROW_NAMES[op]
         b, k = interleaved(ROUNDS, per_call(n, baseline), per_call(n, ours))
         report(f"{name} vs py-lmdb+json.loads", "us", b, k, target=1.5)
 
@@ -276,9 +291,25 @@ def durable(folder, threads=16, per_thread=25):
     report(f"{threads} threads' durable writes vs sqlite3", "us", [x * 1e6 for x in b], [x * 1e6 for x in k])
 
 
+def count(folder, op, passes):
+    """For callgrind: sets up, then runs read OP (or raw_OP) over every item
+    `passes` times."""
+    ops = {}
+    for name, baseline, ours in read_ops(*read_setup(folder, 2000)):
+        ops[name], ops["raw_" + name] = ours, baseline
+    for _ in range(passes):
+        ops[op]()
+
+
 def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     folder = tempfile.mkdtemp(prefix="keel-bench-drive-py-")
+    if sys.argv[1:2] == ["--count"]:
+        try:
+            count(folder, sys.argv[2], int(sys.argv[3]))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     try:
         header(f"drive from Python: {n} items, {ROUNDS} interleaved rounds, {os.cpu_count()} cores")
         reads(folder, n)

@@ -259,6 +259,29 @@ pub fn apply<H: super::calls::Hooks>(batch: &super::Calls<H>, call: &Value) -> R
     })
 }
 
+impl super::DriveOptions {
+    /// Reads `{"durable": bool, "initial_map_size": bytes}` (both optional;
+    /// see [`DriveOptions::with_durable`](super::DriveOptions::with_durable)).
+    pub fn from_json(value: &Value) -> Result<super::DriveOptions> {
+        let object = as_object(value, "drive options")?;
+        refuse_unknown(object, &["durable", "initial_map_size"], "drive options")?;
+        let durable = match object.get("durable") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(durable)) => *durable,
+            Some(_) => return Err(Error::invalid_argument("drive options \"durable\" is true or false")),
+        };
+        let initial_map_size = match object.get("initial_map_size") {
+            None | Some(Value::Null) => None,
+            Some(size) => Some(
+                size.as_u64()
+                    .and_then(|size| usize::try_from(size).ok())
+                    .ok_or_else(|| Error::invalid_argument("drive options \"initial_map_size\" is a byte count"))?,
+            ),
+        };
+        Ok(super::DriveOptions::with_durable(durable, initial_map_size))
+    }
+}
+
 impl Write {
     /// Reads a write in the form of [`apply`]'s calls: `{"op": "create",
     /// "parent": id|null, "item": {...}}`, `create_at` (`parent_path`,
@@ -378,6 +401,25 @@ fn refuse_unknown(object: &Map<String, Value>, known: &[&str], what: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drive_options_read_durability_and_map_size_and_refuse_the_rest() {
+        use crate::drive::DriveOptions;
+        use crate::lmdb::Durability;
+        let options = DriveOptions::from_json(&json!({"durable": false, "initial_map_size": 1 << 20})).unwrap();
+        assert_eq!(options.durability, Durability::NoSyncRisksLastCommits);
+        assert_eq!(options.initial_map_size, 1 << 20);
+        assert_eq!(DriveOptions::from_json(&json!({})).unwrap(), DriveOptions::default());
+        for bad in [
+            json!({"durable": "no"}),
+            json!({"initial_map_size": -1}),
+            json!({"sync": true}),
+            json!([]),
+        ] {
+            let err = DriveOptions::from_json(&bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{bad}");
+        }
+    }
 
     #[test]
     fn permissions_and_new_items_round_trip_and_reject_bad_shapes() {

@@ -96,6 +96,23 @@ impl Default for DriveOptions {
     }
 }
 
+impl DriveOptions {
+    /// The default options, fsyncing before writes return when `durable`
+    /// (else [`Durability::NoSyncRisksLastCommits`]), with the map's size
+    /// at open if given: what the host languages' `durable=` and
+    /// `initial_map_size=` arguments mean.
+    pub fn with_durable(durable: bool, initial_map_size: Option<usize>) -> DriveOptions {
+        let defaults = DriveOptions::default();
+        DriveOptions {
+            durability: match durable {
+                true => Durability::Durable,
+                false => Durability::NoSyncRisksLastCommits,
+            },
+            initial_map_size: initial_map_size.unwrap_or(defaults.initial_map_size),
+        }
+    }
+}
+
 /// An open drive, acting as the system: every call is allowed. It
 /// dereferences to a [`DriveView`], which has the item, data and schema
 /// calls; [`as_user`](Drive::as_user) gives a view that enforces a user's

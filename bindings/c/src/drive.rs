@@ -9,7 +9,6 @@ use std::ffi::{c_char, c_void};
 use keel_core::drive::{
     json, Drive, DriveOptions, DriveView, ItemId, Migration, NewItem, OpenBatch, Permissions, Version, WalkOrder,
 };
-use keel_core::lmdb::Durability;
 use keel_core::{Error, ErrorKind, Result};
 use serde_json::Value;
 
@@ -96,16 +95,10 @@ pub unsafe extern "C" fn keel_drive_open(
     ffi::call(|| {
         let out = unsafe { ffi::out_handle(out, "out")? };
         let path = unsafe { ffi::utf8(path, path_len, "path")? };
-        let mut options = DriveOptions::default();
-        if !options_json.is_null() {
-            let value = unsafe { ffi::json(options_json, options_len, "options")? };
-            if value.get("durable") == Some(&Value::Bool(false)) {
-                options.durability = Durability::NoSyncRisksLastCommits;
-            }
-            if let Some(size) = value.get("initial_map_size").and_then(Value::as_u64) {
-                options.initial_map_size = size as usize;
-            }
-        }
+        let options = match options_json.is_null() {
+            true => DriveOptions::default(),
+            false => DriveOptions::from_json(&unsafe { ffi::json(options_json, options_len, "options")? })?,
+        };
         let drive = Drive::open(std::path::Path::new(path), &options)?;
         let view = (*drive).clone();
         out.put(keel_drive { drive, view });

@@ -8,7 +8,6 @@ use keel::drive::{
     Drive, DriveOptions, DriveView, Item, ItemId, Level, Migration, NewItem, OpenBatch, Permissions, Version,
     WalkOrder, Write, Written,
 };
-use keel::lmdb::Durability;
 use keel::Error;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -242,13 +241,7 @@ impl PyDrive {
     #[new]
     #[pyo3(signature = (path, *, durable=true, initial_map_size=None))]
     fn new(py: Python<'_>, path: std::path::PathBuf, durable: bool, initial_map_size: Option<usize>) -> PyResult<Self> {
-        let mut options = DriveOptions::default();
-        if !durable {
-            options.durability = Durability::NoSyncRisksLastCommits;
-        }
-        if let Some(size) = initial_map_size {
-            options.initial_map_size = size;
-        }
+        let options = DriveOptions::with_durable(durable, initial_map_size);
         let drive = blocking(py, || Drive::open(&path, &options))?;
         let view = (*drive).clone();
         Ok(PyDrive {
