@@ -30,6 +30,7 @@ mod audit;
 mod counters;
 mod fault;
 mod fs;
+mod handle;
 mod lock;
 mod manifest;
 mod mutation;
@@ -49,6 +50,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 pub use fault::{FaultAction, FaultPlan, Step};
+pub use handle::SharedMutation;
 pub use mutation::Mutation;
 pub use record::{MutationStatus, FORMAT_VERSION};
 pub use recovery::{Quarantined, RecoveryReport};
@@ -345,42 +347,39 @@ impl Journal {
         Ok(moved)
     }
 
-    /// What is on disk: records, unreadable records, quarantine, and the
-    /// last recovery failure. Takes no lock.
+    /// What is on disk: records, unreadable records, quarantine, problems
+    /// with the state keel did not make, and the last recovery's outcome.
+    /// Takes no lock.
     pub fn status(&self) -> Result<JournalStatus> {
         let inner = &self.inner;
-        let mut status = JournalStatus {
-            last_recovery_error: inner.last_recovery_error.lock().clone(),
-            last_recovery: inner.last_recovery.lock().clone(),
-            problems: audit::state(&inner.fs, &inner.layout)?,
-            ..JournalStatus::default()
-        };
-        if !status.problems.is_empty() {
-            return Ok(status);
+        let mut status = read_status(&inner.fs, &inner.layout)?;
+        status.last_recovery_error = inner.last_recovery_error.lock().clone();
+        status.last_recovery = inner.last_recovery.lock().clone();
+        Ok(status)
+    }
+
+    /// What the journal of `root` holds, without opening it: nothing is
+    /// created, locked, recovered or written (a root without `.keel/` has
+    /// an empty status). An interrupted mutation shows as a pending
+    /// `active` record, which [`recover`](Self::recover) would roll back;
+    /// backups that are not what their records say are in `problems`. For
+    /// inspection tools (`keel journal status`).
+    pub fn inspect(root: impl AsRef<Path>) -> Result<JournalStatus> {
+        let given = root.as_ref();
+        let root = std::fs::canonicalize(given).map_err(|e| io_err("inspect journal root", given, e))?;
+        let layout = Layout::new(root);
+        let fs = Fs::default();
+        if fs
+            .lstat("status", &layout.state)
+            .map_err(|e| io_err("stat", &layout.state, e))?
+            .is_none()
+        {
+            return Ok(JournalStatus::default());
         }
-        status.quarantined = list_names(inner, &inner.layout.quarantine)?;
-        for name in list_names(inner, &inner.layout.journal)? {
-            let backup = parse_record_name(&name).is_none() && paths::seq_of(&name).is_some();
-            if backup {
-                continue;
-            }
-            let path = inner.layout.journal.join(&name);
-            let record = inner
-                .fs
-                .read("status", &path)
-                .ok()
-                .and_then(|bytes| Record::decode(&bytes).ok())
-                .filter(|record| parse_record_name(&name) == Some(record.seq));
-            match record {
-                Some(record) => status.pending.push(PendingMutation {
-                    seq: record.seq,
-                    paths: record.entries.iter().map(|e| e.path.clone()).collect(),
-                    operation: record.operation,
-                    details: record.details,
-                    status: record.status,
-                }),
-                None => status.unreadable.push(name),
-            }
+        let mut status = read_status(&fs, &layout)?;
+        if status.problems.is_empty() {
+            let scan = recovery::Scan::read(&fs, &layout)?;
+            status.problems = scan.backup_problems(&fs, &layout)?;
         }
         Ok(status)
     }
@@ -521,6 +520,46 @@ fn open_lock_file(path: &PathBuf) -> Result<File> {
 }
 
 fn list_names(inner: &Inner, dir: &Path) -> Result<Vec<String>> {
-    let names = inner.fs.read_dir("status", dir).map_err(|e| io_err("list", dir, e))?;
+    list_in(&inner.fs, dir)
+}
+
+fn list_in(fs: &Fs, dir: &Path) -> Result<Vec<String>> {
+    let names = fs.read_dir("status", dir).map_err(|e| io_err("list", dir, e))?;
     Ok(names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect())
+}
+
+/// Reads what is on disk, changing nothing (every read is of a regular
+/// file, opened without following links or blocking).
+fn read_status(fs: &Fs, layout: &Layout) -> Result<JournalStatus> {
+    let mut status = JournalStatus {
+        problems: audit::state(fs, layout)?,
+        ..JournalStatus::default()
+    };
+    if !status.problems.is_empty() {
+        return Ok(status);
+    }
+    status.quarantined = list_in(fs, &layout.quarantine)?;
+    for name in list_in(fs, &layout.journal)? {
+        let backup = parse_record_name(&name).is_none() && paths::seq_of(&name).is_some();
+        if backup {
+            continue;
+        }
+        let path = layout.journal.join(&name);
+        let record = fs
+            .read("status", &path)
+            .ok()
+            .and_then(|bytes| Record::decode(&bytes).ok())
+            .filter(|record| parse_record_name(&name) == Some(record.seq));
+        match record {
+            Some(record) => status.pending.push(PendingMutation {
+                seq: record.seq,
+                paths: record.entries.iter().map(|e| e.path.clone()).collect(),
+                operation: record.operation,
+                details: record.details,
+                status: record.status,
+            }),
+            None => status.unreadable.push(name),
+        }
+    }
+    Ok(status)
 }
