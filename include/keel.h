@@ -992,6 +992,19 @@ keel_status keel_journal_begin(const keel_journal *journal,
                                keel_mutation **out);
 
 /**
+ * keel_journal_begin waiting `timeout_ms` at most (-1: no limit, 0: do
+ * not wait): KEEL_TIMEOUT (and `*out` untouched) when it elapsed. Waiting
+ * for another process polls its lock every 20 ms at most.
+ */
+keel_status keel_journal_begin_timeout(const keel_journal *journal,
+                                       const char *operation,
+                                       size_t operation_len,
+                                       const char *details,
+                                       size_t details_len,
+                                       int64_t timeout_ms,
+                                       keel_mutation **out);
+
+/**
  * keel_journal_begin without waiting: returns KEEL_BUSY (and leaves `*out`
  * untouched) when another thread or process holds the root.
  */

@@ -45,7 +45,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -67,11 +67,15 @@ use crate::{Error, ErrorKind, Result};
 /// A managed directory tree whose changes are made through [`Mutation`]s.
 ///
 /// Guarantees: mutations of one root are serialized across threads and
-/// processes; after any crash the next `open`, `begin` or `read` restores
-/// the last committed state before anything else runs; a record that cannot
-/// be trusted is quarantined, never applied; a record of a newer format
-/// blocks mutations and reads ([`ErrorKind::Unsupported`]) until a newer
-/// build recovers it or an operator resolves it; paths outside the root are
+/// processes, and end only in the process that began them; after any crash
+/// the next `open`, `begin` or `read` restores the last committed state
+/// before anything else runs; a damaged record is quarantined, never
+/// applied; a record of a newer format (or with a status or kind this build
+/// does not know) blocks mutations and reads ([`ErrorKind::Unsupported`])
+/// until a newer build recovers it or an operator resolves it; state under
+/// `.keel/` that keel did not make (a symlink, FIFO, device, or a backup
+/// that does not match its record) blocks recovery with
+/// [`ErrorKind::Corrupt`] and nothing is touched; paths outside the root are
 /// never touched. Cloning is cheap (a shared handle). Costs: `open` and
 /// `begin` list four small folders; see [`Mutation`] for the cost of changes.
 #[derive(Debug, Clone)]
@@ -259,6 +263,17 @@ impl Journal {
         self.start(guard, operation, details)
     }
 
+    /// [`begin`](Self::begin) waiting `timeout` at most for the lock:
+    /// `Ok(None)` when it elapsed. A host that must stay responsive (Python
+    /// checking for Ctrl-C) calls it in short slices. Another process's
+    /// hold is polled (an `flock` cannot time out), every 20 ms at most.
+    pub fn begin_timeout(&self, operation: &str, details: &str, timeout: Duration) -> Result<Option<Mutation>> {
+        match self.inner.lock.exclusive_until(deadline(timeout))? {
+            Some(guard) => self.start(guard, operation, details).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// [`begin`](Self::begin) without waiting: `Ok(None)` when another
     /// thread or process holds the root (e.g. to report "another ingest is
     /// running" instead of queueing behind it).
@@ -304,6 +319,31 @@ impl Journal {
             }
             drop(shared);
             let exclusive = self.inner.lock.exclusive()?;
+            self.recover_locked().map_err(|err| {
+                refused(
+                    &err,
+                    format!("journal {}: cannot read, recovery failed: {err}", self.root().display()),
+                )
+            })?;
+            drop(exclusive);
+        }
+    }
+
+    /// [`read`](Self::read) waiting `timeout` at most: `Ok(None)` when it
+    /// elapsed (see [`begin_timeout`](Self::begin_timeout)).
+    pub fn read_timeout(&self, timeout: Duration) -> Result<Option<ReadGuard>> {
+        let deadline = deadline(timeout);
+        loop {
+            let Some(shared) = self.inner.lock.shared_until(deadline)? else {
+                return Ok(None);
+            };
+            if list_names(&self.inner, &self.inner.layout.journal)?.is_empty() {
+                return Ok(Some(ReadGuard { _guard: shared }));
+            }
+            drop(shared);
+            let Some(exclusive) = self.inner.lock.exclusive_until(deadline)? else {
+                return Ok(None);
+            };
             self.recover_locked().map_err(|err| {
                 refused(
                     &err,
@@ -438,6 +478,13 @@ impl Journal {
             }
         }
     }
+}
+
+/// `timeout` from now (far in the future for a huge one).
+fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// The error for a call refused because recovery failed: `Unsupported` when

@@ -147,8 +147,14 @@ static void test_parity_calls(keel_journal *journal) {
   CHECK(guard != NULL);
   keel_mutation *blocked = NULL;
   CHECK_STATUS(keel_journal_try_begin(journal, STR("x"), NULL, 0, &blocked), KEEL_WOULD_DEADLOCK);
+  keel_mutation *timed = NULL;
+  CHECK_STATUS(keel_journal_begin_timeout(journal, STR("x"), NULL, 0, 10, &timed), KEEL_WOULD_DEADLOCK);
   keel_read_guard_free(guard);
   keel_read_guard_free(NULL);
+  CHECK_STATUS(keel_journal_begin_timeout(journal, STR("x"), NULL, 0, -2, &timed), KEEL_INVALID_ARGUMENT);
+  CHECK_OK(keel_journal_begin_timeout(journal, STR("x"), NULL, 0, 0, &timed));
+  CHECK(timed != NULL);
+  keel_mutation_free(timed);
 
   keel_recovery_report report;
   bool found = false;

@@ -362,3 +362,55 @@ def test_journal_status_inspects_without_writing_and_recover_fixes(tree, capsys)
     assert len(report["rolled_back"]) == 1
     assert snapshot(tree) == before
     assert keel.Journal.inspect(tree)["pending"] == []
+
+
+def hold_in_another_thread(journal):
+    """Holds the root's exclusive lock in a thread until the event is set."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        m = journal.begin("hold")
+        taken.set()
+        release.wait()
+        m.rollback()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait()
+    return holder, release
+
+
+def test_begin_and_read_time_out(tree):
+    journal = keel.Journal(tree)
+    holder, release = hold_in_another_thread(journal)
+    try:
+        with pytest.raises(keel.Timeout):
+            journal.begin("wait", timeout=0.2)
+        with pytest.raises(keel.Timeout):
+            journal.read(timeout=0)
+        with pytest.raises(keel.InvalidArgument):
+            journal.begin("wait", timeout=-1)
+    finally:
+        release.set()
+        holder.join()
+    journal.begin("after", timeout=5).rollback()
+    journal.read(timeout=5).release()
+
+
+def test_ctrl_c_interrupts_a_wait_for_the_journal(tree):
+    import signal
+
+    journal = keel.Journal(tree)
+    holder, release = hold_in_another_thread(journal)
+    try:
+        for wait in (lambda: journal.begin("wait"), lambda: journal.read()):
+            timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                wait()
+            timer.join()
+    finally:
+        release.set()
+        holder.join()
+    # Nothing was left taken: the root is free again.
+    journal.begin("after", timeout=5).commit()

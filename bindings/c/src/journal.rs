@@ -117,6 +117,44 @@ pub unsafe extern "C" fn keel_journal_begin(
     })
 }
 
+/// keel_journal_begin waiting `timeout_ms` at most (-1: no limit, 0: do
+/// not wait): KEEL_TIMEOUT (and `*out` untouched) when it elapsed. Waiting
+/// for another process polls its lock every 20 ms at most.
+#[no_mangle]
+pub unsafe extern "C" fn keel_journal_begin_timeout(
+    journal: *const keel_journal,
+    operation: *const c_char,
+    operation_len: usize,
+    details: *const c_char,
+    details_len: usize,
+    timeout_ms: i64,
+    out: *mut *mut keel_mutation,
+) -> keel_status {
+    ffi::call(|| {
+        let journal = unsafe { ffi::handle(journal, "journal")? };
+        let operation = unsafe { ffi::utf8(operation, operation_len, "operation")? };
+        let details = unsafe { ffi::optional_utf8(details, details_len, "details")? }.unwrap_or("");
+        let timeout = ffi::timeout_ms(timeout_ms, "timeout_ms")?;
+        let out = unsafe { ffi::out_handle(out, "out")? };
+        let mutation = match timeout {
+            None => journal.inner.begin(operation, details)?,
+            Some(timeout) => journal
+                .inner
+                .begin_timeout(operation, details, timeout)?
+                .ok_or_else(|| {
+                    Error::timeout(format!(
+                        "{} stayed held by another mutation or reader for {timeout_ms} ms",
+                        journal.inner.root().display()
+                    ))
+                })?,
+        };
+        out.put(keel_mutation {
+            inner: SharedMutation::new(mutation),
+        });
+        Ok(())
+    })
+}
+
 /// keel_journal_begin without waiting: returns KEEL_BUSY (and leaves `*out`
 /// untouched) when another thread or process holds the root.
 #[no_mangle]

@@ -1,6 +1,7 @@
 //! `keel.Journal`, `keel.Mutation` and `keel.ReadGuard`.
 
 use std::io::{self, Read};
+use std::time::{Duration, Instant};
 
 use keel::journal::{JournalStatus, ReadGuard, RecoveryReport, SharedMutation};
 use keel::{Error, Journal, Mutation};
@@ -68,10 +69,14 @@ impl PyJournal {
         self.inner.root().to_path_buf()
     }
 
-    /// Starts a mutation (waits for the lock with the GIL released).
-    #[pyo3(signature = (operation, details=""))]
-    fn begin(&self, py: Python<'_>, operation: &str, details: &str) -> PyResult<PyMutation> {
-        let mutation = blocking(py, || self.inner.begin(operation, details))?;
+    /// Starts a mutation: waits for the lock with the GIL released, in
+    /// short slices so Ctrl-C interrupts it; `timeout` (seconds) raises
+    /// keel.Timeout once elapsed.
+    #[pyo3(signature = (operation, details="", *, timeout=None))]
+    fn begin(&self, py: Python<'_>, operation: &str, details: &str, timeout: Option<f64>) -> PyResult<PyMutation> {
+        let mutation = wait_in_slices(py, timeout, "begin a mutation", |slice| {
+            self.inner.begin_timeout(operation, details, slice)
+        })?;
         Ok(PyMutation::wrap(mutation))
     }
 
@@ -84,15 +89,17 @@ impl PyJournal {
     }
 
     /// The same as `begin`, named for `with journal.mutation(...) as m:`.
-    #[pyo3(signature = (operation, details=""))]
-    fn mutation(&self, py: Python<'_>, operation: &str, details: &str) -> PyResult<PyMutation> {
-        self.begin(py, operation, details)
+    #[pyo3(signature = (operation, details="", *, timeout=None))]
+    fn mutation(&self, py: Python<'_>, operation: &str, details: &str, timeout: Option<f64>) -> PyResult<PyMutation> {
+        self.begin(py, operation, details, timeout)
     }
 
     /// Takes the shared lock (a context manager): readers see only
-    /// committed states.
-    fn read(&self, py: Python<'_>) -> PyResult<PyReadGuard> {
-        let guard = blocking(py, || self.inner.read())?;
+    /// committed states. Waits like `begin` (Ctrl-C interrupts it;
+    /// `timeout` in seconds).
+    #[pyo3(signature = (*, timeout=None))]
+    fn read(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyReadGuard> {
+        let guard = wait_in_slices(py, timeout, "read the journal", |slice| self.inner.read_timeout(slice))?;
         Ok(PyReadGuard {
             held: Mutex::new(Some(guard)),
         })
@@ -296,6 +303,46 @@ impl PyReadGuard {
     fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
         self.release();
         false
+    }
+}
+
+/// How long one wait lasts before Python gets to run its signal handlers.
+const SLICE: Duration = Duration::from_millis(100);
+
+/// Runs a timed core wait (`attempt`, given the slice to wait) in slices,
+/// with the GIL released during each and Python's signal handlers run
+/// between them (so Ctrl-C raises KeyboardInterrupt promptly, nothing
+/// taken); keel.Timeout once `timeout` seconds have passed.
+fn wait_in_slices<T: Send>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    what: &str,
+    attempt: impl Fn(Duration) -> keel::Result<Option<T>> + Sync,
+) -> PyResult<T> {
+    let deadline = match timeout {
+        None => None,
+        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            Some(Instant::now() + Duration::from_secs_f64(seconds))
+        }
+        Some(seconds) => {
+            return Err(to_pyerr(
+                py,
+                Error::invalid_argument(format!("timeout {seconds} is not a number of seconds >= 0")),
+            ))
+        }
+    };
+    loop {
+        let slice = deadline.map_or(SLICE, |at| at.saturating_duration_since(Instant::now()).min(SLICE));
+        if let Some(value) = blocking(py, || attempt(slice))? {
+            return Ok(value);
+        }
+        py.check_signals()?;
+        if deadline.is_some_and(|at| Instant::now() >= at) {
+            return Err(to_pyerr(
+                py,
+                Error::timeout(format!("could not {what} within {} s", timeout.unwrap_or_default())),
+            ));
+        }
     }
 }
 
