@@ -48,10 +48,22 @@ class KeyedLocks:
     """One lock per key while anyone holds or waits for it; no entry left behind."""
 
     def __init__(self, name: Optional[str] = None) -> None: ...
-    def lock(self, key: Key, *, timeout: Optional[float] = None, shared: bool = False) -> LockGuard: ...
+    def lock(
+        self,
+        key: Key,
+        *,
+        timeout: Optional[float] = None,
+        shared: bool = False,
+        cancel: Optional["CancellationToken"] = None,
+    ) -> LockGuard: ...
     def try_lock(self, key: Key, *, shared: bool = False) -> Optional[LockGuard]: ...
     def lock_many(
-        self, keys: Sequence[Key], *, timeout: Optional[float] = None, shared: bool = False
+        self,
+        keys: Sequence[Key],
+        *,
+        timeout: Optional[float] = None,
+        shared: bool = False,
+        cancel: Optional["CancellationToken"] = None,
     ) -> LockGuard: ...
     def stats(self) -> Dict[str, int]: ...
     def __len__(self) -> int: ...

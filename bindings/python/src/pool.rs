@@ -82,11 +82,11 @@ impl PyTaskContext {
     }
 }
 
-/// A flag that tells a running batch or pipeline to stop; pass it as
-/// `cancel=` and call `cancel()` from any thread.
+/// A flag that tells a running batch, pipeline or lock wait to stop; pass
+/// it as `cancel=` and call `cancel()` from any thread.
 #[pyclass(name = "CancellationToken", module = "keel", frozen)]
 pub struct PyCancellationToken {
-    inner: CancellationToken,
+    pub(crate) inner: CancellationToken,
 }
 
 #[pymethods]
