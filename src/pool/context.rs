@@ -174,12 +174,6 @@ impl TaskContext {
         self.first_of_key
     }
 
-    /// True for a task whose key had an earlier task in this batch; that
-    /// task has finished (with whatever outcome) before this one started.
-    pub fn is_follower(&self) -> bool {
-        !self.first_of_key
-    }
-
     /// When the pool stops waiting for this task, if it has a timeout.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
