@@ -1,7 +1,6 @@
 //! `keel_buf`: bytes keel hands to C, freed with keel_buf_free.
 
 use crate::ffi;
-use crate::status::keel_status;
 
 /// Bytes lent by C for the length of a call: `len` bytes at `ptr` (a key,
 /// a name, a path). Lists of them are `(const keel_bytes *, size_t count)`.
@@ -63,16 +62,4 @@ pub unsafe extern "C" fn keel_buf_free(buf: *mut keel_buf) {
             cap: 0,
         };
     });
-}
-
-/// Writes every live keel object's counters into `*out` as one JSON object,
-/// grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`.
-/// Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
-#[no_mangle]
-pub unsafe extern "C" fn keel_stats_json(out: *mut keel_buf) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_value(out, "out")? };
-        *out = keel_buf::from_vec(keel_core::stats::gather().to_string().into_bytes());
-        Ok(())
-    })
 }

@@ -140,6 +140,11 @@ pub(crate) unsafe fn json(ptr: *const c_char, len: usize, what: &str) -> Result<
     serde_json::from_str(text).map_err(|err| Error::invalid_argument(format!("{what} is not JSON: {err}")))
 }
 
+/// An unsigned millisecond count from C as a duration.
+pub(crate) fn ms(value: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(value)
+}
+
 /// A signed millisecond timeout from C: -1 means no limit (KEEL_WAIT_FOREVER,
 /// KEEL_POOL_NO_TIMEOUT), 0 or more a limit; any other negative is an error.
 pub(crate) fn timeout_ms(ms: i64, what: &str) -> Result<Option<std::time::Duration>> {
