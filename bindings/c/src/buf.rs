@@ -33,6 +33,22 @@ impl keel_buf {
         keel_buf::from_vec(value.to_string().into_bytes())
     }
 
+    /// Frees the bytes and leaves the buffer zeroed (empty, free to free again).
+    ///
+    /// # Safety
+    /// The buffer was filled by [`keel_buf::from_vec`] or is zeroed.
+    pub(crate) unsafe fn release(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: made by `from_vec` with this pointer, length + NUL and capacity.
+            drop(unsafe { Vec::from_raw_parts(self.ptr, self.len + 1, self.cap) });
+        }
+        *self = keel_buf {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+            cap: 0,
+        };
+    }
+
     /// Lends `bytes` (plus a trailing NUL) to C.
     pub(crate) fn from_vec(mut bytes: Vec<u8>) -> keel_buf {
         let len = bytes.len();
@@ -49,17 +65,10 @@ impl keel_buf {
 /// Frees the bytes of `buf` and zeroes it. NULL, or a zeroed buffer, is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_buf_free(buf: *mut keel_buf) {
-    ffi::call_void(|| {
-        // SAFETY: the header requires a keel_buf filled by keel (or zeroed).
-        let Some(buf) = (unsafe { buf.as_mut() }) else { return };
-        if !buf.ptr.is_null() {
-            // SAFETY: made by `from_vec` with this pointer, length + NUL and capacity.
-            drop(unsafe { Vec::from_raw_parts(buf.ptr, buf.len + 1, buf.cap) });
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe {
+        if let Some(buf) = ffi::optional_mut(buf) {
+            buf.release();
         }
-        *buf = keel_buf {
-            ptr: std::ptr::null_mut(),
-            len: 0,
-            cap: 0,
-        };
     });
 }

@@ -45,9 +45,10 @@ fn op_state(state: u32) -> Result<OpState> {
 /// free it with keel_ops_free.
 #[no_mangle]
 pub unsafe extern "C" fn keel_ops_open(path: *const c_char, path_len: usize, out: *mut *mut keel_ops) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_handle(out, "out")? };
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let path = ffi::utf8(path, path_len, "path")?;
         out.put(keel_ops {
             inner: Operations::open(Path::new(path))?,
         });
@@ -58,7 +59,8 @@ pub unsafe extern "C" fn keel_ops_open(path: *const c_char, path_len: usize, out
 /// Frees the handle. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_ops_free(ops: *mut keel_ops) {
-    unsafe { ffi::free_handle(ops) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(ops) })
 }
 
 /// Makes each of `names[0..count]` READY for `item`.
@@ -70,10 +72,11 @@ pub unsafe extern "C" fn keel_ops_ready(
     names: *const keel_bytes,
     count: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let ops = unsafe { ffi::handle(ops, "ops")? };
-        let item = unsafe { ffi::utf8(item, item_len, "item")? };
-        let names = unsafe { self::ffi::utf8_list(names, count, "names")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ops = ffi::handle(ops, "ops")?;
+        let item = ffi::utf8(item, item_len, "item")?;
+        let names = self::ffi::utf8_list(names, count, "names")?;
         ops.inner.ready(item, &names).map(drop)
     })
 }
@@ -88,10 +91,11 @@ pub unsafe extern "C" fn keel_ops_next(
     limit: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let ops = unsafe { ffi::handle(ops, "ops")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
-        let op = unsafe { ffi::utf8(op, op_len, "op")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ops = ffi::handle(ops, "ops")?;
+        let out = ffi::out_value(out, "out")?;
+        let op = ffi::utf8(op, op_len, "op")?;
         let records = ops.inner.next(op, limit)?;
         *out = keel_buf::from_json(&records.iter().map(|record| record.to_json()).collect());
         Ok(())
@@ -113,11 +117,12 @@ pub unsafe extern "C" fn keel_ops_claim(
     lease_ms: u64,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let ops = unsafe { ffi::handle(ops, "ops")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
-        let op = unsafe { ffi::utf8(op, op_len, "op")? };
-        let worker = unsafe { ffi::utf8(worker, worker_len, "worker")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ops = ffi::handle(ops, "ops")?;
+        let out = ffi::out_value(out, "out")?;
+        let op = ffi::utf8(op, op_len, "op")?;
+        let worker = ffi::utf8(worker, worker_len, "worker")?;
         let claims = ops.inner.claim(op, limit, worker, ms(lease_ms))?;
         *out = keel_buf::from_json(&claims.iter().map(|claim| claim.to_json()).collect());
         Ok(())
@@ -143,12 +148,13 @@ pub unsafe extern "C" fn keel_ops_update(
     enable: *const keel_bytes,
     enable_count: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let ops = unsafe { ffi::handle(ops, "ops")? };
-        let item = unsafe { ffi::utf8(item, item_len, "item")? };
-        let op = unsafe { ffi::utf8(op, op_len, "op")? };
-        let message = unsafe { ffi::utf8(message, message_len, "message")? };
-        let enable = unsafe { ffi::utf8_list(enable, enable_count, "enable")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ops = ffi::handle(ops, "ops")?;
+        let item = ffi::utf8(item, item_len, "item")?;
+        let op = ffi::utf8(op, op_len, "op")?;
+        let message = ffi::utf8(message, message_len, "message")?;
+        let enable = ffi::utf8_list(enable, enable_count, "enable")?;
         let token = (token != 0).then_some(token);
         ops.inner
             .update(item, op, token, op_state(state)?, message, &enable)
@@ -168,21 +174,15 @@ pub unsafe extern "C" fn keel_ops_error(
     message: *const c_char,
     message_len: usize,
 ) -> keel_status {
-    unsafe {
-        keel_ops_update(
-            ops,
-            item,
-            item_len,
-            op,
-            op_len,
-            token,
-            keel_op_state::KEEL_OP_FAILED as u32,
-            message,
-            message_len,
-            std::ptr::null(),
-            0,
-        )
-    }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ops = ffi::handle(ops, "ops")?;
+        let item = ffi::utf8(item, item_len, "item")?;
+        let op = ffi::utf8(op, op_len, "op")?;
+        let message = ffi::utf8(message, message_len, "message")?;
+        let token = (token != 0).then_some(token);
+        ops.inner.error(item, op, token, message).map(drop)
+    })
 }
 
 /// Writes every operation record of `item` to `*out` as a JSON array.
@@ -193,10 +193,11 @@ pub unsafe extern "C" fn keel_ops_states(
     item_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let ops = unsafe { ffi::handle(ops, "ops")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
-        let item = unsafe { ffi::utf8(item, item_len, "item")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ops = ffi::handle(ops, "ops")?;
+        let out = ffi::out_value(out, "out")?;
+        let item = ffi::utf8(item, item_len, "item")?;
         let records = ops.inner.states(item)?;
         *out = keel_buf::from_json(&records.iter().map(|record| record.to_json()).collect());
         Ok(())

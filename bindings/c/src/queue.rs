@@ -60,9 +60,10 @@ pub unsafe extern "C" fn keel_queue_open(
     path_len: usize,
     out: *mut *mut keel_queue,
 ) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_handle(out, "out")? };
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let path = ffi::utf8(path, path_len, "path")?;
         out.put(keel_queue {
             inner: Queue::open(Path::new(path))?,
         });
@@ -73,19 +74,36 @@ pub unsafe extern "C" fn keel_queue_open(
 /// Frees the handle. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_queue_free(queue: *mut keel_queue) {
-    unsafe { ffi::free_handle(queue) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(queue) })
 }
 
 /// The default enqueue options: priority 5, now, 20 attempts, no unique key.
 #[no_mangle]
 pub extern "C" fn keel_enqueue_options_default() -> keel_enqueue_options {
-    let defaults = EnqueueOptions::default();
-    keel_enqueue_options {
-        priority: defaults.priority,
-        run_at_ms: -1,
-        max_attempts: defaults.max_attempts,
-        unique_key: std::ptr::null(),
-        unique_key_len: 0,
+    ffi::call_value(|| {
+        let defaults = EnqueueOptions::default();
+        keel_enqueue_options {
+            priority: defaults.priority,
+            run_at_ms: -1,
+            max_attempts: defaults.max_attempts,
+            unique_key: std::ptr::null(),
+            unique_key_len: 0,
+        }
+    })
+}
+
+impl ffi::PanicValue for keel_enqueue_options {
+    fn on_panic() -> Self {
+        // Not reached (making the defaults cannot panic); a job that would
+        // never run rather than a guess at the defaults.
+        keel_enqueue_options {
+            priority: 9,
+            run_at_ms: i64::MAX,
+            max_attempts: 0,
+            unique_key: std::ptr::null(),
+            unique_key_len: 0,
+        }
     }
 }
 
@@ -104,14 +122,15 @@ pub unsafe extern "C" fn keel_queue_enqueue(
     out_id: *mut u64,
     out_created: *mut bool,
 ) -> keel_status {
-    ffi::call(|| {
-        let queue = unsafe { ffi::handle(queue, "queue")? };
-        let kind = unsafe { ffi::utf8(kind, kind_len, "kind")? };
-        let payload = unsafe { ffi::utf8(payload, payload_len, "payload")? };
-        let given = unsafe { options.as_ref() }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
+        let kind = ffi::utf8(kind, kind_len, "kind")?;
+        let payload = ffi::utf8(payload, payload_len, "payload")?;
+        let given = ffi::optional(options)
             .copied()
             .unwrap_or_else(|| keel_enqueue_options_default());
-        let unique_key = unsafe { ffi::optional_utf8(given.unique_key, given.unique_key_len, "unique_key")? };
+        let unique_key = ffi::optional_utf8(given.unique_key, given.unique_key_len, "unique_key")?;
         let options = EnqueueOptions {
             priority: given.priority,
             run_at: u64::try_from(given.run_at_ms).ok(),
@@ -119,12 +138,8 @@ pub unsafe extern "C" fn keel_queue_enqueue(
             unique_key: unique_key.map(str::to_owned),
         };
         let enqueued = queue.inner.enqueue(kind, payload, &options)?;
-        if let Some(out) = unsafe { out_id.as_mut() } {
-            *out = enqueued.job.id;
-        }
-        if let Some(out) = unsafe { out_created.as_mut() } {
-            *out = enqueued.created;
-        }
+        ffi::put_optional(out_id, enqueued.job.id);
+        ffi::put_optional(out_created, enqueued.created);
         Ok(())
     })
 }
@@ -144,12 +159,13 @@ pub unsafe extern "C" fn keel_queue_dequeue(
     out: *mut keel_job,
     out_found: *mut bool,
 ) -> keel_status {
-    ffi::call(|| {
-        let queue = unsafe { ffi::handle(queue, "queue")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
-        let found = unsafe { ffi::out_value(out_found, "out_found")? };
-        let kinds = unsafe { ffi::utf8_list(kinds, count, "kinds")? };
-        let worker = unsafe { ffi::utf8(worker, worker_len, "worker")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
+        let out = ffi::out_value(out, "out")?;
+        let found = ffi::out_value(out_found, "out_found")?;
+        let kinds = ffi::utf8_list(kinds, count, "kinds")?;
+        let worker = ffi::utf8(worker, worker_len, "worker")?;
         *found = false;
         if let Some(job) = queue.inner.dequeue(&kinds, worker, ms(lease_ms))? {
             *out = keel_job {
@@ -169,12 +185,11 @@ pub unsafe extern "C" fn keel_queue_dequeue(
 /// Frees the buffers of a job written by keel_queue_dequeue. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_job_free(job: *mut keel_job) {
-    ffi::call_void(|| {
-        if let Some(job) = unsafe { job.as_mut() } {
-            unsafe {
-                crate::buf::keel_buf_free(&mut job.kind);
-                crate::buf::keel_buf_free(&mut job.payload);
-            }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe {
+        if let Some(job) = ffi::optional_mut(job) {
+            job.kind.release();
+            job.payload.release();
         }
     });
 }
@@ -188,8 +203,9 @@ pub unsafe extern "C" fn keel_queue_heartbeat(
     token: u64,
     lease_ms: u64,
 ) -> keel_status {
-    ffi::call(|| {
-        let queue = unsafe { ffi::handle(queue, "queue")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
         queue.inner.heartbeat(id, token, ms(lease_ms)).map(drop)
     })
 }
@@ -204,9 +220,10 @@ pub unsafe extern "C" fn keel_queue_complete(
     result: *const c_char,
     result_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let queue = unsafe { ffi::handle(queue, "queue")? };
-        let result = unsafe { ffi::utf8(result, result_len, "result")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
+        let result = ffi::utf8(result, result_len, "result")?;
         queue.inner.complete(id, token, result).map(drop)
     })
 }
@@ -222,9 +239,10 @@ pub unsafe extern "C" fn keel_queue_fail(
     error_len: usize,
     retryable: bool,
 ) -> keel_status {
-    ffi::call(|| {
-        let queue = unsafe { ffi::handle(queue, "queue")? };
-        let error = unsafe { ffi::utf8(error, error_len, "error")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
+        let error = ffi::utf8(error, error_len, "error")?;
         queue.inner.fail(id, token, error, retryable).map(drop)
     })
 }
@@ -237,9 +255,10 @@ pub unsafe extern "C" fn keel_queue_cancel(
     reason: *const c_char,
     reason_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let queue = unsafe { ffi::handle(queue, "queue")? };
-        let reason = unsafe { ffi::utf8(reason, reason_len, "reason")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
+        let reason = ffi::utf8(reason, reason_len, "reason")?;
         queue.inner.cancel(id, reason).map(drop)
     })
 }
@@ -247,9 +266,10 @@ pub unsafe extern "C" fn keel_queue_cancel(
 /// Writes job `id` to `*out` as a JSON object (KEEL_NOT_FOUND if none).
 #[no_mangle]
 pub unsafe extern "C" fn keel_queue_get(queue: *const keel_queue, id: u64, out: *mut keel_buf) -> keel_status {
-    ffi::call(|| {
-        let queue = unsafe { ffi::handle(queue, "queue")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&queue.inner.get(id)?.to_json());
         Ok(())
     })
@@ -258,9 +278,10 @@ pub unsafe extern "C" fn keel_queue_get(queue: *const keel_queue, id: u64, out: 
 /// Writes `{"kind": {"state": count}}` to `*out` (read from counters, cheap).
 #[no_mangle]
 pub unsafe extern "C" fn keel_queue_counts(queue: *const keel_queue, out: *mut keel_buf) -> keel_status {
-    ffi::call(|| {
-        let queue = unsafe { ffi::handle(queue, "queue")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&counts_to_json(&queue.inner.counts()?));
         Ok(())
     })
@@ -274,15 +295,12 @@ pub unsafe extern "C" fn keel_queue_reset_expired(
     out_requeued: *mut u64,
     out_dead: *mut u64,
 ) -> keel_status {
-    ffi::call(|| {
-        let queue = unsafe { ffi::handle(queue, "queue")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
         let report = queue.inner.reset_expired()?;
-        if let Some(out) = unsafe { out_requeued.as_mut() } {
-            *out = report.requeued;
-        }
-        if let Some(out) = unsafe { out_dead.as_mut() } {
-            *out = report.dead;
-        }
+        ffi::put_optional(out_requeued, report.requeued);
+        ffi::put_optional(out_dead, report.dead);
         Ok(())
     })
 }
@@ -295,12 +313,11 @@ pub unsafe extern "C" fn keel_queue_cleanup(
     retention_ms: u64,
     out_deleted: *mut u64,
 ) -> keel_status {
-    ffi::call(|| {
-        let queue = unsafe { ffi::handle(queue, "queue")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
         let deleted = queue.inner.cleanup(ms(retention_ms))?;
-        if let Some(out) = unsafe { out_deleted.as_mut() } {
-            *out = deleted;
-        }
+        ffi::put_optional(out_deleted, deleted);
         Ok(())
     })
 }

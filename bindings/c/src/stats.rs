@@ -9,8 +9,9 @@ use crate::status::keel_status;
 /// Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
 #[no_mangle]
 pub unsafe extern "C" fn keel_stats_json(out: *mut keel_buf) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_vec(keel_core::stats::gather().to_string().into_bytes());
         Ok(())
     })

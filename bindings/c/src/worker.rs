@@ -66,10 +66,11 @@ pub unsafe extern "C" fn keel_worker_builder_new(
     poll_ms: u64,
     out: *mut *mut keel_worker_builder,
 ) -> keel_status {
-    ffi::call(|| {
-        let queue = unsafe { ffi::handle(queue, "queue")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
-        let name = unsafe { ffi::optional_utf8(name, name_len, "name")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
+        let out = ffi::out_handle(out, "out")?;
+        let name = ffi::optional_utf8(name, name_len, "name")?;
         let mut options = WorkerOptions::default();
         if let Some(name) = name {
             options.name = name.to_owned();
@@ -90,12 +91,11 @@ pub unsafe extern "C" fn keel_worker_builder_new(
 /// Frees a builder that was not started. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_worker_builder_free(builder: *mut keel_worker_builder) {
-    unsafe { ffi::free_handle(builder) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(builder) })
 }
 
-fn with_builder(builder: *mut keel_worker_builder, change: impl FnOnce(WorkerBuilder) -> WorkerBuilder) -> Result<()> {
-    // SAFETY: the header requires a live builder (or NULL).
-    let builder = unsafe { builder.as_mut() }.ok_or_else(|| Error::invalid_argument("builder is NULL"))?;
+fn with_builder(builder: &mut keel_worker_builder, change: impl FnOnce(WorkerBuilder) -> WorkerBuilder) -> Result<()> {
     let current = builder
         .inner
         .take()
@@ -148,14 +148,15 @@ pub unsafe extern "C" fn keel_worker_builder_handler(
     handler: keel_job_handler_fn,
     userdata: *mut c_void,
 ) -> keel_status {
-    ffi::call(|| {
-        let kind = unsafe { ffi::utf8(kind, kind_len, "kind")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let kind = ffi::utf8(kind, kind_len, "kind")?;
         let run = handler.ok_or_else(|| Error::invalid_argument("handler is NULL"))?;
         let handler = CHandler {
             run,
             userdata: userdata as usize,
         };
-        with_builder(builder, |b| {
+        with_builder(ffi::handle_mut(builder, "builder")?, |b| {
             b.shared_handler(kind, concurrency, Arc::new(move |ctx: &JobContext| handler.call(ctx)))
         })
     })
@@ -169,8 +170,9 @@ pub unsafe extern "C" fn keel_worker_builder_job_timeout(
     builder: *mut keel_worker_builder,
     timeout_ms: u64,
 ) -> keel_status {
-    ffi::call(|| {
-        with_builder(builder, |b| {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        with_builder(ffi::handle_mut(builder, "builder")?, |b| {
             b.map_options(|options| options.job_timeout = (timeout_ms > 0).then(|| ms(timeout_ms)))
         })
     })
@@ -183,9 +185,10 @@ pub unsafe extern "C" fn keel_worker_builder_allow(
     kinds: *const keel_bytes,
     count: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let kinds = unsafe { ffi::utf8_list(kinds, count, "kinds")? };
-        with_builder(builder, |b| b.allow(kinds))
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let kinds = ffi::utf8_list(kinds, count, "kinds")?;
+        with_builder(ffi::handle_mut(builder, "builder")?, |b| b.allow(kinds))
     })
 }
 
@@ -196,9 +199,10 @@ pub unsafe extern "C" fn keel_worker_builder_block(
     kinds: *const keel_bytes,
     count: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let kinds = unsafe { ffi::utf8_list(kinds, count, "kinds")? };
-        with_builder(builder, |b| b.block(kinds))
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let kinds = ffi::utf8_list(kinds, count, "kinds")?;
+        with_builder(ffi::handle_mut(builder, "builder")?, |b| b.block(kinds))
     })
 }
 
@@ -210,13 +214,10 @@ pub unsafe extern "C" fn keel_worker_start(
     builder: *mut keel_worker_builder,
     out: *mut *mut keel_worker,
 ) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_handle(out, "out")? };
-        if builder.is_null() {
-            return Err(Error::invalid_argument("builder is NULL"));
-        }
-        // SAFETY: made by keel_worker_builder_new; consumed here, once.
-        let builder = unsafe { Box::from_raw(builder) };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let builder = ffi::take_handle(builder).ok_or_else(|| Error::invalid_argument("builder is NULL"))?;
         let inner = builder
             .inner
             .ok_or_else(|| Error::closed("the worker builder was already started"))?;
@@ -235,13 +236,11 @@ pub unsafe extern "C" fn keel_worker_stop(
     deadline_ms: u64,
     out_released: *mut u64,
 ) -> keel_status {
-    ffi::call(|| {
-        // SAFETY: the header requires a live worker (or NULL).
-        let worker = unsafe { worker.as_mut() }.ok_or_else(|| Error::invalid_argument("worker is NULL"))?;
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let worker = ffi::handle_mut(worker, "worker")?;
         let report = worker.inner.stop(ms(deadline_ms));
-        if let Some(out) = unsafe { out_released.as_mut() } {
-            *out = report.released;
-        }
+        ffi::put_optional(out_released, report.released);
         Ok(())
     })
 }
@@ -249,9 +248,10 @@ pub unsafe extern "C" fn keel_worker_stop(
 /// Writes the worker's counters to `*out`.
 #[no_mangle]
 pub unsafe extern "C" fn keel_worker_stats(worker: *const keel_worker, out: *mut keel_worker_counters) -> keel_status {
-    ffi::call(|| {
-        let worker = unsafe { ffi::handle(worker, "worker")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let worker = ffi::handle(worker, "worker")?;
+        let out = ffi::out_value(out, "out")?;
         let stats = worker.inner.stats();
         *out = keel_worker_counters {
             completed: stats.completed,
@@ -269,25 +269,29 @@ pub unsafe extern "C" fn keel_worker_stats(worker: *const keel_worker, out: *mut
 /// once) and frees it. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_worker_free(worker: *mut keel_worker) {
-    unsafe { ffi::free_handle(worker) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(worker) })
 }
 
+/// The attempt behind a handler's context; NULL is `None`.
 unsafe fn job_context<'a>(ctx: *const keel_job_ctx) -> Option<&'a JobContext> {
     // SAFETY: the header requires the context passed to the running handler,
     // whose JobContext outlives the call.
-    unsafe { ctx.as_ref().and_then(|ctx| ctx.ctx.as_ref()) }
+    unsafe { ffi::optional(ctx).and_then(|ctx| ctx.ctx.as_ref()) }
 }
 
 /// The job's id (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn keel_job_ctx_id(ctx: *const keel_job_ctx) -> u64 {
-    unsafe { job_context(ctx) }.map_or(0, |ctx| ctx.job().id)
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe { job_context(ctx).map_or(0, |ctx| ctx.job().id) })
 }
 
 /// Which attempt this is, 1 for the first (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn keel_job_ctx_attempt(ctx: *const keel_job_ctx) -> u32 {
-    unsafe { job_context(ctx) }.map_or(0, |ctx| ctx.job().attempts)
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe { job_context(ctx).map_or(0, |ctx| ctx.job().attempts) })
 }
 
 /// Points `*out_ptr`/`*out_len` at the JSON payload, valid during the call.
@@ -297,10 +301,11 @@ pub unsafe extern "C" fn keel_job_ctx_payload(
     out_ptr: *mut *const u8,
     out_len: *mut usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let job = unsafe { job_context(ctx) }.ok_or_else(|| Error::invalid_argument("ctx is NULL"))?;
-        let out_ptr = unsafe { ffi::out_value(out_ptr, "out_ptr")? };
-        let out_len = unsafe { ffi::out_value(out_len, "out_len")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let job = job_context(ctx).ok_or_else(|| Error::invalid_argument("ctx is NULL"))?;
+        let out_ptr = ffi::out_value(out_ptr, "out_ptr")?;
+        let out_len = ffi::out_value(out_len, "out_len")?;
         *out_ptr = job.payload().as_ptr();
         *out_len = job.payload().len();
         Ok(())
@@ -311,17 +316,18 @@ pub unsafe extern "C" fn keel_job_ctx_payload(
 /// attempt's lease was lost (its result will be refused). False for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn keel_job_ctx_should_stop(ctx: *const keel_job_ctx) -> bool {
-    unsafe { job_context(ctx) }.is_some_and(JobContext::should_stop)
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe { job_context(ctx).is_some_and(JobContext::should_stop) })
 }
 
 /// Sets the output (copied): the JSON result on KEEL_OK, the failure's
 /// message otherwise.
 #[no_mangle]
 pub unsafe extern "C" fn keel_job_ctx_set_output(ctx: *mut keel_job_ctx, data: *const u8, len: usize) -> keel_status {
-    ffi::call(|| {
-        // SAFETY: the header requires the context passed to the running handler.
-        let ctx = unsafe { ctx.as_mut() }.ok_or_else(|| Error::invalid_argument("ctx is NULL"))?;
-        ctx.output = unsafe { ffi::bytes(data, len, "data")? }.to_vec();
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ctx = ffi::handle_mut(ctx, "ctx")?;
+        ctx.output = ffi::bytes(data, len, "data")?.to_vec();
         Ok(())
     })
 }
@@ -329,9 +335,9 @@ pub unsafe extern "C" fn keel_job_ctx_set_output(ctx: *mut keel_job_ctx, data: *
 /// Whether a failure (a non-OK return) is retried; true by default.
 #[no_mangle]
 pub unsafe extern "C" fn keel_job_ctx_set_retryable(ctx: *mut keel_job_ctx, retryable: bool) -> keel_status {
-    ffi::call(|| {
-        // SAFETY: as for keel_job_ctx_set_output.
-        let ctx = unsafe { ctx.as_mut() }.ok_or_else(|| Error::invalid_argument("ctx is NULL"))?;
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ctx = ffi::handle_mut(ctx, "ctx")?;
         ctx.retryable = retryable;
         Ok(())
     })
