@@ -367,17 +367,18 @@ typedef struct {
  * Converts one stored data version for a new schema. `input` (UTF-8 JSON,
  * `input_len` bytes, valid during the call) is `{"item": {...}, "version":
  * "1.2.3", "data": ..., "from_schema": n|null, "to_schema": n}`. Return
- * KEEL_OK after keel_drive_migration_set(`output`, new data JSON), or any
- * other status to abort the whole migration (nothing changes).
+ * KEEL_OK (0) after keel_drive_migration_set(`output`, new data JSON), or
+ * any other number to abort the whole migration (nothing changes; a
+ * keel_status is the error's kind, any other number KEEL_INVALID_ARGUMENT).
  *
  * Called on a keel thread (the one committing the write), one call at a
  * time per migration. It must not write to the drive (that would wait for
  * itself and gives KEEL_WOULD_DEADLOCK); reading is fine.
  */
-typedef keel_status (*keel_drive_migrate_fn)(void *userdata,
-                                             const char *input,
-                                             size_t input_len,
-                                             keel_drive_migration *output);
+typedef int32_t (*keel_drive_migrate_fn)(void *userdata,
+                                         const char *input,
+                                         size_t input_len,
+                                         keel_drive_migration *output);
 
 /**
  * What keel_journal_recover did.
@@ -483,9 +484,11 @@ typedef void (*keel_log_fn)(void *userdata,
 /**
  * A task: runs on one of the pool's threads with `userdata` and a context.
  *
- * Return KEEL_OK for success; the bytes given to keel_task_ctx_set_output
- * are the task's output. Any other status is a failure of that kind, and
- * the bytes given to keel_task_ctx_set_output are its message.
+ * Return KEEL_OK (0) for success; the bytes given to
+ * keel_task_ctx_set_output are the task's output. Any other keel_status is
+ * a failure of that kind, and the bytes given to keel_task_ctx_set_output
+ * are its message; a number that is no keel_status is reported as
+ * KEEL_INVALID_ARGUMENT.
  *
  * Called on a pool thread, never on the thread that called keel_pool_run;
  * tasks of distinct keys run at the same time on several threads. It may
@@ -495,7 +498,7 @@ typedef void (*keel_log_fn)(void *userdata,
  * KEEL_OUTCOME_TIMED_OUT after the timeout, and its thread (with its
  * userdata) stays in use until it does return.
  */
-typedef keel_status (*keel_task_fn)(void *userdata, keel_task_ctx *ctx);
+typedef int32_t (*keel_task_fn)(void *userdata, keel_task_ctx *ctx);
 
 /**
  * One task of a batch: its key (`key_len` bytes; tasks of one key never
@@ -550,11 +553,11 @@ typedef struct {
  * keel_pool_pipeline, one item at a time, in input order. Its output and
  * status work as for keel_task_fn.
  */
-typedef keel_status (*keel_commit_fn)(void *userdata,
-                                      size_t index,
-                                      const uint8_t *prepared,
-                                      size_t prepared_len,
-                                      keel_task_ctx *ctx);
+typedef int32_t (*keel_commit_fn)(void *userdata,
+                                  size_t index,
+                                  const uint8_t *prepared,
+                                  size_t prepared_len,
+                                  keel_task_ctx *ctx);
 
 /**
  * A snapshot of a pool's counters.
@@ -647,13 +650,13 @@ typedef struct {
 
 /**
  * to the kind's concurrency) with `userdata` and the attempt. Return
- * KEEL_OK to complete the job, with the JSON result (or nothing) given to
- * keel_job_ctx_set_output; any other status fails the attempt, with the
+ * KEEL_OK (0) to complete the job, with the JSON result (or nothing) given
+ * to keel_job_ctx_set_output; any other number fails the attempt, with the
  * output as its message, retried after a backoff unless
  * keel_job_ctx_set_retryable(ctx, false) was called. It may call keel
  * functions, but not keel_worker_stop or keel_worker_free of its own worker.
  */
-typedef keel_status (*keel_job_handler_fn)(void *userdata, keel_job_ctx *ctx);
+typedef int32_t (*keel_job_handler_fn)(void *userdata, keel_job_ctx *ctx);
 
 /**
  * A worker's counters.
