@@ -38,5 +38,7 @@ pub use jobs::worker::{StopReport, Worker, WorkerBuilder, WorkerOptions, WorkerS
 pub use operations::Operations;
 pub use records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token, FORMAT_VERSION};
 pub use store::lmdb::LmdbStore;
-pub use store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, OperationStore, ResetReport};
-pub use transitions::JobPolicy;
+pub use store::{
+    ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, NextOrder, OpResetReport, OperationStore, ResetReport,
+};
+pub use transitions::{JobPolicy, OpPolicy};
