@@ -98,6 +98,14 @@ impl Worker {
         self.shared.stats.snapshot()
     }
 
+    /// A handle reading this worker's stats that never waits on the worker
+    /// itself, so a binding may read them while another thread runs `stop`.
+    pub fn monitor(&self) -> WorkerMonitor {
+        WorkerMonitor {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// How many jobs are running right now.
     pub fn running(&self) -> usize {
         self.shared.inflight.lock().len()
@@ -144,6 +152,25 @@ impl Worker {
             shared.options.name
         );
         StopReport { released, detached }
+    }
+}
+
+/// Reads a worker's stats and running count; cheap to clone, outlives the
+/// worker harmlessly (it then reads the final counts).
+#[derive(Clone)]
+pub struct WorkerMonitor {
+    shared: Arc<Shared>,
+}
+
+impl WorkerMonitor {
+    /// What the worker has done so far (atomic counters, no lock).
+    pub fn stats(&self) -> WorkerStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// How many jobs are running right now (a short internal lock).
+    pub fn running(&self) -> usize {
+        self.shared.inflight.lock().len()
     }
 }
 
