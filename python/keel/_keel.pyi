@@ -299,12 +299,17 @@ class Operations:
 
     ``claim`` hands each item to exactly one claimer across threads and processes,
     with a token; an update with a stale token raises :class:`Conflict`. Every call
-    is durable when it returns.
+    is durable when it returns. A WORKING record whose lease ended reads with
+    ``"expired": True`` and no longer guards its item; after ``max_lapses`` lapsed
+    claims in a row it is FAILED.
     """
 
-    def __init__(self, path: Union[str, "os.PathLike[str]"]) -> None: ...
+    def __init__(self, path: Union[str, "os.PathLike[str]"], *, max_lapses: int = 5) -> None: ...
     def ready(self, item: str, ops: Sequence[str]) -> List[Record]: ...
-    def next(self, op: str, limit: int = 100) -> List[Record]: ...
+    def next(self, op: str, limit: int = 100, *, order: str = "oldest") -> List[Record]:
+        """Claimable records of ``op``: ``order`` is "oldest" (the default) or "item"."""
+    def reset_expired(self) -> Dict[str, int]:
+        """Lapsed claims back to READY (FAILED past max_lapses): ``{"ready", "failed"}``."""
     def claim(self, op: str, limit: int = 1, *, worker: str, lease: float = 30.0) -> List[Record]: ...
     def update(
         self,
@@ -323,7 +328,7 @@ class Queue:
     """A durable job queue in an LMDB file: priorities (0 first), run-at times,
     unique keys, leases with attempt tokens, retries with backoff and jitter."""
 
-    def __init__(self, path: Union[str, "os.PathLike[str]"]) -> None: ...
+    def __init__(self, path: Union[str, "os.PathLike[str]"], *, max_resets: int = 5) -> None: ...
     def enqueue(
         self,
         kind: str,
@@ -350,7 +355,21 @@ class Queue:
     def reset_expired(self) -> Dict[str, int]: ...
     def cleanup(self, retention: float) -> int: ...
 
-Handler = Callable[[Record], Json]
+class JobContext:
+    """The running attempt, handed to a handler that takes two arguments."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def token(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+    def lease_lost(self) -> bool:
+        """True once the job was cancelled, reset or deleted (its result is dropped)."""
+    def should_stop(self) -> bool:
+        """True once the worker is stopping or the lease was lost."""
+
+Handler = Union[Callable[[Record], Json], Callable[[Record, JobContext], Json]]
 
 class Worker:
     """Runs Python callables as job handlers on keel's threads, each kind at its own
@@ -372,6 +391,8 @@ class Worker:
     ) -> None: ...
     @property
     def kinds(self) -> List[str]: ...
+    @property
+    def running(self) -> int: ...
     def stop(self, deadline: float = 30.0) -> Dict[str, int]: ...
     def stats(self) -> Dict[str, int]: ...
     def __enter__(self) -> "Worker": ...
