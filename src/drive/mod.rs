@@ -50,6 +50,7 @@ pub mod perms;
 mod schema;
 mod tables;
 mod tree;
+mod upgrade;
 mod view;
 
 use std::path::Path;
@@ -81,6 +82,13 @@ pub struct DriveOptions {
     pub durability: Durability,
     /// The LMDB map's size at open; it doubles whenever it fills.
     pub initial_map_size: usize,
+    /// Whether items may be created with a type that has no registered
+    /// schema (their data is then any JSON). Default: yes — a type is a
+    /// label first, a schema is opt-in, and drives written before schemas
+    /// were registered keep working. Set `false` so a misspelt type (or one
+    /// whose schema was never registered) is refused at `create` instead
+    /// of silently making unchecked items.
+    pub allow_types_without_schema: bool,
 }
 
 impl Default for DriveOptions {
@@ -88,6 +96,7 @@ impl Default for DriveOptions {
         DriveOptions {
             durability: Durability::Durable,
             initial_map_size: EnvOptions::default().initial_map_size,
+            allow_types_without_schema: true,
         }
     }
 }
@@ -128,17 +137,19 @@ impl crate::stats::StatsSource for DriveCore {
     }
 }
 
-/// The stored layout this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The stored layout this build reads and writes: 2 (checksummed values,
+/// child names keyed by full Unicode case folding). Format-1 drives are
+/// upgraded on open.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The drive's format marker (`"format"` in `drive.meta`: `keel-drive` and
-/// the version) and its upgrade steps (none yet: version 1 is the first).
+/// the version) and its upgrade steps.
 pub const FILE_FORMAT: FileFormat = FileFormat {
     part: "drive",
     meta_db: "drive.meta",
     magic: b"keel-drive",
     current: FORMAT_VERSION,
-    steps: &[],
+    steps: upgrade::STEPS,
 };
 
 impl Drive {
@@ -162,7 +173,7 @@ impl Drive {
         let core = Arc::new(DriveCore {
             env,
             tables,
-            schemas: SchemaCache::default(),
+            schemas: SchemaCache::new(options.allow_types_without_schema),
         });
         crate::stats::register("drive", &core);
         Ok(Drive {
