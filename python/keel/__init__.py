@@ -69,6 +69,7 @@ from keel._keel import (
     __version__,
     flush_logs,
     stats,
+    verify_file,
 )
 
 __all__ = [
@@ -107,6 +108,7 @@ __all__ = [
     "__version__",
     "flush_logs",
     "stats",
+    "verify_file",
 ]
 
 

@@ -496,7 +496,7 @@ impl Inner {
 
 /// Refuses a file shorter than its own meta page claims: reading past the
 /// end of a mapped file would kill the process with SIGBUS.
-fn check_not_truncated(env: &Environment, path: &Path) -> Result<()> {
+pub(crate) fn check_not_truncated(env: &Environment, path: &Path) -> Result<()> {
     let shown = path.display();
     let info = env.info().map_err(|e| map_err(format!("read header of {shown}"), e))?;
     let stat = env.stat().map_err(|e| map_err(format!("read header of {shown}"), e))?;

@@ -37,6 +37,7 @@ pub mod format;
 mod group_commit;
 mod registry;
 mod sys;
+pub mod verify;
 
 use std::fmt::Display;
 

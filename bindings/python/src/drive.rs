@@ -23,7 +23,18 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDriveBatch>()?;
     m.add_class::<PyItemIter>()?;
     m.add("DRIVE_ROOT", ItemId::ROOT.to_string())?;
+    m.add_function(wrap_pyfunction!(verify_file, m)?)?;
     Ok(())
+}
+
+/// Verifies a keel LMDB file (a drive, or operations and jobs) in a child
+/// process, so damage that would crash LMDB cannot crash this one; returns
+/// the report as a dict: `{"file", "ok", "tables", "problems",
+/// "more_problems"}`. Never changes the file.
+#[pyfunction]
+fn verify_file<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, PyAny>> {
+    let report = blocking(py, || keel::drive::verify_file(&path))?;
+    to_py(py, &report.to_json())
 }
 
 /// An item id from Python: 32 hex characters, 16 bytes, or None (the root).
@@ -466,6 +477,13 @@ impl PyDrive {
             view: self.view.clone(),
             open: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Checks the whole drive file in a child process; returns the report
+    /// (see keel.verify_file). A damaged file is a report, never a crash.
+    fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let report = blocking(py, || self.drive.verify())?;
+        to_py(py, &report.to_json())
     }
 
     /// Writes a consistent, compacted copy of the drive to `dest`.
