@@ -8,7 +8,8 @@
 //!   nothing. Concurrent writers share commits (group commit), so many
 //!   threads write much faster than one, each still returning only once its
 //!   write is on disk.
-//! - **Indexes stay exact.** Child names (unique per parent ignoring case),
+//! - **Indexes stay exact.** Child names (unique per parent under full
+//!   Unicode case folding of their NFC form),
 //!   child counts and the type index are updated in the same transaction as
 //!   the items they describe, through create, move, rename and delete.
 //! - **The tree stays a tree.** A move under the item's own descendant is
@@ -17,6 +18,14 @@
 //!   front, including their size in bytes), bad paths, bad ids, data that
 //!   fails its schema, a file that is not a drive
 //!   ([`Corrupt`](crate::ErrorKind::Corrupt)).
+//! - **History is kept**: writing a data version that is already stored is
+//!   refused unless the caller asks to replace it.
+//! - **Damage is never a wrong answer.** Every stored value carries a
+//!   checksum of its key and bytes, checked on every read: a mismatch is
+//!   [`Corrupt`](crate::ErrorKind::Corrupt) naming the file and key; so is
+//!   a child count that would overflow. [`Drive::verify`] checks the whole
+//!   file in a child process, so damage that would crash LMDB gives a
+//!   report instead.
 //! - **One environment per file per process**, shared by every `Drive` of
 //!   that file; several processes may use one drive at once.
 //!
