@@ -75,9 +75,10 @@ pub unsafe extern "C" fn keel_journal_open(
     root_len: usize,
     out: *mut *mut keel_journal,
 ) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_handle(out, "out")? };
-        let root = unsafe { ffi::utf8(root, root_len, "root")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let root = ffi::utf8(root, root_len, "root")?;
         out.put(keel_journal {
             inner: Journal::open(root)?,
         });
@@ -88,7 +89,8 @@ pub unsafe extern "C" fn keel_journal_open(
 /// Frees a journal handle. Mutations still alive keep working. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_journal_free(journal: *mut keel_journal) {
-    unsafe { ffi::free_handle(journal) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(journal) })
 }
 
 /// Starts a mutation, waiting (blocking this thread) for the exclusive lock,
@@ -104,11 +106,12 @@ pub unsafe extern "C" fn keel_journal_begin(
     details_len: usize,
     out: *mut *mut keel_mutation,
 ) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
-        let operation = unsafe { ffi::utf8(operation, operation_len, "operation")? };
-        let details = unsafe { ffi::optional_utf8(details, details_len, "details")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let operation = ffi::utf8(operation, operation_len, "operation")?;
+        let details = ffi::optional_utf8(details, details_len, "details")?;
+        let out = ffi::out_handle(out, "out")?;
         let mutation = journal.inner.begin(operation, details.unwrap_or(""))?;
         out.put(keel_mutation {
             inner: SharedMutation::new(mutation),
@@ -130,12 +133,13 @@ pub unsafe extern "C" fn keel_journal_begin_timeout(
     timeout_ms: i64,
     out: *mut *mut keel_mutation,
 ) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
-        let operation = unsafe { ffi::utf8(operation, operation_len, "operation")? };
-        let details = unsafe { ffi::optional_utf8(details, details_len, "details")? }.unwrap_or("");
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let operation = ffi::utf8(operation, operation_len, "operation")?;
+        let details = ffi::optional_utf8(details, details_len, "details")?.unwrap_or("");
         let timeout = ffi::timeout_ms(timeout_ms, "timeout_ms")?;
-        let out = unsafe { ffi::out_handle(out, "out")? };
+        let out = ffi::out_handle(out, "out")?;
         let mutation = match timeout {
             None => journal.inner.begin(operation, details)?,
             Some(timeout) => journal
@@ -166,11 +170,12 @@ pub unsafe extern "C" fn keel_journal_try_begin(
     details_len: usize,
     out: *mut *mut keel_mutation,
 ) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
-        let operation = unsafe { ffi::utf8(operation, operation_len, "operation")? };
-        let details = unsafe { ffi::optional_utf8(details, details_len, "details")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let operation = ffi::utf8(operation, operation_len, "operation")?;
+        let details = ffi::optional_utf8(details, details_len, "details")?;
+        let out = ffi::out_handle(out, "out")?;
         match journal.inner.try_begin(operation, details.unwrap_or(""))? {
             Some(mutation) => {
                 out.put(keel_mutation {
@@ -193,12 +198,11 @@ pub unsafe extern "C" fn keel_journal_recover(
     journal: *const keel_journal,
     out: *mut keel_recovery_report,
 ) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
         let report = journal.inner.recover()?;
-        if let Some(out) = unsafe { out.as_mut() } {
-            *out = report_of(&report);
-        }
+        ffi::put_optional(out, report_of(&report));
         Ok(())
     })
 }
@@ -221,10 +225,11 @@ pub unsafe extern "C" fn keel_journal_last_recovery(
     out: *mut keel_recovery_report,
     found: *mut bool,
 ) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
-        let found = unsafe { ffi::out_value(found, "found")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let out = ffi::out_value(out, "out")?;
+        let found = ffi::out_value(found, "found")?;
         let last = journal.inner.last_recovery();
         *found = last.is_some();
         *out = last.as_ref().map(report_of).unwrap_or_default();
@@ -240,9 +245,10 @@ pub unsafe extern "C" fn keel_journal_read(
     journal: *const keel_journal,
     out: *mut *mut keel_read_guard,
 ) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let out = ffi::out_handle(out, "out")?;
         out.put(keel_read_guard {
             _held: journal.inner.read()?,
         });
@@ -253,7 +259,8 @@ pub unsafe extern "C" fn keel_journal_read(
 /// Releases a read guard. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_read_guard_free(guard: *mut keel_read_guard) {
-    unsafe { ffi::free_handle(guard) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(guard) })
 }
 
 /// Fills `*out` with what is on disk. Takes no lock.
@@ -262,9 +269,10 @@ pub unsafe extern "C" fn keel_journal_status(
     journal: *const keel_journal,
     out: *mut keel_journal_state,
 ) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let out = ffi::out_value(out, "out")?;
         let status = journal.inner.status()?;
         let active = status
             .pending
@@ -287,14 +295,16 @@ pub unsafe extern "C" fn keel_journal_status(
 /// KEEL_NOT_FOUND when there is no such record.
 #[no_mangle]
 pub unsafe extern "C" fn keel_journal_resolve(journal: *const keel_journal, seq: u64) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
         journal.inner.resolve(seq).map(|_| ())
     })
 }
 
 /// Runs `op` on the mutation; KEEL_CLOSED once it was committed or rolled back.
 unsafe fn with_mutation<T>(mutation: *const keel_mutation, op: impl FnOnce(&mut Mutation) -> Result<T>) -> Result<T> {
+    // SAFETY: passed on from the export, whose caller keeps keel.h's contract.
     let mutation = unsafe { ffi::handle(mutation, "mutation")? };
     mutation.inner.with(op)
 }
@@ -302,10 +312,10 @@ unsafe fn with_mutation<T>(mutation: *const keel_mutation, op: impl FnOnce(&mut 
 /// The mutation's sequence number, in `*out` (never waits).
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_seq(mutation: *const keel_mutation, out: *mut u64) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_value(out, "out")? };
-        let mutation = unsafe { ffi::handle(mutation, "mutation")? };
-        *out = mutation.inner.seq();
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_value(out, "out")?;
+        *out = ffi::handle(mutation, "mutation")?.inner.seq();
         Ok(())
     })
 }
@@ -319,10 +329,11 @@ pub unsafe extern "C" fn keel_mutation_symlink(
     target: *const c_char,
     target_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
-        let target = unsafe { ffi::utf8(target, target_len, "target")? };
-        unsafe { with_mutation(mutation, |m| m.symlink(path, target)) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let path = ffi::utf8(path, path_len, "path")?;
+        let target = ffi::utf8(target, target_len, "target")?;
+        with_mutation(mutation, |m| m.symlink(path, target))
     })
 }
 
@@ -334,9 +345,10 @@ pub unsafe extern "C" fn keel_mutation_declare_copy(
     paths: *const keel_bytes,
     count: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let paths = unsafe { ffi::utf8_list(paths, count, "paths")? };
-        unsafe { with_mutation(mutation, |m| m.declare_copy(&paths)) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let paths = ffi::utf8_list(paths, count, "paths")?;
+        with_mutation(mutation, |m| m.declare_copy(&paths))
     })
 }
 
@@ -345,26 +357,28 @@ pub unsafe extern "C" fn keel_mutation_declare_copy(
 /// moves its contents into the tree; it is removed when the mutation ends.
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_staging_dir(mutation: *const keel_mutation, out: *mut keel_buf) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_value(out, "out")? };
-        let dir = unsafe { with_mutation(mutation, |m| m.staging_dir())? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_value(out, "out")?;
+        let dir = with_mutation(mutation, |m| m.staging_dir())?;
         *out = keel_buf::from_vec(dir.to_string_lossy().into_owned().into_bytes());
         Ok(())
     })
 }
 
 /// Moves everything in the staging folder into the folder `into` (relative
-/// to the root; empty for the root itself), merging with existing folders;
-/// a file replacing an existing one keeps that file's mode.
+/// to the root; empty or NULL for the root itself), merging with existing
+/// folders; a file replacing an existing one keeps that file's mode.
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_publish(
     mutation: *const keel_mutation,
     into: *const c_char,
     into_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let into = unsafe { ffi::optional_utf8(into, into_len, "into")? };
-        unsafe { with_mutation(mutation, |m| m.publish(into.unwrap_or(""))) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let into = ffi::optional_utf8(into, into_len, "into")?;
+        with_mutation(mutation, |m| m.publish(into.unwrap_or("")))
     })
 }
 
@@ -380,10 +394,11 @@ pub unsafe extern "C" fn keel_mutation_write(
     data: *const u8,
     data_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
-        let data = unsafe { ffi::bytes(data, data_len, "data")? };
-        unsafe { with_mutation(mutation, |m| m.write(path, data)) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let path = ffi::utf8(path, path_len, "path")?;
+        let data = ffi::bytes(data, data_len, "data")?;
+        with_mutation(mutation, |m| m.write(path, data))
     })
 }
 
@@ -394,9 +409,10 @@ pub unsafe extern "C" fn keel_mutation_remove(
     path: *const c_char,
     path_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
-        unsafe { with_mutation(mutation, |m| m.remove(path)) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let path = ffi::utf8(path, path_len, "path")?;
+        with_mutation(mutation, |m| m.remove(path))
     })
 }
 
@@ -409,10 +425,11 @@ pub unsafe extern "C" fn keel_mutation_rename(
     to: *const c_char,
     to_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let from = unsafe { ffi::utf8(from, from_len, "from")? };
-        let to = unsafe { ffi::utf8(to, to_len, "to")? };
-        unsafe { with_mutation(mutation, |m| m.rename(from, to)) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let from = ffi::utf8(from, from_len, "from")?;
+        let to = ffi::utf8(to, to_len, "to")?;
+        with_mutation(mutation, |m| m.rename(from, to))
     })
 }
 
@@ -423,9 +440,10 @@ pub unsafe extern "C" fn keel_mutation_create_dir(
     path: *const c_char,
     path_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
-        unsafe { with_mutation(mutation, |m| m.create_dir(path)) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let path = ffi::utf8(path, path_len, "path")?;
+        with_mutation(mutation, |m| m.create_dir(path))
     })
 }
 
@@ -438,9 +456,10 @@ pub unsafe extern "C" fn keel_mutation_declare(
     paths: *const keel_bytes,
     count: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let paths = unsafe { ffi::utf8_list(paths, count, "paths")? };
-        unsafe { with_mutation(mutation, |m| m.declare(&paths)) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let paths = ffi::utf8_list(paths, count, "paths")?;
+        with_mutation(mutation, |m| m.declare(&paths))
     })
 }
 
@@ -449,7 +468,8 @@ pub unsafe extern "C" fn keel_mutation_declare(
 /// way it has ended; free the handle with keel_mutation_free.
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_commit(mutation: *const keel_mutation) -> keel_status {
-    ffi::call(|| unsafe { ffi::handle(mutation, "mutation")? }.inner.commit())
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe { ffi::handle(mutation, "mutation")?.inner.commit() })
 }
 
 /// Undoes every change. If some paths cannot be restored, all are named in
@@ -457,12 +477,14 @@ pub unsafe extern "C" fn keel_mutation_commit(mutation: *const keel_mutation) ->
 /// recovery succeeds.
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_rollback(mutation: *const keel_mutation) -> keel_status {
-    ffi::call(|| unsafe { ffi::handle(mutation, "mutation")? }.inner.rollback())
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe { ffi::handle(mutation, "mutation")?.inner.rollback() })
 }
 
 /// Frees a mutation handle, rolling the mutation back if it has not ended.
 /// NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_free(mutation: *mut keel_mutation) {
-    unsafe { ffi::free_handle(mutation) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(mutation) })
 }
