@@ -70,6 +70,7 @@ from keel._keel import (
     __version__,
     flush_logs,
     stats,
+    verify_file,
 )
 
 __all__ = [
@@ -109,6 +110,7 @@ __all__ = [
     "__version__",
     "flush_logs",
     "stats",
+    "verify_file",
 ]
 
 
