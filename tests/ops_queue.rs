@@ -495,3 +495,25 @@ fn finish_many_stores_each_outcome_on_its_own_in_one_transaction() {
         "the stale entry changed nothing"
     );
 }
+
+#[test]
+fn a_delay_is_read_on_the_queues_clock() {
+    let (q, clock) = queue("delay");
+    let delayed = EnqueueOptions {
+        delay: Some(Duration::from_secs(10)),
+        ..opts()
+    };
+    let job = q.enqueue("k", "{}", &delayed).unwrap().job;
+    assert_eq!(job.run_at, START + 10_000);
+    assert!(q.dequeue(&["k"], "w", LEASE).unwrap().is_none());
+    clock.advance(Duration::from_secs(10));
+    assert!(q.dequeue(&["k"], "w", LEASE).unwrap().is_some());
+    let both = EnqueueOptions {
+        run_at: Some(START),
+        ..delayed
+    };
+    assert_eq!(
+        q.enqueue("k", "{}", &both).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+}

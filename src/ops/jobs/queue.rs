@@ -33,6 +33,10 @@ pub struct EnqueueOptions {
     pub priority: u8,
     /// Not run before this time (ms since the epoch); default now.
     pub run_at: Option<Millis>,
+    /// Not run before this long from now, read on the queue's clock (so a
+    /// test's manual clock schedules it too); give `run_at` or `delay`, not
+    /// both.
+    pub delay: Option<Duration>,
     /// Failed attempts allowed before the job is dead; default 20.
     pub max_attempts: u32,
     /// While a job with this key (and kind) has not finished, enqueueing
@@ -45,6 +49,7 @@ impl Default for EnqueueOptions {
         EnqueueOptions {
             priority: 5,
             run_at: None,
+            delay: None,
             max_attempts: 20,
             unique_key: None,
         }
@@ -181,11 +186,17 @@ impl Queue {
         if let Some(key) = &options.unique_key {
             check_key("unique key", key)?;
         }
+        let run_at = match (options.run_at, options.delay) {
+            (Some(_), Some(_)) => return Err(Error::invalid_argument("give run_at or delay, not both")),
+            (Some(at), None) => at,
+            (None, Some(delay)) => self.clock.now().saturating_add(millis(delay)),
+            (None, None) => self.clock.now(),
+        };
         Ok(NewJob {
             kind: kind.to_owned(),
             payload: payload.to_owned(),
             priority: options.priority,
-            run_at: options.run_at.unwrap_or_else(|| self.clock.now()),
+            run_at,
             max_attempts: options.max_attempts,
             unique_key: options.unique_key.clone(),
         })

@@ -406,8 +406,10 @@ impl Shared {
         };
         for ((id, token, lost), result) in running.iter().zip(results) {
             if let Err(err) = result {
-                lost.store(true, Ordering::SeqCst);
+                // Out of the running set (and counted) before the handler
+                // can see the flag.
                 self.drop_lost(*id, *token, &err);
+                lost.store(true, Ordering::SeqCst);
             }
         }
     }
