@@ -143,7 +143,7 @@ static int wait_handled(int target) {
 
 static atomic_int saw_payload;
 
-static keel_status work(void *userdata, keel_job_ctx *ctx) {
+static int32_t work(void *userdata, keel_job_ctx *ctx) {
   const uint8_t *payload = NULL;
   size_t len = 0;
   if (keel_job_ctx_payload(ctx, &payload, &len) == KEEL_OK && len > 0 && payload[0] == '{' &&
@@ -154,7 +154,7 @@ static keel_status work(void *userdata, keel_job_ctx *ctx) {
   return KEEL_OK;
 }
 
-static keel_status refuse(void *userdata, keel_job_ctx *ctx) {
+static int32_t refuse(void *userdata, keel_job_ctx *ctx) {
   (void)userdata;
   keel_job_ctx_set_output(ctx, (const uint8_t *)"cannot do it", 12);
   keel_job_ctx_set_retryable(ctx, false);

@@ -33,6 +33,7 @@ fn op_from(row: &Row) -> Result<OpRecord> {
         ready_at: from_sql_time(row.get(8)),
         created_at: from_sql_time(row.get(9)),
         updated_at: from_sql_time(row.get(10)),
+        expired: false,
     })
 }
 
