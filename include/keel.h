@@ -29,6 +29,17 @@
 #define KEEL_WAIT_FOREVER -1
 
 /**
+ * Pass as `order` to keel_ops_next_in: oldest first, the order claims take
+ * (the default of keel_ops_next).
+ */
+#define KEEL_NEXT_OLDEST 0
+
+/**
+ * Pass as `order` to keel_ops_next_in: by item key.
+ */
+#define KEEL_NEXT_ITEM 1
+
+/**
  * Pass as `timeout_ms` to keel_pool_run for the pool's own timeout.
  */
 #define KEEL_POOL_TIMEOUT_DEFAULT -2
@@ -268,7 +279,6 @@ typedef struct keel_drive_batch keel_drive_batch;
 typedef struct keel_drive_migration keel_drive_migration;
 
 /**
- * The running attempt handed to a job handler. Valid only during the call
  * it was passed to; never free it.
  */
 typedef struct keel_job_ctx keel_job_ctx;
@@ -299,7 +309,9 @@ typedef struct keel_locks keel_locks;
 /**
  * One mutation, holding the root's exclusive lock until it is committed,
  * rolled back or freed (freeing an unfinished mutation rolls it back).
- * May be used and freed on any thread, one call at a time.
+ * May be used and freed on any thread; calls from several threads take
+ * turns. Only the process that began it ends it: freed in a forked child,
+ * it leaves the tree and the lock alone.
  */
 typedef struct keel_mutation keel_mutation;
 
@@ -325,6 +337,12 @@ typedef struct keel_pool keel_pool;
  * Every call is durable when it returns. Thread-safe.
  */
 typedef struct keel_queue keel_queue;
+
+/**
+ * The shared lock of a root (keel_journal_read): no mutation runs while it
+ * is held, and the tree is in a committed state. Free it to release it.
+ */
+typedef struct keel_read_guard keel_read_guard;
 
 /**
  * What a running task may ask keel: its index, whether it is the first of
@@ -368,17 +386,18 @@ typedef struct {
  * Converts one stored data version for a new schema. `input` (UTF-8 JSON,
  * `input_len` bytes, valid during the call) is `{"item": {...}, "version":
  * "1.2.3", "data": ..., "from_schema": n|null, "to_schema": n}`. Return
- * KEEL_OK after keel_drive_migration_set(`output`, new data JSON), or any
- * other status to abort the whole migration (nothing changes).
+ * KEEL_OK (0) after keel_drive_migration_set(`output`, new data JSON), or
+ * any other number to abort the whole migration (nothing changes; a
+ * keel_status is the error's kind, any other number KEEL_INVALID_ARGUMENT).
  *
  * Called on a keel thread (the one committing the write), one call at a
  * time per migration. It must not write to the drive (that would wait for
  * itself and gives KEEL_WOULD_DEADLOCK); reading is fine.
  */
-typedef keel_status (*keel_drive_migrate_fn)(void *userdata,
-                                             const char *input,
-                                             size_t input_len,
-                                             keel_drive_migration *output);
+typedef int32_t (*keel_drive_migrate_fn)(void *userdata,
+                                         const char *input,
+                                         size_t input_len,
+                                         keel_drive_migration *output);
 
 /**
  * What keel_journal_recover did.
@@ -482,92 +501,25 @@ typedef void (*keel_log_fn)(void *userdata,
                             size_t message_len);
 
 /**
- * How to enqueue a job; keel_enqueue_options_default gives the defaults.
+ * How operations count lapsed claims; keel_ops_options_default gives the
+ * defaults.
  */
 typedef struct {
   /**
-   * 0 (runs first) to 9 (runs last); default 5.
+   * How many lapsed claims in a row (a lease that ended without an
+   * update) a record survives; the next one makes it FAILED. Default 5.
    */
-  uint8_t priority;
-  /**
-   * Not run before this time, in ms since the Unix epoch; -1 for now.
-   */
-  int64_t run_at_ms;
-  /**
-   * Failed attempts allowed before the job is dead; default 20.
-   */
-  uint32_t max_attempts;
-  /**
-   * While a job of this kind with this key has not finished, enqueueing
-   * another returns it. NULL for none.
-   */
-  const char *unique_key;
-  /**
-   * The unique key's length in bytes.
-   */
-  size_t unique_key_len;
-} keel_enqueue_options;
-
-/**
- * A dequeued attempt. Present `id` and `token` to finish it; free the
- * buffers with keel_job_free.
- */
-typedef struct {
-  uint64_t id;
-  /**
-   * The attempt's token: finishing with any other is refused (KEEL_CONFLICT).
-   */
-  uint64_t token;
-  /**
-   * Which attempt this is (1 for the first).
-   */
-  uint32_t attempt;
-  /**
-   * The lease's end, in ms since the Unix epoch.
-   */
-  uint64_t lease_until_ms;
-  keel_buf kind;
-  /**
-   * The JSON payload.
-   */
-  keel_buf payload;
-} keel_job;
-
-/**
- * A job handler: runs on one of the worker's threads (several at once, up
- * to the kind's concurrency) with `userdata` and the attempt. Return
- * KEEL_OK to complete the job, with the JSON result (or nothing) given to
- * keel_job_ctx_set_output; any other status fails the attempt, with the
- * output as its message, retried after a backoff unless
- * keel_job_ctx_set_retryable(ctx, false) was called. It may call keel
- * functions, but not keel_worker_stop or keel_worker_free of its own worker.
- */
-typedef keel_status (*keel_job_handler_fn)(void *userdata, keel_job_ctx *ctx);
-
-/**
- * A worker's counters.
- */
-typedef struct {
-  uint64_t completed;
-  uint64_t failed;
-  uint64_t panicked;
-  /**
-   * Finishes refused because the attempt was no longer current.
-   */
-  uint64_t refused;
-  uint64_t released;
-  /**
-   * Attempts whose handler ran past the job timeout.
-   */
-  uint64_t timed_out;
-} keel_worker_counters;
+  uint32_t max_lapses;
+} keel_ops_options;
 
 /**
  * A task: runs on one of the pool's threads with `userdata` and a context.
  *
- * Return KEEL_OK for success; the bytes given to keel_task_ctx_set_output
- * are the task's output. Any other status is a failure of that kind, and
- * the bytes given to keel_task_ctx_set_output are its message.
+ * Return KEEL_OK (0) for success; the bytes given to
+ * keel_task_ctx_set_output are the task's output. Any other keel_status is
+ * a failure of that kind, and the bytes given to keel_task_ctx_set_output
+ * are its message; a number that is no keel_status is reported as
+ * KEEL_INVALID_ARGUMENT.
  *
  * Called on a pool thread, never on the thread that called keel_pool_run;
  * tasks of distinct keys run at the same time on several threads. It may
@@ -577,7 +529,7 @@ typedef struct {
  * KEEL_OUTCOME_TIMED_OUT after the timeout, and its thread (with its
  * userdata) stays in use until it does return.
  */
-typedef keel_status (*keel_task_fn)(void *userdata, keel_task_ctx *ctx);
+typedef int32_t (*keel_task_fn)(void *userdata, keel_task_ctx *ctx);
 
 /**
  * One task of a batch: its key (`key_len` bytes; tasks of one key never
@@ -632,11 +584,11 @@ typedef struct {
  * keel_pool_pipeline, one item at a time, in input order. Its output and
  * status work as for keel_task_fn.
  */
-typedef keel_status (*keel_commit_fn)(void *userdata,
-                                      size_t index,
-                                      const uint8_t *prepared,
-                                      size_t prepared_len,
-                                      keel_task_ctx *ctx);
+typedef int32_t (*keel_commit_fn)(void *userdata,
+                                  size_t index,
+                                  const uint8_t *prepared,
+                                  size_t prepared_len,
+                                  keel_task_ctx *ctx);
 
 /**
  * A snapshot of a pool's counters.
@@ -676,6 +628,125 @@ typedef struct {
   size_t abandoned;
 } keel_pool_counters;
 
+/**
+ * How to enqueue a job; keel_enqueue_options_default gives the defaults.
+ */
+typedef struct {
+  /**
+   * 0 (runs first) to 9 (runs last); default 5.
+   */
+  uint8_t priority;
+  /**
+   * Not run before this time, in ms since the Unix epoch; -1 for now.
+   */
+  int64_t run_at_ms;
+  /**
+   * Not run before this many ms from now, read on the queue's clock; -1
+   * for none. Give run_at_ms or delay_ms, not both.
+   */
+  int64_t delay_ms;
+  /**
+   * Failed attempts allowed before the job is dead; default 20.
+   */
+  uint32_t max_attempts;
+  /**
+   * While a job of this kind with this key has not finished, enqueueing
+   * another returns it. NULL for none.
+   */
+  const char *unique_key;
+  /**
+   * The unique key's length in bytes.
+   */
+  size_t unique_key_len;
+} keel_enqueue_options;
+
+/**
+ * One job of keel_queue_enqueue_many.
+ */
+typedef struct {
+  const char *kind;
+  size_t kind_len;
+  /**
+   * The JSON payload.
+   */
+  const char *payload;
+  size_t payload_len;
+  /**
+   * Start from keel_enqueue_options_default().
+   */
+  keel_enqueue_options options;
+} keel_job_spec;
+
+/**
+ * How a queue retries and resets its jobs; keel_queue_options_default
+ * gives the defaults.
+ */
+typedef struct {
+  /**
+   * How many lease expiries a job survives; the next one makes it dead
+   * ("its processor kept dying"). Default 5.
+   */
+  uint32_t max_resets;
+} keel_queue_options;
+
+/**
+ * buffers with keel_job_free.
+ */
+typedef struct {
+  uint64_t id;
+  /**
+   * The attempt's token: finishing with any other is refused (KEEL_CONFLICT).
+   */
+  uint64_t token;
+  /**
+   * Which attempt this is (1 for the first).
+   */
+  uint32_t attempt;
+  /**
+   * The lease's end, in ms since the Unix epoch.
+   */
+  uint64_t lease_until_ms;
+  keel_buf kind;
+  /**
+   * The JSON payload.
+   */
+  keel_buf payload;
+} keel_job;
+
+/**
+ * to the kind's concurrency) with `userdata` and the attempt. Return
+ * KEEL_OK (0) to complete the job, with the JSON result (or nothing) given
+ * to keel_job_ctx_set_output; any other number fails the attempt, with the
+ * output as its message, retried after a backoff unless
+ * keel_job_ctx_set_retryable(ctx, false) was called. It may call keel
+ * functions, but not keel_worker_stop or keel_worker_free of its own worker.
+ */
+typedef int32_t (*keel_job_handler_fn)(void *userdata, keel_job_ctx *ctx);
+
+/**
+ * A worker's counters.
+ */
+typedef struct {
+  uint64_t completed;
+  uint64_t failed;
+  uint64_t panicked;
+  /**
+   * Finishes refused because the attempt was no longer current.
+   */
+  uint64_t refused;
+  uint64_t released;
+  /**
+   * Attempts whose handler ran past the job timeout.
+   */
+  uint64_t timed_out;
+  /**
+   * Running jobs whose heartbeat was refused (cancelled, reset or
+   * deleted): dropped, their handler told through
+   * keel_job_ctx_lease_lost, their result not stored.
+   */
+  uint64_t lost;
+} keel_worker_counters;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -684,13 +755,6 @@ extern "C" {
  * Frees the bytes of `buf` and zeroes it. NULL, or a zeroed buffer, is a no-op.
  */
 void keel_buf_free(keel_buf *buf);
-
-/**
- * Writes every live keel object's counters into `*out` as one JSON object,
- * grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`.
- * Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
- */
-keel_status keel_stats_json(keel_buf *out);
 
 /**
  * Opens (or creates) the drive file at `path`. `options_json` may be NULL
@@ -1006,6 +1070,19 @@ keel_status keel_journal_begin(const keel_journal *journal,
                                keel_mutation **out);
 
 /**
+ * keel_journal_begin waiting `timeout_ms` at most (-1: no limit, 0: do
+ * not wait): KEEL_TIMEOUT (and `*out` untouched) when it elapsed. Waiting
+ * for another process polls its lock every 20 ms at most.
+ */
+keel_status keel_journal_begin_timeout(const keel_journal *journal,
+                                       const char *operation,
+                                       size_t operation_len,
+                                       const char *details,
+                                       size_t details_len,
+                                       int64_t timeout_ms,
+                                       keel_mutation **out);
+
+/**
  * keel_journal_begin without waiting: returns KEEL_BUSY (and leaves `*out`
  * untouched) when another thread or process holds the root.
  */
@@ -1023,6 +1100,27 @@ keel_status keel_journal_try_begin(const keel_journal *journal,
 keel_status keel_journal_recover(const keel_journal *journal, keel_recovery_report *out);
 
 /**
+ * What the last recovery of this handle did (the one keel_journal_open
+ * ran first): fills `*out` and sets `*found` to true, or sets `*found` to
+ * false if none ran yet (another process held the root at open).
+ */
+keel_status keel_journal_last_recovery(const keel_journal *journal,
+                                       keel_recovery_report *out,
+                                       bool *found);
+
+/**
+ * Takes the shared lock of the root (waiting, blocking this thread, for
+ * running mutations to end; recovering a crashed one first) and puts the
+ * guard in `*out`; free it with keel_read_guard_free to release the lock.
+ */
+keel_status keel_journal_read(const keel_journal *journal, keel_read_guard **out);
+
+/**
+ * Releases a read guard. NULL is a no-op.
+ */
+void keel_read_guard_free(keel_read_guard *guard);
+
+/**
  * Fills `*out` with what is on disk. Takes no lock.
  */
 keel_status keel_journal_status(const keel_journal *journal, keel_journal_state *out);
@@ -1035,9 +1133,40 @@ keel_status keel_journal_status(const keel_journal *journal, keel_journal_state 
 keel_status keel_journal_resolve(const keel_journal *journal, uint64_t seq);
 
 /**
- * The mutation's sequence number, in `*out`.
+ * The mutation's sequence number, in `*out` (never waits).
  */
 keel_status keel_mutation_seq(const keel_mutation *mutation, uint64_t *out);
+
+/**
+ * Makes `path` a symlink to `target` (stored, never followed).
+ */
+keel_status keel_mutation_symlink(const keel_mutation *mutation,
+                                  const char *path,
+                                  size_t path_len,
+                                  const char *target,
+                                  size_t target_len);
+
+/**
+ * Like keel_mutation_declare, but folders are copied whole, so the caller
+ * may edit their files in place (costs their bytes).
+ */
+keel_status keel_mutation_declare_copy(const keel_mutation *mutation,
+                                       const keel_bytes *paths,
+                                       size_t count);
+
+/**
+ * A private folder on the root's file system to prepare files in: its
+ * path (UTF-8) in `*out`, freed with keel_buf_free. keel_mutation_publish
+ * moves its contents into the tree; it is removed when the mutation ends.
+ */
+keel_status keel_mutation_staging_dir(const keel_mutation *mutation, keel_buf *out);
+
+/**
+ * Moves everything in the staging folder into the folder `into` (relative
+ * to the root; empty or NULL for the root itself), merging with existing
+ * folders; a file replacing an existing one keeps that file's mode.
+ */
+keel_status keel_mutation_publish(const keel_mutation *mutation, const char *into, size_t into_len);
 
 /**
  * Writes `data[0..data_len]` to the file `path` (relative to the root,
@@ -1177,6 +1306,36 @@ keel_status keel_locks_stats(const keel_locks *locks, keel_lock_stats *out);
 keel_status keel_set_log_callback(uint32_t max_level, keel_log_fn callback, void *userdata);
 
 /**
+ * The default operations options: 5 lapses.
+ */
+keel_ops_options keel_ops_options_default(void);
+
+/**
+ * keel_ops_open with `options` (NULL for the defaults).
+ */
+keel_status keel_ops_open_with(const char *path,
+                               size_t path_len,
+                               const keel_ops_options *options,
+                               keel_ops **out);
+
+/**
+ * keel_ops_next in `order` (KEEL_NEXT_OLDEST or KEEL_NEXT_ITEM).
+ */
+keel_status keel_ops_next_in(const keel_ops *ops,
+                             const char *op,
+                             size_t op_len,
+                             size_t limit,
+                             uint32_t order,
+                             keel_buf *out);
+
+/**
+ * The reset pass: WORKING records whose lease ended become READY again
+ * (FAILED past max_lapses); writes the numbers to `*out_ready` and
+ * `*out_failed` (either may be NULL).
+ */
+keel_status keel_ops_reset_expired(const keel_ops *ops, uint64_t *out_ready, uint64_t *out_failed);
+
+/**
  * Opens (creating if missing) the operations file at `path` into `*out`;
  * free it with keel_ops_free.
  */
@@ -1258,233 +1417,12 @@ keel_status keel_ops_error(const keel_ops *ops,
 keel_status keel_ops_states(const keel_ops *ops, const char *item, size_t item_len, keel_buf *out);
 
 /**
- * Opens (creating if missing) the job queue file at `path` into `*out`;
- * free it with keel_queue_free.
- */
-keel_status keel_queue_open(const char *path, size_t path_len, keel_queue **out);
-
-/**
- * Frees the handle. NULL is a no-op.
- */
-void keel_queue_free(keel_queue *queue);
-
-/**
- * The default enqueue options: priority 5, now, 20 attempts, no unique key.
- */
-keel_enqueue_options keel_enqueue_options_default(void);
-
-/**
- * Enqueues a job of `kind` with a JSON `payload` (`options` NULL for the
- * defaults). Writes its id to `*out_id` and whether it was created (false:
- * a live job with the same unique key was returned) to `*out_created`
- * (either may be NULL).
- */
-keel_status keel_queue_enqueue(const keel_queue *queue,
-                               const char *kind,
-                               size_t kind_len,
-                               const char *payload,
-                               size_t payload_len,
-                               const keel_enqueue_options *options,
-                               uint64_t *out_id,
-                               bool *out_created);
-
-/**
- * Claims the best ready job of `kinds[0..count]` for `worker` for
- * `lease_ms`. Writes it to `*out` and true to `*out_found`, or false to
- * `*out_found` (and nothing to `*out`) when none is ready. Free a written
- * job's buffers with keel_job_free.
- */
-keel_status keel_queue_dequeue(const keel_queue *queue,
-                               const keel_bytes *kinds,
-                               size_t count,
-                               const char *worker,
-                               size_t worker_len,
-                               uint64_t lease_ms,
-                               keel_job *out,
-                               bool *out_found);
-
-/**
- * Frees the buffers of a job written by keel_queue_dequeue. NULL is a no-op.
- */
-void keel_job_free(keel_job *job);
-
-/**
- * Extends attempt `token` of job `id` to `lease_ms` from now
- * (KEEL_CONFLICT when the attempt is no longer current).
- */
-keel_status keel_queue_heartbeat(const keel_queue *queue,
-                                 uint64_t id,
-                                 uint64_t token,
-                                 uint64_t lease_ms);
-
-/**
- * Completes attempt `token` of job `id` with a JSON `result` (or empty).
- * KEEL_CONFLICT when the attempt is no longer current.
- */
-keel_status keel_queue_complete(const keel_queue *queue,
-                                uint64_t id,
-                                uint64_t token,
-                                const char *result,
-                                size_t result_len);
-
-/**
- * Fails attempt `token` of job `id`: retried after a backoff when
- * `retryable` and attempts remain, dead otherwise.
- */
-keel_status keel_queue_fail(const keel_queue *queue,
-                            uint64_t id,
-                            uint64_t token,
-                            const char *error,
-                            size_t error_len,
-                            bool retryable);
-
-/**
- * Cancels job `id` unless it has finished (KEEL_CONFLICT then).
- */
-keel_status keel_queue_cancel(const keel_queue *queue,
-                              uint64_t id,
-                              const char *reason,
-                              size_t reason_len);
-
-/**
- * Writes job `id` to `*out` as a JSON object (KEEL_NOT_FOUND if none).
- */
-keel_status keel_queue_get(const keel_queue *queue, uint64_t id, keel_buf *out);
-
-/**
- * Writes `{"kind": {"state": count}}` to `*out` (read from counters, cheap).
- */
-keel_status keel_queue_counts(const keel_queue *queue, keel_buf *out);
-
-/**
- * Requeues jobs whose lease expired (dead past the max resets); writes the
- * numbers to `*out_requeued` and `*out_dead` (either may be NULL).
- */
-keel_status keel_queue_reset_expired(const keel_queue *queue,
-                                     uint64_t *out_requeued,
-                                     uint64_t *out_dead);
-
-/**
- * Deletes finished jobs older than `retention_ms`; writes how many to
- * `*out_deleted` (may be NULL).
- */
-keel_status keel_queue_cleanup(const keel_queue *queue,
-                               uint64_t retention_ms,
-                               uint64_t *out_deleted);
-
-/**
- * Starts building a worker on `queue` named `name` (NULL for a default),
- * with leases of `lease_ms` (0 for 30 s) and idle polls every `poll_ms`
- * (0 for 1 s). Free with keel_worker_builder_free unless started.
- */
-keel_status keel_worker_builder_new(const keel_queue *queue,
-                                    const char *name,
-                                    size_t name_len,
-                                    uint64_t lease_ms,
-                                    uint64_t poll_ms,
-                                    keel_worker_builder **out);
-
-/**
- * Frees a builder that was not started. NULL is a no-op.
- */
-void keel_worker_builder_free(keel_worker_builder *builder);
-
-/**
- * Registers `handler` (with `userdata`) for `kind`, at most `concurrency`
- * at once.
- */
-keel_status keel_worker_builder_handler(keel_worker_builder *builder,
-                                        const char *kind,
-                                        size_t kind_len,
-                                        size_t concurrency,
-                                        keel_job_handler_fn handler,
-                                        void *userdata);
-
-/**
- * Fails any attempt whose handler runs longer than `timeout_ms` (retried
- * after a backoff); the handler's thread is abandoned, never killed, and its
- * late result is refused. 0 removes the limit (the default).
- */
-keel_status keel_worker_builder_job_timeout(keel_worker_builder *builder, uint64_t timeout_ms);
-
-/**
- * Runs only `kinds[0..count]` (default: every registered kind).
- */
-keel_status keel_worker_builder_allow(keel_worker_builder *builder,
-                                      const keel_bytes *kinds,
-                                      size_t count);
-
-/**
- * Never runs `kinds[0..count]`, even when allowed.
- */
-keel_status keel_worker_builder_block(keel_worker_builder *builder,
-                                      const keel_bytes *kinds,
-                                      size_t count);
-
-/**
- * Starts the worker into `*out` and frees the builder (also on failure).
- * A kind in the allow- or block-list with no handler is
- * KEEL_INVALID_ARGUMENT.
- */
-keel_status keel_worker_start(keel_worker_builder *builder, keel_worker **out);
-
-/**
- * Stops gracefully: no new jobs; running handlers get `deadline_ms`; jobs
- * still running then are released to the queue. Writes how many were
- * released to `*out_released` (may be NULL). Call it from a thread that is
- * not one of this worker's handlers.
- */
-keel_status keel_worker_stop(keel_worker *worker, uint64_t deadline_ms, uint64_t *out_released);
-
-/**
- * Writes the worker's counters to `*out`.
- */
-keel_status keel_worker_stats(const keel_worker *worker, keel_worker_counters *out);
-
-/**
- * Stops the worker with a zero deadline (running jobs are released at
- * once) and frees it. NULL is a no-op.
- */
-void keel_worker_free(keel_worker *worker);
-
-/**
- * The job's id (0 for NULL).
- */
-uint64_t keel_job_ctx_id(const keel_job_ctx *ctx);
-
-/**
- * Which attempt this is, 1 for the first (0 for NULL).
- */
-uint32_t keel_job_ctx_attempt(const keel_job_ctx *ctx);
-
-/**
- * Points `*out_ptr`/`*out_len` at the JSON payload, valid during the call.
- */
-keel_status keel_job_ctx_payload(const keel_job_ctx *ctx, const uint8_t **out_ptr, size_t *out_len);
-
-/**
- * True once the handler should wrap up: the worker is stopping or this
- * attempt's lease was lost (its result will be refused). False for NULL.
- */
-bool keel_job_ctx_should_stop(const keel_job_ctx *ctx);
-
-/**
- * Sets the output (copied): the JSON result on KEEL_OK, the failure's
- * message otherwise.
- */
-keel_status keel_job_ctx_set_output(keel_job_ctx *ctx, const uint8_t *data, size_t len);
-
-/**
- * Whether a failure (a non-OK return) is retried; true by default.
- */
-keel_status keel_job_ctx_set_retryable(keel_job_ctx *ctx, bool retryable);
-
-/**
  * Makes a pool in `*out`; free it with keel_pool_free.
  *
- * `max_concurrency` below 1 means 1. `timeout_ms` is each task's timeout
+ * `max_concurrency` 0 means 1; above 65536 (a negative number cast to
+ * size_t, say) is KEEL_INVALID_ARGUMENT. `timeout_ms` is each task's timeout
  * (KEEL_POOL_NO_TIMEOUT for none). While `max_abandoned` abandoned threads
- * are alive, new tasks are refused. `name` (UTF-8, NULL for none) names the
+ * are alive, new tasks are refused; 0 means no cap. `name` (UTF-8, NULL for none) names the
  * pool in keel_stats_json and events.
  */
 keel_status keel_pool_new(size_t max_concurrency,
@@ -1591,6 +1529,179 @@ keel_status keel_task_ctx_sleep_ms(const keel_task_ctx *ctx, uint64_t ms);
 keel_status keel_task_ctx_set_output(keel_task_ctx *ctx, const uint8_t *data, size_t len);
 
 /**
+ * Opens (creating if missing) the job queue file at `path` into `*out`;
+ * free it with keel_queue_free.
+ */
+keel_status keel_queue_open(const char *path, size_t path_len, keel_queue **out);
+
+/**
+ * Frees the handle. NULL is a no-op.
+ */
+void keel_queue_free(keel_queue *queue);
+
+/**
+ * The default enqueue options: priority 5, now, 20 attempts, no unique key.
+ */
+keel_enqueue_options keel_enqueue_options_default(void);
+
+/**
+ * Enqueues a job of `kind` with a JSON `payload` (`options` NULL for the
+ * defaults). Writes its id to `*out_id` and whether it was created (false:
+ * a live job with the same unique key was returned) to `*out_created`
+ * (either may be NULL).
+ */
+keel_status keel_queue_enqueue(const keel_queue *queue,
+                               const char *kind,
+                               size_t kind_len,
+                               const char *payload,
+                               size_t payload_len,
+                               const keel_enqueue_options *options,
+                               uint64_t *out_id,
+                               bool *out_created);
+
+/**
+ * Enqueues `jobs[0..count]` in one transaction (one commit, all or
+ * nothing), in order. Writes each job's id to `out_ids[i]` and whether it
+ * was created to `out_created[i]` (arrays of `count`; either may be NULL).
+ * A job whose unique key an earlier one of the batch took gets that id.
+ */
+keel_status keel_queue_enqueue_many(const keel_queue *queue,
+                                    const keel_job_spec *jobs,
+                                    size_t count,
+                                    uint64_t *out_ids,
+                                    bool *out_created);
+
+/**
+ * The default queue options: 5 resets.
+ */
+keel_queue_options keel_queue_options_default(void);
+
+/**
+ * keel_queue_open with `options` (NULL for the defaults).
+ */
+keel_status keel_queue_open_with(const char *path,
+                                 size_t path_len,
+                                 const keel_queue_options *options,
+                                 keel_queue **out);
+
+/**
+ * Hands attempt `token` of job `id` back unfinished: queued again at once,
+ * no failure counted (KEEL_CONFLICT when the attempt is no longer current).
+ */
+keel_status keel_queue_release(const keel_queue *queue, uint64_t id, uint64_t token);
+
+/**
+ * Queues dead or cancelled job `id` again with fresh attempts
+ * (KEEL_CONFLICT for any other state).
+ */
+keel_status keel_queue_retry(const keel_queue *queue, uint64_t id);
+
+/**
+ * Writes a JSON array of the jobs of `kind` to `*out`, oldest first, at
+ * most `limit`: in the state named by `state` ("queued", "running",
+ * "retrying", "completed", "dead", "cancelled"), or in any when `state` is
+ * NULL.
+ */
+keel_status keel_queue_list(const keel_queue *queue,
+                            const char *kind,
+                            size_t kind_len,
+                            const char *state,
+                            size_t state_len,
+                            size_t limit,
+                            keel_buf *out);
+
+/**
+ * Claims the best ready job of `kinds[0..count]` for `worker` for
+ * `lease_ms`. Writes it to `*out` and true to `*out_found`, or false to
+ * `*out_found` (and nothing to `*out`) when none is ready. Free a written
+ * job's buffers with keel_job_free.
+ */
+keel_status keel_queue_dequeue(const keel_queue *queue,
+                               const keel_bytes *kinds,
+                               size_t count,
+                               const char *worker,
+                               size_t worker_len,
+                               uint64_t lease_ms,
+                               keel_job *out,
+                               bool *out_found);
+
+/**
+ * Frees the buffers of a job written by keel_queue_dequeue. NULL is a no-op.
+ */
+void keel_job_free(keel_job *job);
+
+/**
+ * Extends attempt `token` of job `id` to `lease_ms` from now
+ * (KEEL_CONFLICT when the attempt is no longer current).
+ */
+keel_status keel_queue_heartbeat(const keel_queue *queue,
+                                 uint64_t id,
+                                 uint64_t token,
+                                 uint64_t lease_ms);
+
+/**
+ * Completes attempt `token` of job `id` with a JSON `result` (or empty).
+ * KEEL_CONFLICT when the attempt is no longer current.
+ */
+keel_status keel_queue_complete(const keel_queue *queue,
+                                uint64_t id,
+                                uint64_t token,
+                                const char *result,
+                                size_t result_len);
+
+/**
+ * Fails attempt `token` of job `id`: retried after a backoff when
+ * `retryable` and attempts remain, dead otherwise.
+ */
+keel_status keel_queue_fail(const keel_queue *queue,
+                            uint64_t id,
+                            uint64_t token,
+                            const char *error,
+                            size_t error_len,
+                            bool retryable);
+
+/**
+ * Cancels job `id` unless it has finished (KEEL_CONFLICT then).
+ */
+keel_status keel_queue_cancel(const keel_queue *queue,
+                              uint64_t id,
+                              const char *reason,
+                              size_t reason_len);
+
+/**
+ * Writes job `id` to `*out` as a JSON object (KEEL_NOT_FOUND if none).
+ */
+keel_status keel_queue_get(const keel_queue *queue, uint64_t id, keel_buf *out);
+
+/**
+ * Writes `{"kind": {"state": count}}` to `*out` (read from counters, cheap).
+ */
+keel_status keel_queue_counts(const keel_queue *queue, keel_buf *out);
+
+/**
+ * Requeues jobs whose lease expired (dead past the max resets); writes the
+ * numbers to `*out_requeued` and `*out_dead` (either may be NULL).
+ */
+keel_status keel_queue_reset_expired(const keel_queue *queue,
+                                     uint64_t *out_requeued,
+                                     uint64_t *out_dead);
+
+/**
+ * Deletes finished jobs older than `retention_ms`; writes how many to
+ * `*out_deleted` (may be NULL).
+ */
+keel_status keel_queue_cleanup(const keel_queue *queue,
+                               uint64_t retention_ms,
+                               uint64_t *out_deleted);
+
+/**
+ * Writes every live keel object's counters into `*out` as one JSON object,
+ * grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`.
+ * Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
+ */
+keel_status keel_stats_json(keel_buf *out);
+
+/**
  * The message of the last failed keel call on this thread (`"Timeout: ..."`),
  * or an empty string after a success.
  *
@@ -1616,6 +1727,121 @@ keel_status keel_debug_panic(void);
  * KEEL_VERSION_* macros the program was compiled against. Static: never free it.
  */
 const char *keel_version(void);
+
+/**
+ * Starts building a worker on `queue` named `name` (NULL for a default),
+ * with leases of `lease_ms` (0 for 30 s) and idle polls every `poll_ms`
+ * (0 for 1 s). Free with keel_worker_builder_free unless started.
+ */
+keel_status keel_worker_builder_new(const keel_queue *queue,
+                                    const char *name,
+                                    size_t name_len,
+                                    uint64_t lease_ms,
+                                    uint64_t poll_ms,
+                                    keel_worker_builder **out);
+
+/**
+ * Frees a builder that was not started. NULL is a no-op.
+ */
+void keel_worker_builder_free(keel_worker_builder *builder);
+
+/**
+ * Registers `handler` (with `userdata`) for `kind`, at most `concurrency`
+ * at once.
+ */
+keel_status keel_worker_builder_handler(keel_worker_builder *builder,
+                                        const char *kind,
+                                        size_t kind_len,
+                                        size_t concurrency,
+                                        keel_job_handler_fn handler,
+                                        void *userdata);
+
+/**
+ * Fails any attempt whose handler runs longer than `timeout_ms` (retried
+ * after a backoff); the handler's thread is abandoned, never killed, and its
+ * late result is refused. 0 removes the limit (the default).
+ */
+keel_status keel_worker_builder_job_timeout(keel_worker_builder *builder, uint64_t timeout_ms);
+
+/**
+ * Runs only `kinds[0..count]` (default: every registered kind).
+ */
+keel_status keel_worker_builder_allow(keel_worker_builder *builder,
+                                      const keel_bytes *kinds,
+                                      size_t count);
+
+/**
+ * Never runs `kinds[0..count]`, even when allowed.
+ */
+keel_status keel_worker_builder_block(keel_worker_builder *builder,
+                                      const keel_bytes *kinds,
+                                      size_t count);
+
+/**
+ * Starts the worker into `*out` and frees the builder (also on failure).
+ * A kind in the allow- or block-list with no handler is
+ * KEEL_INVALID_ARGUMENT.
+ */
+keel_status keel_worker_start(keel_worker_builder *builder, keel_worker **out);
+
+/**
+ * Stops gracefully: no new jobs; running handlers get `deadline_ms`; jobs
+ * still running then are released to the queue. Writes how many were
+ * released to `*out_released` (may be NULL). Call it from a thread that is
+ * not one of this worker's handlers.
+ */
+keel_status keel_worker_stop(keel_worker *worker, uint64_t deadline_ms, uint64_t *out_released);
+
+/**
+ * Writes the worker's counters to `*out`.
+ */
+keel_status keel_worker_stats(const keel_worker *worker, keel_worker_counters *out);
+
+/**
+ * Stops the worker with a zero deadline (running jobs are released at
+ * once) and frees it. NULL is a no-op.
+ */
+void keel_worker_free(keel_worker *worker);
+
+/**
+ * The job's id (0 for NULL).
+ */
+uint64_t keel_job_ctx_id(const keel_job_ctx *ctx);
+
+/**
+ * Which attempt this is, 1 for the first (0 for NULL).
+ */
+uint32_t keel_job_ctx_attempt(const keel_job_ctx *ctx);
+
+/**
+ * Points `*out_ptr`/`*out_len` at the JSON payload, valid during the call.
+ */
+keel_status keel_job_ctx_payload(const keel_job_ctx *ctx, const uint8_t **out_ptr, size_t *out_len);
+
+/**
+ * True once the handler should wrap up: the worker is stopping or this
+ * attempt's lease was lost (its result will be refused). False for NULL.
+ */
+bool keel_job_ctx_should_stop(const keel_job_ctx *ctx);
+
+/**
+ * True once this attempt's lease was lost: a heartbeat was refused (the job
+ * was cancelled, reset or deleted; its result will not be stored) or a stop
+ * released it. A cancelled job's handler sees it within one heartbeat
+ * interval. False for NULL.
+ */
+bool keel_job_ctx_lease_lost(const keel_job_ctx *ctx);
+
+/**
+ * Sets the output (copied): the JSON result on KEEL_OK, the failure's
+ * message otherwise.
+ */
+keel_status keel_job_ctx_set_output(keel_job_ctx *ctx, const uint8_t *data, size_t len);
+
+/**
+ * Whether a failure (a non-OK return) is retried; true by default.
+ */
+keel_status keel_job_ctx_set_retryable(keel_job_ctx *ctx, bool retryable);
 
 #ifdef __cplusplus
 }  // extern "C"

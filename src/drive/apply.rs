@@ -95,7 +95,9 @@ impl Write {
             Write::SetPermissions { id, permissions } => {
                 Written::Item(Box::new(tree::set_permissions(cx, txn, *id, permissions)?))
             }
-            Write::SetData { id, data, version } => Written::Version(data::set_data(cx, txn, *id, data, *version)?),
+            Write::SetData { id, data, version } => {
+                Written::Version(data::set_data(cx, txn, *id, data, *version, data::Existing::Refuse)?)
+            }
             Write::DeleteData { id, version } => Written::Current(data::delete_data(cx, txn, *id, *version)?),
         })
     }

@@ -260,11 +260,16 @@ pub fn apply<H: super::calls::Hooks>(batch: &super::Calls<H>, call: &Value) -> R
 }
 
 impl super::DriveOptions {
-    /// Reads `{"durable": bool, "initial_map_size": bytes}` (both optional;
-    /// see [`DriveOptions::with_durable`](super::DriveOptions::with_durable)).
+    /// Reads `{"durable": bool, "initial_map_size": bytes,
+    /// "allow_types_without_schema": bool}` (each optional; see
+    /// [`DriveOptions`](super::DriveOptions)).
     pub fn from_json(value: &Value) -> Result<super::DriveOptions> {
         let object = as_object(value, "drive options")?;
-        refuse_unknown(object, &["durable", "initial_map_size"], "drive options")?;
+        refuse_unknown(
+            object,
+            &["durable", "initial_map_size", "allow_types_without_schema"],
+            "drive options",
+        )?;
         let durable = match object.get("durable") {
             None | Some(Value::Null) => true,
             Some(Value::Bool(durable)) => *durable,
@@ -278,7 +283,19 @@ impl super::DriveOptions {
                     .ok_or_else(|| Error::invalid_argument("drive options \"initial_map_size\" is a byte count"))?,
             ),
         };
-        Ok(super::DriveOptions::with_durable(durable, initial_map_size))
+        let allow_types_without_schema = match object.get("allow_types_without_schema") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(allow)) => *allow,
+            Some(_) => {
+                return Err(Error::invalid_argument(
+                    "drive options \"allow_types_without_schema\" is true or false",
+                ))
+            }
+        };
+        Ok(super::DriveOptions {
+            allow_types_without_schema,
+            ..super::DriveOptions::with_durable(durable, initial_map_size)
+        })
     }
 }
 

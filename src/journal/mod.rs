@@ -26,10 +26,13 @@
 //!    number, discards terminal ones and reaps orphan folders; see
 //!    [`Journal::recover`].
 
+mod audit;
 mod counters;
 mod fault;
 mod fs;
+mod handle;
 mod lock;
+mod manifest;
 mod mutation;
 mod paths;
 mod record;
@@ -42,11 +45,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
 pub use fault::{FaultAction, FaultPlan, Step};
+pub use handle::SharedMutation;
 pub use mutation::Mutation;
 pub use record::{MutationStatus, FORMAT_VERSION};
 pub use recovery::{Quarantined, RecoveryReport};
@@ -63,11 +67,15 @@ use crate::{Error, ErrorKind, Result};
 /// A managed directory tree whose changes are made through [`Mutation`]s.
 ///
 /// Guarantees: mutations of one root are serialized across threads and
-/// processes; after any crash the next `open`, `begin` or `read` restores
-/// the last committed state before anything else runs; a record that cannot
-/// be trusted is quarantined, never applied; a record of a newer format
-/// blocks mutations and reads ([`ErrorKind::Unsupported`]) until a newer
-/// build recovers it or an operator resolves it; paths outside the root are
+/// processes, and end only in the process that began them; after any crash
+/// the next `open`, `begin` or `read` restores the last committed state
+/// before anything else runs; a damaged record is quarantined, never
+/// applied; a record of a newer format (or with a status or kind this build
+/// does not know) blocks mutations and reads ([`ErrorKind::Unsupported`])
+/// until a newer build recovers it or an operator resolves it; state under
+/// `.keel/` that keel did not make (a symlink, FIFO, device, or a backup
+/// that does not match its record) blocks recovery with
+/// [`ErrorKind::Corrupt`] and nothing is touched; paths outside the root are
 /// never touched. Cloning is cheap (a shared handle). Costs: `open` and
 /// `begin` list four small folders; see [`Mutation`] for the cost of changes.
 #[derive(Debug, Clone)]
@@ -84,6 +92,8 @@ pub(crate) struct Inner {
     root_id: String,
     last_seq: AtomicU64,
     last_recovery_error: Mutex<Option<String>>,
+    /// What the last recovery in this process did (that of `open` first).
+    last_recovery: Mutex<Option<RecoveryReport>>,
     counters: Counters,
 }
 
@@ -123,6 +133,13 @@ pub struct JournalStatus {
     /// are refused until [`Journal::recover`] succeeds or
     /// [`Journal::resolve`] is called.
     pub last_recovery_error: Option<String>,
+    /// What the last successful recovery in this process did (see
+    /// [`Journal::last_recovery`]).
+    pub last_recovery: Option<RecoveryReport>,
+    /// Entries of `.keel/` that keel did not make (a symlink, FIFO, device
+    /// or foreign file where keel keeps its state): while there are any,
+    /// recovery refuses to run and mutations are refused.
+    pub problems: Vec<String>,
 }
 
 /// One record on disk.
@@ -167,9 +184,11 @@ impl Journal {
     /// never waits, and the next lock holder recovers first anyway).
     ///
     /// A symlinked `.keel` (or any of its folders, or its lock file) is
-    /// refused. Records are bound to the canonical root path: those of a
-    /// copied (or moved) tree are quarantined and reported, never applied. A failed recovery does not fail `open` — mutations are
-    /// refused until it succeeds, and [`status`](Self::status) says why.
+    /// refused. Records are relative to the root: those of a copied (or
+    /// moved) tree are recovered in place. A failed recovery does not fail
+    /// `open` — mutations are refused until it succeeds, and
+    /// [`status`](Self::status) says why; what a successful one did is kept
+    /// in [`last_recovery`](Self::last_recovery).
     pub fn open(root: impl AsRef<Path>) -> Result<Journal> {
         Journal::open_with(root.as_ref(), None)
     }
@@ -203,6 +222,7 @@ impl Journal {
                 root_id: root.to_string_lossy().into_owned(),
                 last_seq: AtomicU64::new(0),
                 last_recovery_error: Mutex::new(None),
+                last_recovery: Mutex::new(None),
                 counters: Counters::default(),
             }),
         };
@@ -226,6 +246,13 @@ impl Journal {
         &self.inner.layout.root
     }
 
+    /// What the last successful recovery of this handle did — the one `open`
+    /// ran first, then any later one — or `None` if none ran yet. Opening
+    /// never hides that it rolled back a crashed mutation: this says so.
+    pub fn last_recovery(&self) -> Option<RecoveryReport> {
+        self.inner.last_recovery.lock().clone()
+    }
+
     /// Starts a mutation: waits for the exclusive lock, recovers leftovers
     /// of crashed mutations, and refuses (with [`ErrorKind::Conflict`])
     /// when that recovery cannot finish ([`ErrorKind::Unsupported`] when a
@@ -234,6 +261,17 @@ impl Journal {
     pub fn begin(&self, operation: &str, details: &str) -> Result<Mutation> {
         let guard = self.inner.lock.exclusive()?;
         self.start(guard, operation, details)
+    }
+
+    /// [`begin`](Self::begin) waiting `timeout` at most for the lock:
+    /// `Ok(None)` when it elapsed. A host that must stay responsive (Python
+    /// checking for Ctrl-C) calls it in short slices. Another process's
+    /// hold is polled (an `flock` cannot time out), every 20 ms at most.
+    pub fn begin_timeout(&self, operation: &str, details: &str, timeout: Duration) -> Result<Option<Mutation>> {
+        match self.inner.lock.exclusive_until(deadline(timeout))? {
+            Some(guard) => self.start(guard, operation, details).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// [`begin`](Self::begin) without waiting: `Ok(None)` when another
@@ -291,6 +329,31 @@ impl Journal {
         }
     }
 
+    /// [`read`](Self::read) waiting `timeout` at most: `Ok(None)` when it
+    /// elapsed (see [`begin_timeout`](Self::begin_timeout)).
+    pub fn read_timeout(&self, timeout: Duration) -> Result<Option<ReadGuard>> {
+        let deadline = deadline(timeout);
+        loop {
+            let Some(shared) = self.inner.lock.shared_until(deadline)? else {
+                return Ok(None);
+            };
+            if list_names(&self.inner, &self.inner.layout.journal)?.is_empty() {
+                return Ok(Some(ReadGuard { _guard: shared }));
+            }
+            drop(shared);
+            let Some(exclusive) = self.inner.lock.exclusive_until(deadline)? else {
+                return Ok(None);
+            };
+            self.recover_locked().map_err(|err| {
+                refused(
+                    &err,
+                    format!("journal {}: cannot read, recovery failed: {err}", self.root().display()),
+                )
+            })?;
+            drop(exclusive);
+        }
+    }
+
     /// Runs recovery now (under the exclusive lock) and reports what it did.
     /// On failure nothing is deleted and the error names every path that
     /// could not be restored.
@@ -324,37 +387,39 @@ impl Journal {
         Ok(moved)
     }
 
-    /// What is on disk: records, unreadable records, quarantine, and the
-    /// last recovery failure. Takes no lock.
+    /// What is on disk: records, unreadable records, quarantine, problems
+    /// with the state keel did not make, and the last recovery's outcome.
+    /// Takes no lock.
     pub fn status(&self) -> Result<JournalStatus> {
         let inner = &self.inner;
-        let mut status = JournalStatus {
-            last_recovery_error: inner.last_recovery_error.lock().clone(),
-            quarantined: list_names(inner, &inner.layout.quarantine)?,
-            ..JournalStatus::default()
-        };
-        for name in list_names(inner, &inner.layout.journal)? {
-            let backup = parse_record_name(&name).is_none() && paths::seq_of(&name).is_some();
-            if backup {
-                continue;
-            }
-            let path = inner.layout.journal.join(&name);
-            let record = inner
-                .fs
-                .read("status", &path)
-                .ok()
-                .and_then(|bytes| Record::decode(&bytes).ok())
-                .filter(|record| parse_record_name(&name) == Some(record.seq));
-            match record {
-                Some(record) => status.pending.push(PendingMutation {
-                    seq: record.seq,
-                    paths: record.entries.iter().map(|e| e.path.clone()).collect(),
-                    operation: record.operation,
-                    details: record.details,
-                    status: record.status,
-                }),
-                None => status.unreadable.push(name),
-            }
+        let mut status = read_status(&inner.fs, &inner.layout)?;
+        status.last_recovery_error = inner.last_recovery_error.lock().clone();
+        status.last_recovery = inner.last_recovery.lock().clone();
+        Ok(status)
+    }
+
+    /// What the journal of `root` holds, without opening it: nothing is
+    /// created, locked, recovered or written (a root without `.keel/` has
+    /// an empty status). An interrupted mutation shows as a pending
+    /// `active` record, which [`recover`](Self::recover) would roll back;
+    /// backups that are not what their records say are in `problems`. For
+    /// inspection tools (`keel journal status`).
+    pub fn inspect(root: impl AsRef<Path>) -> Result<JournalStatus> {
+        let given = root.as_ref();
+        let root = std::fs::canonicalize(given).map_err(|e| io_err("inspect journal root", given, e))?;
+        let layout = Layout::new(root);
+        let fs = Fs::default();
+        if fs
+            .lstat("status", &layout.state)
+            .map_err(|e| io_err("stat", &layout.state, e))?
+            .is_none()
+        {
+            return Ok(JournalStatus::default());
+        }
+        let mut status = read_status(&fs, &layout)?;
+        if status.problems.is_empty() {
+            let scan = recovery::Scan::read(&fs, &layout)?;
+            status.problems = scan.backup_problems(&fs, &layout)?;
         }
         Ok(status)
     }
@@ -383,9 +448,12 @@ impl Journal {
     fn recover_locked(&self) -> Result<RecoveryReport> {
         let inner = &self.inner;
         let watch = counters::StepWatch::start(&inner.fs, crate::events::Level::Info);
-        let result = recovery::run(&inner.fs, &inner.layout, &inner.root_id)
+        let result = recovery::run(&inner.fs, &inner.layout)
             .map_err(|err| err.context(format!("journal {}", self.root().display())));
         *inner.last_recovery_error.lock() = result.as_ref().err().map(ToString::to_string);
+        if let Ok(report) = &result {
+            *inner.last_recovery.lock() = Some(report.clone());
+        }
         counters::recovery_ended(&inner.counters, &inner.root_id, &result, watch.read(&inner.fs));
         result
     }
@@ -410,6 +478,13 @@ impl Journal {
             }
         }
     }
+}
+
+/// `timeout` from now (far in the future for a huge one).
+fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// The error for a call refused because recovery failed: `Unsupported` when
@@ -461,19 +536,77 @@ fn prepare_state_dirs(fs: &Fs, layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// Opens (creating) the lock file: never through a symlink, never blocking
+/// on a FIFO planted there, and only if it is a regular file.
 fn open_lock_file(path: &PathBuf) -> Result<File> {
-    OpenOptions::new()
+    if let Some(meta) = std::fs::symlink_metadata(path).ok().filter(|meta| !meta.is_file()) {
+        return Err(Error::invalid_argument(format!(
+            "{} is {}, not the lock file keel made; the journal refuses to use it",
+            path.display(),
+            fs::kind_name(&meta)
+        )));
+    }
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| io_err("open lock file (symlinks are refused)", path, e))
+        .map_err(|e| io_err("open lock file (symlinks are refused)", path, e))?;
+    let meta = file.metadata().map_err(|e| io_err("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::invalid_argument(format!(
+            "{} is {}, not the lock file keel made",
+            path.display(),
+            fs::kind_name(&meta)
+        )));
+    }
+    Ok(file)
 }
 
 fn list_names(inner: &Inner, dir: &Path) -> Result<Vec<String>> {
-    let names = inner.fs.read_dir("status", dir).map_err(|e| io_err("list", dir, e))?;
+    list_in(&inner.fs, dir)
+}
+
+fn list_in(fs: &Fs, dir: &Path) -> Result<Vec<String>> {
+    let names = fs.read_dir("status", dir).map_err(|e| io_err("list", dir, e))?;
     Ok(names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect())
+}
+
+/// Reads what is on disk, changing nothing (every read is of a regular
+/// file, opened without following links or blocking).
+fn read_status(fs: &Fs, layout: &Layout) -> Result<JournalStatus> {
+    let mut status = JournalStatus {
+        problems: audit::state(fs, layout)?,
+        ..JournalStatus::default()
+    };
+    if !status.problems.is_empty() {
+        return Ok(status);
+    }
+    status.quarantined = list_in(fs, &layout.quarantine)?;
+    for name in list_in(fs, &layout.journal)? {
+        let backup = parse_record_name(&name).is_none() && paths::seq_of(&name).is_some();
+        if backup {
+            continue;
+        }
+        let path = layout.journal.join(&name);
+        let record = fs
+            .read("status", &path)
+            .ok()
+            .and_then(|bytes| Record::decode(&bytes).ok())
+            .filter(|record| parse_record_name(&name) == Some(record.seq));
+        match record {
+            Some(record) => status.pending.push(PendingMutation {
+                seq: record.seq,
+                paths: record.entries.iter().map(|e| e.path.clone()).collect(),
+                operation: record.operation,
+                details: record.details,
+                status: record.status,
+            }),
+            None => status.unreadable.push(name),
+        }
+    }
+    Ok(status)
 }

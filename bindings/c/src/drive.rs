@@ -9,10 +9,11 @@ use std::ffi::{c_char, c_void};
 use keel_core::drive::{
     json, Drive, DriveOptions, DriveView, ItemId, Migration, NewItem, OpenBatch, Permissions, Version, WalkOrder,
 };
-use keel_core::{Error, ErrorKind, Result};
+use keel_core::{Error, Result};
 use serde_json::Value;
 
 use crate::buf::keel_buf;
+use crate::callback::{self, Output, Userdata};
 use crate::ffi;
 use crate::status::keel_status;
 
@@ -34,14 +35,15 @@ pub struct keel_drive_batch {
 /// Where a migration callback puts its result (keel_drive_migration_set).
 /// Valid only during the callback.
 pub struct keel_drive_migration {
-    output: Option<Vec<u8>>,
+    output: Output,
 }
 
 /// Converts one stored data version for a new schema. `input` (UTF-8 JSON,
 /// `input_len` bytes, valid during the call) is `{"item": {...}, "version":
 /// "1.2.3", "data": ..., "from_schema": n|null, "to_schema": n}`. Return
-/// KEEL_OK after keel_drive_migration_set(`output`, new data JSON), or any
-/// other status to abort the whole migration (nothing changes).
+/// KEEL_OK (0) after keel_drive_migration_set(`output`, new data JSON), or
+/// any other number to abort the whole migration (nothing changes; a
+/// keel_status is the error's kind, any other number KEEL_INVALID_ARGUMENT).
 ///
 /// Called on a keel thread (the one committing the write), one call at a
 /// time per migration. It must not write to the drive (that would wait for
@@ -52,7 +54,7 @@ pub type keel_drive_migrate_fn = Option<
         input: *const c_char,
         input_len: usize,
         output: *mut keel_drive_migration,
-    ) -> keel_status,
+    ) -> i32,
 >;
 
 /// The order of keel_drive_walk.
@@ -66,6 +68,7 @@ pub enum keel_walk_order {
 }
 
 unsafe fn id_arg(ptr: *const u8, len: usize) -> Result<ItemId> {
+    // SAFETY: passed on from the export, whose caller keeps keel.h's contract.
     let raw = unsafe { ffi::bytes(ptr, len, "id")? };
     match raw.len() {
         0 => Ok(ItemId::ROOT),
@@ -92,12 +95,13 @@ pub unsafe extern "C" fn keel_drive_open(
     options_len: usize,
     out: *mut *mut keel_drive,
 ) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_handle(out, "out")? };
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let path = ffi::utf8(path, path_len, "path")?;
         let options = match options_json.is_null() {
             true => DriveOptions::default(),
-            false => DriveOptions::from_json(&unsafe { ffi::json(options_json, options_len, "options")? })?,
+            false => DriveOptions::from_json(&ffi::json(options_json, options_len, "options")?)?,
         };
         let drive = Drive::open(std::path::Path::new(path), &options)?;
         let view = (*drive).clone();
@@ -109,7 +113,8 @@ pub unsafe extern "C" fn keel_drive_open(
 /// Frees a drive or view handle. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_drive_free(drive: *mut keel_drive) {
-    unsafe { ffi::free_handle(drive) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(drive) })
 }
 
 /// A view of `drive` as `user` with `roles_json` (a JSON array of role
@@ -125,13 +130,14 @@ pub unsafe extern "C" fn keel_drive_as_user(
     roles_len: usize,
     out: *mut *mut keel_drive,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let user = unsafe { ffi::utf8(user, user_len, "user")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let user = ffi::utf8(user, user_len, "user")?;
+        let out = ffi::out_handle(out, "out")?;
         let roles: Vec<String> = match roles_json.is_null() {
             true => Vec::new(),
-            false => serde_json::from_value(unsafe { ffi::json(roles_json, roles_len, "roles")? })
+            false => serde_json::from_value(ffi::json(roles_json, roles_len, "roles")?)
                 .map_err(|_| Error::invalid_argument("roles must be a JSON array of strings"))?,
         };
         let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
@@ -154,11 +160,12 @@ pub unsafe extern "C" fn keel_drive_get(
     type_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let kind = unsafe { ffi::optional_utf8(type_name, type_len, "type")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let kind = ffi::optional_utf8(type_name, type_len, "type")?;
+        let out = ffi::out_value(out, "out")?;
         let item = match kind {
             Some(kind) => drive.view.get_typed(id, kind)?,
             None => drive.view.get(id)?,
@@ -177,10 +184,11 @@ pub unsafe extern "C" fn keel_drive_resolve(
     path_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let path = ffi::utf8(path, path_len, "path")?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&items_json(&drive.view.resolve(path)?));
         Ok(())
     })
@@ -195,10 +203,11 @@ pub unsafe extern "C" fn keel_drive_at_path(
     path_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let path = ffi::utf8(path, path_len, "path")?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&drive.view.at_path(path)?.to_json());
         Ok(())
     })
@@ -217,10 +226,11 @@ pub unsafe extern "C" fn keel_drive_apply(
     writes_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let writes = unsafe { ffi::json(writes_json, writes_len, "writes")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let writes = ffi::json(writes_json, writes_len, "writes")?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&json::apply_all(&drive.view, &writes)?);
         Ok(())
     })
@@ -234,10 +244,11 @@ pub unsafe extern "C" fn keel_drive_path_of(
     id_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_vec(drive.view.path_of(id)?.into_bytes());
         Ok(())
     })
@@ -255,11 +266,12 @@ pub unsafe extern "C" fn keel_drive_children(
     limit: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let parent = unsafe { id_arg(parent, parent_len)? };
-        let after = unsafe { ffi::optional_utf8(after, after_len, "after")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let parent = id_arg(parent, parent_len)?;
+        let after = ffi::optional_utf8(after, after_len, "after")?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&items_json(&drive.view.children(parent, after, limit)?));
         Ok(())
     })
@@ -275,10 +287,11 @@ pub unsafe extern "C" fn keel_drive_walk(
     order: u32,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let top = unsafe { id_arg(top, top_len)? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let top = id_arg(top, top_len)?;
+        let out = ffi::out_value(out, "out")?;
         let order = match order {
             0 => WalkOrder::ChildrenFirst,
             1 => WalkOrder::ParentsFirst,
@@ -305,14 +318,15 @@ pub unsafe extern "C" fn keel_drive_by_type(
     limit: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let kind = unsafe { ffi::utf8(type_name, type_len, "type")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let kind = ffi::utf8(type_name, type_len, "type")?;
         let after = match after_len {
             0 => None,
-            _ => Some(unsafe { id_arg(after, after_len)? }),
+            _ => Some(id_arg(after, after_len)?),
         };
-        let out = unsafe { ffi::out_value(out, "out")? };
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&items_json(&drive.view.by_type(kind, after, limit)?));
         Ok(())
     })
@@ -330,11 +344,12 @@ pub unsafe extern "C" fn keel_drive_create(
     item_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let parent = unsafe { id_arg(parent, parent_len)? };
-        let new = NewItem::from_json(&unsafe { ffi::json(item_json, item_len, "item")? })?;
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let parent = id_arg(parent, parent_len)?;
+        let new = NewItem::from_json(&ffi::json(item_json, item_len, "item")?)?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&drive.view.create(parent, &new)?.to_json());
         Ok(())
     })
@@ -350,11 +365,12 @@ pub unsafe extern "C" fn keel_drive_create_at(
     item_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let parent_path = unsafe { ffi::utf8(parent_path, parent_path_len, "parent_path")? };
-        let new = NewItem::from_json(&unsafe { ffi::json(item_json, item_len, "item")? })?;
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let parent_path = ffi::utf8(parent_path, parent_path_len, "parent_path")?;
+        let new = NewItem::from_json(&ffi::json(item_json, item_len, "item")?)?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&drive.view.create_at(parent_path, &new)?.to_json());
         Ok(())
     })
@@ -374,12 +390,13 @@ pub unsafe extern "C" fn keel_drive_move(
     new_name_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let new_parent = unsafe { id_arg(new_parent, new_parent_len)? };
-        let new_name = unsafe { ffi::optional_utf8(new_name, new_name_len, "new_name")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let new_parent = id_arg(new_parent, new_parent_len)?;
+        let new_name = ffi::optional_utf8(new_name, new_name_len, "new_name")?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&drive.view.move_item(id, new_parent, new_name)?.to_json());
         Ok(())
     })
@@ -394,13 +411,12 @@ pub unsafe extern "C" fn keel_drive_delete(
     id_len: usize,
     removed: *mut u64,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
         let count = drive.view.delete(id)?;
-        if let Some(removed) = unsafe { removed.as_mut() } {
-            *removed = count;
-        }
+        ffi::put_optional(removed, count);
         Ok(())
     })
 }
@@ -416,12 +432,12 @@ pub unsafe extern "C" fn keel_drive_set_permissions(
     permissions_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let permissions =
-            Permissions::from_json(&unsafe { ffi::json(permissions_json, permissions_len, "permissions")? })?;
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let permissions = Permissions::from_json(&ffi::json(permissions_json, permissions_len, "permissions")?)?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&drive.view.set_permissions(id, &permissions)?.to_json());
         Ok(())
     })
@@ -441,14 +457,15 @@ pub unsafe extern "C" fn keel_drive_set_data(
     version_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let data = unsafe { ffi::json(data_json, data_len, "data")? };
-        let version = unsafe { ffi::optional_utf8(version, version_len, "version")? }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let data = ffi::json(data_json, data_len, "data")?;
+        let version = ffi::optional_utf8(version, version_len, "version")?
             .map(Version::parse)
             .transpose()?;
-        let out = unsafe { ffi::out_value(out, "out")? };
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_vec(drive.view.set_data(id, &data, version)?.to_string().into_bytes());
         Ok(())
     })
@@ -465,13 +482,14 @@ pub unsafe extern "C" fn keel_drive_get_data(
     version_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let version = unsafe { ffi::optional_utf8(version, version_len, "version")? }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let version = ffi::optional_utf8(version, version_len, "version")?
             .map(Version::parse)
             .transpose()?;
-        let out = unsafe { ffi::out_value(out, "out")? };
+        let out = ffi::out_value(out, "out")?;
         // The stored text is handed on as is: no parse and re-serialize.
         let (version, data) = drive.view.get_data_text(id, version)?;
         let text = format!("{{\"version\":\"{version}\",\"data\":{data}}}");
@@ -489,10 +507,11 @@ pub unsafe extern "C" fn keel_drive_versions(
     id_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let out = ffi::out_value(out, "out")?;
         let versions = drive.view.versions(id)?;
         *out = keel_buf::from_json(&Value::Array(versions.iter().map(|v| v.to_json()).collect()));
         Ok(())
@@ -510,11 +529,12 @@ pub unsafe extern "C" fn keel_drive_delete_data(
     version_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let version = Version::parse(unsafe { ffi::utf8(version, version_len, "version")? })?;
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let version = Version::parse(ffi::utf8(version, version_len, "version")?)?;
+        let out = ffi::out_value(out, "out")?;
         let current = drive.view.delete_data(id, version)?;
         *out = keel_buf::from_vec(current.map(|v| v.to_string()).unwrap_or_default().into_bytes());
         Ok(())
@@ -539,32 +559,29 @@ pub unsafe extern "C" fn keel_drive_set_schema(
     userdata: *mut c_void,
     changed: *mut bool,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let kind = unsafe { ffi::utf8(type_name, type_len, "type")? };
-        let schema = unsafe { ffi::json(schema_json, schema_len, "schema")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let kind = ffi::utf8(type_name, type_len, "type")?;
+        let schema = ffi::json(schema_json, schema_len, "schema")?;
         let result = match migrate {
             Some(function) => {
-                let userdata = userdata as usize; // keel never dereferences it
-                let mut call =
-                    move |step: &Migration<'_>, data: Value| unsafe { run_migration(function, userdata, step, data) };
+                let userdata = Userdata::new(userdata);
+                let mut call = move |step: &Migration<'_>, data: Value| run_migration(function, userdata, step, data);
                 drive.view.set_schema(kind, &schema, version, Some(&mut call))?
             }
             None => drive.view.set_schema(kind, &schema, version, None)?,
         };
-        if let Some(changed) = unsafe { changed.as_mut() } {
-            *changed = result;
-        }
+        ffi::put_optional(changed, result);
         Ok(())
     })
 }
 
-type MigrateFunction =
-    unsafe extern "C" fn(*mut c_void, *const c_char, usize, *mut keel_drive_migration) -> keel_status;
+type MigrateFunction = unsafe extern "C" fn(*mut c_void, *const c_char, usize, *mut keel_drive_migration) -> i32;
 
 unsafe fn run_migration(
     function: MigrateFunction,
-    userdata: usize,
+    userdata: Userdata,
     step: &Migration<'_>,
     data: Value,
 ) -> Result<Value> {
@@ -576,18 +593,17 @@ unsafe fn run_migration(
         "to_schema": step.to_schema,
     })
     .to_string();
-    let mut output = keel_drive_migration { output: None };
-    let status = unsafe { function(userdata as *mut c_void, input.as_ptr().cast(), input.len(), &mut output) };
-    if status != keel_status::KEEL_OK {
-        let kind = ErrorKind::from_code(status as u32).unwrap_or(ErrorKind::InvalidArgument);
-        return Err(Error::new(
-            kind,
-            format!("the migration callback returned status {}", status as u32),
+    let mut output = keel_drive_migration {
+        output: Output::default(),
+    };
+    // SAFETY: C gave this function and userdata to keel_drive_set_schema, whose contract covers this call.
+    let status = unsafe { function(userdata.as_ptr(), input.as_ptr().cast(), input.len(), &mut output) };
+    if status == 0 && !output.output.is_set() {
+        return Err(Error::invalid_argument(
+            "the migration callback returned KEEL_OK without a result",
         ));
     }
-    let bytes = output
-        .output
-        .ok_or_else(|| Error::invalid_argument("the migration callback returned KEEL_OK without a result"))?;
+    let bytes = callback::outcome(status, output.output, || "the migration callback".to_owned())?;
     serde_json::from_slice(&bytes).map_err(|e| Error::invalid_argument(format!("migration result is not JSON: {e}")))
 }
 
@@ -599,12 +615,11 @@ pub unsafe extern "C" fn keel_drive_migration_set(
     json: *const c_char,
     json_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        // SAFETY: the header requires the handle the callback was given.
-        let migration = unsafe { migration.as_mut() }.ok_or_else(|| Error::invalid_argument("migration is NULL"))?;
-        let text = unsafe { ffi::utf8(json, json_len, "json")? };
-        migration.output = Some(text.as_bytes().to_vec());
-        Ok(())
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let migration = ffi::handle_mut(migration, "migration")?;
+        let text = ffi::utf8(json, json_len, "json")?;
+        migration.output.set(text.as_ptr(), text.len())
     })
 }
 
@@ -616,10 +631,11 @@ pub unsafe extern "C" fn keel_drive_schema(
     type_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let kind = unsafe { ffi::utf8(type_name, type_len, "type")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let kind = ffi::utf8(type_name, type_len, "type")?;
+        let out = ffi::out_value(out, "out")?;
         let value = match drive.view.schema(kind)? {
             Some((version, schema)) => serde_json::json!({"version": version, "schema": schema}),
             None => Value::Null,
@@ -637,9 +653,10 @@ pub unsafe extern "C" fn keel_drive_backup(
     dest: *const c_char,
     dest_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let dest = unsafe { ffi::utf8(dest, dest_len, "dest")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let dest = ffi::utf8(dest, dest_len, "dest")?;
         drive.drive.backup(std::path::Path::new(dest))
     })
 }
@@ -653,9 +670,10 @@ pub unsafe extern "C" fn keel_drive_batch_begin(
     drive: *const keel_drive,
     out: *mut *mut keel_drive_batch,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let out = ffi::out_handle(out, "out")?;
         out.put(keel_drive_batch {
             open: drive.view.begin_batch()?,
         });
@@ -677,10 +695,11 @@ pub unsafe extern "C" fn keel_drive_batch_call(
     call_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let batch = unsafe { ffi::handle(batch, "batch")? };
-        let call = unsafe { ffi::json(call_json, call_len, "call")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let batch = ffi::handle(batch, "batch")?;
+        let call = ffi::json(call_json, call_len, "call")?;
+        let out = ffi::out_value(out, "out")?;
         let result = json::apply(&batch.open, &call)?;
         *out = keel_buf::from_json(&result);
         Ok(())
@@ -691,12 +710,9 @@ pub unsafe extern "C" fn keel_drive_batch_call(
 /// KEEL_INVALID_ARGUMENT.
 #[no_mangle]
 pub unsafe extern "C" fn keel_drive_batch_commit(batch: *mut keel_drive_batch) -> keel_status {
-    ffi::call(|| {
-        if batch.is_null() {
-            return Err(Error::invalid_argument("batch is NULL"));
-        }
-        // SAFETY: made by keel_drive_batch_begin, ended once (the header says so).
-        let batch = unsafe { Box::from_raw(batch) };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let batch = ffi::take_handle(batch).ok_or_else(|| Error::invalid_argument("batch is NULL"))?;
         batch.open.commit()
     })
 }
@@ -704,12 +720,12 @@ pub unsafe extern "C" fn keel_drive_batch_commit(batch: *mut keel_drive_batch) -
 /// Undoes every call of the batch and frees it. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_drive_batch_abort(batch: *mut keel_drive_batch) {
-    if !batch.is_null() {
-        // SAFETY: made by keel_drive_batch_begin, ended once.
-        // From another thread than the opening one the abort is refused and
-        // the drop aborts instead (see keel::drive::OpenBatch).
-        ffi::call_void(|| {
-            let _ = unsafe { Box::from_raw(batch) }.open.abort();
-        });
-    }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe {
+        if let Some(batch) = ffi::take_handle(batch) {
+            // From another thread than the opening one the abort is refused
+            // and the drop aborts instead (see keel::drive::OpenBatch).
+            let _ = batch.open.abort();
+        }
+    })
 }

@@ -23,7 +23,18 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDriveBatch>()?;
     m.add_class::<PyItemIter>()?;
     m.add("DRIVE_ROOT", ItemId::ROOT.to_string())?;
+    m.add_function(wrap_pyfunction!(verify_file, m)?)?;
     Ok(())
+}
+
+/// Verifies a keel LMDB file (a drive, or operations and jobs) in a child
+/// process, so damage that would crash LMDB cannot crash this one; returns
+/// the report as a dict: `{"file", "ok", "tables", "problems",
+/// "more_problems"}`. Never changes the file.
+#[pyfunction]
+fn verify_file<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, PyAny>> {
+    let report = blocking(py, || keel::drive::verify_file(&path))?;
+    to_py(py, &report.to_json())
 }
 
 /// An item id from Python: 32 hex characters, 16 bytes, or None (the root).
@@ -52,6 +63,28 @@ fn id_arg(value: Option<&Bound<'_, PyAny>>) -> PyResult<ItemId> {
 
 fn err(error: Error) -> PyErr {
     Python::attach(|py| to_pyerr(py, error))
+}
+
+fn replace_needs_version() -> keel::Error {
+    keel::Error::invalid_argument("replace=True needs the version to replace")
+}
+
+/// A migration that is not callable is refused when the schema is set, not
+/// when (or if) the first item of the type is migrated.
+fn refuse_uncallable(migrate: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = migrate.py();
+    quick(py, || {
+        if migrate.is_callable() {
+            return Ok(());
+        }
+        let kind = migrate
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        Err(keel::Error::invalid_argument(format!(
+            "migrate must be callable, not {kind}"
+        )))
+    })
 }
 
 fn version_arg(version: Option<&str>) -> keel::Result<Option<Version>> {
@@ -239,9 +272,18 @@ impl PyDrive {
 #[pymethods]
 impl PyDrive {
     #[new]
-    #[pyo3(signature = (path, *, durable=true, initial_map_size=None))]
-    fn new(py: Python<'_>, path: std::path::PathBuf, durable: bool, initial_map_size: Option<usize>) -> PyResult<Self> {
-        let options = DriveOptions::with_durable(durable, initial_map_size);
+    #[pyo3(signature = (path, *, durable=true, initial_map_size=None, allow_types_without_schema=true))]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        durable: bool,
+        initial_map_size: Option<usize>,
+        allow_types_without_schema: bool,
+    ) -> PyResult<Self> {
+        let options = DriveOptions {
+            allow_types_without_schema,
+            ..DriveOptions::with_durable(durable, initial_map_size)
+        };
         let drive = blocking(py, || Drive::open(&path, &options))?;
         let view = (*drive).clone();
         Ok(PyDrive {
@@ -438,18 +480,24 @@ impl PyDrive {
     }
 
     /// Stores `data` (JSON-compatible) as `version` ("1.2.3"; default: the
-    /// next patch) of a typed item; returns the version written.
-    #[pyo3(signature = (id, data, version=None))]
+    /// next patch) of a typed item; returns the version written. A version
+    /// already stored raises keel.AlreadyExists unless `replace=True`.
+    #[pyo3(signature = (id, data, version=None, *, replace=false))]
     fn set_data(
         &self,
         py: Python<'_>,
         id: &Bound<'_, PyAny>,
         data: &Bound<'_, PyAny>,
         version: Option<&str>,
+        replace: bool,
     ) -> PyResult<String> {
         let id = id_arg(Some(id))?;
         let (data, version) = quick(py, || Ok((from_py(data)?, version_arg(version)?)))?;
-        let written = call!(&self.target, py, |d| d.set_data(id, &data, version))?;
+        let written = call!(&self.target, py, |d| match (replace, version) {
+            (true, Some(version)) => d.replace_data(id, &data, version),
+            (true, None) => Err(replace_needs_version()),
+            (false, _) => d.set_data(id, &data, version),
+        })?;
         Ok(written.to_string())
     }
 
@@ -503,6 +551,9 @@ impl PyDrive {
         migrate: Option<Py<PyAny>>,
     ) -> PyResult<bool> {
         let schema = quick(py, || from_py(schema))?;
+        if let Some(callable) = &migrate {
+            refuse_uncallable(callable.bind(py))?;
+        }
         call!(&self.target, py, |d| match &migrate {
             Some(callable) => {
                 let mut call = |step: &Migration<'_>, data: Value| call_migration(callable, step, data);
@@ -565,6 +616,13 @@ impl PyDrive {
             target: Target::Batch(slot.clone()),
         };
         Bound::new(py, PyClassInitializer::from(base).add_subclass(PyDriveBatch { slot }))
+    }
+
+    /// Checks the whole drive file in a child process; returns the report
+    /// (see keel.verify_file). A damaged file is a report, never a crash.
+    fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let report = blocking(py, || self.drive.verify())?;
+        to_py(py, &report.to_json())
     }
 
     /// Writes a consistent, compacted copy of the drive to `dest`.
