@@ -12,8 +12,8 @@
 //! split into two groups that alternate (one queues while the other's batch
 //! commits), halving what each fsync carries. So a leader that finds fewer
 //! writers queued than its previous batch carried waits a little for the
-//! rest: at most a quarter of the previous batch's time (`linger`), so
-//! the commit rate loses at most a fifth, while each commit carries about
+//! rest: at most an eighth of the previous batch's time (`linger`), so
+//! the commit rate loses at most a ninth, while each commit carries about
 //! every writer. A lone writer never waits (its previous batch was itself).
 //!
 //! A *hold* ([`GroupCommit::hold`]) takes the leader's place for a while
@@ -105,9 +105,9 @@ struct Queue {
 }
 
 /// The longest a leader waits for its previous batch's writers to queue
-/// again: a quarter of that batch's time (its fsync, mostly), capped.
+/// again: an eighth of that batch's time (its fsync, mostly), capped.
 fn linger(batch_time: Duration) -> Duration {
-    (batch_time / 4).min(Duration::from_millis(5))
+    (batch_time / 8).min(Duration::from_millis(5))
 }
 
 impl Queue {
