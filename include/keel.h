@@ -446,7 +446,7 @@ typedef struct {
 } keel_bytes;
 
 /**
- * A snapshot of a registry's size.
+ * A snapshot of a lock registry's size (LockStats in the Rust docs).
  */
 typedef struct {
   /**
@@ -560,11 +560,12 @@ typedef int32_t (*keel_commit_fn)(void *userdata,
                                   keel_task_ctx *ctx);
 
 /**
- * A snapshot of a pool's counters.
+ * A snapshot of a pool's counters (PoolStats in the Rust docs).
  */
 typedef struct {
   /**
-   * Tasks running now (abandoned threads excluded).
+   * Tasks holding a slot now: running, or waiting for their key
+   * (abandoned threads excluded).
    */
   size_t in_flight;
   /**
@@ -595,7 +596,19 @@ typedef struct {
    * Abandoned threads still running.
    */
   size_t abandoned;
-} keel_pool_counters;
+  /**
+   * Threads ever abandoned.
+   */
+  size_t abandoned_total;
+  /**
+   * Keys held in the pool's lock registry now.
+   */
+  size_t locked_keys;
+  /**
+   * Keys held by an abandoned thread: their tasks are refused until it returns.
+   */
+  size_t hung_keys;
+} keel_pool_stats;
 
 /**
  * How to enqueue a job; keel_enqueue_options_default gives the defaults.
@@ -659,22 +672,38 @@ typedef struct {
 typedef int32_t (*keel_job_handler_fn)(void *userdata, keel_job_ctx *ctx);
 
 /**
- * A worker's counters.
+ * A worker's counters (WorkerStats in the Rust docs).
  */
 typedef struct {
+  /**
+   * Jobs whose handler succeeded and whose completion was stored.
+   */
   uint64_t completed;
+  /**
+   * Attempts whose handler failed (stored as failures).
+   */
   uint64_t failed;
+  /**
+   * Attempts whose handler panicked (stored as failures).
+   */
   uint64_t panicked;
   /**
    * Finishes refused because the attempt was no longer current.
    */
   uint64_t refused;
+  /**
+   * Unfinished jobs handed back to the queue.
+   */
   uint64_t released;
   /**
    * Attempts whose handler ran past the job timeout.
    */
   uint64_t timed_out;
-} keel_worker_counters;
+  /**
+   * Jobs running at the moment of the snapshot.
+   */
+  size_t running;
+} keel_worker_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1303,7 +1332,7 @@ void keel_outcomes_free(keel_outcome *outcomes, size_t count);
 /**
  * Writes the pool's counters to `*out`.
  */
-keel_status keel_pool_stats(const keel_pool *pool, keel_pool_counters *out);
+keel_status keel_pool_get_stats(const keel_pool *pool, keel_pool_stats *out);
 
 /**
  * The task's index in its batch (or the item's, for a commit). 0 for NULL.
@@ -1456,7 +1485,9 @@ keel_status keel_queue_cleanup(const keel_queue *queue,
 
 /**
  * Writes every live keel object's counters into `*out` as one JSON object,
- * grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`.
+ * grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`;
+ * each entry is the object's identity and the fields of its part's stats
+ * struct (keel_lock_stats, keel_pool_stats, keel_worker_stats, ...).
  * Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
  */
 keel_status keel_stats_json(keel_buf *out);
@@ -1555,7 +1586,7 @@ keel_status keel_worker_stop(keel_worker *worker, uint64_t deadline_ms, uint64_t
 /**
  * Writes the worker's counters to `*out`.
  */
-keel_status keel_worker_stats(const keel_worker *worker, keel_worker_counters *out);
+keel_status keel_worker_get_stats(const keel_worker *worker, keel_worker_stats *out);
 
 /**
  * Stops the worker with a zero deadline (running jobs are released at

@@ -183,8 +183,8 @@ static void test_worker(void) {
   uint64_t released = 99;
   CHECK_OK(keel_worker_stop(worker, 30000, &released));
   CHECK(released == 0);
-  keel_worker_counters counters;
-  CHECK_OK(keel_worker_stats(worker, &counters));
+  keel_worker_stats counters;
+  CHECK_OK(keel_worker_get_stats(worker, &counters));
   CHECK(counters.completed == 10 && counters.failed == 1);
   CHECK(atomic_load(&saw_payload) == 10);
   keel_worker_free(worker);

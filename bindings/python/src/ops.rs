@@ -419,16 +419,8 @@ impl PyWorker {
     }
 
     /// ``{"completed", "failed", "panicked", "refused", "released"}``.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.inner.lock().stats();
-        let dict = PyDict::new(py);
-        dict.set_item("completed", stats.completed)?;
-        dict.set_item("failed", stats.failed)?;
-        dict.set_item("panicked", stats.panicked)?;
-        dict.set_item("refused", stats.refused)?;
-        dict.set_item("released", stats.released)?;
-        dict.set_item("timed_out", stats.timed_out)?;
-        Ok(dict)
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::stats::to_dict(py, &self.inner.lock().stats())
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

@@ -25,7 +25,7 @@ const TARGET: &str = "keel::ops";
 const SLOT_EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// What a worker has done so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WorkerStats {
     /// Jobs whose handler succeeded and whose completion was stored.
     pub completed: u64,
@@ -41,6 +41,8 @@ pub struct WorkerStats {
     pub released: u64,
     /// Attempts whose handler ran past the job timeout (stored as failures).
     pub timed_out: u64,
+    /// Jobs running at the moment of the snapshot.
+    pub running: usize,
 }
 
 /// What a graceful stop did.
@@ -89,7 +91,7 @@ impl Worker {
 
     /// What the worker has done so far.
     pub fn stats(&self) -> WorkerStats {
-        self.shared.stats.snapshot()
+        self.shared.stats_now()
     }
 
     /// How many jobs are running right now.
