@@ -569,6 +569,10 @@ typedef struct {
    */
   size_t in_flight;
   /**
+   * Tasks waiting for a slot now.
+   */
+  size_t slot_waiters;
+  /**
    * The most tasks ever running at once.
    */
   size_t peak_concurrency;
@@ -699,6 +703,10 @@ typedef struct {
    * Attempts whose handler ran past the job timeout.
    */
   uint64_t timed_out;
+  /**
+   * Running jobs whose heartbeat was refused: their result is not stored.
+   */
+  uint64_t lost;
   /**
    * Jobs running at the moment of the snapshot.
    */
@@ -1260,9 +1268,10 @@ keel_status keel_ops_states(const keel_ops *ops, const char *item, size_t item_l
 /**
  * Makes a pool in `*out`; free it with keel_pool_free.
  *
- * `max_concurrency` below 1 means 1. `timeout_ms` is each task's timeout
+ * `max_concurrency` 0 means 1; above 65536 (a negative number cast to
+ * size_t, say) is KEEL_INVALID_ARGUMENT. `timeout_ms` is each task's timeout
  * (KEEL_POOL_NO_TIMEOUT for none). While `max_abandoned` abandoned threads
- * are alive, new tasks are refused. `name` (UTF-8, NULL for none) names the
+ * are alive, new tasks are refused; 0 means no cap. `name` (UTF-8, NULL for none) names the
  * pool in keel_stats_json and events.
  */
 keel_status keel_pool_new(size_t max_concurrency,

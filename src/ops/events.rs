@@ -110,6 +110,13 @@ pub(crate) fn leases_reset(requeued: u64, dead: u64, during: &str) {
     }
 }
 
+/// A warning when a reset pass found lapsed operation claims.
+pub(crate) fn ops_reset(ready: u64, failed: u64) {
+    if ready + failed > 0 {
+        log::warn!(target: LOG_TARGET, "lapsed operation claims reset: ready={ready} failed={failed}");
+    }
+}
+
 /// `operations claimed: op=.. claimed=.. limit=.. worker=.. elapsed_us=..`.
 pub(crate) fn ops_claimed(watch: Stopwatch, op: &str, limit: usize, worker: &str, claims: &[OpClaim]) {
     if let Some(elapsed) = watch.elapsed() {

@@ -124,9 +124,10 @@ pub const KEEL_POOL_UNKEYED: u32 = 2;
 
 /// Makes a pool in `*out`; free it with keel_pool_free.
 ///
-/// `max_concurrency` below 1 means 1. `timeout_ms` is each task's timeout
+/// `max_concurrency` 0 means 1; above 65536 (a negative number cast to
+/// size_t, say) is KEEL_INVALID_ARGUMENT. `timeout_ms` is each task's timeout
 /// (KEEL_POOL_NO_TIMEOUT for none). While `max_abandoned` abandoned threads
-/// are alive, new tasks are refused. `name` (UTF-8, NULL for none) names the
+/// are alive, new tasks are refused; 0 means no cap. `name` (UTF-8, NULL for none) names the
 /// pool in keel_stats_json and events.
 #[no_mangle]
 pub unsafe extern "C" fn keel_pool_new(
@@ -141,7 +142,9 @@ pub unsafe extern "C" fn keel_pool_new(
     ffi::call(|| unsafe {
         let out = ffi::out_handle(out, "out")?;
         let name = ffi::optional_utf8(name, name_len, "name")?;
-        let mut config = PoolConfig::new(max_concurrency).max_abandoned(max_abandoned);
+        // Out of range is an error, never clamped ((size_t)-5 included).
+        let as_number = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut config = PoolConfig::checked(as_number(max_concurrency), as_number(max_abandoned))?;
         if let Some(timeout) = ffi::timeout_ms(timeout_ms, "timeout_ms")? {
             config = config.task_timeout(timeout);
         }

@@ -45,6 +45,8 @@ pub struct keel_pool_stats {
     /// Tasks holding a slot now: running, or waiting for their key
     /// (abandoned threads excluded).
     pub in_flight: usize,
+    /// Tasks waiting for a slot now.
+    pub slot_waiters: usize,
     /// The most tasks ever running at once.
     pub peak_concurrency: usize,
     /// Tasks that returned KEEL_OK.
@@ -72,6 +74,7 @@ impl From<PoolStats> for keel_pool_stats {
         // Destructured, so a field added to PoolStats fails to compile here.
         let PoolStats {
             in_flight,
+            slot_waiters,
             peak_concurrency,
             completed,
             failed,
@@ -85,6 +88,7 @@ impl From<PoolStats> for keel_pool_stats {
         } = stats;
         keel_pool_stats {
             in_flight,
+            slot_waiters,
             peak_concurrency,
             completed,
             failed,
@@ -115,6 +119,8 @@ pub struct keel_worker_stats {
     pub released: u64,
     /// Attempts whose handler ran past the job timeout.
     pub timed_out: u64,
+    /// Running jobs whose heartbeat was refused: their result is not stored.
+    pub lost: u64,
     /// Jobs running at the moment of the snapshot.
     pub running: usize,
 }
@@ -128,6 +134,7 @@ impl From<WorkerStats> for keel_worker_stats {
             refused,
             released,
             timed_out,
+            lost,
             running,
         } = stats;
         keel_worker_stats {
@@ -137,6 +144,7 @@ impl From<WorkerStats> for keel_worker_stats {
             refused,
             released,
             timed_out,
+            lost,
             running,
         }
     }

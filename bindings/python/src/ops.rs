@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel::ops::{
-    json::counts_to_json, EnqueueOptions, HandlerError, HandlerResult, JobContext, JobState, OpState, Operations,
-    Queue, Worker, WorkerOptions,
+    json::counts_to_json, EnqueueOptions, HandlerError, HandlerResult, JobContext, JobPolicy, JobState, LmdbStore,
+    NextOrder, OpPolicy, OpState, Operations, Queue, SystemClock, Worker, WorkerMonitor, WorkerOptions,
 };
 use keel::Error;
 use parking_lot::Mutex;
@@ -22,7 +22,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyOperations>()?;
     m.add_class::<PyQueue>()?;
     m.add_class::<PyWorker>()?;
+    m.add_class::<PyJobContext>()?;
     Ok(())
+}
+
+/// An integer argument for an unsigned parameter: a negative or too large
+/// value is keel.InvalidArgument (not a bare OverflowError), naming `what`.
+fn unsigned<T: TryFrom<i128>>(value: i128, what: &str) -> keel::Result<T> {
+    T::try_from(value).map_err(|_| Error::invalid_argument(format!("{what} {value}: out of range")))
 }
 
 /// Per-item operation states in an LMDB file: a record per (item,
@@ -36,9 +43,15 @@ pub struct PyOperations {
 
 #[pymethods]
 impl PyOperations {
+    /// ``max_lapses``: how many lapsed claims in a row (a lease that ended
+    /// without an update) a record survives; the next one makes it FAILED.
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = blocking(py, || Operations::open(&path))?;
+    #[pyo3(signature = (path, *, max_lapses=5))]
+    fn new(py: Python<'_>, path: PathBuf, max_lapses: i128) -> PyResult<Self> {
+        let policy = OpPolicy {
+            max_lapses: quick(py, || unsigned(max_lapses, "max_lapses"))?,
+        };
+        let inner = blocking(py, || Operations::open(&path))?.with_policy(policy);
         Ok(PyOperations { inner })
     }
 
@@ -51,11 +64,25 @@ impl PyOperations {
         to_py(py, &records.iter().map(|r| r.to_json()).collect())
     }
 
-    /// Up to ``limit`` READY records of ``op``, oldest first (claims nothing).
-    #[pyo3(signature = (op, limit=100))]
-    fn next<'py>(&self, py: Python<'py>, op: &str, limit: usize) -> PyResult<Bound<'py, PyAny>> {
-        let records = blocking(py, || self.inner.next(op, limit))?;
+    /// Up to ``limit`` records of ``op`` a claim could take (READY, and
+    /// WORKING under an expired lease, flagged ``"expired": True``), in
+    /// ``order``: ``"oldest"`` (the default, the order ``claim`` takes them)
+    /// or ``"item"`` (by item key). Claims nothing.
+    #[pyo3(signature = (op, limit=100, *, order="oldest"))]
+    fn next<'py>(&self, py: Python<'py>, op: &str, limit: i128, order: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (limit, order) = quick(py, || Ok((unsigned(limit, "limit")?, next_order(order)?)))?;
+        let records = blocking(py, || self.inner.next_in(op, limit, order))?;
         to_py(py, &records.iter().map(|r| r.to_json()).collect())
+    }
+
+    /// The reset pass: WORKING records whose lease ended become READY again
+    /// (FAILED past ``max_lapses``); ``{"ready", "failed"}``.
+    fn reset_expired<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let report = blocking(py, || self.inner.reset_expired())?;
+        let dict = PyDict::new(py);
+        dict.set_item("ready", report.ready)?;
+        dict.set_item("failed", report.failed)?;
+        Ok(dict)
     }
 
     /// Claims up to ``limit`` READY (or lease-expired) items of ``op`` for
@@ -66,10 +93,11 @@ impl PyOperations {
         &self,
         py: Python<'py>,
         op: &str,
-        limit: usize,
+        limit: i128,
         worker: &str,
         lease: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let limit = quick(py, || unsigned(limit, "limit"))?;
         let claims = blocking(py, || {
             self.inner.claim(op, limit, worker, convert::duration(lease, "lease")?)
         })?;
@@ -89,8 +117,9 @@ impl PyOperations {
         state: &str,
         message: &str,
         enable: Vec<String>,
-        token: Option<u64>,
+        token: Option<i128>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let token = quick(py, || token.map(|t| unsigned(t, "token")).transpose())?;
         let record = blocking(py, || {
             let state: OpState = state.parse()?;
             let enable: Vec<&str> = enable.iter().map(String::as_str).collect();
@@ -107,8 +136,9 @@ impl PyOperations {
         item: &str,
         op: &str,
         message: &str,
-        token: Option<u64>,
+        token: Option<i128>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let token = quick(py, || token.map(|t| unsigned(t, "token")).transpose())?;
         let record = blocking(py, || self.inner.error(item, op, token, message))?;
         to_py(py, &record.to_json())
     }
@@ -131,9 +161,19 @@ pub struct PyQueue {
 
 #[pymethods]
 impl PyQueue {
+    /// ``max_resets``: how many lease expiries a job survives; the next one
+    /// makes it dead ("its processor kept dying").
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = blocking(py, || Queue::open(&path))?;
+    #[pyo3(signature = (path, *, max_resets=5))]
+    fn new(py: Python<'_>, path: PathBuf, max_resets: i128) -> PyResult<Self> {
+        let policy = JobPolicy {
+            max_resets: quick(py, || unsigned(max_resets, "max_resets"))?,
+            ..JobPolicy::default()
+        };
+        let inner = blocking(py, || {
+            let store = Arc::new(LmdbStore::open(&path)?);
+            Ok(Queue::with_parts(store, Arc::new(SystemClock), policy))
+        })?;
         Ok(PyQueue { inner })
     }
 
@@ -148,12 +188,15 @@ impl PyQueue {
         py: Python<'py>,
         kind: &str,
         payload: Option<Bound<'py, PyAny>>,
-        priority: u8,
+        priority: i128,
         run_at: Option<f64>,
         delay: Option<f64>,
-        max_attempts: u32,
+        max_attempts: i128,
         unique_key: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let (priority, max_attempts) = quick(py, || {
+            Ok((unsigned(priority, "priority")?, unsigned(max_attempts, "max_attempts")?))
+        })?;
         let payload = match payload {
             Some(value) => convert::json_text(&value)?,
             None => "null".to_owned(),
@@ -197,7 +240,8 @@ impl PyQueue {
 
     /// Extends the attempt's lease to ``lease`` seconds from now.
     #[pyo3(signature = (id, token, *, lease=30.0))]
-    fn heartbeat(&self, py: Python<'_>, id: u64, token: u64, lease: f64) -> PyResult<u64> {
+    fn heartbeat(&self, py: Python<'_>, id: i128, token: i128, lease: f64) -> PyResult<u64> {
+        let (id, token) = ids(py, id, token)?;
         blocking(py, || {
             self.inner.heartbeat(id, token, convert::duration(lease, "lease")?)
         })
@@ -208,10 +252,11 @@ impl PyQueue {
     fn complete<'py>(
         &self,
         py: Python<'py>,
-        id: u64,
-        token: u64,
+        id: i128,
+        token: i128,
         result: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let (id, token) = ids(py, id, token)?;
         let result = result
             .map(|value| convert::json_text(&value))
             .transpose()?
@@ -226,31 +271,35 @@ impl PyQueue {
     fn fail<'py>(
         &self,
         py: Python<'py>,
-        id: u64,
-        token: u64,
+        id: i128,
+        token: i128,
         error: &str,
         retryable: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let (id, token) = ids(py, id, token)?;
         let job = blocking(py, || self.inner.fail(id, token, error, retryable))?;
         to_py(py, &job.to_json())
     }
 
     /// Hands the attempt back unfinished (no failure counted).
-    fn release<'py>(&self, py: Python<'py>, id: u64, token: u64) -> PyResult<Bound<'py, PyAny>> {
+    fn release<'py>(&self, py: Python<'py>, id: i128, token: i128) -> PyResult<Bound<'py, PyAny>> {
+        let (id, token) = ids(py, id, token)?;
         let job = blocking(py, || self.inner.release(id, token))?;
         to_py(py, &job.to_json())
     }
 
     /// Cancels a job that has not finished.
     #[pyo3(signature = (id, reason=""))]
-    fn cancel<'py>(&self, py: Python<'py>, id: u64, reason: &str) -> PyResult<Bound<'py, PyAny>> {
+    fn cancel<'py>(&self, py: Python<'py>, id: i128, reason: &str) -> PyResult<Bound<'py, PyAny>> {
+        let id = quick(py, || unsigned(id, "id"))?;
         let job = blocking(py, || self.inner.cancel(id, reason))?;
         to_py(py, &job.to_json())
     }
 
     /// Queues a dead or cancelled job again with fresh attempts
     /// (keel.Conflict for any other state).
-    fn retry<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
+    fn retry<'py>(&self, py: Python<'py>, id: i128) -> PyResult<Bound<'py, PyAny>> {
+        let id = quick(py, || unsigned(id, "id"))?;
         let job = blocking(py, || self.inner.retry(id))?;
         to_py(py, &job.to_json())
     }
@@ -263,8 +312,9 @@ impl PyQueue {
         py: Python<'py>,
         kind: &str,
         state: Option<&str>,
-        limit: usize,
+        limit: i128,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let limit = quick(py, || unsigned(limit, "limit"))?;
         let state = match state {
             Some(name) => Some(quick(py, || name.parse::<JobState>())?),
             None => None,
@@ -274,7 +324,8 @@ impl PyQueue {
     }
 
     /// The job with ``id`` (keel.NotFound if none).
-    fn get<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
+    fn get<'py>(&self, py: Python<'py>, id: i128) -> PyResult<Bound<'py, PyAny>> {
+        let id = quick(py, || unsigned(id, "id"))?;
         let job = blocking(py, || self.inner.get(id))?;
         to_py(py, &job.to_json())
     }
@@ -303,28 +354,84 @@ impl PyQueue {
 /// Runs Python callables as job handlers on keel's threads.
 ///
 /// ``handlers`` maps a kind to a callable, or to ``(callable,
-/// concurrency)``; a handler gets the job as a dict and returns a
-/// JSON-serialisable result (or None). An exception fails the attempt
-/// (retried unless it has ``retryable = False``); it never stops the worker.
-/// An unknown kind in ``allow``/``block`` raises keel.InvalidArgument. A
-/// handler running past ``job_timeout`` seconds fails its attempt; its
-/// thread is abandoned, never killed.
+/// concurrency)``. A handler taking one argument gets the job as a dict; one
+/// taking two gets the dict and a ``keel.JobContext`` (``should_stop()``,
+/// ``lease_lost()``: true once the job was cancelled, reset or deleted, or
+/// the worker is stopping). It returns a JSON-serialisable result (or None).
+/// An exception fails the attempt (retried unless it has ``retryable =
+/// False``); it never stops the worker. An unknown kind in ``allow``/``block``
+/// raises keel.InvalidArgument. A handler running past ``job_timeout``
+/// seconds fails its attempt; its thread is abandoned, never killed.
 #[pyclass(name = "Worker", module = "keel", frozen)]
 pub struct PyWorker {
+    /// Locked only with the GIL released (`stop` holds it for its deadline).
     inner: Mutex<Worker>,
+    /// Reads the counters without the lock, so `stats()` never waits on a
+    /// `stop()` running in another thread.
+    monitor: WorkerMonitor,
     kinds: Vec<String>,
 }
 
+/// The running attempt, as a handler taking two arguments sees it.
+#[pyclass(name = "JobContext", module = "keel", frozen)]
+pub struct PyJobContext {
+    inner: JobContext,
+}
+
+#[pymethods]
+impl PyJobContext {
+    /// The job's id.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.inner.job().id
+    }
+
+    /// The attempt's token.
+    #[getter]
+    fn token(&self) -> u64 {
+        self.inner.job().token
+    }
+
+    /// Which attempt this is (1 for the first).
+    #[getter]
+    fn attempt(&self) -> u32 {
+        self.inner.job().attempts
+    }
+
+    /// Whether this attempt's lease was lost: the job was cancelled, reset
+    /// or deleted (its result will not be stored), or a stop released it.
+    fn lease_lost(&self) -> bool {
+        self.inner.lease_lost()
+    }
+
+    /// Whether the handler should wrap up: the worker is stopping or the
+    /// lease was lost.
+    fn should_stop(&self) -> bool {
+        self.inner.should_stop()
+    }
+
+    fn __repr__(&self) -> String {
+        let job = self.inner.job();
+        format!(
+            "<keel.JobContext id={} kind={:?} attempt={}>",
+            job.id, job.kind, job.attempts
+        )
+    }
+}
+
 /// A Python handler, called with the GIL taken per call.
-fn python_handler(callable: Py<PyAny>) -> impl Fn(&JobContext) -> HandlerResult + Send + Sync + 'static {
+fn python_handler(
+    callable: Py<PyAny>,
+    with_context: bool,
+) -> impl Fn(&JobContext) -> HandlerResult + Send + Sync + 'static {
     move |ctx: &JobContext| {
         // The interpreter may be shutting down; then the job is retried later.
-        attached(|py| call_handler(py, &callable, ctx))
+        attached(|py| call_handler(py, &callable, with_context, ctx))
             .unwrap_or_else(|| Err(HandlerError::retry("the Python interpreter is not available")))
     }
 }
 
-fn call_handler(py: Python<'_>, callable: &Py<PyAny>, ctx: &JobContext) -> HandlerResult {
+fn call_handler(py: Python<'_>, callable: &Py<PyAny>, with_context: bool, ctx: &JobContext) -> HandlerResult {
     let failure = |err: PyErr| {
         let retryable = err
             .value(py)
@@ -337,11 +444,43 @@ fn call_handler(py: Python<'_>, callable: &Py<PyAny>, ctx: &JobContext) -> Handl
         }
     };
     let job = to_py(py, &ctx.job().to_json()).map_err(failure)?;
-    let result = callable.bind(py).call1((job,)).map_err(failure)?;
+    let result = if with_context {
+        let context = Bound::new(py, PyJobContext { inner: ctx.clone() }).map_err(failure)?;
+        callable.bind(py).call1((job, context))
+    } else {
+        callable.bind(py).call1((job,))
+    }
+    .map_err(failure)?;
     if result.is_none() {
         return Ok(String::new());
     }
     convert::json_text(&result).map_err(failure)
+}
+
+/// Whether `callable` takes a second positional argument (the context).
+/// One without an inspectable signature (some builtins) gets the job only.
+fn takes_context(py: Python<'_>, callable: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let inspect = py.import("inspect")?;
+    let Ok(signature) = inspect.call_method1("signature", (callable,)) else {
+        return Ok(false);
+    };
+    let parameter = inspect.getattr("Parameter")?;
+    let positional = [
+        parameter.getattr("POSITIONAL_ONLY")?,
+        parameter.getattr("POSITIONAL_OR_KEYWORD")?,
+    ];
+    let var_positional = parameter.getattr("VAR_POSITIONAL")?;
+    let mut count = 0;
+    for param in signature.getattr("parameters")?.call_method0("values")?.try_iter()? {
+        let kind = param?.getattr("kind")?;
+        if kind.eq(&var_positional)? {
+            return Ok(true);
+        }
+        if kind.eq(&positional[0])? || kind.eq(&positional[1])? {
+            count += 1;
+        }
+    }
+    Ok(count >= 2)
 }
 
 #[pymethods]
@@ -381,19 +520,23 @@ impl PyWorker {
         for (kind, spec) in handlers.iter() {
             let kind: String = kind.extract()?;
             let (callable, concurrency) = match spec.cast::<PyTuple>() {
-                Ok(pair) => (pair.get_item(0)?, pair.get_item(1)?.extract::<usize>()?),
+                Ok(pair) => (pair.get_item(0)?, pair.get_item(1)?.extract::<i128>()?),
                 Err(_) => (spec, 1),
             };
+            let concurrency = quick(py, || unsigned(concurrency, &format!("concurrency of {kind:?}")))?;
             if !callable.is_callable() {
                 return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                     "the handler for {kind:?} is not callable"
                 )));
             }
-            builder = builder.shared_handler(&kind, concurrency, Arc::new(python_handler(callable.unbind())));
+            let with_context = takes_context(py, &callable)?;
+            let handler = python_handler(callable.unbind(), with_context);
+            builder = builder.shared_handler(&kind, concurrency, Arc::new(handler));
         }
         let worker = blocking(py, || builder.start())?;
         let kinds = worker.kinds().to_vec();
         Ok(PyWorker {
+            monitor: worker.monitor(),
             inner: Mutex::new(worker),
             kinds,
         })
@@ -403,6 +546,12 @@ impl PyWorker {
     #[getter]
     fn kinds(&self) -> Vec<String> {
         self.kinds.clone()
+    }
+
+    /// How many jobs are running right now.
+    #[getter]
+    fn running(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.monitor.running())
     }
 
     /// Stops gracefully: no new jobs; running handlers get ``deadline``
@@ -418,9 +567,10 @@ impl PyWorker {
         Ok(dict)
     }
 
-    /// ``{"completed", "failed", "panicked", "refused", "released"}``.
+    /// ``{"completed", "failed", "panicked", "refused", "released",
+    /// "timed_out", "lost", "running"}``; never waits, even while ``stop()`` runs.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        crate::stats::to_dict(py, &self.inner.lock().stats())
+        crate::stats::to_dict(py, &self.monitor.stats())
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -431,5 +581,19 @@ impl PyWorker {
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.stop(py, 30.0)?;
         Ok(false)
+    }
+}
+
+fn ids(py: Python<'_>, id: i128, token: i128) -> PyResult<(u64, u64)> {
+    quick(py, || Ok((unsigned(id, "id")?, unsigned(token, "token")?)))
+}
+
+fn next_order(order: &str) -> keel::Result<NextOrder> {
+    match order {
+        "oldest" => Ok(NextOrder::Oldest),
+        "item" => Ok(NextOrder::Item),
+        other => Err(Error::invalid_argument(format!(
+            "order {other:?}: must be \"oldest\" or \"item\""
+        ))),
     }
 }

@@ -82,11 +82,11 @@ impl PyTaskContext {
     }
 }
 
-/// A flag that tells a running batch or pipeline to stop; pass it as
-/// `cancel=` and call `cancel()` from any thread.
+/// A flag that tells a running batch, pipeline or lock wait to stop; pass
+/// it as `cancel=` and call `cancel()` from any thread.
 #[pyclass(name = "CancellationToken", module = "keel", frozen)]
 pub struct PyCancellationToken {
-    inner: CancellationToken,
+    pub(crate) inner: CancellationToken,
 }
 
 #[pymethods]
@@ -188,10 +188,10 @@ impl PySyncPool {
         py: Python<'_>,
         max_concurrency: i64,
         timeout: Option<f64>,
-        max_abandoned: usize,
+        max_abandoned: i64,
         name: Option<String>,
     ) -> PyResult<Self> {
-        let mut config = PoolConfig::new(usize::try_from(max_concurrency).unwrap_or(0)).max_abandoned(max_abandoned);
+        let mut config = quick(py, || PoolConfig::checked(max_concurrency, max_abandoned))?;
         if let Some(timeout) = quick(py, || convert::optional_duration(timeout, "timeout"))? {
             config = config.task_timeout(timeout);
         }
@@ -354,8 +354,8 @@ impl PySyncPool {
         self.inner.shutdown();
     }
 
-    /// The pool's counters: in_flight, peak_concurrency, completed, failed,
-    /// timed_out, cancelled, refused, abandoned, abandoned_total, locked_keys.
+    /// The pool's counters: the fields of the core's PoolStats (in_flight,
+    /// slot_waiters, peak_concurrency, completed, ..., hung_keys).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         crate::stats::to_dict(py, &self.inner.stats())
     }

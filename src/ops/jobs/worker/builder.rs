@@ -156,6 +156,16 @@ impl WorkerBuilder {
                 "worker heartbeat interval {heartbeat:?}: must be above zero and shorter than the lease {lease:?}"
             )));
         }
+        // A zero interval would make an idle slot (or the heartbeat thread)
+        // spin on the store.
+        for (what, interval) in [
+            ("poll interval", self.options.poll_interval),
+            ("maintenance interval", self.options.maintenance_interval),
+        ] {
+            if interval.is_zero() {
+                return Err(Error::invalid_argument(format!("worker {what}: must be above zero")));
+            }
+        }
         for (kind, (_, concurrency)) in &self.handlers {
             check_name("job kind", kind)?;
             if *concurrency == 0 || *concurrency > MAX_CONCURRENCY {

@@ -48,6 +48,7 @@ pub(super) struct Counters {
     refused: AtomicU64,
     released: AtomicU64,
     timed_out: AtomicU64,
+    lost: AtomicU64,
 }
 
 impl Counters {
@@ -60,6 +61,7 @@ impl Counters {
             refused: load(&self.refused),
             released: load(&self.released),
             timed_out: load(&self.timed_out),
+            lost: load(&self.lost),
             running: 0,
         }
     }
@@ -314,10 +316,31 @@ impl Shared {
         let Ok(results) = self.queue.heartbeat_many(&leases, self.options.lease) else {
             return;
         };
-        for ((_, _, lost), result) in running.iter().zip(results) {
-            if result.is_err() {
+        for ((id, token, lost), result) in running.iter().zip(results) {
+            if let Err(err) = result {
                 lost.store(true, Ordering::SeqCst);
+                self.drop_lost(*id, *token, &err);
             }
+        }
+    }
+
+    /// Takes a job whose heartbeat was refused (cancelled, reset, deleted)
+    /// out of the running set: it is not heartbeaten again, its result is
+    /// not stored, and its handler sees `lease_lost`. Logged once.
+    fn drop_lost(&self, id: JobId, token: Token, err: &Error) {
+        let removed = {
+            let mut inflight = self.inflight.lock();
+            match inflight.get(&id) {
+                Some(entry) if entry.token == token => inflight.remove(&id).is_some(),
+                _ => false,
+            }
+        };
+        if removed {
+            Counters::bump(&self.stats.lost);
+            log::warn!(
+                target: TARGET,
+                "job lost: id={id} token={token} error={err}; its handler is told to stop and its result will not be stored"
+            );
         }
     }
 
@@ -330,7 +353,8 @@ impl Shared {
 }
 
 impl Shared {
-    /// The counters now, with the jobs running at this moment.
+    /// The counters now, with the jobs running at this moment (a short
+    /// internal lock, never the worker's stop).
     pub(super) fn stats_now(&self) -> WorkerStats {
         WorkerStats {
             running: self.inflight.lock().len(),
