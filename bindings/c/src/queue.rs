@@ -19,13 +19,17 @@ pub struct keel_queue {
     pub(crate) inner: Queue,
 }
 
+/// Pass as `run_at_ms` to run a job as soon as possible.
+pub const KEEL_RUN_NOW: i64 = -1;
+
 /// How to enqueue a job; keel_enqueue_options_default gives the defaults.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct keel_enqueue_options {
     /// 0 (runs first) to 9 (runs last); default 5.
     pub priority: u8,
-    /// Not run before this time, in ms since the Unix epoch; -1 for now.
+    /// Not run before this time, in ms since the Unix epoch; KEEL_RUN_NOW
+    /// (-1, the default) for now. Any other negative is KEEL_INVALID_ARGUMENT.
     pub run_at_ms: i64,
     /// Failed attempts allowed before the job is dead; default 20.
     pub max_attempts: u32,
@@ -85,7 +89,7 @@ pub extern "C" fn keel_enqueue_options_default() -> keel_enqueue_options {
         let defaults = EnqueueOptions::default();
         keel_enqueue_options {
             priority: defaults.priority,
-            run_at_ms: -1,
+            run_at_ms: KEEL_RUN_NOW,
             max_attempts: defaults.max_attempts,
             unique_key: std::ptr::null(),
             unique_key_len: 0,
@@ -133,7 +137,7 @@ pub unsafe extern "C" fn keel_queue_enqueue(
         let unique_key = ffi::optional_utf8(given.unique_key, given.unique_key_len, "unique_key")?;
         let options = EnqueueOptions {
             priority: given.priority,
-            run_at: u64::try_from(given.run_at_ms).ok(),
+            run_at: ffi::time_ms(given.run_at_ms, "run_at_ms")?,
             max_attempts: given.max_attempts,
             unique_key: unique_key.map(str::to_owned),
         };
