@@ -48,7 +48,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+// Fault plans are a test tool: public only with the `fault-injection`
+// feature (keel's own tests enable it), so no user arms one by mistake.
+#[cfg(feature = "fault-injection")]
 pub use fault::{FaultAction, FaultPlan, Step};
+#[cfg(not(feature = "fault-injection"))]
+use fault::FaultPlan;
 pub use mutation::Mutation;
 pub use record::{MutationStatus, FORMAT_VERSION};
 pub use recovery::{Quarantined, RecoveryReport};
@@ -208,6 +213,7 @@ impl Journal {
     /// first step, so a crash during the recovery that `open` runs can be
     /// tested too.
     #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn open_with_fault_plan(root: impl AsRef<Path>, plan: Arc<FaultPlan>) -> Result<Journal> {
         Journal::open_with(root.as_ref(), Some(plan))
     }
@@ -411,6 +417,7 @@ impl Journal {
     /// Test hook: arms a [`FaultPlan`] on every file-system step of this
     /// journal (`None` disarms).
     #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn set_fault_plan(&self, plan: Option<Arc<FaultPlan>>) {
         self.inner.fs.set_plan(plan);
     }
