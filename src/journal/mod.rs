@@ -50,10 +50,10 @@ use parking_lot::Mutex;
 
 // Fault plans are a test tool: public only with the `fault-injection`
 // feature (keel's own tests enable it), so no user arms one by mistake.
-#[cfg(feature = "fault-injection")]
-pub use fault::{FaultAction, FaultPlan, Step};
 #[cfg(not(feature = "fault-injection"))]
 use fault::FaultPlan;
+#[cfg(feature = "fault-injection")]
+pub use fault::{FaultAction, FaultPlan, Step};
 pub use mutation::Mutation;
 pub use record::{MutationStatus, FORMAT_VERSION};
 pub use recovery::{Quarantined, RecoveryReport};
