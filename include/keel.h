@@ -49,6 +49,17 @@
 #define KEEL_WAIT_FOREVER -1
 
 /**
+ * Pass as `order` to keel_ops_next_in: oldest first, the order claims take
+ * (the default of keel_ops_next).
+ */
+#define KEEL_NEXT_OLDEST 0
+
+/**
+ * Pass as `order` to keel_ops_next_in: by item key.
+ */
+#define KEEL_NEXT_ITEM 1
+
+/**
  * Pass as `timeout_ms` to keel_pool_run for the pool's own timeout.
  */
 #define KEEL_POOL_TIMEOUT_DEFAULT -2
@@ -323,7 +334,9 @@ typedef struct keel_locks keel_locks;
 /**
  * One mutation, holding the root's exclusive lock until it is committed,
  * rolled back or freed (freeing an unfinished mutation rolls it back).
- * May be used and freed on any thread, one call at a time.
+ * May be used and freed on any thread; calls from several threads take
+ * turns. Only the process that began it ends it: freed in a forked child,
+ * it leaves the tree and the lock alone.
  */
 typedef struct keel_mutation keel_mutation;
 
@@ -349,6 +362,12 @@ typedef struct keel_pool keel_pool;
  * Every call is durable when it returns. Thread-safe.
  */
 typedef struct keel_queue keel_queue;
+
+/**
+ * The shared lock of a root (keel_journal_read): no mutation runs while it
+ * is held, and the tree is in a committed state. Free it to release it.
+ */
+typedef struct keel_read_guard keel_read_guard;
 
 /**
  * What a running task may ask keel: its index, whether it is the first of
@@ -507,6 +526,18 @@ typedef void (*keel_log_fn)(void *userdata,
                             size_t message_len);
 
 /**
+ * How operations count lapsed claims; keel_ops_options_default gives the
+ * defaults.
+ */
+typedef struct keel_ops_options {
+  /**
+   * How many lapsed claims in a row (a lease that ended without an
+   * update) a record survives; the next one makes it FAILED. Default 5.
+   */
+  uint32_t max_lapses;
+} keel_ops_options;
+
+/**
  * A task: runs on one of the pool's threads with `userdata` and a context.
  *
  * Return KEEL_OK (0) for success; the bytes given to
@@ -653,6 +684,11 @@ typedef struct keel_enqueue_options {
    */
   int64_t run_at_ms;
   /**
+   * Not run before this many ms from now, read on the queue's clock; -1
+   * for none. Give run_at_ms or delay_ms, not both.
+   */
+  int64_t delay_ms;
+  /**
    * Failed attempts allowed before the job is dead; default 20.
    */
   uint32_t max_attempts;
@@ -666,6 +702,35 @@ typedef struct keel_enqueue_options {
    */
   size_t unique_key_len;
 } keel_enqueue_options;
+
+/**
+ * One job of keel_queue_enqueue_many.
+ */
+typedef struct keel_job_spec {
+  const char *kind;
+  size_t kind_len;
+  /**
+   * The JSON payload.
+   */
+  const char *payload;
+  size_t payload_len;
+  /**
+   * Start from keel_enqueue_options_default().
+   */
+  struct keel_enqueue_options options;
+} keel_job_spec;
+
+/**
+ * How a queue retries and resets its jobs; keel_queue_options_default
+ * gives the defaults.
+ */
+typedef struct keel_queue_options {
+  /**
+   * How many lease expiries a job survives; the next one makes it dead
+   * ("its processor kept dying"). Default 5.
+   */
+  uint32_t max_resets;
+} keel_queue_options;
 
 /**
  * buffers with keel_job_free.
@@ -1043,6 +1108,19 @@ enum keel_status keel_journal_begin(const struct keel_journal *journal,
                                     struct keel_mutation **out);
 
 /**
+ * keel_journal_begin waiting `timeout_ms` at most (-1: no limit, 0: do
+ * not wait): KEEL_TIMEOUT (and `*out` untouched) when it elapsed. Waiting
+ * for another process polls its lock every 20 ms at most.
+ */
+enum keel_status keel_journal_begin_timeout(const struct keel_journal *journal,
+                                            const char *operation,
+                                            size_t operation_len,
+                                            const char *details,
+                                            size_t details_len,
+                                            int64_t timeout_ms,
+                                            struct keel_mutation **out);
+
+/**
  * keel_journal_begin without waiting: returns KEEL_BUSY (and leaves `*out`
  * untouched) when another thread or process holds the root.
  */
@@ -1061,6 +1139,28 @@ enum keel_status keel_journal_recover(const struct keel_journal *journal,
                                       struct keel_recovery_report *out);
 
 /**
+ * What the last recovery of this handle did (the one keel_journal_open
+ * ran first): fills `*out` and sets `*found` to true, or sets `*found` to
+ * false if none ran yet (another process held the root at open).
+ */
+enum keel_status keel_journal_last_recovery(const struct keel_journal *journal,
+                                            struct keel_recovery_report *out,
+                                            bool *found);
+
+/**
+ * Takes the shared lock of the root (waiting, blocking this thread, for
+ * running mutations to end; recovering a crashed one first) and puts the
+ * guard in `*out`; free it with keel_read_guard_free to release the lock.
+ */
+enum keel_status keel_journal_read(const struct keel_journal *journal,
+                                   struct keel_read_guard **out);
+
+/**
+ * Releases a read guard. NULL is a no-op.
+ */
+void keel_read_guard_free(struct keel_read_guard *guard);
+
+/**
  * Fills `*out` with what is on disk. Takes no lock.
  */
 enum keel_status keel_journal_status(const struct keel_journal *journal,
@@ -1074,9 +1174,43 @@ enum keel_status keel_journal_status(const struct keel_journal *journal,
 enum keel_status keel_journal_resolve(const struct keel_journal *journal, uint64_t seq);
 
 /**
- * The mutation's sequence number, in `*out`.
+ * The mutation's sequence number, in `*out` (never waits).
  */
 enum keel_status keel_mutation_seq(const struct keel_mutation *mutation, uint64_t *out);
+
+/**
+ * Makes `path` a symlink to `target` (stored, never followed).
+ */
+enum keel_status keel_mutation_symlink(const struct keel_mutation *mutation,
+                                       const char *path,
+                                       size_t path_len,
+                                       const char *target,
+                                       size_t target_len);
+
+/**
+ * Like keel_mutation_declare, but folders are copied whole, so the caller
+ * may edit their files in place (costs their bytes).
+ */
+enum keel_status keel_mutation_declare_copy(const struct keel_mutation *mutation,
+                                            const struct keel_bytes *paths,
+                                            size_t count);
+
+/**
+ * A private folder on the root's file system to prepare files in: its
+ * path (UTF-8) in `*out`, freed with keel_buf_free. keel_mutation_publish
+ * moves its contents into the tree; it is removed when the mutation ends.
+ */
+enum keel_status keel_mutation_staging_dir(const struct keel_mutation *mutation,
+                                           struct keel_buf *out);
+
+/**
+ * Moves everything in the staging folder into the folder `into` (relative
+ * to the root; empty or NULL for the root itself), merging with existing
+ * folders; a file replacing an existing one keeps that file's mode.
+ */
+enum keel_status keel_mutation_publish(const struct keel_mutation *mutation,
+                                       const char *into,
+                                       size_t into_len);
 
 /**
  * Writes `data[0..data_len]` to the file `path` (relative to the root,
@@ -1216,6 +1350,38 @@ enum keel_status keel_locks_stats(const struct keel_locks *locks, struct keel_lo
  * Calling it from inside the callback returns KEEL_WOULD_DEADLOCK.
  */
 enum keel_status keel_set_log_callback(uint32_t max_level, keel_log_fn callback, void *userdata);
+
+/**
+ * The default operations options: 5 lapses.
+ */
+struct keel_ops_options keel_ops_options_default(void);
+
+/**
+ * keel_ops_open with `options` (NULL for the defaults).
+ */
+enum keel_status keel_ops_open_with(const char *path,
+                                    size_t path_len,
+                                    const struct keel_ops_options *options,
+                                    struct keel_ops **out);
+
+/**
+ * keel_ops_next in `order` (KEEL_NEXT_OLDEST or KEEL_NEXT_ITEM).
+ */
+enum keel_status keel_ops_next_in(const struct keel_ops *ops,
+                                  const char *op,
+                                  size_t op_len,
+                                  size_t limit,
+                                  uint32_t order,
+                                  struct keel_buf *out);
+
+/**
+ * The reset pass: WORKING records whose lease ended become READY again
+ * (FAILED past max_lapses); writes the numbers to `*out_ready` and
+ * `*out_failed` (either may be NULL).
+ */
+enum keel_status keel_ops_reset_expired(const struct keel_ops *ops,
+                                        uint64_t *out_ready,
+                                        uint64_t *out_failed);
 
 /**
  * Opens (creating if missing) the operations file at `path` into `*out`;
@@ -1447,6 +1613,57 @@ enum keel_status keel_queue_enqueue(const struct keel_queue *queue,
                                     bool *out_created);
 
 /**
+ * Enqueues `jobs[0..count]` in one transaction (one commit, all or
+ * nothing), in order. Writes each job's id to `out_ids[i]` and whether it
+ * was created to `out_created[i]` (arrays of `count`; either may be NULL).
+ * A job whose unique key an earlier one of the batch took gets that id.
+ */
+enum keel_status keel_queue_enqueue_many(const struct keel_queue *queue,
+                                         const struct keel_job_spec *jobs,
+                                         size_t count,
+                                         uint64_t *out_ids,
+                                         bool *out_created);
+
+/**
+ * The default queue options: 5 resets.
+ */
+struct keel_queue_options keel_queue_options_default(void);
+
+/**
+ * keel_queue_open with `options` (NULL for the defaults).
+ */
+enum keel_status keel_queue_open_with(const char *path,
+                                      size_t path_len,
+                                      const struct keel_queue_options *options,
+                                      struct keel_queue **out);
+
+/**
+ * Hands attempt `token` of job `id` back unfinished: queued again at once,
+ * no failure counted (KEEL_CONFLICT when the attempt is no longer current).
+ */
+enum keel_status keel_queue_release(const struct keel_queue *queue, uint64_t id, uint64_t token);
+
+/**
+ * Queues dead or cancelled job `id` again with fresh attempts
+ * (KEEL_CONFLICT for any other state).
+ */
+enum keel_status keel_queue_retry(const struct keel_queue *queue, uint64_t id);
+
+/**
+ * Writes a JSON array of the jobs of `kind` to `*out`, oldest first, at
+ * most `limit`: in the state named by `state` ("queued", "running",
+ * "retrying", "completed", "dead", "cancelled"), or in any when `state` is
+ * NULL.
+ */
+enum keel_status keel_queue_list(const struct keel_queue *queue,
+                                 const char *kind,
+                                 size_t kind_len,
+                                 const char *state,
+                                 size_t state_len,
+                                 size_t limit,
+                                 struct keel_buf *out);
+
+/**
  * Claims the best ready job of `kinds[0..count]` for `worker` for
  * `lease_ms`. Writes it to `*out` and true to `*out_found`, or false to
  * `*out_found` (and nothing to `*out`) when none is ready. Free a written
@@ -1667,6 +1884,14 @@ enum keel_status keel_job_ctx_payload(const struct keel_job_ctx *ctx,
  * attempt's lease was lost (its result will be refused). False for NULL.
  */
 bool keel_job_ctx_should_stop(const struct keel_job_ctx *ctx);
+
+/**
+ * True once this attempt's lease was lost: a heartbeat was refused (the job
+ * was cancelled, reset or deleted; its result will not be stored) or a stop
+ * released it. A cancelled job's handler sees it within one heartbeat
+ * interval. False for NULL.
+ */
+bool keel_job_ctx_lease_lost(const struct keel_job_ctx *ctx);
 
 /**
  * Sets the output (copied): the JSON result on KEEL_OK, the failure's

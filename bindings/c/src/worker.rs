@@ -293,6 +293,16 @@ pub unsafe extern "C" fn keel_job_ctx_should_stop(ctx: *const keel_job_ctx) -> b
     ffi::call_value(|| unsafe { job_context(ctx).is_some_and(JobContext::should_stop) })
 }
 
+/// True once this attempt's lease was lost: a heartbeat was refused (the job
+/// was cancelled, reset or deleted; its result will not be stored) or a stop
+/// released it. A cancelled job's handler sees it within one heartbeat
+/// interval. False for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn keel_job_ctx_lease_lost(ctx: *const keel_job_ctx) -> bool {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe { job_context(ctx).is_some_and(JobContext::lease_lost) })
+}
+
 /// Sets the output (copied): the JSON result on KEEL_OK, the failure's
 /// message otherwise.
 #[no_mangle]
