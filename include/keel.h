@@ -408,6 +408,41 @@ typedef struct keel_buf {
 } keel_buf;
 
 /**
+ * How to open a drive; keel_drive_options_default gives the defaults.
+ */
+typedef struct keel_drive_options {
+  /**
+   * Whether commits are fsynced before writes return; default true.
+   */
+  bool durable;
+  /**
+   * The LMDB map's size at open in bytes (it doubles whenever it fills);
+   * 0 for the default.
+   */
+  uint64_t initial_map_size;
+  /**
+   * Whether items may be created with a type that has no registered
+   * schema; default true.
+   */
+  bool allow_types_without_schema;
+} keel_drive_options;
+
+/**
+ * Bytes lent by C for the length of a call: `len` bytes at `ptr` (a key,
+ * a name, a path). Lists of them are `(const keel_bytes *, size_t count)`.
+ */
+typedef struct keel_bytes {
+  /**
+   * The first byte (may be NULL when len is 0).
+   */
+  const uint8_t *ptr;
+  /**
+   * The number of bytes.
+   */
+  size_t len;
+} keel_bytes;
+
+/**
  * Converts one stored data version for a new schema. `input` (UTF-8 JSON,
  * `input_len` bytes, valid during the call) is `{"item": {...}, "version":
  * "1.2.3", "data": ..., "from_schema": n|null, "to_schema": n}`. Return
@@ -473,21 +508,6 @@ typedef struct keel_journal_state {
    */
   bool blocked;
 } keel_journal_state;
-
-/**
- * Bytes lent by C for the length of a call: `len` bytes at `ptr` (a key,
- * a name, a path). Lists of them are `(const keel_bytes *, size_t count)`.
- */
-typedef struct keel_bytes {
-  /**
-   * The first byte (may be NULL when len is 0).
-   */
-  const uint8_t *ptr;
-  /**
-   * The number of bytes.
-   */
-  size_t len;
-} keel_bytes;
 
 /**
  * A snapshot of a lock registry's size (LockStats in the Rust docs).
@@ -814,14 +834,19 @@ extern "C" {
 void keel_buf_free(struct keel_buf *buf);
 
 /**
- * Opens (or creates) the drive file at `path`. `options_json` may be NULL
- * or `{"durable": true, "initial_map_size": bytes}`. Free with
- * keel_drive_free. A file that is not a drive gives KEEL_CORRUPT.
+ * The default drive options: durable, the default map size, types without
+ * a schema allowed.
+ */
+struct keel_drive_options keel_drive_options_default(void);
+
+/**
+ * Opens (or creates) the drive file at `path` with `options` (NULL for the
+ * defaults). Free with keel_drive_free. A file that is not a drive gives
+ * KEEL_CORRUPT.
  */
 enum keel_status keel_drive_open(const char *path,
                                  size_t path_len,
-                                 const char *options_json,
-                                 size_t options_len,
+                                 const struct keel_drive_options *options,
                                  struct keel_drive **out);
 
 /**
@@ -830,16 +855,16 @@ enum keel_status keel_drive_open(const char *path,
 void keel_drive_free(struct keel_drive *drive);
 
 /**
- * A view of `drive` as `user` with `roles_json` (a JSON array of role
- * names, or NULL): every call through it enforces that user's permission
+ * A view of `drive` as `user` with the roles `roles[0..roles_count]` (NULL
+ * with 0 for none): every call through it enforces that user's permission
  * levels and returns KEEL_PERMISSION_DENIED when one is missing. Only the
  * unchecked drive offers this. Free with keel_drive_free.
  */
 enum keel_status keel_drive_as_user(const struct keel_drive *drive,
                                     const char *user,
                                     size_t user_len,
-                                    const char *roles_json,
-                                    size_t roles_len,
+                                    const struct keel_bytes *roles,
+                                    size_t roles_count,
                                     struct keel_drive **out);
 
 /**
