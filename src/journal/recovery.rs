@@ -64,7 +64,13 @@ pub struct Quarantined {
 }
 
 /// Whether anything is left over from an unfinished mutation.
+/// Anything wrong with the state folders themselves counts (recovery then
+/// refuses with the audit's error), so no mutation ever writes through a
+/// state folder swapped for a symlink after the journal was opened.
 pub(crate) fn needed(fs: &Fs, layout: &Layout) -> Result<bool> {
+    if !audit::state(fs, layout)?.is_empty() {
+        return Ok(true);
+    }
     for dir in [layout.journal.as_path()].into_iter().chain(layout.per_mutation_dirs()) {
         if !list(fs, dir)?.is_empty() {
             return Ok(true);
