@@ -272,6 +272,17 @@ pub(crate) fn write_record(fs: &Fs, layout: &Layout, record: &Record) -> Result<
         .map_err(|e| io_err("fsync", &layout.journal, e))
 }
 
+/// Commits mutation `seq`: removes its `active` record and fsyncs the
+/// journal folder. Once that is durable the tree is final; before, the
+/// record (still on disk) has it rolled back.
+pub(crate) fn commit_point(fs: &Fs, layout: &Layout, seq: u64) -> Result<()> {
+    const STEP: &str = "record";
+    let path = layout.record(seq);
+    fs.unlink(STEP, &path).map_err(|e| io_err("remove record", &path, e))?;
+    fs.fsync_dir(STEP, &layout.journal)
+        .map_err(|e| io_err("fsync", &layout.journal, e))
+}
+
 /// Removes what a finished mutation leaves: its backups, staging and trash
 /// folders, then its record. A crash in between leaves either a terminal
 /// record (discarded next time) or orphan folders (reaped next time).
