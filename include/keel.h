@@ -29,6 +29,17 @@
 #define KEEL_WAIT_FOREVER -1
 
 /**
+ * Pass as `order` to keel_ops_next_in: oldest first, the order claims take
+ * (the default of keel_ops_next).
+ */
+#define KEEL_NEXT_OLDEST 0
+
+/**
+ * Pass as `order` to keel_ops_next_in: by item key.
+ */
+#define KEEL_NEXT_ITEM 1
+
+/**
  * Pass as `timeout_ms` to keel_pool_run for the pool's own timeout.
  */
 #define KEEL_POOL_TIMEOUT_DEFAULT -2
@@ -490,6 +501,18 @@ typedef void (*keel_log_fn)(void *userdata,
                             size_t message_len);
 
 /**
+ * How operations count lapsed claims; keel_ops_options_default gives the
+ * defaults.
+ */
+typedef struct {
+  /**
+   * How many lapsed claims in a row (a lease that ended without an
+   * update) a record survives; the next one makes it FAILED. Default 5.
+   */
+  uint32_t max_lapses;
+} keel_ops_options;
+
+/**
  * A task: runs on one of the pool's threads with `userdata` and a context.
  *
  * Return KEEL_OK (0) for success; the bytes given to
@@ -618,6 +641,11 @@ typedef struct {
    */
   int64_t run_at_ms;
   /**
+   * Not run before this many ms from now, read on the queue's clock; -1
+   * for none. Give run_at_ms or delay_ms, not both.
+   */
+  int64_t delay_ms;
+  /**
    * Failed attempts allowed before the job is dead; default 20.
    */
   uint32_t max_attempts;
@@ -631,6 +659,35 @@ typedef struct {
    */
   size_t unique_key_len;
 } keel_enqueue_options;
+
+/**
+ * One job of keel_queue_enqueue_many.
+ */
+typedef struct {
+  const char *kind;
+  size_t kind_len;
+  /**
+   * The JSON payload.
+   */
+  const char *payload;
+  size_t payload_len;
+  /**
+   * Start from keel_enqueue_options_default().
+   */
+  keel_enqueue_options options;
+} keel_job_spec;
+
+/**
+ * How a queue retries and resets its jobs; keel_queue_options_default
+ * gives the defaults.
+ */
+typedef struct {
+  /**
+   * How many lease expiries a job survives; the next one makes it dead
+   * ("its processor kept dying"). Default 5.
+   */
+  uint32_t max_resets;
+} keel_queue_options;
 
 /**
  * buffers with keel_job_free.
@@ -682,6 +739,12 @@ typedef struct {
    * Attempts whose handler ran past the job timeout.
    */
   uint64_t timed_out;
+  /**
+   * Running jobs whose heartbeat was refused (cancelled, reset or
+   * deleted): dropped, their handler told through
+   * keel_job_ctx_lease_lost, their result not stored.
+   */
+  uint64_t lost;
 } keel_worker_counters;
 
 #ifdef __cplusplus
@@ -1221,6 +1284,36 @@ keel_status keel_locks_stats(const keel_locks *locks, keel_lock_stats *out);
 keel_status keel_set_log_callback(uint32_t max_level, keel_log_fn callback, void *userdata);
 
 /**
+ * The default operations options: 5 lapses.
+ */
+keel_ops_options keel_ops_options_default(void);
+
+/**
+ * keel_ops_open with `options` (NULL for the defaults).
+ */
+keel_status keel_ops_open_with(const char *path,
+                               size_t path_len,
+                               const keel_ops_options *options,
+                               keel_ops **out);
+
+/**
+ * keel_ops_next in `order` (KEEL_NEXT_OLDEST or KEEL_NEXT_ITEM).
+ */
+keel_status keel_ops_next_in(const keel_ops *ops,
+                             const char *op,
+                             size_t op_len,
+                             size_t limit,
+                             uint32_t order,
+                             keel_buf *out);
+
+/**
+ * The reset pass: WORKING records whose lease ended become READY again
+ * (FAILED past max_lapses); writes the numbers to `*out_ready` and
+ * `*out_failed` (either may be NULL).
+ */
+keel_status keel_ops_reset_expired(const keel_ops *ops, uint64_t *out_ready, uint64_t *out_failed);
+
+/**
  * Opens (creating if missing) the operations file at `path` into `*out`;
  * free it with keel_ops_free.
  */
@@ -1445,6 +1538,57 @@ keel_status keel_queue_enqueue(const keel_queue *queue,
                                bool *out_created);
 
 /**
+ * Enqueues `jobs[0..count]` in one transaction (one commit, all or
+ * nothing), in order. Writes each job's id to `out_ids[i]` and whether it
+ * was created to `out_created[i]` (arrays of `count`; either may be NULL).
+ * A job whose unique key an earlier one of the batch took gets that id.
+ */
+keel_status keel_queue_enqueue_many(const keel_queue *queue,
+                                    const keel_job_spec *jobs,
+                                    size_t count,
+                                    uint64_t *out_ids,
+                                    bool *out_created);
+
+/**
+ * The default queue options: 5 resets.
+ */
+keel_queue_options keel_queue_options_default(void);
+
+/**
+ * keel_queue_open with `options` (NULL for the defaults).
+ */
+keel_status keel_queue_open_with(const char *path,
+                                 size_t path_len,
+                                 const keel_queue_options *options,
+                                 keel_queue **out);
+
+/**
+ * Hands attempt `token` of job `id` back unfinished: queued again at once,
+ * no failure counted (KEEL_CONFLICT when the attempt is no longer current).
+ */
+keel_status keel_queue_release(const keel_queue *queue, uint64_t id, uint64_t token);
+
+/**
+ * Queues dead or cancelled job `id` again with fresh attempts
+ * (KEEL_CONFLICT for any other state).
+ */
+keel_status keel_queue_retry(const keel_queue *queue, uint64_t id);
+
+/**
+ * Writes a JSON array of the jobs of `kind` to `*out`, oldest first, at
+ * most `limit`: in the state named by `state` ("queued", "running",
+ * "retrying", "completed", "dead", "cancelled"), or in any when `state` is
+ * NULL.
+ */
+keel_status keel_queue_list(const keel_queue *queue,
+                            const char *kind,
+                            size_t kind_len,
+                            const char *state,
+                            size_t state_len,
+                            size_t limit,
+                            keel_buf *out);
+
+/**
  * Claims the best ready job of `kinds[0..count]` for `worker` for
  * `lease_ms`. Writes it to `*out` and true to `*out_found`, or false to
  * `*out_found` (and nothing to `*out`) when none is ready. Free a written
@@ -1657,6 +1801,14 @@ keel_status keel_job_ctx_payload(const keel_job_ctx *ctx, const uint8_t **out_pt
  * attempt's lease was lost (its result will be refused). False for NULL.
  */
 bool keel_job_ctx_should_stop(const keel_job_ctx *ctx);
+
+/**
+ * True once this attempt's lease was lost: a heartbeat was refused (the job
+ * was cancelled, reset or deleted; its result will not be stored) or a stop
+ * released it. A cancelled job's handler sees it within one heartbeat
+ * interval. False for NULL.
+ */
+bool keel_job_ctx_lease_lost(const keel_job_ctx *ctx);
 
 /**
  * Sets the output (copied): the JSON result on KEEL_OK, the failure's

@@ -44,6 +44,10 @@ pub struct keel_worker_counters {
     pub released: u64,
     /// Attempts whose handler ran past the job timeout.
     pub timed_out: u64,
+    /// Running jobs whose heartbeat was refused (cancelled, reset or
+    /// deleted): dropped, their handler told through
+    /// keel_job_ctx_lease_lost, their result not stored.
+    pub lost: u64,
 }
 
 /// to the kind's concurrency) with `userdata` and the attempt. Return
@@ -254,6 +258,7 @@ pub unsafe extern "C" fn keel_worker_stats(worker: *const keel_worker, out: *mut
             refused: stats.refused,
             released: stats.released,
             timed_out: stats.timed_out,
+            lost: stats.lost,
         };
         Ok(())
     })
@@ -312,6 +317,16 @@ pub unsafe extern "C" fn keel_job_ctx_payload(
 pub unsafe extern "C" fn keel_job_ctx_should_stop(ctx: *const keel_job_ctx) -> bool {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call_value(|| unsafe { job_context(ctx).is_some_and(JobContext::should_stop) })
+}
+
+/// True once this attempt's lease was lost: a heartbeat was refused (the job
+/// was cancelled, reset or deleted; its result will not be stored) or a stop
+/// released it. A cancelled job's handler sees it within one heartbeat
+/// interval. False for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn keel_job_ctx_lease_lost(ctx: *const keel_job_ctx) -> bool {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe { job_context(ctx).is_some_and(JobContext::lease_lost) })
 }
 
 /// Sets the output (copied): the JSON result on KEEL_OK, the failure's

@@ -14,6 +14,7 @@ use self::slots::Shared;
 use crate::ops::jobs::queue::Queue;
 
 mod builder;
+mod completer;
 mod slots;
 
 pub use builder::{WorkerBuilder, WorkerOptions, MAX_CONCURRENCY};
