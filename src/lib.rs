@@ -24,11 +24,13 @@ pub mod lmdb;
 pub mod locks;
 pub mod ops;
 pub mod pool;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod stats;
 
 pub use error::{Error, ErrorKind, Result};
 pub use journal::{Journal, Mutation};
-pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};
+pub use locks::{KeyGuard, KeyedLocks, LockMode, LockRequest, LockStats, MultiKeyGuard, Wait};
 pub use pool::{Outcome, PoolConfig, SyncPool, Task, TaskContext};
 
 /// The version of this build, as in `Cargo.toml`.

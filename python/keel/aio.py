@@ -74,12 +74,20 @@ class _LockRequest:
         self._locks, self._key, self._timeout, self._shared = locks, key, timeout, shared
         self._guard: Optional[LockGuard] = None
 
-    def _acquire(self) -> "asyncio.Future[LockGuard]":
-        return run_blocking(
-            lambda: self._locks.lock(self._key, timeout=self._timeout, shared=self._shared),
+    async def _acquire(self) -> LockGuard:
+        token = CancellationToken()
+        future = run_blocking(
+            lambda: self._locks.lock(self._key, timeout=self._timeout, shared=self._shared, cancel=token),
             give_back=lambda guard: guard.release(),
             name="keel-aio-lock",
         )
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Withdraws the waiter in keel at once: no thread stays queued,
+            # nobody queues behind it. A key granted meanwhile is given back.
+            token.cancel()
+            raise
 
     def __await__(self) -> Generator[Any, None, LockGuard]:
         return self._acquire().__await__()

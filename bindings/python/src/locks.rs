@@ -7,6 +7,7 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::convert;
 use crate::errors::to_pyerr;
+use crate::pool::PyCancellationToken;
 use crate::run::{blocking, quick};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -79,22 +80,27 @@ impl PyKeyedLocks {
     }
 
     /// Takes `key`, waiting at most `timeout` seconds (None: no limit) with
-    /// the GIL released. Raises keel.Timeout, or keel.WouldDeadlock when this
-    /// thread holds the key already.
-    #[pyo3(signature = (key, *, timeout=None, shared=false))]
+    /// the GIL released, and until `cancel` (a CancellationToken) is
+    /// cancelled. Raises keel.Timeout, keel.Cancelled (the waiter is
+    /// withdrawn either way), or keel.WouldDeadlock when this thread holds
+    /// the key already.
+    #[pyo3(signature = (key, *, timeout=None, shared=false, cancel=None))]
     fn lock(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         timeout: Option<f64>,
         shared: bool,
+        cancel: Option<PyRef<'_, PyCancellationToken>>,
     ) -> PyResult<PyLockGuard> {
         let key = key_bytes(key)?;
-        let wait = quick(py, || convert::wait(timeout))?;
-        let guard = blocking(py, || self.inner.acquire(key.as_slice(), mode(shared), wait))?;
-        Ok(PyLockGuard::new(
-            guard.expect("a waiting acquisition returns a guard").into(),
-        ))
+        let timeout = quick(py, || convert::optional_duration(timeout, "timeout"))?;
+        let cancel = cancel.map(|token| token.inner.clone());
+        let guard = blocking(py, || {
+            self.inner
+                .lock_with(key.as_slice(), mode(shared), timeout, cancel.as_ref())
+        })?;
+        Ok(PyLockGuard::new(guard.into()))
     }
 
     /// Takes `key` if that needs no wait; None if someone holds it.
@@ -106,22 +112,25 @@ impl PyKeyedLocks {
     }
 
     /// Takes every key, all or none, in a canonical order (no deadlock
-    /// between callers), waiting at most `timeout` seconds in all.
-    #[pyo3(signature = (keys, *, timeout=None, shared=false))]
+    /// between callers), waiting at most `timeout` seconds in all, and until
+    /// `cancel` is cancelled.
+    #[pyo3(signature = (keys, *, timeout=None, shared=false, cancel=None))]
     fn lock_many(
         &self,
         py: Python<'_>,
         keys: Vec<Bound<'_, PyAny>>,
         timeout: Option<f64>,
         shared: bool,
+        cancel: Option<PyRef<'_, PyCancellationToken>>,
     ) -> PyResult<PyLockGuard> {
         let keys = keys.iter().map(key_bytes).collect::<PyResult<Vec<_>>>()?;
-        let wait = quick(py, || convert::wait(timeout))?;
+        let timeout = quick(py, || convert::optional_duration(timeout, "timeout"))?;
+        let cancel = cancel.map(|token| token.inner.clone());
         let guard = blocking(py, || {
             let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-            self.inner.lock_many(&keys, mode(shared), wait)
+            self.inner.lock_many_with(&keys, mode(shared), timeout, cancel.as_ref())
         })?;
-        Ok(PyLockGuard::new(guard.expect("a waiting acquisition returns a guard")))
+        Ok(PyLockGuard::new(guard))
     }
 
     /// Entries, holders and waiters, as a dict.

@@ -82,11 +82,11 @@ impl PyTaskContext {
     }
 }
 
-/// A flag that tells a running batch or pipeline to stop; pass it as
-/// `cancel=` and call `cancel()` from any thread.
+/// A flag that tells a running batch, pipeline or lock wait to stop; pass
+/// it as `cancel=` and call `cancel()` from any thread.
 #[pyclass(name = "CancellationToken", module = "keel", frozen)]
 pub struct PyCancellationToken {
-    inner: CancellationToken,
+    pub(crate) inner: CancellationToken,
 }
 
 #[pymethods]
@@ -188,10 +188,10 @@ impl PySyncPool {
         py: Python<'_>,
         max_concurrency: i64,
         timeout: Option<f64>,
-        max_abandoned: usize,
+        max_abandoned: i64,
         name: Option<String>,
     ) -> PyResult<Self> {
-        let mut config = PoolConfig::new(usize::try_from(max_concurrency).unwrap_or(0)).max_abandoned(max_abandoned);
+        let mut config = quick(py, || PoolConfig::checked(max_concurrency, max_abandoned))?;
         if let Some(timeout) = quick(py, || convert::optional_duration(timeout, "timeout"))? {
             config = config.task_timeout(timeout);
         }
@@ -360,6 +360,7 @@ impl PySyncPool {
         let stats = self.inner.stats();
         let dict = PyDict::new(py);
         dict.set_item("in_flight", stats.in_flight)?;
+        dict.set_item("slot_waiters", stats.slot_waiters)?;
         dict.set_item("peak_concurrency", stats.peak_concurrency)?;
         dict.set_item("completed", stats.completed)?;
         dict.set_item("failed", stats.failed)?;
