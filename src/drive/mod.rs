@@ -49,6 +49,7 @@
 //! ```
 
 mod batch;
+pub(crate) mod codecs;
 mod data;
 mod id;
 mod item;

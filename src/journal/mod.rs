@@ -18,9 +18,11 @@
 //!    what is touched, not with the tree.
 //! 3. Each change is made durable as it is made: temp file, fsync, rename,
 //!    fsync of the folder.
-//! 4. `commit` marks the record `committed` (the commit point) and cleans
+//! 4. `commit` removes the record and fsyncs the journal folder (the commit
+//!    point: without an `active` record nothing is rolled back) and cleans
 //!    up; a rollback restores every entry, fsyncs it, marks `rolled_back`
-//!    and cleans up.
+//!    and cleans up. Records marked `committed` (older builds wrote them)
+//!    are discarded by recovery.
 //! 5. Recovery (on open and at every exclusive acquisition that finds
 //!    leftovers) rolls back `active` records newest first by sequence
 //!    number, discards terminal ones and reaps orphan folders; see
