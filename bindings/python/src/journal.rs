@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::errors::to_pyerr;
-use crate::run::{blocking, quick};
+use crate::run::{abandonable, blocking, quick};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyJournal>()?;
@@ -59,7 +59,16 @@ impl PyJournal {
     /// Starts a mutation (waits for the lock with the GIL released).
     #[pyo3(signature = (operation, details=""))]
     fn begin(&self, py: Python<'_>, operation: &str, details: &str) -> PyResult<PyMutation> {
-        let mutation = blocking(py, || self.inner.begin(operation, details))?;
+        // Without a wait on this thread if the root is free (and this
+        // thread's own hold is refused here); else the wait runs where
+        // Ctrl-C can interrupt it.
+        let mutation = match blocking(py, || self.inner.try_begin(operation, details))? {
+            Some(mutation) => mutation,
+            None => {
+                let (journal, operation, details) = (self.inner.clone(), operation.to_owned(), details.to_owned());
+                abandonable(py, move || journal.begin(&operation, &details))?
+            }
+        };
         Ok(PyMutation {
             inner: Mutex::new(Some(mutation)),
         })

@@ -18,6 +18,7 @@ mod stats;
 #[pymodule]
 fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", keel::VERSION)?;
+    run::note_main_thread(m.py())?;
     errors::register(m)?;
     locks::register(m)?;
     pool::register(m)?;

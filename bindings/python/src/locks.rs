@@ -7,7 +7,7 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::convert;
 use crate::errors::to_pyerr;
-use crate::run::{blocking, quick};
+use crate::run::{in_slices, quick};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyKeyedLocks>()?;
@@ -91,7 +91,8 @@ impl PyKeyedLocks {
     ) -> PyResult<PyLockGuard> {
         let key = key_bytes(key)?;
         let wait = quick(py, || convert::wait(timeout))?;
-        let guard = blocking(py, || self.inner.acquire(key.as_slice(), mode(shared), wait))?;
+        // In slices, so Ctrl-C interrupts the wait (taking nothing).
+        let guard = in_slices(py, wait, |wait| self.inner.acquire(key.as_slice(), mode(shared), wait))?;
         Ok(PyLockGuard::new(
             guard.expect("a waiting acquisition returns a guard").into(),
         ))
@@ -117,10 +118,9 @@ impl PyKeyedLocks {
     ) -> PyResult<PyLockGuard> {
         let keys = keys.iter().map(key_bytes).collect::<PyResult<Vec<_>>>()?;
         let wait = quick(py, || convert::wait(timeout))?;
-        let guard = blocking(py, || {
-            let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-            self.inner.lock_many(&keys, mode(shared), wait)
-        })?;
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        // In slices, so Ctrl-C interrupts the wait (taking none of the keys).
+        let guard = in_slices(py, wait, |wait| self.inner.lock_many(&keys, mode(shared), wait))?;
         Ok(PyLockGuard::new(guard.expect("a waiting acquisition returns a guard")))
     }
 

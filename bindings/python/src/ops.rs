@@ -16,7 +16,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert;
 use crate::json::to_py;
-use crate::run::{attached, blocking, quick};
+use crate::run::{attached, blocking, quick, Interrupt};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyOperations>()?;
@@ -411,7 +411,11 @@ impl PyWorker {
     #[pyo3(signature = (deadline=30.0))]
     fn stop<'py>(&self, py: Python<'py>, deadline: f64) -> PyResult<Bound<'py, PyDict>> {
         let deadline = quick(py, || convert::duration(deadline, "deadline"))?;
-        let report = blocking(py, || Ok(self.inner.lock().stop(deadline)))?;
+        // Ctrl-C during the wait releases the running jobs at once (as if
+        // the deadline had passed) and raises KeyboardInterrupt.
+        let mut interrupt = Interrupt::default();
+        let stopped = blocking(py, || Ok(self.inner.lock().stop_unless(deadline, || interrupt.check())));
+        let report = interrupt.or_raised(stopped)?;
         let dict = PyDict::new(py);
         dict.set_item("released", report.released)?;
         dict.set_item("detached", report.detached)?;
