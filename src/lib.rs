@@ -19,6 +19,7 @@
 pub mod drive;
 pub mod error;
 pub mod events;
+pub mod inspect;
 pub mod journal;
 pub mod lmdb;
 pub mod locks;

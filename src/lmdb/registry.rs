@@ -31,6 +31,11 @@ impl<T> Registry<T> {
 
     /// The live value for `canonical`, or a new one made by `open` (called
     /// under the registry lock, so two threads never open one file twice).
+    /// The value already open for `canonical`, if any.
+    pub(crate) fn get(&self, canonical: &Path) -> Option<Arc<T>> {
+        self.entries.get()?.lock().get(canonical).and_then(Weak::upgrade)
+    }
+
     pub(crate) fn get_or_open(&self, canonical: &Path, open: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
         let mut entries = self.entries.get_or_init(Default::default).lock();
         if let Some(live) = entries.get(canonical).and_then(Weak::upgrade) {

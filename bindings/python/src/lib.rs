@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod convert;
 mod drive;
 mod errors;
+mod inspect;
 mod journal;
 mod json;
 mod locks;
@@ -31,6 +32,7 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.py().import("atexit")?.call_method1("register", (exit_hook,))?;
     m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;
     m.add_function(wrap_pyfunction!(stats::stats, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::inspect_file, m)?)?;
     logging::install(m.py())?;
     Ok(())
 }
