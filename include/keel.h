@@ -268,7 +268,6 @@ typedef struct keel_drive_batch keel_drive_batch;
 typedef struct keel_drive_migration keel_drive_migration;
 
 /**
- * The running attempt handed to a job handler. Valid only during the call
  * it was passed to; never free it.
  */
 typedef struct keel_job_ctx keel_job_ctx;
@@ -482,87 +481,6 @@ typedef void (*keel_log_fn)(void *userdata,
                             size_t message_len);
 
 /**
- * How to enqueue a job; keel_enqueue_options_default gives the defaults.
- */
-typedef struct {
-  /**
-   * 0 (runs first) to 9 (runs last); default 5.
-   */
-  uint8_t priority;
-  /**
-   * Not run before this time, in ms since the Unix epoch; -1 for now.
-   */
-  int64_t run_at_ms;
-  /**
-   * Failed attempts allowed before the job is dead; default 20.
-   */
-  uint32_t max_attempts;
-  /**
-   * While a job of this kind with this key has not finished, enqueueing
-   * another returns it. NULL for none.
-   */
-  const char *unique_key;
-  /**
-   * The unique key's length in bytes.
-   */
-  size_t unique_key_len;
-} keel_enqueue_options;
-
-/**
- * A dequeued attempt. Present `id` and `token` to finish it; free the
- * buffers with keel_job_free.
- */
-typedef struct {
-  uint64_t id;
-  /**
-   * The attempt's token: finishing with any other is refused (KEEL_CONFLICT).
-   */
-  uint64_t token;
-  /**
-   * Which attempt this is (1 for the first).
-   */
-  uint32_t attempt;
-  /**
-   * The lease's end, in ms since the Unix epoch.
-   */
-  uint64_t lease_until_ms;
-  keel_buf kind;
-  /**
-   * The JSON payload.
-   */
-  keel_buf payload;
-} keel_job;
-
-/**
- * A job handler: runs on one of the worker's threads (several at once, up
- * to the kind's concurrency) with `userdata` and the attempt. Return
- * KEEL_OK to complete the job, with the JSON result (or nothing) given to
- * keel_job_ctx_set_output; any other status fails the attempt, with the
- * output as its message, retried after a backoff unless
- * keel_job_ctx_set_retryable(ctx, false) was called. It may call keel
- * functions, but not keel_worker_stop or keel_worker_free of its own worker.
- */
-typedef keel_status (*keel_job_handler_fn)(void *userdata, keel_job_ctx *ctx);
-
-/**
- * A worker's counters.
- */
-typedef struct {
-  uint64_t completed;
-  uint64_t failed;
-  uint64_t panicked;
-  /**
-   * Finishes refused because the attempt was no longer current.
-   */
-  uint64_t refused;
-  uint64_t released;
-  /**
-   * Attempts whose handler ran past the job timeout.
-   */
-  uint64_t timed_out;
-} keel_worker_counters;
-
-/**
  * A task: runs on one of the pool's threads with `userdata` and a context.
  *
  * Return KEEL_OK for success; the bytes given to keel_task_ctx_set_output
@@ -676,6 +594,85 @@ typedef struct {
   size_t abandoned;
 } keel_pool_counters;
 
+/**
+ * How to enqueue a job; keel_enqueue_options_default gives the defaults.
+ */
+typedef struct {
+  /**
+   * 0 (runs first) to 9 (runs last); default 5.
+   */
+  uint8_t priority;
+  /**
+   * Not run before this time, in ms since the Unix epoch; -1 for now.
+   */
+  int64_t run_at_ms;
+  /**
+   * Failed attempts allowed before the job is dead; default 20.
+   */
+  uint32_t max_attempts;
+  /**
+   * While a job of this kind with this key has not finished, enqueueing
+   * another returns it. NULL for none.
+   */
+  const char *unique_key;
+  /**
+   * The unique key's length in bytes.
+   */
+  size_t unique_key_len;
+} keel_enqueue_options;
+
+/**
+ * buffers with keel_job_free.
+ */
+typedef struct {
+  uint64_t id;
+  /**
+   * The attempt's token: finishing with any other is refused (KEEL_CONFLICT).
+   */
+  uint64_t token;
+  /**
+   * Which attempt this is (1 for the first).
+   */
+  uint32_t attempt;
+  /**
+   * The lease's end, in ms since the Unix epoch.
+   */
+  uint64_t lease_until_ms;
+  keel_buf kind;
+  /**
+   * The JSON payload.
+   */
+  keel_buf payload;
+} keel_job;
+
+/**
+ * to the kind's concurrency) with `userdata` and the attempt. Return
+ * KEEL_OK to complete the job, with the JSON result (or nothing) given to
+ * keel_job_ctx_set_output; any other status fails the attempt, with the
+ * output as its message, retried after a backoff unless
+ * keel_job_ctx_set_retryable(ctx, false) was called. It may call keel
+ * functions, but not keel_worker_stop or keel_worker_free of its own worker.
+ */
+typedef keel_status (*keel_job_handler_fn)(void *userdata, keel_job_ctx *ctx);
+
+/**
+ * A worker's counters.
+ */
+typedef struct {
+  uint64_t completed;
+  uint64_t failed;
+  uint64_t panicked;
+  /**
+   * Finishes refused because the attempt was no longer current.
+   */
+  uint64_t refused;
+  uint64_t released;
+  /**
+   * Attempts whose handler ran past the job timeout.
+   */
+  uint64_t timed_out;
+} keel_worker_counters;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -684,13 +681,6 @@ extern "C" {
  * Frees the bytes of `buf` and zeroes it. NULL, or a zeroed buffer, is a no-op.
  */
 void keel_buf_free(keel_buf *buf);
-
-/**
- * Writes every live keel object's counters into `*out` as one JSON object,
- * grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`.
- * Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
- */
-keel_status keel_stats_json(keel_buf *out);
 
 /**
  * Opens (or creates) the drive file at `path`. `options_json` may be NULL
@@ -1236,6 +1226,117 @@ keel_status keel_ops_error(const keel_ops *ops,
 keel_status keel_ops_states(const keel_ops *ops, const char *item, size_t item_len, keel_buf *out);
 
 /**
+ * Makes a pool in `*out`; free it with keel_pool_free.
+ *
+ * `max_concurrency` below 1 means 1. `timeout_ms` is each task's timeout
+ * (KEEL_POOL_NO_TIMEOUT for none). While `max_abandoned` abandoned threads
+ * are alive, new tasks are refused. `name` (UTF-8, NULL for none) names the
+ * pool in keel_stats_json and events.
+ */
+keel_status keel_pool_new(size_t max_concurrency,
+                          int64_t timeout_ms,
+                          size_t max_abandoned,
+                          const char *name,
+                          size_t name_len,
+                          keel_pool **out);
+
+/**
+ * Shuts the pool down (as keel_pool_shutdown) and frees it. Returns at
+ * once: hung task threads are never joined. NULL is a no-op.
+ */
+void keel_pool_free(keel_pool *pool);
+
+/**
+ * Stops the pool: running keel_pool_run calls return at once (their running
+ * tasks reported KEEL_OUTCOME_CANCELLED, their threads abandoned), and later
+ * calls refuse every task with KEEL_CLOSED. Never waits for a thread.
+ */
+keel_status keel_pool_shutdown(const keel_pool *pool);
+
+/**
+ * Runs `tasks[0..count]` on the pool and writes one outcome per task, in
+ * input order, to `outcomes[0..count]` (room provided by the caller; free
+ * the buffers with keel_outcomes_free).
+ *
+ * Blocks the calling thread until every task is decided; the tasks run on
+ * pool threads. `flags` combines KEEL_POOL_SINGLEFLIGHT and
+ * KEEL_POOL_UNKEYED. `timeout_ms` overrides the pool's timeout for this
+ * batch (KEEL_POOL_TIMEOUT_DEFAULT keeps it, KEEL_POOL_NO_TIMEOUT removes it).
+ * A failing task never stops the others: the call itself returns KEEL_OK
+ * and each outcome says how its task ended.
+ */
+keel_status keel_pool_run(const keel_pool *pool,
+                          const keel_task *tasks,
+                          size_t count,
+                          uint32_t flags,
+                          int64_t timeout_ms,
+                          keel_outcome *outcomes);
+
+/**
+ * Prepares every item on the pool, in parallel (`items[i].run`; keys are
+ * ignored), and commits each with `commit` on the calling thread, one at a
+ * time, in input order, as soon as it is prepared and the item before it is
+ * committed. At most `window` items (0: twice the pool's concurrency) are
+ * prepared but not committed. Writes one outcome per item to
+ * `outcomes[0..count]`: the commit's output, or why the item was not
+ * committed. With `stop_at_first_commit_failure`, items after a failed
+ * commit are KEEL_OUTCOME_CANCELLED.
+ */
+keel_status keel_pool_pipeline(const keel_pool *pool,
+                               const keel_task *items,
+                               size_t count,
+                               keel_commit_fn commit,
+                               void *commit_userdata,
+                               size_t window,
+                               bool stop_at_first_commit_failure,
+                               keel_outcome *outcomes);
+
+/**
+ * Frees the buffers of `outcomes[0..count]` (not the array itself, which
+ * belongs to the caller) and zeroes them. NULL is a no-op.
+ */
+void keel_outcomes_free(keel_outcome *outcomes, size_t count);
+
+/**
+ * Writes the pool's counters to `*out`.
+ */
+keel_status keel_pool_stats(const keel_pool *pool, keel_pool_counters *out);
+
+/**
+ * The task's index in its batch (or the item's, for a commit). 0 for NULL.
+ */
+size_t keel_task_ctx_index(const keel_task_ctx *ctx);
+
+/**
+ * True for the first task of its key in its batch (OPAL's one forced fetch
+ * per source); the others run after it has finished. False for NULL.
+ */
+bool keel_task_ctx_is_first_of_key(const keel_task_ctx *ctx);
+
+/**
+ * True once the task should stop: it timed out, or the pool shut down.
+ * Threads are never killed: a task that checks this can stop early.
+ */
+bool keel_task_ctx_is_cancelled(const keel_task_ctx *ctx);
+
+/**
+ * Milliseconds left before the task's deadline (0 once past it), or -1
+ * when it has none.
+ */
+int64_t keel_task_ctx_remaining_ms(const keel_task_ctx *ctx);
+
+/**
+ * Sleeps up to `ms` milliseconds, waking early when the task is cancelled.
+ * Returns KEEL_OK, or KEEL_CANCELLED / KEEL_TIMEOUT when the task should stop.
+ */
+keel_status keel_task_ctx_sleep_ms(const keel_task_ctx *ctx, uint64_t ms);
+
+/**
+ * Sets the task's output (copied): its value on KEEL_OK, its message otherwise.
+ */
+keel_status keel_task_ctx_set_output(keel_task_ctx *ctx, const uint8_t *data, size_t len);
+
+/**
  * Opens (creating if missing) the job queue file at `path` into `*out`;
  * free it with keel_queue_free.
  */
@@ -1351,6 +1452,40 @@ keel_status keel_queue_cleanup(const keel_queue *queue,
                                uint64_t *out_deleted);
 
 /**
+ * Writes every live keel object's counters into `*out` as one JSON object,
+ * grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`.
+ * Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
+ */
+keel_status keel_stats_json(keel_buf *out);
+
+/**
+ * The message of the last failed keel call on this thread (`"Timeout: ..."`),
+ * or an empty string after a success.
+ *
+ * The pointer stays valid until this thread's next keel call; copy the
+ * text to keep it. Never NULL; never free it.
+ */
+const char *keel_last_error(void);
+
+/**
+ * The name of a status (`"KEEL_TIMEOUT"`), or `"KEEL_UNKNOWN"` for a number
+ * keel does not define. A static string: never free it.
+ */
+const char *keel_status_name(int32_t status);
+
+/**
+ * For tests of the panic boundary only: panics inside keel and returns the
+ * status the boundary turned that into (KEEL_PANIC).
+ */
+keel_status keel_debug_panic(void);
+
+/**
+ * The version of the linked library (`"0.1.0"`), to compare with the
+ * KEEL_VERSION_* macros the program was compiled against. Static: never free it.
+ */
+const char *keel_version(void);
+
+/**
  * Starts building a worker on `queue` named `name` (NULL for a default),
  * with leases of `lease_ms` (0 for 30 s) and idle polls every `poll_ms`
  * (0 for 1 s). Free with keel_worker_builder_free unless started.
@@ -1456,144 +1591,6 @@ keel_status keel_job_ctx_set_output(keel_job_ctx *ctx, const uint8_t *data, size
  * Whether a failure (a non-OK return) is retried; true by default.
  */
 keel_status keel_job_ctx_set_retryable(keel_job_ctx *ctx, bool retryable);
-
-/**
- * Makes a pool in `*out`; free it with keel_pool_free.
- *
- * `max_concurrency` below 1 means 1. `timeout_ms` is each task's timeout
- * (KEEL_POOL_NO_TIMEOUT for none). While `max_abandoned` abandoned threads
- * are alive, new tasks are refused. `name` (UTF-8, NULL for none) names the
- * pool in keel_stats_json and events.
- */
-keel_status keel_pool_new(size_t max_concurrency,
-                          int64_t timeout_ms,
-                          size_t max_abandoned,
-                          const char *name,
-                          size_t name_len,
-                          keel_pool **out);
-
-/**
- * Shuts the pool down (as keel_pool_shutdown) and frees it. Returns at
- * once: hung task threads are never joined. NULL is a no-op.
- */
-void keel_pool_free(keel_pool *pool);
-
-/**
- * Stops the pool: running keel_pool_run calls return at once (their running
- * tasks reported KEEL_OUTCOME_CANCELLED, their threads abandoned), and later
- * calls refuse every task with KEEL_CLOSED. Never waits for a thread.
- */
-keel_status keel_pool_shutdown(const keel_pool *pool);
-
-/**
- * Runs `tasks[0..count]` on the pool and writes one outcome per task, in
- * input order, to `outcomes[0..count]` (room provided by the caller; free
- * the buffers with keel_outcomes_free).
- *
- * Blocks the calling thread until every task is decided; the tasks run on
- * pool threads. `flags` combines KEEL_POOL_SINGLEFLIGHT and
- * KEEL_POOL_UNKEYED. `timeout_ms` overrides the pool's timeout for this
- * batch (KEEL_POOL_TIMEOUT_DEFAULT keeps it, KEEL_POOL_NO_TIMEOUT removes it).
- * A failing task never stops the others: the call itself returns KEEL_OK
- * and each outcome says how its task ended.
- */
-keel_status keel_pool_run(const keel_pool *pool,
-                          const keel_task *tasks,
-                          size_t count,
-                          uint32_t flags,
-                          int64_t timeout_ms,
-                          keel_outcome *outcomes);
-
-/**
- * Prepares every item on the pool, in parallel (`items[i].run`; keys are
- * ignored), and commits each with `commit` on the calling thread, one at a
- * time, in input order, as soon as it is prepared and the item before it is
- * committed. At most `window` items (0: twice the pool's concurrency) are
- * prepared but not committed. Writes one outcome per item to
- * `outcomes[0..count]`: the commit's output, or why the item was not
- * committed. With `stop_at_first_commit_failure`, items after a failed
- * commit are KEEL_OUTCOME_CANCELLED.
- */
-keel_status keel_pool_pipeline(const keel_pool *pool,
-                               const keel_task *items,
-                               size_t count,
-                               keel_commit_fn commit,
-                               void *commit_userdata,
-                               size_t window,
-                               bool stop_at_first_commit_failure,
-                               keel_outcome *outcomes);
-
-/**
- * Frees the buffers of `outcomes[0..count]` (not the array itself, which
- * belongs to the caller) and zeroes them. NULL is a no-op.
- */
-void keel_outcomes_free(keel_outcome *outcomes, size_t count);
-
-/**
- * Writes the pool's counters to `*out`.
- */
-keel_status keel_pool_stats(const keel_pool *pool, keel_pool_counters *out);
-
-/**
- * The task's index in its batch (or the item's, for a commit). 0 for NULL.
- */
-size_t keel_task_ctx_index(const keel_task_ctx *ctx);
-
-/**
- * True for the first task of its key in its batch (OPAL's one forced fetch
- * per source); the others run after it has finished. False for NULL.
- */
-bool keel_task_ctx_is_first_of_key(const keel_task_ctx *ctx);
-
-/**
- * True once the task should stop: it timed out, or the pool shut down.
- * Threads are never killed: a task that checks this can stop early.
- */
-bool keel_task_ctx_is_cancelled(const keel_task_ctx *ctx);
-
-/**
- * Milliseconds left before the task's deadline (0 once past it), or -1
- * when it has none.
- */
-int64_t keel_task_ctx_remaining_ms(const keel_task_ctx *ctx);
-
-/**
- * Sleeps up to `ms` milliseconds, waking early when the task is cancelled.
- * Returns KEEL_OK, or KEEL_CANCELLED / KEEL_TIMEOUT when the task should stop.
- */
-keel_status keel_task_ctx_sleep_ms(const keel_task_ctx *ctx, uint64_t ms);
-
-/**
- * Sets the task's output (copied): its value on KEEL_OK, its message otherwise.
- */
-keel_status keel_task_ctx_set_output(keel_task_ctx *ctx, const uint8_t *data, size_t len);
-
-/**
- * The message of the last failed keel call on this thread (`"Timeout: ..."`),
- * or an empty string after a success.
- *
- * The pointer stays valid until this thread's next keel call; copy the
- * text to keep it. Never NULL; never free it.
- */
-const char *keel_last_error(void);
-
-/**
- * The name of a status (`"KEEL_TIMEOUT"`), or `"KEEL_UNKNOWN"` for a number
- * keel does not define. A static string: never free it.
- */
-const char *keel_status_name(int32_t status);
-
-/**
- * For tests of the panic boundary only: panics inside keel and returns the
- * status the boundary turned that into (KEEL_PANIC).
- */
-keel_status keel_debug_panic(void);
-
-/**
- * The version of the linked library (`"0.1.0"`), to compare with the
- * KEEL_VERSION_* macros the program was compiled against. Static: never free it.
- */
-const char *keel_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

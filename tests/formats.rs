@@ -217,7 +217,7 @@ fn a_drive_of_a_newer_format_is_refused_and_left_untouched() {
 fn an_ops_file_of_a_newer_format_is_refused_and_left_untouched() {
     let dir = scratch("ops-newer");
     let path = copy_file(&fixture::ops_file(&fixture_dir(1)), &dir);
-    let format = keel::ops::lmdb_store::FILE_FORMAT;
+    let format = keel::ops::store::lmdb::FILE_FORMAT;
     stamp(&path, &format, format.current + 1);
     let before = fs::read(&path).unwrap();
     assert_names_both(&Queue::open(&path).err().unwrap(), format.current + 1, format.current);
@@ -384,7 +384,7 @@ fn an_upgrade_never_overwrites_an_earlier_backup() {
 fn an_ops_store_written_before_markers_is_stamped_as_format_1() {
     let dir = scratch("ops-unmarked");
     let path = copy_file(&fixture::ops_file(&fixture_dir(1)), &dir);
-    let format = keel::ops::lmdb_store::FILE_FORMAT;
+    let format = keel::ops::store::lmdb::FILE_FORMAT;
     let env = Env::open(&path, &EnvOptions::default()).unwrap();
     let meta = env.database(format.meta_db).unwrap();
     env.write(|txn| txn.del(meta, b"format", None).map_err(|e| map_err("unstamp", e)))

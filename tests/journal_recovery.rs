@@ -122,7 +122,10 @@ fn a_newer_format_record_blocks_mutations_until_resolved_and_is_never_touched() 
     let err = journal.recover().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(
-        err.message().contains("format 99") && err.message().contains("format 1"),
+        err.message().contains("format 99")
+            && err
+                .message()
+                .contains(&format!("format {}", keel::journal::FORMAT_VERSION)),
         "{err}"
     );
     let begin = journal.begin("next", "").map(|_| ()).unwrap_err();
@@ -176,9 +179,10 @@ fn recovery_never_follows_a_symlink_out_of_the_root() {
 }
 
 #[test]
-fn a_copied_trees_records_do_not_apply_to_it() {
+fn a_copied_or_moved_trees_records_are_recovered_in_place() {
     let (dir, journal) = seeded("copied");
-    crash_mutation(&journal, &[("readme.txt", b"v1")], libc::EIO);
+    let before = capture(dir.path());
+    crash_mutation(&journal, &[("readme.txt", b"v1"), ("new/file", b"n")], libc::EIO);
     let copy = TempDir::new("copied-copy");
     let status = Command::new("cp")
         .arg("-a")
@@ -188,20 +192,23 @@ fn a_copied_trees_records_do_not_apply_to_it() {
     assert!(status.unwrap().success());
     let copied = Journal::open(copy.path()).unwrap();
     let status = copied.status().unwrap();
-    assert!(status.pending.is_empty());
-    assert_eq!(status.quarantined.len(), 1);
-    assert_eq!(
-        fs::read(copy.path().join("readme.txt")).unwrap(),
-        b"v1",
-        "the copy is left as it is"
-    );
+    assert!(status.pending.is_empty() && status.quarantined.is_empty(), "{status:?}");
+    assert_eq!(copied.last_recovery().unwrap().rolled_back.len(), 1);
+    assert_eq!(capture(copy.path()), before, "the copy is rolled back where it is");
     assert_eq!(
         fs::read(dir.path().join("readme.txt")).unwrap(),
         b"v1",
-        "the original is untouched"
+        "the original is untouched by the copy's recovery"
     );
-    journal.recover().unwrap();
-    assert_eq!(fs::read(dir.path().join("readme.txt")).unwrap(), b"hello");
+    // Moved: the original, renamed, recovers in place too.
+    let moved = TempDir::new("copied-moved");
+    fs::remove_dir(moved.path()).unwrap();
+    drop(journal);
+    fs::rename(dir.path(), moved.path()).unwrap();
+    let journal = Journal::open(moved.path()).unwrap();
+    assert_eq!(journal.last_recovery().unwrap().rolled_back.len(), 1);
+    assert_eq!(capture(moved.path()), before);
+    journal.begin("next", "").unwrap().commit().unwrap();
 }
 
 #[test]

@@ -35,8 +35,8 @@ pub enum FaultAction {
 pub struct FaultPlan {
     counter: AtomicUsize,
     trigger: Option<(usize, FaultAction)>,
-    /// Every step with this name fails with this errno.
-    matching: Option<(String, i32)>,
+    /// Every step with one of these names fails with its errno.
+    matching: Vec<(String, i32)>,
     steps: Mutex<Vec<Step>>,
     tracker: Option<Mutex<Tracker>>,
 }
@@ -69,8 +69,13 @@ impl FaultPlan {
     /// A plan that makes every step named `name` (`"<step>/<call>"`, e.g.
     /// `"snapshot/link"`) fail with `errno`: for testing fallbacks.
     pub fn fail_matching(name: &str, errno: i32) -> FaultPlan {
+        FaultPlan::fail_matching_all(&[(name, errno)])
+    }
+
+    /// [`fail_matching`](Self::fail_matching) for several step names at once.
+    pub fn fail_matching_all(rules: &[(&str, i32)]) -> FaultPlan {
         let mut plan = FaultPlan::with(None, None);
-        plan.matching = Some((name.to_owned(), errno));
+        plan.matching = rules.iter().map(|(name, errno)| ((*name).to_owned(), *errno)).collect();
         plan
     }
 
@@ -96,7 +101,7 @@ impl FaultPlan {
         FaultPlan {
             counter: AtomicUsize::new(0),
             trigger,
-            matching: None,
+            matching: Vec::new(),
             steps: Mutex::new(Vec::new()),
             tracker: tracker.map(Mutex::new),
         }
@@ -115,7 +120,7 @@ impl FaultPlan {
             name: format!("{step}/{call}"),
             mutates,
         });
-        if let Some((name, errno)) = &self.matching {
+        for (name, errno) in &self.matching {
             if name.split_once('/') == Some((step, call)) {
                 return Err(injected(*errno));
             }

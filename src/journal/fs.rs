@@ -64,9 +64,12 @@ impl std::fmt::Display for Io {
     }
 }
 
-/// `errno`s after which a hardlink snapshot falls back to copying.
-const LINK_FALLBACK: [i32; 6] = [
+/// `errno`s after which a hardlink snapshot falls back to copying: every
+/// "cannot hardlink here" answer (EINVAL comes from file systems without
+/// links, such as some FUSE and network mounts).
+const LINK_FALLBACK: [i32; 7] = [
     libc::EXDEV,
+    libc::EINVAL,
     libc::EPERM,
     libc::EACCES,
     libc::EMLINK,
@@ -143,18 +146,27 @@ impl Fs {
         fs::read_link(path)
     }
 
-    /// Reads a whole file without following a symlink at `path`.
+    /// Reads a whole regular file, never following a symlink at `path` nor
+    /// opening anything else (a FIFO or device there is an error, at once).
     pub(crate) fn read(&self, step: &str, path: &Path) -> io::Result<Vec<u8>> {
         self.point(step, "read", false)?;
         let mut bytes = Vec::new();
-        open_nofollow(path)?.read_to_end(&mut bytes)?;
+        open_regular(path)?.read_to_end(&mut bytes)?;
         Ok(bytes)
     }
 
-    /// Opens a file for reading without following a symlink at `path`.
+    /// Opens a regular file for reading (see [`read`](Self::read)).
     pub(crate) fn open_read(&self, step: &str, path: &Path) -> io::Result<File> {
         self.point(step, "open", false)?;
-        open_nofollow(path)
+        open_regular(path)
+    }
+
+    /// The size and CRC-32C of a regular file's content.
+    pub(crate) fn checksum(&self, step: &str, path: &Path) -> io::Result<Content> {
+        self.point(step, "read", false)?;
+        let mut reader = Hashing::new(open_regular(path)?);
+        io::copy(&mut reader, &mut io::sink())?;
+        Ok(reader.content())
     }
 
     /// Creates `path` (which must not exist), fills it from `data`, sets
@@ -185,17 +197,19 @@ impl Fs {
         Ok(written)
     }
 
-    /// Copies the file `from` to the new file `to` with `mode`, fsynced.
-    pub(crate) fn copy_file(&self, step: &str, from: &Path, to: &Path, mode: u32) -> io::Result<u64> {
-        let mut source = self.open_read(step, from)?;
-        self.write_new(step, to, &mut source, Some(mode))
+    /// Copies the file `from` to the new file `to` with `mode`, fsynced;
+    /// returns what was copied (size and checksum, computed on the way).
+    pub(crate) fn copy_file(&self, step: &str, from: &Path, to: &Path, mode: u32) -> io::Result<Content> {
+        let mut source = Hashing::new(self.open_read(step, from)?);
+        self.write_new(step, to, &mut source, Some(mode))?;
+        Ok(source.content())
     }
 
     /// fsyncs an existing file (e.g. one the caller wrote into staging).
     pub(crate) fn fsync_file(&self, step: &str, path: &Path) -> io::Result<()> {
         self.point(step, "fsync", true)?;
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        open_nofollow(path)?.sync_all()?;
+        open_regular(path)?.sync_all()?;
         self.track(Event::Synced(path));
         Ok(())
     }
@@ -307,9 +321,88 @@ pub(crate) fn meta_mode(meta: &Metadata) -> u32 {
     meta.mode() & 0o7777
 }
 
-fn open_nofollow(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+/// Opens `path` for reading only if it is a regular file: `lstat` first (so
+/// a device is never opened), then `O_NOFOLLOW | O_NONBLOCK` (so a FIFO
+/// swapped in meanwhile cannot block the open), then `fstat` to check that
+/// the file opened is the one checked.
+pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    let before = fs::symlink_metadata(path)?;
+    if !before.is_file() {
+        return Err(not_regular(path, &before));
+    }
+    let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let opened = file.metadata()?;
+    if !opened.is_file() || opened.ino() != before.ino() || opened.dev() != before.dev() {
+        return Err(not_regular(path, &opened));
+    }
+    Ok(file)
+}
+
+/// The error for a path that is not the regular file keel expects there.
+pub(crate) fn not_regular(path: &Path, meta: &Metadata) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{} is {}, not a regular file", path.display(), kind_name(meta)),
+    )
+}
+
+/// What a metadata's file type is, for messages.
+pub(crate) fn kind_name(meta: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        "a symlink"
+    } else if kind.is_dir() {
+        "a folder"
+    } else if kind.is_file() {
+        "a regular file"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "of an unknown type"
+    }
+}
+
+/// A file's content as the journal records it: size and CRC-32C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Content {
+    pub(crate) size: u64,
+    pub(crate) crc: u32,
+}
+
+/// A reader that checksums what passes through it.
+pub(crate) struct Hashing<R> {
+    inner: R,
+    size: u64,
+    crc: u32,
+}
+
+impl<R: Read> Hashing<R> {
+    pub(crate) fn new(inner: R) -> Hashing<R> {
+        Hashing { inner, size: 0, crc: 0 }
+    }
+
+    pub(crate) fn content(&self) -> Content {
+        Content {
+            size: self.size,
+            crc: self.crc,
+        }
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
 }

@@ -87,7 +87,7 @@ impl RootLock {
         drop(gate);
         let taken = self.flock(libc::LOCK_EX | libc::LOCK_NB);
         match taken {
-            Ok(()) => Ok(Some(ExclusiveGuard { lock: Arc::clone(self) })),
+            Ok(()) => Ok(Some(ExclusiveGuard::new(self))),
             Err(err) => {
                 self.gate.lock().writer = None;
                 self.changed.notify_all();
@@ -116,7 +116,7 @@ impl RootLock {
             self.changed.notify_all();
             return Err(err);
         }
-        Ok(ExclusiveGuard { lock: Arc::clone(self) })
+        Ok(ExclusiveGuard::new(self))
     }
 
     /// Waits for shared use: many readers, no writer.
@@ -138,6 +138,7 @@ impl RootLock {
         Ok(SharedGuard {
             lock: Arc::clone(self),
             reader: me,
+            owner: std::process::id(),
         })
     }
 
@@ -160,30 +161,52 @@ impl RootLock {
     }
 }
 
-/// Exclusive use of a root; released on drop.
+/// Exclusive use of a root; released on drop, in the process that took it
+/// only.
 #[derive(Debug)]
 pub(crate) struct ExclusiveGuard {
     lock: Arc<RootLock>,
+    /// The process that took it. A forked child shares the lock file's open
+    /// description, so its `LOCK_UN` would release the parent's lock: a
+    /// guard dropped in another process does nothing.
+    owner: u32,
+}
+
+impl ExclusiveGuard {
+    fn new(lock: &Arc<RootLock>) -> ExclusiveGuard {
+        ExclusiveGuard {
+            lock: Arc::clone(lock),
+            owner: std::process::id(),
+        }
+    }
 }
 
 impl Drop for ExclusiveGuard {
     fn drop(&mut self) {
+        if std::process::id() != self.owner {
+            return;
+        }
         self.lock.unlock();
         self.lock.gate.lock().writer = None;
         self.lock.changed.notify_all();
     }
 }
 
-/// Shared use of a root; released on drop.
+/// Shared use of a root; released on drop, in the process that took it only
+/// (see [`ExclusiveGuard`]).
 #[derive(Debug)]
 pub(crate) struct SharedGuard {
     lock: Arc<RootLock>,
     /// The thread that took it (the holder, wherever it is released).
     reader: ThreadId,
+    owner: u32,
 }
 
 impl Drop for SharedGuard {
     fn drop(&mut self) {
+        if std::process::id() != self.owner {
+            return;
+        }
         let mut gate = self.lock.gate.lock();
         if let Some(at) = gate.readers.iter().position(|r| *r == self.reader) {
             gate.readers.swap_remove(at);

@@ -26,10 +26,12 @@
 //!    number, discards terminal ones and reaps orphan folders; see
 //!    [`Journal::recover`].
 
+mod audit;
 mod counters;
 mod fault;
 mod fs;
 mod lock;
+mod manifest;
 mod mutation;
 mod paths;
 mod record;
@@ -84,6 +86,8 @@ pub(crate) struct Inner {
     root_id: String,
     last_seq: AtomicU64,
     last_recovery_error: Mutex<Option<String>>,
+    /// What the last recovery in this process did (that of `open` first).
+    last_recovery: Mutex<Option<RecoveryReport>>,
     counters: Counters,
 }
 
@@ -123,6 +127,13 @@ pub struct JournalStatus {
     /// are refused until [`Journal::recover`] succeeds or
     /// [`Journal::resolve`] is called.
     pub last_recovery_error: Option<String>,
+    /// What the last successful recovery in this process did (see
+    /// [`Journal::last_recovery`]).
+    pub last_recovery: Option<RecoveryReport>,
+    /// Entries of `.keel/` that keel did not make (a symlink, FIFO, device
+    /// or foreign file where keel keeps its state): while there are any,
+    /// recovery refuses to run and mutations are refused.
+    pub problems: Vec<String>,
 }
 
 /// One record on disk.
@@ -167,9 +178,11 @@ impl Journal {
     /// never waits, and the next lock holder recovers first anyway).
     ///
     /// A symlinked `.keel` (or any of its folders, or its lock file) is
-    /// refused. Records are bound to the canonical root path: those of a
-    /// copied (or moved) tree are quarantined and reported, never applied. A failed recovery does not fail `open` — mutations are
-    /// refused until it succeeds, and [`status`](Self::status) says why.
+    /// refused. Records are relative to the root: those of a copied (or
+    /// moved) tree are recovered in place. A failed recovery does not fail
+    /// `open` — mutations are refused until it succeeds, and
+    /// [`status`](Self::status) says why; what a successful one did is kept
+    /// in [`last_recovery`](Self::last_recovery).
     pub fn open(root: impl AsRef<Path>) -> Result<Journal> {
         Journal::open_with(root.as_ref(), None)
     }
@@ -203,6 +216,7 @@ impl Journal {
                 root_id: root.to_string_lossy().into_owned(),
                 last_seq: AtomicU64::new(0),
                 last_recovery_error: Mutex::new(None),
+                last_recovery: Mutex::new(None),
                 counters: Counters::default(),
             }),
         };
@@ -224,6 +238,13 @@ impl Journal {
     /// The canonical root folder.
     pub fn root(&self) -> &Path {
         &self.inner.layout.root
+    }
+
+    /// What the last successful recovery of this handle did — the one `open`
+    /// ran first, then any later one — or `None` if none ran yet. Opening
+    /// never hides that it rolled back a crashed mutation: this says so.
+    pub fn last_recovery(&self) -> Option<RecoveryReport> {
+        self.inner.last_recovery.lock().clone()
     }
 
     /// Starts a mutation: waits for the exclusive lock, recovers leftovers
@@ -330,9 +351,14 @@ impl Journal {
         let inner = &self.inner;
         let mut status = JournalStatus {
             last_recovery_error: inner.last_recovery_error.lock().clone(),
-            quarantined: list_names(inner, &inner.layout.quarantine)?,
+            last_recovery: inner.last_recovery.lock().clone(),
+            problems: audit::state(&inner.fs, &inner.layout)?,
             ..JournalStatus::default()
         };
+        if !status.problems.is_empty() {
+            return Ok(status);
+        }
+        status.quarantined = list_names(inner, &inner.layout.quarantine)?;
         for name in list_names(inner, &inner.layout.journal)? {
             let backup = parse_record_name(&name).is_none() && paths::seq_of(&name).is_some();
             if backup {
@@ -383,9 +409,12 @@ impl Journal {
     fn recover_locked(&self) -> Result<RecoveryReport> {
         let inner = &self.inner;
         let watch = counters::StepWatch::start(&inner.fs, crate::events::Level::Info);
-        let result = recovery::run(&inner.fs, &inner.layout, &inner.root_id)
+        let result = recovery::run(&inner.fs, &inner.layout)
             .map_err(|err| err.context(format!("journal {}", self.root().display())));
         *inner.last_recovery_error.lock() = result.as_ref().err().map(ToString::to_string);
+        if let Ok(report) = &result {
+            *inner.last_recovery.lock() = Some(report.clone());
+        }
         counters::recovery_ended(&inner.counters, &inner.root_id, &result, watch.read(&inner.fs));
         result
     }
@@ -461,16 +490,34 @@ fn prepare_state_dirs(fs: &Fs, layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// Opens (creating) the lock file: never through a symlink, never blocking
+/// on a FIFO planted there, and only if it is a regular file.
 fn open_lock_file(path: &PathBuf) -> Result<File> {
-    OpenOptions::new()
+    if let Some(meta) = std::fs::symlink_metadata(path).ok().filter(|meta| !meta.is_file()) {
+        return Err(Error::invalid_argument(format!(
+            "{} is {}, not the lock file keel made; the journal refuses to use it",
+            path.display(),
+            fs::kind_name(&meta)
+        )));
+    }
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| io_err("open lock file (symlinks are refused)", path, e))
+        .map_err(|e| io_err("open lock file (symlinks are refused)", path, e))?;
+    let meta = file.metadata().map_err(|e| io_err("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::invalid_argument(format!(
+            "{} is {}, not the lock file keel made",
+            path.display(),
+            fs::kind_name(&meta)
+        )));
+    }
+    Ok(file)
 }
 
 fn list_names(inner: &Inner, dir: &Path) -> Result<Vec<String>> {

@@ -17,6 +17,7 @@ use super::Inner;
 use crate::events::{micros, Level, Stopwatch};
 use crate::{Error, ErrorKind, Result};
 
+mod durable;
 mod publish;
 
 const STEP: &str = "mutate";
@@ -49,6 +50,12 @@ pub struct Mutation {
     finished: bool,
     /// Times the whole mutation and counts its I/O for its final event.
     begun: counters::StepWatch,
+    /// The process that began it: only there is it used and ended (a forked
+    /// child that drops it leaves the tree and the lock alone).
+    owner: u32,
+    /// Paths given to `declare`/`declare_copy`: the caller changes them
+    /// itself, so commit makes them durable first.
+    declared: Vec<RelPath>,
 }
 
 impl Mutation {
@@ -72,7 +79,29 @@ impl Mutation {
             staging: None,
             failed: None,
             finished: false,
+            owner: std::process::id(),
+            declared: Vec::new(),
         }
+    }
+
+    /// `Closed` when called in another process than the one that began the
+    /// mutation (a forked child): nothing there may touch it.
+    fn check_owner(&self) -> Result<()> {
+        if std::process::id() == self.owner {
+            return Ok(());
+        }
+        Err(Error::closed(format!(
+            "mutation {} belongs to process {}: a mutation is used and ended only in the process that \
+             began it",
+            self.record.seq, self.owner
+        )))
+    }
+
+    /// In a forked child: ends this copy without touching the tree or the
+    /// lock (the lock's guard does nothing outside its owner process either).
+    fn disown(&mut self) {
+        self.finished = true;
+        self.guard = None;
     }
 
     /// The mutation's sequence number (its record is `.keel/journal/<seq>.json`).
@@ -93,12 +122,17 @@ impl Mutation {
     /// A hardlinked folder shares its files' inodes with the backup, so the
     /// caller must replace files (write a new file and rename it, as
     /// [`write`](Self::write) does) rather than edit them in place. Each
-    /// linked file's size, mtime and mode are fingerprinted: a rollback that
-    /// finds one changed in place reports it ([`ErrorKind::Corrupt`], the
-    /// record kept for [`Journal::resolve`](super::Journal::resolve))
-    /// instead of claiming a clean restore. Use
-    /// [`declare_copy`](Self::declare_copy) for folders whose files are
-    /// edited in place.
+    /// linked file's inode, ctime and content checksum are recorded (so
+    /// declaring a folder reads its bytes once, and writes none): a rollback
+    /// that finds one changed in place — even keeping its size and mtime —
+    /// reports it ([`ErrorKind::Corrupt`], the record kept for
+    /// [`Journal::resolve`](super::Journal::resolve)) instead of claiming a
+    /// clean restore. Use [`declare_copy`](Self::declare_copy) for folders
+    /// whose files are edited in place.
+    ///
+    /// Whatever the caller writes in declared paths is made durable by
+    /// [`commit`](Self::commit) before the commit point: every file it
+    /// changed or added, and every folder, is fsynced.
     pub fn declare<S: AsRef<str>>(&mut self, paths: &[S]) -> Result<()> {
         let rels = paths
             .iter()
@@ -246,8 +280,16 @@ impl Mutation {
     /// failed earlier, or the commit itself fails, the mutation is rolled
     /// back and the error returned.
     pub fn commit(mut self) -> Result<()> {
+        if let Err(err) = self.check_owner() {
+            self.disown();
+            return Err(err);
+        }
         let stopwatch = Stopwatch::start(counters::LOG_TARGET, Level::Debug);
         if let Some(err) = self.failed.take() {
+            let undo = self.finish_rollback();
+            return Err(refused_commit(err, undo));
+        }
+        if let Err(err) = self.sync_declared() {
             let undo = self.finish_rollback();
             return Err(refused_commit(err, undo));
         }
@@ -273,6 +315,10 @@ impl Mutation {
     /// paths cannot be restored, all failures are reported, the record and
     /// backups stay, and new mutations are refused until recovery succeeds.
     pub fn rollback(mut self) -> Result<()> {
+        if let Err(err) = self.check_owner() {
+            self.disown();
+            return Err(err);
+        }
         self.finish_rollback()
     }
 
@@ -345,6 +391,7 @@ impl Mutation {
         if self.finished {
             return Err(Error::closed("the mutation has ended"));
         }
+        self.check_owner()?;
         let result = op(self);
         if let Err(err) = &result {
             let argument_error = matches!(
@@ -386,6 +433,9 @@ impl Mutation {
             true => self.write_record(),
             false => Ok(()),
         });
+        if result.is_ok() && mode != BackupMode::Replaced {
+            self.declared.extend(rels.iter().cloned());
+        }
         match result {
             Err(_) => self.record.entries.truncate(before),
             Ok(()) if self.record.entries.len() > before => self.log_snapshot(&watch, before),
@@ -509,6 +559,10 @@ impl Mutation {
 
 impl Drop for Mutation {
     fn drop(&mut self) {
+        if std::process::id() != self.owner {
+            self.disown();
+            return;
+        }
         if !self.finished {
             // A failure leaves the record active: the next exclusive
             // acquisition retries the rollback before anything else runs.

@@ -10,8 +10,22 @@ use serde::{Deserialize, Serialize};
 use super::paths::RelPath;
 use crate::{Error, Result};
 
-/// The record format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The record format this build writes; it reads every format from 1 on.
+///
+/// - 1: the first released format.
+/// - 2: file backups carry their size and CRC-32C (`size`, `crc`), checked
+///   before a rollback uses them; folder fingerprints carry inode, ctime and
+///   (for declared folders) a CRC-32C of each file. Records are bound to the
+///   root they are found in, not to its path when written.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest record format this build still recovers.
+pub const OLDEST_FORMAT: u32 = 1;
+
+/// The `status` values this build knows.
+const KNOWN_STATUSES: [&str; 3] = ["active", "committed", "rolled_back"];
+/// The entry `kind` values this build knows.
+const KNOWN_KINDS: [&str; 4] = ["absent", "file", "symlink", "dir"];
 
 /// Where a mutation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,8 +56,16 @@ impl MutationStatus {
 pub(crate) enum Prior {
     /// Nothing was there: rollback removes whatever is.
     Absent,
-    /// A regular file, copied to the entry's backup.
-    File { mode: u32 },
+    /// A regular file, copied (or hardlinked) to the entry's backup, whose
+    /// size and CRC-32C are recorded from format 2 on (`None` in older
+    /// records, which are then checked by type only).
+    File {
+        mode: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        crc: Option<u32>,
+    },
     /// A symlink with this target (raw bytes), restored as a symlink.
     Symlink { target: Vec<u8> },
     /// A folder whose tree is in the entry's backup; `linked` when every file
@@ -65,8 +87,9 @@ pub(crate) struct Entry {
 pub(crate) struct Record {
     pub(crate) format: u32,
     pub(crate) seq: u64,
-    /// The canonical root the record belongs to; a copied tree's records do
-    /// not match and are quarantined instead of applied.
+    /// The canonical root when the record was written, for operators only:
+    /// entries are relative to the root, so a copied or moved tree's records
+    /// are recovered where they are found.
     pub(crate) root: String,
     pub(crate) operation: String,
     pub(crate) details: String,
@@ -97,7 +120,7 @@ impl Record {
         let value: serde_json::Value =
             serde_json::from_slice(body).map_err(|err| Error::corrupt(format!("not JSON: {err}")))?;
         match value.get("format").and_then(|f| f.as_u64()) {
-            Some(format) if format == u64::from(FORMAT_VERSION) => {}
+            Some(format) if (u64::from(OLDEST_FORMAT)..=u64::from(FORMAT_VERSION)).contains(&format) => {}
             Some(format) if format > u64::from(FORMAT_VERSION) => {
                 return Err(Error::unsupported(format!(
                     "record format {format} is newer than this build reads (format {FORMAT_VERSION})"
@@ -109,6 +132,7 @@ impl Record {
                 )))
             }
         }
+        refuse_unknown_values(&value)?;
         let record: Record =
             serde_json::from_value(value).map_err(|err| Error::corrupt(format!("bad record: {err}")))?;
         for entry in &record.entries {
@@ -125,6 +149,31 @@ impl Record {
             .filter_map(|(index, entry)| RelPath::parse(&entry.path).ok().map(|path| (index, path, &entry.prior)))
             .collect()
     }
+}
+
+/// A checksummed record whose `status` or entry `kind` this build does not
+/// know was written by a build that knows more: like a newer format, it is
+/// `Unsupported` (blocks, never quarantined), not `Corrupt`.
+fn refuse_unknown_values(value: &serde_json::Value) -> Result<()> {
+    let unknown = |what: &str, got: &str| {
+        Err(Error::unsupported(format!(
+            "record {what} {got:?} is not one this build knows (format {FORMAT_VERSION})"
+        )))
+    };
+    if let Some(status) = value.get("status").and_then(|s| s.as_str()) {
+        if !KNOWN_STATUSES.contains(&status) {
+            return unknown("status", status);
+        }
+    }
+    let entries = value.get("entries").and_then(|e| e.as_array());
+    for entry in entries.into_iter().flatten() {
+        if let Some(kind) = entry.get("kind").and_then(|k| k.as_str()) {
+            if !KNOWN_KINDS.contains(&kind) {
+                return unknown("entry kind", kind);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn verify_checksum(bytes: &[u8]) -> Result<&[u8]> {
@@ -170,7 +219,11 @@ mod tests {
             entries: vec![
                 Entry {
                     path: "a/b".into(),
-                    prior: Prior::File { mode: 0o640 },
+                    prior: Prior::File {
+                        mode: 0o640,
+                        size: Some(3),
+                        crc: Some(0xdead),
+                    },
                 },
                 Entry {
                     path: "l".into(),
@@ -222,11 +275,11 @@ mod tests {
     fn newer_versions_are_unsupported_naming_both() {
         let body = serde_json::to_string(&sample())
             .unwrap()
-            .replace("\"format\":1", "\"format\":2");
+            .replace("\"format\":2", "\"format\":3");
         let err = Record::decode(&with_checksum(&body)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsupported);
         assert!(
-            err.message().contains("format 2") && err.message().contains("format 1"),
+            err.message().contains("format 3") && err.message().contains("format 2"),
             "{err}"
         );
     }
@@ -235,8 +288,8 @@ mod tests {
     fn missing_or_zero_versions_are_corrupt() {
         let json = serde_json::to_string(&sample()).unwrap();
         for body in [
-            json.replace("\"format\":1", "\"format\":0"),
-            json.replace("\"format\":1,", ""),
+            json.replace("\"format\":2", "\"format\":0"),
+            json.replace("\"format\":2,", ""),
         ] {
             assert_eq!(
                 Record::decode(&with_checksum(&body)).unwrap_err().kind(),
@@ -244,6 +297,36 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_statuses_and_kinds_are_unsupported_not_corrupt() {
+        let json = serde_json::to_string(&sample()).unwrap();
+        for body in [
+            json.replace("\"status\":\"active\"", "\"status\":\"paused\""),
+            json.replace("\"kind\":\"absent\"", "\"kind\":\"fifo\""),
+        ] {
+            let err = Record::decode(&with_checksum(&body)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unsupported, "{body}");
+        }
+    }
+
+    #[test]
+    fn format_1_records_without_checksums_still_decode() {
+        let json = serde_json::to_string(&sample())
+            .unwrap()
+            .replace("\"format\":2", "\"format\":1")
+            .replace(",\"size\":3,\"crc\":57005", "");
+        let record = Record::decode(&with_checksum(&json)).unwrap();
+        assert_eq!(record.format, 1);
+        assert_eq!(
+            record.entries[0].prior,
+            Prior::File {
+                mode: 0o640,
+                size: None,
+                crc: None
+            }
+        );
     }
 
     #[test]

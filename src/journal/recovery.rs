@@ -12,9 +12,16 @@
 //! root, or an operator sets the record aside with
 //! [`Journal::resolve`](super::Journal::resolve).
 //!
-//! A record that is malformed, tampered with or bound to another root is
+//! A record with an unknown `status` or entry `kind` blocks the same way.
+//! Before anything is touched the journal's own state is checked (see
+//! [`audit`](super::audit)): a symlink, FIFO or device in a state folder,
+//! or a backup that is not what its record says, stops recovery with a
+//! [`Corrupt`](crate::ErrorKind::Corrupt) error, nothing touched.
+//!
+//! A record that is malformed or fails its checksum is
 //! moved (with its backup) to `.keel/quarantine/` and reported, never
-//! applied and never deleted. Valid records are handled
+//! applied and never deleted. Records are relative to the root, so those of
+//! a copied or moved tree are recovered in place. Valid records are handled
 //! newest first by sequence number: `active` ones are rolled back, terminal
 //! ones discarded. Only when every record is done are leftover backup,
 //! staging and trash folders reaped; if a rollback fails, recovery stops
@@ -22,6 +29,7 @@
 
 use std::path::Path;
 
+use super::audit;
 use super::fs::Fs;
 use super::paths::{parse_record_name, record_name, seq_of, Layout};
 use super::record::{MutationStatus, Record};
@@ -66,9 +74,13 @@ pub(crate) fn needed(fs: &Fs, layout: &Layout) -> Result<bool> {
 }
 
 /// Runs recovery (see the module docs). The caller holds the exclusive lock.
-pub(crate) fn run(fs: &Fs, layout: &Layout, root_id: &str) -> Result<RecoveryReport> {
+pub(crate) fn run(fs: &Fs, layout: &Layout) -> Result<RecoveryReport> {
+    audit::verdict(audit::state(fs, layout)?)?;
+    let scan = Scan::read(fs, layout)?;
+    refuse_newer_formats(layout, &scan.checked)?;
+    audit::verdict(scan.backup_problems(fs, layout)?)?;
     let mut report = RecoveryReport::default();
-    let mut records = read_records(fs, layout, root_id, &mut report)?;
+    let mut records = settle(fs, layout, scan, &mut report)?;
     records.sort_by_key(|record| std::cmp::Reverse(record.seq));
     for mut record in records {
         if record.status == MutationStatus::Active {
@@ -99,21 +111,52 @@ pub(crate) fn run(fs: &Fs, layout: &Layout, root_id: &str) -> Result<RecoveryRep
     Ok(report)
 }
 
-/// Reads every record, quarantining the untrustworthy ones. Refuses (and
-/// changes nothing) if any record is of a newer format.
-fn read_records(fs: &Fs, layout: &Layout, root_id: &str, report: &mut RecoveryReport) -> Result<Vec<Record>> {
-    let mut partial = Vec::new();
-    let mut checked = Vec::new();
-    for name in list(fs, &layout.journal)? {
-        if name.ends_with(".tmp") {
-            partial.push(name);
-        } else if parse_record_name(&name).is_some() || seq_of(&name).is_none() {
-            // Not a backup (those are kept while their record stands).
-            let result = check_record(fs, layout, root_id, &name);
-            checked.push((name, result));
+/// What the journal folder holds, read and checked without changing it.
+pub(crate) struct Scan {
+    /// Record writes cut short (`<seq>.json.tmp`).
+    pub(crate) partial: Vec<String>,
+    /// Every record (and stray) file with what checking it gave.
+    pub(crate) checked: Vec<(String, Result<Record>)>,
+}
+
+impl Scan {
+    pub(crate) fn read(fs: &Fs, layout: &Layout) -> Result<Scan> {
+        let mut scan = Scan {
+            partial: Vec::new(),
+            checked: Vec::new(),
+        };
+        for name in list(fs, &layout.journal)? {
+            if name.ends_with(".tmp") {
+                scan.partial.push(name);
+            } else if parse_record_name(&name).is_some() || seq_of(&name).is_none() {
+                // Not a backup (those are kept while their record stands).
+                let result = check_record(fs, layout, &name);
+                scan.checked.push((name, result));
+            }
         }
+        Ok(scan)
     }
-    refuse_newer_formats(layout, &checked)?;
+
+    /// The problems of the backups of every `active` record.
+    pub(crate) fn backup_problems(&self, fs: &Fs, layout: &Layout) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        for (_, result) in &self.checked {
+            if let Ok(record) = result {
+                if record.status == MutationStatus::Active {
+                    if let Err(err) = restore::check(fs, layout, record) {
+                        problems.push(err.message().to_owned());
+                    }
+                }
+            }
+        }
+        Ok(problems)
+    }
+}
+
+/// Removes partial record writes and quarantines the untrustworthy records;
+/// returns the valid ones.
+fn settle(fs: &Fs, layout: &Layout, scan: Scan, report: &mut RecoveryReport) -> Result<Vec<Record>> {
+    let Scan { partial, checked } = scan;
     for name in partial {
         // A record write cut short; the previous version (if any) is
         // still in place, so the partial copy is never needed.
@@ -133,7 +176,7 @@ fn read_records(fs: &Fs, layout: &Layout, root_id: &str, report: &mut RecoveryRe
 }
 
 /// The first record of a newer format, as an `Unsupported` error.
-fn refuse_newer_formats(layout: &Layout, checked: &[(String, Result<Record>)]) -> Result<()> {
+pub(crate) fn refuse_newer_formats(layout: &Layout, checked: &[(String, Result<Record>)]) -> Result<()> {
     let newer = checked.iter().find_map(|(name, result)| match result {
         Err(err) if err.kind() == ErrorKind::Unsupported => Some((name, err)),
         _ => None,
@@ -150,21 +193,17 @@ fn refuse_newer_formats(layout: &Layout, checked: &[(String, Result<Record>)]) -
     )))
 }
 
-fn check_record(fs: &Fs, layout: &Layout, root_id: &str, name: &str) -> Result<Record> {
+fn check_record(fs: &Fs, layout: &Layout, name: &str) -> Result<Record> {
     let seq = parse_record_name(name).ok_or_else(|| Error::corrupt("not a record file name"))?;
     let path = layout.journal.join(name);
+    // Never blocks or follows: a FIFO or symlink here was found by the
+    // audit already, and reading only opens regular files.
     let bytes = fs
         .read(STEP, &path)
         .map_err(|err| Error::corrupt(format!("unreadable: {err}")))?;
     let record = Record::decode(&bytes)?;
     if record.seq != seq {
         return Err(Error::corrupt(format!("names sequence {seq} but holds {}", record.seq)));
-    }
-    if record.root != root_id {
-        return Err(Error::corrupt(format!(
-            "belongs to root {:?}, not {root_id:?} (a copied tree?)",
-            record.root
-        )));
     }
     Ok(record)
 }

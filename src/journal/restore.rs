@@ -10,23 +10,29 @@
 //! is simply run again.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::audit;
 use super::fs::{link_should_copy, meta_mode, Fs};
+use super::manifest::Manifest;
 use super::paths::{temp_beside, Layout, RelPath};
 use super::record::{Prior, Record};
-use super::snapshot::{fingerprint, fingerprints_path, io_err};
+use super::snapshot::io_err;
 use crate::{Error, Result};
 
 const STEP: &str = "restore";
 
 /// Restores every entry of `record`; returns the failures (empty on success).
+/// Backups that are not what the record says (see [`audit`]) stop it
+/// before anything is touched.
 pub(crate) fn rollback(fs: &Fs, layout: &Layout, record: &Record) -> Vec<Error> {
+    if let Err(err) = check(fs, layout, record) {
+        return vec![err];
+    }
     let mut entries = record.paths();
     entries.sort_by(|a, b| b.1.depth().cmp(&a.1.depth()).then(b.0.cmp(&a.0)));
     let all_paths: Vec<RelPath> = entries.iter().map(|(_, path, _)| path.clone()).collect();
@@ -36,7 +42,7 @@ pub(crate) fn rollback(fs: &Fs, layout: &Layout, record: &Record) -> Vec<Error> 
         seq: record.seq,
         skip: Vec::new(),
         entry_path: None,
-        fingerprints: HashMap::new(),
+        manifest: Manifest::default(),
         deferred: RefCell::new(Vec::new()),
     };
     let mut errors = Vec::new();
@@ -50,16 +56,25 @@ pub(crate) fn rollback(fs: &Fs, layout: &Layout, record: &Record) -> Vec<Error> 
     errors
 }
 
+/// The checks of [`audit`] for one record: its backups and its trash folder.
+pub(crate) fn check(fs: &Fs, layout: &Layout, record: &Record) -> Result<()> {
+    let mut problems = audit::backups(fs, layout, record)?;
+    if let Err(err) = audit::own_folder(fs, &layout.trash_dir(record.seq)) {
+        problems.push(err.message().to_owned());
+    }
+    audit::verdict(problems)
+}
+
 struct Restorer<'a> {
     fs: &'a Fs,
     layout: &'a Layout,
     seq: u64,
     /// Descendants of the entry being restored that have entries of their own.
     skip: Vec<RelPath>,
-    /// The folder entry being restored, and the fingerprints of its
-    /// hardlinked files (keyed by path inside the folder).
+    /// The folder entry being restored, and its backup's manifest (keyed by
+    /// path inside the folder).
     entry_path: Option<RelPath>,
-    fingerprints: HashMap<String, String>,
+    manifest: Manifest,
     /// Failures inside a folder restore, which goes on past them.
     deferred: RefCell<Vec<Error>>,
 }
@@ -75,10 +90,12 @@ impl Restorer<'_> {
         self.remove(&temp_beside(&target))?;
         match prior {
             Prior::Absent => Ok(()),
-            Prior::File { .. } => {
-                if self.already_restored(&target, &backup)? {
-                    // A rollback cut short got this far; rename() of two
-                    // links to one inode would do nothing and leave the temp.
+            Prior::File { mode, size, crc } => {
+                if self.untouched(&target, &backup, *mode, *size, *crc)? {
+                    // Never changed, or a rollback cut short got this far
+                    // (rename() of two links to one inode would do nothing
+                    // and leave the temp). Recognised by content too, so a
+                    // file in a folder that refuses writes is not rewritten.
                     return self.sync_parent(&target);
                 }
                 let tmp = temp_beside(&target);
@@ -224,7 +241,14 @@ impl Restorer<'_> {
                 .map_err(|e| io_err("read symlink", backup, e))?;
             return self.set_symlink(live, &link);
         }
-        self.check_fingerprint(rel, &backup_meta)?;
+        if !file_type.is_file() {
+            return Err(Error::corrupt(format!(
+                "backup {} is {}, not what keel put there",
+                backup.display(),
+                super::fs::kind_name(&backup_meta)
+            )));
+        }
+        self.check_fingerprint(rel, backup, &backup_meta)?;
         let live_meta = self.lstat(live)?;
         if let Some(meta) = &live_meta {
             if meta.is_file() && self.same_file(meta, live, &backup_meta, backup, linked)? {
@@ -238,27 +262,21 @@ impl Restorer<'_> {
         Ok(true)
     }
 
-    /// Reads the fingerprints of the folder backup of `path`, if any.
+    /// Reads the manifest of the folder backup of `path`, if any.
     fn load_fingerprints(&mut self, path: &RelPath, backup: &Path) -> Result<()> {
         self.entry_path = Some(path.clone());
-        self.fingerprints.clear();
-        let file = fingerprints_path(backup);
-        if self.lstat(&file)?.is_none() {
-            return Ok(());
-        }
-        let bytes = self.fs.read(STEP, &file).map_err(|e| io_err("read", &file, e))?;
-        for line in String::from_utf8_lossy(&bytes).lines() {
-            if let Some((print, rel)) = line.split_once('\t') {
-                self.fingerprints.insert(rel.to_owned(), print.to_owned());
-            }
-        }
+        self.manifest = audit::read_manifest(self.fs, backup)?
+            .ok_or_else(|| Error::corrupt(format!("the manifest of backup {} is unreadable", backup.display())))?;
         Ok(())
     }
 
     /// Refuses to restore a hardlinked file whose shared inode was edited or
     /// chmod-ed in place: its earlier state is gone, and pretending
-    /// otherwise would leave a mix of before and after.
-    fn check_fingerprint(&self, rel: &RelPath, backup_meta: &Metadata) -> Result<()> {
+    /// otherwise would leave a mix of before and after. An untouched inode
+    /// keeps its ctime; one whose ctime moved (a link count change does that
+    /// too) is compared by content when its checksum was recorded, else by
+    /// size, mtime and mode.
+    fn check_fingerprint(&self, rel: &RelPath, backup: &Path, backup_meta: &Metadata) -> Result<()> {
         let Some(root) = &self.entry_path else {
             return Ok(());
         };
@@ -269,14 +287,25 @@ impl Restorer<'_> {
         else {
             return Ok(());
         };
-        match self.fingerprints.get(inside) {
-            Some(expected) if *expected != fingerprint(backup_meta) => Err(Error::corrupt(format!(
-                "{:?} was changed in place while its folder was hardlinked into the backup, so its \
-                 earlier state is lost (replace files in a declared folder, never edit them in place)",
-                rel.as_str()
-            ))),
-            _ => Ok(()),
+        let Some(mark) = self.manifest.files.get(inside) else {
+            return Ok(());
+        };
+        let intact = if mark.untouched(backup_meta) {
+            true
+        } else if let Some(crc) = mark.crc {
+            let content = self.fs.checksum(STEP, backup).map_err(|e| io_err("read", backup, e))?;
+            content.crc == crc && mark.size == backup_meta.len() && mark.mode == meta_mode(backup_meta)
+        } else {
+            mark.same_stat(backup_meta)
+        };
+        if intact {
+            return Ok(());
         }
+        Err(Error::corrupt(format!(
+            "{:?} was changed in place while its folder was hardlinked into the backup, so its \
+             earlier state is lost (replace files in a declared folder, never edit them in place)",
+            rel.as_str()
+        )))
     }
 
     /// Whether the live file still is the backed-up one: the same inode for
@@ -299,12 +328,31 @@ impl Restorer<'_> {
         Ok(read(live)? == read(backup)?)
     }
 
-    /// Whether `live` already is the backup's inode (restored by a link).
-    fn already_restored(&self, live: &Path, backup: &Path) -> Result<bool> {
-        let (Some(live), Some(backup)) = (self.lstat(live)?, self.lstat(backup)?) else {
+    /// Whether `live` already is the backed-up file: the backup's inode
+    /// (restored by a link, or never replaced), or a regular file with the
+    /// recorded mode and content (a copied backup of an untouched file).
+    fn untouched(&self, live: &Path, backup: &Path, mode: u32, size: Option<u64>, crc: Option<u32>) -> Result<bool> {
+        let (Some(live_meta), Some(backup_meta)) = (self.lstat(live)?, self.lstat(backup)?) else {
             return Ok(false);
         };
-        Ok(live.is_file() && live.dev() == backup.dev() && live.ino() == backup.ino())
+        if !live_meta.is_file() || meta_mode(&live_meta) != mode {
+            return Ok(false);
+        }
+        if live_meta.dev() == backup_meta.dev() && live_meta.ino() == backup_meta.ino() {
+            return Ok(true);
+        }
+        match (size, crc) {
+            (Some(size), Some(crc)) if size == live_meta.len() => {
+                let content = self.fs.checksum(STEP, live).map_err(|e| io_err("read", live, e))?;
+                Ok(content.crc == crc && content.size == size)
+            }
+            (Some(_), Some(_)) => Ok(false),
+            _ if live_meta.len() != backup_meta.len() => Ok(false),
+            _ => {
+                let read = |path: &Path| self.fs.read(STEP, path).map_err(|e| io_err("read", path, e));
+                Ok(read(live)? == read(backup)?)
+            }
+        }
     }
 
     /// Makes `live` a symlink to `link` unless it already is; true if changed.
@@ -361,6 +409,8 @@ impl Restorer<'_> {
     /// it in place; the trash is emptied once the rollback is final.
     fn to_trash(&self, path: &Path) -> Result<()> {
         let trash = self.layout.trash_dir(self.seq);
+        // Never rename a tree entry into something planted there.
+        audit::own_folder(self.fs, &trash)?;
         if self.lstat(&trash)?.is_none() {
             self.fs
                 .mkdir(STEP, &trash, Some(0o700))

@@ -11,6 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::fs::{link_should_copy, meta_mode, Fs};
+use super::manifest::{FileMark, Manifest};
 use super::record::Prior;
 use crate::{Error, Result};
 
@@ -44,22 +45,40 @@ pub(crate) fn take(fs: &Fs, live: &Path, meta: &Metadata, backup: &Path, how: Ba
         let mode = meta_mode(meta);
         if how == BackupMode::Replaced {
             match fs.hard_link(STEP, live, backup) {
-                Ok(()) => return Ok(Prior::File { mode }),
+                Ok(()) => {
+                    // The mutation replaces the live file by rename, so this
+                    // inode keeps these bytes; recorded so a rollback can
+                    // check the backup is still what was linked.
+                    let content = fs.checksum(STEP, backup).map_err(|e| io_err("read", backup, e))?;
+                    return Ok(Prior::File {
+                        mode,
+                        size: Some(content.size),
+                        crc: Some(content.crc),
+                    });
+                }
                 Err(err) if link_should_copy(&err) => {}
                 Err(err) => return Err(io_err("hardlink", live, err)),
             }
         }
-        fs.copy_file(STEP, live, backup, mode)
+        let content = fs
+            .copy_file(STEP, live, backup, mode)
             .map_err(|e| io_err("back up file", live, e))?;
-        return Ok(Prior::File { mode });
+        return Ok(Prior::File {
+            mode,
+            size: Some(content.size),
+            crc: Some(content.crc),
+        });
     }
     if file_type.is_dir() {
         let mut links = TreeLinks::new(true, how == BackupMode::DeclaredCopy);
+        // A declared folder's files may be edited in place by the caller:
+        // their content is checksummed, so a rollback notices an edit that
+        // kept size and mtime.
+        links.checksum = how == BackupMode::Declared;
         link_tree(fs, live, meta, backup, &mut links)?;
-        let lines = links.fingerprints.take().unwrap_or_default();
-        if !lines.is_empty() {
+        if let Some(manifest) = links.manifest.take() {
             let path = fingerprints_path(backup);
-            fs.write_new(STEP, &path, &mut lines.as_bytes(), Some(0o600))
+            fs.write_new(STEP, &path, &mut manifest.encode().as_bytes(), Some(0o600))
                 .map_err(|e| io_err("write", &path, e))?;
         }
         return Ok(Prior::Dir {
@@ -74,38 +93,30 @@ pub(crate) fn take(fs: &Fs, live: &Path, meta: &Metadata, backup: &Path, how: Ba
 }
 
 /// What [`link_tree`] did: whether every file was hardlinked, and (when
-/// asked) a fingerprint of each linked file.
+/// asked) the [`Manifest`] of everything it put in the backup.
 #[derive(Debug)]
 pub(crate) struct TreeLinks {
     pub(crate) all_linked: bool,
-    /// `size mtime mtime_nsec mode<TAB>relative path` per linked file. A
-    /// linked file shares its inode with the live tree, so an in-place edit
-    /// changes the backup too; the fingerprint lets the restore notice.
-    fingerprints: Option<String>,
+    /// Every file (with its identity) and symlink of the backup. A linked
+    /// file shares its inode with the live tree, so an in-place edit changes
+    /// the backup too; the manifest lets the restore notice, and refuse
+    /// anything planted in the backup since.
+    manifest: Option<Manifest>,
     /// Copy every file instead of linking it.
     copy: bool,
+    /// Checksum the content of linked files too (copies always are).
+    checksum: bool,
 }
 
 impl TreeLinks {
-    pub(crate) fn new(fingerprints: bool, copy: bool) -> TreeLinks {
+    pub(crate) fn new(manifest: bool, copy: bool) -> TreeLinks {
         TreeLinks {
             all_linked: !copy,
-            fingerprints: fingerprints.then(String::new),
+            manifest: manifest.then(Manifest::new),
             copy,
+            checksum: false,
         }
     }
-}
-
-/// The fingerprint of a linked file: what an in-place edit or chmod changes.
-pub(crate) fn fingerprint(meta: &Metadata) -> String {
-    use std::os::unix::fs::MetadataExt;
-    format!(
-        "{} {} {} {:o}",
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta_mode(meta)
-    )
 }
 
 /// The fingerprint file beside the backup of a folder.
@@ -146,9 +157,12 @@ fn link_child(fs: &Fs, from: &Path, meta: &Metadata, to: &Path, rel: &Path, link
     }
     if file_type.is_symlink() {
         let target = fs.read_link(STEP, from).map_err(|e| io_err("read symlink", from, e))?;
-        return fs
-            .symlink(STEP, &target, to)
-            .map_err(|e| io_err("back up symlink", from, e));
+        fs.symlink(STEP, &target, to)
+            .map_err(|e| io_err("back up symlink", from, e))?;
+        if let Some(manifest) = &mut links.manifest {
+            manifest.links.insert(rel.to_string_lossy().into_owned());
+        }
+        return Ok(());
     }
     if !file_type.is_file() {
         return Err(Error::invalid_argument(format!(
@@ -160,21 +174,39 @@ fn link_child(fs: &Fs, from: &Path, meta: &Metadata, to: &Path, rel: &Path, link
         true => Err(std::io::Error::from_raw_os_error(libc::EPERM)),
         false => fs.hard_link(STEP, from, to),
     };
-    match linked {
-        Ok(()) => {
-            if let Some(lines) = &mut links.fingerprints {
-                lines.push_str(&format!("{}\t{}\n", fingerprint(meta), rel.display()));
-            }
-            Ok(())
+    let crc = match linked {
+        Ok(()) if links.checksum && links.manifest.is_some() => {
+            Some(fs.checksum(STEP, to).map_err(|e| io_err("read", to, e))?.crc)
         }
+        Ok(()) => None,
         Err(err) if link_should_copy(&err) => {
             links.all_linked = false;
-            fs.copy_file(STEP, from, to, meta_mode(meta))
-                .map(|_| ())
-                .map_err(|e| io_err("back up file", from, e))
+            let content = fs
+                .copy_file(STEP, from, to, meta_mode(meta))
+                .map_err(|e| io_err("back up file", from, e))?;
+            Some(content.crc)
         }
-        Err(err) => Err(io_err("hardlink", from, err)),
+        Err(err) => return Err(io_err("hardlink", from, err)),
+    };
+    if let Some(manifest) = &mut links.manifest {
+        // Both read after the link or copy: a link moves the inode's ctime.
+        let backup = lstat_file(fs, to)?;
+        let live = lstat_file(fs, from)?;
+        let mark = FileMark::of(&backup, &live, crc);
+        manifest.files.insert(rel.to_string_lossy().into_owned(), mark);
     }
+    Ok(())
+}
+
+fn lstat_file(fs: &Fs, path: &Path) -> Result<Metadata> {
+    fs.lstat(STEP, path)
+        .map_err(|e| io_err("stat", path, e))?
+        .ok_or_else(|| {
+            Error::io(
+                format!("{} vanished during the snapshot", path.display()),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })
 }
 
 pub(crate) fn io_err(action: &str, path: &Path, err: std::io::Error) -> Error {

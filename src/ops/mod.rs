@@ -13,31 +13,30 @@
 //! Both sit behind the [`OperationStore`] and [`JobStore`] traits; LMDB
 //! ([`LmdbStore`]) is the embedded store. Time comes from a [`Clock`], so
 //! tests move a [`ManualClock`] instead of sleeping.
+//!
+//! The folders show which file belongs to which product: `operations/`
+//! (per-item states), `jobs/` (the queue, its handlers and the worker) and
+//! `store/` (the storage seam and its stores); what both products share —
+//! records, their state machines, names, the clock — sits at the top.
 
-pub mod backoff;
 pub mod clock;
 mod codec;
 mod events;
-pub mod handler;
+pub mod jobs;
 pub mod json;
-mod lmdb_keys;
-pub mod lmdb_store;
 pub mod names;
 pub mod operations;
-pub mod queue;
-mod queue_stats;
 pub mod records;
 pub mod store;
 pub mod transitions;
-pub mod worker;
 
-pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, Millis, SystemClock};
-pub use handler::{Handler, HandlerError, HandlerResult, JobContext};
-pub use lmdb_store::LmdbStore;
+pub use jobs::backoff::Backoff;
+pub use jobs::handler::{Handler, HandlerError, HandlerResult, JobContext};
+pub use jobs::queue::{EnqueueOptions, Queue};
+pub use jobs::worker::{StopReport, Worker, WorkerBuilder, WorkerOptions, WorkerStats};
 pub use operations::Operations;
-pub use queue::{EnqueueOptions, Queue};
 pub use records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token, FORMAT_VERSION};
+pub use store::lmdb::LmdbStore;
 pub use store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, OperationStore, ResetReport};
 pub use transitions::JobPolicy;
-pub use worker::{StopReport, Worker, WorkerBuilder, WorkerOptions, WorkerStats};

@@ -5,9 +5,9 @@
 //! who may move a record where, and when a token is stale — are written once
 //! and hold for LMDB and any later store alike.
 
-use super::backoff::Backoff;
 use super::clock::Millis;
 use super::records::{JobRecord, JobState, OpRecord, OpState, Token};
+use crate::ops::jobs::backoff::Backoff;
 use crate::{Error, Result};
 
 /// Limits applied when jobs fail or lose their lease.

@@ -1,7 +1,6 @@
 //! `keel_buf`: bytes keel hands to C, freed with keel_buf_free.
 
 use crate::ffi;
-use crate::status::keel_status;
 
 /// Bytes lent by C for the length of a call: `len` bytes at `ptr` (a key,
 /// a name, a path). Lists of them are `(const keel_bytes *, size_t count)`.
@@ -34,6 +33,22 @@ impl keel_buf {
         keel_buf::from_vec(value.to_string().into_bytes())
     }
 
+    /// Frees the bytes and leaves the buffer zeroed (empty, free to free again).
+    ///
+    /// # Safety
+    /// The buffer was filled by [`keel_buf::from_vec`] or is zeroed.
+    pub(crate) unsafe fn release(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: made by `from_vec` with this pointer, length + NUL and capacity.
+            drop(unsafe { Vec::from_raw_parts(self.ptr, self.len + 1, self.cap) });
+        }
+        *self = keel_buf {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+            cap: 0,
+        };
+    }
+
     /// Lends `bytes` (plus a trailing NUL) to C.
     pub(crate) fn from_vec(mut bytes: Vec<u8>) -> keel_buf {
         let len = bytes.len();
@@ -50,29 +65,10 @@ impl keel_buf {
 /// Frees the bytes of `buf` and zeroes it. NULL, or a zeroed buffer, is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_buf_free(buf: *mut keel_buf) {
-    ffi::call_void(|| {
-        // SAFETY: the header requires a keel_buf filled by keel (or zeroed).
-        let Some(buf) = (unsafe { buf.as_mut() }) else { return };
-        if !buf.ptr.is_null() {
-            // SAFETY: made by `from_vec` with this pointer, length + NUL and capacity.
-            drop(unsafe { Vec::from_raw_parts(buf.ptr, buf.len + 1, buf.cap) });
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe {
+        if let Some(buf) = ffi::optional_mut(buf) {
+            buf.release();
         }
-        *buf = keel_buf {
-            ptr: std::ptr::null_mut(),
-            len: 0,
-            cap: 0,
-        };
     });
-}
-
-/// Writes every live keel object's counters into `*out` as one JSON object,
-/// grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`.
-/// Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
-#[no_mangle]
-pub unsafe extern "C" fn keel_stats_json(out: *mut keel_buf) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_value(out, "out")? };
-        *out = keel_buf::from_vec(keel_core::stats::gather().to_string().into_bytes());
-        Ok(())
-    })
 }

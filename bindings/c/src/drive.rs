@@ -67,6 +67,7 @@ pub enum keel_walk_order {
 }
 
 unsafe fn id_arg(ptr: *const u8, len: usize) -> Result<ItemId> {
+    // SAFETY: passed on from the export, whose caller keeps keel.h's contract.
     let raw = unsafe { ffi::bytes(ptr, len, "id")? };
     match raw.len() {
         0 => Ok(ItemId::ROOT),
@@ -93,12 +94,13 @@ pub unsafe extern "C" fn keel_drive_open(
     options_len: usize,
     out: *mut *mut keel_drive,
 ) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_handle(out, "out")? };
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let path = ffi::utf8(path, path_len, "path")?;
         let mut options = DriveOptions::default();
         if !options_json.is_null() {
-            let value = unsafe { ffi::json(options_json, options_len, "options")? };
+            let value = ffi::json(options_json, options_len, "options")?;
             if value.get("durable") == Some(&Value::Bool(false)) {
                 options.durability = Durability::NoSyncRisksLastCommits;
             }
@@ -116,7 +118,8 @@ pub unsafe extern "C" fn keel_drive_open(
 /// Frees a drive or view handle. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_drive_free(drive: *mut keel_drive) {
-    unsafe { ffi::free_handle(drive) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(drive) })
 }
 
 /// A view of `drive` as `user` with `roles_json` (a JSON array of role
@@ -132,13 +135,14 @@ pub unsafe extern "C" fn keel_drive_as_user(
     roles_len: usize,
     out: *mut *mut keel_drive,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let user = unsafe { ffi::utf8(user, user_len, "user")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let user = ffi::utf8(user, user_len, "user")?;
+        let out = ffi::out_handle(out, "out")?;
         let roles: Vec<String> = match roles_json.is_null() {
             true => Vec::new(),
-            false => serde_json::from_value(unsafe { ffi::json(roles_json, roles_len, "roles")? })
+            false => serde_json::from_value(ffi::json(roles_json, roles_len, "roles")?)
                 .map_err(|_| Error::invalid_argument("roles must be a JSON array of strings"))?,
         };
         if drive.view.is_checked() {
@@ -166,11 +170,12 @@ pub unsafe extern "C" fn keel_drive_get(
     type_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let kind = unsafe { ffi::optional_utf8(type_name, type_len, "type")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let kind = ffi::optional_utf8(type_name, type_len, "type")?;
+        let out = ffi::out_value(out, "out")?;
         let item = match kind {
             Some(kind) => drive.view.get_typed(id, kind)?,
             None => drive.view.get(id)?,
@@ -189,10 +194,11 @@ pub unsafe extern "C" fn keel_drive_resolve(
     path_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let path = ffi::utf8(path, path_len, "path")?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&items_json(&drive.view.resolve(path)?));
         Ok(())
     })
@@ -206,10 +212,11 @@ pub unsafe extern "C" fn keel_drive_path_of(
     id_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_vec(drive.view.path_of(id)?.into_bytes());
         Ok(())
     })
@@ -227,11 +234,12 @@ pub unsafe extern "C" fn keel_drive_children(
     limit: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let parent = unsafe { id_arg(parent, parent_len)? };
-        let after = unsafe { ffi::optional_utf8(after, after_len, "after")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let parent = id_arg(parent, parent_len)?;
+        let after = ffi::optional_utf8(after, after_len, "after")?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&items_json(&drive.view.children(parent, after, limit)?));
         Ok(())
     })
@@ -247,10 +255,11 @@ pub unsafe extern "C" fn keel_drive_walk(
     order: u32,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let top = unsafe { id_arg(top, top_len)? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let top = id_arg(top, top_len)?;
+        let out = ffi::out_value(out, "out")?;
         let order = match order {
             0 => WalkOrder::ChildrenFirst,
             1 => WalkOrder::ParentsFirst,
@@ -277,14 +286,15 @@ pub unsafe extern "C" fn keel_drive_by_type(
     limit: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let kind = unsafe { ffi::utf8(type_name, type_len, "type")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let kind = ffi::utf8(type_name, type_len, "type")?;
         let after = match after_len {
             0 => None,
-            _ => Some(unsafe { id_arg(after, after_len)? }),
+            _ => Some(id_arg(after, after_len)?),
         };
-        let out = unsafe { ffi::out_value(out, "out")? };
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&items_json(&drive.view.by_type(kind, after, limit)?));
         Ok(())
     })
@@ -302,11 +312,12 @@ pub unsafe extern "C" fn keel_drive_create(
     item_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let parent = unsafe { id_arg(parent, parent_len)? };
-        let new = NewItem::from_json(&unsafe { ffi::json(item_json, item_len, "item")? })?;
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let parent = id_arg(parent, parent_len)?;
+        let new = NewItem::from_json(&ffi::json(item_json, item_len, "item")?)?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&drive.view.create(parent, &new)?.to_json());
         Ok(())
     })
@@ -322,11 +333,12 @@ pub unsafe extern "C" fn keel_drive_create_at(
     item_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let parent_path = unsafe { ffi::utf8(parent_path, parent_path_len, "parent_path")? };
-        let new = NewItem::from_json(&unsafe { ffi::json(item_json, item_len, "item")? })?;
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let parent_path = ffi::utf8(parent_path, parent_path_len, "parent_path")?;
+        let new = NewItem::from_json(&ffi::json(item_json, item_len, "item")?)?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&drive.view.create_at(parent_path, &new)?.to_json());
         Ok(())
     })
@@ -346,12 +358,13 @@ pub unsafe extern "C" fn keel_drive_move(
     new_name_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let new_parent = unsafe { id_arg(new_parent, new_parent_len)? };
-        let new_name = unsafe { ffi::optional_utf8(new_name, new_name_len, "new_name")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let new_parent = id_arg(new_parent, new_parent_len)?;
+        let new_name = ffi::optional_utf8(new_name, new_name_len, "new_name")?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&drive.view.move_item(id, new_parent, new_name)?.to_json());
         Ok(())
     })
@@ -366,13 +379,12 @@ pub unsafe extern "C" fn keel_drive_delete(
     id_len: usize,
     removed: *mut u64,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
         let count = drive.view.delete(id)?;
-        if let Some(removed) = unsafe { removed.as_mut() } {
-            *removed = count;
-        }
+        ffi::put_optional(removed, count);
         Ok(())
     })
 }
@@ -388,12 +400,12 @@ pub unsafe extern "C" fn keel_drive_set_permissions(
     permissions_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let permissions =
-            Permissions::from_json(&unsafe { ffi::json(permissions_json, permissions_len, "permissions")? })?;
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let permissions = Permissions::from_json(&ffi::json(permissions_json, permissions_len, "permissions")?)?;
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_json(&drive.view.set_permissions(id, &permissions)?.to_json());
         Ok(())
     })
@@ -413,14 +425,15 @@ pub unsafe extern "C" fn keel_drive_set_data(
     version_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let data = unsafe { ffi::json(data_json, data_len, "data")? };
-        let version = unsafe { ffi::optional_utf8(version, version_len, "version")? }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let data = ffi::json(data_json, data_len, "data")?;
+        let version = ffi::optional_utf8(version, version_len, "version")?
             .map(Version::parse)
             .transpose()?;
-        let out = unsafe { ffi::out_value(out, "out")? };
+        let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_vec(drive.view.set_data(id, &data, version)?.to_string().into_bytes());
         Ok(())
     })
@@ -437,13 +450,14 @@ pub unsafe extern "C" fn keel_drive_get_data(
     version_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let version = unsafe { ffi::optional_utf8(version, version_len, "version")? }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let version = ffi::optional_utf8(version, version_len, "version")?
             .map(Version::parse)
             .transpose()?;
-        let out = unsafe { ffi::out_value(out, "out")? };
+        let out = ffi::out_value(out, "out")?;
         // The stored text is handed on as is: no parse and re-serialize.
         let (version, data) = drive.view.get_data_text(id, version)?;
         let text = format!("{{\"version\":\"{version}\",\"data\":{data}}}");
@@ -461,10 +475,11 @@ pub unsafe extern "C" fn keel_drive_versions(
     id_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let out = ffi::out_value(out, "out")?;
         let versions = drive.view.versions(id)?;
         *out = keel_buf::from_json(&Value::Array(versions.iter().map(|v| v.to_json()).collect()));
         Ok(())
@@ -482,11 +497,12 @@ pub unsafe extern "C" fn keel_drive_delete_data(
     version_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let id = unsafe { id_arg(id, id_len)? };
-        let version = Version::parse(unsafe { ffi::utf8(version, version_len, "version")? })?;
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let version = Version::parse(ffi::utf8(version, version_len, "version")?)?;
+        let out = ffi::out_value(out, "out")?;
         let current = drive.view.delete_data(id, version)?;
         *out = keel_buf::from_vec(current.map(|v| v.to_string()).unwrap_or_default().into_bytes());
         Ok(())
@@ -511,22 +527,20 @@ pub unsafe extern "C" fn keel_drive_set_schema(
     userdata: *mut c_void,
     changed: *mut bool,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let kind = unsafe { ffi::utf8(type_name, type_len, "type")? };
-        let schema = unsafe { ffi::json(schema_json, schema_len, "schema")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let kind = ffi::utf8(type_name, type_len, "type")?;
+        let schema = ffi::json(schema_json, schema_len, "schema")?;
         let result = match migrate {
             Some(function) => {
                 let userdata = userdata as usize; // keel never dereferences it
-                let mut call =
-                    move |step: &Migration<'_>, data: Value| unsafe { run_migration(function, userdata, step, data) };
+                let mut call = move |step: &Migration<'_>, data: Value| run_migration(function, userdata, step, data);
                 drive.view.set_schema(kind, &schema, version, Some(&mut call))?
             }
             None => drive.view.set_schema(kind, &schema, version, None)?,
         };
-        if let Some(changed) = unsafe { changed.as_mut() } {
-            *changed = result;
-        }
+        ffi::put_optional(changed, result);
         Ok(())
     })
 }
@@ -549,6 +563,7 @@ unsafe fn run_migration(
     })
     .to_string();
     let mut output = keel_drive_migration { output: None };
+    // SAFETY: C gave this function and userdata to keel_drive_set_schema, whose contract covers this call.
     let status = unsafe { function(userdata as *mut c_void, input.as_ptr().cast(), input.len(), &mut output) };
     if status != keel_status::KEEL_OK {
         let kind = ErrorKind::from_code(status as u32).unwrap_or(ErrorKind::InvalidArgument);
@@ -571,10 +586,10 @@ pub unsafe extern "C" fn keel_drive_migration_set(
     json: *const c_char,
     json_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        // SAFETY: the header requires the handle the callback was given.
-        let migration = unsafe { migration.as_mut() }.ok_or_else(|| Error::invalid_argument("migration is NULL"))?;
-        let text = unsafe { ffi::utf8(json, json_len, "json")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let migration = ffi::handle_mut(migration, "migration")?;
+        let text = ffi::utf8(json, json_len, "json")?;
         migration.output = Some(text.as_bytes().to_vec());
         Ok(())
     })
@@ -588,10 +603,11 @@ pub unsafe extern "C" fn keel_drive_schema(
     type_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let kind = unsafe { ffi::utf8(type_name, type_len, "type")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let kind = ffi::utf8(type_name, type_len, "type")?;
+        let out = ffi::out_value(out, "out")?;
         let value = match drive.view.schema(kind)? {
             Some((version, schema)) => serde_json::json!({"version": version, "schema": schema}),
             None => Value::Null,
@@ -609,9 +625,10 @@ pub unsafe extern "C" fn keel_drive_backup(
     dest: *const c_char,
     dest_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let dest = unsafe { ffi::utf8(dest, dest_len, "dest")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let dest = ffi::utf8(dest, dest_len, "dest")?;
         drive.drive.backup(std::path::Path::new(dest))
     })
 }
@@ -625,9 +642,10 @@ pub unsafe extern "C" fn keel_drive_batch_begin(
     drive: *const keel_drive,
     out: *mut *mut keel_drive_batch,
 ) -> keel_status {
-    ffi::call(|| {
-        let drive = unsafe { ffi::handle(drive, "drive")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let out = ffi::out_handle(out, "out")?;
         out.put(keel_drive_batch {
             open: drive.view.begin_batch()?,
         });
@@ -649,10 +667,11 @@ pub unsafe extern "C" fn keel_drive_batch_call(
     call_len: usize,
     out: *mut keel_buf,
 ) -> keel_status {
-    ffi::call(|| {
-        let batch = unsafe { ffi::handle(batch, "batch")? };
-        let call = unsafe { ffi::json(call_json, call_len, "call")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let batch = ffi::handle(batch, "batch")?;
+        let call = ffi::json(call_json, call_len, "call")?;
+        let out = ffi::out_value(out, "out")?;
         let result = batch.open.run(move |b| json::apply(b, &call))?;
         *out = keel_buf::from_json(&result);
         Ok(())
@@ -663,12 +682,9 @@ pub unsafe extern "C" fn keel_drive_batch_call(
 /// KEEL_INVALID_ARGUMENT.
 #[no_mangle]
 pub unsafe extern "C" fn keel_drive_batch_commit(batch: *mut keel_drive_batch) -> keel_status {
-    ffi::call(|| {
-        if batch.is_null() {
-            return Err(Error::invalid_argument("batch is NULL"));
-        }
-        // SAFETY: made by keel_drive_batch_begin, ended once (the header says so).
-        let batch = unsafe { Box::from_raw(batch) };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let batch = ffi::take_handle(batch).ok_or_else(|| Error::invalid_argument("batch is NULL"))?;
         batch.open.commit()
     })
 }
@@ -676,8 +692,10 @@ pub unsafe extern "C" fn keel_drive_batch_commit(batch: *mut keel_drive_batch) -
 /// Undoes every call of the batch and frees it. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_drive_batch_abort(batch: *mut keel_drive_batch) {
-    if !batch.is_null() {
-        // SAFETY: made by keel_drive_batch_begin, ended once.
-        ffi::call_void(|| unsafe { Box::from_raw(batch) }.open.abort());
-    }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe {
+        if let Some(batch) = ffi::take_handle(batch) {
+            batch.open.abort();
+        }
+    })
 }

@@ -68,9 +68,10 @@ pub unsafe extern "C" fn keel_journal_open(
     root_len: usize,
     out: *mut *mut keel_journal,
 ) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_handle(out, "out")? };
-        let root = unsafe { ffi::utf8(root, root_len, "root")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let root = ffi::utf8(root, root_len, "root")?;
         out.put(keel_journal {
             inner: Journal::open(root)?,
         });
@@ -81,7 +82,8 @@ pub unsafe extern "C" fn keel_journal_open(
 /// Frees a journal handle. Mutations still alive keep working. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_journal_free(journal: *mut keel_journal) {
-    unsafe { ffi::free_handle(journal) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(journal) })
 }
 
 /// Starts a mutation, waiting (blocking this thread) for the exclusive lock,
@@ -97,11 +99,12 @@ pub unsafe extern "C" fn keel_journal_begin(
     details_len: usize,
     out: *mut *mut keel_mutation,
 ) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
-        let operation = unsafe { ffi::utf8(operation, operation_len, "operation")? };
-        let details = unsafe { ffi::optional_utf8(details, details_len, "details")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let operation = ffi::utf8(operation, operation_len, "operation")?;
+        let details = ffi::optional_utf8(details, details_len, "details")?;
+        let out = ffi::out_handle(out, "out")?;
         let mutation = journal.inner.begin(operation, details.unwrap_or(""))?;
         out.put(keel_mutation {
             inner: Mutex::new(Some(mutation)),
@@ -121,11 +124,12 @@ pub unsafe extern "C" fn keel_journal_try_begin(
     details_len: usize,
     out: *mut *mut keel_mutation,
 ) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
-        let operation = unsafe { ffi::utf8(operation, operation_len, "operation")? };
-        let details = unsafe { ffi::optional_utf8(details, details_len, "details")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let operation = ffi::utf8(operation, operation_len, "operation")?;
+        let details = ffi::optional_utf8(details, details_len, "details")?;
+        let out = ffi::out_handle(out, "out")?;
         match journal.inner.try_begin(operation, details.unwrap_or(""))? {
             Some(mutation) => {
                 out.put(keel_mutation {
@@ -148,17 +152,19 @@ pub unsafe extern "C" fn keel_journal_recover(
     journal: *const keel_journal,
     out: *mut keel_recovery_report,
 ) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
         let report = journal.inner.recover()?;
-        if let Some(out) = unsafe { out.as_mut() } {
-            *out = keel_recovery_report {
+        ffi::put_optional(
+            out,
+            keel_recovery_report {
                 rolled_back: report.rolled_back.len(),
                 discarded: report.discarded.len(),
                 quarantined: report.quarantined.len(),
                 reaped: report.reaped,
-            };
-        }
+            },
+        );
         Ok(())
     })
 }
@@ -169,9 +175,10 @@ pub unsafe extern "C" fn keel_journal_status(
     journal: *const keel_journal,
     out: *mut keel_journal_state,
 ) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let out = ffi::out_value(out, "out")?;
         let status = journal.inner.status()?;
         let active = status
             .pending
@@ -194,8 +201,9 @@ pub unsafe extern "C" fn keel_journal_status(
 /// KEEL_NOT_FOUND when there is no such record.
 #[no_mangle]
 pub unsafe extern "C" fn keel_journal_resolve(journal: *const keel_journal, seq: u64) -> keel_status {
-    ffi::call(|| {
-        let journal = unsafe { ffi::handle(journal, "journal")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
         journal.inner.resolve(seq).map(|_| ())
     })
 }
@@ -208,6 +216,7 @@ fn lock(mutation: &keel_mutation) -> MutexGuard<'_, Option<Mutation>> {
 
 /// Runs `op` on the mutation; KEEL_CLOSED once it was committed or rolled back.
 unsafe fn with_mutation(mutation: *const keel_mutation, op: impl FnOnce(&mut Mutation) -> Result<()>) -> Result<()> {
+    // SAFETY: passed on from the export, whose caller keeps keel.h's contract.
     let mutation = unsafe { ffi::handle(mutation, "mutation")? };
     let mut slot = lock(mutation);
     let live = slot.as_mut().ok_or_else(|| Error::closed("the mutation has ended"))?;
@@ -216,6 +225,7 @@ unsafe fn with_mutation(mutation: *const keel_mutation, op: impl FnOnce(&mut Mut
 
 /// Ends the mutation with `finish` (commit or rollback).
 unsafe fn finish(mutation: *const keel_mutation, finish: impl FnOnce(Mutation) -> Result<()>) -> Result<()> {
+    // SAFETY: passed on from the export, whose caller keeps keel.h's contract.
     let mutation = unsafe { ffi::handle(mutation, "mutation")? };
     let live = lock(mutation)
         .take()
@@ -226,14 +236,13 @@ unsafe fn finish(mutation: *const keel_mutation, finish: impl FnOnce(Mutation) -
 /// The mutation's sequence number, in `*out`.
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_seq(mutation: *const keel_mutation, out: *mut u64) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_value(out, "out")? };
-        unsafe {
-            with_mutation(mutation, |m| {
-                *out = m.seq();
-                Ok(())
-            })
-        }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_value(out, "out")?;
+        with_mutation(mutation, |m| {
+            *out = m.seq();
+            Ok(())
+        })
     })
 }
 
@@ -249,10 +258,11 @@ pub unsafe extern "C" fn keel_mutation_write(
     data: *const u8,
     data_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
-        let data = unsafe { ffi::bytes(data, data_len, "data")? };
-        unsafe { with_mutation(mutation, |m| m.write(path, data)) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let path = ffi::utf8(path, path_len, "path")?;
+        let data = ffi::bytes(data, data_len, "data")?;
+        with_mutation(mutation, |m| m.write(path, data))
     })
 }
 
@@ -263,9 +273,10 @@ pub unsafe extern "C" fn keel_mutation_remove(
     path: *const c_char,
     path_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
-        unsafe { with_mutation(mutation, |m| m.remove(path)) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let path = ffi::utf8(path, path_len, "path")?;
+        with_mutation(mutation, |m| m.remove(path))
     })
 }
 
@@ -278,10 +289,11 @@ pub unsafe extern "C" fn keel_mutation_rename(
     to: *const c_char,
     to_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let from = unsafe { ffi::utf8(from, from_len, "from")? };
-        let to = unsafe { ffi::utf8(to, to_len, "to")? };
-        unsafe { with_mutation(mutation, |m| m.rename(from, to)) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let from = ffi::utf8(from, from_len, "from")?;
+        let to = ffi::utf8(to, to_len, "to")?;
+        with_mutation(mutation, |m| m.rename(from, to))
     })
 }
 
@@ -292,9 +304,10 @@ pub unsafe extern "C" fn keel_mutation_create_dir(
     path: *const c_char,
     path_len: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let path = unsafe { ffi::utf8(path, path_len, "path")? };
-        unsafe { with_mutation(mutation, |m| m.create_dir(path)) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let path = ffi::utf8(path, path_len, "path")?;
+        with_mutation(mutation, |m| m.create_dir(path))
     })
 }
 
@@ -307,9 +320,10 @@ pub unsafe extern "C" fn keel_mutation_declare(
     paths: *const keel_bytes,
     count: usize,
 ) -> keel_status {
-    ffi::call(|| {
-        let paths = unsafe { ffi::utf8_list(paths, count, "paths")? };
-        unsafe { with_mutation(mutation, |m| m.declare(&paths)) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let paths = ffi::utf8_list(paths, count, "paths")?;
+        with_mutation(mutation, |m| m.declare(&paths))
     })
 }
 
@@ -318,6 +332,7 @@ pub unsafe extern "C" fn keel_mutation_declare(
 /// way it has ended; free the handle with keel_mutation_free.
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_commit(mutation: *const keel_mutation) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe { finish(mutation, Mutation::commit) })
 }
 
@@ -326,6 +341,7 @@ pub unsafe extern "C" fn keel_mutation_commit(mutation: *const keel_mutation) ->
 /// recovery succeeds.
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_rollback(mutation: *const keel_mutation) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe { finish(mutation, Mutation::rollback) })
 }
 
@@ -333,5 +349,6 @@ pub unsafe extern "C" fn keel_mutation_rollback(mutation: *const keel_mutation) 
 /// NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_free(mutation: *mut keel_mutation) {
-    unsafe { ffi::free_handle(mutation) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(mutation) })
 }

@@ -76,9 +76,10 @@ pub unsafe extern "C" fn keel_locks_new(
     name_len: usize,
     out: *mut *mut keel_locks,
 ) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_handle(out, "out")? };
-        let name = unsafe { ffi::optional_utf8(name, name_len, "name")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let name = ffi::optional_utf8(name, name_len, "name")?;
         let inner = match name {
             Some(name) => KeyedLocks::named(name),
             None => KeyedLocks::new(),
@@ -92,7 +93,8 @@ pub unsafe extern "C" fn keel_locks_new(
 /// NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_locks_free(locks: *mut keel_locks) {
-    unsafe { ffi::free_handle(locks) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(locks) })
 }
 
 /// Takes the key `key[0..key_len]` in `mode` (a keel_lock_mode), waiting at most `timeout_ms`
@@ -111,10 +113,11 @@ pub unsafe extern "C" fn keel_locks_lock(
     timeout_ms: i64,
     out: *mut *mut keel_lock_guard,
 ) -> keel_status {
-    ffi::call(|| {
-        let locks = unsafe { ffi::handle(locks, "locks")? };
-        let key = unsafe { ffi::bytes(key, key_len, "key")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let locks = ffi::handle(locks, "locks")?;
+        let key = ffi::bytes(key, key_len, "key")?;
+        let out = ffi::out_handle(out, "out")?;
         let guard = locks.inner.acquire(key, lock_mode(mode)?, wait_for(timeout_ms)?)?;
         out.put(keel_lock_guard {
             _held: guard.expect("a waiting acquisition returns a guard").into(),
@@ -133,10 +136,11 @@ pub unsafe extern "C" fn keel_locks_try_lock(
     mode: u32,
     out: *mut *mut keel_lock_guard,
 ) -> keel_status {
-    ffi::call(|| {
-        let locks = unsafe { ffi::handle(locks, "locks")? };
-        let key = unsafe { ffi::bytes(key, key_len, "key")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let locks = ffi::handle(locks, "locks")?;
+        let key = ffi::bytes(key, key_len, "key")?;
+        let out = ffi::out_handle(out, "out")?;
         match locks.inner.acquire(key, lock_mode(mode)?, Wait::Never)? {
             Some(guard) => {
                 out.put(keel_lock_guard { _held: guard.into() });
@@ -159,10 +163,11 @@ pub unsafe extern "C" fn keel_locks_lock_many(
     timeout_ms: i64,
     out: *mut *mut keel_lock_guard,
 ) -> keel_status {
-    ffi::call(|| {
-        let locks = unsafe { ffi::handle(locks, "locks")? };
-        let out = unsafe { ffi::out_handle(out, "out")? };
-        let keys = unsafe { ffi::bytes_list(keys, count, "keys")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let locks = ffi::handle(locks, "locks")?;
+        let out = ffi::out_handle(out, "out")?;
+        let keys = ffi::bytes_list(keys, count, "keys")?;
         let guard = locks.inner.lock_many(&keys, lock_mode(mode)?, wait_for(timeout_ms)?)?;
         out.put(keel_lock_guard {
             _held: guard.expect("a waiting acquisition returns a guard"),
@@ -175,15 +180,17 @@ pub unsafe extern "C" fn keel_locks_lock_many(
 /// a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_lock_guard_release(guard: *mut keel_lock_guard) {
-    unsafe { ffi::free_handle(guard) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(guard) })
 }
 
 /// Writes the registry's entries, holders and waiters to `*out`.
 #[no_mangle]
 pub unsafe extern "C" fn keel_locks_stats(locks: *const keel_locks, out: *mut keel_lock_stats) -> keel_status {
-    ffi::call(|| {
-        let locks = unsafe { ffi::handle(locks, "locks")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let locks = ffi::handle(locks, "locks")?;
+        let out = ffi::out_value(out, "out")?;
         let stats = locks.inner.stats();
         *out = keel_lock_stats {
             entries: stats.entries,

@@ -155,9 +155,10 @@ pub unsafe extern "C" fn keel_pool_new(
     name_len: usize,
     out: *mut *mut keel_pool,
 ) -> keel_status {
-    ffi::call(|| {
-        let out = unsafe { ffi::out_handle(out, "out")? };
-        let name = unsafe { ffi::optional_utf8(name, name_len, "name")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let name = ffi::optional_utf8(name, name_len, "name")?;
         let mut config = PoolConfig::new(max_concurrency).max_abandoned(max_abandoned);
         if let Some(timeout) = ffi::timeout_ms(timeout_ms, "timeout_ms")? {
             config = config.task_timeout(timeout);
@@ -176,7 +177,8 @@ pub unsafe extern "C" fn keel_pool_new(
 /// once: hung task threads are never joined. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_pool_free(pool: *mut keel_pool) {
-    unsafe { ffi::free_handle(pool) }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(pool) })
 }
 
 /// Stops the pool: running keel_pool_run calls return at once (their running
@@ -184,8 +186,9 @@ pub unsafe extern "C" fn keel_pool_free(pool: *mut keel_pool) {
 /// calls refuse every task with KEEL_CLOSED. Never waits for a thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_pool_shutdown(pool: *const keel_pool) -> keel_status {
-    ffi::call(|| {
-        unsafe { ffi::handle(pool, "pool")? }.inner.shutdown();
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        ffi::handle(pool, "pool")?.inner.shutdown();
         Ok(())
     })
 }
@@ -239,11 +242,13 @@ fn name_of(code: u32) -> String {
 }
 
 unsafe fn c_tasks(tasks: *const keel_task, count: usize) -> keel_core::Result<Vec<(Vec<u8>, CTask)>> {
+    // SAFETY: passed on from the export, whose caller keeps keel.h's contract.
     let tasks = unsafe { ffi::slice(tasks, count, "tasks")? };
     tasks
         .iter()
         .enumerate()
         .map(|(i, task)| {
+            // SAFETY: each keel_task follows the header's (ptr, len) contract.
             let key = unsafe { ffi::bytes(task.key, task.key_len, &format!("tasks[{i}].key"))? };
             let run = task
                 .run
@@ -292,17 +297,6 @@ fn write_outcome(slot: &mut keel_outcome, outcome: Outcome<Vec<u8>>) {
     };
 }
 
-unsafe fn outcome_slots<'a>(outcomes: *mut keel_outcome, count: usize) -> keel_core::Result<&'a mut [keel_outcome]> {
-    if outcomes.is_null() && count > 0 {
-        return Err(Error::invalid_argument(format!("outcomes is NULL with count {count}")));
-    }
-    if count == 0 {
-        return Ok(&mut []);
-    }
-    // SAFETY: the header requires room for `count` outcomes at `outcomes`.
-    Ok(unsafe { std::slice::from_raw_parts_mut(outcomes, count) })
-}
-
 /// Runs `tasks[0..count]` on the pool and writes one outcome per task, in
 /// input order, to `outcomes[0..count]` (room provided by the caller; free
 /// the buffers with keel_outcomes_free).
@@ -322,10 +316,11 @@ pub unsafe extern "C" fn keel_pool_run(
     timeout_ms: i64,
     outcomes: *mut keel_outcome,
 ) -> keel_status {
-    ffi::call(|| {
-        let pool = unsafe { ffi::handle(pool, "pool")? };
-        let slots = unsafe { outcome_slots(outcomes, count)? };
-        let tasks = unsafe { c_tasks(tasks, count)? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let pool = ffi::handle(pool, "pool")?;
+        let slots = ffi::slice_mut(outcomes, count, "outcomes")?;
+        let tasks = c_tasks(tasks, count)?;
         if flags & !(KEEL_POOL_SINGLEFLIGHT | KEEL_POOL_UNKEYED) != 0 {
             return Err(Error::invalid_argument(format!("flags {flags:#x} has unknown bits")));
         }
@@ -374,10 +369,11 @@ pub unsafe extern "C" fn keel_pool_pipeline(
     stop_at_first_commit_failure: bool,
     outcomes: *mut keel_outcome,
 ) -> keel_status {
-    ffi::call(|| {
-        let pool = unsafe { ffi::handle(pool, "pool")? };
-        let slots = unsafe { outcome_slots(outcomes, count)? };
-        let items = unsafe { c_tasks(items, count)? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let pool = ffi::handle(pool, "pool")?;
+        let slots = ffi::slice_mut(outcomes, count, "outcomes")?;
+        let items = c_tasks(items, count)?;
         let commit = commit.ok_or_else(|| Error::invalid_argument("commit is NULL"))?;
         let mut options = PipelineOptions::new().stop_at_first_commit_failure(stop_at_first_commit_failure);
         if window > 0 {
@@ -393,16 +389,13 @@ pub unsafe extern "C" fn keel_pool_pipeline(
                     index,
                     output: Vec::new(),
                 };
-                // SAFETY: the caller promised a callable commit and its userdata.
-                let status = unsafe {
-                    commit(
-                        commit_userdata as *mut c_void,
-                        index,
-                        prepared.as_ptr(),
-                        prepared.len(),
-                        &mut c_ctx,
-                    )
-                };
+                let status = commit(
+                    commit_userdata as *mut c_void,
+                    index,
+                    prepared.as_ptr(),
+                    prepared.len(),
+                    &mut c_ctx,
+                );
                 status_to_result(status, c_ctx.output, || format!("commit of item {index}"))
             },
             options,
@@ -418,17 +411,13 @@ pub unsafe extern "C" fn keel_pool_pipeline(
 /// belongs to the caller) and zeroes them. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_outcomes_free(outcomes: *mut keel_outcome, count: usize) {
-    ffi::call_void(|| {
-        if outcomes.is_null() {
-            return;
-        }
-        // SAFETY: the header requires `count` outcomes written by keel at `outcomes`.
-        let slots = unsafe { std::slice::from_raw_parts_mut(outcomes, count) };
-        for slot in slots {
-            unsafe {
-                crate::buf::keel_buf_free(&mut slot.output);
-                crate::buf::keel_buf_free(&mut slot.message);
-            }
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe {
+        // NULL (with any count) is a no-op, as for every _free.
+        let slots = ffi::slice_mut(outcomes, if outcomes.is_null() { 0 } else { count }, "outcomes");
+        for slot in slots.unwrap_or_default() {
+            slot.output.release();
+            slot.message.release();
         }
     });
 }
@@ -436,9 +425,10 @@ pub unsafe extern "C" fn keel_outcomes_free(outcomes: *mut keel_outcome, count: 
 /// Writes the pool's counters to `*out`.
 #[no_mangle]
 pub unsafe extern "C" fn keel_pool_stats(pool: *const keel_pool, out: *mut keel_pool_counters) -> keel_status {
-    ffi::call(|| {
-        let pool = unsafe { ffi::handle(pool, "pool")? };
-        let out = unsafe { ffi::out_value(out, "out")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let pool = ffi::handle(pool, "pool")?;
+        let out = ffi::out_value(out, "out")?;
         let stats = pool.inner.stats();
         *out = keel_pool_counters {
             in_flight: stats.in_flight,
@@ -454,11 +444,6 @@ pub unsafe extern "C" fn keel_pool_stats(pool: *const keel_pool, out: *mut keel_
     })
 }
 
-unsafe fn task_ctx<'a>(ctx: *const keel_task_ctx) -> Option<&'a keel_task_ctx> {
-    // SAFETY: the header requires the context passed to the running task.
-    unsafe { ctx.as_ref() }
-}
-
 fn with_task_context<R>(ctx: &keel_task_ctx, body: impl FnOnce(&TaskContext) -> R) -> Option<R> {
     // SAFETY: set only while the task runs, which is when C may call us.
     ctx.ctx.map(|task| body(unsafe { &*task }))
@@ -467,42 +452,53 @@ fn with_task_context<R>(ctx: &keel_task_ctx, body: impl FnOnce(&TaskContext) -> 
 /// The task's index in its batch (or the item's, for a commit). 0 for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn keel_task_ctx_index(ctx: *const keel_task_ctx) -> usize {
-    unsafe { task_ctx(ctx) }.map_or(0, |ctx| ctx.index)
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe { ffi::optional(ctx).map_or(0, |ctx| ctx.index) })
 }
 
 /// True for the first task of its key in its batch (OPAL's one forced fetch
 /// per source); the others run after it has finished. False for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn keel_task_ctx_is_first_of_key(ctx: *const keel_task_ctx) -> bool {
-    unsafe { task_ctx(ctx) }
-        .and_then(|ctx| with_task_context(ctx, TaskContext::is_first_of_key))
-        .unwrap_or(false)
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe {
+        ffi::optional(ctx)
+            .and_then(|ctx| with_task_context(ctx, TaskContext::is_first_of_key))
+            .unwrap_or(false)
+    })
 }
 
 /// True once the task should stop: it timed out, or the pool shut down.
 /// Threads are never killed: a task that checks this can stop early.
 #[no_mangle]
 pub unsafe extern "C" fn keel_task_ctx_is_cancelled(ctx: *const keel_task_ctx) -> bool {
-    unsafe { task_ctx(ctx) }
-        .and_then(|ctx| with_task_context(ctx, TaskContext::is_cancelled))
-        .unwrap_or(false)
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe {
+        ffi::optional(ctx)
+            .and_then(|ctx| with_task_context(ctx, TaskContext::is_cancelled))
+            .unwrap_or(false)
+    })
 }
 
 /// Milliseconds left before the task's deadline (0 once past it), or -1
 /// when it has none.
 #[no_mangle]
 pub unsafe extern "C" fn keel_task_ctx_remaining_ms(ctx: *const keel_task_ctx) -> i64 {
-    unsafe { task_ctx(ctx) }
-        .and_then(|ctx| with_task_context(ctx, TaskContext::remaining).flatten())
-        .map_or(-1, |left| i64::try_from(left.as_millis()).unwrap_or(i64::MAX))
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe {
+        ffi::optional(ctx)
+            .and_then(|ctx| with_task_context(ctx, TaskContext::remaining).flatten())
+            .map_or(-1, |left| i64::try_from(left.as_millis()).unwrap_or(i64::MAX))
+    })
 }
 
 /// Sleeps up to `ms` milliseconds, waking early when the task is cancelled.
 /// Returns KEEL_OK, or KEEL_CANCELLED / KEEL_TIMEOUT when the task should stop.
 #[no_mangle]
 pub unsafe extern "C" fn keel_task_ctx_sleep_ms(ctx: *const keel_task_ctx, ms: u64) -> keel_status {
-    ffi::call(|| {
-        let ctx = unsafe { ffi::handle(ctx, "ctx")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ctx = ffi::handle(ctx, "ctx")?;
         match with_task_context(ctx, |task| task.sleep(Duration::from_millis(ms))) {
             Some(result) => result,
             None => {
@@ -516,10 +512,10 @@ pub unsafe extern "C" fn keel_task_ctx_sleep_ms(ctx: *const keel_task_ctx, ms: u
 /// Sets the task's output (copied): its value on KEEL_OK, its message otherwise.
 #[no_mangle]
 pub unsafe extern "C" fn keel_task_ctx_set_output(ctx: *mut keel_task_ctx, data: *const u8, len: usize) -> keel_status {
-    ffi::call(|| {
-        // SAFETY: the header requires the context passed to the running task.
-        let ctx = unsafe { ctx.as_mut() }.ok_or_else(|| Error::invalid_argument("ctx is NULL"))?;
-        let data = unsafe { ffi::bytes(data, len, "data")? };
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ctx = ffi::handle_mut(ctx, "ctx")?;
+        let data = ffi::bytes(data, len, "data")?;
         ctx.output = data.to_vec();
         Ok(())
     })

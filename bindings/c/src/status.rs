@@ -82,11 +82,12 @@ pub(crate) fn set_last_error(err: &Error) {
     let text = format!("{}: {}", err.kind(), err.message());
     // Interior NULs cannot cross as a C string; show them instead of truncating.
     let text = CString::new(text.replace('\0', "\\0")).expect("NULs were replaced");
-    LAST_ERROR.with(|last| *last.borrow_mut() = text);
+    // try_with: during thread exit the slot may be gone; the message then is too.
+    let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = text);
 }
 
 pub(crate) fn clear_last_error() {
-    LAST_ERROR.with(|last| {
+    let _ = LAST_ERROR.try_with(|last| {
         let mut last = last.borrow_mut();
         if !last.as_bytes().is_empty() {
             *last = CString::default();
@@ -101,13 +102,21 @@ pub(crate) fn clear_last_error() {
 /// text to keep it. Never NULL; never free it.
 #[no_mangle]
 pub extern "C" fn keel_last_error() -> *const c_char {
-    LAST_ERROR.with(|last| last.borrow().as_ptr())
+    ffi::call_value(|| {
+        LAST_ERROR
+            .try_with(|last| last.borrow().as_ptr())
+            .unwrap_or(c"".as_ptr())
+    })
 }
 
 /// The name of a status (`"KEEL_TIMEOUT"`), or `"KEEL_UNKNOWN"` for a number
 /// keel does not define. A static string: never free it.
 #[no_mangle]
 pub extern "C" fn keel_status_name(status: i32) -> *const c_char {
+    ffi::call_value(|| status_name(status).as_ptr())
+}
+
+fn status_name(status: i32) -> &'static std::ffi::CStr {
     use keel_status::*;
     let known = u32::try_from(status).ok().and_then(|code| {
         if code == 0 {
@@ -117,27 +126,26 @@ pub extern "C" fn keel_status_name(status: i32) -> *const c_char {
         }
     });
     let Some(status) = known else {
-        return c"KEEL_UNKNOWN".as_ptr();
+        return c"KEEL_UNKNOWN";
     };
-    let name: &'static [u8] = match status {
-        KEEL_OK => b"KEEL_OK\0",
-        KEEL_INVALID_ARGUMENT => b"KEEL_INVALID_ARGUMENT\0",
-        KEEL_NOT_FOUND => b"KEEL_NOT_FOUND\0",
-        KEEL_ALREADY_EXISTS => b"KEEL_ALREADY_EXISTS\0",
-        KEEL_CONFLICT => b"KEEL_CONFLICT\0",
-        KEEL_BUSY => b"KEEL_BUSY\0",
-        KEEL_TIMEOUT => b"KEEL_TIMEOUT\0",
-        KEEL_CANCELLED => b"KEEL_CANCELLED\0",
-        KEEL_PERMISSION_DENIED => b"KEEL_PERMISSION_DENIED\0",
-        KEEL_CORRUPT => b"KEEL_CORRUPT\0",
-        KEEL_STORAGE_FULL => b"KEEL_STORAGE_FULL\0",
-        KEEL_IO => b"KEEL_IO\0",
-        KEEL_WOULD_DEADLOCK => b"KEEL_WOULD_DEADLOCK\0",
-        KEEL_CLOSED => b"KEEL_CLOSED\0",
-        KEEL_PANIC => b"KEEL_PANIC\0",
-        KEEL_UNSUPPORTED => b"KEEL_UNSUPPORTED\0",
-    };
-    name.as_ptr().cast()
+    match status {
+        KEEL_OK => c"KEEL_OK",
+        KEEL_INVALID_ARGUMENT => c"KEEL_INVALID_ARGUMENT",
+        KEEL_NOT_FOUND => c"KEEL_NOT_FOUND",
+        KEEL_ALREADY_EXISTS => c"KEEL_ALREADY_EXISTS",
+        KEEL_CONFLICT => c"KEEL_CONFLICT",
+        KEEL_BUSY => c"KEEL_BUSY",
+        KEEL_TIMEOUT => c"KEEL_TIMEOUT",
+        KEEL_CANCELLED => c"KEEL_CANCELLED",
+        KEEL_PERMISSION_DENIED => c"KEEL_PERMISSION_DENIED",
+        KEEL_CORRUPT => c"KEEL_CORRUPT",
+        KEEL_STORAGE_FULL => c"KEEL_STORAGE_FULL",
+        KEEL_IO => c"KEEL_IO",
+        KEEL_WOULD_DEADLOCK => c"KEEL_WOULD_DEADLOCK",
+        KEEL_CLOSED => c"KEEL_CLOSED",
+        KEEL_PANIC => c"KEEL_PANIC",
+        KEEL_UNSUPPORTED => c"KEEL_UNSUPPORTED",
+    }
 }
 
 /// For tests of the panic boundary only: panics inside keel and returns the

@@ -2,6 +2,8 @@
 
 use std::ffi::c_char;
 
+use crate::ffi;
+
 /// The major version of the header; a test checks these against Cargo.toml.
 pub const KEEL_VERSION_MAJOR: u32 = 0;
 /// The minor version of the header.
@@ -13,5 +15,5 @@ pub const KEEL_VERSION_PATCH: u32 = 0;
 /// KEEL_VERSION_* macros the program was compiled against. Static: never free it.
 #[no_mangle]
 pub extern "C" fn keel_version() -> *const c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    ffi::call_value(|| concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast())
 }

@@ -51,7 +51,10 @@ impl Mutation {
         let moved = self.guarded(|m| {
             let mut moves = Vec::new();
             m.plan_publish(&staging, into.as_ref(), &mut moves)?;
-            // The staged data must be durable before it enters the tree.
+            for (src, dst) in &moves {
+                m.keep_mode(src, dst)?;
+            }
+            // The staged data (and mode) must be durable before it enters the tree.
             for (src, _) in &moves {
                 m.inner
                     .fs
@@ -107,6 +110,21 @@ impl Mutation {
             } else {
                 moves.push((src, dst));
             }
+        }
+        Ok(())
+    }
+
+    /// A staged file that replaces an existing file takes that file's mode,
+    /// as [`write`](Mutation::write) keeps it.
+    fn keep_mode(&self, src: &Path, dst: &RelPath) -> Result<()> {
+        let (Some(staged), Some(live)) = (self.lstat(src)?, self.lstat(&self.abs(dst))?) else {
+            return Ok(());
+        };
+        if staged.is_file() && live.is_file() && meta_mode(&staged) != meta_mode(&live) {
+            self.inner
+                .fs
+                .chmod(STEP, src, meta_mode(&live))
+                .map_err(|e| io_err("set mode of", src, e))?;
         }
         Ok(())
     }

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::clock::{millis, Clock, SystemClock};
-use super::events;
-use super::lmdb_store::LmdbStore;
-use super::names::{check_key, check_name};
-use super::records::{OpClaim, OpRecord, OpState, Token};
-use super::store::{ClaimRequest, OperationStore};
 use crate::lmdb::Env;
+use crate::ops::clock::{millis, Clock, SystemClock};
+use crate::ops::events;
+use crate::ops::names::{check_key, check_name};
+use crate::ops::records::{OpClaim, OpRecord, OpState, Token};
+use crate::ops::store::lmdb::LmdbStore;
+use crate::ops::store::{ClaimRequest, OperationStore};
 use crate::{Error, Result};
 
 /// The most records one `next` or `claim` call returns.

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::clock::Clock;
-use super::records::JobState;
-use super::store::JobStore;
+use crate::ops::clock::Clock;
+use crate::ops::records::JobState;
+use crate::ops::store::JobStore;
 
 /// Reads a queue's counters for `stats::gather`; lives as long as the
 /// queue's clones. Cost per snapshot: the per-kind counts table and a few

@@ -7,9 +7,11 @@
 //! LOCKED`, which is why no LMDB type appears here. The rules of each move
 //! live in [`transitions`](super::transitions), shared by every store.
 
-use super::clock::Millis;
-use super::records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token};
-use super::transitions::JobPolicy;
+pub mod lmdb;
+
+use crate::ops::clock::Millis;
+use crate::ops::records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token};
+use crate::ops::transitions::JobPolicy;
 use crate::Result;
 
 /// A claim request: who asks, until when the claim holds, and the time now.

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::slots::{kind_pool, spawn_named, spawn_slot, Shared};
 use super::{Worker, TARGET};
-use crate::ops::handler::{Handler, HandlerResult, JobContext};
+use crate::ops::jobs::handler::{Handler, HandlerResult, JobContext};
+use crate::ops::jobs::queue::Queue;
 use crate::ops::names::{check_key, check_name};
-use crate::ops::queue::Queue;
 use crate::{Error, Result};
 
 /// The most handlers one kind may run at once.

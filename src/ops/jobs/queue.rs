@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::clock::{millis, Clock, Millis, SystemClock};
-use super::events;
-use super::lmdb_store::LmdbStore;
-use super::names::{check_json, check_key, check_name};
-use super::operations::check_lease;
-use super::queue_stats::QueueStats;
-use super::records::{JobId, JobRecord, JobState, Token};
-use super::store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, ResetReport};
-use super::transitions::JobPolicy;
 use crate::lmdb::Env;
+use crate::ops::clock::{millis, Clock, Millis, SystemClock};
+use crate::ops::events;
+use crate::ops::jobs::queue_stats::QueueStats;
+use crate::ops::names::{check_json, check_key, check_name};
+use crate::ops::operations::check_lease;
+use crate::ops::records::{JobId, JobRecord, JobState, Token};
+use crate::ops::store::lmdb::LmdbStore;
+use crate::ops::store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, ResetReport};
+use crate::ops::transitions::JobPolicy;
 use crate::{Error, Result};
 
 /// The lowest (most urgent) priority number.

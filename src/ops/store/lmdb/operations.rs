@@ -2,10 +2,10 @@
 
 use ::lmdb::{Cursor, RwTransaction, Transaction};
 
+use super::keys;
 use super::{del, get, next_counter, put, scan_keys, LmdbStore, NEXT_TOKEN};
 use crate::lmdb::{map_err, Database};
 use crate::ops::clock::Millis;
-use crate::ops::lmdb_keys as keys;
 use crate::ops::records::{OpClaim, OpRecord, OpState, Token};
 use crate::ops::store::{ClaimRequest, OperationStore};
 use crate::ops::transitions as t;

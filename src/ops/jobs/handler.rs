@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::records::JobRecord;
+use crate::ops::records::JobRecord;
 
 /// A job handler: given the running attempt, returns the JSON result (or
 /// an empty string) or the reason it failed. Called on the worker's handler

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use ::lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
 
-use super::lmdb_keys as keys;
+mod keys;
 use crate::lmdb::format::{self, FileFormat};
 use crate::lmdb::{map_err, Env, EnvOptions};
 use crate::{Error, Result};
@@ -35,7 +35,7 @@ pub const FILE_FORMAT: FileFormat = FileFormat {
     part: "operations and jobs",
     meta_db: "keel.ops.meta",
     magic: b"keel-ops",
-    current: super::records::FORMAT_VERSION as u32,
+    current: crate::ops::records::FORMAT_VERSION as u32,
     steps: &[],
 };
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::clock::{millis, Millis};
+use crate::ops::clock::{millis, Millis};
 
 /// How long a failed job waits before its next attempt.
 ///

@@ -5,9 +5,9 @@
 //! ends a variable-length field; times and ids are big-endian so byte order
 //! is numeric order and a cursor walks each index oldest first.
 
-use super::clock::Millis;
-use super::codec::{Decoder, Encoder};
-use super::records::{JobId, JobState};
+use crate::ops::clock::Millis;
+use crate::ops::codec::{Decoder, Encoder};
+use crate::ops::records::{JobId, JobState};
 use crate::{Error, Result};
 
 const SEP: u8 = 0;

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use self::slots::Shared;
-use crate::ops::queue::Queue;
+use crate::ops::jobs::queue::Queue;
 
 mod builder;
 mod slots;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::{WorkerOptions, WorkerStats, TARGET};
-use crate::ops::handler::{Handler, HandlerError, HandlerResult, JobContext};
-use crate::ops::queue::Queue;
+use crate::ops::jobs::handler::{Handler, HandlerError, HandlerResult, JobContext};
+use crate::ops::jobs::queue::Queue;
 use crate::ops::records::{JobId, JobRecord, Token};
 use crate::pool::{BatchOptions, Outcome, PoolConfig, SyncPool, TaskContext};
 use crate::{Error, ErrorKind, Result};

@@ -3,13 +3,13 @@
 
 use ::lmdb::{Cursor, Database, RwTransaction, Transaction};
 
+use super::keys::{self, Slot};
 use super::{
     del, get, next_counter, put, scan_keys, LmdbStore, NEXT_JOB_ID, NEXT_TOKEN, RESETS_PER_DEQUEUE, RESETS_PER_PASS,
 };
 use crate::lmdb::map_err;
 use crate::ops::clock::Millis;
 use crate::ops::events;
-use crate::ops::lmdb_keys::{self as keys, Slot};
 use crate::ops::records::{JobId, JobRecord, JobState, Token};
 use crate::ops::store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, ResetReport};
 use crate::ops::transitions::{self as t, JobPolicy};

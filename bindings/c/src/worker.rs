@@ -1,0 +1,344 @@
+//! Job workers on a queue: `keel_worker_builder`, `keel_worker` and the
+//! `keel_job_ctx` handed to C job handlers.
+
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+
+use keel_core::ops::{HandlerError, JobContext, Worker, WorkerBuilder, WorkerOptions};
+use keel_core::{Error, Result};
+
+use crate::buf::keel_bytes;
+use crate::ffi;
+use crate::ffi::ms;
+use crate::queue::keel_queue;
+use crate::status::keel_status;
+
+/// Collects handlers and settings for a worker; consumed by keel_worker_start.
+pub struct keel_worker_builder {
+    inner: Option<WorkerBuilder>,
+}
+
+/// A running worker; keel_worker_stop stops it, keel_worker_free stops it
+/// (releasing running jobs at once) and frees it.
+pub struct keel_worker {
+    inner: Worker,
+}
+
+/// it was passed to; never free it.
+pub struct keel_job_ctx {
+    ctx: *const JobContext,
+    output: Vec<u8>,
+    retryable: bool,
+}
+
+/// A worker's counters.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct keel_worker_counters {
+    pub completed: u64,
+    pub failed: u64,
+    pub panicked: u64,
+    /// Finishes refused because the attempt was no longer current.
+    pub refused: u64,
+    pub released: u64,
+    /// Attempts whose handler ran past the job timeout.
+    pub timed_out: u64,
+}
+
+/// to the kind's concurrency) with `userdata` and the attempt. Return
+/// KEEL_OK to complete the job, with the JSON result (or nothing) given to
+/// keel_job_ctx_set_output; any other status fails the attempt, with the
+/// output as its message, retried after a backoff unless
+/// keel_job_ctx_set_retryable(ctx, false) was called. It may call keel
+/// functions, but not keel_worker_stop or keel_worker_free of its own worker.
+pub type keel_job_handler_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, ctx: *mut keel_job_ctx) -> keel_status>;
+
+/// Starts building a worker on `queue` named `name` (NULL for a default),
+/// with leases of `lease_ms` (0 for 30 s) and idle polls every `poll_ms`
+/// (0 for 1 s). Free with keel_worker_builder_free unless started.
+#[no_mangle]
+pub unsafe extern "C" fn keel_worker_builder_new(
+    queue: *const keel_queue,
+    name: *const c_char,
+    name_len: usize,
+    lease_ms: u64,
+    poll_ms: u64,
+    out: *mut *mut keel_worker_builder,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
+        let out = ffi::out_handle(out, "out")?;
+        let name = ffi::optional_utf8(name, name_len, "name")?;
+        let mut options = WorkerOptions::default();
+        if let Some(name) = name {
+            options.name = name.to_owned();
+        }
+        if lease_ms > 0 {
+            options.lease = ms(lease_ms);
+        }
+        if poll_ms > 0 {
+            options.poll_interval = ms(poll_ms);
+        }
+        out.put(keel_worker_builder {
+            inner: Some(Worker::builder(&queue.inner).options(options)),
+        });
+        Ok(())
+    })
+}
+
+/// Frees a builder that was not started. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn keel_worker_builder_free(builder: *mut keel_worker_builder) {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(builder) })
+}
+
+fn with_builder(builder: &mut keel_worker_builder, change: impl FnOnce(WorkerBuilder) -> WorkerBuilder) -> Result<()> {
+    let current = builder
+        .inner
+        .take()
+        .ok_or_else(|| Error::closed("the worker builder was already started"))?;
+    builder.inner = Some(change(current));
+    Ok(())
+}
+
+/// A C handler and its userdata, carried to the worker's threads.
+#[derive(Clone, Copy)]
+struct CHandler {
+    run: unsafe extern "C" fn(*mut c_void, *mut keel_job_ctx) -> keel_status,
+    /// The C side's pointer, kept as a number: keel never dereferences it.
+    userdata: usize,
+}
+
+impl CHandler {
+    fn call(self, ctx: &JobContext) -> std::result::Result<String, HandlerError> {
+        let mut c_ctx = keel_job_ctx {
+            ctx,
+            output: Vec::new(),
+            retryable: true,
+        };
+        // SAFETY: the caller promised a callable handler and its userdata.
+        let status = unsafe { (self.run)(self.userdata as *mut c_void, &mut c_ctx) };
+        let text = String::from_utf8_lossy(&c_ctx.output).into_owned();
+        if status == keel_status::KEEL_OK {
+            return Ok(text);
+        }
+        let message = if text.is_empty() {
+            format!("the handler returned status {}", status as u32)
+        } else {
+            text
+        };
+        Err(HandlerError {
+            message,
+            retryable: c_ctx.retryable,
+        })
+    }
+}
+
+/// Registers `handler` (with `userdata`) for `kind`, at most `concurrency`
+/// at once.
+#[no_mangle]
+pub unsafe extern "C" fn keel_worker_builder_handler(
+    builder: *mut keel_worker_builder,
+    kind: *const c_char,
+    kind_len: usize,
+    concurrency: usize,
+    handler: keel_job_handler_fn,
+    userdata: *mut c_void,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let kind = ffi::utf8(kind, kind_len, "kind")?;
+        let run = handler.ok_or_else(|| Error::invalid_argument("handler is NULL"))?;
+        let handler = CHandler {
+            run,
+            userdata: userdata as usize,
+        };
+        with_builder(ffi::handle_mut(builder, "builder")?, |b| {
+            b.shared_handler(kind, concurrency, Arc::new(move |ctx: &JobContext| handler.call(ctx)))
+        })
+    })
+}
+
+/// Fails any attempt whose handler runs longer than `timeout_ms` (retried
+/// after a backoff); the handler's thread is abandoned, never killed, and its
+/// late result is refused. 0 removes the limit (the default).
+#[no_mangle]
+pub unsafe extern "C" fn keel_worker_builder_job_timeout(
+    builder: *mut keel_worker_builder,
+    timeout_ms: u64,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        with_builder(ffi::handle_mut(builder, "builder")?, |b| {
+            b.map_options(|options| options.job_timeout = (timeout_ms > 0).then(|| ms(timeout_ms)))
+        })
+    })
+}
+
+/// Runs only `kinds[0..count]` (default: every registered kind).
+#[no_mangle]
+pub unsafe extern "C" fn keel_worker_builder_allow(
+    builder: *mut keel_worker_builder,
+    kinds: *const keel_bytes,
+    count: usize,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let kinds = ffi::utf8_list(kinds, count, "kinds")?;
+        with_builder(ffi::handle_mut(builder, "builder")?, |b| b.allow(kinds))
+    })
+}
+
+/// Never runs `kinds[0..count]`, even when allowed.
+#[no_mangle]
+pub unsafe extern "C" fn keel_worker_builder_block(
+    builder: *mut keel_worker_builder,
+    kinds: *const keel_bytes,
+    count: usize,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let kinds = ffi::utf8_list(kinds, count, "kinds")?;
+        with_builder(ffi::handle_mut(builder, "builder")?, |b| b.block(kinds))
+    })
+}
+
+/// Starts the worker into `*out` and frees the builder (also on failure).
+/// A kind in the allow- or block-list with no handler is
+/// KEEL_INVALID_ARGUMENT.
+#[no_mangle]
+pub unsafe extern "C" fn keel_worker_start(
+    builder: *mut keel_worker_builder,
+    out: *mut *mut keel_worker,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let builder = ffi::take_handle(builder).ok_or_else(|| Error::invalid_argument("builder is NULL"))?;
+        let inner = builder
+            .inner
+            .ok_or_else(|| Error::closed("the worker builder was already started"))?;
+        out.put(keel_worker { inner: inner.start()? });
+        Ok(())
+    })
+}
+
+/// Stops gracefully: no new jobs; running handlers get `deadline_ms`; jobs
+/// still running then are released to the queue. Writes how many were
+/// released to `*out_released` (may be NULL). Call it from a thread that is
+/// not one of this worker's handlers.
+#[no_mangle]
+pub unsafe extern "C" fn keel_worker_stop(
+    worker: *mut keel_worker,
+    deadline_ms: u64,
+    out_released: *mut u64,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let worker = ffi::handle_mut(worker, "worker")?;
+        let report = worker.inner.stop(ms(deadline_ms));
+        ffi::put_optional(out_released, report.released);
+        Ok(())
+    })
+}
+
+/// Writes the worker's counters to `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_worker_stats(worker: *const keel_worker, out: *mut keel_worker_counters) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let worker = ffi::handle(worker, "worker")?;
+        let out = ffi::out_value(out, "out")?;
+        let stats = worker.inner.stats();
+        *out = keel_worker_counters {
+            completed: stats.completed,
+            failed: stats.failed,
+            panicked: stats.panicked,
+            refused: stats.refused,
+            released: stats.released,
+            timed_out: stats.timed_out,
+        };
+        Ok(())
+    })
+}
+
+/// Stops the worker with a zero deadline (running jobs are released at
+/// once) and frees it. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn keel_worker_free(worker: *mut keel_worker) {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(worker) })
+}
+
+/// The attempt behind a handler's context; NULL is `None`.
+unsafe fn job_context<'a>(ctx: *const keel_job_ctx) -> Option<&'a JobContext> {
+    // SAFETY: the header requires the context passed to the running handler,
+    // whose JobContext outlives the call.
+    unsafe { ffi::optional(ctx).and_then(|ctx| ctx.ctx.as_ref()) }
+}
+
+/// The job's id (0 for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn keel_job_ctx_id(ctx: *const keel_job_ctx) -> u64 {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe { job_context(ctx).map_or(0, |ctx| ctx.job().id) })
+}
+
+/// Which attempt this is, 1 for the first (0 for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn keel_job_ctx_attempt(ctx: *const keel_job_ctx) -> u32 {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe { job_context(ctx).map_or(0, |ctx| ctx.job().attempts) })
+}
+
+/// Points `*out_ptr`/`*out_len` at the JSON payload, valid during the call.
+#[no_mangle]
+pub unsafe extern "C" fn keel_job_ctx_payload(
+    ctx: *const keel_job_ctx,
+    out_ptr: *mut *const u8,
+    out_len: *mut usize,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let job = job_context(ctx).ok_or_else(|| Error::invalid_argument("ctx is NULL"))?;
+        let out_ptr = ffi::out_value(out_ptr, "out_ptr")?;
+        let out_len = ffi::out_value(out_len, "out_len")?;
+        *out_ptr = job.payload().as_ptr();
+        *out_len = job.payload().len();
+        Ok(())
+    })
+}
+
+/// True once the handler should wrap up: the worker is stopping or this
+/// attempt's lease was lost (its result will be refused). False for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn keel_job_ctx_should_stop(ctx: *const keel_job_ctx) -> bool {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe { job_context(ctx).is_some_and(JobContext::should_stop) })
+}
+
+/// Sets the output (copied): the JSON result on KEEL_OK, the failure's
+/// message otherwise.
+#[no_mangle]
+pub unsafe extern "C" fn keel_job_ctx_set_output(ctx: *mut keel_job_ctx, data: *const u8, len: usize) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ctx = ffi::handle_mut(ctx, "ctx")?;
+        ctx.output = ffi::bytes(data, len, "data")?.to_vec();
+        Ok(())
+    })
+}
+
+/// Whether a failure (a non-OK return) is retried; true by default.
+#[no_mangle]
+pub unsafe extern "C" fn keel_job_ctx_set_retryable(ctx: *mut keel_job_ctx, retryable: bool) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ctx = ffi::handle_mut(ctx, "ctx")?;
+        ctx.retryable = retryable;
+        Ok(())
+    })
+}

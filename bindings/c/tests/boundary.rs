@@ -1,0 +1,174 @@
+//! Every C export goes through the boundary in `src/ffi.rs`: its body is one
+//! call of `ffi::call`, `ffi::call_value` or `ffi::call_void`, so no export
+//! can let a panic unwind into C or skip the argument checks. The exports
+//! found in the sources must be exactly the functions of `include/keel.h`,
+//! so an export this scan cannot see (one made by a macro, say) fails too.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The boundary functions an export's body may consist of.
+const BOUNDARY: [&str; 3] = ["call", "call_value", "call_void"];
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether `func` is declared for C: `extern "C"` or `#[no_mangle]`.
+fn is_export(func: &syn::ItemFn) -> bool {
+    let extern_c = func
+        .sig
+        .abi
+        .as_ref()
+        .is_some_and(|abi| abi.name.as_ref().is_none_or(|name| name.value() == "C"));
+    let no_mangle = func.attrs.iter().any(|attr| attr.path().is_ident("no_mangle"));
+    extern_c || no_mangle
+}
+
+/// Whether `expr` is `ffi::<boundary>(closure)`.
+fn is_boundary_call(expr: &syn::Expr) -> bool {
+    let syn::Expr::Call(call) = expr else { return false };
+    let syn::Expr::Path(path) = &*call.func else {
+        return false;
+    };
+    let segments: Vec<String> = path.path.segments.iter().map(|s| s.ident.to_string()).collect();
+    let is_boundary = segments.len() == 2 && segments[0] == "ffi" && BOUNDARY.contains(&segments[1].as_str());
+    is_boundary && call.args.len() == 1 && matches!(call.args[0], syn::Expr::Closure(_))
+}
+
+/// Whether the body of `func` is exactly one boundary call.
+fn goes_through_boundary(func: &syn::ItemFn) -> bool {
+    match func.block.stmts.as_slice() {
+        [syn::Stmt::Expr(expr, _)] => is_boundary_call(expr),
+        _ => false,
+    }
+}
+
+/// Every export in `items` (and inline modules), with whether it is wrapped.
+fn exports(items: &[syn::Item], found: &mut Vec<(String, bool)>) {
+    for item in items {
+        match item {
+            syn::Item::Fn(func) if is_export(func) => {
+                found.push((func.sig.ident.to_string(), goes_through_boundary(func)));
+            }
+            syn::Item::Mod(module) => {
+                if let Some((_, items)) = &module.content {
+                    exports(items, found);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn source_exports(dir: &Path) -> Vec<(String, bool)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    let mut found = Vec::new();
+    for file in files {
+        if file.is_dir() {
+            found.extend(source_exports(&file));
+        } else if file.extension().is_some_and(|ext| ext == "rs") {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let parsed = syn::parse_file(&text).unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+            exports(&parsed.items, &mut found);
+        }
+    }
+    found
+}
+
+/// The functions `keel.h` declares: `<type> keel_name(` at the start of a line.
+fn header_functions(header: &str) -> BTreeSet<String> {
+    header
+        .lines()
+        .filter(|line| !line.starts_with(' ') && !line.starts_with("typedef") && !line.starts_with('#'))
+        .filter_map(|line| {
+            let open = line.find('(')?;
+            let name = line[..open].rsplit([' ', '*']).next()?;
+            name.starts_with("keel_").then(|| name.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn every_export_goes_through_the_boundary() {
+    let found = source_exports(&crate_dir().join("src"));
+    assert!(found.len() > 50, "the scan found only {} exports", found.len());
+    let bypassing: Vec<&str> = found
+        .iter()
+        .filter(|(_, wrapped)| !wrapped)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(
+        bypassing.is_empty(),
+        "these exports do not consist of one ffi::call/call_value/call_void: {bypassing:?}"
+    );
+}
+
+#[test]
+fn the_scan_sees_exactly_the_headers_functions() {
+    let header = std::fs::read_to_string(crate_dir().join("../../include/keel.h")).unwrap();
+    let declared = header_functions(&header);
+    let found: BTreeSet<String> = source_exports(&crate_dir().join("src"))
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        declared.len() > 50,
+        "parsed only {} functions from keel.h",
+        declared.len()
+    );
+    let missing_from_scan: Vec<_> = declared.difference(&found).collect();
+    let missing_from_header: Vec<_> = found.difference(&declared).collect();
+    assert!(
+        missing_from_scan.is_empty() && missing_from_header.is_empty(),
+        "keel.h and the sources disagree (run scripts/header?): only in keel.h {missing_from_scan:?}, \
+         only in the sources {missing_from_header:?}"
+    );
+}
+
+#[test]
+fn the_check_refuses_an_export_that_bypasses_the_boundary() {
+    let source = r#"
+        #[no_mangle]
+        pub unsafe extern "C" fn keel_wrapped(out: *mut u64) -> keel_status {
+            ffi::call(|| unsafe { Ok(()) })
+        }
+        #[no_mangle]
+        pub unsafe extern "C" fn keel_bare(out: *mut u64) -> keel_status {
+            unsafe { *out = 1 };
+            keel_status::KEEL_OK
+        }
+        #[no_mangle]
+        pub extern "C" fn keel_after(x: u32) -> u32 {
+            let y = x + 1;
+            ffi::call_value(|| y)
+        }
+        fn not_exported() -> u32 { 1 }
+    "#;
+    let parsed = syn::parse_file(source).unwrap();
+    let mut found = Vec::new();
+    exports(&parsed.items, &mut found);
+    assert_eq!(
+        found,
+        vec![
+            ("keel_wrapped".to_owned(), true),
+            ("keel_bare".to_owned(), false),
+            ("keel_after".to_owned(), false),
+        ]
+    );
+}
+
+#[test]
+fn header_parsing_finds_declarations_not_callback_types() {
+    let header = "typedef keel_status (*keel_task_fn)(void *userdata);\n\
+                  keel_status keel_pool_run(const keel_pool *pool,\n\
+                  \x20                         size_t count);\n\
+                  const char *keel_version(void);\n\
+                  #define KEEL_X(a) a\n";
+    let names: Vec<String> = header_functions(header).into_iter().collect();
+    assert_eq!(names, ["keel_pool_run", "keel_version"]);
+}
