@@ -14,7 +14,7 @@ use crate::{Error, Result};
 /// uses for them.
 const PARTS: [(&str, &FileFormat); 2] = [
     ("drive", &crate::drive::FILE_FORMAT),
-    ("ops", &crate::ops::lmdb_store::FILE_FORMAT),
+    ("ops", &crate::ops::store::lmdb::FILE_FORMAT),
 ];
 
 /// What a file holds.

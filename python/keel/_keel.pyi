@@ -382,3 +382,8 @@ def flush_logs() -> None:
 
 def _debug_panic() -> None:
     """For tests of the panic boundary only: raises keel.Panic."""
+
+def inspect_file(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
+    """What the LMDB file at ``path`` holds (``parts``, ``databases``,
+    ``description``), read only: the file is left exactly as it was."""
+    ...
