@@ -70,6 +70,8 @@ from keel._keel import (
     flush_logs,
     stats,
 )
+from keel import types
+from keel.types import Item, ItemId, JobRecord, JobState, Json, Key, OpRecord, OpState, PathArg, Permissions
 
 __all__ = [
     "AlreadyExists",
@@ -84,17 +86,27 @@ __all__ = [
     "DriveBatch",
     "InvalidArgument",
     "IoError",
+    "Item",
+    "ItemId",
     "ItemIterator",
+    "JobRecord",
+    "JobState",
+    "Json",
     "JobError",
     "Journal",
     "KeelError",
+    "Key",
     "KeyedLocks",
     "LockGuard",
     "Mutation",
     "NotFound",
+    "OpRecord",
+    "OpState",
     "Operations",
     "Panic",
+    "PathArg",
     "PermissionDenied",
+    "Permissions",
     "Queue",
     "ReadGuard",
     "StorageFull",
@@ -107,6 +119,7 @@ __all__ = [
     "__version__",
     "flush_logs",
     "stats",
+    "types",
 ]
 
 
