@@ -430,3 +430,6 @@ def inspect_file(path: PathArg) -> Dict[str, Any]:
     """What the LMDB file at ``path`` holds (``parts``, ``databases``,
     ``description``), read only: the file is left exactly as it was."""
     ...
+
+def _refresh_log_levels() -> None:
+    """Re-reads keel's logger levels (the package calls it when logging changes one)."""

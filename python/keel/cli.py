@@ -214,7 +214,8 @@ def queue_stats(args: argparse.Namespace, out: Output) -> None:
 
 def _job_rows(jobs: Sequence[Dict[str, Any]]) -> str:
     return table(
-        [(j["id"], j["kind"], j["state"], f"{j['attempts']}/{j['max_attempts']}", j["last_error"]) for j in jobs],
+        [(j["id"], j["kind"], j["state"], f"{j['attempts']}/{j['max_attempts']}", (j["last_error"] or "").split("\n")[0])
+         for j in jobs],
         ["id", "kind", "state", "attempts", "last error"])
 
 

@@ -31,6 +31,7 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(exit_hook.clone())?;
     m.py().import("atexit")?.call_method1("register", (exit_hook,))?;
     m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::_refresh_log_levels, m)?)?;
     m.add_function(wrap_pyfunction!(stats::stats, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::inspect_file, m)?)?;
     logging::install(m.py())?;

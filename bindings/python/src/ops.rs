@@ -332,7 +332,7 @@ fn call_handler(py: Python<'_>, callable: &Py<PyAny>, ctx: &JobContext) -> Handl
             .and_then(|value| value.is_truthy())
             .unwrap_or(true);
         HandlerError {
-            message: err.to_string(),
+            message: failure_message(py, &err),
             retryable,
         }
     };
@@ -342,6 +342,26 @@ fn call_handler(py: Python<'_>, callable: &Py<PyAny>, ctx: &JobContext) -> Handl
         return Ok(String::new());
     }
     convert::json_text(&result).map_err(failure)
+}
+
+/// A failed handler's `last_error`: the exception's line, then (unless it
+/// is a deliberate `keel.JobError`) its traceback, so the operator sees
+/// where it failed without the worker's log.
+fn failure_message(py: Python<'_>, err: &PyErr) -> String {
+    let line = err.to_string();
+    if err.value(py).get_type().name().is_ok_and(|name| name == "JobError") {
+        return line;
+    }
+    let formatted = py.import("traceback").and_then(|traceback| {
+        let lines = traceback.call_method1("format_exception", (err.get_type(py), err.value(py), err.traceback(py)))?;
+        "".into_pyobject(py)?
+            .call_method1("join", (lines,))?
+            .extract::<String>()
+    });
+    match formatted {
+        Ok(traceback) => format!("{line}\n{}", traceback.trim_end()),
+        Err(_) => line,
+    }
 }
 
 #[pymethods]
