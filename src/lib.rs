@@ -21,26 +21,34 @@
 //! Every fallible call returns [`Result`], whose [`Error`] carries an
 //! [`ErrorKind`] with a stable number shared by all three surfaces.
 
+#[cfg(feature = "drive")]
 pub mod drive;
 pub mod error;
 pub mod events;
+#[cfg(all(feature = "drive", feature = "ops"))]
 pub mod inspect;
+#[cfg(feature = "journal")]
 pub mod journal;
+#[cfg(feature = "lmdb")]
 pub mod lmdb;
 pub mod locks;
+#[cfg(feature = "ops")]
 pub mod ops;
 pub mod pool;
 pub mod stats;
 
+#[cfg(feature = "drive")]
 pub use drive::{Drive, DriveOptions};
 pub use error::{Error, ErrorKind, Result};
-pub use ops::{Operations, Queue, Worker};
+#[cfg(feature = "journal")]
 pub use journal::{Journal, Mutation};
 pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};
+#[cfg(feature = "ops")]
+pub use ops::{Operations, Queue, Worker};
 pub use pool::{Outcome, PoolConfig, SyncPool, Task, TaskContext};
 
 /// The README's Rust example, compiled as a doc test so it cannot rot.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "ops"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 

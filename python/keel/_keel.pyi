@@ -161,6 +161,16 @@ class SyncPool:
         cancel: Optional[CancellationToken] = None,
     ) -> List[Any]: ...
     def shutdown(self) -> None: ...
+    def close(self) -> None:
+        """The same as ``shutdown()`` (``with keel.SyncPool(...) as pool:`` calls it)."""
+    def __enter__(self) -> "SyncPool": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+        /,
+    ) -> None: ...
     def stats(self) -> PoolStats: ...
 
 DRIVE_ROOT: str
@@ -433,3 +443,7 @@ def inspect_file(path: PathArg) -> Dict[str, Any]:
 
 def _refresh_log_levels() -> None:
     """Re-reads keel's logger levels (the package calls it when logging changes one)."""
+
+class FileNotFound(NotFound, FileNotFoundError):
+    """A missing file or folder: a keel.NotFound that is also a FileNotFoundError
+    (with ``errno`` and ``filename``), as ``open()`` raises."""

@@ -46,6 +46,7 @@ T = TypeVar("T")
 #: The exit code of each error kind (the module docstring lists them).
 EXIT_CODES = {
     "NotFound": 3,
+    "FileNotFound": 3,
     "InvalidArgument": 4,
     "Conflict": 5,
     "AlreadyExists": 5,

@@ -55,7 +55,11 @@ fn cpp17_programs_build_warning_free_and_pass() {
             .expect("a C++ compiler (c++) is installed");
         assert!(status.success(), "compiling {} failed", source.display());
         let output = Command::new(&binary).output().unwrap();
-        println!("{}: {}", source.display(), String::from_utf8_lossy(&output.stdout).trim());
+        println!(
+            "{}: {}",
+            source.display(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        );
         assert!(
             output.status.success(),
             "{} failed: {}",

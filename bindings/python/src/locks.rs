@@ -163,6 +163,13 @@ impl PyLockGuard {
         self.held.lock().is_some()
     }
 
+    fn __repr__(&self) -> String {
+        match &*self.held.lock() {
+            Some(held) => format!("<keel.LockGuard keys={} held>", held.len()),
+            None => "<keel.LockGuard released>".to_owned(),
+        }
+    }
+
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }

@@ -32,14 +32,20 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyclass(name = "Operations", module = "keel", frozen)]
 pub struct PyOperations {
     inner: Operations,
+    path: PathBuf,
 }
 
 #[pymethods]
 impl PyOperations {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = blocking(py, || Operations::open(&path))?;
-        Ok(PyOperations { inner })
+        let inner =
+            blocking(py, || Operations::open(&path)).map_err(|err| crate::errors::with_filename(py, err, &path))?;
+        Ok(PyOperations { inner, path })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<keel.Operations {:?}>", self.path)
     }
 
     /// Makes each of ``ops`` READY for ``item``; returns their records.
@@ -127,14 +133,19 @@ impl PyOperations {
 #[pyclass(name = "Queue", module = "keel", frozen)]
 pub struct PyQueue {
     inner: Queue,
+    path: PathBuf,
 }
 
 #[pymethods]
 impl PyQueue {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = blocking(py, || Queue::open(&path))?;
-        Ok(PyQueue { inner })
+        let inner = blocking(py, || Queue::open(&path)).map_err(|err| crate::errors::with_filename(py, err, &path))?;
+        Ok(PyQueue { inner, path })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<keel.Queue {:?}>", self.path)
     }
 
     /// Enqueues a job of ``kind`` with a JSON-serialisable ``payload``.
@@ -453,6 +464,14 @@ impl PyWorker {
         dict.set_item("released", stats.released)?;
         dict.set_item("timed_out", stats.timed_out)?;
         Ok(dict)
+    }
+
+    fn __repr__(&self) -> String {
+        let running = self.inner.try_lock().map(|worker| worker.running());
+        match running {
+            Some(running) => format!("<keel.Worker kinds={:?} running={running}>", self.kinds),
+            None => format!("<keel.Worker kinds={:?} stopping>", self.kinds),
+        }
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

@@ -74,6 +74,16 @@ impl PyTaskContext {
         })
     }
 
+    fn __repr__(&self) -> String {
+        let python = |flag: bool| if flag { "True" } else { "False" };
+        format!(
+            "<keel.TaskContext index={} first_of_key={} cancelled={}>",
+            self.index,
+            python(self.first_of_key),
+            python(self.token.is_cancelled())
+        )
+    }
+
     /// Waits up to `seconds` (GIL released), waking early if cancelled;
     /// returns True if the callable should stop.
     fn wait_cancelled(&self, py: Python<'_>, seconds: f64) -> PyResult<bool> {
@@ -96,6 +106,11 @@ impl PyCancellationToken {
         PyCancellationToken {
             inner: CancellationToken::new(),
         }
+    }
+
+    fn __repr__(&self) -> String {
+        let cancelled = if self.inner.is_cancelled() { "True" } else { "False" };
+        format!("<keel.CancellationToken cancelled={cancelled}>")
     }
 
     /// Cancels: tasks not started are cancelled, running ones are reported
@@ -388,6 +403,38 @@ impl PySyncPool {
     /// and later calls are refused with keel.Closed. Never waits for a thread.
     fn shutdown(&self) {
         self.inner.shutdown();
+    }
+
+    /// The same as `shutdown()`, for `with keel.SyncPool(...) as pool:`
+    /// and `contextlib.closing`.
+    fn close(&self) {
+        self.inner.shutdown();
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Shuts the pool down when the block ends.
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) {
+        self.inner.shutdown();
+    }
+
+    fn __repr__(&self) -> String {
+        let stats = self.inner.stats();
+        let name = self
+            .inner
+            .config()
+            .pool_name()
+            .map(|name| format!("{name:?}, "))
+            .unwrap_or_default();
+        format!(
+            "<keel.SyncPool {name}max_concurrency={} in_flight={}{}>",
+            self.inner.config().concurrency(),
+            stats.in_flight,
+            if self.inner.is_shut_down() { " shut down" } else { "" }
+        )
     }
 
     /// The pool's counters: in_flight, peak_concurrency, completed, failed,
