@@ -35,6 +35,8 @@ pub mod locks;
 #[cfg(feature = "ops")]
 pub mod ops;
 pub mod pool;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod stats;
 
 #[cfg(feature = "drive")]
@@ -42,7 +44,7 @@ pub use drive::{Drive, DriveOptions};
 pub use error::{Error, ErrorKind, Result};
 #[cfg(feature = "journal")]
 pub use journal::{Journal, Mutation};
-pub use locks::{KeyGuard, KeyedLocks, LockMode, LockStats, MultiKeyGuard, Wait};
+pub use locks::{KeyGuard, KeyedLocks, LockMode, LockRequest, LockStats, MultiKeyGuard, Wait};
 #[cfg(feature = "ops")]
 pub use ops::{Operations, Queue, Worker};
 pub use pool::{Outcome, PoolConfig, SyncPool, Task, TaskContext};

@@ -5,6 +5,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+use keel::pool::CancellationToken;
 use keel::{ErrorKind, KeyedLocks, LockMode, LockStats, Wait};
 
 /// Counts the holders of one key and records whether two ever overlapped.
@@ -357,4 +358,195 @@ fn a_waiter_holds_the_entry_so_the_same_lock_is_handed_over() {
     handles.into_iter().for_each(|h| h.join().unwrap());
     assert!(!probe.violated.load(Ordering::SeqCst));
     assert!(locks.is_empty());
+}
+
+/// Waits (yielding) until `count` threads are queued: arrival order is
+/// then known without sleeping.
+fn until_waiters<K: std::hash::Hash + Eq + Send + 'static>(locks: &KeyedLocks<K>, count: usize) {
+    while locks.stats().waiters != count {
+        thread::yield_now();
+    }
+}
+
+/// Pairs acquired in the opposite order from their arrival.
+fn inversions(order: &[usize]) -> usize {
+    let mut count = 0;
+    for (i, &earlier) in order.iter().enumerate() {
+        count += order[i + 1..].iter().filter(|&&later| later < earlier).count();
+    }
+    count
+}
+
+#[test]
+fn a_hundred_queued_waiters_acquire_in_arrival_order() {
+    let locks: KeyedLocks<String> = KeyedLocks::new();
+    let order = parking_lot::Mutex::new(Vec::new());
+    let held = locks.lock("source-1").unwrap();
+    thread::scope(|s| {
+        for arrival in 0..100 {
+            let (locks, order) = (&locks, &order);
+            s.spawn(move || {
+                // Shared and exclusive waiters mixed: the queue orders both.
+                let mode = if arrival % 3 == 0 {
+                    LockMode::Shared
+                } else {
+                    LockMode::Exclusive
+                };
+                let _guard = locks.acquire("source-1", mode, Wait::Forever).unwrap();
+                order.lock().push(arrival);
+            });
+            until_waiters(locks, arrival + 1);
+        }
+        drop(held);
+    });
+    let order = order.into_inner();
+    assert_eq!(order.len(), 100);
+    assert_eq!(inversions(&order), 0, "acquisition order {order:?}");
+    assert!(locks.is_empty());
+}
+
+#[test]
+fn readers_queued_together_are_admitted_together_and_a_later_writer_waits() {
+    let locks: KeyedLocks<String> = KeyedLocks::new();
+    let writer = locks.lock("k").unwrap();
+    let (release_tx, release_rx) = crossbeam_channel::unbounded::<()>();
+    thread::scope(|s| {
+        // Queue: reader, reader, writer, reader.
+        for (arrival, mode) in [
+            LockMode::Shared,
+            LockMode::Shared,
+            LockMode::Exclusive,
+            LockMode::Shared,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (locks, release_rx) = (&locks, release_rx.clone());
+            s.spawn(move || {
+                let _guard = locks.acquire("k", mode, Wait::Forever).unwrap();
+                release_rx.recv().unwrap();
+            });
+            until_waiters(locks, arrival + 1);
+        }
+        drop(writer);
+        // The two readers at the head got the key in one hand-off; the
+        // writer behind them, and the reader behind it, still wait.
+        until_waiters(&locks, 2);
+        assert_eq!(
+            locks.stats(),
+            LockStats {
+                entries: 1,
+                holders: 2,
+                waiters: 2
+            }
+        );
+        for _ in 0..4 {
+            release_tx.send(()).unwrap();
+        }
+    });
+    assert!(locks.is_empty());
+}
+
+#[test]
+fn a_cancelled_wait_withdraws_the_waiter_and_unblocks_new_readers() {
+    let locks: KeyedLocks<String> = KeyedLocks::new();
+    let reader = locks.lock_shared("k").unwrap();
+    let token = CancellationToken::new();
+    thread::scope(|s| {
+        let writer = s.spawn(|| locks.lock_with("k", LockMode::Exclusive, None, Some(&token)));
+        until_waiters(&locks, 1);
+        // FIFO: a new reader queues behind the waiting writer.
+        let blocked = s.spawn(|| locks.acquire("k", LockMode::Shared, Wait::Never).unwrap().is_none());
+        assert!(blocked.join().unwrap());
+        token.cancel();
+        let err = writer.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Cancelled);
+        assert_eq!(locks.stats().waiters, 0);
+        let admitted = s.spawn(|| locks.acquire("k", LockMode::Shared, Wait::Never).unwrap().is_some());
+        assert!(admitted.join().unwrap(), "a new reader shares the key again");
+    });
+    drop(reader);
+    assert!(locks.is_empty());
+}
+
+#[test]
+fn a_wait_cancelled_before_it_starts_is_refused_and_leaves_nothing() {
+    let locks: KeyedLocks<String> = KeyedLocks::new();
+    let token = CancellationToken::new();
+    token.cancel();
+    let held = locks.lock("k").unwrap();
+    thread::scope(|s| {
+        let err = s
+            .spawn(|| locks.lock_with("k", LockMode::Shared, None, Some(&token)))
+            .join()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Cancelled);
+    });
+    assert_eq!(locks.stats().waiters, 0);
+    drop(held);
+    assert!(locks.is_empty());
+}
+
+#[test]
+fn a_request_keeps_its_place_while_waited_in_slices_and_drop_withdraws_it() {
+    let locks: KeyedLocks<String> = KeyedLocks::new();
+    let held = locks.lock("k").unwrap();
+    let (sliced_tx, sliced_rx) = crossbeam_channel::bounded::<()>(1);
+    thread::scope(|s| {
+        let locks = &locks;
+        let first = s.spawn(move || {
+            let mut request = locks.request("k", LockMode::Exclusive).unwrap();
+            // A slice runs out while the key is held: still queued.
+            assert!(request.wait_timeout(Duration::from_millis(1)).unwrap().is_none());
+            sliced_tx.send(()).unwrap();
+            loop {
+                if let Some(guard) = request.wait_timeout(Duration::from_millis(5)).unwrap() {
+                    return guard.mode();
+                }
+            }
+        });
+        sliced_rx.recv().unwrap();
+        let second = s.spawn(|| {
+            let guard = locks.lock("k").unwrap();
+            drop(guard);
+        });
+        until_waiters(locks, 2);
+        drop(held);
+        assert_eq!(first.join().unwrap(), LockMode::Exclusive);
+        second.join().unwrap();
+    });
+    assert!(locks.is_empty());
+
+    // Dropping a queued request withdraws it.
+    let held = locks.lock("k").unwrap();
+    thread::scope(|s| {
+        s.spawn(|| {
+            let request = locks.request("k", LockMode::Shared).unwrap();
+            assert_eq!(locks.stats().waiters, 1);
+            drop(request);
+        })
+        .join()
+        .unwrap();
+    });
+    assert_eq!(locks.stats().waiters, 0);
+    drop(held);
+    assert!(locks.is_empty());
+}
+
+#[test]
+fn the_tables_give_their_memory_back_after_a_million_keys() {
+    let locks: KeyedLocks<u64> = KeyedLocks::new();
+    let at_start = locks.capacity();
+    let guards: Vec<_> = (0..1_000_000u64).map(|key| locks.lock(&key).unwrap()).collect();
+    let at_peak = locks.capacity();
+    assert!(at_peak >= 1_000_000);
+    drop(guards);
+    assert!(locks.is_empty());
+    let at_rest = locks.capacity();
+    // At most a small fixed room per shard, whatever the peak was.
+    assert!(
+        at_rest <= at_start + 64 * 32,
+        "capacity: start {at_start}, peak {at_peak}, at rest {at_rest}"
+    );
 }

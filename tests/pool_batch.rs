@@ -429,3 +429,28 @@ fn tasks_retry_transient_failures_under_the_pool_policy() {
     assert!(matches!(&outcomes[1], Outcome::Error(e) if e.kind() == ErrorKind::InvalidArgument));
     assert_eq!(outcomes[2].value(), Some(&1));
 }
+
+#[test]
+fn a_progress_callback_may_run_another_batch_on_the_same_pool() {
+    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(2));
+    let mut inner_results = Vec::new();
+    let tasks = (0..4).map(|i| Task::new(format!("outer-{i}"), move |_: &TaskContext| Ok(i)));
+    let options = BatchOptions::new().on_progress(|_| {
+        // Runs outside every lock of the pool: the outer workers go on.
+        let inner = pool.run_batch((0..2).map(|i| Task::new(format!("inner-{i}"), move |_: &TaskContext| Ok(10 + i))));
+        inner_results.push(values(inner));
+    });
+    let outer = pool.run_batch_with(tasks, options);
+    assert_eq!(values(outer), [0, 1, 2, 3]);
+    assert_eq!(inner_results, vec![vec![10, 11]; 4]);
+}
+
+#[test]
+fn out_of_range_numbers_from_a_host_are_invalid_not_clamped() {
+    for (concurrency, abandoned) in [(-5, 64), (i64::MAX, 64), (4, -1)] {
+        let err = PoolConfig::checked(concurrency, abandoned).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{concurrency}, {abandoned}");
+    }
+    let config = PoolConfig::checked(0, 0).unwrap();
+    assert_eq!((config.concurrency(), config.abandoned_cap()), (1, None));
+}

@@ -241,3 +241,57 @@ fn a_batch_timeout_overrides_the_pool_default() {
     assert_eq!(outcomes[1].value(), Some(&1));
     hangs.release();
 }
+
+#[test]
+fn a_slot_freed_by_a_timeout_goes_to_the_longest_waiter() {
+    // Two slots, four hung tasks: when the first two time out, one freed
+    // slot must go to the healthy task of the other batch, which was waiting,
+    // not to both workers replacing the hung ones.
+    let pool: Arc<SyncPool<String>> = Arc::new(SyncPool::new(PoolConfig::new(2)));
+    let mut hangs = Hangs::new();
+    let hung_batch = {
+        let pool = Arc::clone(&pool);
+        let tasks: Vec<_> = (0..4).map(|i| task(format!("dead-{i}"), hangs.hang())).collect();
+        // Long enough that the healthy batch is surely queued before it runs out.
+        let timeout = Some(Duration::from_secs(1));
+        std::thread::spawn(move || pool.run_batch_with(tasks, BatchOptions::new().timeout(timeout)))
+    };
+    hangs.wait_started(2);
+    let later_hung_starts = hangs.started.clone();
+    let healthy = {
+        let pool = Arc::clone(&pool);
+        std::thread::spawn(move || {
+            pool.run_batch(vec![Task::new("healthy".to_owned(), move |_: &TaskContext| {
+                Ok(later_hung_starts.len())
+            })])
+        })
+    };
+    while pool.stats().slot_waiters == 0 {
+        std::thread::yield_now();
+    }
+    let outcomes = healthy.join().unwrap();
+    let hung_started_first = *outcomes[0].value().expect("the healthy task ran");
+    assert!(
+        hung_started_first <= 1,
+        "{hung_started_first} replacement workers of the hung batch took a slot before the waiter"
+    );
+    hangs.release();
+    let hung = hung_batch.join().unwrap();
+    assert!(hung.iter().filter(|o| matches!(o, Outcome::TimedOut)).count() >= 2);
+}
+
+#[test]
+fn max_abandoned_zero_means_no_cap() {
+    let pool: SyncPool<&str> = SyncPool::new(PoolConfig::new(1).task_timeout(TIMEOUT).max_abandoned(0));
+    assert_eq!(pool.config().abandoned_cap(), None);
+    let mut hangs = Hangs::new();
+    let outcomes = pool.run_batch(vec![
+        task("dead-1", hangs.hang()),
+        task("dead-2", hangs.hang()),
+        task("a", Work::Return(1)),
+    ]);
+    assert!(matches!(outcomes[0], Outcome::TimedOut));
+    assert!(matches!(outcomes[1], Outcome::TimedOut));
+    assert_eq!(outcomes[2].value(), Some(&1), "nothing is refused without a cap");
+    hangs.release();
+}

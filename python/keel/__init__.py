@@ -54,6 +54,7 @@ from keel._keel import (
     InvalidArgument,
     IoError,
     ItemIterator,
+    JobContext,
     Journal,
     KeelError,
     KeyedLocks,
@@ -75,6 +76,7 @@ from keel._keel import (
     __version__,
     flush_logs,
     stats,
+    verify_file,
 )
 from keel import _keel, types
 from keel.types import Item, ItemId, JobRecord, JobState, Json, Key, OpRecord, OpState, PathArg, Permissions
@@ -99,6 +101,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "Json",
+    "JobContext",
     "JobError",
     "Journal",
     "KeelError",
@@ -127,6 +130,7 @@ __all__ = [
     "flush_logs",
     "stats",
     "types",
+    "verify_file",
 ]
 
 

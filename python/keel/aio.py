@@ -6,9 +6,9 @@ keel) and its result is handed back to the loop. Every function and method is
 a real coroutine: nothing happens until it is awaited (or given to
 ``asyncio.create_task``), and one never awaited gets Python's usual warning.
 
-Cancelling the awaiting task withdraws the request: a lock wait stops within
-0.1 s without taking the key, a pool batch is cancelled by its token, and what
-a call obtained after the task went away (a job, a guard) is given back.
+Cancelling the awaiting task withdraws the request in keel: a lock wait and a
+pool batch are cancelled by their tokens, and what a call obtained after the
+task went away (a job, a guard, a mutation) is given back.
 
     async with keel.aio.lock(locks, "source-1", timeout=2.0):
         ...
@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import os
 import threading
-import time
 from typing import (
     Any,
     Awaitable,
@@ -56,7 +54,6 @@ from keel._keel import (
     Operations,
     Queue,
     SyncPool,
-    Timeout,
     Worker,
 )
 from keel.types import Enqueued, JobRecord, JobState, Json, JournalStatus, Key, OpClaim, OpRecord, OpState
@@ -79,9 +76,6 @@ __all__ = [
     "set_executor",
     "worker",
 ]
-
-#: How often a waiting lock request checks whether its task was cancelled.
-_WITHDRAW_CHECK = 0.1
 
 _executor_lock = threading.Lock()
 _executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
@@ -126,22 +120,6 @@ async def run_blocking(call: Callable[[], T], *, give_back: Optional[Callable[[T
         raise
 
 
-def _lock_until_withdrawn(locks: KeyedLocks, key: Key, timeout: Optional[float], shared: bool,
-                          withdrawn: threading.Event) -> Optional[LockGuard]:
-    """Waits for ``key`` in slices, so a withdrawn request stops waiting (and
-    takes nothing) within :data:`_WITHDRAW_CHECK` seconds."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not withdrawn.is_set():
-        left = _WITHDRAW_CHECK if deadline is None else min(_WITHDRAW_CHECK, deadline - time.monotonic())
-        last = deadline is not None and left < _WITHDRAW_CHECK
-        try:
-            return locks.lock(key, timeout=max(left, 0.0), shared=shared)
-        except Timeout:
-            if last:
-                raise
-    return None
-
-
 def _release(guard: Optional[LockGuard]) -> None:
     if guard is not None:
         guard.release()
@@ -151,17 +129,16 @@ async def acquire(locks: KeyedLocks, key: Key, *, timeout: Optional[float] = Non
                   shared: bool = False) -> LockGuard:
     """Takes ``key`` in ``locks`` without blocking the event loop; raises
     :class:`keel.Timeout` after ``timeout`` seconds. Cancelling the task
-    withdraws the request: the key is not taken (or, if it was just granted,
-    released at once)."""
-    withdrawn = threading.Event()
+    withdraws the request in keel at once (its cancellation token): no
+    thread stays queued for the key, and a key granted meanwhile is given
+    back."""
+    token = CancellationToken()
     try:
-        guard = await run_blocking(functools.partial(_lock_until_withdrawn, locks, key, timeout, shared, withdrawn),
-                                    give_back=_release)
+        return await run_blocking(lambda: locks.lock(key, timeout=timeout, shared=shared, cancel=token),
+                                  give_back=_release)
     except asyncio.CancelledError:
-        withdrawn.set()
+        token.cancel()
         raise
-    assert guard is not None  # only a withdrawn request ends without a guard
-    return guard
 
 
 class _LockRequest:

@@ -1,10 +1,10 @@
 """The ``keel`` command: run the demo, and inspect or repair keel's files.
 
     keel demo [--size N] [--dir DIR]
-    keel drive ls|tree|cat|backup DRIVE ...
+    keel drive ls|tree|cat|backup|verify DRIVE ...
     keel journal status|recover|resolve ROOT ...
-    keel ops show DB ITEM
-    keel queue stats|list|show|retry|cancel DB ...
+    keel ops show|verify DB ...
+    keel queue stats|list|show|retry|cancel|verify DB ...
     keel stats [--drive FILE] [--journal ROOT] [--ops FILE] [--queue FILE]
 
 Inspection never writes: a file is first looked at read-only, and one of
@@ -20,7 +20,7 @@ subcommand); errors are then JSON too, one object on stderr:
 Exit codes:
   0   done
   1   any other keel error
-  2   bad usage (argparse)
+  2   bad usage (argparse), or ``verify`` (or ``drive backup``) found damage
   3   not found (a missing file, item or job)
   4   wrong argument or wrong kind of file
   5   conflict (e.g. retrying a job that is not dead)
@@ -166,9 +166,36 @@ def drive_cat(args: argparse.Namespace, out: Output) -> None:
              lambda value: f"# {value['path']} @ {value['version']}\n{json.dumps(value['data'], indent=2)}")
 
 
-def drive_backup(args: argparse.Namespace, out: Output) -> None:
-    keel.Drive(of_kind(args.drive, "drive")).backup(args.dest)
+def drive_backup(args: argparse.Namespace, out: Output) -> Optional[int]:
+    path = of_kind(args.drive, "drive")
+    if not args.force:
+        report = keel.verify_file(path)
+        if not report["ok"]:
+            print(f"keel: refusing to back up {path}: it fails verification (--force copies it anyway)",
+                  file=sys.stderr)
+            print(_verify_text(report), file=sys.stderr)
+            return 2
+    keel.Drive(path).backup(args.dest)
     out.emit({"backup": args.dest}, lambda value: f"backed up {args.drive} to {value['backup']}")
+    return None
+
+
+def _verify_text(report: Dict[str, Any]) -> str:
+    entries = sum(report["tables"].values())
+    if report["ok"]:
+        return f"{report['file']}: ok ({len(report['tables'])} tables, {entries} entries)"
+    lines = [f"{report['file']}: DAMAGED ({len(report['problems']) + report['more_problems']} problems)"]
+    lines += [f"  {problem}" for problem in report["problems"]]
+    if report["more_problems"]:
+        lines.append(f"  ... and {report['more_problems']} more")
+    return "\n".join(lines)
+
+
+def verify(args: argparse.Namespace, out: Output) -> int:
+    """Walks every table of a keel LMDB file in a child process (never changes it)."""
+    report = keel.verify_file(existing(args.file))
+    out.emit(report, _verify_text)
+    return 0 if report["ok"] else 2
 
 
 # -- journal ------------------------------------------------------------------
@@ -181,15 +208,27 @@ def _journal_text(status: Dict[str, Any]) -> str:
     lines.append(f"quarantined: {len(status['quarantined'])}")
     if status.get("last_recovery_error"):
         lines.append(f"last recovery error: {status['last_recovery_error']}")
+    for problem in status.get("problems", []):
+        lines.append(f"problem (recovery refused until it is removed): {problem}")
+    if any(p["status"] == "active" for p in status["pending"]):
+        lines.append("interrupted mutations are rolled back by `keel journal recover`")
     return "\n".join(lines)
 
 
 def journal_status(args: argparse.Namespace, out: Output) -> None:
-    out.emit(keel.Journal(existing(args.root)).status(), _journal_text)
+    # Inspection never writes: no .keel/ created, no lock, no recovery.
+    out.emit(keel.Journal.inspect(existing(args.root)), _journal_text)
 
 
 def journal_recover(args: argparse.Namespace, out: Output) -> None:
-    out.emit(keel.Journal(existing(args.root)).recover(), lambda report: "recovered: " + json.dumps(report, sort_keys=True))
+    journal = keel.Journal(existing(args.root))
+    # Opening already recovered what it could; report that too.
+    opened = journal.last_recovery() or {}
+    report = journal.recover()
+    for key in ("rolled_back", "discarded", "quarantined"):
+        report[key] = list(opened.get(key, [])) + list(report[key])
+    report["reaped"] += opened.get("reaped", 0)
+    out.emit(report, lambda report: "recovered: " + json.dumps(report, sort_keys=True))
 
 
 def journal_resolve(args: argparse.Namespace, out: Output) -> None:
@@ -310,9 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("drive"), p.add_argument("path")
     p.add_argument("--version", default=None, help="a data version (default: the current one)")
     p.set_defaults(run=drive_cat)
-    p = drive.add_parser("backup", help="write a consistent, compacted copy")
+    p = drive.add_parser("backup", help="write a consistent, compacted copy (of a file that verifies)")
     p.add_argument("drive"), p.add_argument("dest")
+    p.add_argument("--force", action="store_true", help="copy even a file that fails verification")
     p.set_defaults(run=drive_backup)
+    p = drive.add_parser("verify", help="check every table, checksum and index (exit 2 if damaged)")
+    p.add_argument("file")
+    p.set_defaults(run=verify)
 
     journal = commands.add_parser("journal", help="inspect or repair a journaled tree").add_subparsers(
         dest="action", required=True)
@@ -329,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = ops.add_parser("show", help="every operation state of an item")
     p.add_argument("db"), p.add_argument("item")
     p.set_defaults(run=ops_show)
+    p = ops.add_parser("verify", help="walk every table of an operations file (exit 2 if damaged)")
+    p.add_argument("file")
+    p.set_defaults(run=verify)
 
     queue = commands.add_parser("queue", help="inspect or repair a job queue").add_subparsers(
         dest="action", required=True)
@@ -349,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = queue.add_parser("cancel", help="cancel a job that has not finished (it never runs again)")
     p.add_argument("db"), p.add_argument("id", type=int), p.add_argument("--reason", default="cancelled by keel queue cancel")
     p.set_defaults(run=queue_cancel)
+    p = queue.add_parser("verify", help="walk every table of a queue file (exit 2 if damaged)")
+    p.add_argument("file")
+    p.set_defaults(run=verify)
 
     p = commands.add_parser("stats", help="counters of the given files, as keel.stats() reports them")
     p.add_argument("--drive", action="append", default=[])
@@ -391,7 +440,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     as_json = bool(getattr(args, "json", False))
     try:
-        args.run(args, Output(as_json))
+        code = args.run(args, Output(as_json))
         sys.stdout.flush()
     except BrokenPipeError:
         _quiet_broken_pipe()
@@ -400,7 +449,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_INTERRUPTED
     except (keel.KeelError, OSError, ValueError) as err:
         return _error(err, as_json)
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ say which keys it has. Import them from here (or from ``keel``):
 """
 
 import os
-from typing import IO, Any, Callable, Dict, List, Literal, Optional, TypedDict, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, TypedDict, Union
+
+if TYPE_CHECKING:
+    from keel._keel import JobContext
 
 __all__ = [
     "Data",
@@ -221,8 +224,9 @@ class WorkerStats(TypedDict):
     timed_out: int
 
 
-#: A job handler: called with the job, returns its result (JSON).
-Handler = Callable[[JobRecord], Json]
+#: A job handler: called with the job (and, if it takes two arguments, the
+#: running attempt's JobContext), returns its result (JSON).
+Handler = Union[Callable[[JobRecord], Json], Callable[[JobRecord, "JobContext"], Json]]
 
 
 class Enqueued(JobRecord):

@@ -62,8 +62,9 @@ impl<'a, K, T> BatchOptions<'a, K, T> {
     }
 
     /// Calls `progress` for every decided outcome, on the calling thread,
-    /// in the order they were decided. Keep it short: workers reporting an
-    /// outcome wait while it runs.
+    /// in the order they were decided. It runs outside every lock of the
+    /// pool: workers go on meanwhile, and it may call keel, even run another
+    /// batch on the same pool.
     pub fn on_progress(mut self, progress: impl FnMut(Progress<'_, K, T>) + 'a) -> Self {
         self.progress = Some(Box::new(progress));
         self
@@ -293,27 +294,54 @@ where
         timeout,
         options.cancel.as_ref(),
     );
+    // Outcomes already reported to the progress callback, moved out of the
+    // plan so the callback runs with the run unlocked: workers keep
+    // reporting meanwhile, and the callback may call keel (even run another
+    // batch on this pool) without anyone waiting on it.
+    let mut reported: Vec<Option<Outcome<T>>> = Vec::new();
+    let mut batch: Vec<(usize, usize)> = Vec::new();
     loop {
         let mut state = engine.lock();
         let plan = &mut state.plan;
-        if let (Some(progress), Some(unreported)) = (progress.as_mut(), plan.unreported.as_mut()) {
-            for (done, index) in (plan.decided - unreported.len() + 1..).zip(unreported.drain(..)) {
+        if let Some(unreported) = plan.unreported.as_mut() {
+            let first_done = plan.decided - unreported.len() + 1;
+            batch.extend((first_done..).zip(unreported.drain(..)));
+            if reported.is_empty() && !batch.is_empty() {
+                reported = std::iter::repeat_with(|| None).take(total).collect();
+            }
+            for &(_, index) in &batch {
+                reported[index] = plan.outcomes[index].take();
+            }
+        }
+        let finished = plan.is_finished();
+        let outcomes = if finished {
+            std::mem::take(&mut plan.outcomes)
+        } else {
+            Vec::new()
+        };
+        drop(state);
+        if let Some(progress) = progress.as_mut() {
+            for (done, index) in batch.drain(..) {
                 progress(Progress {
                     done,
                     total,
                     index,
                     key: keys.get(index),
-                    outcome: plan.outcomes[index].as_ref().expect("reported outcomes are decided"),
+                    outcome: reported[index].as_ref().expect("reported outcomes are decided"),
                 });
             }
         }
-        if plan.is_finished() {
-            return std::mem::take(&mut plan.outcomes)
+        if finished {
+            return outcomes
                 .into_iter()
-                .map(|outcome| outcome.expect("every task is decided"))
+                .enumerate()
+                .map(|(index, outcome)| {
+                    outcome
+                        .or_else(|| reported.get_mut(index).and_then(Option::take))
+                        .expect("every task is decided")
+                })
                 .collect();
         }
-        drop(state);
         engine.wait();
     }
 }

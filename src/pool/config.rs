@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 pub use super::retry::RetryPolicy;
+use crate::error::{Error, Result};
 
 /// The limits of a pool. Built with chained setters from [`PoolConfig::new`].
 ///
@@ -20,7 +21,8 @@ pub use super::retry::RetryPolicy;
 pub struct PoolConfig {
     pub(crate) max_concurrency: usize,
     pub(crate) task_timeout: Option<Duration>,
-    pub(crate) max_abandoned: usize,
+    /// `None`: no cap.
+    pub(crate) max_abandoned: Option<usize>,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) name: Option<String>,
 }
@@ -35,13 +37,16 @@ impl Default for PoolConfig {
 impl PoolConfig {
     /// The default abandoned-thread cap.
     pub const DEFAULT_MAX_ABANDONED: usize = 64;
+    /// The largest concurrency limit [`checked`](Self::checked) accepts: one
+    /// thread per slot, so more is a mistake, not a wish.
+    pub const MAX_CONCURRENCY: usize = 65_536;
 
     /// At most `max_concurrency` tasks at a time; values below 1 mean 1.
     pub fn new(max_concurrency: usize) -> Self {
         PoolConfig {
             max_concurrency: max_concurrency.max(1),
             task_timeout: None,
-            max_abandoned: Self::DEFAULT_MAX_ABANDONED,
+            max_abandoned: Some(Self::DEFAULT_MAX_ABANDONED),
             retry: None,
             name: None,
         }
@@ -55,9 +60,10 @@ impl PoolConfig {
     }
 
     /// While this many abandoned (timed-out or cancelled, still running)
-    /// threads are alive, new tasks are refused instead of started.
+    /// threads are alive, new tasks are refused instead of started. 0 means
+    /// no cap (refusing everything is never what a zero asks for).
     pub fn max_abandoned(mut self, cap: usize) -> Self {
-        self.max_abandoned = cap;
+        self.max_abandoned = (cap > 0).then_some(cap);
         self
     }
 
@@ -73,11 +79,6 @@ impl PoolConfig {
         self
     }
 
-    /// The pool's name, if it has one.
-    pub fn pool_name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
     /// The concurrency limit, at least 1.
     pub fn concurrency(&self) -> usize {
         self.max_concurrency
@@ -88,8 +89,34 @@ impl PoolConfig {
         self.task_timeout
     }
 
-    /// The abandoned-thread cap.
-    pub fn abandoned_cap(&self) -> usize {
+    /// The abandoned-thread cap; `None` for no cap.
+    pub fn abandoned_cap(&self) -> Option<usize> {
         self.max_abandoned
+    }
+
+    /// True once `abandoned` threads reach the cap.
+    pub(crate) fn at_abandoned_cap(&self, abandoned: usize) -> bool {
+        self.max_abandoned.is_some_and(|cap| abandoned >= cap)
+    }
+
+    /// A configuration from the numbers a C or Python host passes, checked:
+    /// `max_concurrency` in `0..=MAX_CONCURRENCY` (0 means 1, as for
+    /// [`new`](Self::new)) and `max_abandoned >= 0` (0: no cap). Anything
+    /// else is [`InvalidArgument`](crate::ErrorKind::InvalidArgument), never
+    /// silently clamped.
+    pub fn checked(max_concurrency: i64, max_abandoned: i64) -> Result<PoolConfig> {
+        let concurrency = usize::try_from(max_concurrency)
+            .ok()
+            .filter(|&n| n <= Self::MAX_CONCURRENCY)
+            .ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "max_concurrency {max_concurrency} is out of range: 0..={} (0 means 1)",
+                    Self::MAX_CONCURRENCY
+                ))
+            })?;
+        let cap = usize::try_from(max_abandoned).map_err(|_| {
+            Error::invalid_argument(format!("max_abandoned {max_abandoned} is negative (0 means no cap)"))
+        })?;
+        Ok(PoolConfig::new(concurrency).max_abandoned(cap))
     }
 }

@@ -28,9 +28,21 @@ struct TokenInner {
     /// The pool's bookkeeping for the task this token belongs to, kept here
     /// so a task costs one allocation, not two.
     task_state: AtomicU8,
-    /// Made when the first waiter arrives; cancelling drops the sender, which
-    /// wakes every receiver at once (they see the channel disconnect).
-    signal: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+    signal: Mutex<Signal>,
+}
+
+/// How a cancellation reaches those waiting for it.
+#[derive(Default)]
+struct Signal {
+    /// Made when the first channel waiter arrives; cancelling drops the
+    /// sender, which wakes every receiver at once (they see the channel
+    /// disconnect).
+    channel: Option<(Sender<()>, Receiver<()>)>,
+    /// Called once on cancellation, outside the token's lock: waits that
+    /// park elsewhere (a lock waiter on its own condition variable) register
+    /// here to be woken.
+    wakers: Vec<(u64, Arc<dyn Fn() + Send + Sync>)>,
+    next_waker: u64,
 }
 
 impl CancellationToken {
@@ -47,8 +59,34 @@ impl CancellationToken {
     /// Cancels the token and wakes everyone waiting on it.
     pub fn cancel(&self) {
         self.inner.cancelled.store(true, Ordering::SeqCst);
+        let mut signal = self.inner.signal.lock();
         // Dropping the sender disconnects the channel: every waiter wakes.
-        self.inner.signal.lock().take();
+        signal.channel.take();
+        let wakers = std::mem::take(&mut signal.wakers);
+        drop(signal);
+        // Outside the lock: a waker takes locks of its own.
+        for (_, wake) in wakers {
+            wake();
+        }
+    }
+
+    /// Calls `wake` once when the token is cancelled, on the cancelling
+    /// thread. `None` (and `wake` is not kept) if it is cancelled already.
+    /// Undo with [`forget_waker`](Self::forget_waker).
+    pub(crate) fn add_waker(&self, wake: Arc<dyn Fn() + Send + Sync>) -> Option<u64> {
+        let mut signal = self.inner.signal.lock();
+        if self.is_cancelled() {
+            return None;
+        }
+        let id = signal.next_waker;
+        signal.next_waker += 1;
+        signal.wakers.push((id, wake));
+        Some(id)
+    }
+
+    /// Drops the waker `id` registered by [`add_waker`](Self::add_waker).
+    pub(crate) fn forget_waker(&self, id: u64) {
+        self.inner.signal.lock().wakers.retain(|(waker, _)| *waker != id);
     }
 
     /// True once [`cancel`](Self::cancel) has been called.
@@ -78,7 +116,7 @@ impl CancellationToken {
             // Already cancelled: a receiver whose sender is gone is ready now.
             return crossbeam_channel::bounded(0).1;
         }
-        let (_, receiver) = signal.get_or_insert_with(|| crossbeam_channel::bounded(0));
+        let (_, receiver) = signal.channel.get_or_insert_with(|| crossbeam_channel::bounded(0));
         receiver.clone()
     }
 }
@@ -134,12 +172,6 @@ impl TaskContext {
     /// one forced fetch per source). Followers run after it has finished.
     pub fn is_first_of_key(&self) -> bool {
         self.first_of_key
-    }
-
-    /// True for a task whose key had an earlier task in this batch; that
-    /// task has finished (with whatever outcome) before this one started.
-    pub fn is_follower(&self) -> bool {
-        !self.first_of_key
     }
 
     /// When the pool stops waiting for this task, if it has a timeout.

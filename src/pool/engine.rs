@@ -295,7 +295,7 @@ where
     /// ready.
     fn replace_workers(&self, state: &mut RunState<P>) {
         let shared = &self.run.shared;
-        let cap_reached = shared.counters.abandoned_now() >= shared.config.abandoned_cap();
+        let cap_reached = shared.config.at_abandoned_cap(shared.counters.abandoned_now());
         if !cap_reached && !state.stopped && !state.plan.exhausted() {
             let missing = self.limit.saturating_sub(state.live_workers);
             self.add_workers(state, missing);
@@ -408,8 +408,11 @@ fn refusal<K: Hash + Eq, P>(run: &Run<K, P>, index: usize) -> Option<Error> {
         return Some(Error::closed(format!("task {index} refused: the pool is shut down")));
     }
     let abandoned = shared.counters.abandoned_now();
-    let cap = shared.config.abandoned_cap();
-    if abandoned >= cap {
+    if let Some(cap) = shared
+        .config
+        .abandoned_cap()
+        .filter(|_| shared.config.at_abandoned_cap(abandoned))
+    {
         log::warn!(target: LOG_TARGET, "task refused: index={index} abandoned_threads={abandoned} cap={cap}");
         return Some(Error::busy(format!(
             "task {index} refused: the pool has {abandoned} abandoned threads still running, at its cap of {cap}"

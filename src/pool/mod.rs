@@ -16,7 +16,11 @@
 //!   its slot goes to the next task. Its thread cannot be killed: it is
 //!   abandoned, counted, and keeps the key locked until the task returns;
 //!   meanwhile later tasks of that key are refused rather than queued behind
-//!   it. While `max_abandoned` threads are abandoned, new tasks are refused.
+//!   it. While `max_abandoned` threads are abandoned, new tasks are refused
+//!   (`max_abandoned(0)`: no cap).
+//! - Freed slots go to who waited: tasks of every batch queue for a slot in
+//!   arrival order, and a slot freed by a timeout goes to the longest waiter,
+//!   not to the worker replacing the hung one.
 //! - [`SyncPool::shutdown`] (and drop) returns at once: it never joins a
 //!   thread, hung or not.
 //! - Nothing spins: waiting threads block on channels.
@@ -240,6 +244,7 @@ impl<K: Send + Sync + 'static> crate::stats::StatsSource for Shared<K> {
             "name": self.config.name,
             "max_concurrency": self.config.concurrency(),
             "in_flight": stats.in_flight,
+            "slot_waiters": stats.slot_waiters,
             "peak_concurrency": stats.peak_concurrency,
             "completed": stats.completed,
             "failed": stats.failed,

@@ -11,6 +11,9 @@ pub struct PoolStats {
     /// Tasks holding one of the pool's slots now: running, or waiting for
     /// their key (abandoned threads excluded).
     pub in_flight: usize,
+    /// Workers waiting for a slot now (freed slots go to them first come,
+    /// first served).
+    pub slot_waiters: usize,
     /// The most slots in use when a task started: the peak concurrency.
     pub peak_concurrency: usize,
     /// Tasks that returned a value.
@@ -72,6 +75,7 @@ impl Counters {
         let load = |counter: &AtomicUsize| counter.load(Ordering::SeqCst);
         PoolStats {
             in_flight: slots.in_use(),
+            slot_waiters: slots.waiting(),
             peak_concurrency: slots.peak(),
             completed: load(&self.completed),
             failed: load(&self.failed),

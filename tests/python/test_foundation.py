@@ -93,7 +93,7 @@ def test_every_object_has_an_informative_repr(tmp_path):
         "ops": repr(keel.Operations(tmp_path / "ops.lmdb")),
         "worker": repr(keel.Worker(queue, {"mail": lambda job: None}, poll=0.05)),
     }
-    assert reprs["pool"] == '<keel.SyncPool "boot", max_concurrency=3 in_flight=0>'
+    assert reprs["pool"] == "<keel.SyncPool max_concurrency=3 in_flight=0>"
     assert reprs["token"] == "<keel.CancellationToken cancelled=False>"
     assert reprs["guard"] == "<keel.LockGuard keys=1 held>"
     assert "jobs.lmdb" in reprs["queue"] and "ops.lmdb" in reprs["ops"]

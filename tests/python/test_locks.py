@@ -227,3 +227,52 @@ def test_a_key_that_is_not_valid_utf8_is_invalid_argument():
 def test_none_where_a_key_is_required_is_a_type_error():
     with pytest.raises(TypeError):
         keel.KeyedLocks().lock(None)
+
+
+def test_a_cancelled_aio_lock_withdraws_its_waiter_and_unblocks_readers():
+    locks = keel.KeyedLocks()
+
+    async def main():
+        reader = locks.lock("k", shared=True)
+        request = asyncio.ensure_future(keel.aio.lock(locks, "k"))
+        while locks.stats()["waiters"] == 0:
+            await asyncio.sleep(0)
+        # FIFO: a new reader queues behind the waiting writer.
+        assert await keel.aio.run_blocking(lambda: locks.try_lock("k", shared=True)) is None
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        # The holder never released, yet the waiter is gone: nothing queued.
+        while locks.stats()["waiters"] != 0:
+            await asyncio.sleep(0.001)
+        other = await keel.aio.run_blocking(lambda: locks.try_lock("k", shared=True))
+        assert other is not None
+        other.release()
+        reader.release()
+
+    asyncio.run(main())
+    assert len(locks) == 0
+
+
+def test_a_cancelled_token_stops_a_lock_wait_with_cancelled():
+    locks = keel.KeyedLocks()
+    held = locks.lock("k")
+    token = keel.CancellationToken()
+    errors = []
+
+    def wait():
+        try:
+            locks.lock("k", cancel=token)
+        except keel.Cancelled as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    while locks.stats()["waiters"] == 0:
+        pass
+    token.cancel()
+    t.join()
+    assert len(errors) == 1
+    assert locks.stats()["waiters"] == 0
+    held.release()
+    assert len(locks) == 0

@@ -360,3 +360,32 @@ def test_the_limit_is_pool_wide_and_nested_runs_are_refused():
     nested = pool.run(lambda item: pool.run(lambda x: x, [item]), [1])
     assert isinstance(nested[0][0], keel.WouldDeadlock)
     assert keel.SyncPool(1).run(lambda item: keel.SyncPool(1).run(lambda x: x + 1, [item]), [1]) == [[2]]
+
+
+def test_out_of_range_numbers_are_invalid_argument_not_clamped():
+    for bad in ({"max_concurrency": -5}, {"max_concurrency": 10**6}, {"max_abandoned": -1}):
+        with pytest.raises(keel.InvalidArgument):
+            keel.SyncPool(**bad)
+
+
+def test_max_abandoned_zero_means_no_cap():
+    release = threading.Event()
+    pool = keel.SyncPool(1, timeout=0.2, max_abandoned=0)
+    try:
+        results = pool.run(lambda item: release.wait() if item < 2 else item, range(3))
+        assert isinstance(results[0], keel.Timeout) and isinstance(results[1], keel.Timeout)
+        assert results[2] == 2, "nothing is refused without a cap"
+    finally:
+        release.set()
+
+
+def test_a_progress_callback_may_run_another_batch_on_the_same_pool():
+    pool = keel.SyncPool(2)
+    inner = []
+
+    def progress(done, total, index, result):
+        inner.append(pool.run(lambda x: x * 10, [1, 2]))
+
+    results = pool.run(lambda x: x, range(4), key=lambda x: str(x), progress=progress)
+    assert results == [0, 1, 2, 3]
+    assert inner == [[10, 20]] * 4

@@ -59,13 +59,6 @@ fn lock_mode(mode: u32) -> keel_core::Result<LockMode> {
     }
 }
 
-fn wait_for(timeout_ms: i64) -> keel_core::Result<Wait> {
-    Ok(match ffi::timeout_ms(timeout_ms, "timeout_ms")? {
-        Some(limit) => Wait::For(limit),
-        None => Wait::Forever,
-    })
-}
-
 /// Makes an empty registry in `*out`; free it with keel_locks_free.
 ///
 /// `name` (UTF-8, `name_len` bytes; NULL for none) names the registry in
@@ -118,10 +111,9 @@ pub unsafe extern "C" fn keel_locks_lock(
         let locks = ffi::handle(locks, "locks")?;
         let key = ffi::bytes(key, key_len, "key")?;
         let out = ffi::out_handle(out, "out")?;
-        let guard = locks.inner.acquire(key, lock_mode(mode)?, wait_for(timeout_ms)?)?;
-        out.put(keel_lock_guard {
-            _held: guard.expect("a waiting acquisition returns a guard").into(),
-        });
+        let timeout = ffi::timeout_ms(timeout_ms, "timeout_ms")?;
+        let guard = locks.inner.lock_with(key, lock_mode(mode)?, timeout, None)?;
+        out.put(keel_lock_guard { _held: guard.into() });
         Ok(())
     })
 }
@@ -168,10 +160,9 @@ pub unsafe extern "C" fn keel_locks_lock_many(
         let locks = ffi::handle(locks, "locks")?;
         let out = ffi::out_handle(out, "out")?;
         let keys = ffi::bytes_list(keys, count, "keys")?;
-        let guard = locks.inner.lock_many(&keys, lock_mode(mode)?, wait_for(timeout_ms)?)?;
-        out.put(keel_lock_guard {
-            _held: guard.expect("a waiting acquisition returns a guard"),
-        });
+        let timeout = ffi::timeout_ms(timeout_ms, "timeout_ms")?;
+        let guard = locks.inner.lock_many_with(&keys, lock_mode(mode)?, timeout, None)?;
+        out.put(keel_lock_guard { _held: guard });
         Ok(())
     })
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use keel::{Error, Wait};
+use keel::Error;
 use pyo3::prelude::*;
 
 use crate::errors::to_pyerr;
@@ -17,14 +17,6 @@ pub fn duration(seconds: f64, what: &str) -> keel::Result<Duration> {
 /// An optional number of seconds (None: no limit) as a duration.
 pub fn optional_duration(seconds: Option<f64>, what: &str) -> keel::Result<Option<Duration>> {
     seconds.map(|seconds| duration(seconds, what)).transpose()
-}
-
-/// A lock timeout in seconds (None: forever) as a wait.
-pub fn wait(timeout: Option<f64>) -> keel::Result<Wait> {
-    Ok(match optional_duration(timeout, "timeout")? {
-        Some(limit) => Wait::For(limit),
-        None => Wait::Forever,
-    })
 }
 
 /// A Python value as JSON text (InvalidArgument for what JSON cannot hold).

@@ -7,6 +7,7 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::convert;
 use crate::errors::to_pyerr;
+use crate::pool::PyCancellationToken;
 use crate::run::{in_slices, quick};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -34,6 +35,15 @@ pub fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         "a key is str or bytes, not {}",
         key.get_type().name()?
     )))
+}
+
+/// One slice of [`in_slices`] as the timeout `lock_with` takes.
+fn slice_timeout(slice: Wait) -> Option<std::time::Duration> {
+    match slice {
+        Wait::For(limit) => Some(limit),
+        Wait::Never => Some(std::time::Duration::ZERO),
+        Wait::Forever => None,
+    }
 }
 
 fn mode(shared: bool) -> LockMode {
@@ -79,20 +89,28 @@ impl PyKeyedLocks {
     }
 
     /// Takes `key`, waiting at most `timeout` seconds (None: no limit) with
-    /// the GIL released. Raises keel.Timeout, or keel.WouldDeadlock when this
-    /// thread holds the key already.
-    #[pyo3(signature = (key, *, timeout=None, shared=false))]
+    /// the GIL released, and until `cancel` (a CancellationToken) is
+    /// cancelled. Raises keel.Timeout, keel.Cancelled (the waiter is
+    /// withdrawn either way), or keel.WouldDeadlock when this thread holds
+    /// the key already.
+    #[pyo3(signature = (key, *, timeout=None, shared=false, cancel=None))]
     fn lock(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         timeout: Option<f64>,
         shared: bool,
+        cancel: Option<PyRef<'_, PyCancellationToken>>,
     ) -> PyResult<PyLockGuard> {
         let key = key_bytes(key)?;
-        let wait = quick(py, || convert::wait(timeout))?;
+        let wait = quick(py, || convert::optional_duration(timeout, "timeout"))?.map_or(Wait::Forever, Wait::For);
+        let cancel = cancel.map(|token| token.inner.clone());
         // In slices, so Ctrl-C interrupts the wait (taking nothing).
-        let guard = in_slices(py, wait, |wait| self.inner.acquire(key.as_slice(), mode(shared), wait))?;
+        let guard = in_slices(py, wait, |slice| {
+            self.inner
+                .lock_with(key.as_slice(), mode(shared), slice_timeout(slice), cancel.as_ref())
+                .map(Some)
+        })?;
         Ok(PyLockGuard::new(
             guard.expect("a waiting acquisition returns a guard").into(),
         ))
@@ -107,20 +125,27 @@ impl PyKeyedLocks {
     }
 
     /// Takes every key, all or none, in a canonical order (no deadlock
-    /// between callers), waiting at most `timeout` seconds in all.
-    #[pyo3(signature = (keys, *, timeout=None, shared=false))]
+    /// between callers), waiting at most `timeout` seconds in all, and until
+    /// `cancel` is cancelled.
+    #[pyo3(signature = (keys, *, timeout=None, shared=false, cancel=None))]
     fn lock_many(
         &self,
         py: Python<'_>,
         keys: Vec<Bound<'_, PyAny>>,
         timeout: Option<f64>,
         shared: bool,
+        cancel: Option<PyRef<'_, PyCancellationToken>>,
     ) -> PyResult<PyLockGuard> {
         let keys = keys.iter().map(key_bytes).collect::<PyResult<Vec<_>>>()?;
-        let wait = quick(py, || convert::wait(timeout))?;
+        let wait = quick(py, || convert::optional_duration(timeout, "timeout"))?.map_or(Wait::Forever, Wait::For);
+        let cancel = cancel.map(|token| token.inner.clone());
         let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         // In slices, so Ctrl-C interrupts the wait (taking none of the keys).
-        let guard = in_slices(py, wait, |wait| self.inner.lock_many(&keys, mode(shared), wait))?;
+        let guard = in_slices(py, wait, |slice| {
+            self.inner
+                .lock_many_with(&keys, mode(shared), slice_timeout(slice), cancel.as_ref())
+                .map(Some)
+        })?;
         Ok(PyLockGuard::new(guard.expect("a waiting acquisition returns a guard")))
     }
 

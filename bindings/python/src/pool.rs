@@ -92,11 +92,11 @@ impl PyTaskContext {
     }
 }
 
-/// A flag that tells a running batch or pipeline to stop; pass it as
-/// `cancel=` and call `cancel()` from any thread.
+/// A flag that tells a running batch, pipeline or lock wait to stop; pass
+/// it as `cancel=` and call `cancel()` from any thread.
 #[pyclass(name = "CancellationToken", module = "keel", frozen)]
 pub struct PyCancellationToken {
-    inner: CancellationToken,
+    pub(crate) inner: CancellationToken,
 }
 
 #[pymethods]
@@ -227,10 +227,10 @@ impl PySyncPool {
         py: Python<'_>,
         max_concurrency: i64,
         timeout: Option<f64>,
-        max_abandoned: usize,
+        max_abandoned: i64,
         name: Option<String>,
     ) -> PyResult<Self> {
-        let mut config = PoolConfig::new(usize::try_from(max_concurrency).unwrap_or(0)).max_abandoned(max_abandoned);
+        let mut config = quick(py, || PoolConfig::checked(max_concurrency, max_abandoned))?;
         if let Some(timeout) = quick(py, || convert::optional_duration(timeout, "timeout"))? {
             config = config.task_timeout(timeout);
         }
@@ -423,14 +423,9 @@ impl PySyncPool {
 
     fn __repr__(&self) -> String {
         let stats = self.inner.stats();
-        let name = self
-            .inner
-            .config()
-            .pool_name()
-            .map(|name| format!("{name:?}, "))
-            .unwrap_or_default();
+
         format!(
-            "<keel.SyncPool {name}max_concurrency={} in_flight={}{}>",
+            "<keel.SyncPool max_concurrency={} in_flight={}{}>",
             self.inner.config().concurrency(),
             stats.in_flight,
             if self.inner.is_shut_down() { " shut down" } else { "" }
@@ -443,6 +438,7 @@ impl PySyncPool {
         let stats = self.inner.stats();
         let dict = PyDict::new(py);
         dict.set_item("in_flight", stats.in_flight)?;
+        dict.set_item("slot_waiters", stats.slot_waiters)?;
         dict.set_item("peak_concurrency", stats.peak_concurrency)?;
         dict.set_item("completed", stats.completed)?;
         dict.set_item("failed", stats.failed)?;

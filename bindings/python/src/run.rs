@@ -216,45 +216,6 @@ fn next_event<'env, T>(
     }
 }
 
-/// Runs `body` on a helper thread while this thread (GIL released) runs the
-/// signal handlers every [`SIGNAL_CHECK`]. For core waits that can be
-/// neither sliced nor told to stop (a journal's cross-process lock): when a
-/// handler raises, its exception is raised at once and the helper is left
-/// to finish alone; what it returns then is dropped there (a mutation rolls
-/// back, a guard is released), so nothing stays taken.
-pub fn abandonable<T: Send + 'static>(
-    py: Python<'_>,
-    body: impl FnOnce() -> Result<T> + Send + 'static,
-) -> PyResult<T> {
-    if !signals_run_here() {
-        return blocking(py, body);
-    }
-    crate::logging::refresh_if_stale(py);
-    let (done_tx, done) = crossbeam_channel::bounded::<Result<T>>(1);
-    std::thread::Builder::new()
-        .name("keel-wait".into())
-        .spawn(move || {
-            // Sending fails once the caller gave up: the result drops here.
-            let _ = done_tx.send(contained(body));
-        })
-        .map_err(|err| to_pyerr(py, Error::io("start a thread for a blocking call", err)))?;
-    loop {
-        match py.detach(|| done.recv_timeout(SIGNAL_CHECK)) {
-            Ok(result) => return result.map_err(|err| to_pyerr(py, err)),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => py.check_signals()?,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                return Err(to_pyerr(
-                    py,
-                    Error::new(
-                        ErrorKind::Panic,
-                        "the helper thread of a blocking call ended without a result",
-                    ),
-                ))
-            }
-        }
-    }
-}
-
 /// A check that runs Python's signal handlers, for core calls that take one
 /// to run between their waits; keeps the exception a handler raised.
 #[derive(Default)]
