@@ -137,11 +137,11 @@ def test_inspection_of_a_file_of_another_kind_refuses_and_changes_no_byte(capsys
     for argv in (["drive", "ls", jobs_file], ["drive", "tree", jobs_file], ["drive", "cat", jobs_file, "x"]):
         code, out, err = run(capsys, *argv)
         assert code == cli.EXIT_CODES["InvalidArgument"] and out == ""
-        assert "is not a drive: it is an operations and jobs store (format 1)" in err
+        assert "is not a drive: it is an operations and jobs store (format " in err
     assert digest(jobs_file) == before
     drive_before = digest(drive_file)
     code, _, err = run(capsys, "queue", "stats", drive_file)
-    assert code == cli.EXIT_CODES["InvalidArgument"] and "it is a drive (format 1)" in err
+    assert code == cli.EXIT_CODES["InvalidArgument"] and "it is a drive (format " in err
     assert digest(drive_file) == drive_before
 
 
