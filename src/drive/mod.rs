@@ -155,8 +155,9 @@ pub const FILE_FORMAT: FileFormat = FileFormat {
 };
 
 impl Drive {
-    /// Opens the drive file at `path`, creating it (and its folder) if
-    /// missing. A file that is not LMDB, is truncated, or is an LMDB file
+    /// Opens the drive file at `path`, creating it if missing (its folder
+    /// must exist: a missing one is [`NotFound`](crate::ErrorKind::NotFound)).
+    /// A file that is not LMDB, is truncated, or is an LMDB file
     /// holding something other than a drive gives
     /// [`Corrupt`](crate::ErrorKind::Corrupt) and is left untouched. A drive
     /// of a newer format than [`FORMAT_VERSION`] gives
