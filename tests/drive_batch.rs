@@ -9,6 +9,7 @@ use keel::ErrorKind;
 fn open(name: &str) -> Drive {
     let dir = std::env::temp_dir().join(format!("keel-drive-batch-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     Drive::open(&dir.join("drive.lmdb"), &DriveOptions::default()).unwrap()
 }
 
@@ -194,6 +195,7 @@ fn apply_writes_everything_in_one_transaction_or_nothing() {
 fn an_open_batch_that_outgrows_the_map_fails_and_runs_again_after_growth() {
     let dir = std::env::temp_dir().join(format!("keel-drive-batch-grow-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     let options = DriveOptions {
         initial_map_size: 1 << 20,
         ..DriveOptions::default()

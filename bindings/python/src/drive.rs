@@ -284,7 +284,8 @@ impl PyDrive {
             allow_types_without_schema,
             ..DriveOptions::with_durable(durable, initial_map_size)
         };
-        let drive = blocking(py, || Drive::open(&path, &options))?;
+        let drive = blocking(py, || Drive::open(&path, &options))
+            .map_err(|err| crate::errors::with_filename(py, err, &path))?;
         let view = (*drive).clone();
         Ok(PyDrive {
             drive,
@@ -632,18 +633,8 @@ impl PyDrive {
     }
 
     /// The storage map's size and use and the commit counters, as a dict.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.drive.env().stats();
-        let dict = PyDict::new(py);
-        dict.set_item("map_size", stats.map_size)?;
-        dict.set_item("used", stats.used)?;
-        dict.set_item("readers", stats.readers)?;
-        dict.set_item("batches", stats.batches)?;
-        dict.set_item("writes", stats.writes)?;
-        dict.set_item("largest_batch", stats.largest_batch)?;
-        dict.set_item("map_growths", stats.map_growths)?;
-        dict.set_item("queued_writes", stats.queued_writes)?;
-        Ok(dict)
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::stats::to_dict(py, &self.drive.env().stats())
     }
 
     fn __repr__(&self) -> String {
@@ -803,7 +794,7 @@ impl PyDriveBatch {
         exc_type: Option<&Bound<'_, PyAny>>,
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
+    ) -> PyResult<()> {
         let failed = exc_type.is_some_and(|t| !t.is_none());
         let batch = quick(py, || {
             let mut open = self
@@ -821,6 +812,6 @@ impl PyDriveBatch {
         if let Some(batch) = batch {
             blocking(py, move || if failed { batch.abort() } else { batch.commit() })?;
         }
-        Ok(false)
+        Ok(())
     }
 }
