@@ -220,7 +220,10 @@ impl Drive {
     /// [`verify_file`]): a damaged file gives a report listing what is
     /// wrong, never a crash of this process.
     pub fn verify(&self) -> Result<Report> {
-        verify_file(self.path())
+        let report = verify_file(self.path())?;
+        // A verifier killed mid-read leaves its reader slot behind.
+        self.view.core.env.clear_stale_readers()?;
+        Ok(report)
     }
 
     /// The drive's LMDB environment (for stats).

@@ -257,6 +257,15 @@ impl Env {
         stats
     }
 
+    /// Clears reader slots left by processes that died mid-read (as a
+    /// verifier child does when a damaged page kills it), so they do not
+    /// pin old pages until the next open. Returns how many were cleared.
+    pub fn clear_stale_readers(&self) -> Result<usize> {
+        self.inner.check_usable()?;
+        sys::clear_stale_readers(&self.inner.env)
+            .map_err(|e| map_err(format!("clear stale readers of {}", self.inner.path.display()), e))
+    }
+
     /// Whether `self` and `other` are the same open environment.
     pub fn same_as(&self, other: &Env) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
