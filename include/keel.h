@@ -309,7 +309,9 @@ typedef struct keel_locks keel_locks;
 /**
  * One mutation, holding the root's exclusive lock until it is committed,
  * rolled back or freed (freeing an unfinished mutation rolls it back).
- * May be used and freed on any thread, one call at a time.
+ * May be used and freed on any thread; calls from several threads take
+ * turns. Only the process that began it ends it: freed in a forked child,
+ * it leaves the tree and the lock alone.
  */
 typedef struct keel_mutation keel_mutation;
 
@@ -335,6 +337,12 @@ typedef struct keel_pool keel_pool;
  * Every call is durable when it returns. Thread-safe.
  */
 typedef struct keel_queue keel_queue;
+
+/**
+ * The shared lock of a root (keel_journal_read): no mutation runs while it
+ * is held, and the tree is in a committed state. Free it to release it.
+ */
+typedef struct keel_read_guard keel_read_guard;
 
 /**
  * What a running task may ask keel: its index, whether it is the first of
@@ -1040,6 +1048,19 @@ keel_status keel_journal_begin(const keel_journal *journal,
                                keel_mutation **out);
 
 /**
+ * keel_journal_begin waiting `timeout_ms` at most (-1: no limit, 0: do
+ * not wait): KEEL_TIMEOUT (and `*out` untouched) when it elapsed. Waiting
+ * for another process polls its lock every 20 ms at most.
+ */
+keel_status keel_journal_begin_timeout(const keel_journal *journal,
+                                       const char *operation,
+                                       size_t operation_len,
+                                       const char *details,
+                                       size_t details_len,
+                                       int64_t timeout_ms,
+                                       keel_mutation **out);
+
+/**
  * keel_journal_begin without waiting: returns KEEL_BUSY (and leaves `*out`
  * untouched) when another thread or process holds the root.
  */
@@ -1057,6 +1078,27 @@ keel_status keel_journal_try_begin(const keel_journal *journal,
 keel_status keel_journal_recover(const keel_journal *journal, keel_recovery_report *out);
 
 /**
+ * What the last recovery of this handle did (the one keel_journal_open
+ * ran first): fills `*out` and sets `*found` to true, or sets `*found` to
+ * false if none ran yet (another process held the root at open).
+ */
+keel_status keel_journal_last_recovery(const keel_journal *journal,
+                                       keel_recovery_report *out,
+                                       bool *found);
+
+/**
+ * Takes the shared lock of the root (waiting, blocking this thread, for
+ * running mutations to end; recovering a crashed one first) and puts the
+ * guard in `*out`; free it with keel_read_guard_free to release the lock.
+ */
+keel_status keel_journal_read(const keel_journal *journal, keel_read_guard **out);
+
+/**
+ * Releases a read guard. NULL is a no-op.
+ */
+void keel_read_guard_free(keel_read_guard *guard);
+
+/**
  * Fills `*out` with what is on disk. Takes no lock.
  */
 keel_status keel_journal_status(const keel_journal *journal, keel_journal_state *out);
@@ -1069,9 +1111,40 @@ keel_status keel_journal_status(const keel_journal *journal, keel_journal_state 
 keel_status keel_journal_resolve(const keel_journal *journal, uint64_t seq);
 
 /**
- * The mutation's sequence number, in `*out`.
+ * The mutation's sequence number, in `*out` (never waits).
  */
 keel_status keel_mutation_seq(const keel_mutation *mutation, uint64_t *out);
+
+/**
+ * Makes `path` a symlink to `target` (stored, never followed).
+ */
+keel_status keel_mutation_symlink(const keel_mutation *mutation,
+                                  const char *path,
+                                  size_t path_len,
+                                  const char *target,
+                                  size_t target_len);
+
+/**
+ * Like keel_mutation_declare, but folders are copied whole, so the caller
+ * may edit their files in place (costs their bytes).
+ */
+keel_status keel_mutation_declare_copy(const keel_mutation *mutation,
+                                       const keel_bytes *paths,
+                                       size_t count);
+
+/**
+ * A private folder on the root's file system to prepare files in: its
+ * path (UTF-8) in `*out`, freed with keel_buf_free. keel_mutation_publish
+ * moves its contents into the tree; it is removed when the mutation ends.
+ */
+keel_status keel_mutation_staging_dir(const keel_mutation *mutation, keel_buf *out);
+
+/**
+ * Moves everything in the staging folder into the folder `into` (relative
+ * to the root; empty or NULL for the root itself), merging with existing
+ * folders; a file replacing an existing one keeps that file's mode.
+ */
+keel_status keel_mutation_publish(const keel_mutation *mutation, const char *into, size_t into_len);
 
 /**
  * Writes `data[0..data_len]` to the file `path` (relative to the root,

@@ -38,6 +38,8 @@ pub use jobs::worker::{StopReport, Worker, WorkerBuilder, WorkerMonitor, WorkerO
 pub use operations::Operations;
 pub use records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token, FORMAT_VERSION};
 pub use store::lmdb::LmdbStore;
+#[cfg(feature = "postgres")]
+pub use store::postgres::PgStore;
 pub use store::{
     ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, NextOrder, OpResetReport, OperationStore, ResetReport,
 };

@@ -8,6 +8,8 @@
 //! live in [`transitions`](super::transitions), shared by every store.
 
 pub mod lmdb;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use crate::ops::clock::Millis;
 use crate::ops::records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token};
