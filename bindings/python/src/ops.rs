@@ -571,18 +571,11 @@ impl PyWorker {
     }
 
     /// ``{"completed", "failed", "panicked", "refused", "released",
-    /// "timed_out", "lost"}``; never waits, even while ``stop()`` runs.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.monitor.stats();
-        let dict = PyDict::new(py);
-        dict.set_item("completed", stats.completed)?;
-        dict.set_item("failed", stats.failed)?;
-        dict.set_item("panicked", stats.panicked)?;
-        dict.set_item("refused", stats.refused)?;
-        dict.set_item("released", stats.released)?;
-        dict.set_item("timed_out", stats.timed_out)?;
-        dict.set_item("lost", stats.lost)?;
-        Ok(dict)
+    /// "timed_out", "lost", "running"}``; never waits, even while ``stop()`` runs.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        // The running count takes a short internal lock: not with the GIL.
+        let stats = py.detach(|| self.monitor.stats());
+        crate::stats::to_dict(py, &stats)
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

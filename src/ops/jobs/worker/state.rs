@@ -87,6 +87,7 @@ impl Counters {
             released: load(&self.released),
             timed_out: load(&self.timed_out),
             lost: load(&self.lost),
+            running: 0,
         }
     }
 
@@ -135,20 +136,20 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The counters now, with the jobs running at this moment (a short
+    /// internal lock, never the worker's stop).
+    pub(super) fn stats_now(&self) -> WorkerStats {
+        WorkerStats {
+            running: self.inflight.lock().len(),
+            ..self.stats.snapshot()
+        }
+    }
+}
+
 impl crate::stats::StatsSource for Shared {
     fn stats_json(&self) -> serde_json::Value {
-        let stats = self.stats.snapshot();
-        serde_json::json!({
-            "worker": self.options.name,
-            "kinds": self.kinds,
-            "running": self.inflight.lock().len(),
-            "completed": stats.completed,
-            "failed": stats.failed,
-            "panicked": stats.panicked,
-            "refused": stats.refused,
-            "released": stats.released,
-            "timed_out": stats.timed_out,
-            "lost": stats.lost,
-        })
+        let identity = serde_json::json!({ "worker": self.options.name, "kinds": self.kinds });
+        crate::stats::entry(identity, &self.stats_now())
     }
 }
