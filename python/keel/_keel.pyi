@@ -108,6 +108,7 @@ class SyncPool:
         timeout: Optional[float] = None,
         max_abandoned: int = 64,
         name: Optional[str] = None,
+        failure_backoff: Optional[Tuple[float, float]] = None,
     ) -> None: ...
     @property
     def max_concurrency(self) -> int: ...
@@ -122,6 +123,7 @@ class SyncPool:
         progress: Optional[Callable[[int, int, int, Any], None]] = None,
         cancel: Optional[CancellationToken] = None,
         context: bool = False,
+        bypass_backoff: bool = False,
     ) -> List[Any]: ...
     def pipeline(
         self,

@@ -11,9 +11,9 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pool::context::{CancellationToken, TaskContext};
-use crate::pool::engine::{Engine, Plan};
+use crate::pool::engine::{Engine, Plan, Refusal};
 use crate::pool::outcome::{Outcome, Progress, Task};
 use crate::pool::Shared;
 
@@ -29,6 +29,7 @@ pub struct BatchOptions<'a, K, T> {
     timeout: Option<Option<Duration>>,
     cancel: Option<CancellationToken>,
     progress: Option<ProgressFn<'a, K, T>>,
+    bypass_backoff: bool,
 }
 
 impl<K, T> Default for BatchOptions<'_, K, T> {
@@ -37,6 +38,7 @@ impl<K, T> Default for BatchOptions<'_, K, T> {
             timeout: None,
             cancel: None,
             progress: None,
+            bypass_backoff: false,
         }
     }
 }
@@ -58,6 +60,14 @@ impl<'a, K, T> BatchOptions<'a, K, T> {
     /// their threads abandoned.
     pub fn cancel_token(mut self, token: CancellationToken) -> Self {
         self.cancel = Some(token);
+        self
+    }
+
+    /// Runs the tasks of keys paused by the pool's
+    /// [`FailureBackoff`](super::FailureBackoff) anyway (an explicit retry).
+    /// Their outcomes still count: a success clears the key.
+    pub fn bypass_backoff(mut self, bypass: bool) -> Self {
+        self.bypass_backoff = bypass;
         self
     }
 
@@ -164,10 +174,10 @@ where
     type Task = F;
     type Output = T;
 
-    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Error>) -> Option<(usize, bool, F)> {
+    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Refusal>) -> Option<(usize, bool, F)> {
         while let Some(index) = self.ready.pop() {
             if let Some(refusal) = refusal(index) {
-                self.decide(index, Outcome::Refused(refusal));
+                self.decide(index, refusal.into_outcome());
                 continue;
             }
             let run = self.runs[index].take().expect("a ready task has its closure");
@@ -293,6 +303,7 @@ where
         workers,
         timeout,
         options.cancel.as_ref(),
+        options.bypass_backoff,
     );
     // Outcomes already reported to the progress callback, moved out of the
     // plan so the callback runs with the run unlocked: workers keep

@@ -53,6 +53,23 @@ fn transition(token: &CancellationToken, from: u8, to: u8) -> bool {
         .is_ok()
 }
 
+/// Why a task is not started.
+pub(crate) enum Refusal {
+    /// Refused: shut down, at the abandoned-thread cap, key hung, nested run.
+    Refused(Error),
+    /// Its key is paused by the failure backoff.
+    Skipped { retry_in: Duration, failures: u32 },
+}
+
+impl Refusal {
+    pub(crate) fn into_outcome<T>(self) -> Outcome<T> {
+        match self {
+            Refusal::Refused(err) => Outcome::Refused(err),
+            Refusal::Skipped { retry_in, failures } => Outcome::Skipped { retry_in, failures },
+        }
+    }
+}
+
 /// The schedule of one run: which task goes next and what happens when one
 /// is decided. Always called with the run locked.
 pub(crate) trait Plan: Send + 'static {
@@ -62,7 +79,7 @@ pub(crate) trait Plan: Send + 'static {
     /// The next task that may start now, as `(index, first_of_key, task)`.
     /// `refusal(index)` says why a task must not start; the plan decides
     /// such tasks `Refused` itself and looks further.
-    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Error>) -> Option<(usize, bool, Self::Task)>;
+    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Refusal>) -> Option<(usize, bool, Self::Task)>;
 
     /// Records how task `index` ended.
     fn decide(&mut self, index: usize, outcome: Outcome<Self::Output>);
@@ -103,6 +120,8 @@ struct Run<K, P> {
     keys: Arc<Vec<K>>,
     timeout: Option<Duration>,
     retry: Option<RetryPolicy>,
+    /// Paused keys run anyway (an explicit retry).
+    bypass_backoff: bool,
 }
 
 /// Drives one run from the calling thread.
@@ -130,6 +149,7 @@ where
         workers: usize,
         timeout: Option<Duration>,
         cancel: Option<&CancellationToken>,
+        bypass_backoff: bool,
     ) -> Self {
         let (wake, woken) = crossbeam_channel::bounded(1);
         let limit = shared.config.concurrency();
@@ -154,6 +174,7 @@ where
                 shared,
                 keys,
                 timeout,
+                bypass_backoff,
             }),
         };
         let mut state = engine.run.state.lock();
@@ -164,7 +185,7 @@ where
                 "a task of this pool ran a batch or pipeline on its own pool and would wait for it; \
                  use a second pool for nested work",
             );
-            let handed = state.plan.next_task(&mut |_| Some(err.clone()));
+            let handed = state.plan.next_task(&mut |_| Some(Refusal::Refused(err.clone())));
             debug_assert!(handed.is_none(), "a task was handed out despite a refusal");
         } else if engine.run.shared.shutdown.is_cancelled() {
             engine.refuse_ready(&mut state);
@@ -197,7 +218,10 @@ where
     fn refuse_ready(&self, state: &mut RunState<P>) {
         let run = &self.run;
         let mut refuse = |index| {
-            Some(refusal(run, index).unwrap_or_else(|| Error::busy(format!("task {index} refused: no worker left"))))
+            Some(
+                refusal(run, index)
+                    .unwrap_or_else(|| Refusal::Refused(Error::busy(format!("task {index} refused: no worker left")))),
+            )
         };
         let handed = state.plan.next_task(&mut refuse);
         debug_assert!(handed.is_none(), "a task was handed out despite a refusal");
@@ -247,7 +271,7 @@ where
                 Err(err) if state.live_workers == 0 => {
                     // No thread to run anything: every waiting task fails.
                     let err = Error::io("spawn a pool worker thread", err);
-                    let handed = state.plan.next_task(&mut |_| Some(err.clone()));
+                    let handed = state.plan.next_task(&mut |_| Some(Refusal::Refused(err.clone())));
                     debug_assert!(handed.is_none(), "a task was handed out despite a refusal");
                     return;
                 }
@@ -270,6 +294,7 @@ where
             state.deadlines.pop();
             // Skips tasks that finished (or are finishing) in time.
             if self.abandon(&mut state, index) {
+                record_backoff(&self.run, index, &Outcome::<()>::TimedOut);
                 state.plan.decide(index, Outcome::TimedOut);
                 timed_out.push(index);
             }
@@ -402,7 +427,22 @@ fn mark_stopped<K, P>(run: &Run<K, P>, state: &mut RunState<P>) {
 }
 
 /// Why task `index` must not start now, if it must not.
-fn refusal<K: Hash + Eq, P>(run: &Run<K, P>, index: usize) -> Option<Error> {
+fn refusal<K: Hash + Eq + Clone, P>(run: &Run<K, P>, index: usize) -> Option<Refusal> {
+    refused(run, index).map(Refusal::Refused).or_else(|| {
+        let backoff = run.shared.backoff.as_ref().filter(|_| !run.bypass_backoff)?;
+        let (retry_in, failures) = backoff.paused(run.keys.get(index)?)?;
+        Some(Refusal::Skipped { retry_in, failures })
+    })
+}
+
+/// Counts a decided task's outcome against its key's failure backoff.
+fn record_backoff<K: Hash + Eq + Clone, P, T>(run: &Run<K, P>, index: usize, outcome: &Outcome<T>) {
+    if let (Some(backoff), Some(key)) = (&run.shared.backoff, run.keys.get(index)) {
+        backoff.record(key, outcome);
+    }
+}
+
+fn refused<K: Hash + Eq, P>(run: &Run<K, P>, index: usize) -> Option<Error> {
     let shared = &run.shared;
     if shared.shutdown.is_cancelled() {
         return Some(Error::closed(format!("task {index} refused: the pool is shut down")));
@@ -494,6 +534,9 @@ where
         // Free the key before the next task of the key can be handed out.
         drop(guard);
         state.running.remove(&index);
+        // Before the decision releases the key's next task, so a follower
+        // of a failing key is already skipped: duplicates cost one attempt.
+        record_backoff(run, index, &outcome);
         state.plan.decide(index, outcome);
         if state.plan.take_wake() {
             let _ = run.wake.try_send(());

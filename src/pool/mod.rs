@@ -53,6 +53,7 @@
 //! assert_eq!(values, ["fetch a", "fetch b", "local a", "fetch c"]);
 //! ```
 
+mod backoff;
 mod batch;
 mod config;
 mod context;
@@ -69,6 +70,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+pub use backoff::FailureBackoff;
 pub use batch::{BatchOptions, ProgressFn};
 pub use config::PoolConfig;
 pub use context::{CancellationToken, TaskContext};
@@ -89,6 +91,8 @@ pub(crate) struct Shared<K> {
     /// are refused until the thread returns.
     pub(crate) hung_keys: Mutex<HashSet<K>>,
     pub(crate) counters: Counters,
+    /// Failing keys, when the pool has a failure backoff.
+    pub(crate) backoff: Option<backoff::Backoffs<K>>,
     /// Cancelled by [`SyncPool::shutdown`]; every running batch watches it.
     pub(crate) shutdown: CancellationToken,
     /// The concurrency limit, shared by every batch of the pool.
@@ -119,6 +123,7 @@ where
     pub fn with_locks(config: PoolConfig, locks: KeyedLocks<K>) -> Self {
         let shared = Arc::new(Shared {
             slots: slots::Slots::new(config.concurrency()),
+            backoff: config.backoff.map(backoff::Backoffs::new),
             config,
             locks,
             hung_keys: Mutex::new(HashSet::new()),
@@ -219,9 +224,10 @@ where
 
     /// The pool's counters now.
     pub fn stats(&self) -> PoolStats {
+        let paused = self.shared.backoff.as_ref().map_or(0, backoff::Backoffs::paused_keys);
         self.shared
             .counters
-            .snapshot(&self.shared.slots, self.shared.locks.len())
+            .snapshot(&self.shared.slots, self.shared.locks.len(), paused)
     }
 
     /// Stops the pool: running batches return at once (running tasks are
@@ -237,9 +243,10 @@ where
     }
 }
 
-impl<K: Send + Sync + 'static> crate::stats::StatsSource for Shared<K> {
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> crate::stats::StatsSource for Shared<K> {
     fn stats_json(&self) -> serde_json::Value {
-        let stats = self.counters.snapshot(&self.slots, 0);
+        let paused = self.backoff.as_ref().map_or(0, backoff::Backoffs::paused_keys);
+        let stats = self.counters.snapshot(&self.slots, 0, paused);
         serde_json::json!({
             "name": self.config.name,
             "max_concurrency": self.config.concurrency(),
@@ -251,6 +258,8 @@ impl<K: Send + Sync + 'static> crate::stats::StatsSource for Shared<K> {
             "timed_out": stats.timed_out,
             "cancelled": stats.cancelled,
             "refused": stats.refused,
+            "skipped": stats.skipped,
+            "paused_keys": stats.paused_keys,
             "abandoned": stats.abandoned,
             "abandoned_total": stats.abandoned_total,
             "hung_keys": self.hung_keys.lock().len(),

@@ -208,7 +208,7 @@ impl Shared {
                 self.queue.fail(id, token, &message, true)
             }
             Outcome::Error(err) => self.queue.fail(id, token, &err.to_string(), true),
-            Outcome::Refused(_) | Outcome::Cancelled => self.queue.release(id, token),
+            Outcome::Refused(_) | Outcome::Cancelled | Outcome::Skipped { .. } => self.queue.release(id, token),
             Outcome::Value(Ok(result)) => match self.queue.complete(id, token, &result) {
                 Err(err) if err.kind() == ErrorKind::InvalidArgument => {
                     self.queue
