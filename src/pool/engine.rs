@@ -352,6 +352,7 @@ where
                 Ok(RUNNING) => {
                     if let Some(key) = self.run.keys.get(index) {
                         hung.insert(key.clone());
+                        shared.hung_count.store(hung.len(), Ordering::SeqCst);
                     }
                 }
                 Ok(_) => {}
@@ -459,7 +460,7 @@ fn refused<K: Hash + Eq, P>(run: &Run<K, P>, index: usize) -> Option<Error> {
         )));
     }
     let key = run.keys.get(index)?;
-    if shared.hung_keys.lock().contains(key) {
+    if shared.hung_count.load(Ordering::SeqCst) > 0 && shared.hung_keys.lock().contains(key) {
         return Some(Error::busy(format!(
             "task {index} refused: its key is still busy with a timed-out run that has not returned"
         )));
@@ -603,6 +604,7 @@ fn abandoned_thread_returns<K: Hash + Eq>(shared: &Shared<K>, hung_key: Option<&
     let mut hung = shared.hung_keys.lock();
     if let Some(key) = hung_key {
         hung.remove(key);
+        shared.hung_count.store(hung.len(), Ordering::SeqCst);
     }
     shared.counters.abandoned_thread_returned();
     drop(hung);

@@ -66,6 +66,7 @@ mod stats;
 
 use std::collections::HashSet;
 use std::hash::Hash;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -90,6 +91,9 @@ pub(crate) struct Shared<K> {
     /// Keys whose lock is held by an abandoned thread: tasks of these keys
     /// are refused until the thread returns.
     pub(crate) hung_keys: Mutex<HashSet<K>>,
+    /// `hung_keys.len()`, readable without the lock: nearly always 0, so
+    /// starting a task costs no pool-wide lock.
+    pub(crate) hung_count: AtomicUsize,
     pub(crate) counters: Counters,
     /// Failing keys, when the pool has a failure backoff.
     pub(crate) backoff: Option<backoff::Backoffs<K>>,
@@ -127,6 +131,7 @@ where
             config,
             locks,
             hung_keys: Mutex::new(HashSet::new()),
+            hung_count: AtomicUsize::new(0),
             counters: Counters::default(),
             shutdown: CancellationToken::new(),
         });
