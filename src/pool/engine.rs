@@ -232,7 +232,16 @@ where
     /// task is decided `Cancelled` or by its worker). The caller then looks
     /// at the plan.
     pub(crate) fn wait(&self) {
+        self.wait_until(None);
+    }
+
+    /// [`wait`](Self::wait), returning by `wake_by` at the latest.
+    pub(crate) fn wait_until(&self, wake_by: Option<Instant>) {
         let nearest = self.lock().deadlines.peek().map(|Reverse((deadline, _))| *deadline);
+        let nearest = match (nearest, wake_by) {
+            (Some(deadline), Some(wake_by)) => Some(deadline.min(wake_by)),
+            (deadline, wake_by) => deadline.or(wake_by),
+        };
         let timer = nearest.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
         let (stop_rx, cancel_rx) = if self.stop_seen.get() {
             (crossbeam_channel::never(), crossbeam_channel::never())
@@ -370,7 +379,7 @@ where
     /// The batch was cancelled or the pool shut down: running tasks are
     /// abandoned and decided `Cancelled` (unless they finished first), and
     /// tasks not started are decided `Cancelled`.
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stop_seen.set(true);
         let mut state = self.lock();
         mark_stopped(&self.run, &mut state);

@@ -72,7 +72,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 pub use backoff::FailureBackoff;
-pub use batch::{BatchOptions, ProgressFn};
+pub use batch::{BatchOptions, PollFn, ProgressFn};
 pub use config::PoolConfig;
 pub use context::{CancellationToken, TaskContext};
 pub use outcome::{Outcome, Progress, Task};
