@@ -598,6 +598,30 @@ mod tests {
         assert_eq!(locks.len(), 0);
     }
 
+    fn raw_entries<K, S>(locks: &KeyedLocks<K, S>) -> usize {
+        locks
+            .registry
+            .shards
+            .iter()
+            .map(|shard| shard.lock().slots().count())
+            .sum()
+    }
+
+    #[test]
+    fn idle_entries_kept_for_reuse_are_bounded_and_uncounted() {
+        let locks: KeyedLocks<u64> = KeyedLocks::new();
+        // A key locked again and again keeps its one entry.
+        for _ in 0..10 {
+            drop(locks.lock(&7).unwrap());
+        }
+        assert_eq!((locks.len(), raw_entries(&locks)), (0, 1));
+        for key in 0..10_000u64 {
+            drop(locks.lock(&key).unwrap());
+        }
+        assert_eq!(locks.len(), 0);
+        assert!(raw_entries(&locks) <= 4 * SHARD_COUNT, "{}", raw_entries(&locks));
+    }
+
     #[test]
     fn reentry_is_refused_not_hung() {
         let locks: KeyedLocks<String> = KeyedLocks::new();

@@ -121,6 +121,11 @@ impl<K> Shard<K> {
     /// Keeps the idle entry `(hash, id)` for reuse, evicting the oldest
     /// idle entry past the cache's size.
     fn cache_idle(&mut self, hash: u64, id: u64) {
+        // A key locked again and again must not evict itself: one record
+        // per entry is enough (it is that entry's latest).
+        if self.idle.contains(&(hash, id)) {
+            return;
+        }
         self.idle.push_back((hash, id));
         if self.idle.len() > IDLE_CACHE {
             let (old_hash, old_id) = self.idle.pop_front().expect("the cache is over its size");
