@@ -29,6 +29,17 @@
 #define KEEL_WAIT_FOREVER -1
 
 /**
+ * Pass as `order` to keel_ops_next_in: oldest first, the order claims take
+ * (the default of keel_ops_next).
+ */
+#define KEEL_NEXT_OLDEST 0
+
+/**
+ * Pass as `order` to keel_ops_next_in: by item key.
+ */
+#define KEEL_NEXT_ITEM 1
+
+/**
  * Pass as `timeout_ms` to keel_pool_run for the pool's own timeout.
  */
 #define KEEL_POOL_TIMEOUT_DEFAULT -2
@@ -309,7 +320,9 @@ typedef struct keel_locks keel_locks;
 /**
  * One mutation, holding the root's exclusive lock until it is committed,
  * rolled back or freed (freeing an unfinished mutation rolls it back).
- * May be used and freed on any thread, one call at a time.
+ * May be used and freed on any thread; calls from several threads take
+ * turns. Only the process that began it ends it: freed in a forked child,
+ * it leaves the tree and the lock alone.
  */
 typedef struct keel_mutation keel_mutation;
 
@@ -335,6 +348,12 @@ typedef struct keel_pool keel_pool;
  * Every call is durable when it returns. Thread-safe.
  */
 typedef struct keel_queue keel_queue;
+
+/**
+ * The shared lock of a root (keel_journal_read): no mutation runs while it
+ * is held, and the tree is in a committed state. Free it to release it.
+ */
+typedef struct keel_read_guard keel_read_guard;
 
 /**
  * What a running task may ask keel: its index, whether it is the first of
@@ -378,17 +397,18 @@ typedef struct {
  * Converts one stored data version for a new schema. `input` (UTF-8 JSON,
  * `input_len` bytes, valid during the call) is `{"item": {...}, "version":
  * "1.2.3", "data": ..., "from_schema": n|null, "to_schema": n}`. Return
- * KEEL_OK after keel_drive_migration_set(`output`, new data JSON), or any
- * other status to abort the whole migration (nothing changes).
+ * KEEL_OK (0) after keel_drive_migration_set(`output`, new data JSON), or
+ * any other number to abort the whole migration (nothing changes; a
+ * keel_status is the error's kind, any other number KEEL_INVALID_ARGUMENT).
  *
  * Called on a keel thread (the one committing the write), one call at a
  * time per migration. It must not write to the drive (that would wait for
  * itself and gives KEEL_WOULD_DEADLOCK); reading is fine.
  */
-typedef keel_status (*keel_drive_migrate_fn)(void *userdata,
-                                             const char *input,
-                                             size_t input_len,
-                                             keel_drive_migration *output);
+typedef int32_t (*keel_drive_migrate_fn)(void *userdata,
+                                         const char *input,
+                                         size_t input_len,
+                                         keel_drive_migration *output);
 
 /**
  * What keel_journal_recover did.
@@ -492,6 +512,18 @@ typedef void (*keel_log_fn)(void *userdata,
                             size_t message_len);
 
 /**
+ * How operations count lapsed claims; keel_ops_options_default gives the
+ * defaults.
+ */
+typedef struct {
+  /**
+   * How many lapsed claims in a row (a lease that ended without an
+   * update) a record survives; the next one makes it FAILED. Default 5.
+   */
+  uint32_t max_lapses;
+} keel_ops_options;
+
+/**
  * How a pool is made (keel_pool_new_with). Start from
  * keel_pool_options_default() and set what you need.
  */
@@ -526,9 +558,11 @@ typedef struct {
 /**
  * A task: runs on one of the pool's threads with `userdata` and a context.
  *
- * Return KEEL_OK for success; the bytes given to keel_task_ctx_set_output
- * are the task's output. Any other status is a failure of that kind, and
- * the bytes given to keel_task_ctx_set_output are its message.
+ * Return KEEL_OK (0) for success; the bytes given to
+ * keel_task_ctx_set_output are the task's output. Any other keel_status is
+ * a failure of that kind, and the bytes given to keel_task_ctx_set_output
+ * are its message; a number that is no keel_status is reported as
+ * KEEL_INVALID_ARGUMENT.
  *
  * Called on a pool thread, never on the thread that called keel_pool_run;
  * tasks of distinct keys run at the same time on several threads. It may
@@ -538,7 +572,7 @@ typedef struct {
  * KEEL_OUTCOME_TIMED_OUT after the timeout, and its thread (with its
  * userdata) stays in use until it does return.
  */
-typedef keel_status (*keel_task_fn)(void *userdata, keel_task_ctx *ctx);
+typedef int32_t (*keel_task_fn)(void *userdata, keel_task_ctx *ctx);
 
 /**
  * One task of a batch: its key (`key_len` bytes; tasks of one key never
@@ -598,11 +632,11 @@ typedef struct {
  * keel_pool_pipeline, one item at a time, in input order. Its output and
  * status work as for keel_task_fn.
  */
-typedef keel_status (*keel_commit_fn)(void *userdata,
-                                      size_t index,
-                                      const uint8_t *prepared,
-                                      size_t prepared_len,
-                                      keel_task_ctx *ctx);
+typedef int32_t (*keel_commit_fn)(void *userdata,
+                                  size_t index,
+                                  const uint8_t *prepared,
+                                  size_t prepared_len,
+                                  keel_task_ctx *ctx);
 
 /**
  * A snapshot of a pool's counters.
@@ -667,6 +701,11 @@ typedef struct {
    */
   int64_t run_at_ms;
   /**
+   * Not run before this many ms from now, read on the queue's clock; -1
+   * for none. Give run_at_ms or delay_ms, not both.
+   */
+  int64_t delay_ms;
+  /**
    * Failed attempts allowed before the job is dead; default 20.
    */
   uint32_t max_attempts;
@@ -680,6 +719,35 @@ typedef struct {
    */
   size_t unique_key_len;
 } keel_enqueue_options;
+
+/**
+ * One job of keel_queue_enqueue_many.
+ */
+typedef struct {
+  const char *kind;
+  size_t kind_len;
+  /**
+   * The JSON payload.
+   */
+  const char *payload;
+  size_t payload_len;
+  /**
+   * Start from keel_enqueue_options_default().
+   */
+  keel_enqueue_options options;
+} keel_job_spec;
+
+/**
+ * How a queue retries and resets its jobs; keel_queue_options_default
+ * gives the defaults.
+ */
+typedef struct {
+  /**
+   * How many lease expiries a job survives; the next one makes it dead
+   * ("its processor kept dying"). Default 5.
+   */
+  uint32_t max_resets;
+} keel_queue_options;
 
 /**
  * buffers with keel_job_free.
@@ -707,13 +775,13 @@ typedef struct {
 
 /**
  * to the kind's concurrency) with `userdata` and the attempt. Return
- * KEEL_OK to complete the job, with the JSON result (or nothing) given to
- * keel_job_ctx_set_output; any other status fails the attempt, with the
+ * KEEL_OK (0) to complete the job, with the JSON result (or nothing) given
+ * to keel_job_ctx_set_output; any other number fails the attempt, with the
  * output as its message, retried after a backoff unless
  * keel_job_ctx_set_retryable(ctx, false) was called. It may call keel
  * functions, but not keel_worker_stop or keel_worker_free of its own worker.
  */
-typedef keel_status (*keel_job_handler_fn)(void *userdata, keel_job_ctx *ctx);
+typedef int32_t (*keel_job_handler_fn)(void *userdata, keel_job_ctx *ctx);
 
 /**
  * A worker's counters.
@@ -731,6 +799,12 @@ typedef struct {
    * Attempts whose handler ran past the job timeout.
    */
   uint64_t timed_out;
+  /**
+   * Running jobs whose heartbeat was refused (cancelled, reset or
+   * deleted): dropped, their handler told through
+   * keel_job_ctx_lease_lost, their result not stored.
+   */
+  uint64_t lost;
 } keel_worker_counters;
 
 #ifdef __cplusplus
@@ -1034,6 +1108,19 @@ keel_status keel_journal_begin(const keel_journal *journal,
                                keel_mutation **out);
 
 /**
+ * keel_journal_begin waiting `timeout_ms` at most (-1: no limit, 0: do
+ * not wait): KEEL_TIMEOUT (and `*out` untouched) when it elapsed. Waiting
+ * for another process polls its lock every 20 ms at most.
+ */
+keel_status keel_journal_begin_timeout(const keel_journal *journal,
+                                       const char *operation,
+                                       size_t operation_len,
+                                       const char *details,
+                                       size_t details_len,
+                                       int64_t timeout_ms,
+                                       keel_mutation **out);
+
+/**
  * keel_journal_begin without waiting: returns KEEL_BUSY (and leaves `*out`
  * untouched) when another thread or process holds the root.
  */
@@ -1051,6 +1138,27 @@ keel_status keel_journal_try_begin(const keel_journal *journal,
 keel_status keel_journal_recover(const keel_journal *journal, keel_recovery_report *out);
 
 /**
+ * What the last recovery of this handle did (the one keel_journal_open
+ * ran first): fills `*out` and sets `*found` to true, or sets `*found` to
+ * false if none ran yet (another process held the root at open).
+ */
+keel_status keel_journal_last_recovery(const keel_journal *journal,
+                                       keel_recovery_report *out,
+                                       bool *found);
+
+/**
+ * Takes the shared lock of the root (waiting, blocking this thread, for
+ * running mutations to end; recovering a crashed one first) and puts the
+ * guard in `*out`; free it with keel_read_guard_free to release the lock.
+ */
+keel_status keel_journal_read(const keel_journal *journal, keel_read_guard **out);
+
+/**
+ * Releases a read guard. NULL is a no-op.
+ */
+void keel_read_guard_free(keel_read_guard *guard);
+
+/**
  * Fills `*out` with what is on disk. Takes no lock.
  */
 keel_status keel_journal_status(const keel_journal *journal, keel_journal_state *out);
@@ -1063,9 +1171,40 @@ keel_status keel_journal_status(const keel_journal *journal, keel_journal_state 
 keel_status keel_journal_resolve(const keel_journal *journal, uint64_t seq);
 
 /**
- * The mutation's sequence number, in `*out`.
+ * The mutation's sequence number, in `*out` (never waits).
  */
 keel_status keel_mutation_seq(const keel_mutation *mutation, uint64_t *out);
+
+/**
+ * Makes `path` a symlink to `target` (stored, never followed).
+ */
+keel_status keel_mutation_symlink(const keel_mutation *mutation,
+                                  const char *path,
+                                  size_t path_len,
+                                  const char *target,
+                                  size_t target_len);
+
+/**
+ * Like keel_mutation_declare, but folders are copied whole, so the caller
+ * may edit their files in place (costs their bytes).
+ */
+keel_status keel_mutation_declare_copy(const keel_mutation *mutation,
+                                       const keel_bytes *paths,
+                                       size_t count);
+
+/**
+ * A private folder on the root's file system to prepare files in: its
+ * path (UTF-8) in `*out`, freed with keel_buf_free. keel_mutation_publish
+ * moves its contents into the tree; it is removed when the mutation ends.
+ */
+keel_status keel_mutation_staging_dir(const keel_mutation *mutation, keel_buf *out);
+
+/**
+ * Moves everything in the staging folder into the folder `into` (relative
+ * to the root; empty or NULL for the root itself), merging with existing
+ * folders; a file replacing an existing one keeps that file's mode.
+ */
+keel_status keel_mutation_publish(const keel_mutation *mutation, const char *into, size_t into_len);
 
 /**
  * Writes `data[0..data_len]` to the file `path` (relative to the root,
@@ -1203,6 +1342,36 @@ keel_status keel_locks_stats(const keel_locks *locks, keel_lock_stats *out);
  * Calling it from inside the callback returns KEEL_WOULD_DEADLOCK.
  */
 keel_status keel_set_log_callback(uint32_t max_level, keel_log_fn callback, void *userdata);
+
+/**
+ * The default operations options: 5 lapses.
+ */
+keel_ops_options keel_ops_options_default(void);
+
+/**
+ * keel_ops_open with `options` (NULL for the defaults).
+ */
+keel_status keel_ops_open_with(const char *path,
+                               size_t path_len,
+                               const keel_ops_options *options,
+                               keel_ops **out);
+
+/**
+ * keel_ops_next in `order` (KEEL_NEXT_OLDEST or KEEL_NEXT_ITEM).
+ */
+keel_status keel_ops_next_in(const keel_ops *ops,
+                             const char *op,
+                             size_t op_len,
+                             size_t limit,
+                             uint32_t order,
+                             keel_buf *out);
+
+/**
+ * The reset pass: WORKING records whose lease ended become READY again
+ * (FAILED past max_lapses); writes the numbers to `*out_ready` and
+ * `*out_failed` (either may be NULL).
+ */
+keel_status keel_ops_reset_expired(const keel_ops *ops, uint64_t *out_ready, uint64_t *out_failed);
 
 /**
  * Opens (creating if missing) the operations file at `path` into `*out`;
@@ -1445,6 +1614,57 @@ keel_status keel_queue_enqueue(const keel_queue *queue,
                                bool *out_created);
 
 /**
+ * Enqueues `jobs[0..count]` in one transaction (one commit, all or
+ * nothing), in order. Writes each job's id to `out_ids[i]` and whether it
+ * was created to `out_created[i]` (arrays of `count`; either may be NULL).
+ * A job whose unique key an earlier one of the batch took gets that id.
+ */
+keel_status keel_queue_enqueue_many(const keel_queue *queue,
+                                    const keel_job_spec *jobs,
+                                    size_t count,
+                                    uint64_t *out_ids,
+                                    bool *out_created);
+
+/**
+ * The default queue options: 5 resets.
+ */
+keel_queue_options keel_queue_options_default(void);
+
+/**
+ * keel_queue_open with `options` (NULL for the defaults).
+ */
+keel_status keel_queue_open_with(const char *path,
+                                 size_t path_len,
+                                 const keel_queue_options *options,
+                                 keel_queue **out);
+
+/**
+ * Hands attempt `token` of job `id` back unfinished: queued again at once,
+ * no failure counted (KEEL_CONFLICT when the attempt is no longer current).
+ */
+keel_status keel_queue_release(const keel_queue *queue, uint64_t id, uint64_t token);
+
+/**
+ * Queues dead or cancelled job `id` again with fresh attempts
+ * (KEEL_CONFLICT for any other state).
+ */
+keel_status keel_queue_retry(const keel_queue *queue, uint64_t id);
+
+/**
+ * Writes a JSON array of the jobs of `kind` to `*out`, oldest first, at
+ * most `limit`: in the state named by `state` ("queued", "running",
+ * "retrying", "completed", "dead", "cancelled"), or in any when `state` is
+ * NULL.
+ */
+keel_status keel_queue_list(const keel_queue *queue,
+                            const char *kind,
+                            size_t kind_len,
+                            const char *state,
+                            size_t state_len,
+                            size_t limit,
+                            keel_buf *out);
+
+/**
  * Claims the best ready job of `kinds[0..count]` for `worker` for
  * `lease_ms`. Writes it to `*out` and true to `*out_found`, or false to
  * `*out_found` (and nothing to `*out`) when none is ready. Free a written
@@ -1657,6 +1877,14 @@ keel_status keel_job_ctx_payload(const keel_job_ctx *ctx, const uint8_t **out_pt
  * attempt's lease was lost (its result will be refused). False for NULL.
  */
 bool keel_job_ctx_should_stop(const keel_job_ctx *ctx);
+
+/**
+ * True once this attempt's lease was lost: a heartbeat was refused (the job
+ * was cancelled, reset or deleted; its result will not be stored) or a stop
+ * released it. A cancelled job's handler sees it within one heartbeat
+ * interval. False for NULL.
+ */
+bool keel_job_ctx_lease_lost(const keel_job_ctx *ctx);
 
 /**
  * Sets the output (copied): the JSON result on KEEL_OK, the failure's

@@ -24,6 +24,8 @@ pub mod lmdb;
 pub mod locks;
 pub mod ops;
 pub mod pool;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod stats;
 
 pub use error::{Error, ErrorKind, Result};

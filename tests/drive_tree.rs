@@ -91,7 +91,7 @@ fn missing_parents_and_steps_are_not_found_and_named() {
 fn bad_names_are_refused_up_front_and_store_nothing() {
     let drive = open("badnames");
     let wide = "𝔸".repeat(128); // 128 valid characters, 512 bytes: over LMDB's key limit
-    for bad in ["", ".", "..", "a/b", "a b", "a\0b", &"x".repeat(129), &wide] {
+    for bad in ["", ".", "..", "a/b", " a", "a\0b", "a\nb", &"x".repeat(129), &wide] {
         let err = drive.create(ItemId::ROOT, &NewItem::named(bad)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}: {err}");
     }

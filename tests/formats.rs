@@ -3,8 +3,8 @@
 //! `cargo run --example make_format_fixtures`) and reads back exactly what
 //! the generator wrote; refuses files of a newer format with `Unsupported`
 //! naming both versions, touching nothing; and upgrades older LMDB files in
-//! one transaction after a backup (proved with a test-only format 2, since
-//! format 1 is the first).
+//! one transaction after a backup (proved with the drive's real format-1
+//! upgrade, and with test-only formats past the current one).
 //!
 //! Every test works on a temporary copy; the fixtures are never written.
 
@@ -24,7 +24,7 @@ use keel::ops::{Operations, Queue};
 use keel::{ErrorKind, Journal};
 
 /// Every released format; add each new one here with its fixture folder.
-const RELEASED: [u32; 1] = [1];
+const RELEASED: [u32; 2] = [1, 2];
 
 fn fixture_dir(version: u32) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/formats/v{version}"))
@@ -258,7 +258,15 @@ fn a_format_older_than_any_upgrade_is_refused() {
 
 static MARKS: AtomicUsize = AtomicUsize::new(0);
 
-/// A test-only step 1 -> 2: adds a key to `drive.meta` and counts its runs.
+/// The drive format this build writes.
+const CUR: u32 = keel::drive::FORMAT_VERSION;
+
+/// A copy, in `dir`, of a drive of the current format written by this build.
+fn current_drive(dir: &Path) -> PathBuf {
+    copy_file(&fixture::drive_file(fresh()), dir)
+}
+
+/// A test-only step CUR -> CUR + 1: adds a key to `drive.meta` and counts its runs.
 fn mark_upgraded(txn: &mut RwTransaction<'_>, dbs: &StepDatabases) -> keel::Result<()> {
     MARKS.fetch_add(1, Ordering::SeqCst);
     put_mark(txn, dbs)
@@ -274,7 +282,7 @@ fn fail_step(_: &mut RwTransaction<'_>, _: &StepDatabases) -> keel::Result<()> {
 }
 
 const MARK: UpgradeStep = UpgradeStep {
-    from: 1,
+    from: CUR,
     what: "mark the drive upgraded",
     databases: &["drive.meta"],
     run: mark_upgraded,
@@ -288,9 +296,9 @@ fn has_mark(env: &Env) -> bool {
 #[test]
 fn an_upgrade_runs_once_in_one_transaction_after_a_backup() {
     let dir = scratch("upgrade");
-    let path = copy_file(&fixture::drive_file(&fixture_dir(1)), &dir);
+    let path = current_drive(&dir);
     let v2 = FileFormat {
-        current: 2,
+        current: CUR + 1,
         steps: &[MARK],
         ..keel::drive::FILE_FORMAT
     };
@@ -304,16 +312,16 @@ fn an_upgrade_runs_once_in_one_transaction_after_a_backup() {
     );
     assert_eq!(MARKS.load(Ordering::SeqCst), 1);
     assert!(has_mark(&env));
-    let backup = backup_path(env.path(), "drive", 1);
-    assert_eq!(opened.found, Some(1));
+    let backup = backup_path(env.path(), "drive", CUR);
+    assert_eq!(opened.found, Some(CUR));
     assert_eq!(opened.backup.as_deref(), Some(backup.as_path()));
-    // Opening again finds format 2: nothing runs, no new backup.
+    // Opening again finds the new format: nothing runs, no new backup.
     let again = format::ensure(&env, &v2, |_| unreachable!()).unwrap();
-    assert_eq!((again.found, again.backup), (Some(2), None));
+    assert_eq!((again.found, again.backup), (Some(CUR + 1), None));
     assert_eq!(MARKS.load(Ordering::SeqCst), 1, "an upgrade runs once");
-    // This (format 1) build now refuses the upgraded file...
-    assert_names_both(&Drive::open(&path, &DriveOptions::default()).unwrap_err(), 2, 1);
-    // ...and the backup beside it is the format-1 drive, data intact.
+    // This build now refuses the upgraded file...
+    assert_names_both(&Drive::open(&path, &DriveOptions::default()).unwrap_err(), CUR + 1, CUR);
+    // ...and the backup beside it is the current-format drive, data intact.
     let old = Drive::open(&backup, &DriveOptions::default()).unwrap();
     let expected = Drive::open(&fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
     assert_eq!(fixture::drive_snapshot(&old), fixture::drive_snapshot(&expected));
@@ -323,18 +331,18 @@ fn an_upgrade_runs_once_in_one_transaction_after_a_backup() {
 #[test]
 fn a_failing_upgrade_step_changes_nothing() {
     let dir = scratch("upgrade-fails");
-    let path = copy_file(&fixture::drive_file(&fixture_dir(1)), &dir);
+    let path = current_drive(&dir);
     let v3 = FileFormat {
-        current: 3,
+        current: CUR + 2,
         steps: &[
             UpgradeStep {
-                from: 1,
+                from: CUR,
                 what: "mark the drive upgraded",
                 databases: &["drive.meta"],
                 run: put_mark,
             },
             UpgradeStep {
-                from: 2,
+                from: CUR + 1,
                 what: "a step that fails",
                 databases: &[],
                 run: fail_step,
@@ -350,22 +358,22 @@ fn a_failing_upgrade_step_changes_nothing() {
         "the first step's change is undone with the second's failure"
     );
     drop(env);
-    let drive = Drive::open(&path, &DriveOptions::default()).expect("still a format-1 drive");
+    let drive = Drive::open(&path, &DriveOptions::default()).expect("still a current-format drive");
     let expected = Drive::open(&fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
     assert_eq!(fixture::drive_snapshot(&drive), fixture::drive_snapshot(&expected));
-    assert!(backup_path(drive.path(), "drive", 1).is_file());
+    assert!(backup_path(drive.path(), "drive", CUR).is_file());
 }
 
 #[test]
 fn an_upgrade_never_overwrites_an_earlier_backup() {
     let dir = scratch("upgrade-backup-kept");
-    let path = copy_file(&fixture::drive_file(&fixture_dir(1)), &dir);
-    let earlier = backup_path(&fs::canonicalize(&path).unwrap(), "drive", 1);
+    let path = current_drive(&dir);
+    let earlier = backup_path(&fs::canonicalize(&path).unwrap(), "drive", CUR);
     fs::write(&earlier, b"an earlier backup").unwrap();
     let v2 = FileFormat {
-        current: 2,
+        current: CUR + 1,
         steps: &[UpgradeStep {
-            from: 1,
+            from: CUR,
             what: "mark the drive upgraded",
             databases: &["drive.meta"],
             run: put_mark,
@@ -398,4 +406,86 @@ fn an_ops_store_written_before_markers_is_stamped_as_format_1() {
         .read(|txn| Ok(txn.get(meta, b"format").map(<[u8]>::to_vec).ok()))
         .unwrap();
     assert_eq!(marker, Some(format::marker(&format, 1)));
+}
+
+// ---- drive format 1 -> 2: checksums and full case folding ---------------------
+
+/// A format-1 drive's raw bytes: its values unsealed, children keyed by
+/// `to_lowercase`.
+fn put_v1_item(env: &Env, name: &str) {
+    use keel::drive::{Item, ItemId};
+    use keel::lmdb::Codec;
+    let id = ItemId::random().unwrap();
+    let item = Item {
+        id,
+        parent: ItemId::ROOT,
+        name: name.to_owned(),
+        kind: None,
+        created: 0,
+        creator: String::new(),
+        children: 0,
+        data_size: 0,
+        version: None,
+        updated: 0,
+        updater: String::new(),
+        permissions: Default::default(),
+    };
+    let (items, children) = (
+        env.database("drive.items").unwrap(),
+        env.database("drive.children").unwrap(),
+    );
+    let mut child_key = ItemId::ROOT.as_bytes().to_vec();
+    child_key.extend_from_slice(name.to_lowercase().as_bytes());
+    env.write(|txn| {
+        txn.put(items, id.as_bytes(), &item.to_bytes(), WriteFlags::empty())
+            .map_err(|e| map_err("put item", e))?;
+        txn.put(children, &child_key, id.as_bytes(), WriteFlags::empty())
+            .map_err(|e| map_err("put child", e))
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_format_1_drive_upgrades_to_checksummed_values_and_case_folded_names() {
+    let dir = scratch("drive-v1-upgrade");
+    let path = copy_file(&fixture::drive_file(&fixture_dir(1)), &dir);
+    let drive = Drive::open(&path, &DriveOptions::default()).unwrap();
+    assert!(backup_path(drive.path(), "drive", 1).is_file());
+    // Folded keys: the name found by its full case folding.
+    let docs = drive.at_path("DOCS/NOTES").unwrap();
+    // Sealed values: one flipped bit is Corrupt, not a wrong answer.
+    let db = drive.env().database("drive.items").unwrap();
+    let key = docs.id.as_bytes().to_vec();
+    let mut stored = drive.env().read(|txn| Ok(txn.get(db, &key).unwrap().to_vec())).unwrap();
+    let last = stored.len() - 1;
+    stored[last] ^= 1;
+    drive
+        .env()
+        .write(|txn| {
+            txn.put(db, &key, &stored, WriteFlags::empty())
+                .map_err(|e| map_err("put", e))
+        })
+        .unwrap();
+    assert_eq!(drive.get(docs.id).unwrap_err().kind(), ErrorKind::Corrupt);
+}
+
+#[test]
+fn a_format_1_drive_whose_names_collide_under_case_folding_is_refused_untouched() {
+    let dir = scratch("drive-v1-collide");
+    let path = copy_file(&fixture::drive_file(&fixture_dir(1)), &dir);
+    {
+        let env = Env::open(&path, &EnvOptions::default()).unwrap();
+        put_v1_item(&env, "Straße");
+        put_v1_item(&env, "STRASSE");
+    }
+    let before = fs::read(&path).unwrap();
+    let err = Drive::open(&path, &DriveOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.message().contains("case folding"), "{err}");
+    let env = Env::open(&path, &EnvOptions::default()).unwrap();
+    let meta = env.database("drive.meta").unwrap();
+    let marker = env.read(|txn| Ok(txn.get(meta, b"format").unwrap().to_vec())).unwrap();
+    assert_eq!(marker, format::marker(&keel::drive::FILE_FORMAT, 1), "still format 1");
+    drop(env);
+    assert_eq!(fs::read(&path).unwrap().len(), before.len());
 }

@@ -297,7 +297,11 @@ fn a_lost_lease_flags_only_its_own_job() {
             while !ctx.lease_lost() {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            lost_tx.lock().unwrap().send(()).unwrap();
+            assert!(ctx.should_stop());
+            let (done_tx, done_rx) = mpsc::channel::<()>();
+            lost_tx.lock().unwrap().send(done_tx).unwrap();
+            // Still running while the test looks at the running set.
+            let _ = done_rx.recv_timeout(FAILSAFE);
             Ok(String::new())
         })
         .handler("b", 1, move |ctx| {
@@ -310,16 +314,60 @@ fn a_lost_lease_flags_only_its_own_job() {
         .unwrap();
     started_rx.recv_timeout(FAILSAFE).unwrap();
     started_rx.recv_timeout(FAILSAFE).unwrap();
+    assert_eq!(worker.running(), 2);
     q.cancel(doomed, "operator cancelled").unwrap();
-    lost_rx
+    let finish_a = lost_rx
         .recv_timeout(FAILSAFE)
         .expect("the cancelled job never saw its lease lost");
+    // Its handler has not returned, yet the worker dropped it at the refused
+    // heartbeat: only the other job is still running.
+    assert_eq!(worker.running(), 1);
+    assert_eq!(worker.stats().lost, 1);
+    finish_a.send(()).unwrap();
     release_tx.send(()).unwrap();
     worker.stop(FAILSAFE);
     assert_eq!(q.get(doomed).unwrap().state, JobState::Cancelled);
     assert_eq!(q.get(other).unwrap().state, JobState::Completed);
     let stats = worker.stats();
-    assert_eq!((stats.completed, stats.refused), (1, 1));
+    // The lost job's result was never offered to the store.
+    assert_eq!((stats.completed, stats.refused, stats.lost), (1, 0, 1));
+}
+
+#[test]
+fn a_zero_poll_or_maintenance_interval_is_refused() {
+    let q = Queue::open(&temp_path("zero-poll")).unwrap();
+    for change in [
+        (|o: &mut WorkerOptions| o.poll_interval = Duration::ZERO) as fn(&mut WorkerOptions),
+        |o: &mut WorkerOptions| o.maintenance_interval = Duration::ZERO,
+    ] {
+        let err = Worker::builder(&q)
+            .options(options("zero"))
+            .map_options(change)
+            .handler("a", 1, |_| Ok(String::new()))
+            .start()
+            .err()
+            .expect("a zero interval was accepted");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    }
+}
+
+#[test]
+fn the_maximum_number_of_resets_is_the_queues_policy() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = Arc::new(LmdbStore::open(&temp_path("max-resets")).unwrap());
+    let policy = JobPolicy {
+        max_resets: 1,
+        ..JobPolicy::default()
+    };
+    let q = Queue::with_parts(store, Arc::new(clock.clone()), policy);
+    let id = enqueue(&q, "a", "{}");
+    for _ in 0..2 {
+        q.dequeue(&["a"], "dying", Duration::from_secs(1)).unwrap().unwrap();
+        clock.advance(Duration::from_secs(1));
+        q.reset_expired().unwrap();
+    }
+    let job = q.get(id).unwrap();
+    assert_eq!((job.state, job.resets), (JobState::Dead, 2));
 }
 
 #[test]
@@ -556,4 +604,40 @@ fn workers_in_two_processes_complete_each_job_exactly_once() {
         assert_eq!((job.state, job.attempts), (JobState::Completed, 1), "job {id}");
     }
     eprintln!("parent completed {}, child {child_completed}", worker.stats().completed);
+}
+
+#[test]
+fn free_slots_are_filled_by_one_claim() {
+    const SLOTS: usize = 4;
+    let store = Arc::new(LmdbStore::open(&temp_path("claim-batch")).unwrap());
+    let q = Queue::with_store(store.clone());
+    for _ in 0..SLOTS {
+        enqueue(&q, "k", "{}");
+    }
+    let all_running = Arc::new(std::sync::Barrier::new(SLOTS + 1));
+    let release = Arc::new(std::sync::Barrier::new(SLOTS + 1));
+    let before = store.env().stats().writes;
+    let mut worker = Worker::builder(&q)
+        .options(options("batch"))
+        .handler("k", SLOTS, {
+            let (all_running, release) = (all_running.clone(), release.clone());
+            move |_| {
+                all_running.wait();
+                release.wait();
+                Ok(String::new())
+            }
+        })
+        .start()
+        .unwrap();
+    all_running.wait();
+    // The four claims took one transaction (the start-up maintenance pass
+    // may have taken another); one claim per slot would be four.
+    let writes = store.env().stats().writes - before;
+    assert!(writes <= 2, "{writes} transactions to claim {SLOTS} jobs");
+    release.wait();
+    wait_until("every job completed", || {
+        q.count("k", JobState::Completed).unwrap() == SLOTS as u64
+    });
+    worker.stop(FAILSAFE);
+    assert_eq!(worker.stats().completed, SLOTS as u64);
 }

@@ -22,7 +22,7 @@ static void id_of(const keel_buf *item, char id[33]) {
 
 /* Migration to schema 2: {"title", "words"} becomes {"title", "word_count"}.
  * Called on the keel thread committing the write, inside its transaction. */
-static keel_status upgrade(void *userdata, const char *input, size_t input_len,
+static int32_t upgrade(void *userdata, const char *input, size_t input_len,
                            keel_drive_migration *output) {
   (void)input_len;
   int *migrated = userdata;

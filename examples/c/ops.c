@@ -16,7 +16,7 @@ static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
 static int handled;
 
 /* Runs on a worker thread: "send" the mail, fail for good on a bad address. */
-static keel_status send_mail(void *userdata, keel_job_ctx *ctx) {
+static int32_t send_mail(void *userdata, keel_job_ctx *ctx) {
   (void)userdata;
   const uint8_t *payload;
   size_t len;

@@ -19,7 +19,7 @@ struct scope {
   char source[16];
 };
 
-static keel_status sync_scope(void *userdata, keel_task_ctx *ctx) {
+static int32_t sync_scope(void *userdata, keel_task_ctx *ctx) {
   const struct scope *scope = userdata;
   if (keel_task_ctx_is_first_of_key(ctx)) {
     if (strcmp(scope->source, "source-13") == 0) { /* an unreachable repository */

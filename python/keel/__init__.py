@@ -48,6 +48,7 @@ from keel._keel import (
     InvalidArgument,
     IoError,
     ItemIterator,
+    JobContext,
     Journal,
     KeelError,
     KeyedLocks,
@@ -69,6 +70,7 @@ from keel._keel import (
     __version__,
     flush_logs,
     stats,
+    verify_file,
 )
 
 __all__ = [
@@ -85,6 +87,7 @@ __all__ = [
     "InvalidArgument",
     "IoError",
     "ItemIterator",
+    "JobContext",
     "JobError",
     "Journal",
     "KeelError",
@@ -107,6 +110,7 @@ __all__ = [
     "__version__",
     "flush_logs",
     "stats",
+    "verify_file",
 ]
 
 

@@ -1,14 +1,14 @@
 """The ``keel`` command: run the demo, and inspect or repair keel's files.
 
     keel demo [--size N] [--dir DIR]
-    keel drive ls|tree|cat|backup DRIVE ...
+    keel drive ls|tree|cat|backup|verify DRIVE ...
     keel journal status|recover|resolve ROOT ...
-    keel ops show DB ITEM
-    keel queue stats|list|retry DB ...
+    keel ops show|verify DB ...
+    keel queue stats|list|retry|verify DB ...
     keel stats [--drive FILE] [--journal ROOT] [--ops FILE] [--queue FILE]
 
 Output is readable by default and JSON with ``--json``. An error is one line on
-stderr and a non-zero exit code.
+stderr and a non-zero exit code; ``verify`` exits with 2 when it finds damage.
 """
 
 from __future__ import annotations
@@ -92,9 +92,36 @@ def drive_cat(args: argparse.Namespace, out: Output) -> None:
              lambda value: f"# {value['path']} @ {value['version']}\n{json.dumps(value['data'], indent=2)}")
 
 
-def drive_backup(args: argparse.Namespace, out: Output) -> None:
-    keel.Drive(existing(args.drive)).backup(args.dest)
+def drive_backup(args: argparse.Namespace, out: Output) -> Optional[int]:
+    path = existing(args.drive)
+    if not args.force:
+        report = keel.verify_file(path)
+        if not report["ok"]:
+            print(f"keel: refusing to back up {path}: it fails verification (--force copies it anyway)",
+                  file=sys.stderr)
+            print(_verify_text(report), file=sys.stderr)
+            return 2
+    keel.Drive(path).backup(args.dest)
     out.emit({"backup": args.dest}, lambda value: f"backed up {args.drive} to {value['backup']}")
+    return None
+
+
+def _verify_text(report: Dict[str, Any]) -> str:
+    entries = sum(report["tables"].values())
+    if report["ok"]:
+        return f"{report['file']}: ok ({len(report['tables'])} tables, {entries} entries)"
+    lines = [f"{report['file']}: DAMAGED ({len(report['problems']) + report['more_problems']} problems)"]
+    lines += [f"  {problem}" for problem in report["problems"]]
+    if report["more_problems"]:
+        lines.append(f"  ... and {report['more_problems']} more")
+    return "\n".join(lines)
+
+
+def verify(args: argparse.Namespace, out: Output) -> int:
+    """Walks every table of a keel LMDB file in a child process (never changes it)."""
+    report = keel.verify_file(existing(args.file))
+    out.emit(report, _verify_text)
+    return 0 if report["ok"] else 2
 
 
 # -- journal ------------------------------------------------------------------
@@ -107,15 +134,27 @@ def _journal_text(status: Dict[str, Any]) -> str:
     lines.append(f"quarantined: {len(status['quarantined'])}")
     if status.get("last_recovery_error"):
         lines.append(f"last recovery error: {status['last_recovery_error']}")
+    for problem in status.get("problems", []):
+        lines.append(f"problem (recovery refused until it is removed): {problem}")
+    if any(p["status"] == "active" for p in status["pending"]):
+        lines.append("interrupted mutations are rolled back by `keel journal recover`")
     return "\n".join(lines)
 
 
 def journal_status(args: argparse.Namespace, out: Output) -> None:
-    out.emit(keel.Journal(existing(args.root)).status(), _journal_text)
+    # Inspection never writes: no .keel/ created, no lock, no recovery.
+    out.emit(keel.Journal.inspect(existing(args.root)), _journal_text)
 
 
 def journal_recover(args: argparse.Namespace, out: Output) -> None:
-    out.emit(keel.Journal(existing(args.root)).recover(), lambda report: "recovered: " + json.dumps(report, sort_keys=True))
+    journal = keel.Journal(existing(args.root))
+    # Opening already recovered what it could; report that too.
+    opened = journal.last_recovery() or {}
+    report = journal.recover()
+    for key in ("rolled_back", "discarded", "quarantined"):
+        report[key] = list(opened.get(key, [])) + list(report[key])
+    report["reaped"] += opened.get("reaped", 0)
+    out.emit(report, lambda report: "recovered: " + json.dumps(report, sort_keys=True))
 
 
 def journal_resolve(args: argparse.Namespace, out: Output) -> None:
@@ -201,9 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("drive"), p.add_argument("path")
     p.add_argument("--version", default=None, help="a data version (default: the current one)")
     p.set_defaults(run=drive_cat)
-    p = drive.add_parser("backup", help="write a consistent, compacted copy")
+    p = drive.add_parser("backup", help="write a consistent, compacted copy (of a file that verifies)")
     p.add_argument("drive"), p.add_argument("dest")
+    p.add_argument("--force", action="store_true", help="copy even a file that fails verification")
     p.set_defaults(run=drive_backup)
+    p = drive.add_parser("verify", help="check every table, checksum and index (exit 2 if damaged)")
+    p.add_argument("file")
+    p.set_defaults(run=verify)
 
     journal = commands.add_parser("journal", help="inspect or repair a journaled tree").add_subparsers(
         dest="action", required=True)
@@ -220,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = ops.add_parser("show", help="every operation state of an item")
     p.add_argument("db"), p.add_argument("item")
     p.set_defaults(run=ops_show)
+    p = ops.add_parser("verify", help="walk every table of an operations file (exit 2 if damaged)")
+    p.add_argument("file")
+    p.set_defaults(run=verify)
 
     queue = commands.add_parser("queue", help="inspect or repair a job queue").add_subparsers(
         dest="action", required=True)
@@ -233,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = queue.add_parser("retry", help="queue a dead or cancelled job again, with fresh attempts")
     p.add_argument("db"), p.add_argument("id", type=int)
     p.set_defaults(run=queue_retry)
+    p = queue.add_parser("verify", help="walk every table of a queue file (exit 2 if damaged)")
+    p.add_argument("file")
+    p.set_defaults(run=verify)
 
     p = commands.add_parser("stats", help="counters of the given files, as keel.stats() reports them")
     p.add_argument("--drive", action="append", default=[])
@@ -246,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args, Output(args.json))
+        code = args.run(args, Output(args.json))
     except keel.KeelError as err:
         print(f"keel: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
@@ -258,7 +307,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # `keel drive tree ... | head`
         sys.stderr.close()
         return 0
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -132,7 +132,12 @@ impl Batch<'_, '_> {
 
     /// See [`DriveView::set_data`](super::DriveView::set_data).
     pub fn set_data(&mut self, id: ItemId, value: &Value, version: Option<Version>) -> Result<Version> {
-        self.atomic(|cx, txn| data::set_data(cx, txn, id, value, version))
+        self.atomic(|cx, txn| data::set_data(cx, txn, id, value, version, data::Existing::Refuse))
+    }
+
+    /// See [`DriveView::replace_data`](super::DriveView::replace_data).
+    pub fn replace_data(&mut self, id: ItemId, value: &Value, version: Version) -> Result<Version> {
+        self.atomic(|cx, txn| data::set_data(cx, txn, id, value, Some(version), data::Existing::Replace))
     }
 
     /// See [`DriveView::get_data`](super::DriveView::get_data).

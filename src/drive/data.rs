@@ -122,8 +122,19 @@ pub struct VersionInfo {
     pub size: u64,
 }
 
+/// Whether a write may replace a version that is already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// AlreadyExists if the version is stored (history is never lost by
+    /// accident).
+    Refuse,
+    /// The caller means to overwrite it.
+    Replace,
+}
+
 /// Writes `value` as `version` of item `id` (default: the next patch after
-/// the current one), validated against the type's schema. Returns the
+/// the current one), validated against the type's schema. A version that is
+/// already stored is refused unless `existing` says replace. Returns the
 /// version written. Needs `edit`.
 pub(crate) fn set_data(
     cx: &Ctx<'_>,
@@ -131,6 +142,7 @@ pub(crate) fn set_data(
     id: ItemId,
     value: &Value,
     version: Option<Version>,
+    existing: Existing,
 ) -> Result<Version> {
     let mut item = tree::load(cx, txn, id)?;
     let level = tree::level_of(cx, txn, &item)?;
@@ -141,6 +153,12 @@ pub(crate) fn set_data(
         (None, Some(current)) => current.next_patch()?,
         (None, None) => Version::new(0, 0, 1),
     };
+    if existing == Existing::Refuse && cx.t.data.contains(txn, &DataKey { id, version })? {
+        return Err(Error::already_exists(format!(
+            "item {id} already has data version {version}: writing it again would lose that version \
+             (replace it explicitly, or write a new version)"
+        )));
+    }
     cx.schemas
         .validate(cx, txn, &kind, value, || format!("item {id} version {version}"))?;
     let json = serde_json::to_vec(value).map_err(|e| Error::invalid_argument(format!("data for item {id}: {e}")))?;

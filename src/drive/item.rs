@@ -38,8 +38,8 @@ pub struct Item {
 /// What to give when creating an item.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewItem {
-    /// The name (letters, digits, `_`, `.`, `-`; unique within the parent,
-    /// ignoring case).
+    /// The name (normalized to NFC; no `/`, control characters or outer
+    /// whitespace; unique within the parent under full case folding).
     pub name: String,
     /// The type, if the item is to carry data.
     pub kind: Option<String>,

@@ -8,7 +8,8 @@
 //!   nothing. Concurrent writers share commits (group commit), so many
 //!   threads write much faster than one, each still returning only once its
 //!   write is on disk.
-//! - **Indexes stay exact.** Child names (unique per parent ignoring case),
+//! - **Indexes stay exact.** Child names (unique per parent under full
+//!   Unicode case folding of their NFC form),
 //!   child counts and the type index are updated in the same transaction as
 //!   the items they describe, through create, move, rename and delete.
 //! - **The tree stays a tree.** A move under the item's own descendant is
@@ -17,6 +18,14 @@
 //!   front, including their size in bytes), bad paths, bad ids, data that
 //!   fails its schema, a file that is not a drive
 //!   ([`Corrupt`](crate::ErrorKind::Corrupt)).
+//! - **History is kept**: writing a data version that is already stored is
+//!   refused unless the caller asks to replace it.
+//! - **Damage is never a wrong answer.** Every stored value carries a
+//!   checksum of its key and bytes, checked on every read: a mismatch is
+//!   [`Corrupt`](crate::ErrorKind::Corrupt) naming the file and key; so is
+//!   a child count that would overflow. [`Drive::verify`] checks the whole
+//!   file in a child process, so damage that would crash LMDB gives a
+//!   report instead.
 //! - **One environment per file per process**, shared by every `Drive` of
 //!   that file; several processes may use one drive at once.
 //!
@@ -50,6 +59,8 @@ pub mod perms;
 mod schema;
 mod tables;
 mod tree;
+mod upgrade;
+mod verify;
 mod view;
 
 use std::path::Path;
@@ -59,6 +70,7 @@ use crate::lmdb::format::{self, FileFormat};
 use crate::lmdb::{Durability, Env, EnvOptions};
 use crate::{Error, Result};
 
+pub use crate::lmdb::verify::Report;
 pub use batch::Batch;
 pub use data::{Version, VersionInfo};
 pub use id::ItemId;
@@ -81,6 +93,13 @@ pub struct DriveOptions {
     pub durability: Durability,
     /// The LMDB map's size at open; it doubles whenever it fills.
     pub initial_map_size: usize,
+    /// Whether items may be created with a type that has no registered
+    /// schema (their data is then any JSON). Default: yes — a type is a
+    /// label first, a schema is opt-in, and drives written before schemas
+    /// were registered keep working. Set `false` so a misspelt type (or one
+    /// whose schema was never registered) is refused at `create` instead
+    /// of silently making unchecked items.
+    pub allow_types_without_schema: bool,
 }
 
 impl Default for DriveOptions {
@@ -88,6 +107,7 @@ impl Default for DriveOptions {
         DriveOptions {
             durability: Durability::Durable,
             initial_map_size: EnvOptions::default().initial_map_size,
+            allow_types_without_schema: true,
         }
     }
 }
@@ -128,17 +148,19 @@ impl crate::stats::StatsSource for DriveCore {
     }
 }
 
-/// The stored layout this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The stored layout this build reads and writes: 2 (checksummed values,
+/// child names keyed by full Unicode case folding). Format-1 drives are
+/// upgraded on open.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The drive's format marker (`"format"` in `drive.meta`: `keel-drive` and
-/// the version) and its upgrade steps (none yet: version 1 is the first).
+/// the version) and its upgrade steps.
 pub const FILE_FORMAT: FileFormat = FileFormat {
     part: "drive",
     meta_db: "drive.meta",
     magic: b"keel-drive",
     current: FORMAT_VERSION,
-    steps: &[],
+    steps: upgrade::STEPS,
 };
 
 impl Drive {
@@ -162,7 +184,7 @@ impl Drive {
         let core = Arc::new(DriveCore {
             env,
             tables,
-            schemas: SchemaCache::default(),
+            schemas: SchemaCache::new(options.allow_types_without_schema),
         });
         crate::stats::register("drive", &core);
         Ok(Drive {
@@ -202,6 +224,13 @@ impl Drive {
         self.view.core.env.backup(dest)
     }
 
+    /// Checks the whole drive file in a child process (see
+    /// [`verify_file`]): a damaged file gives a report listing what is
+    /// wrong, never a crash of this process.
+    pub fn verify(&self) -> Result<Report> {
+        verify_file(self.path())
+    }
+
     /// The drive's LMDB environment (for stats).
     pub fn env(&self) -> &Env {
         &self.view.core.env
@@ -218,6 +247,17 @@ impl std::ops::Deref for Drive {
     fn deref(&self) -> &DriveView {
         &self.view
     }
+}
+
+/// Verifies the keel LMDB file at `path` — a drive, or an operations and
+/// jobs file — in a child process, so damage that would crash LMDB is a
+/// report, never a crash of the caller (see [`crate::lmdb::verify`]). Every
+/// table is walked entry by entry; a drive's values are checked against
+/// their checksums and decoded, and its indexes (child names and counts,
+/// types, data versions) and parent links checked against its items. The
+/// file is opened read-only and never changed.
+pub fn verify_file(path: &Path) -> Result<Report> {
+    crate::lmdb::verify::verify(path, &[verify::check])
 }
 
 /// Refuses an LMDB file that holds anything but drive tables (and the

@@ -173,7 +173,14 @@ fn serve(view: &DriveView, incoming: &Receiver<Message>) -> Result<()> {
             match incoming.recv() {
                 Ok(Message::Call(call)) => map_full = call(batch).or(map_full),
                 Ok(Message::Commit) => return map_full.map_or(Ok(()), Err),
-                Err(_) => return Err(Error::cancelled("the batch was aborted; nothing was written")),
+                // Aborted. If a call ran out of map space, say so: the write
+                // path grows the map on that error only, so the caller's
+                // retry of the batch (as the error tells them) succeeds.
+                Err(_) => {
+                    return Err(
+                        map_full.unwrap_or_else(|| Error::cancelled("the batch was aborted; nothing was written"))
+                    )
+                }
             }
         }
     })

@@ -63,15 +63,34 @@ impl Codec for SchemaRecord {
 /// Compiled validators by type, reused while the stored schema text is the
 /// same (compared byte for byte, so another process's or an aborted
 /// transaction's schema is never used by mistake).
-#[derive(Default)]
 pub(crate) struct SchemaCache {
     compiled: Mutex<HashMap<String, Compiled>>,
+    /// [`DriveOptions::allow_types_without_schema`](super::DriveOptions).
+    allow_without_schema: bool,
 }
 
 /// A schema's stored text and its compiled validator.
 type Compiled = (Vec<u8>, Arc<jsonschema::Validator>);
 
 impl SchemaCache {
+    pub fn new(allow_without_schema: bool) -> SchemaCache {
+        SchemaCache {
+            compiled: Mutex::default(),
+            allow_without_schema,
+        }
+    }
+
+    /// InvalidArgument if `kind` has no schema and the drive requires one
+    /// for every type items are created with.
+    pub fn check_creatable(&self, cx: &Ctx<'_>, txn: &impl Transaction, kind: &str) -> Result<()> {
+        if self.allow_without_schema || cx.t.schemas.contains(txn, &kind.to_owned())? {
+            return Ok(());
+        }
+        Err(Error::invalid_argument(format!(
+            "type {kind:?} has no schema, and this drive allows only types with one \
+             (register it with set_schema, or open the drive with allow_types_without_schema)"
+        )))
+    }
     /// Checks `value` against `kind`'s schema, if it has one; the error
     /// names `what` (item and version) and what failed where.
     pub fn validate(

@@ -9,7 +9,10 @@
 //! | `drive.schemas` | type                              | [`SchemaRecord`]           |
 //! | `drive.meta`    | `"format"`                        | magic and format version   |
 //!
-//! `drive.meta` is read and written by [`crate::lmdb::format`] only.
+//! `drive.meta` is read and written by [`crate::lmdb::format`] only. Every
+//! other value is sealed with a checksum of its key and bytes (format 2 on;
+//! see [`crate::lmdb::seal`]). Child keys hold the name's full Unicode case
+//! folding of its NFC form (format 2 on; format 1 held `to_lowercase`).
 
 use super::data::{DataRecord, Version};
 use super::id::ItemId;
@@ -17,6 +20,13 @@ use super::item::Item;
 use super::schema::SchemaRecord;
 use crate::lmdb::{Codec, Decoder, Env, Table};
 use crate::Result;
+
+/// The tables' database names.
+pub(crate) const ITEMS: &str = "drive.items";
+pub(crate) const CHILDREN: &str = "drive.children";
+pub(crate) const TYPES: &str = "drive.types";
+pub(crate) const DATA: &str = "drive.data";
+pub(crate) const SCHEMAS: &str = "drive.schemas";
 
 /// Handles to every drive table (cheap to copy).
 #[derive(Clone, Copy)]
@@ -31,12 +41,13 @@ pub(crate) struct Tables {
 impl Tables {
     /// Opens (creating) every table in `env`.
     pub fn open(env: &Env) -> Result<Tables> {
+        let file = env.static_path();
         Ok(Tables {
-            items: Table::new(env.database("drive.items")?, "drive items"),
-            children: Table::new(env.database("drive.children")?, "drive child index"),
-            types: Table::new(env.database("drive.types")?, "drive type index"),
-            data: Table::new(env.database("drive.data")?, "drive data"),
-            schemas: Table::new(env.database("drive.schemas")?, "drive schemas"),
+            items: Table::new(env.database(ITEMS)?, "drive items", file),
+            children: Table::new(env.database(CHILDREN)?, "drive child index", file),
+            types: Table::new(env.database(TYPES)?, "drive type index", file),
+            data: Table::new(env.database(DATA)?, "drive data", file),
+            schemas: Table::new(env.database(SCHEMAS)?, "drive schemas", file),
         })
     }
 }

@@ -320,6 +320,7 @@ pub(crate) fn create(cx: &Ctx<'_>, txn: &mut RwTransaction<'_>, parent: ItemId, 
     let name = check_name(&new.name)?;
     if let Some(kind) = &new.kind {
         check_type(kind)?;
+        cx.schemas.check_creatable(cx, txn, kind)?;
     }
     let mut parent_item =
         load(cx, txn, parent).map_err(|_| Error::not_found(format!("parent {parent} does not exist")))?;
@@ -350,7 +351,7 @@ pub(crate) fn create(cx: &Ctx<'_>, txn: &mut RwTransaction<'_>, parent: ItemId, 
     if let Some(kind) = &item.kind {
         cx.t.types.put(txn, &type_key(kind, item.id), &())?;
     }
-    parent_item.children += 1;
+    parent_item.children = add_child(&parent_item)?;
     cx.t.items.put(txn, &parent, &parent_item)?;
     Ok(item)
 }
@@ -380,6 +381,25 @@ fn put_child(cx: &Ctx<'_>, txn: &mut RwTransaction<'_>, parent: ItemId, name: &N
     cx.t.children.put(txn, &key, &id)
 }
 
+/// `parent`'s child count plus one; Corrupt if the stored count cannot
+/// grow (only a damaged file holds a count near `u64::MAX`).
+fn add_child(parent: &Item) -> Result<u64> {
+    parent.children.checked_add(1).ok_or_else(|| bad_count(parent))
+}
+
+/// `parent`'s child count minus one; Corrupt if it is already 0 (the stored
+/// count disagrees with the child index).
+fn remove_child(parent: &Item) -> Result<u64> {
+    parent.children.checked_sub(1).ok_or_else(|| bad_count(parent))
+}
+
+fn bad_count(parent: &Item) -> Error {
+    Error::corrupt(format!(
+        "item {} has a stored child count of {} that disagrees with its children (the file is damaged)",
+        parent.id, parent.children
+    ))
+}
+
 fn type_key(kind: &str, id: ItemId) -> TypeKey {
     TypeKey {
         kind: kind.to_owned(),
@@ -400,6 +420,11 @@ pub(crate) fn make_path(cx: &Ctx<'_>, txn: &mut RwTransaction<'_>, path: &str) -
         };
         parent = item.id;
         found.push(item);
+    }
+    // Each step's child count grew when the next step was created under it:
+    // hand back what is stored now, as `resolve` would.
+    for item in found.iter_mut() {
+        *item = load(cx, txn, item.id)?;
     }
     Ok(found)
 }
@@ -436,9 +461,9 @@ pub(crate) fn move_item(
     put_child(cx, txn, new_parent, &name, id)?;
     if item.parent != new_parent {
         let mut old_parent = load(cx, txn, item.parent).map_err(|e| broken_link(e, id))?;
-        old_parent.children = old_parent.children.saturating_sub(1);
+        old_parent.children = remove_child(&old_parent)?;
         cx.t.items.put(txn, &old_parent.id, &old_parent)?;
-        target.children += 1;
+        target.children = add_child(&target)?;
         cx.t.items.put(txn, &new_parent, &target)?;
     }
     item.parent = new_parent;
@@ -488,7 +513,7 @@ pub(crate) fn delete(cx: &Ctx<'_>, txn: &mut RwTransaction<'_>, id: ItemId) -> R
         remove_one(cx, txn, item)?;
     }
     let mut parent_item = load(cx, txn, parent).map_err(|e| broken_link(e, id))?;
-    parent_item.children = parent_item.children.saturating_sub(1);
+    parent_item.children = remove_child(&parent_item)?;
     cx.t.items.put(txn, &parent, &parent_item)?;
     Ok(removed)
 }

@@ -254,9 +254,22 @@ impl DriveView {
 
     /// Writes `value` as `version` of typed item `id`'s data (default: the
     /// next patch after the current one), checked against the type's schema.
-    /// Needs `edit`. Returns the version written.
+    /// A version that is already stored is refused with
+    /// [`AlreadyExists`](crate::ErrorKind::AlreadyExists) (see
+    /// [`replace_data`](DriveView::replace_data)). Needs `edit`. Returns the
+    /// version written.
     pub fn set_data(&self, id: ItemId, value: &Value, version: Option<Version>) -> Result<Version> {
-        self.write("set_data", |cx, txn| data::set_data(cx, txn, id, value, version))
+        self.write("set_data", |cx, txn| {
+            data::set_data(cx, txn, id, value, version, data::Existing::Refuse)
+        })
+    }
+
+    /// Like [`set_data`](DriveView::set_data) at `version`, replacing that
+    /// version's data if it is stored (the old data is lost).
+    pub fn replace_data(&self, id: ItemId, value: &Value, version: Version) -> Result<Version> {
+        self.write("replace_data", |cx, txn| {
+            data::set_data(cx, txn, id, value, Some(version), data::Existing::Replace)
+        })
     }
 
     /// Item `id`'s data at `version` (default: current) and that version.

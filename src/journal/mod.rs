@@ -30,6 +30,7 @@ mod audit;
 mod counters;
 mod fault;
 mod fs;
+mod handle;
 mod lock;
 mod manifest;
 mod mutation;
@@ -44,11 +45,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
 pub use fault::{FaultAction, FaultPlan, Step};
+pub use handle::SharedMutation;
 pub use mutation::Mutation;
 pub use record::{MutationStatus, FORMAT_VERSION};
 pub use recovery::{Quarantined, RecoveryReport};
@@ -65,11 +67,15 @@ use crate::{Error, ErrorKind, Result};
 /// A managed directory tree whose changes are made through [`Mutation`]s.
 ///
 /// Guarantees: mutations of one root are serialized across threads and
-/// processes; after any crash the next `open`, `begin` or `read` restores
-/// the last committed state before anything else runs; a record that cannot
-/// be trusted is quarantined, never applied; a record of a newer format
-/// blocks mutations and reads ([`ErrorKind::Unsupported`]) until a newer
-/// build recovers it or an operator resolves it; paths outside the root are
+/// processes, and end only in the process that began them; after any crash
+/// the next `open`, `begin` or `read` restores the last committed state
+/// before anything else runs; a damaged record is quarantined, never
+/// applied; a record of a newer format (or with a status or kind this build
+/// does not know) blocks mutations and reads ([`ErrorKind::Unsupported`])
+/// until a newer build recovers it or an operator resolves it; state under
+/// `.keel/` that keel did not make (a symlink, FIFO, device, or a backup
+/// that does not match its record) blocks recovery with
+/// [`ErrorKind::Corrupt`] and nothing is touched; paths outside the root are
 /// never touched. Cloning is cheap (a shared handle). Costs: `open` and
 /// `begin` list four small folders; see [`Mutation`] for the cost of changes.
 #[derive(Debug, Clone)]
@@ -257,6 +263,17 @@ impl Journal {
         self.start(guard, operation, details)
     }
 
+    /// [`begin`](Self::begin) waiting `timeout` at most for the lock:
+    /// `Ok(None)` when it elapsed. A host that must stay responsive (Python
+    /// checking for Ctrl-C) calls it in short slices. Another process's
+    /// hold is polled (an `flock` cannot time out), every 20 ms at most.
+    pub fn begin_timeout(&self, operation: &str, details: &str, timeout: Duration) -> Result<Option<Mutation>> {
+        match self.inner.lock.exclusive_until(deadline(timeout))? {
+            Some(guard) => self.start(guard, operation, details).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// [`begin`](Self::begin) without waiting: `Ok(None)` when another
     /// thread or process holds the root (e.g. to report "another ingest is
     /// running" instead of queueing behind it).
@@ -312,6 +329,31 @@ impl Journal {
         }
     }
 
+    /// [`read`](Self::read) waiting `timeout` at most: `Ok(None)` when it
+    /// elapsed (see [`begin_timeout`](Self::begin_timeout)).
+    pub fn read_timeout(&self, timeout: Duration) -> Result<Option<ReadGuard>> {
+        let deadline = deadline(timeout);
+        loop {
+            let Some(shared) = self.inner.lock.shared_until(deadline)? else {
+                return Ok(None);
+            };
+            if list_names(&self.inner, &self.inner.layout.journal)?.is_empty() {
+                return Ok(Some(ReadGuard { _guard: shared }));
+            }
+            drop(shared);
+            let Some(exclusive) = self.inner.lock.exclusive_until(deadline)? else {
+                return Ok(None);
+            };
+            self.recover_locked().map_err(|err| {
+                refused(
+                    &err,
+                    format!("journal {}: cannot read, recovery failed: {err}", self.root().display()),
+                )
+            })?;
+            drop(exclusive);
+        }
+    }
+
     /// Runs recovery now (under the exclusive lock) and reports what it did.
     /// On failure nothing is deleted and the error names every path that
     /// could not be restored.
@@ -345,42 +387,39 @@ impl Journal {
         Ok(moved)
     }
 
-    /// What is on disk: records, unreadable records, quarantine, and the
-    /// last recovery failure. Takes no lock.
+    /// What is on disk: records, unreadable records, quarantine, problems
+    /// with the state keel did not make, and the last recovery's outcome.
+    /// Takes no lock.
     pub fn status(&self) -> Result<JournalStatus> {
         let inner = &self.inner;
-        let mut status = JournalStatus {
-            last_recovery_error: inner.last_recovery_error.lock().clone(),
-            last_recovery: inner.last_recovery.lock().clone(),
-            problems: audit::state(&inner.fs, &inner.layout)?,
-            ..JournalStatus::default()
-        };
-        if !status.problems.is_empty() {
-            return Ok(status);
+        let mut status = read_status(&inner.fs, &inner.layout)?;
+        status.last_recovery_error = inner.last_recovery_error.lock().clone();
+        status.last_recovery = inner.last_recovery.lock().clone();
+        Ok(status)
+    }
+
+    /// What the journal of `root` holds, without opening it: nothing is
+    /// created, locked, recovered or written (a root without `.keel/` has
+    /// an empty status). An interrupted mutation shows as a pending
+    /// `active` record, which [`recover`](Self::recover) would roll back;
+    /// backups that are not what their records say are in `problems`. For
+    /// inspection tools (`keel journal status`).
+    pub fn inspect(root: impl AsRef<Path>) -> Result<JournalStatus> {
+        let given = root.as_ref();
+        let root = std::fs::canonicalize(given).map_err(|e| io_err("inspect journal root", given, e))?;
+        let layout = Layout::new(root);
+        let fs = Fs::default();
+        if fs
+            .lstat("status", &layout.state)
+            .map_err(|e| io_err("stat", &layout.state, e))?
+            .is_none()
+        {
+            return Ok(JournalStatus::default());
         }
-        status.quarantined = list_names(inner, &inner.layout.quarantine)?;
-        for name in list_names(inner, &inner.layout.journal)? {
-            let backup = parse_record_name(&name).is_none() && paths::seq_of(&name).is_some();
-            if backup {
-                continue;
-            }
-            let path = inner.layout.journal.join(&name);
-            let record = inner
-                .fs
-                .read("status", &path)
-                .ok()
-                .and_then(|bytes| Record::decode(&bytes).ok())
-                .filter(|record| parse_record_name(&name) == Some(record.seq));
-            match record {
-                Some(record) => status.pending.push(PendingMutation {
-                    seq: record.seq,
-                    paths: record.entries.iter().map(|e| e.path.clone()).collect(),
-                    operation: record.operation,
-                    details: record.details,
-                    status: record.status,
-                }),
-                None => status.unreadable.push(name),
-            }
+        let mut status = read_status(&fs, &layout)?;
+        if status.problems.is_empty() {
+            let scan = recovery::Scan::read(&fs, &layout)?;
+            status.problems = scan.backup_problems(&fs, &layout)?;
         }
         Ok(status)
     }
@@ -439,6 +478,13 @@ impl Journal {
             }
         }
     }
+}
+
+/// `timeout` from now (far in the future for a huge one).
+fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// The error for a call refused because recovery failed: `Unsupported` when
@@ -521,6 +567,46 @@ fn open_lock_file(path: &PathBuf) -> Result<File> {
 }
 
 fn list_names(inner: &Inner, dir: &Path) -> Result<Vec<String>> {
-    let names = inner.fs.read_dir("status", dir).map_err(|e| io_err("list", dir, e))?;
+    list_in(&inner.fs, dir)
+}
+
+fn list_in(fs: &Fs, dir: &Path) -> Result<Vec<String>> {
+    let names = fs.read_dir("status", dir).map_err(|e| io_err("list", dir, e))?;
     Ok(names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect())
+}
+
+/// Reads what is on disk, changing nothing (every read is of a regular
+/// file, opened without following links or blocking).
+fn read_status(fs: &Fs, layout: &Layout) -> Result<JournalStatus> {
+    let mut status = JournalStatus {
+        problems: audit::state(fs, layout)?,
+        ..JournalStatus::default()
+    };
+    if !status.problems.is_empty() {
+        return Ok(status);
+    }
+    status.quarantined = list_in(fs, &layout.quarantine)?;
+    for name in list_in(fs, &layout.journal)? {
+        let backup = parse_record_name(&name).is_none() && paths::seq_of(&name).is_some();
+        if backup {
+            continue;
+        }
+        let path = layout.journal.join(&name);
+        let record = fs
+            .read("status", &path)
+            .ok()
+            .and_then(|bytes| Record::decode(&bytes).ok())
+            .filter(|record| parse_record_name(&name) == Some(record.seq));
+        match record {
+            Some(record) => status.pending.push(PendingMutation {
+                seq: record.seq,
+                paths: record.entries.iter().map(|e| e.path.clone()).collect(),
+                operation: record.operation,
+                details: record.details,
+                status: record.status,
+            }),
+            None => status.unreadable.push(name),
+        }
+    }
+    Ok(status)
 }

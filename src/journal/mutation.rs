@@ -29,9 +29,11 @@ const STEP: &str = "mutate";
 /// tree ends exactly as before or exactly as after — [`commit`](Self::commit)
 /// makes it final, [`rollback`](Self::rollback), an error in `commit` or
 /// dropping the mutation undoes it, and a crash is undone by the next
-/// recovery. Each first touch costs a backup (a copy for files, hardlinks for
-/// folders) and one record write; each write costs a temp file, two fsyncs
-/// and a rename. Paths are relative to the root, `/`-separated, and never
+/// recovery. Each first touch costs a backup (a hardlink, or a copy where
+/// linking is refused, for files, whose content is read once for its
+/// checksum; hardlinks for folders) and one record write (two fsyncs); each
+/// write costs a temp file, two fsyncs and a rename; the commit, one record
+/// write. Paths are relative to the root, `/`-separated, and never
 /// followed through symlinks.
 ///
 /// To change many paths in one mutation, [`declare`](Self::declare) them

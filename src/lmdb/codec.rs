@@ -1,8 +1,14 @@
 //! Typed keys and values: each stored shape has one [`Codec`], so byte layout
 //! lives in one place and malformed bytes become
 //! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the table and key.
+//!
+//! Every value a [`Table`] stores is *sealed*: followed by a CRC-32C of its
+//! key and its bytes (4 bytes, big-endian). LMDB checks no page contents, so
+//! this is what turns a scribbled, torn or misplaced value into `Corrupt`
+//! naming the file, table and key, instead of a wrong answer.
 
 use std::marker::PhantomData;
+use std::path::Path;
 
 use lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
 
@@ -142,13 +148,42 @@ impl Codec for serde_json::Value {
     }
 }
 
+/// The length of the checksum that ends every sealed value.
+pub const SEAL_LEN: usize = 4;
+
+/// `value` followed by the CRC-32C of `key` and `value`: what a [`Table`]
+/// stores. Covering the key too means a value found under the wrong key
+/// (a page mixed up by damage) fails its check as well.
+pub fn seal(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + SEAL_LEN);
+    out.extend_from_slice(value);
+    out.extend_from_slice(&checksum(key, value).to_be_bytes());
+    out
+}
+
+/// The value inside `stored` if its checksum matches `key` and its bytes;
+/// `None` if it is too short or does not match.
+pub fn unseal<'a>(key: &[u8], stored: &'a [u8]) -> Option<&'a [u8]> {
+    let split = stored.len().checked_sub(SEAL_LEN)?;
+    let (value, sum) = stored.split_at(split);
+    let sum = u32::from_be_bytes(sum.try_into().ok()?);
+    (checksum(key, value) == sum).then_some(value)
+}
+
+fn checksum(key: &[u8], value: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(key), value)
+}
+
 /// A named LMDB database whose keys are `K` and values `V`.
 ///
-/// Reads decode into owned values; a value that does not decode is
-/// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the table and key.
+/// Values are sealed (see the module docs). Reads check the seal and decode
+/// into owned values; a value that fails either is
+/// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the file, the
+/// table and the key.
 pub struct Table<K, V> {
     db: Database,
     name: &'static str,
+    file: &'static Path,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -160,11 +195,13 @@ impl<K, V> Clone for Table<K, V> {
 impl<K, V> Copy for Table<K, V> {}
 
 impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
-    /// The table stored in `db`, called `name` in errors.
-    pub fn new(db: Database, name: &'static str) -> Table<K, V> {
+    /// The table stored in `db` of the LMDB file `file`, called `name` in
+    /// errors.
+    pub fn new(db: Database, name: &'static str, file: &'static Path) -> Table<K, V> {
         Table {
             db,
             name,
+            file,
             _types: PhantomData,
         }
     }
@@ -176,8 +213,9 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
 
     /// The value at `key`, if any.
     pub fn get(&self, txn: &impl Transaction, key: &K) -> Result<Option<V>> {
-        match txn.get(self.db, &key.to_bytes()) {
-            Ok(bytes) => self.decode_value(key, bytes).map(Some),
+        let key_bytes = key.to_bytes();
+        match txn.get(self.db, &key_bytes) {
+            Ok(stored) => self.decode_value(key, self.unseal(key, &key_bytes, stored)?).map(Some),
             Err(lmdb::Error::NotFound) => Ok(None),
             Err(e) => Err(map_err(format!("read {} key {key:?}", self.name), e)),
         }
@@ -192,8 +230,9 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
         key: &K,
         read: impl FnOnce(&[u8]) -> Result<R>,
     ) -> Result<Option<R>> {
-        match txn.get(self.db, &key.to_bytes()) {
-            Ok(bytes) => read(bytes).map(Some),
+        let key_bytes = key.to_bytes();
+        match txn.get(self.db, &key_bytes) {
+            Ok(stored) => read(self.unseal(key, &key_bytes, stored)?).map(Some),
             Err(lmdb::Error::NotFound) => Ok(None),
             Err(e) => Err(map_err(format!("read {} key {key:?}", self.name), e)),
         }
@@ -210,8 +249,14 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
 
     /// Stores `value` at `key`, replacing any value there.
     pub fn put(&self, txn: &mut RwTransaction<'_>, key: &K, value: &V) -> Result<()> {
-        txn.put(self.db, &key.to_bytes(), &value.to_bytes(), WriteFlags::empty())
-            .map_err(|e| map_err(format!("write {} key {key:?}", self.name), e))
+        let key_bytes = key.to_bytes();
+        txn.put(
+            self.db,
+            &key_bytes,
+            &seal(&key_bytes, &value.to_bytes()),
+            WriteFlags::empty(),
+        )
+        .map_err(|e| map_err(format!("write {} key {key:?}", self.name), e))
     }
 
     /// Removes `key`; returns whether it was there.
@@ -252,7 +297,7 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
                 break;
             }
             let key = K::decode(key_bytes).ok_or_else(|| self.corrupt_key(key_bytes))?;
-            let value = self.decode_value(&key, value_bytes)?;
+            let value = self.decode_value(&key, self.unseal(&key, key_bytes, value_bytes)?)?;
             if !visit(key, value)? {
                 break;
             }
@@ -260,12 +305,33 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
         Ok(())
     }
 
+    /// The value inside a stored one, or Corrupt if its checksum fails.
+    fn unseal<'v>(&self, key: &K, key_bytes: &[u8], stored: &'v [u8]) -> Result<&'v [u8]> {
+        unseal(key_bytes, stored).ok_or_else(|| {
+            Error::corrupt(format!(
+                "{}: {} value at key {key:?} fails its checksum (the file is damaged)",
+                self.file.display(),
+                self.name
+            ))
+        })
+    }
+
     fn decode_value(&self, key: &K, bytes: &[u8]) -> Result<V> {
-        V::decode(bytes).ok_or_else(|| Error::corrupt(format!("{} value at key {key:?} is malformed", self.name)))
+        V::decode(bytes).ok_or_else(|| {
+            Error::corrupt(format!(
+                "{}: {} value at key {key:?} is malformed",
+                self.file.display(),
+                self.name
+            ))
+        })
     }
 
     fn corrupt_key(&self, bytes: &[u8]) -> Error {
-        Error::corrupt(format!("{} key {bytes:02x?} is malformed", self.name))
+        Error::corrupt(format!(
+            "{}: {} key {bytes:02x?} is malformed",
+            self.file.display(),
+            self.name
+        ))
     }
 }
 
@@ -297,6 +363,20 @@ mod tests {
         assert_eq!(d.finish(()), None);
         let mut short = Decoder::new(&[1, 2]);
         assert_eq!(short.u32(), None);
+    }
+
+    #[test]
+    fn sealed_values_check_their_key_and_bytes() {
+        let sealed = seal(b"key", b"value");
+        assert_eq!(unseal(b"key", &sealed), Some(&b"value"[..]));
+        assert_eq!(unseal(b"other", &sealed), None, "a value under the wrong key");
+        for at in 0..sealed.len() {
+            let mut flipped = sealed.clone();
+            flipped[at] ^= 0x10;
+            assert_eq!(unseal(b"key", &flipped), None, "byte {at} flipped");
+        }
+        assert_eq!(unseal(b"key", &sealed[..3]), None);
+        assert_eq!(unseal(b"", &seal(b"", b"")), Some(&b""[..]));
     }
 
     #[test]

@@ -91,6 +91,12 @@ impl Env {
         &self.inner.path
     }
 
+    /// [`path`](Env::path), for values that outlive the environment (table
+    /// handles naming their file in errors).
+    pub fn static_path(&self) -> &'static Path {
+        registry::intern_path(&self.inner.path)
+    }
+
     /// The named database, created if missing. Handles are cached, so this is
     /// cheap after the first call. Call it outside `read`/`write` closures.
     pub fn database(&self, name: &str) -> Result<Database> {
@@ -405,7 +411,7 @@ impl Inner {
                 Outcome::Ok => match nested.commit() {
                     Ok(()) => {}
                     Err(lmdb::Error::MapFull) => return BatchEnd::MapFull,
-                    Err(e) => job.fail(map_err(format!("commit to {}", self.path.display()), e)),
+                    Err(e) => job.fail(self.write_error("commit to", e)),
                 },
                 Outcome::Failed => {
                     tally.failed_writes += 1;
@@ -420,8 +426,22 @@ impl Inner {
         match committed {
             Ok(()) => BatchEnd::Committed,
             Err(lmdb::Error::MapFull) => BatchEnd::MapFull,
-            Err(e) => BatchEnd::Failed(map_err(format!("commit to {}", self.path.display()), e)),
+            Err(e) => BatchEnd::Failed(self.write_error("commit to", e)),
         }
+    }
+
+    /// A failed write's error. LMDB reports a short write at the end of the
+    /// file as EIO; when the file system is out of space that is
+    /// [`StorageFull`](crate::ErrorKind::StorageFull), not an I/O fault.
+    fn write_error(&self, doing: &str, err: lmdb::Error) -> Error {
+        let context = format!("{doing} {}", self.path.display());
+        if err == lmdb::Error::Other(libc::EIO) && sys::file_system_full(&self.path) {
+            return Error::storage_full(format!(
+                "{context}: the file system is out of space (a short write at the end of the file)"
+            ))
+            .with_source(err);
+        }
+        map_err(context, err)
     }
 
     /// Doubles the map. Waits until this process has no transaction open.
@@ -476,7 +496,7 @@ impl Inner {
 
 /// Refuses a file shorter than its own meta page claims: reading past the
 /// end of a mapped file would kill the process with SIGBUS.
-fn check_not_truncated(env: &Environment, path: &Path) -> Result<()> {
+pub(crate) fn check_not_truncated(env: &Environment, path: &Path) -> Result<()> {
     let shown = path.display();
     let info = env.info().map_err(|e| map_err(format!("read header of {shown}"), e))?;
     let stat = env.stat().map_err(|e| map_err(format!("read header of {shown}"), e))?;

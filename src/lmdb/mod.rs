@@ -37,12 +37,13 @@ pub mod format;
 mod group_commit;
 mod registry;
 mod sys;
+pub mod verify;
 
 use std::fmt::Display;
 
 use crate::Error;
 
-pub use codec::{encode_len_prefixed, Codec, Decoder, Table};
+pub use codec::{encode_len_prefixed, seal, unseal, Codec, Decoder, Table, SEAL_LEN};
 pub use env::{Env, EnvStats};
 pub use lmdb::{Database, DatabaseFlags, RoTransaction, RwTransaction, Transaction, WriteFlags};
 

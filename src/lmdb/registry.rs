@@ -43,6 +43,20 @@ impl<T> Registry<T> {
     }
 }
 
+/// `path` as a `&'static Path`, leaked once per distinct path in the
+/// process (tables name their file in errors and are `Copy`; the number of
+/// files a process opens bounds what is kept).
+pub(crate) fn intern_path(path: &Path) -> &'static Path {
+    static INTERNED: Mutex<Vec<&'static Path>> = Mutex::new(Vec::new());
+    let mut interned = INTERNED.lock();
+    if let Some(known) = interned.iter().find(|known| **known == path) {
+        return known;
+    }
+    let leaked: &'static Path = Box::leak(path.to_path_buf().into_boxed_path());
+    interned.push(leaked);
+    leaked
+}
+
 /// The canonical form of a database file path, creating its parent folders:
 /// symlinks and `.`/`..` in the folder resolved, and the file itself resolved
 /// if it exists. Two spellings of one file give one key.

@@ -30,6 +30,33 @@ pub(crate) fn copy_compacted(env: &Environment, file: &std::fs::File) -> Result<
     check(rc)
 }
 
+/// Below this many free bytes a file system counts as full: LMDB writes
+/// whole pages (and a short write leaves a few bytes at most).
+const FULL_BELOW: u64 = 1 << 20;
+
+/// Whether the file system holding `path` is (nearly) out of space for an
+/// unprivileged writer, per `statvfs`. LMDB reports a short write at the
+/// end of the file as EIO, not ENOSPC; this tells the two apart. `false`
+/// when `statvfs` itself fails.
+pub(crate) fn file_system_full(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string and `stat` a valid
+    // out-pointer; statvfs writes all of it on success.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: rc == 0, so statvfs filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::useless_conversion)] // u64 on 64-bit Linux, narrower elsewhere
+    let (free, size) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    free.saturating_mul(size) < FULL_BELOW
+}
+
 fn check(rc: libc::c_int) -> Result<(), lmdb::Error> {
     if rc == 0 {
         Ok(())

@@ -28,6 +28,19 @@ pub(crate) fn job_enqueued(watch: Stopwatch, job: &JobRecord, created: bool) {
     }
 }
 
+/// `jobs enqueued: count=.. created=.. elapsed_us=..` (one batch).
+pub(crate) fn jobs_enqueued(watch: Stopwatch, enqueued: &[crate::ops::store::Enqueued]) {
+    if let Some(elapsed) = watch.elapsed() {
+        log::debug!(
+            target: LOG_TARGET,
+            "jobs enqueued: count={} created={} elapsed_us={}",
+            enqueued.len(),
+            enqueued.iter().filter(|e| e.created).count(),
+            micros(elapsed)
+        );
+    }
+}
+
 /// `job claimed: id=.. kind=.. attempt=.. worker=.. ready_for_ms=.. elapsed_us=..`
 /// (`ready_for_ms`: how long the job waited past its run-at time).
 pub(crate) fn job_claimed(watch: Stopwatch, job: &JobRecord, run_at: Millis, now: Millis) {
@@ -107,6 +120,13 @@ pub(crate) fn leases_reset(requeued: u64, dead: u64, during: &str) {
             target: LOG_TARGET,
             "expired leases reset: requeued={requeued} dead={dead} during={during}"
         );
+    }
+}
+
+/// A warning when a reset pass found lapsed operation claims.
+pub(crate) fn ops_reset(ready: u64, failed: u64) {
+    if ready + failed > 0 {
+        log::warn!(target: LOG_TARGET, "lapsed operation claims reset: ready={ready} failed={failed}");
     }
 }
 

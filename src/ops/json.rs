@@ -19,7 +19,7 @@ fn embedded(text: &str) -> Value {
 
 impl OpRecord {
     /// `{"item", "op", "state", "message", "attempts", "token", "worker",
-    /// "lease_until", "ready_at", "created_at", "updated_at"}`.
+    /// "lease_until", "ready_at", "created_at", "updated_at", "expired"}`.
     pub fn to_json(&self) -> Value {
         json!({
             "item": self.item,
@@ -33,6 +33,7 @@ impl OpRecord {
             "ready_at": self.ready_at,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "expired": self.expired,
         })
     }
 }

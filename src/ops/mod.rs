@@ -34,9 +34,13 @@ pub use clock::{Clock, ManualClock, Millis, SystemClock};
 pub use jobs::backoff::Backoff;
 pub use jobs::handler::{Handler, HandlerError, HandlerResult, JobContext};
 pub use jobs::queue::{EnqueueOptions, Queue};
-pub use jobs::worker::{StopReport, Worker, WorkerBuilder, WorkerOptions, WorkerStats};
+pub use jobs::worker::{StopReport, Worker, WorkerBuilder, WorkerMonitor, WorkerOptions, WorkerStats};
 pub use operations::Operations;
 pub use records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token, FORMAT_VERSION};
 pub use store::lmdb::LmdbStore;
-pub use store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, OperationStore, ResetReport};
-pub use transitions::JobPolicy;
+#[cfg(feature = "postgres")]
+pub use store::postgres::PgStore;
+pub use store::{
+    ClaimRequest, Enqueued, Finish, JobStore, KindCount, NewJob, NextOrder, OpResetReport, OperationStore, ResetReport,
+};
+pub use transitions::{JobPolicy, OpPolicy};

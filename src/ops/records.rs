@@ -97,6 +97,12 @@ pub struct OpRecord {
     pub ready_at: Millis,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// WORKING under a lease that had ended when the record was read: the
+    /// claim no longer guards the item (it is claimable, and updatable
+    /// without a token) until a claim or the reset pass moves it. Derived
+    /// by [`Operations`](crate::ops::Operations) when reading, never stored;
+    /// stores leave it false.
+    pub expired: bool,
 }
 
 impl OpRecord {
@@ -114,6 +120,7 @@ impl OpRecord {
             ready_at: now,
             created_at: now,
             updated_at: now,
+            expired: false,
         }
     }
 
@@ -149,6 +156,7 @@ impl OpRecord {
             updated_at: d.u64()?,
             message: d.str()?,
             worker: d.str()?,
+            expired: false,
         };
         d.end()?;
         Ok(record)

@@ -29,6 +29,21 @@ impl Default for JobPolicy {
     }
 }
 
+/// Limits applied when operation claims lapse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpPolicy {
+    /// How many lapsed claims (leases that ended without an update) a record
+    /// survives in a row; the next one makes it FAILED ("its claimers kept
+    /// dying"). A holder's update clears the count.
+    pub max_lapses: u32,
+}
+
+impl Default for OpPolicy {
+    fn default() -> OpPolicy {
+        OpPolicy { max_lapses: 5 }
+    }
+}
+
 // ---- operations ------------------------------------------------------------
 
 /// `existing` (or a new record) made READY now; any claim on it is dropped,
@@ -51,6 +66,36 @@ pub fn op_claimable(record: &OpRecord, now: Millis) -> bool {
         OpState::Working => record.lease_until <= now,
         OpState::Ok | OpState::Failed => false,
     }
+}
+
+/// Whether `record` is WORKING under a lease that has ended by `now`: its
+/// claim no longer guards the item.
+pub fn op_expired(record: &OpRecord, now: Millis) -> bool {
+    record.state == OpState::Working && record.lease_until <= now
+}
+
+/// `record`, whose claim lapsed for the `lapses`-th time in a row, made
+/// READY again in its old place — or FAILED, saying why, once `lapses` exceeds
+/// `policy.max_lapses`. Either way the lapsed holder's token is refused.
+pub fn op_lapse(mut record: OpRecord, lapses: u32, policy: &OpPolicy, now: Millis) -> OpRecord {
+    if lapses > policy.max_lapses {
+        record.message = format!(
+            "its claimers kept dying: the claim lapsed {lapses} times (max lapses {}), last held by {:?}",
+            policy.max_lapses, record.worker
+        );
+        record.state = OpState::Failed;
+        record.token = 0;
+        record.lease_until = 0;
+        record.updated_at = now;
+        return record;
+    }
+    // It keeps its `ready_at`, so it goes back to its place among the READY
+    // records rather than to the end.
+    record.state = OpState::Ready;
+    record.token = 0;
+    record.lease_until = 0;
+    record.updated_at = now;
+    record
 }
 
 /// `record` claimed by `worker` with a fresh `token` until `lease_until`.
@@ -406,5 +451,20 @@ mod tests {
         assert!(op_claimable(&working, 100), "an expired lease is claimable again");
         let to_working = op_update(None, "ds", "unpack", None, OpState::Working, "", 1);
         assert_eq!(to_working.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn a_lapsed_claim_is_ready_again_until_it_lapsed_too_often() {
+        let policy = OpPolicy { max_lapses: 2 };
+        let working = op_claim(op_ready(None, "ds", "unpack", 0), "w1", 5, 100, 0);
+        assert!(!op_expired(&working, 99));
+        assert!(op_expired(&working, 100));
+        let again = op_lapse(working.clone(), 2, &policy, 100);
+        assert_eq!((again.state, again.token, again.ready_at), (OpState::Ready, 0, 0));
+        let failed = op_lapse(working, 3, &policy, 100);
+        assert_eq!(failed.state, OpState::Failed);
+        assert!(failed.message.contains("lapsed 3 times"), "{}", failed.message);
+        let late = op_update(Some(failed), "ds", "unpack", Some(5), OpState::Ok, "", 101);
+        assert_eq!(late.unwrap_err().kind(), ErrorKind::Conflict);
     }
 }

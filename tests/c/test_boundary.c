@@ -55,6 +55,40 @@ static void test_counts_whose_byte_size_overflows(keel_ops *ops, keel_queue *que
   CHECK(error_mentions("names[0]"));
 }
 
+/* A callback returns a plain int32_t; a number that is no keel_status is
+ * one rule for every callback: KEEL_INVALID_ARGUMENT naming the number. */
+static int32_t returns_nonsense(void *userdata, keel_task_ctx *ctx) {
+  (void)userdata;
+  keel_task_ctx_set_output(ctx, (const uint8_t *)"why", 3);
+  return 999;
+}
+
+static int32_t returns_busy(void *userdata, keel_task_ctx *ctx) {
+  (void)userdata;
+  (void)ctx;
+  return KEEL_BUSY;
+}
+
+static void test_callback_statuses(void) {
+  keel_pool *pool = NULL;
+  CHECK_OK(keel_pool_new(2, KEEL_POOL_NO_TIMEOUT, 4, NULL, 0, &pool));
+  keel_task tasks[] = {
+      {(const uint8_t *)"a", 1, returns_nonsense, NULL},
+      {(const uint8_t *)"b", 1, returns_busy, NULL},
+  };
+  keel_outcome outcomes[2] = {{0}};
+  CHECK_OK(keel_pool_run(pool, tasks, 2, 0, KEEL_POOL_TIMEOUT_DEFAULT, outcomes));
+  CHECK(outcomes[0].kind == KEEL_OUTCOME_ERROR);
+  CHECK(outcomes[0].status == KEEL_INVALID_ARGUMENT);
+  CHECK(outcomes[0].message.ptr != NULL && strstr((const char *)outcomes[0].message.ptr, "returned 999") != NULL);
+  CHECK(outcomes[0].message.ptr != NULL && strstr((const char *)outcomes[0].message.ptr, "why") != NULL);
+  /* A keel_status is that kind of failure; with no output, the message names it. */
+  CHECK(outcomes[1].status == KEEL_BUSY);
+  CHECK(outcomes[1].message.ptr != NULL && strstr((const char *)outcomes[1].message.ptr, "KEEL_BUSY") != NULL);
+  keel_outcomes_free(outcomes, 2);
+  keel_pool_free(pool);
+}
+
 static void test_pool_arrays(void) {
   keel_pool *pool = NULL;
   CHECK_OK(keel_pool_new(1, KEEL_POOL_NO_TIMEOUT, 0, NULL, 0, &pool));
@@ -81,6 +115,7 @@ int main(void) {
   test_string_lengths_above_isize_max();
   test_counts_whose_byte_size_overflows(ops, queue);
   test_pool_arrays();
+  test_callback_statuses();
 
   keel_queue_free(queue);
   keel_ops_free(ops);

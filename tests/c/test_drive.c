@@ -35,7 +35,7 @@ typedef struct {
   int fail;
 } migrate_state;
 
-static keel_status migrate(void *userdata, const char *input, size_t input_len,
+static int32_t migrate(void *userdata, const char *input, size_t input_len,
                            keel_drive_migration *output) {
   migrate_state *state = userdata;
   state->calls++;

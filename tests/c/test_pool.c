@@ -53,7 +53,7 @@ static void leave(int key) {
   atomic_fetch_sub(&running_now, 1);
 }
 
-static keel_status keyed_work(void *userdata, keel_task_ctx *ctx) {
+static int32_t keyed_work(void *userdata, keel_task_ctx *ctx) {
   int key = (int)(intptr_t)userdata;
   enter(key);
   for (int i = 0; i < 1000; i++) sched_yield();
@@ -63,7 +63,7 @@ static keel_status keyed_work(void *userdata, keel_task_ctx *ctx) {
   return keel_task_ctx_set_output(ctx, (const uint8_t *)out, (size_t)len);
 }
 
-static keel_status meeting_work(void *userdata, keel_task_ctx *ctx) {
+static int32_t meeting_work(void *userdata, keel_task_ctx *ctx) {
   (void)ctx;
   int key = (int)(intptr_t)userdata;
   enter(key % 3);
@@ -120,7 +120,7 @@ static void test_concurrency_reaches_and_never_exceeds_the_limit(void) {
 
 static atomic_int runs_of_key[4];
 
-static keel_status flag_work(void *userdata, keel_task_ctx *ctx) {
+static int32_t flag_work(void *userdata, keel_task_ctx *ctx) {
   int key = (int)(intptr_t)userdata;
   atomic_fetch_add(&runs_of_key[key], 1);
   const char *flag = keel_task_ctx_is_first_of_key(ctx) ? "first" : "follower";
@@ -171,7 +171,7 @@ static pthread_cond_t hang_cond = PTHREAD_COND_INITIALIZER;
 static int released;
 static int hung_started;
 
-static keel_status hang(void *userdata, keel_task_ctx *ctx) {
+static int32_t hang(void *userdata, keel_task_ctx *ctx) {
   (void)userdata;
   (void)ctx;
   pthread_mutex_lock(&hang_lock);
@@ -182,7 +182,7 @@ static keel_status hang(void *userdata, keel_task_ctx *ctx) {
   return KEEL_OK;
 }
 
-static keel_status quick(void *userdata, keel_task_ctx *ctx) {
+static int32_t quick(void *userdata, keel_task_ctx *ctx) {
   (void)userdata;
   (void)ctx;
   return KEEL_OK;
@@ -262,7 +262,7 @@ static void test_shutdown_returns_while_hung_threads_live(void) {
 static size_t committed[32];
 static size_t committed_count;
 
-static keel_status prepare_item(void *userdata, keel_task_ctx *ctx) {
+static int32_t prepare_item(void *userdata, keel_task_ctx *ctx) {
   (void)ctx;
   int item = (int)(intptr_t)userdata;
   if (item == 5) return KEEL_CORRUPT;
@@ -271,7 +271,7 @@ static keel_status prepare_item(void *userdata, keel_task_ctx *ctx) {
   return keel_task_ctx_set_output(ctx, (const uint8_t *)out, (size_t)len);
 }
 
-static keel_status commit_item(void *userdata, size_t index, const uint8_t *prepared, size_t len,
+static int32_t commit_item(void *userdata, size_t index, const uint8_t *prepared, size_t len,
                                keel_task_ctx *ctx) {
   (void)userdata;
   committed[committed_count++] = index;

@@ -182,3 +182,166 @@ def test_aio_queue_and_async_handlers(tmp_path):
         return await ops.claim("index", worker="aio")
 
     assert [c["item"] for c in asyncio.run(claim())] == ["ds"]
+
+
+def wait_for(what, condition):
+    """Waits (polling) for an effect of keel's own threads or of real time."""
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.005)
+
+
+def test_an_expired_claim_reads_as_expired_and_lapses_to_failed(tmp_path):
+    ops = keel.Operations(tmp_path / "ops.lmdb", max_lapses=1)
+    ops.ready("ds", ["index"])
+    ops.claim("index", worker="dying", lease=0.01)
+    wait_for("the lease to end", lambda: ops.states("ds")[0]["expired"])
+    [listed] = ops.next("index")
+    assert (listed["state"], listed["expired"]) == ("WORKING", True)
+    assert ops.reset_expired() == {"ready": 1, "failed": 0}
+    assert ops.states("ds")[0]["state"] == "READY"
+    ops.claim("index", worker="dying", lease=0.01)
+    wait_for("the lease to end", lambda: ops.states("ds")[0]["expired"])
+    assert ops.reset_expired() == {"ready": 0, "failed": 1}
+    record = ops.states("ds")[0]
+    assert record["state"] == "FAILED" and "lapsed 2 times" in record["message"]
+
+
+def test_next_lists_by_item_when_asked(tmp_path):
+    ops = keel.Operations(tmp_path / "ops.lmdb")
+    for item in ["c", "a", "b"]:
+        ops.ready(item, ["unpack"])
+    assert [r["item"] for r in ops.next("unpack", order="item")] == ["a", "b", "c"]
+    assert [r["item"] for r in ops.next("unpack", 2, order="item")] == ["a", "b"]
+    with pytest.raises(keel.InvalidArgument):
+        ops.next("unpack", order="newest")
+
+
+def test_negative_values_for_unsigned_parameters_are_invalid_arguments(tmp_path):
+    q = keel.Queue(tmp_path / "jobs.lmdb")
+    ops = keel.Operations(tmp_path / "ops.lmdb")
+    calls = [
+        lambda: q.enqueue("k", priority=-1),
+        lambda: q.enqueue("k", max_attempts=-1),
+        lambda: q.enqueue("k", priority=2**70),
+        lambda: q.list("k", limit=-1),
+        lambda: q.get(-1),
+        lambda: q.cancel(-1),
+        lambda: q.complete(-1, 1),
+        lambda: q.heartbeat(1, -1),
+        lambda: ops.next("unpack", -1),
+        lambda: ops.claim("unpack", -1, worker="w"),
+        lambda: ops.error("ds", "unpack", "x", token=-1),
+        lambda: keel.Queue(tmp_path / "jobs.lmdb", max_resets=-1),
+        lambda: keel.Operations(tmp_path / "ops.lmdb", max_lapses=-1),
+        lambda: keel.Worker(q, {"k": (lambda job: None, -1)}),
+    ]
+    for call in calls:
+        with pytest.raises(keel.InvalidArgument):
+            call()
+
+
+def test_a_zero_poll_interval_is_refused(tmp_path):
+    q = keel.Queue(tmp_path / "jobs.lmdb")
+    with pytest.raises(keel.InvalidArgument):
+        keel.Worker(q, {"k": lambda job: None}, poll=0)
+
+
+def test_max_resets_is_configurable(tmp_path):
+    q = keel.Queue(tmp_path / "jobs.lmdb", max_resets=0)
+    job_id = q.enqueue("k")["id"]
+    q.dequeue(["k"], worker="dying", lease=0.01)
+    wait_for("the lease to end", lambda: q.reset_expired()["dead"] == 1)
+    job = q.get(job_id)
+    assert job["state"] == "dead" and "kept dying" in job["last_error"]
+
+
+def test_a_cancelled_jobs_handler_is_told_through_its_context(tmp_path):
+    q = keel.Queue(tmp_path / "jobs.lmdb")
+    job_id = q.enqueue("slow")["id"]
+    started, told, finish = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def handler(job, ctx):
+        seen["ids"] = (job["id"], ctx.id, ctx.attempt)
+        started.set()
+        while not ctx.lease_lost():
+            time.sleep(0.002)
+        seen["should_stop"] = ctx.should_stop()
+        told.set()
+        finish.wait(PATIENCE)
+
+    with keel.Worker(q, {"slow": handler}, lease=0.3, heartbeat=0.05, poll=0.05) as worker:
+        assert started.wait(PATIENCE)
+        q.cancel(job_id, "operator")
+        assert told.wait(PATIENCE), "the handler never learnt its job was cancelled"
+        assert worker.running == 0, "the lost job is still in the running set"
+        assert worker.stats()["lost"] == 1
+        finish.set()
+    assert seen == {"ids": (job_id, job_id, 1), "should_stop": True}
+    assert q.get(job_id)["state"] == "cancelled"
+
+
+def test_a_one_argument_handler_still_gets_the_job_dict(tmp_path):
+    q = keel.Queue(tmp_path / "jobs.lmdb")
+    job_id = q.enqueue("echo", {"n": 7})["id"]
+    done = threading.Event()
+
+    def handler(job):
+        done.set()
+        return job["payload"]
+
+    with keel.Worker(q, {"echo": handler}, poll=0.05):
+        assert done.wait(PATIENCE)
+        wait_for("the result to be stored", lambda: q.get(job_id)["state"] == "completed")
+    assert q.get(job_id)["result"] == {"n": 7}
+
+
+def test_worker_stats_answer_while_stop_runs_in_another_thread(tmp_path):
+    q = keel.Queue(tmp_path / "jobs.lmdb")
+    q.enqueue("slow")
+    stopping, release = threading.Event(), threading.Event()
+
+    def handler(job, ctx):
+        while not ctx.should_stop():
+            time.sleep(0.002)
+        stopping.set()  # stop() now holds the worker, waiting for this handler
+        release.wait(PATIENCE)
+
+    worker = keel.Worker(q, {"slow": handler}, poll=0.05)
+    wait_for("the job to start", lambda: worker.running == 1)
+    stopper = threading.Thread(target=worker.stop, args=(PATIENCE,))
+    stopper.start()
+    assert stopping.wait(PATIENCE)
+    stats = worker.stats()
+    kinds = worker.kinds
+    still_stopping = stopper.is_alive()
+    release.set()
+    stopper.join()
+    assert still_stopping, "stats() waited for stop() to finish"
+    assert stats["completed"] == 0 and kinds == ["slow"]
+
+
+def test_enqueue_many_stores_a_batch_in_order_with_options(tmp_path):
+    q = keel.Queue(tmp_path / "jobs.lmdb")
+    records = q.enqueue_many(
+        [
+            ("mail", {"n": 1}),
+            {"kind": "mail", "payload": {"n": 2}, "priority": 1, "unique_key": "u"},
+            {"kind": "mail", "payload": {"n": 3}, "unique_key": "u"},
+            {"kind": "later", "delay": 3600},
+        ]
+    )
+    assert [r["created"] for r in records] == [True, True, False, True]
+    assert records[2]["id"] == records[1]["id"]
+    assert records[3]["run_at"] >= records[0]["run_at"] + 3_600_000
+    assert q.counts() == {"mail": {"queued": 2}, "later": {"queued": 1}}
+    assert q.dequeue(["mail"], worker="w")["payload"] == {"n": 2}
+    for bad in ([("mail", object())], [{"kind": "mail", "colour": 1}], [{"kind": "mail", "priority": -1}]):
+        with pytest.raises((TypeError, keel.InvalidArgument)):
+            q.enqueue_many(bad)
+    with pytest.raises(keel.InvalidArgument):
+        q.enqueue_many([{"kind": "mail", "priority": -1}])
+    assert q.counts()["mail"] == {"queued": 1, "running": 1}, "a refused batch stored nothing"
+    assert q.enqueue_many([]) == []

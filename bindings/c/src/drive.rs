@@ -10,10 +10,11 @@ use keel_core::drive::{
     json, Drive, DriveOptions, DriveView, ItemId, Migration, NewItem, OpenBatch, Permissions, Version, WalkOrder,
 };
 use keel_core::lmdb::Durability;
-use keel_core::{Error, ErrorKind, Result};
+use keel_core::{Error, Result};
 use serde_json::Value;
 
 use crate::buf::keel_buf;
+use crate::callback::{self, Output, Userdata};
 use crate::ffi;
 use crate::status::keel_status;
 
@@ -35,14 +36,15 @@ pub struct keel_drive_batch {
 /// Where a migration callback puts its result (keel_drive_migration_set).
 /// Valid only during the callback.
 pub struct keel_drive_migration {
-    output: Option<Vec<u8>>,
+    output: Output,
 }
 
 /// Converts one stored data version for a new schema. `input` (UTF-8 JSON,
 /// `input_len` bytes, valid during the call) is `{"item": {...}, "version":
 /// "1.2.3", "data": ..., "from_schema": n|null, "to_schema": n}`. Return
-/// KEEL_OK after keel_drive_migration_set(`output`, new data JSON), or any
-/// other status to abort the whole migration (nothing changes).
+/// KEEL_OK (0) after keel_drive_migration_set(`output`, new data JSON), or
+/// any other number to abort the whole migration (nothing changes; a
+/// keel_status is the error's kind, any other number KEEL_INVALID_ARGUMENT).
 ///
 /// Called on a keel thread (the one committing the write), one call at a
 /// time per migration. It must not write to the drive (that would wait for
@@ -53,7 +55,7 @@ pub type keel_drive_migrate_fn = Option<
         input: *const c_char,
         input_len: usize,
         output: *mut keel_drive_migration,
-    ) -> keel_status,
+    ) -> i32,
 >;
 
 /// The order of keel_drive_walk.
@@ -534,7 +536,7 @@ pub unsafe extern "C" fn keel_drive_set_schema(
         let schema = ffi::json(schema_json, schema_len, "schema")?;
         let result = match migrate {
             Some(function) => {
-                let userdata = userdata as usize; // keel never dereferences it
+                let userdata = Userdata::new(userdata);
                 let mut call = move |step: &Migration<'_>, data: Value| run_migration(function, userdata, step, data);
                 drive.view.set_schema(kind, &schema, version, Some(&mut call))?
             }
@@ -545,12 +547,11 @@ pub unsafe extern "C" fn keel_drive_set_schema(
     })
 }
 
-type MigrateFunction =
-    unsafe extern "C" fn(*mut c_void, *const c_char, usize, *mut keel_drive_migration) -> keel_status;
+type MigrateFunction = unsafe extern "C" fn(*mut c_void, *const c_char, usize, *mut keel_drive_migration) -> i32;
 
 unsafe fn run_migration(
     function: MigrateFunction,
-    userdata: usize,
+    userdata: Userdata,
     step: &Migration<'_>,
     data: Value,
 ) -> Result<Value> {
@@ -562,19 +563,17 @@ unsafe fn run_migration(
         "to_schema": step.to_schema,
     })
     .to_string();
-    let mut output = keel_drive_migration { output: None };
+    let mut output = keel_drive_migration {
+        output: Output::default(),
+    };
     // SAFETY: C gave this function and userdata to keel_drive_set_schema, whose contract covers this call.
-    let status = unsafe { function(userdata as *mut c_void, input.as_ptr().cast(), input.len(), &mut output) };
-    if status != keel_status::KEEL_OK {
-        let kind = ErrorKind::from_code(status as u32).unwrap_or(ErrorKind::InvalidArgument);
-        return Err(Error::new(
-            kind,
-            format!("the migration callback returned status {}", status as u32),
+    let status = unsafe { function(userdata.as_ptr(), input.as_ptr().cast(), input.len(), &mut output) };
+    if status == 0 && !output.output.is_set() {
+        return Err(Error::invalid_argument(
+            "the migration callback returned KEEL_OK without a result",
         ));
     }
-    let bytes = output
-        .output
-        .ok_or_else(|| Error::invalid_argument("the migration callback returned KEEL_OK without a result"))?;
+    let bytes = callback::outcome(status, output.output, || "the migration callback".to_owned())?;
     serde_json::from_slice(&bytes).map_err(|e| Error::invalid_argument(format!("migration result is not JSON: {e}")))
 }
 
@@ -590,8 +589,7 @@ pub unsafe extern "C" fn keel_drive_migration_set(
     ffi::call(|| unsafe {
         let migration = ffi::handle_mut(migration, "migration")?;
         let text = ffi::utf8(json, json_len, "json")?;
-        migration.output = Some(text.as_bytes().to_vec());
-        Ok(())
+        migration.output.set(text.as_ptr(), text.len())
     })
 }
 

@@ -43,6 +43,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod buf;
+mod callback;
 mod drive;
 mod ffi;
 mod journal;

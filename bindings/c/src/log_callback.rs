@@ -9,6 +9,7 @@ use keel_core::Error;
 use log::{LevelFilter, Log, Metadata, Record};
 use parking_lot::RwLock;
 
+use crate::callback::Userdata;
 use crate::ffi;
 use crate::status::keel_status;
 
@@ -52,8 +53,7 @@ pub type keel_log_fn = Option<
 
 struct Callback {
     function: unsafe extern "C" fn(*mut c_void, keel_log_level, *const c_char, usize, *const c_char, usize),
-    /// The C side's pointer, kept as a number: keel never dereferences it.
-    userdata: usize,
+    userdata: Userdata,
 }
 
 static CALLBACK: RwLock<Option<Callback>> = RwLock::new(None);
@@ -86,7 +86,7 @@ impl Log for CallbackLogger {
             // keel_set_log_callback, which documents this call.
             unsafe {
                 (callback.function)(
-                    callback.userdata as *mut c_void,
+                    callback.userdata.as_ptr(),
                     level_of(record.level()),
                     target.as_ptr().cast(),
                     target.len() - 1,
@@ -164,7 +164,7 @@ pub unsafe extern "C" fn keel_set_log_callback(
         let mut slot = CALLBACK.write();
         *slot = callback.map(|function| Callback {
             function,
-            userdata: userdata as usize,
+            userdata: Userdata::new(userdata),
         });
         log::set_max_level(if slot.is_some() { filter } else { LevelFilter::Off });
         Ok(())

@@ -7,9 +7,10 @@ use std::time::Duration;
 use keel_core::pool::{
     BatchOptions, FailureBackoff, Outcome, PipelineOptions, PoolConfig, SyncPool, Task, TaskContext,
 };
-use keel_core::{Error, ErrorKind};
+use keel_core::Error;
 
 use crate::buf::keel_buf;
+use crate::callback::{self, Output, Userdata};
 use crate::ffi;
 use crate::status::keel_status;
 
@@ -28,14 +29,16 @@ pub struct keel_pool {
 pub struct keel_task_ctx {
     ctx: Option<*const TaskContext>,
     index: usize,
-    output: Vec<u8>,
+    output: Output,
 }
 
 /// A task: runs on one of the pool's threads with `userdata` and a context.
 ///
-/// Return KEEL_OK for success; the bytes given to keel_task_ctx_set_output
-/// are the task's output. Any other status is a failure of that kind, and
-/// the bytes given to keel_task_ctx_set_output are its message.
+/// Return KEEL_OK (0) for success; the bytes given to
+/// keel_task_ctx_set_output are the task's output. Any other keel_status is
+/// a failure of that kind, and the bytes given to keel_task_ctx_set_output
+/// are its message; a number that is no keel_status is reported as
+/// KEEL_INVALID_ARGUMENT.
 ///
 /// Called on a pool thread, never on the thread that called keel_pool_run;
 /// tasks of distinct keys run at the same time on several threads. It may
@@ -44,7 +47,7 @@ pub struct keel_task_ctx {
 /// never returns is reported
 /// KEEL_OUTCOME_TIMED_OUT after the timeout, and its thread (with its
 /// userdata) stays in use until it does return.
-pub type keel_task_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, ctx: *mut keel_task_ctx) -> keel_status>;
+pub type keel_task_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, ctx: *mut keel_task_ctx) -> i32>;
 
 /// Commits one prepared item (keel_pool_pipeline): `prepared` is the output
 /// of its prepare task. Called on the thread that called
@@ -57,7 +60,7 @@ pub type keel_commit_fn = Option<
         prepared: *const u8,
         prepared_len: usize,
         ctx: *mut keel_task_ctx,
-    ) -> keel_status,
+    ) -> i32,
 >;
 
 /// One task of a batch: its key (`key_len` bytes; tasks of one key never
@@ -312,9 +315,8 @@ pub unsafe extern "C" fn keel_pool_shutdown(pool: *const keel_pool) -> keel_stat
 /// A C task: its function and userdata, carried to a pool thread.
 #[derive(Clone, Copy)]
 struct CTask {
-    run: unsafe extern "C" fn(*mut c_void, *mut keel_task_ctx) -> keel_status,
-    /// The C side's pointer, kept as a number: keel never dereferences it.
-    userdata: usize,
+    run: unsafe extern "C" fn(*mut c_void, *mut keel_task_ctx) -> i32,
+    userdata: Userdata,
 }
 
 impl CTask {
@@ -322,39 +324,13 @@ impl CTask {
         let mut c_ctx = keel_task_ctx {
             ctx: Some(ctx),
             index: ctx.index(),
-            output: Vec::new(),
+            output: Output::default(),
         };
         // SAFETY: the caller of keel_pool_run promised a callable function
         // and a userdata it accepts, for the length of the call.
-        let status = unsafe { (self.run)(self.userdata as *mut c_void, &mut c_ctx) };
-        status_to_result(status, c_ctx.output, || format!("task {}", ctx.index()))
+        let status = unsafe { (self.run)(self.userdata.as_ptr(), &mut c_ctx) };
+        callback::outcome(status, c_ctx.output, || format!("task {}", ctx.index()))
     }
-}
-
-/// A status and output from C as a result: the output is the value on
-/// KEEL_OK and the message otherwise.
-fn status_to_result(status: keel_status, output: Vec<u8>, what: impl Fn() -> String) -> keel_core::Result<Vec<u8>> {
-    let code = status as u32;
-    if code == 0 {
-        return Ok(output);
-    }
-    let text = String::from_utf8_lossy(&output).into_owned();
-    let message = if text.is_empty() {
-        format!("{} failed with {}", what(), name_of(code))
-    } else {
-        text
-    };
-    Err(match ErrorKind::from_code(code) {
-        Some(kind) => Error::new(kind, message),
-        None => Error::invalid_argument(format!(
-            "{} returned {code}, which is not a keel_status: {message}",
-            what()
-        )),
-    })
-}
-
-fn name_of(code: u32) -> String {
-    ErrorKind::from_code(code).map_or_else(|| code.to_string(), |kind| kind.name().to_owned())
 }
 
 unsafe fn c_tasks(tasks: *const keel_task, count: usize) -> keel_core::Result<Vec<(Vec<u8>, CTask)>> {
@@ -369,7 +345,7 @@ unsafe fn c_tasks(tasks: *const keel_task, count: usize) -> keel_core::Result<Ve
             let run = task
                 .run
                 .ok_or_else(|| Error::invalid_argument(format!("tasks[{i}].run is NULL")))?;
-            let userdata = task.userdata as usize;
+            let userdata = Userdata::new(task.userdata);
             Ok((key.to_vec(), CTask { run, userdata }))
         })
         .collect()
@@ -488,7 +464,7 @@ pub unsafe extern "C" fn keel_pool_pipeline(
         if window > 0 {
             options = options.window(window);
         }
-        let commit_userdata = commit_userdata as usize;
+        let commit_userdata = Userdata::new(commit_userdata);
         let results = pool.inner.pipeline(
             items.into_iter().map(|(_, task)| task),
             |task: CTask, ctx: &TaskContext| task.call(ctx),
@@ -496,16 +472,16 @@ pub unsafe extern "C" fn keel_pool_pipeline(
                 let mut c_ctx = keel_task_ctx {
                     ctx: None,
                     index,
-                    output: Vec::new(),
+                    output: Output::default(),
                 };
                 let status = commit(
-                    commit_userdata as *mut c_void,
+                    commit_userdata.as_ptr(),
                     index,
                     prepared.as_ptr(),
                     prepared.len(),
                     &mut c_ctx,
                 );
-                status_to_result(status, c_ctx.output, || format!("commit of item {index}"))
+                callback::outcome(status, c_ctx.output, || format!("commit of item {index}"))
             },
             options,
         );
@@ -625,10 +601,5 @@ pub unsafe extern "C" fn keel_task_ctx_sleep_ms(ctx: *const keel_task_ctx, ms: u
 #[no_mangle]
 pub unsafe extern "C" fn keel_task_ctx_set_output(ctx: *mut keel_task_ctx, data: *const u8, len: usize) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
-    ffi::call(|| unsafe {
-        let ctx = ffi::handle_mut(ctx, "ctx")?;
-        let data = ffi::bytes(data, len, "data")?;
-        ctx.output = data.to_vec();
-        Ok(())
-    })
+    ffi::call(|| unsafe { ffi::handle_mut(ctx, "ctx")?.output.set(data, len) })
 }

@@ -113,10 +113,15 @@ pub extern "C" fn keel_last_error() -> *const c_char {
 /// keel does not define. A static string: never free it.
 #[no_mangle]
 pub extern "C" fn keel_status_name(status: i32) -> *const c_char {
-    ffi::call_value(|| status_name(status).as_ptr())
+    ffi::call_value(|| status_cname(status).as_ptr())
 }
 
-fn status_name(status: i32) -> &'static std::ffi::CStr {
+/// The name of a status, `KEEL_UNKNOWN` for a number keel does not define.
+pub(crate) fn status_name(status: i32) -> &'static str {
+    status_cname(status).to_str().expect("status names are ASCII")
+}
+
+fn status_cname(status: i32) -> &'static std::ffi::CStr {
     use keel_status::*;
     let known = u32::try_from(status).ok().and_then(|code| {
         if code == 0 {

@@ -8,6 +8,7 @@ use keel_core::ops::{HandlerError, JobContext, Worker, WorkerBuilder, WorkerOpti
 use keel_core::{Error, Result};
 
 use crate::buf::keel_bytes;
+use crate::callback::{self, Output, Userdata};
 use crate::ffi;
 use crate::ffi::ms;
 use crate::queue::keel_queue;
@@ -27,7 +28,7 @@ pub struct keel_worker {
 /// it was passed to; never free it.
 pub struct keel_job_ctx {
     ctx: *const JobContext,
-    output: Vec<u8>,
+    output: Output,
     retryable: bool,
 }
 
@@ -43,16 +44,19 @@ pub struct keel_worker_counters {
     pub released: u64,
     /// Attempts whose handler ran past the job timeout.
     pub timed_out: u64,
+    /// Running jobs whose heartbeat was refused (cancelled, reset or
+    /// deleted): dropped, their handler told through
+    /// keel_job_ctx_lease_lost, their result not stored.
+    pub lost: u64,
 }
 
 /// to the kind's concurrency) with `userdata` and the attempt. Return
-/// KEEL_OK to complete the job, with the JSON result (or nothing) given to
-/// keel_job_ctx_set_output; any other status fails the attempt, with the
+/// KEEL_OK (0) to complete the job, with the JSON result (or nothing) given
+/// to keel_job_ctx_set_output; any other number fails the attempt, with the
 /// output as its message, retried after a backoff unless
 /// keel_job_ctx_set_retryable(ctx, false) was called. It may call keel
 /// functions, but not keel_worker_stop or keel_worker_free of its own worker.
-pub type keel_job_handler_fn =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, ctx: *mut keel_job_ctx) -> keel_status>;
+pub type keel_job_handler_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, ctx: *mut keel_job_ctx) -> i32>;
 
 /// Starts building a worker on `queue` named `name` (NULL for a default),
 /// with leases of `lease_ms` (0 for 30 s) and idle polls every `poll_ms`
@@ -107,33 +111,27 @@ fn with_builder(builder: &mut keel_worker_builder, change: impl FnOnce(WorkerBui
 /// A C handler and its userdata, carried to the worker's threads.
 #[derive(Clone, Copy)]
 struct CHandler {
-    run: unsafe extern "C" fn(*mut c_void, *mut keel_job_ctx) -> keel_status,
-    /// The C side's pointer, kept as a number: keel never dereferences it.
-    userdata: usize,
+    run: unsafe extern "C" fn(*mut c_void, *mut keel_job_ctx) -> i32,
+    userdata: Userdata,
 }
 
 impl CHandler {
     fn call(self, ctx: &JobContext) -> std::result::Result<String, HandlerError> {
         let mut c_ctx = keel_job_ctx {
             ctx,
-            output: Vec::new(),
+            output: Output::default(),
             retryable: true,
         };
         // SAFETY: the caller promised a callable handler and its userdata.
-        let status = unsafe { (self.run)(self.userdata as *mut c_void, &mut c_ctx) };
-        let text = String::from_utf8_lossy(&c_ctx.output).into_owned();
-        if status == keel_status::KEEL_OK {
-            return Ok(text);
+        let status = unsafe { (self.run)(self.userdata.as_ptr(), &mut c_ctx) };
+        let retryable = c_ctx.retryable;
+        match callback::outcome(status, c_ctx.output, || format!("the handler of job {}", ctx.job().id)) {
+            Ok(output) => Ok(String::from_utf8_lossy(&output).into_owned()),
+            Err(err) => Err(HandlerError {
+                message: err.message().to_owned(),
+                retryable,
+            }),
         }
-        let message = if text.is_empty() {
-            format!("the handler returned status {}", status as u32)
-        } else {
-            text
-        };
-        Err(HandlerError {
-            message,
-            retryable: c_ctx.retryable,
-        })
     }
 }
 
@@ -154,7 +152,7 @@ pub unsafe extern "C" fn keel_worker_builder_handler(
         let run = handler.ok_or_else(|| Error::invalid_argument("handler is NULL"))?;
         let handler = CHandler {
             run,
-            userdata: userdata as usize,
+            userdata: Userdata::new(userdata),
         };
         with_builder(ffi::handle_mut(builder, "builder")?, |b| {
             b.shared_handler(kind, concurrency, Arc::new(move |ctx: &JobContext| handler.call(ctx)))
@@ -260,6 +258,7 @@ pub unsafe extern "C" fn keel_worker_stats(worker: *const keel_worker, out: *mut
             refused: stats.refused,
             released: stats.released,
             timed_out: stats.timed_out,
+            lost: stats.lost,
         };
         Ok(())
     })
@@ -320,16 +319,22 @@ pub unsafe extern "C" fn keel_job_ctx_should_stop(ctx: *const keel_job_ctx) -> b
     ffi::call_value(|| unsafe { job_context(ctx).is_some_and(JobContext::should_stop) })
 }
 
+/// True once this attempt's lease was lost: a heartbeat was refused (the job
+/// was cancelled, reset or deleted; its result will not be stored) or a stop
+/// released it. A cancelled job's handler sees it within one heartbeat
+/// interval. False for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn keel_job_ctx_lease_lost(ctx: *const keel_job_ctx) -> bool {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe { job_context(ctx).is_some_and(JobContext::lease_lost) })
+}
+
 /// Sets the output (copied): the JSON result on KEEL_OK, the failure's
 /// message otherwise.
 #[no_mangle]
 pub unsafe extern "C" fn keel_job_ctx_set_output(ctx: *mut keel_job_ctx, data: *const u8, len: usize) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
-    ffi::call(|| unsafe {
-        let ctx = ffi::handle_mut(ctx, "ctx")?;
-        ctx.output = ffi::bytes(data, len, "data")?.to_vec();
-        Ok(())
-    })
+    ffi::call(|| unsafe { ffi::handle_mut(ctx, "ctx")?.output.set(data, len) })
 }
 
 /// Whether a failure (a non-OK return) is retried; true by default.

@@ -23,7 +23,18 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDriveBatch>()?;
     m.add_class::<PyItemIter>()?;
     m.add("DRIVE_ROOT", ItemId::ROOT.to_string())?;
+    m.add_function(wrap_pyfunction!(verify_file, m)?)?;
     Ok(())
+}
+
+/// Verifies a keel LMDB file (a drive, or operations and jobs) in a child
+/// process, so damage that would crash LMDB cannot crash this one; returns
+/// the report as a dict: `{"file", "ok", "tables", "problems",
+/// "more_problems"}`. Never changes the file.
+#[pyfunction]
+fn verify_file<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, PyAny>> {
+    let report = blocking(py, || keel::drive::verify_file(&path))?;
+    to_py(py, &report.to_json())
 }
 
 /// An item id from Python: 32 hex characters, 16 bytes, or None (the root).
@@ -52,6 +63,28 @@ fn id_arg(value: Option<&Bound<'_, PyAny>>) -> PyResult<ItemId> {
 
 fn err(error: Error) -> PyErr {
     Python::attach(|py| to_pyerr(py, error))
+}
+
+fn replace_needs_version() -> keel::Error {
+    keel::Error::invalid_argument("replace=True needs the version to replace")
+}
+
+/// A migration that is not callable is refused when the schema is set, not
+/// when (or if) the first item of the type is migrated.
+fn refuse_uncallable(migrate: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = migrate.py();
+    quick(py, || {
+        if migrate.is_callable() {
+            return Ok(());
+        }
+        let kind = migrate
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        Err(keel::Error::invalid_argument(format!(
+            "migrate must be callable, not {kind}"
+        )))
+    })
 }
 
 fn version_arg(version: Option<&str>) -> keel::Result<Option<Version>> {
@@ -133,9 +166,18 @@ pub struct PyDrive {
 #[pymethods]
 impl PyDrive {
     #[new]
-    #[pyo3(signature = (path, *, durable=true, initial_map_size=None))]
-    fn new(py: Python<'_>, path: std::path::PathBuf, durable: bool, initial_map_size: Option<usize>) -> PyResult<Self> {
-        let mut options = DriveOptions::default();
+    #[pyo3(signature = (path, *, durable=true, initial_map_size=None, allow_types_without_schema=true))]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        durable: bool,
+        initial_map_size: Option<usize>,
+        allow_types_without_schema: bool,
+    ) -> PyResult<Self> {
+        let mut options = DriveOptions {
+            allow_types_without_schema,
+            ..DriveOptions::default()
+        };
         if !durable {
             options.durability = Durability::NoSyncRisksLastCommits;
         }
@@ -337,18 +379,24 @@ impl PyDrive {
     }
 
     /// Stores `data` (JSON-compatible) as `version` ("1.2.3"; default: the
-    /// next patch) of a typed item; returns the version written.
-    #[pyo3(signature = (id, data, version=None))]
+    /// next patch) of a typed item; returns the version written. A version
+    /// already stored raises keel.AlreadyExists unless `replace=True`.
+    #[pyo3(signature = (id, data, version=None, *, replace=false))]
     fn set_data(
         &self,
         py: Python<'_>,
         id: &Bound<'_, PyAny>,
         data: &Bound<'_, PyAny>,
         version: Option<&str>,
+        replace: bool,
     ) -> PyResult<String> {
         let id = id_arg(Some(id))?;
         let (data, version) = quick(py, || Ok((from_py(data)?, version_arg(version)?)))?;
-        let written = blocking(py, || self.view.set_data(id, &data, version))?;
+        let written = blocking(py, || match (replace, version) {
+            (true, Some(version)) => self.view.replace_data(id, &data, version),
+            (true, None) => Err(replace_needs_version()),
+            (false, _) => self.view.set_data(id, &data, version),
+        })?;
         Ok(written.to_string())
     }
 
@@ -401,6 +449,9 @@ impl PyDrive {
         migrate: Option<Py<PyAny>>,
     ) -> PyResult<bool> {
         let schema = quick(py, || from_py(schema))?;
+        if let Some(callable) = &migrate {
+            refuse_uncallable(callable.bind(py))?;
+        }
         blocking(py, || match &migrate {
             Some(callable) => {
                 let mut call = |step: &Migration<'_>, data: Value| call_migration(callable, step, data);
@@ -426,6 +477,13 @@ impl PyDrive {
             view: self.view.clone(),
             open: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Checks the whole drive file in a child process; returns the report
+    /// (see keel.verify_file). A damaged file is a report, never a crash.
+    fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let report = blocking(py, || self.drive.verify())?;
+        to_py(py, &report.to_json())
     }
 
     /// Writes a consistent, compacted copy of the drive to `dest`.
@@ -740,17 +798,22 @@ impl PyDriveBatch {
     }
 
     /// See Drive.set_data.
-    #[pyo3(signature = (id, data, version=None))]
+    #[pyo3(signature = (id, data, version=None, *, replace=false))]
     fn set_data(
         &self,
         py: Python<'_>,
         id: &Bound<'_, PyAny>,
         data: &Bound<'_, PyAny>,
         version: Option<&str>,
+        replace: bool,
     ) -> PyResult<String> {
         let id = id_arg(Some(id))?;
         let (data, version) = quick(py, || Ok((from_py(data)?, version_arg(version)?)))?;
-        let written = self.run(py, move |b| b.set_data(id, &data, version))?;
+        let written = self.run(py, move |b| match (replace, version) {
+            (true, Some(version)) => b.replace_data(id, &data, version),
+            (true, None) => Err(replace_needs_version()),
+            (false, _) => b.set_data(id, &data, version),
+        })?;
         Ok(written.to_string())
     }
 

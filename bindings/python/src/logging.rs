@@ -21,12 +21,18 @@ use crate::run::blocking;
 
 const QUEUE_CAPACITY: usize = 10_000;
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// The longest `flush_logs` waits for the log thread (a handler stuck in
+/// `logging` must not hang its caller forever).
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
 /// The most verbose level enabled per target of `TARGETS` (a LevelFilter as usize).
 static LEVELS: [AtomicUsize; TARGETS.len()] = [const { AtomicUsize::new(0) }; TARGETS.len()];
 /// Milliseconds since `epoch()` of the last refresh.
 static REFRESHED_MS: AtomicU64 = AtomicU64::new(0);
 static QUEUE: OnceLock<Sender<Message>> = OnceLock::new();
+/// The log thread, and the process that started it (a forked child has
+/// the queue but not the thread).
+static EMITTER: OnceLock<(std::thread::ThreadId, u32)> = OnceLock::new();
 static LOGGER: PythonLogger = PythonLogger;
 
 enum Message {
@@ -119,10 +125,11 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     if log::set_logger(&LOGGER).is_ok() {
         let (sender, receiver) = crossbeam_channel::bounded(QUEUE_CAPACITY);
         let _ = QUEUE.set(sender);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("keel-log".into())
             .spawn(move || emit_events(receiver))
             .map_err(|err| pyo3::exceptions::PyOSError::new_err(err.to_string()))?;
+        let _ = EMITTER.set((thread.thread().id(), std::process::id()));
     }
     refresh_levels(py)
 }
@@ -157,15 +164,21 @@ fn refresh_levels(py: Python<'_>) -> PyResult<()> {
 
 /// Re-reads the levels of keel's loggers now (they are otherwise re-read at
 /// most once a second), and waits until every event so far has reached
-/// `logging`.
+/// `logging` — at most [`FLUSH_WAIT`]. Called on the log thread itself (from
+/// a logging handler) or in a forked child (no log thread), it only re-reads
+/// the levels: waiting would never end.
 #[pyfunction]
 pub fn flush_logs(py: Python<'_>) -> PyResult<()> {
     refresh_levels(py)?;
     let Some(queue) = QUEUE.get() else { return Ok(()) };
+    match EMITTER.get() {
+        Some((thread, pid)) if *thread != std::thread::current().id() && *pid == std::process::id() => {}
+        _ => return Ok(()),
+    }
     let (done, wait) = crossbeam_channel::bounded(1);
     blocking(py, || {
-        if queue.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv();
+        if queue.send_timeout(Message::Flush(done), FLUSH_WAIT).is_ok() {
+            let _ = wait.recv_timeout(FLUSH_WAIT);
         }
         Ok(())
     })

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel::ops::{
-    json::counts_to_json, EnqueueOptions, HandlerError, HandlerResult, JobContext, JobState, OpState, Operations,
-    Queue, Worker, WorkerOptions,
+    json::counts_to_json, EnqueueOptions, HandlerError, HandlerResult, JobContext, JobPolicy, JobState, LmdbStore,
+    NextOrder, OpPolicy, OpState, Operations, Queue, SystemClock, Worker, WorkerMonitor, WorkerOptions,
 };
 use keel::Error;
 use parking_lot::Mutex;
@@ -22,7 +22,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyOperations>()?;
     m.add_class::<PyQueue>()?;
     m.add_class::<PyWorker>()?;
+    m.add_class::<PyJobContext>()?;
     Ok(())
+}
+
+/// An integer argument for an unsigned parameter: a negative or too large
+/// value is keel.InvalidArgument (not a bare OverflowError), naming `what`.
+fn unsigned<T: TryFrom<i128>>(value: i128, what: &str) -> keel::Result<T> {
+    T::try_from(value).map_err(|_| Error::invalid_argument(format!("{what} {value}: out of range")))
 }
 
 /// Per-item operation states in an LMDB file: a record per (item,
@@ -36,9 +43,15 @@ pub struct PyOperations {
 
 #[pymethods]
 impl PyOperations {
+    /// ``max_lapses``: how many lapsed claims in a row (a lease that ended
+    /// without an update) a record survives; the next one makes it FAILED.
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = blocking(py, || Operations::open(&path))?;
+    #[pyo3(signature = (path, *, max_lapses=5))]
+    fn new(py: Python<'_>, path: PathBuf, max_lapses: i128) -> PyResult<Self> {
+        let policy = OpPolicy {
+            max_lapses: quick(py, || unsigned(max_lapses, "max_lapses"))?,
+        };
+        let inner = blocking(py, || Operations::open(&path))?.with_policy(policy);
         Ok(PyOperations { inner })
     }
 
@@ -51,11 +64,25 @@ impl PyOperations {
         to_py(py, &records.iter().map(|r| r.to_json()).collect())
     }
 
-    /// Up to ``limit`` READY records of ``op``, oldest first (claims nothing).
-    #[pyo3(signature = (op, limit=100))]
-    fn next<'py>(&self, py: Python<'py>, op: &str, limit: usize) -> PyResult<Bound<'py, PyAny>> {
-        let records = blocking(py, || self.inner.next(op, limit))?;
+    /// Up to ``limit`` records of ``op`` a claim could take (READY, and
+    /// WORKING under an expired lease, flagged ``"expired": True``), in
+    /// ``order``: ``"oldest"`` (the default, the order ``claim`` takes them)
+    /// or ``"item"`` (by item key). Claims nothing.
+    #[pyo3(signature = (op, limit=100, *, order="oldest"))]
+    fn next<'py>(&self, py: Python<'py>, op: &str, limit: i128, order: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (limit, order) = quick(py, || Ok((unsigned(limit, "limit")?, next_order(order)?)))?;
+        let records = blocking(py, || self.inner.next_in(op, limit, order))?;
         to_py(py, &records.iter().map(|r| r.to_json()).collect())
+    }
+
+    /// The reset pass: WORKING records whose lease ended become READY again
+    /// (FAILED past ``max_lapses``); ``{"ready", "failed"}``.
+    fn reset_expired<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let report = blocking(py, || self.inner.reset_expired())?;
+        let dict = PyDict::new(py);
+        dict.set_item("ready", report.ready)?;
+        dict.set_item("failed", report.failed)?;
+        Ok(dict)
     }
 
     /// Claims up to ``limit`` READY (or lease-expired) items of ``op`` for
@@ -66,10 +93,11 @@ impl PyOperations {
         &self,
         py: Python<'py>,
         op: &str,
-        limit: usize,
+        limit: i128,
         worker: &str,
         lease: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let limit = quick(py, || unsigned(limit, "limit"))?;
         let claims = blocking(py, || {
             self.inner.claim(op, limit, worker, convert::duration(lease, "lease")?)
         })?;
@@ -89,8 +117,9 @@ impl PyOperations {
         state: &str,
         message: &str,
         enable: Vec<String>,
-        token: Option<u64>,
+        token: Option<i128>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let token = quick(py, || token.map(|t| unsigned(t, "token")).transpose())?;
         let record = blocking(py, || {
             let state: OpState = state.parse()?;
             let enable: Vec<&str> = enable.iter().map(String::as_str).collect();
@@ -107,8 +136,9 @@ impl PyOperations {
         item: &str,
         op: &str,
         message: &str,
-        token: Option<u64>,
+        token: Option<i128>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let token = quick(py, || token.map(|t| unsigned(t, "token")).transpose())?;
         let record = blocking(py, || self.inner.error(item, op, token, message))?;
         to_py(py, &record.to_json())
     }
@@ -131,9 +161,19 @@ pub struct PyQueue {
 
 #[pymethods]
 impl PyQueue {
+    /// ``max_resets``: how many lease expiries a job survives; the next one
+    /// makes it dead ("its processor kept dying").
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = blocking(py, || Queue::open(&path))?;
+    #[pyo3(signature = (path, *, max_resets=5))]
+    fn new(py: Python<'_>, path: PathBuf, max_resets: i128) -> PyResult<Self> {
+        let policy = JobPolicy {
+            max_resets: quick(py, || unsigned(max_resets, "max_resets"))?,
+            ..JobPolicy::default()
+        };
+        let inner = blocking(py, || {
+            let store = Arc::new(LmdbStore::open(&path)?);
+            Ok(Queue::with_parts(store, Arc::new(SystemClock), policy))
+        })?;
         Ok(PyQueue { inner })
     }
 
@@ -148,34 +188,40 @@ impl PyQueue {
         py: Python<'py>,
         kind: &str,
         payload: Option<Bound<'py, PyAny>>,
-        priority: u8,
+        priority: i128,
         run_at: Option<f64>,
         delay: Option<f64>,
-        max_attempts: u32,
+        max_attempts: i128,
         unique_key: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let payload = match payload {
-            Some(value) => convert::json_text(&value)?,
-            None => "null".to_owned(),
-        };
-        let now = self.inner.clock().now();
-        let run_at = quick(py, || match (run_at, delay) {
-            (Some(_), Some(_)) => Err(Error::invalid_argument("give run_at or delay, not both")),
-            (Some(at), None) if at >= 0.0 => Ok(Some((at * 1000.0) as u64)),
-            (Some(at), None) => Err(Error::invalid_argument(format!("run_at {at} is before 1970"))),
-            (None, Some(delay)) => Ok(Some(now + convert::duration(delay, "delay")?.as_millis() as u64)),
-            (None, None) => Ok(None),
+        let payload = payload_text(payload)?;
+        let options = quick(py, || {
+            enqueue_options(priority, run_at, delay, max_attempts, unique_key)
         })?;
-        let options = EnqueueOptions {
-            priority,
-            run_at,
-            max_attempts,
-            unique_key,
-        };
         let enqueued = blocking(py, || self.inner.enqueue(kind, &payload, &options))?;
         let mut record = enqueued.job.to_json();
         record["created"] = serde_json::Value::Bool(enqueued.created);
         to_py(py, &record)
+    }
+
+    /// Enqueues many jobs in one transaction (one commit, all or nothing),
+    /// in order. Each job is a ``(kind, payload)`` pair or a dict with
+    /// ``"kind"``, optional ``"payload"`` and any of ``enqueue``'s keyword
+    /// options. Returns their records, each with ``created``.
+    fn enqueue_many<'py>(&self, py: Python<'py>, jobs: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let mut batch = Vec::new();
+        for job in jobs.try_iter()? {
+            batch.push(job_spec(&job?)?);
+        }
+        let enqueued = blocking(py, || self.inner.enqueue_many(&batch))?;
+        enqueued
+            .iter()
+            .map(|entry| {
+                let mut record = entry.job.to_json();
+                record["created"] = serde_json::Value::Bool(entry.created);
+                to_py(py, &record)
+            })
+            .collect()
     }
 
     /// Claims the best ready job of ``kinds`` for ``worker`` for ``lease``
@@ -197,7 +243,8 @@ impl PyQueue {
 
     /// Extends the attempt's lease to ``lease`` seconds from now.
     #[pyo3(signature = (id, token, *, lease=30.0))]
-    fn heartbeat(&self, py: Python<'_>, id: u64, token: u64, lease: f64) -> PyResult<u64> {
+    fn heartbeat(&self, py: Python<'_>, id: i128, token: i128, lease: f64) -> PyResult<u64> {
+        let (id, token) = ids(py, id, token)?;
         blocking(py, || {
             self.inner.heartbeat(id, token, convert::duration(lease, "lease")?)
         })
@@ -208,10 +255,11 @@ impl PyQueue {
     fn complete<'py>(
         &self,
         py: Python<'py>,
-        id: u64,
-        token: u64,
+        id: i128,
+        token: i128,
         result: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let (id, token) = ids(py, id, token)?;
         let result = result
             .map(|value| convert::json_text(&value))
             .transpose()?
@@ -226,31 +274,35 @@ impl PyQueue {
     fn fail<'py>(
         &self,
         py: Python<'py>,
-        id: u64,
-        token: u64,
+        id: i128,
+        token: i128,
         error: &str,
         retryable: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let (id, token) = ids(py, id, token)?;
         let job = blocking(py, || self.inner.fail(id, token, error, retryable))?;
         to_py(py, &job.to_json())
     }
 
     /// Hands the attempt back unfinished (no failure counted).
-    fn release<'py>(&self, py: Python<'py>, id: u64, token: u64) -> PyResult<Bound<'py, PyAny>> {
+    fn release<'py>(&self, py: Python<'py>, id: i128, token: i128) -> PyResult<Bound<'py, PyAny>> {
+        let (id, token) = ids(py, id, token)?;
         let job = blocking(py, || self.inner.release(id, token))?;
         to_py(py, &job.to_json())
     }
 
     /// Cancels a job that has not finished.
     #[pyo3(signature = (id, reason=""))]
-    fn cancel<'py>(&self, py: Python<'py>, id: u64, reason: &str) -> PyResult<Bound<'py, PyAny>> {
+    fn cancel<'py>(&self, py: Python<'py>, id: i128, reason: &str) -> PyResult<Bound<'py, PyAny>> {
+        let id = quick(py, || unsigned(id, "id"))?;
         let job = blocking(py, || self.inner.cancel(id, reason))?;
         to_py(py, &job.to_json())
     }
 
     /// Queues a dead or cancelled job again with fresh attempts
     /// (keel.Conflict for any other state).
-    fn retry<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
+    fn retry<'py>(&self, py: Python<'py>, id: i128) -> PyResult<Bound<'py, PyAny>> {
+        let id = quick(py, || unsigned(id, "id"))?;
         let job = blocking(py, || self.inner.retry(id))?;
         to_py(py, &job.to_json())
     }
@@ -263,8 +315,9 @@ impl PyQueue {
         py: Python<'py>,
         kind: &str,
         state: Option<&str>,
-        limit: usize,
+        limit: i128,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let limit = quick(py, || unsigned(limit, "limit"))?;
         let state = match state {
             Some(name) => Some(quick(py, || name.parse::<JobState>())?),
             None => None,
@@ -274,7 +327,8 @@ impl PyQueue {
     }
 
     /// The job with ``id`` (keel.NotFound if none).
-    fn get<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
+    fn get<'py>(&self, py: Python<'py>, id: i128) -> PyResult<Bound<'py, PyAny>> {
+        let id = quick(py, || unsigned(id, "id"))?;
         let job = blocking(py, || self.inner.get(id))?;
         to_py(py, &job.to_json())
     }
@@ -303,28 +357,84 @@ impl PyQueue {
 /// Runs Python callables as job handlers on keel's threads.
 ///
 /// ``handlers`` maps a kind to a callable, or to ``(callable,
-/// concurrency)``; a handler gets the job as a dict and returns a
-/// JSON-serialisable result (or None). An exception fails the attempt
-/// (retried unless it has ``retryable = False``); it never stops the worker.
-/// An unknown kind in ``allow``/``block`` raises keel.InvalidArgument. A
-/// handler running past ``job_timeout`` seconds fails its attempt; its
-/// thread is abandoned, never killed.
+/// concurrency)``. A handler taking one argument gets the job as a dict; one
+/// taking two gets the dict and a ``keel.JobContext`` (``should_stop()``,
+/// ``lease_lost()``: true once the job was cancelled, reset or deleted, or
+/// the worker is stopping). It returns a JSON-serialisable result (or None).
+/// An exception fails the attempt (retried unless it has ``retryable =
+/// False``); it never stops the worker. An unknown kind in ``allow``/``block``
+/// raises keel.InvalidArgument. A handler running past ``job_timeout``
+/// seconds fails its attempt; its thread is abandoned, never killed.
 #[pyclass(name = "Worker", module = "keel", frozen)]
 pub struct PyWorker {
+    /// Locked only with the GIL released (`stop` holds it for its deadline).
     inner: Mutex<Worker>,
+    /// Reads the counters without the lock, so `stats()` never waits on a
+    /// `stop()` running in another thread.
+    monitor: WorkerMonitor,
     kinds: Vec<String>,
 }
 
+/// The running attempt, as a handler taking two arguments sees it.
+#[pyclass(name = "JobContext", module = "keel", frozen)]
+pub struct PyJobContext {
+    inner: JobContext,
+}
+
+#[pymethods]
+impl PyJobContext {
+    /// The job's id.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.inner.job().id
+    }
+
+    /// The attempt's token.
+    #[getter]
+    fn token(&self) -> u64 {
+        self.inner.job().token
+    }
+
+    /// Which attempt this is (1 for the first).
+    #[getter]
+    fn attempt(&self) -> u32 {
+        self.inner.job().attempts
+    }
+
+    /// Whether this attempt's lease was lost: the job was cancelled, reset
+    /// or deleted (its result will not be stored), or a stop released it.
+    fn lease_lost(&self) -> bool {
+        self.inner.lease_lost()
+    }
+
+    /// Whether the handler should wrap up: the worker is stopping or the
+    /// lease was lost.
+    fn should_stop(&self) -> bool {
+        self.inner.should_stop()
+    }
+
+    fn __repr__(&self) -> String {
+        let job = self.inner.job();
+        format!(
+            "<keel.JobContext id={} kind={:?} attempt={}>",
+            job.id, job.kind, job.attempts
+        )
+    }
+}
+
 /// A Python handler, called with the GIL taken per call.
-fn python_handler(callable: Py<PyAny>) -> impl Fn(&JobContext) -> HandlerResult + Send + Sync + 'static {
+fn python_handler(
+    callable: Py<PyAny>,
+    with_context: bool,
+) -> impl Fn(&JobContext) -> HandlerResult + Send + Sync + 'static {
     move |ctx: &JobContext| {
         // The interpreter may be shutting down; then the job is retried later.
-        attached(|py| call_handler(py, &callable, ctx))
+        attached(|py| call_handler(py, &callable, with_context, ctx))
             .unwrap_or_else(|| Err(HandlerError::retry("the Python interpreter is not available")))
     }
 }
 
-fn call_handler(py: Python<'_>, callable: &Py<PyAny>, ctx: &JobContext) -> HandlerResult {
+fn call_handler(py: Python<'_>, callable: &Py<PyAny>, with_context: bool, ctx: &JobContext) -> HandlerResult {
     let failure = |err: PyErr| {
         let retryable = err
             .value(py)
@@ -337,11 +447,43 @@ fn call_handler(py: Python<'_>, callable: &Py<PyAny>, ctx: &JobContext) -> Handl
         }
     };
     let job = to_py(py, &ctx.job().to_json()).map_err(failure)?;
-    let result = callable.bind(py).call1((job,)).map_err(failure)?;
+    let result = if with_context {
+        let context = Bound::new(py, PyJobContext { inner: ctx.clone() }).map_err(failure)?;
+        callable.bind(py).call1((job, context))
+    } else {
+        callable.bind(py).call1((job,))
+    }
+    .map_err(failure)?;
     if result.is_none() {
         return Ok(String::new());
     }
     convert::json_text(&result).map_err(failure)
+}
+
+/// Whether `callable` takes a second positional argument (the context).
+/// One without an inspectable signature (some builtins) gets the job only.
+fn takes_context(py: Python<'_>, callable: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let inspect = py.import("inspect")?;
+    let Ok(signature) = inspect.call_method1("signature", (callable,)) else {
+        return Ok(false);
+    };
+    let parameter = inspect.getattr("Parameter")?;
+    let positional = [
+        parameter.getattr("POSITIONAL_ONLY")?,
+        parameter.getattr("POSITIONAL_OR_KEYWORD")?,
+    ];
+    let var_positional = parameter.getattr("VAR_POSITIONAL")?;
+    let mut count = 0;
+    for param in signature.getattr("parameters")?.call_method0("values")?.try_iter()? {
+        let kind = param?.getattr("kind")?;
+        if kind.eq(&var_positional)? {
+            return Ok(true);
+        }
+        if kind.eq(&positional[0])? || kind.eq(&positional[1])? {
+            count += 1;
+        }
+    }
+    Ok(count >= 2)
 }
 
 #[pymethods]
@@ -381,19 +523,23 @@ impl PyWorker {
         for (kind, spec) in handlers.iter() {
             let kind: String = kind.extract()?;
             let (callable, concurrency) = match spec.cast::<PyTuple>() {
-                Ok(pair) => (pair.get_item(0)?, pair.get_item(1)?.extract::<usize>()?),
+                Ok(pair) => (pair.get_item(0)?, pair.get_item(1)?.extract::<i128>()?),
                 Err(_) => (spec, 1),
             };
+            let concurrency = quick(py, || unsigned(concurrency, &format!("concurrency of {kind:?}")))?;
             if !callable.is_callable() {
                 return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                     "the handler for {kind:?} is not callable"
                 )));
             }
-            builder = builder.shared_handler(&kind, concurrency, Arc::new(python_handler(callable.unbind())));
+            let with_context = takes_context(py, &callable)?;
+            let handler = python_handler(callable.unbind(), with_context);
+            builder = builder.shared_handler(&kind, concurrency, Arc::new(handler));
         }
         let worker = blocking(py, || builder.start())?;
         let kinds = worker.kinds().to_vec();
         Ok(PyWorker {
+            monitor: worker.monitor(),
             inner: Mutex::new(worker),
             kinds,
         })
@@ -403,6 +549,12 @@ impl PyWorker {
     #[getter]
     fn kinds(&self) -> Vec<String> {
         self.kinds.clone()
+    }
+
+    /// How many jobs are running right now.
+    #[getter]
+    fn running(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.monitor.running())
     }
 
     /// Stops gracefully: no new jobs; running handlers get ``deadline``
@@ -418,9 +570,10 @@ impl PyWorker {
         Ok(dict)
     }
 
-    /// ``{"completed", "failed", "panicked", "refused", "released"}``.
+    /// ``{"completed", "failed", "panicked", "refused", "released",
+    /// "timed_out", "lost"}``; never waits, even while ``stop()`` runs.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.inner.lock().stats();
+        let stats = self.monitor.stats();
         let dict = PyDict::new(py);
         dict.set_item("completed", stats.completed)?;
         dict.set_item("failed", stats.failed)?;
@@ -428,6 +581,7 @@ impl PyWorker {
         dict.set_item("refused", stats.refused)?;
         dict.set_item("released", stats.released)?;
         dict.set_item("timed_out", stats.timed_out)?;
+        dict.set_item("lost", stats.lost)?;
         Ok(dict)
     }
 
@@ -439,5 +593,99 @@ impl PyWorker {
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.stop(py, 30.0)?;
         Ok(false)
+    }
+}
+
+fn payload_text(payload: Option<Bound<'_, PyAny>>) -> PyResult<String> {
+    match payload {
+        Some(value) => convert::json_text(&value),
+        None => Ok("null".to_owned()),
+    }
+}
+
+/// The core's enqueue options from Python's (seconds, ints checked).
+fn enqueue_options(
+    priority: i128,
+    run_at: Option<f64>,
+    delay: Option<f64>,
+    max_attempts: i128,
+    unique_key: Option<String>,
+) -> keel::Result<EnqueueOptions> {
+    let run_at = match run_at {
+        Some(at) if at >= 0.0 && at.is_finite() => Some((at * 1000.0) as u64),
+        Some(at) => return Err(Error::invalid_argument(format!("run_at {at} is before 1970"))),
+        None => None,
+    };
+    Ok(EnqueueOptions {
+        priority: unsigned(priority, "priority")?,
+        run_at,
+        delay: convert::optional_duration(delay, "delay")?,
+        max_attempts: unsigned(max_attempts, "max_attempts")?,
+        unique_key,
+    })
+}
+
+/// One job of `enqueue_many`: `(kind, payload)` or a dict of enqueue's
+/// arguments.
+fn job_spec(job: &Bound<'_, PyAny>) -> PyResult<(String, String, EnqueueOptions)> {
+    let py = job.py();
+    if let Ok(spec) = job.cast::<PyDict>() {
+        let get = |key: &str| spec.get_item(key);
+        let kind: String = get("kind")?
+            .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("a job dict needs a \"kind\""))?
+            .extract()?;
+        let known = [
+            "kind",
+            "payload",
+            "priority",
+            "run_at",
+            "delay",
+            "max_attempts",
+            "unique_key",
+        ];
+        for key in spec.keys() {
+            let key: String = key.extract()?;
+            if !known.contains(&key.as_str()) {
+                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                    "unknown job key {key:?}"
+                )));
+            }
+        }
+        let number =
+            |key: &str, default: i128| -> PyResult<i128> { get(key)?.map_or(Ok(default), |value| value.extract()) };
+        let seconds = |key: &str| -> PyResult<Option<f64>> {
+            get(key)?
+                .filter(|value| !value.is_none())
+                .map(|value| value.extract())
+                .transpose()
+        };
+        let unique_key: Option<String> = get("unique_key")?
+            .filter(|v| !v.is_none())
+            .map(|v| v.extract())
+            .transpose()?;
+        let payload = payload_text(get("payload")?)?;
+        let (priority, max_attempts) = (number("priority", 5)?, number("max_attempts", 20)?);
+        let (run_at, delay) = (seconds("run_at")?, seconds("delay")?);
+        let options = quick(py, || {
+            enqueue_options(priority, run_at, delay, max_attempts, unique_key)
+        })?;
+        return Ok((kind, payload, options));
+    }
+    let (kind, payload): (String, Option<Bound<'_, PyAny>>) = job.extract()?;
+    let options = quick(py, || enqueue_options(5, None, None, 20, None))?;
+    Ok((kind, payload_text(payload)?, options))
+}
+
+fn ids(py: Python<'_>, id: i128, token: i128) -> PyResult<(u64, u64)> {
+    quick(py, || Ok((unsigned(id, "id")?, unsigned(token, "token")?)))
+}
+
+fn next_order(order: &str) -> keel::Result<NextOrder> {
+    match order {
+        "oldest" => Ok(NextOrder::Oldest),
+        "item" => Ok(NextOrder::Item),
+        other => Err(Error::invalid_argument(format!(
+            "order {other:?}: must be \"oldest\" or \"item\""
+        ))),
     }
 }

@@ -58,7 +58,8 @@ impl From<crate::Error> for HandlerError {
 /// Long handlers should check [`should_stop`](JobContext::should_stop) now
 /// and then: it turns true when the worker is stopping or this attempt's
 /// lease was lost (another worker may be running the job by now, and this
-/// attempt's result will be refused).
+/// attempt's result will be refused). Clones share the flags.
+#[derive(Clone)]
 pub struct JobContext {
     job: JobRecord,
     stopping: Arc<AtomicBool>,
@@ -84,7 +85,8 @@ impl JobContext {
         &self.job.payload
     }
 
-    /// Whether this attempt's lease was lost (a heartbeat was refused).
+    /// Whether this attempt's lease was lost: a heartbeat was refused (the
+    /// job was cancelled, reset or deleted), or a stop released the job.
     pub fn lease_lost(&self) -> bool {
         self.lease_lost.load(Ordering::SeqCst)
     }

@@ -12,7 +12,8 @@ use crate::ops::events;
 use crate::ops::names::{check_key, check_name};
 use crate::ops::records::{OpClaim, OpRecord, OpState, Token};
 use crate::ops::store::lmdb::LmdbStore;
-use crate::ops::store::{ClaimRequest, OperationStore};
+use crate::ops::store::{ClaimRequest, NextOrder, OpResetReport, OperationStore};
+use crate::ops::transitions::{self as t, OpPolicy};
 use crate::{Error, Result};
 
 /// The most records one `next` or `claim` call returns.
@@ -28,6 +29,17 @@ pub const MAX_CLAIM: usize = 10_000;
 /// ([`Conflict`](crate::ErrorKind::Conflict)); enabling downstream operations
 /// is all-or-nothing with the update. Cost: one durable commit per call;
 /// reads (`next`, `states`) take no lock. Cloning is cheap (shared store).
+///
+/// Leases: a WORKING record whose lease ended reads with
+/// [`expired`](OpRecord::expired) set (in `states` and `next`) and no
+/// longer guards the item: it is listed by `next`, taken by `claim`, and may
+/// be updated without a token. Each claim that lapses this way is counted:
+/// `claim` (for its operation) and [`reset_expired`](Operations::reset_expired)
+/// (for all) make such records READY again in their old place, or FAILED
+/// with a message once their claims lapsed more than
+/// [`OpPolicy::max_lapses`] times in a row; an update by the holder or
+/// `ready` clears the count. The lapsed holder's token is refused from then
+/// on.
 ///
 /// ```
 /// use std::time::Duration;
@@ -45,6 +57,7 @@ pub const MAX_CLAIM: usize = 10_000;
 pub struct Operations {
     store: Arc<dyn OperationStore>,
     clock: Arc<dyn Clock>,
+    policy: OpPolicy,
     stats: Arc<OpStats>,
 }
 
@@ -92,6 +105,12 @@ impl Operations {
 
     /// Operations kept in `store`, timed by `clock` (tests move it).
     pub fn with_clock(store: Arc<dyn OperationStore>, clock: Arc<dyn Clock>) -> Operations {
+        Operations::with_parts(store, clock, OpPolicy::default())
+    }
+
+    /// Operations kept in `store`, timed by `clock`, counting lapsed claims
+    /// per `policy`.
+    pub fn with_parts(store: Arc<dyn OperationStore>, clock: Arc<dyn Clock>, policy: OpPolicy) -> Operations {
         let stats = Arc::new(OpStats {
             location: store.location(),
             claims: AtomicU64::new(0),
@@ -100,7 +119,22 @@ impl Operations {
             conflicts: AtomicU64::new(0),
         });
         crate::stats::register("operations", &stats);
-        Operations { store, clock, stats }
+        Operations {
+            store,
+            clock,
+            policy,
+            stats,
+        }
+    }
+
+    /// The same operations (shared store and stats) under another policy.
+    pub fn with_policy(&self, policy: OpPolicy) -> Operations {
+        Operations { policy, ..self.clone() }
+    }
+
+    /// The lapse policy.
+    pub fn policy(&self) -> &OpPolicy {
+        &self.policy
     }
 
     /// Makes each of `ops` READY for `item`, creating missing records.
@@ -110,11 +144,20 @@ impl Operations {
         self.store.ready(item, ops, self.clock.now())
     }
 
-    /// Up to `limit` items whose `op` is READY, oldest first. Claims nothing:
-    /// use [`claim`](Operations::claim) when acting on them.
+    /// Up to `limit` records of `op` that a claim could take — READY, and
+    /// WORKING under an expired lease (flagged [`expired`](OpRecord::expired))
+    /// — oldest first ([`NextOrder::Oldest`], the order `claim` takes them).
+    /// Claims nothing: use [`claim`](Operations::claim) when acting on them.
     pub fn next(&self, op: &str, limit: usize) -> Result<Vec<OpRecord>> {
+        self.next_in(op, limit, NextOrder::Oldest)
+    }
+
+    /// [`next`](Operations::next) in `order`: oldest first, or by item key.
+    pub fn next_in(&self, op: &str, limit: usize, order: NextOrder) -> Result<Vec<OpRecord>> {
         check_name("operation", op)?;
-        self.store.next(op, check_limit(limit)?)
+        let now = self.clock.now();
+        let records = self.store.next_in(op, check_limit(limit)?, order, now)?;
+        Ok(mark_expired(records, now))
     }
 
     /// Atomically claims up to `limit` items whose `op` is READY (or WORKING
@@ -132,7 +175,7 @@ impl Operations {
         };
         let limit = check_limit(limit)?;
         let watch = events::watch();
-        let claims = self.store.claim(op, limit, request)?;
+        let claims = self.store.claim_with(op, limit, request, &self.policy)?;
         bump(&self.stats.claims, 1);
         bump(&self.stats.claimed, claims.len() as u64);
         events::ops_claimed(watch, op, limit, worker, &claims);
@@ -179,11 +222,31 @@ impl Operations {
         self.update(item, op, token, OpState::Failed, message, &[])
     }
 
-    /// Every operation record of `item`, by operation name.
+    /// Every operation record of `item`, by operation name; a WORKING one
+    /// whose lease ended has [`expired`](OpRecord::expired) set.
     pub fn states(&self, item: &str) -> Result<Vec<OpRecord>> {
         check_key("item", item)?;
-        self.store.states(item)
+        let now = self.clock.now();
+        Ok(mark_expired(self.store.states(item)?, now))
     }
+
+    /// The reset pass: every WORKING record whose lease ended becomes READY
+    /// again in its old place, or FAILED with a message once its claims
+    /// lapsed more than `max_lapses` times in a row. `claim` does the same
+    /// for its own operation; call this to sweep every operation (for
+    /// example from a periodic task).
+    pub fn reset_expired(&self) -> Result<OpResetReport> {
+        let report = self.store.reset_expired(&self.policy, self.clock.now())?;
+        events::ops_reset(report.ready, report.failed);
+        Ok(report)
+    }
+}
+
+fn mark_expired(mut records: Vec<OpRecord>, now: crate::ops::clock::Millis) -> Vec<OpRecord> {
+    for record in &mut records {
+        record.expired = t::op_expired(record, now);
+    }
+    records
 }
 
 fn check_names(ops: &[&str]) -> Result<()> {

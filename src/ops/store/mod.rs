@@ -8,11 +8,13 @@
 //! live in [`transitions`](super::transitions), shared by every store.
 
 pub mod lmdb;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use crate::ops::clock::Millis;
 use crate::ops::records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token};
-use crate::ops::transitions::JobPolicy;
-use crate::Result;
+use crate::ops::transitions::{JobPolicy, OpPolicy};
+use crate::{Error, Result};
 
 /// A claim request: who asks, until when the claim holds, and the time now.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +24,31 @@ pub struct ClaimRequest<'a> {
     pub now: Millis,
 }
 
+/// The order [`OperationStore::next_in`] lists records in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NextOrder {
+    /// Oldest READY first (by the time each became READY): the order
+    /// `claim` takes them in. The default.
+    #[default]
+    Oldest,
+    /// By item key, byte order (Pbench lists datasets by name).
+    Item,
+}
+
+/// What one reset pass over operation claims did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpResetReport {
+    /// Records whose claim lapsed, READY again.
+    pub ready: u64,
+    /// Records whose claim lapsed once too often, now FAILED.
+    pub failed: u64,
+}
+
 /// Durable per-item operation states.
+///
+/// Methods added after the first stores were written have default
+/// implementations in terms of the others, so a store keeps compiling; the
+/// LMDB store overrides them all.
 pub trait OperationStore: Send + Sync + 'static {
     /// Makes each of `ops` READY for `item` (creating missing records).
     fn ready(&self, item: &str, ops: &[&str], now: Millis) -> Result<Vec<OpRecord>>;
@@ -57,6 +83,47 @@ pub trait OperationStore: Send + Sync + 'static {
 
     /// Every operation record of `item`, by operation name.
     fn states(&self, item: &str) -> Result<Vec<OpRecord>>;
+
+    /// Up to `limit` records of `op` a claim could take at `now` — READY,
+    /// and WORKING under a lease that ended — in `order`; claims nothing.
+    ///
+    /// Default: `next` (READY only), sorted by item for [`NextOrder::Item`]
+    /// after reading every READY record of `op`.
+    fn next_in(&self, op: &str, limit: usize, order: NextOrder, now: Millis) -> Result<Vec<OpRecord>> {
+        let _ = now;
+        match order {
+            NextOrder::Oldest => self.next(op, limit),
+            NextOrder::Item => {
+                let mut records = self.next(op, usize::MAX)?;
+                records.sort_by(|a, b| a.item.cmp(&b.item));
+                records.truncate(limit);
+                Ok(records)
+            }
+        }
+    }
+
+    /// `claim`, counting each lapsed claim it finds on `op` (a WORKING
+    /// record whose lease ended) against `policy`: a lapse makes the record
+    /// READY again, or FAILED past `policy.max_lapses`, before claiming.
+    ///
+    /// Default: `claim`, which takes lapsed records without counting.
+    fn claim_with(&self, op: &str, limit: usize, request: ClaimRequest<'_>, policy: &OpPolicy) -> Result<Vec<OpClaim>> {
+        let _ = policy;
+        self.claim(op, limit, request)
+    }
+
+    /// The reset pass: every WORKING record (of any operation) whose lease
+    /// ended by `now` becomes READY again, or FAILED with a message once
+    /// its claims lapsed more than `policy.max_lapses` times in a row.
+    ///
+    /// Default: Unsupported (the other methods cannot find lapsed claims).
+    fn reset_expired(&self, policy: &OpPolicy, now: Millis) -> Result<OpResetReport> {
+        let _ = (policy, now);
+        Err(Error::unsupported(format!(
+            "operations store {}: no reset pass",
+            self.location()
+        )))
+    }
 }
 
 /// What `enqueue` stores, before the store gives it an id.
@@ -108,9 +175,56 @@ pub struct KindCount {
 }
 
 /// A durable job queue with leases and fencing.
+///
+/// The batch methods (`enqueue_many`, `dequeue_many`, `finish_many`) were
+/// added later and default to looping their single form (one transaction
+/// each); a store overrides them to do the batch in one transaction, as the
+/// LMDB store does.
 pub trait JobStore: Send + Sync + 'static {
     /// Stores a new job, or returns the live job holding its unique key.
     fn enqueue(&self, job: NewJob, now: Millis) -> Result<Enqueued>;
+
+    /// `enqueue` for each of `jobs`, in order; a later job whose unique key
+    /// an earlier one of the batch took returns that one. All or nothing
+    /// where the store can (one transaction); the default loops `enqueue`.
+    fn enqueue_many(&self, jobs: Vec<NewJob>, now: Millis) -> Result<Vec<Enqueued>> {
+        jobs.into_iter().map(|job| self.enqueue(job, now)).collect()
+    }
+
+    /// Up to `limit` jobs claimed as by `dequeue`, best first, each with a
+    /// fresh token; fewer (or none) when fewer are ready. The default loops
+    /// `dequeue`.
+    fn dequeue_many(
+        &self,
+        kinds: &[&str],
+        limit: usize,
+        request: ClaimRequest<'_>,
+        policy: &JobPolicy,
+    ) -> Result<Vec<JobRecord>> {
+        let mut claimed = Vec::new();
+        while claimed.len() < limit {
+            match self.dequeue(kinds, request, policy)? {
+                Some(job) => claimed.push(job),
+                None => break,
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// `finish` for each entry, each succeeding or failing on its own (a
+    /// stale token fails only its entry); the outer error is the store's.
+    /// The default loops `finish`.
+    fn finish_many(
+        &self,
+        finishes: &[(JobId, Token, Finish<'_>)],
+        policy: &JobPolicy,
+        now: Millis,
+    ) -> Result<Vec<Result<JobRecord>>> {
+        Ok(finishes
+            .iter()
+            .map(|&(id, token, finish)| self.finish(id, token, finish, policy, now))
+            .collect())
+    }
 
     /// Atomically claims the best ready job of `kinds` — lowest priority
     /// number, then earliest run-at, then lowest id — as a new attempt with a

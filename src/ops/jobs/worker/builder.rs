@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::slots::{kind_pool, spawn_named, spawn_slot, Shared};
+use super::slots::{kind_pool, spawn_named, spawn_slot, KindSlots, Shared};
 use super::{Worker, TARGET};
 use crate::ops::jobs::handler::{Handler, HandlerResult, JobContext};
 use crate::ops::jobs::queue::Queue;
@@ -125,8 +125,9 @@ impl WorkerBuilder {
             let (handler, concurrency) = &self.handlers[kind];
             let pool = Arc::new(kind_pool(&shared.options, kind, *concurrency));
             shared.pools.lock().push(pool.clone());
+            let slots = Arc::new(KindSlots::new(kind, *concurrency));
             for slot in 0..*concurrency {
-                threads.push(spawn_slot(&shared, kind, handler.clone(), &pool, slot)?);
+                threads.push(spawn_slot(&shared, &slots, handler.clone(), &pool, slot)?);
             }
         }
         crate::stats::register("ops", &shared);
@@ -155,6 +156,16 @@ impl WorkerBuilder {
             return Err(Error::invalid_argument(format!(
                 "worker heartbeat interval {heartbeat:?}: must be above zero and shorter than the lease {lease:?}"
             )));
+        }
+        // A zero interval would make an idle slot (or the heartbeat thread)
+        // spin on the store.
+        for (what, interval) in [
+            ("poll interval", self.options.poll_interval),
+            ("maintenance interval", self.options.maintenance_interval),
+        ] {
+            if interval.is_zero() {
+                return Err(Error::invalid_argument(format!("worker {what}: must be above zero")));
+            }
         }
         for (kind, (_, concurrency)) in &self.handlers {
             check_name("job kind", kind)?;

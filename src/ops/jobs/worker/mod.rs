@@ -14,6 +14,7 @@ use self::slots::Shared;
 use crate::ops::jobs::queue::Queue;
 
 mod builder;
+mod completer;
 mod slots;
 
 pub use builder::{WorkerBuilder, WorkerOptions, MAX_CONCURRENCY};
@@ -41,6 +42,10 @@ pub struct WorkerStats {
     pub released: u64,
     /// Attempts whose handler ran past the job timeout (stored as failures).
     pub timed_out: u64,
+    /// Running jobs whose heartbeat was refused (cancelled, reset or
+    /// deleted meanwhile): dropped from the running set, their handler told
+    /// through `lease_lost`, their result not stored.
+    pub lost: u64,
 }
 
 /// What a graceful stop did.
@@ -60,8 +65,10 @@ pub struct StopReport {
 /// another; a handler's error or panic fails only its own job; with a job
 /// timeout, a handler that runs past it fails its attempt and its thread is
 /// abandoned (never killed) while the slot moves on; leases of running jobs
-/// are extended every heartbeat interval, and a refused heartbeat flags only
-/// its own job ([`JobContext::lease_lost`](crate::ops::JobContext::lease_lost)); every dequeue (and a periodic
+/// are extended every heartbeat interval, and a refused heartbeat (the job was
+/// cancelled, reset or deleted) drops only its own job from the running set
+/// and tells its handler ([`JobContext::lease_lost`](crate::ops::JobContext::lease_lost)),
+/// so a cancelled job's handler learns it within one heartbeat interval; every dequeue (and a periodic
 /// pass) resets jobs whose lease expired. A slot asks the store for work only
 /// when it is free, so a busy worker does not poll. [`stop`](Worker::stop) is
 /// graceful: no new dequeues, running jobs get until the deadline, and the
@@ -90,6 +97,14 @@ impl Worker {
     /// What the worker has done so far.
     pub fn stats(&self) -> WorkerStats {
         self.shared.stats.snapshot()
+    }
+
+    /// A handle reading this worker's stats that never waits on the worker
+    /// itself, so a binding may read them while another thread runs `stop`.
+    pub fn monitor(&self) -> WorkerMonitor {
+        WorkerMonitor {
+            shared: self.shared.clone(),
+        }
     }
 
     /// How many jobs are running right now.
@@ -138,6 +153,25 @@ impl Worker {
             shared.options.name
         );
         StopReport { released, detached }
+    }
+}
+
+/// Reads a worker's stats and running count; cheap to clone, outlives the
+/// worker harmlessly (it then reads the final counts).
+#[derive(Clone)]
+pub struct WorkerMonitor {
+    shared: Arc<Shared>,
+}
+
+impl WorkerMonitor {
+    /// What the worker has done so far (atomic counters, no lock).
+    pub fn stats(&self) -> WorkerStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// How many jobs are running right now (a short internal lock).
+    pub fn running(&self) -> usize {
+        self.shared.inflight.lock().len()
     }
 }
 

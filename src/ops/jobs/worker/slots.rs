@@ -1,16 +1,18 @@
 //! What a worker's threads share, and the loops they run.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::completer::{Completer, Done};
 use super::{WorkerOptions, WorkerStats, TARGET};
 use crate::ops::jobs::handler::{Handler, HandlerError, HandlerResult, JobContext};
 use crate::ops::jobs::queue::Queue;
+use crate::ops::names::check_json;
 use crate::ops::records::{JobId, JobRecord, Token};
 use crate::pool::{BatchOptions, Outcome, PoolConfig, SyncPool, TaskContext};
 use crate::{Error, ErrorKind, Result};
@@ -38,6 +40,38 @@ pub(crate) struct Shared {
     pub(super) stop_signal: Mutex<bool>,
     pub(super) stop_changed: Condvar,
     pub(super) stats: Counters,
+    /// Stores finished jobs' outcomes, several per commit.
+    pub(super) completer: Completer,
+}
+
+/// One kind's handler slots: jobs claimed for them and not yet taken, and
+/// how many are running a handler (so a claim asks for the free ones).
+pub(crate) struct KindSlots {
+    pub(super) kind: String,
+    pub(super) concurrency: usize,
+    pub(super) buffer: Mutex<VecDeque<JobRecord>>,
+    pub(super) claiming: Mutex<()>,
+    pub(super) busy: AtomicUsize,
+}
+
+impl KindSlots {
+    pub(super) fn new(kind: &str, concurrency: usize) -> KindSlots {
+        KindSlots {
+            kind: kind.to_owned(),
+            concurrency,
+            buffer: Mutex::new(VecDeque::new()),
+            claiming: Mutex::new(()),
+            busy: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// An empty result, or JSON (what `Queue::complete` accepts).
+fn check_result(result: &str) -> Result<()> {
+    if result.is_empty() {
+        return Ok(());
+    }
+    check_json("result", result)
 }
 
 #[derive(Default)]
@@ -48,6 +82,7 @@ pub(super) struct Counters {
     refused: AtomicU64,
     released: AtomicU64,
     timed_out: AtomicU64,
+    lost: AtomicU64,
 }
 
 impl Counters {
@@ -60,6 +95,7 @@ impl Counters {
             refused: load(&self.refused),
             released: load(&self.released),
             timed_out: load(&self.timed_out),
+            lost: load(&self.lost),
         }
     }
 
@@ -88,15 +124,16 @@ pub(super) fn kind_pool(options: &WorkerOptions, kind: &str, concurrency: usize)
 /// kind does not poll the store.
 pub(super) fn spawn_slot(
     shared: &Arc<Shared>,
-    kind: &str,
+    kind: &Arc<KindSlots>,
     handler: Handler,
     pool: &Arc<SyncPool<String>>,
     slot: usize,
 ) -> Result<JoinHandle<()>> {
     *shared.live_threads.lock() += 1;
+    let name = format!("keel-job-{}-{slot}", kind.kind);
     let body = {
         let shared = shared.clone();
-        let kind = kind.to_owned();
+        let kind = kind.clone();
         let pool = pool.clone();
         move || {
             shared.slot_loop(&kind, &handler, &pool);
@@ -104,7 +141,7 @@ pub(super) fn spawn_slot(
             shared.thread_exited.notify_all();
         }
     };
-    spawn_named(&format!("keel-job-{kind}-{slot}"), body).inspect_err(|_| *shared.live_threads.lock() -= 1)
+    spawn_named(&name, body).inspect_err(|_| *shared.live_threads.lock() -= 1)
 }
 
 impl Shared {
@@ -122,6 +159,7 @@ impl Shared {
             stop_signal: Mutex::new(false),
             stop_changed: Condvar::new(),
             stats: Counters::default(),
+            completer: Completer::default(),
         }
     }
 
@@ -129,13 +167,14 @@ impl Shared {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// One handler slot: dequeue when free, run, finish; wait when idle.
-    pub(super) fn slot_loop(&self, kind: &str, handler: &Handler, pool: &SyncPool<String>) {
+    /// One handler slot: take a claimed job when free, run it, hand its
+    /// outcome to the completer; wait when idle.
+    pub(super) fn slot_loop(&self, kind: &KindSlots, handler: &Handler, pool: &SyncPool<String>) {
         while !self.stopping() {
             let seen = self.queue.wakeup().generation();
-            match self.queue.dequeue(&[kind], &self.options.name, self.options.lease) {
+            match self.next_job(kind) {
                 Ok(Some(job)) => {
-                    if !self.run(job, handler, pool) {
+                    if !self.run(job, kind, handler, pool) {
                         // The pool refused the job (too many abandoned
                         // handler threads): back off instead of spinning.
                         self.queue.wakeup().wait_since(seen, self.options.poll_interval);
@@ -145,33 +184,73 @@ impl Shared {
                 // The store failed (full disk, I/O): say so, and wait a poll
                 // interval rather than spin.
                 Err(err) => {
-                    log::warn!(target: TARGET, "dequeue failed: kind={kind} error={err}");
+                    log::warn!(target: TARGET, "dequeue failed: kind={} error={err}", kind.kind);
                     self.queue.wakeup().wait_since(seen, self.options.poll_interval);
                 }
             }
         }
     }
 
-    /// Runs one job on the kind's pool and stores its outcome; false when
-    /// the pool refused to start it (the job is released).
-    pub(super) fn run(&self, job: JobRecord, handler: &Handler, pool: &SyncPool<String>) -> bool {
-        let (id, token) = (job.id, job.token);
-        let lease_lost = Arc::new(AtomicBool::new(false));
+    /// A job for a free slot: one claimed earlier for the kind, or a fresh
+    /// claim of as many jobs as the kind has free slots, in one transaction
+    /// (the others wait in the kind's buffer for the slots woken to take
+    /// them). Claimed jobs are in the running set at once, so they are
+    /// heartbeaten, and released by a stop, while they wait.
+    fn next_job(&self, kind: &KindSlots) -> Result<Option<JobRecord>> {
+        if let Some(job) = kind.buffer.lock().pop_front() {
+            return Ok(Some(job));
+        }
+        // One claimer per kind at a time, so two free slots do not both
+        // claim for every free slot.
+        let _claiming = kind.claiming.lock();
+        if let Some(job) = kind.buffer.lock().pop_front() {
+            return Ok(Some(job));
+        }
+        let free = kind.concurrency.saturating_sub(kind.busy.load(Ordering::SeqCst)).max(1);
+        let mut claimed =
+            self.queue
+                .dequeue_many(&[kind.kind.as_str()], free, &self.options.name, self.options.lease)?;
         {
             let mut inflight = self.inflight.lock();
             if self.stopping() {
                 drop(inflight);
-                self.release(id, token);
-                return true;
+                for job in &claimed {
+                    self.release(job.id, job.token);
+                }
+                return Ok(None);
             }
-            inflight.insert(
-                id,
-                InFlight {
-                    token,
-                    lease_lost: lease_lost.clone(),
-                },
-            );
+            for job in &claimed {
+                inflight.insert(
+                    job.id,
+                    InFlight {
+                        token: job.token,
+                        lease_lost: Arc::new(AtomicBool::new(false)),
+                    },
+                );
+            }
         }
+        if claimed.is_empty() {
+            return Ok(None);
+        }
+        let first = claimed.remove(0);
+        if !claimed.is_empty() {
+            kind.buffer.lock().extend(claimed);
+            self.queue.wakeup().notify();
+        }
+        Ok(Some(first))
+    }
+
+    /// Runs one claimed job on the kind's pool and hands its outcome to the
+    /// completer; false when the pool refused to start it (the job is
+    /// released).
+    pub(super) fn run(&self, job: JobRecord, kind: &KindSlots, handler: &Handler, pool: &SyncPool<String>) -> bool {
+        let (id, token) = (job.id, job.token);
+        // A stop (or a refused heartbeat) may have taken it while it waited.
+        let lease_lost = match self.inflight.lock().get(&id) {
+            Some(entry) if entry.token == token => entry.lease_lost.clone(),
+            _ => return true,
+        };
+        kind.busy.fetch_add(1, Ordering::SeqCst);
         let context = JobContext::new(job, self.stopping.clone(), lease_lost);
         let task = {
             let handler = handler.clone();
@@ -181,6 +260,7 @@ impl Shared {
             .run_unkeyed(std::iter::once(task), BatchOptions::new())
             .pop()
             .unwrap_or(Outcome::Cancelled);
+        kind.busy.fetch_sub(1, Ordering::SeqCst);
         // Whoever removes the entry decides the job's fate: if the stop sweep
         // took it, the job was released and this result must not be stored.
         if self.inflight.lock().remove(&id).is_none() {
@@ -198,43 +278,54 @@ impl Shared {
         }
     }
 
+    /// Turns a handler's outcome into the finish to store, counting it, and
+    /// hands it to the completer (which stores it with others in one commit).
     pub(super) fn finish(&self, id: JobId, token: Token, outcome: Outcome<HandlerResult>) {
-        let stored = match outcome {
+        let finish = match outcome {
             Outcome::TimedOut => {
                 Counters::bump(&self.stats.timed_out);
                 let limit = self.options.job_timeout.unwrap_or_default();
                 let message = format!("the handler ran past the job timeout of {limit:?}; its thread was abandoned");
                 log::warn!(target: TARGET, "job timed out: id={id} {message}");
-                self.queue.fail(id, token, &message, true)
+                Done::Fail(message, true)
             }
-            Outcome::Error(err) => self.queue.fail(id, token, &err.to_string(), true),
-            Outcome::Refused(_) | Outcome::Cancelled | Outcome::Skipped { .. } => self.queue.release(id, token),
-            Outcome::Value(Ok(result)) => match self.queue.complete(id, token, &result) {
-                Err(err) if err.kind() == ErrorKind::InvalidArgument => {
-                    self.queue
-                        .fail(id, token, &format!("handler returned an invalid result: {err}"), false)
-                }
-                other => other.inspect(|_| Counters::bump(&self.stats.completed)),
+            Outcome::Error(err) => Done::Fail(err.to_string(), true),
+            Outcome::Refused(_) | Outcome::Cancelled | Outcome::Skipped { .. } => Done::Release,
+            Outcome::Value(Ok(result)) => match check_result(&result) {
+                Ok(()) => Done::Complete(result),
+                Err(err) => Done::Fail(format!("handler returned an invalid result: {err}"), false),
             },
             Outcome::Value(Err(HandlerError { message, retryable })) => {
                 Counters::bump(&self.stats.failed);
                 log::info!(target: TARGET, "job failed: id={id} retryable={retryable} error={message:?}");
-                self.queue.fail(id, token, &message, retryable)
+                Done::Fail(message, retryable)
             }
             Outcome::Panicked(panic) => {
                 Counters::bump(&self.stats.panicked);
                 let message = format!("handler panicked: {panic}");
                 log::error!(target: TARGET, "job handler panicked: id={id} {message}");
-                self.queue.fail(id, token, &message, true)
+                Done::Fail(message, true)
             }
         };
-        if let Err(err) = stored {
-            if err.kind() == ErrorKind::Conflict {
-                Counters::bump(&self.stats.refused);
+        self.completer.submit(self, id, token, finish);
+    }
+
+    /// What the completer learnt of one stored (or refused) finish.
+    pub(super) fn stored(&self, id: JobId, finish: &Done, stored: Result<JobRecord>) {
+        match stored {
+            Ok(_) => {
+                if matches!(finish, Done::Complete(_)) {
+                    Counters::bump(&self.stats.completed);
+                }
             }
-            log::warn!(target: TARGET, "job result not stored: id={id} error={err}");
-            // Any other failure to store leaves the job running under a
-            // lease that will expire; the resetter then requeues it.
+            Err(err) => {
+                if err.kind() == ErrorKind::Conflict {
+                    Counters::bump(&self.stats.refused);
+                }
+                log::warn!(target: TARGET, "job result not stored: id={id} error={err}");
+                // Any other failure to store leaves the job running under a
+                // lease that will expire; the resetter then requeues it.
+            }
         }
     }
 
@@ -313,10 +404,33 @@ impl Shared {
         let Ok(results) = self.queue.heartbeat_many(&leases, self.options.lease) else {
             return;
         };
-        for ((_, _, lost), result) in running.iter().zip(results) {
-            if result.is_err() {
+        for ((id, token, lost), result) in running.iter().zip(results) {
+            if let Err(err) = result {
+                // Out of the running set (and counted) before the handler
+                // can see the flag.
+                self.drop_lost(*id, *token, &err);
                 lost.store(true, Ordering::SeqCst);
             }
+        }
+    }
+
+    /// Takes a job whose heartbeat was refused (cancelled, reset, deleted)
+    /// out of the running set: it is not heartbeaten again, its result is
+    /// not stored, and its handler sees `lease_lost`. Logged once.
+    fn drop_lost(&self, id: JobId, token: Token, err: &Error) {
+        let removed = {
+            let mut inflight = self.inflight.lock();
+            match inflight.get(&id) {
+                Some(entry) if entry.token == token => inflight.remove(&id).is_some(),
+                _ => false,
+            }
+        };
+        if removed {
+            Counters::bump(&self.stats.lost);
+            log::warn!(
+                target: TARGET,
+                "job lost: id={id} token={token} error={err}; its handler is told to stop and its result will not be stored"
+            );
         }
     }
 
@@ -341,6 +455,7 @@ impl crate::stats::StatsSource for Shared {
             "refused": stats.refused,
             "released": stats.released,
             "timed_out": stats.timed_out,
+            "lost": stats.lost,
         })
     }
 }

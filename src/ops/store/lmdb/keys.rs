@@ -56,6 +56,22 @@ pub(crate) fn parse_op_index(key: &[u8]) -> Result<(Millis, String)> {
     Ok((at, utf8(decoder.rest(), "operation index")?))
 }
 
+/// The operation and time of an `op_index` key.
+pub(crate) fn parse_op_index_op(key: &[u8]) -> Result<(String, Millis)> {
+    let (op, _) = split_name(key, "operation index")?;
+    Ok((op.to_owned(), parse_op_index(key)?.0))
+}
+
+/// The first key after every key that starts with `prefix` (which ends in
+/// the separator, so bumping that byte skips exactly that name's keys).
+pub(crate) fn after_prefix(prefix: &[u8]) -> Vec<u8> {
+    let mut next = prefix.to_vec();
+    if let Some(last) = next.last_mut() {
+        *last += 1;
+    }
+    next
+}
+
 // ---- jobs --------------------------------------------------------------------
 
 /// `jobs.records`: the id.

@@ -4,8 +4,11 @@
 //! Databases (all prefixed `keel.`): the records (`op.records`,
 //! `jobs.records`), indexes kept in the same transaction as every record
 //! change (`op.ready`, `op.working`, `jobs.available`, `jobs.running`,
-//! `jobs.finished`, `jobs.unique`), the per-kind counters (`jobs.counts`)
-//! and the id/token counters and the file's format marker (`ops.meta`). `LmdbStore::write_op` and
+//! `jobs.finished`, `jobs.unique`), the per-kind counters (`jobs.counts`),
+//! the lapsed claims in a row per operation record (`op.lapses`, beside the
+//! records so their layout is unchanged; a build that predates it ignores
+//! it) and the id/token counters and the file's format marker (`ops.meta`).
+//! `LmdbStore::write_op` and
 //! `LmdbStore::write_job` are the only places that touch the indexes: they
 //! remove the old record's entries and add the new one's, so an index can
 //! never disagree with its record.
@@ -60,6 +63,7 @@ struct Dbs {
     op_records: Database,
     op_ready: Database,
     op_working: Database,
+    op_lapses: Database,
     jobs: Database,
     available: Database,
     running: Database,
@@ -76,17 +80,21 @@ impl LmdbStore {
         LmdbStore::with_env(&Env::open(path, &EnvOptions::default())?)
     }
 
-    /// A store in `env` (for example a drive's), in 10 named databases of
+    /// A store in `env` (for example a drive's), in 11 named databases of
     /// its own. Stamps a new store with [`FILE_FORMAT`]; a store of a newer
     /// format is refused with [`Unsupported`](crate::ErrorKind::Unsupported)
     /// naming both versions, an older one upgraded. A store written before
     /// markers existed holds format-1 records and is stamped as format 1.
     pub fn with_env(env: &Env) -> Result<LmdbStore> {
+        // The format first: a newer file is refused before any database of
+        // this build (one it may lack) is created in it.
+        format::ensure(env, &FILE_FORMAT, |_| Ok(()))?;
         let db = |name: &str| env.database(&format!("keel.{name}"));
         let dbs = Dbs {
             op_records: db("op.records")?,
             op_ready: db("op.ready")?,
             op_working: db("op.working")?,
+            op_lapses: db("op.lapses")?,
             jobs: db("jobs.records")?,
             available: db("jobs.available")?,
             running: db("jobs.running")?,
@@ -95,7 +103,6 @@ impl LmdbStore {
             counts: db("jobs.counts")?,
             meta: db("ops.meta")?,
         };
-        format::ensure(env, &FILE_FORMAT, |_| Ok(()))?;
         Ok(LmdbStore { env: env.clone(), dbs })
     }
 

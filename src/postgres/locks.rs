@@ -1,0 +1,280 @@
+//! [`PgKeyedLocks`]: exclusive and shared locks per key across processes and
+//! hosts, on PostgreSQL session-level advisory locks.
+//!
+//! Why advisory locks pinned to a connection, not a lease table: the server
+//! itself queues waiters and grants in order, a holder that dies (process
+//! killed, host gone, network cut) loses its locks as soon as the server
+//! drops its session — no lease length to tune, no sweeper — and an idle
+//! key costs nothing: there is no row to leave behind, so "nothing left
+//! when no one holds or waits" holds by construction. The cost is one
+//! connection per held guard (kept and reused once released) and that the
+//! holder learns of a lost session only when it asks
+//! ([`PgKeyGuard::check`]), which is why every guard also carries a
+//! fencing token: a number from one database sequence, larger for every
+//! later acquisition, that the protected resource can compare to refuse a
+//! late holder.
+//!
+//! Keys are strings hashed (FNV-1a, 64 bits, with the schema name) to the
+//! advisory lock's bigint; two keys that collide only serialise each other.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::postgres::Client;
+use parking_lot::Mutex;
+
+use super::{map_err, PgDatabase, PgOptions};
+use crate::locks::{LockMode, Wait};
+use crate::{Error, ErrorKind, Result};
+
+/// A stable 64-bit hash of `text` (FNV-1a), as an advisory-lock key.
+pub fn key_hash(text: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// How to open cross-host locks.
+#[derive(Debug, Clone, Default)]
+pub struct PgLocksOptions {
+    /// The database options (schema, connect timeout).
+    pub database: PgOptions,
+}
+
+/// Keyed locks shared by every process that opens the same database and
+/// schema. Cloning shares the idle connections.
+#[derive(Clone)]
+pub struct PgKeyedLocks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: PgDatabase,
+    /// Sessions released by guards, kept for the next acquisition.
+    idle: Mutex<Vec<Client>>,
+}
+
+/// Holds one or more keys until dropped (or [`unlock`](PgKeyGuard::unlock)ed).
+pub struct PgKeyGuard {
+    locks: Arc<Inner>,
+    client: Option<Client>,
+    keys: Vec<String>,
+    mode: LockMode,
+    token: u64,
+}
+
+impl PgKeyedLocks {
+    /// Locks in the database at `url` (schema `keel`).
+    pub fn open(url: &str) -> Result<PgKeyedLocks> {
+        PgKeyedLocks::open_with(url, &PgLocksOptions::default())
+    }
+
+    /// Locks in the database at `url` with `options`.
+    pub fn open_with(url: &str, options: &PgLocksOptions) -> Result<PgKeyedLocks> {
+        Ok(PgKeyedLocks::with_database(PgDatabase::open(url, &options.database)?))
+    }
+
+    /// Locks in an open database.
+    pub fn with_database(db: PgDatabase) -> PgKeyedLocks {
+        PgKeyedLocks {
+            inner: Arc::new(Inner {
+                db,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Where the locks live, without secrets.
+    pub fn location(&self) -> String {
+        self.inner.db.location()
+    }
+
+    /// Locks `key` exclusively, waiting as long as it takes.
+    pub fn lock(&self, key: &str) -> Result<PgKeyGuard> {
+        self.acquire(key, LockMode::Exclusive, Wait::Forever)?
+            .ok_or_else(|| Error::timeout(format!("lock {key:?}: not granted")))
+    }
+
+    /// Locks `key` in `mode`, waiting per `wait`: `Ok(None)` when
+    /// [`Wait::Never`] finds it held, [`Timeout`](ErrorKind::Timeout) when a
+    /// [`Wait::For`] runs out.
+    pub fn acquire(&self, key: &str, mode: LockMode, wait: Wait) -> Result<Option<PgKeyGuard>> {
+        self.lock_many(&[key], mode, wait)
+    }
+
+    /// Locks every one of `keys` in `mode`, all or none: on a timeout (or a
+    /// held key under [`Wait::Never`]) none stays held. Keys are taken in a
+    /// fixed order, so two `lock_many` calls never deadlock each other.
+    pub fn lock_many(&self, keys: &[&str], mode: LockMode, wait: Wait) -> Result<Option<PgKeyGuard>> {
+        let mut names: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Err(Error::invalid_argument("lock_many: name at least one key"));
+        }
+        if let Some(bad) = names.iter().find(|key| key.is_empty() || key.contains('\0')) {
+            return Err(Error::invalid_argument(format!(
+                "lock key {bad:?}: must be non-empty, without NUL"
+            )));
+        }
+        let schema = self.inner.db.schema().to_owned();
+        let mut hashes: Vec<i64> = names.iter().map(|key| key_hash(&format!("{schema}\0{key}"))).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let mut client = self.inner.session()?;
+        let what = format!("{}: lock {:?}", self.inner.db.location(), names);
+        match take(&mut client, &hashes, mode, wait, &what) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.inner.give_back(client);
+                return Ok(None);
+            }
+            Err(err) => {
+                self.inner.give_back(client);
+                return Err(err);
+            }
+        }
+        let token = match client.query_one(&format!("SELECT nextval('{schema}.tokens')"), &[]) {
+            Ok(row) => row.get::<_, i64>(0) as u64,
+            Err(err) => {
+                self.inner.give_back(client);
+                return Err(map_err(&what, err));
+            }
+        };
+        Ok(Some(PgKeyGuard {
+            locks: self.inner.clone(),
+            client: Some(client),
+            keys: names,
+            mode,
+            token,
+        }))
+    }
+}
+
+/// Takes every lock of `hashes` in order on `client`; false when `Never`
+/// found one held. Leaves nothing held unless it returns true.
+fn take(client: &mut Client, hashes: &[i64], mode: LockMode, wait: Wait, what: &str) -> Result<bool> {
+    let (wait_fn, try_fn) = match mode {
+        LockMode::Exclusive => ("pg_advisory_lock", "pg_try_advisory_lock"),
+        LockMode::Shared => ("pg_advisory_lock_shared", "pg_try_advisory_lock_shared"),
+    };
+    let outcome = match wait {
+        Wait::Never => {
+            let sql = format!("SELECT bool_and(got) FROM (SELECT {try_fn}(k) AS got FROM unnest($1::bigint[]) k) t");
+            client
+                .query_one(&sql, &[&hashes])
+                .map(|row| row.get::<_, Option<bool>>(0).unwrap_or(false))
+        }
+        Wait::Forever | Wait::For(_) => {
+            let limit = match wait {
+                Wait::For(timeout) => timeout.as_millis().clamp(1, i32::MAX as u128).to_string(),
+                _ => "0".to_owned(),
+            };
+            let started = Instant::now();
+            let sql = format!(
+                "SELECT set_config('statement_timeout', $2, false), \
+                 (SELECT count({wait_fn}(k)) FROM unnest($1::bigint[]) WITH ORDINALITY u(k, o))"
+            );
+            let result = client.query_one(&sql, &[&hashes, &limit]).map(|_| true);
+            let _ = client.batch_execute("SET statement_timeout = 0");
+            if let (Err(err), Wait::For(timeout)) = (&result, wait) {
+                if err.code().map(|code| code.code()) == Some("57014") {
+                    let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
+                    return Err(Error::timeout(format!(
+                        "{what}: not granted within {timeout:?} (waited {:?})",
+                        started.elapsed()
+                    )));
+                }
+            }
+            result
+        }
+    };
+    match outcome {
+        Ok(true) => Ok(true),
+        Ok(false) => {
+            client
+                .batch_execute("SELECT pg_advisory_unlock_all()")
+                .map_err(|err| map_err(what, err))?;
+            Ok(false)
+        }
+        Err(err) => {
+            let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
+            Err(map_err(what, err))
+        }
+    }
+}
+
+impl Inner {
+    fn session(&self) -> Result<Client> {
+        while let Some(client) = self.idle.lock().pop() {
+            if !client.is_closed() {
+                return Ok(client);
+            }
+        }
+        self.db.dedicated()
+    }
+
+    fn give_back(&self, client: Client) {
+        if !client.is_closed() {
+            self.idle.lock().push(client);
+        }
+    }
+}
+
+impl PgKeyGuard {
+    /// The keys held, sorted.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// The mode they are held in.
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
+
+    /// The fencing token: larger than every token handed out before it, so
+    /// a resource that remembers the largest token it saw can refuse a
+    /// holder whose session was lost and whose key went to someone else.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Ok while the session holding the locks is alive;
+    /// [`Closed`](ErrorKind::Closed) once it was lost (the server released
+    /// the locks, and someone else may hold them now).
+    pub fn check(&mut self) -> Result<()> {
+        let lost = || {
+            Error::new(
+                ErrorKind::Closed,
+                format!("locks {:?}: the session holding them was lost", self.keys),
+            )
+        };
+        let Some(client) = self.client.as_mut() else {
+            return Err(lost());
+        };
+        let alive = !client.is_closed() && client.is_valid(Duration::from_secs(5)).is_ok();
+        if alive {
+            return Ok(());
+        }
+        self.client = None;
+        Err(lost())
+    }
+
+    /// Releases the keys now (dropping the guard does the same).
+    pub fn unlock(self) {}
+}
+
+impl Drop for PgKeyGuard {
+    fn drop(&mut self) {
+        if let Some(mut client) = self.client.take() {
+            // A session that fails to unlock is dropped: closing it releases
+            // its locks just as well.
+            if client.batch_execute("SELECT pg_advisory_unlock_all()").is_ok() {
+                self.locks.give_back(client);
+            }
+        }
+    }
+}
