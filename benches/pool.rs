@@ -190,26 +190,26 @@ fn hung_sources() {
 fn overhead() {
     const TASKS: usize = 100_000;
     let n = 4;
-    let per_task_us = |time: Duration| time.as_secs_f64() * 1e6 / TASKS as f64;
+    let per_task_ns = |time: Duration| time.as_secs_f64() * 1e9 / TASKS as f64;
     let bare = || {
         let start = Instant::now();
         let results = bare_pool(n, TASKS, None);
         assert_eq!(results.len(), TASKS);
-        per_task_us(start.elapsed())
+        per_task_ns(start.elapsed())
     };
     let keyed_bare = || {
         let locks = KeyLocks::new(TASKS);
         let start = Instant::now();
         let results = bare_pool(n, TASKS, Some(locks));
         assert_eq!(results.len(), TASKS);
-        per_task_us(start.elapsed())
+        per_task_ns(start.elapsed())
     };
     let pool: SyncPool<usize> = SyncPool::new(PoolConfig::new(n));
     let keel = || {
         let start = Instant::now();
         let outcomes = pool.run_batch((0..TASKS).map(|i| Task::new(i, move |_: &TaskContext| Ok(i))));
         assert_eq!(outcomes.len(), TASKS);
-        per_task_us(start.elapsed())
+        per_task_ns(start.elapsed())
     };
     // The same without keys: what the per-key lock and key grouping cost.
     let unkeyed = || {
@@ -217,7 +217,7 @@ fn overhead() {
         let tasks = (0..TASKS).map(|i| move |_: &TaskContext| Ok(i));
         let outcomes = pool.run_unkeyed(tasks, BatchOptions::new());
         assert_eq!(outcomes.len(), TASKS);
-        per_task_us(start.elapsed())
+        per_task_ns(start.elapsed())
     };
     // Warm up, then interleaved rounds.
     keyed_bare();
@@ -225,11 +225,11 @@ fn overhead() {
     let keyed = Rounds::run(5, keyed_bare, keel);
     keyed.report(
         &format!("3. Overhead, {TASKS} keyed empty tasks N={n}"),
-        "us/task",
+        "ns/task",
         Target::AtLeast(0.5),
     );
     let plain = Rounds::run(5, bare, unkeyed);
-    plain.report("   unkeyed keel vs bare crossbeam pool", "us/task", Target::None);
+    plain.report("   unkeyed keel vs bare crossbeam pool", "ns/task", Target::None);
 }
 
 /// The keyed baseline's per-key exclusion: one mutex per key, found
