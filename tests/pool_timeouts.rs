@@ -277,7 +277,9 @@ fn a_slot_freed_by_a_timeout_goes_to_the_longest_waiter() {
     );
     hangs.release();
     let hung = hung_batch.join().unwrap();
-    assert!(hung.iter().filter(|o| matches!(o, Outcome::TimedOut)).count() >= 2);
+    // The first timeout freed the waiter's slot; later hung tasks may have
+    // been released before their own deadline.
+    assert!(hung.iter().any(|o| matches!(o, Outcome::TimedOut)));
 }
 
 #[test]

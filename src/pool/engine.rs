@@ -21,7 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,20 +37,52 @@ use crate::pool::Shared;
 
 const LOG_TARGET: &str = "keel::pool";
 
-/// A worker took it and waits for its key.
-const PICKED: u8 = 0;
-/// Holds its key and runs.
-const RUNNING: u8 = 1;
-/// Returned; the worker reports the outcome.
-const FINISHED: u8 = 2;
-/// Given up on by the caller (timed out, cancelled).
-const ABANDONED: u8 = 3;
+/// Where a task handed to a worker is in its life.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskState {
+    /// A worker took it and waits for its key.
+    Picked = 0,
+    /// Holds its key and runs.
+    Running = 1,
+    /// Returned; the worker reports the outcome.
+    Finished = 2,
+    /// Given up on by the caller (timed out, cancelled).
+    Abandoned = 3,
+}
 
-fn transition(token: &CancellationToken, from: u8, to: u8) -> bool {
-    token
-        .task_state()
-        .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
-        .is_ok()
+/// A task handed to a worker, as its worker and the caller both see it:
+/// its state, moved by compare-and-swap so its fate is decided once, and
+/// the cancellation token its context hands out.
+struct TaskCell {
+    state: AtomicU8,
+    token: CancellationToken,
+}
+
+impl TaskCell {
+    fn new() -> Arc<Self> {
+        Arc::new(TaskCell {
+            state: AtomicU8::new(TaskState::Picked as u8),
+            token: CancellationToken::new(),
+        })
+    }
+
+    /// Moves `from` to `to`; false if the task was elsewhere.
+    fn transition(&self, from: TaskState, to: TaskState) -> bool {
+        self.state
+            .compare_exchange(from as u8, to as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Abandons the task if it is picked or running; its state before.
+    fn abandon(&self) -> Option<TaskState> {
+        for from in [TaskState::Picked, TaskState::Running] {
+            if self.transition(from, TaskState::Abandoned) {
+                return Some(from);
+            }
+        }
+        None
+    }
 }
 
 /// Why a task is not started.
@@ -99,7 +131,7 @@ pub(crate) trait Plan: Send + 'static {
 pub(crate) struct RunState<P> {
     pub(crate) plan: P,
     /// Tasks handed to a worker and not decided.
-    running: HashMap<usize, CancellationToken, BuildHasherDefault<IndexHasher>>,
+    running: HashMap<usize, Arc<TaskCell>, BuildHasherDefault<IndexHasher>>,
     deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Workers not abandoned and not gone.
     live_workers: usize,
@@ -262,8 +294,8 @@ where
         let mut state = self.lock();
         mark_stopped(&self.run, &mut state);
         state.plan.cancel_rest();
-        for token in state.running.values() {
-            token.cancel();
+        for task in state.running.values() {
+            task.token.cancel();
         }
         drop(state);
         self.notify_workers();
@@ -343,7 +375,7 @@ where
     /// Gives up on running task `index`: cancels its token and leaves its
     /// thread to exit when the task returns. False if it finished first.
     fn abandon(&self, state: &mut RunState<P>, index: usize) -> bool {
-        let Some(token) = state.running.get(&index).cloned() else {
+        let Some(task) = state.running.get(&index).cloned() else {
             return false;
         };
         let shared = &self.run.shared;
@@ -351,26 +383,21 @@ where
             // Abandoned threads report their return under this lock, so the
             // count and the hung key are in place before they can be undone.
             let mut hung = shared.hung_keys.lock();
-            let prior = token
-                .task_state()
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |state| {
-                    matches!(state, PICKED | RUNNING).then_some(ABANDONED)
-                });
-            match prior {
-                Err(_) => return false,
-                Ok(RUNNING) => {
+            match task.abandon() {
+                None => return false,
+                Some(TaskState::Running) => {
                     if let Some(key) = self.run.keys.get(index) {
                         hung.insert(key.clone());
                         shared.hung_count.store(hung.len(), Ordering::SeqCst);
                     }
                 }
-                Ok(_) => {}
+                Some(_) => {}
             }
             shared.counters.thread_abandoned();
             // The hung thread never gives its slot back: we do, for it.
             shared.slots.release();
         }
-        token.cancel();
+        task.token.cancel();
         state.running.remove(&index);
         state.live_workers -= 1;
         true
@@ -513,8 +540,8 @@ where
             run.task_ready.wait(&mut state);
             continue;
         };
-        let token = CancellationToken::new();
-        state.running.insert(index, token.clone());
+        let cell = TaskCell::new();
+        state.running.insert(index, Arc::clone(&cell));
         let deadline = run.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         if let Some(deadline) = deadline {
             state.deadlines.push(Reverse((deadline, index)));
@@ -527,12 +554,12 @@ where
                 let _ = run.wake.try_send(());
             }
         }
-        let ctx = TaskContext::new(index, first_of_key, deadline, token.clone(), run.retry.clone());
-        let reported = MutexGuard::unlocked(&mut state, || run_task(run, &ctx, task));
+        let ctx = TaskContext::new(index, first_of_key, deadline, cell.token.clone(), run.retry.clone());
+        let reported = MutexGuard::unlocked(&mut state, || run_task(run, &cell, &ctx, task));
         let Some((outcome, guard)) = reported else {
             return; // abandoned while waiting for the key
         };
-        if !transition(&token, RUNNING, FINISHED) {
+        if !cell.transition(TaskState::Running, TaskState::Finished) {
             // Reported timed out or cancelled already; this thread was
             // replaced. The key stops being "hung" before it is unlocked.
             drop(state);
@@ -563,7 +590,12 @@ type Held<K> = Option<crate::locks::KeyGuard<K>>;
 
 /// Takes the task's key and runs it. `None` if the task was abandoned while
 /// waiting for its key (it never ran).
-fn run_task<K, P>(run: &Run<K, P>, ctx: &TaskContext, task: P::Task) -> Option<(Outcome<P::Output>, Held<K>)>
+fn run_task<K, P>(
+    run: &Run<K, P>,
+    cell: &TaskCell,
+    ctx: &TaskContext,
+    task: P::Task,
+) -> Option<(Outcome<P::Output>, Held<K>)>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     P: Plan,
@@ -572,7 +604,7 @@ where
     let key = run.keys.get(index);
     let key_wait = Stopwatch::start(LOG_TARGET, Level::Debug);
     let guard = key.map(|key| run.shared.locks.lock(key)).transpose();
-    if !transition(ctx.cancellation(), PICKED, RUNNING) {
+    if !cell.transition(TaskState::Picked, TaskState::Running) {
         drop(guard);
         abandoned_thread_returns(&run.shared, None);
         return None;
