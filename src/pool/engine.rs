@@ -76,12 +76,9 @@ impl TaskCell {
 
     /// Abandons the task if it is picked or running; its state before.
     fn abandon(&self) -> Option<TaskState> {
-        for from in [TaskState::Picked, TaskState::Running] {
-            if self.transition(from, TaskState::Abandoned) {
-                return Some(from);
-            }
-        }
-        None
+        [TaskState::Picked, TaskState::Running]
+            .into_iter()
+            .find(|&from| self.transition(from, TaskState::Abandoned))
     }
 }
 
