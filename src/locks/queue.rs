@@ -7,7 +7,6 @@
 //! overtake: a newcomer is granted at once only while nobody waits.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,16 +37,9 @@ struct Waiter {
 /// wakes exactly the waiters it grants.
 #[derive(Default)]
 pub(super) struct WaitCell {
-    /// `state.granted`, readable without the lock, for the short spin.
-    granted: AtomicBool,
     state: Mutex<CellState>,
     wake: Condvar,
 }
-
-/// How many times a new waiter checks for its grant before it sleeps: a key
-/// held for a few hundred nanoseconds is handed over without the cost of
-/// sleeping and waking (a few microseconds at most, then it sleeps).
-const SPINS_BEFORE_SLEEP: u32 = 200;
 
 #[derive(Default)]
 struct CellState {
@@ -78,10 +70,7 @@ impl WaitEnd {
 
 impl WaitCell {
     fn grant(&self) {
-        let mut state = self.state.lock();
-        state.granted = true;
-        self.granted.store(true, Ordering::Release);
-        drop(state);
+        self.state.lock().granted = true;
         self.wake.notify_one();
     }
 
@@ -100,12 +89,6 @@ impl WaitCell {
     /// Sleeps until the key is granted, the wait is cancelled or `deadline`
     /// passes. A grant wins over both.
     pub(super) fn wait(&self, deadline: Option<Instant>) -> WaitEnd {
-        for _ in 0..SPINS_BEFORE_SLEEP {
-            if self.granted.load(Ordering::Acquire) {
-                return WaitEnd::Granted;
-            }
-            std::hint::spin_loop();
-        }
         let mut state = self.state.lock();
         loop {
             if state.granted {
