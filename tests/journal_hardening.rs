@@ -441,3 +441,22 @@ fn inspect_changes_nothing_and_shows_an_interrupted_mutation() {
     );
     assert!(!fresh.path().join(".keel").exists(), "inspect created .keel");
 }
+
+#[test]
+fn a_state_folder_swapped_for_a_symlink_after_open_refuses_the_next_mutation() {
+    for folder in ["journal", "trash", "staging"] {
+        let (dir, journal) = seeded("swap-after-open");
+        let outside = TempDir::new("swap-after-open-outside");
+        let spot = dir.path().join(".keel").join(folder);
+        fs::remove_dir(&spot).unwrap();
+        symlink(outside.path(), &spot).unwrap();
+        let err = journal.begin("next", "").map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{folder}: {err}");
+        assert!(err.message().contains("symlink"), "{folder}: {err}");
+        assert_eq!(
+            fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "{folder}: wrote outside"
+        );
+    }
+}

@@ -4,14 +4,31 @@
 //! `tests/store_conformance.rs`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use keel::ops::{EnqueueOptions, JobState, Queue};
+use keel::ops::{Backoff, EnqueueOptions, JobPolicy, JobState, LmdbStore, ManualClock, Queue};
+use keel::ErrorKind;
+
+const START: u64 = 1_700_000_000_000;
+const LEASE: Duration = Duration::from_secs(30);
 
 fn temp_path(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("keel-ops-queue-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir.join("jobs.lmdb")
+}
+
+fn policy() -> JobPolicy {
+    JobPolicy {
+        backoff: Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(3600),
+            jitter: 0.25,
+        },
+        max_resets: 2,
+    }
 }
 
 fn opts() -> EnqueueOptions {
@@ -46,6 +63,12 @@ fn operations_and_jobs_live_beside_a_drive_in_one_file() {
     assert_eq!(Operations::open(&path).unwrap().next("index", 10).unwrap().len(), 1);
     // And the file still opens as a drive: the ops tables are not foreign.
     Drive::open(&path, &DriveOptions::default()).unwrap();
+}
+
+fn queue(name: &str) -> (Queue, ManualClock) {
+    let clock = ManualClock::new(START);
+    let store = Arc::new(LmdbStore::open(&temp_path(name)).unwrap());
+    (Queue::with_parts(store, Arc::new(clock.clone()), policy()), clock)
 }
 
 fn queue_with_store(name: &str) -> (Queue, Arc<LmdbStore>) {

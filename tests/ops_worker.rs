@@ -526,7 +526,7 @@ fn a_running_worker_reports_its_counters_in_keel_stats() {
         .start()
         .unwrap();
     let gathered = keel::stats::gather();
-    let mine = gathered["ops"]
+    let mine = gathered["workers"]
         .as_array()
         .and_then(|workers| workers.iter().find(|w| w["worker"] == "stats-probe"))
         .cloned()

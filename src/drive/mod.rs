@@ -49,6 +49,7 @@
 //! ```
 
 mod batch;
+pub(crate) mod codecs;
 mod data;
 mod id;
 mod item;
@@ -133,18 +134,8 @@ pub(crate) struct DriveCore {
 
 impl crate::stats::StatsSource for DriveCore {
     fn stats_json(&self) -> serde_json::Value {
-        let stats = self.env.stats();
-        serde_json::json!({
-            "path": self.env.path().display().to_string(),
-            "map_size": stats.map_size,
-            "used": stats.used,
-            "readers": stats.readers,
-            "batches": stats.batches,
-            "writes": stats.writes,
-            "largest_batch": stats.largest_batch,
-            "map_growths": stats.map_growths,
-            "queued_writes": stats.queued_writes,
-        })
+        let identity = serde_json::json!({ "path": self.env.path().display().to_string() });
+        crate::stats::entry(identity, &self.env.stats())
     }
 }
 
@@ -164,8 +155,9 @@ pub const FILE_FORMAT: FileFormat = FileFormat {
 };
 
 impl Drive {
-    /// Opens the drive file at `path`, creating it (and its folder) if
-    /// missing. A file that is not LMDB, is truncated, or is an LMDB file
+    /// Opens the drive file at `path`, creating it if missing (its folder
+    /// must exist: a missing one is [`NotFound`](crate::ErrorKind::NotFound)).
+    /// A file that is not LMDB, is truncated, or is an LMDB file
     /// holding something other than a drive gives
     /// [`Corrupt`](crate::ErrorKind::Corrupt) and is left untouched. A drive
     /// of a newer format than [`FORMAT_VERSION`] gives
@@ -228,7 +220,10 @@ impl Drive {
     /// [`verify_file`]): a damaged file gives a report listing what is
     /// wrong, never a crash of this process.
     pub fn verify(&self) -> Result<Report> {
-        verify_file(self.path())
+        let report = verify_file(self.path())?;
+        // A verifier killed mid-read leaves its reader slot behind.
+        self.view.core.env.clear_stale_readers()?;
+        Ok(report)
     }
 
     /// The drive's LMDB environment (for stats).

@@ -18,9 +18,11 @@
 //!    what is touched, not with the tree.
 //! 3. Each change is made durable as it is made: temp file, fsync, rename,
 //!    fsync of the folder.
-//! 4. `commit` marks the record `committed` (the commit point) and cleans
+//! 4. `commit` removes the record and fsyncs the journal folder (the commit
+//!    point: without an `active` record nothing is rolled back) and cleans
 //!    up; a rollback restores every entry, fsyncs it, marks `rolled_back`
-//!    and cleans up.
+//!    and cleans up. Records marked `committed` (older builds wrote them)
+//!    are discarded by recovery.
 //! 5. Recovery (on open and at every exclusive acquisition that finds
 //!    leftovers) rolls back `active` records newest first by sequence
 //!    number, discards terminal ones and reaps orphan folders; see
@@ -49,6 +51,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+// Fault plans are a test tool: public only with the `fault-injection`
+// feature (keel's own tests enable it), so no user arms one by mistake.
+#[cfg(not(feature = "fault-injection"))]
+use fault::FaultPlan;
+#[cfg(feature = "fault-injection")]
 pub use fault::{FaultAction, FaultPlan, Step};
 pub use handle::SharedMutation;
 pub use mutation::Mutation;
@@ -97,25 +104,30 @@ pub(crate) struct Inner {
     counters: Counters,
 }
 
-impl crate::stats::StatsSource for Inner {
-    fn stats_json(&self) -> serde_json::Value {
+impl Inner {
+    fn stats(&self) -> JournalStats {
         let c = &self.counters;
         let io = self.fs.io();
-        serde_json::json!({
-            "root": self.root_id,
-            "mutations": Counters::get(&c.begun),
-            "committed": Counters::get(&c.committed),
-            "rolled_back": Counters::get(&c.rolled_back),
-            "recoveries": Counters::get(&c.recoveries),
-            "recovered": Counters::get(&c.recovered),
-            "quarantined": Counters::get(&c.quarantined),
-            "recovery_failures": Counters::get(&c.recovery_failures),
-            "fsyncs": io.fsyncs,
-            "files_written": io.files_written,
-            "bytes_written": io.bytes_written,
-            "links": io.links,
-            "blocked": self.last_recovery_error.lock().is_some(),
-        })
+        JournalStats {
+            mutations: Counters::get(&c.begun),
+            committed: Counters::get(&c.committed),
+            rolled_back: Counters::get(&c.rolled_back),
+            recoveries: Counters::get(&c.recoveries),
+            recovered: Counters::get(&c.recovered),
+            quarantined: Counters::get(&c.quarantined),
+            recovery_failures: Counters::get(&c.recovery_failures),
+            fsyncs: io.fsyncs,
+            files_written: io.files_written,
+            bytes_written: io.bytes_written,
+            links: io.links,
+            blocked: self.last_recovery_error.lock().is_some(),
+        }
+    }
+}
+
+impl crate::stats::StatsSource for Inner {
+    fn stats_json(&self) -> serde_json::Value {
+        crate::stats::entry(serde_json::json!({ "root": self.root_id }), &self.stats())
     }
 }
 
@@ -154,20 +166,32 @@ pub struct PendingMutation {
 }
 
 /// Counters of a journal handle (all clones of the same `open`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JournalStats {
-    /// fsyncs issued (files and folders).
-    pub fsyncs: u64,
+    /// Mutations begun.
+    pub mutations: u64,
     /// Mutations committed.
     pub committed: u64,
     /// Mutations rolled back (explicitly, on error or on drop).
     pub rolled_back: u64,
+    /// Recoveries run (at open, at a lock holder's start, or asked for).
+    pub recoveries: u64,
     /// Interrupted mutations rolled back by recovery.
     pub recovered: u64,
     /// Records quarantined by recovery.
     pub quarantined: u64,
     /// Recoveries that could not finish.
     pub recovery_failures: u64,
+    /// fsyncs issued (files and folders).
+    pub fsyncs: u64,
+    /// Files created with content (copies, writes, records).
+    pub files_written: u64,
+    /// Bytes written into those files.
+    pub bytes_written: u64,
+    /// Hardlinks made (snapshots that copied nothing).
+    pub links: u64,
+    /// Whether the last recovery failed, so mutations are refused.
+    pub blocked: bool,
 }
 
 /// A shared lock on the root: no mutation runs while it is held, and the
@@ -197,6 +221,7 @@ impl Journal {
     /// first step, so a crash during the recovery that `open` runs can be
     /// tested too.
     #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn open_with_fault_plan(root: impl AsRef<Path>, plan: Arc<FaultPlan>) -> Result<Journal> {
         Journal::open_with(root.as_ref(), Some(plan))
     }
@@ -427,20 +452,13 @@ impl Journal {
     /// Counters (fsyncs issued, mutations ended, recoveries), for benchmarks
     /// and diagnostics; also in [`crate::stats::gather`] under `journal`.
     pub fn stats(&self) -> JournalStats {
-        let c = &self.inner.counters;
-        JournalStats {
-            fsyncs: self.inner.fs.fsyncs(),
-            committed: Counters::get(&c.committed),
-            rolled_back: Counters::get(&c.rolled_back),
-            recovered: Counters::get(&c.recovered),
-            quarantined: Counters::get(&c.quarantined),
-            recovery_failures: Counters::get(&c.recovery_failures),
-        }
+        self.inner.stats()
     }
 
     /// Test hook: arms a [`FaultPlan`] on every file-system step of this
     /// journal (`None` disarms).
     #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn set_fault_plan(&self, plan: Option<Arc<FaultPlan>>) {
         self.inner.fs.set_plan(plan);
     }

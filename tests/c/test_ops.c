@@ -183,8 +183,8 @@ static void test_worker(void) {
   uint64_t released = 99;
   CHECK_OK(keel_worker_stop(worker, 30000, &released));
   CHECK(released == 0);
-  keel_worker_counters counters;
-  CHECK_OK(keel_worker_stats(worker, &counters));
+  keel_worker_stats counters;
+  CHECK_OK(keel_worker_get_stats(worker, &counters));
   CHECK(counters.completed == 10 && counters.failed == 1);
   CHECK(atomic_load(&saw_payload) == 10);
   keel_worker_free(worker);
@@ -306,8 +306,8 @@ static void test_lost_lease(void) {
   CHECK_OK(keel_queue_cancel(queue, id, S("operator")));
   CHECK(wait_handled(2));
   CHECK(atomic_load(&lost_seen) == 1);
-  keel_worker_counters counters;
-  CHECK_OK(keel_worker_stats(worker, &counters));
+  keel_worker_stats counters;
+  CHECK_OK(keel_worker_get_stats(worker, &counters));
   CHECK(counters.lost == 1);
   keel_worker_free(worker);
   keel_queue_free(queue);

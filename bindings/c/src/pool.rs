@@ -12,6 +12,7 @@ use keel_core::Error;
 use crate::buf::keel_buf;
 use crate::callback::{self, Output, Userdata};
 use crate::ffi;
+use crate::stats::keel_pool_stats;
 use crate::status::keel_status;
 
 /// A bounded pool for keyed, blocking tasks (see SyncPool in the Rust docs):
@@ -117,34 +118,6 @@ pub struct keel_outcome {
     /// For KEEL_OUTCOME_SKIPPED: milliseconds before its key may run again;
     /// 0 otherwise.
     pub retry_in_ms: i64,
-}
-
-/// A snapshot of a pool's counters.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct keel_pool_counters {
-    /// Tasks running now (abandoned threads excluded).
-    pub in_flight: usize,
-    /// The most tasks ever running at once.
-    pub peak_concurrency: usize,
-    /// Tasks that returned KEEL_OK.
-    pub completed: usize,
-    /// Tasks that failed or panicked.
-    pub failed: usize,
-    /// Tasks reported timed out.
-    pub timed_out: usize,
-    /// Tasks reported cancelled.
-    pub cancelled: usize,
-    /// Tasks refused.
-    pub refused: usize,
-    /// Abandoned threads still running.
-    pub abandoned: usize,
-    /// Tasks skipped because their key was paused by the failure backoff.
-    pub skipped: usize,
-    /// Keys paused by the failure backoff now.
-    pub paused_keys: usize,
-    /// Workers waiting for a slot now.
-    pub slot_waiters: usize,
 }
 
 /// Pass as `timeout_ms` to keel_pool_run for the pool's own timeout.
@@ -509,25 +482,12 @@ pub unsafe extern "C" fn keel_outcomes_free(outcomes: *mut keel_outcome, count: 
 
 /// Writes the pool's counters to `*out`.
 #[no_mangle]
-pub unsafe extern "C" fn keel_pool_stats(pool: *const keel_pool, out: *mut keel_pool_counters) -> keel_status {
+pub unsafe extern "C" fn keel_pool_get_stats(pool: *const keel_pool, out: *mut keel_pool_stats) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe {
         let pool = ffi::handle(pool, "pool")?;
         let out = ffi::out_value(out, "out")?;
-        let stats = pool.inner.stats();
-        *out = keel_pool_counters {
-            in_flight: stats.in_flight,
-            peak_concurrency: stats.peak_concurrency,
-            completed: stats.completed,
-            failed: stats.failed,
-            timed_out: stats.timed_out,
-            cancelled: stats.cancelled,
-            refused: stats.refused,
-            abandoned: stats.abandoned,
-            skipped: stats.skipped,
-            paused_keys: stats.paused_keys,
-            slot_waiters: stats.slot_waiters,
-        };
+        *out = keel_pool_stats::from(pool.inner.stats());
         Ok(())
     })
 }

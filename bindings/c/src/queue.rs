@@ -20,13 +20,17 @@ pub struct keel_queue {
     pub(crate) inner: Queue,
 }
 
+/// Pass as `run_at_ms` to run a job as soon as possible.
+pub const KEEL_RUN_NOW: i64 = -1;
+
 /// How to enqueue a job; keel_enqueue_options_default gives the defaults.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct keel_enqueue_options {
     /// 0 (runs first) to 9 (runs last); default 5.
     pub priority: u8,
-    /// Not run before this time, in ms since the Unix epoch; -1 for now.
+    /// Not run before this time, in ms since the Unix epoch; KEEL_RUN_NOW
+    /// (-1, the default) for now. Any other negative is KEEL_INVALID_ARGUMENT.
     pub run_at_ms: i64,
     /// Not run before this many ms from now, read on the queue's clock; -1
     /// for none. Give run_at_ms or delay_ms, not both.
@@ -89,7 +93,7 @@ pub extern "C" fn keel_enqueue_options_default() -> keel_enqueue_options {
         let defaults = EnqueueOptions::default();
         keel_enqueue_options {
             priority: defaults.priority,
-            run_at_ms: -1,
+            run_at_ms: KEEL_RUN_NOW,
             delay_ms: -1,
             max_attempts: defaults.max_attempts,
             unique_key: std::ptr::null(),
@@ -150,7 +154,7 @@ unsafe fn enqueue_options(given: &keel_enqueue_options) -> Result<EnqueueOptions
     let unique_key = unsafe { ffi::optional_utf8(given.unique_key, given.unique_key_len, "unique_key")? };
     Ok(EnqueueOptions {
         priority: given.priority,
-        run_at: ffi::timeout_ms(given.run_at_ms, "run_at_ms")?.map(|at| at.as_millis() as u64),
+        run_at: ffi::time_ms(given.run_at_ms, "run_at_ms")?,
         delay: ffi::timeout_ms(given.delay_ms, "delay_ms")?,
         max_attempts: given.max_attempts,
         unique_key: unique_key.map(str::to_owned),

@@ -59,7 +59,8 @@ impl PyJournal {
     /// crash left.
     #[new]
     fn new(py: Python<'_>, root: std::path::PathBuf) -> PyResult<Self> {
-        let inner = blocking(py, || Journal::open(&root))?;
+        let inner =
+            blocking(py, || Journal::open(&root)).map_err(|err| crate::errors::with_filename(py, err, &root))?;
         Ok(PyJournal { inner })
     }
 
@@ -144,16 +145,8 @@ impl PyJournal {
 
     /// Counters: fsyncs, committed, rolled_back, recovered, quarantined,
     /// recovery_failures.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.inner.stats();
-        let dict = PyDict::new(py);
-        dict.set_item("fsyncs", stats.fsyncs)?;
-        dict.set_item("committed", stats.committed)?;
-        dict.set_item("rolled_back", stats.rolled_back)?;
-        dict.set_item("recovered", stats.recovered)?;
-        dict.set_item("quarantined", stats.quarantined)?;
-        dict.set_item("recovery_failures", stats.recovery_failures)?;
-        Ok(dict)
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::stats::to_dict(py, &self.inner.stats())
     }
 
     fn __repr__(&self) -> String {

@@ -130,7 +130,7 @@ impl WorkerBuilder {
                 threads.push(spawn_slot(&shared, &slots, handler.clone(), &pool, slot)?);
             }
         }
-        crate::stats::register("ops", &shared);
+        crate::stats::register("workers", &shared);
         log::info!(target: TARGET, "worker started: name={} kinds={:?}", shared.options.name, kinds);
         let maintenance = spawn_named("keel-worker-heartbeat", {
             let shared = shared.clone();

@@ -24,9 +24,11 @@ const TARGET: &str = "keel::ops";
 /// How long `stop` waits for slots to leave once their pools are shut down
 /// (they return at once; this bounds a pathological scheduler).
 const SLOT_EXIT_GRACE: Duration = Duration::from_secs(5);
+/// How often a stop asks whether it was interrupted ([`Worker::stop_unless`]).
+const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
 
 /// What a worker has done so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WorkerStats {
     /// Jobs whose handler succeeded and whose completion was stored.
     pub completed: u64,
@@ -46,6 +48,8 @@ pub struct WorkerStats {
     /// deleted meanwhile): dropped from the running set, their handler told
     /// through `lease_lost`, their result not stored.
     pub lost: u64,
+    /// Jobs running at the moment of the snapshot.
+    pub running: usize,
 }
 
 /// What a graceful stop did.
@@ -96,7 +100,7 @@ impl Worker {
 
     /// What the worker has done so far.
     pub fn stats(&self) -> WorkerStats {
-        self.shared.stats.snapshot()
+        self.shared.stats_now()
     }
 
     /// A handle reading this worker's stats that never waits on the worker
@@ -116,6 +120,14 @@ impl Worker {
     /// `deadline`; jobs still running then are released to the queue (their
     /// handlers' later results are refused). Idempotent.
     pub fn stop(&mut self, deadline: Duration) -> StopReport {
+        self.stop_unless(deadline, || false)
+    }
+
+    /// [`stop`](Self::stop), asking `interrupted` between waits of at most
+    /// 100 ms whether to cut the deadline short: once it says yes, running
+    /// jobs are released at once, as if the deadline had passed (a host's
+    /// Ctrl-C during a graceful stop).
+    pub fn stop_unless(&mut self, deadline: Duration, mut interrupted: impl FnMut() -> bool) -> StopReport {
         if self.stopped {
             return StopReport::default();
         }
@@ -126,7 +138,11 @@ impl Worker {
             shared.stopping.store(true, Ordering::SeqCst);
         }
         shared.queue.wakeup().notify();
-        shared.wait_for_slots(Instant::now() + deadline);
+        let until = Instant::now() + deadline;
+        while !shared.wait_for_slots((Instant::now() + INTERRUPT_CHECK).min(until))
+            && Instant::now() < until
+            && !interrupted()
+        {}
         let released = shared.release_unfinished();
         for pool in shared.pools.lock().iter() {
             pool.shutdown();
@@ -166,7 +182,7 @@ pub struct WorkerMonitor {
 impl WorkerMonitor {
     /// What the worker has done so far (atomic counters, no lock).
     pub fn stats(&self) -> WorkerStats {
-        self.shared.stats.snapshot()
+        self.shared.stats_now()
     }
 
     /// How many jobs are running right now (a short internal lock).

@@ -96,6 +96,7 @@ impl Counters {
             released: load(&self.released),
             timed_out: load(&self.timed_out),
             lost: load(&self.lost),
+            running: 0,
         }
     }
 
@@ -336,13 +337,15 @@ impl Shared {
     }
 
     /// Waits until every handler slot has exited or `deadline` passes.
-    pub(super) fn wait_for_slots(&self, deadline: Instant) {
+    /// Waits until every slot thread has exited (true) or `deadline` (false).
+    pub(super) fn wait_for_slots(&self, deadline: Instant) -> bool {
         let mut live = self.live_threads.lock();
         while *live > 0 {
             if self.thread_exited.wait_until(&mut live, deadline).timed_out() {
-                return;
+                return *live == 0;
             }
         }
+        true
     }
 
     /// Releases every job still running; returns how many.
@@ -442,20 +445,20 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The counters now, with the jobs running at this moment (a short
+    /// internal lock, never the worker's stop).
+    pub(super) fn stats_now(&self) -> WorkerStats {
+        WorkerStats {
+            running: self.inflight.lock().len(),
+            ..self.stats.snapshot()
+        }
+    }
+}
+
 impl crate::stats::StatsSource for Shared {
     fn stats_json(&self) -> serde_json::Value {
-        let stats = self.stats.snapshot();
-        serde_json::json!({
-            "worker": self.options.name,
-            "kinds": self.kinds,
-            "running": self.inflight.lock().len(),
-            "completed": stats.completed,
-            "failed": stats.failed,
-            "panicked": stats.panicked,
-            "refused": stats.refused,
-            "released": stats.released,
-            "timed_out": stats.timed_out,
-            "lost": stats.lost,
-        })
+        let identity = serde_json::json!({ "worker": self.options.name, "kinds": self.kinds });
+        crate::stats::entry(identity, &self.stats_now())
     }
 }
