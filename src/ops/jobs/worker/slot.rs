@@ -148,7 +148,7 @@ impl Shared {
             return true;
         }
         match outcome {
-            Outcome::Refused(_) | Outcome::Cancelled => {
+            Outcome::Refused(_) | Outcome::Cancelled | Outcome::Skipped { .. } => {
                 self.release(id, token);
                 false
             }
@@ -171,7 +171,7 @@ impl Shared {
                 Done::Fail(message, true)
             }
             Outcome::Error(err) => Done::Fail(err.to_string(), true),
-            Outcome::Refused(_) | Outcome::Cancelled => Done::Release,
+            Outcome::Refused(_) | Outcome::Cancelled | Outcome::Skipped { .. } => Done::Release,
             Outcome::Value(Ok(result)) => match check_result(&result) {
                 Ok(()) => Done::Complete(result),
                 Err(err) => Done::Fail(format!("handler returned an invalid result: {err}"), false),
