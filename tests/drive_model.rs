@@ -250,6 +250,7 @@ fn check_invariants(drive: &Drive, model: &Model) {
 fn indexes_match_a_simple_model_through_a_long_random_sequence() {
     let dir = std::env::temp_dir().join(format!("keel-drive-model-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     // Fsync adds nothing to what this test checks; it only costs time.
     let options = DriveOptions {
         durability: Durability::NoSyncRisksLastCommits,

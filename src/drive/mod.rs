@@ -38,6 +38,7 @@
 //! ```
 //! use keel::drive::{Drive, DriveOptions, NewItem, ItemId};
 //! # let dir = std::env::temp_dir().join(format!("keel-doc-drive-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
 //! let drive = Drive::open(&dir.join("drive.lmdb"), &DriveOptions::default())?;
 //! let docs = drive.create(ItemId::ROOT, &NewItem::named("Docs"))?;
 //! let note = drive.create_at("docs", &NewItem::typed("note", "text"))?;
