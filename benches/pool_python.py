@@ -1,23 +1,36 @@
-"""Benchmark 4: the OPAL boot workload from Python, keel versus plain asyncio.
+"""Benchmark 4: the OPAL boot workload from Python, keel beside plain asyncio and
+concurrent.futures, in one run, with benches/support.py conventions (ratio = keel's
+speed over the baseline's; median and spread of interleaved rounds).
 
 200 tasks over 120 sources; the first task of a source "fetches" (time.sleep 50 ms),
 the others work locally (5 ms); at most 10 at a time; tasks of one source never
-overlap. Baseline, in the same run: asyncio.Semaphore(10) + asyncio.to_thread +
-gather, with one asyncio.Lock per source (the same exclusion) and a default
-executor of 10 threads (to_thread's default pool has only min(32, cpus + 4)
-threads, which would handicap the baseline on a small machine).
+overlap. Baselines:
+- asyncio: Semaphore(10) + asyncio.to_thread + gather, one asyncio.Lock per source
+  (the same exclusion), a default executor of 10 threads (to_thread's default pool
+  has only min(32, cpus + 4) threads, which would handicap it on a small machine);
+- concurrent.futures: ThreadPoolExecutor(10), one job per source running that
+  source's items in order (the exclusion without any lock).
+Target: keel at least 0.95x each (the work is sleeps: scheduling is what differs).
+Also, reported only: 10,000 empty items, keel's pool.run against executor.map.
 
-Run: python benches/pool_python.py   (with keel installed)
+Run: python benches/pool_python.py   (with keel installed, built --release)
 """
 
 import asyncio
+import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import keel
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from support import header, interleaved, report, timed  # noqa: E402
+
+import keel  # noqa: E402
 
 TASKS, SOURCES, N = 200, 120, 10
 FETCH, LOCAL = 0.050, 0.005
+ROUNDS = 3
+EMPTY_ITEMS = 10_000
 
 
 def workload():
@@ -35,19 +48,12 @@ def work(item):
     return item[0]
 
 
-def ideal(items):
-    total = sum(duration for _, duration in items)
-    return total / N
-
-
-def run_keel(items):
-    pool = keel.SyncPool(N)
-    start = time.perf_counter()
-    results = pool.run(work, items, key=lambda item: item[0])
-    elapsed = time.perf_counter() - start
+def run_keel(pool, items):
+    results = []
+    elapsed = timed(lambda: results.extend(pool.run(work, items, key=lambda item: item[0])))
     assert results == [source for source, _ in items], results
     assert pool.stats()["peak_concurrency"] <= N
-    return elapsed
+    return elapsed * 1000
 
 
 def run_asyncio(items):
@@ -67,23 +73,52 @@ def run_asyncio(items):
         results = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
         elapsed = time.perf_counter() - start
         assert results == [source for source, _ in items]
-        return elapsed
+        return elapsed * 1000
 
     return asyncio.run(main())
 
 
+def run_futures(executor, items):
+    def chain(indexed):
+        return [(index, work(item)) for index, item in indexed]
+
+    by_source = {}
+    for index, item in enumerate(items):
+        by_source.setdefault(item[0], []).append((index, item))
+    start = time.perf_counter()
+    results = [None] * len(items)
+    for done in executor.map(chain, by_source.values()):
+        for index, value in done:
+            results[index] = value
+    elapsed = time.perf_counter() - start
+    assert results == [source for source, _ in items]
+    return elapsed * 1000
+
+
+def empty(item):
+    return item
+
+
 def main():
+    header("SyncPool from Python against asyncio and concurrent.futures (same run)")
     items = workload()
-    run_keel(items[:20])  # warm up both
-    run_asyncio(items[:20])
-    keel_time = min(run_keel(items) for _ in range(3))
-    asyncio_time = min(run_asyncio(items) for _ in range(3))
-    print(
-        f"4. OPAL boot from Python ({TASKS} tasks, {SOURCES} sources, N={N}, time.sleep): "
-        f"ideal {ideal(items) * 1000:.0f} ms, asyncio (Semaphore + to_thread + gather) "
-        f"{asyncio_time * 1000:.0f} ms, keel {keel_time * 1000:.0f} ms, "
-        f"ratio keel/asyncio {keel_time / asyncio_time:.3f}, keel/ideal {keel_time / ideal(items):.3f}"
-    )
+    pool = keel.SyncPool(N)
+    with ThreadPoolExecutor(N) as executor:
+        run_keel(pool, items[:20])  # warm up all three
+        run_asyncio(items[:20])
+        run_futures(executor, items[:20])
+        base, ours = interleaved(ROUNDS, lambda: run_asyncio(items), lambda: run_keel(pool, items))
+        report("4. OPAL boot vs asyncio", "ms", base, ours, target=0.95)
+        base, ours = interleaved(ROUNDS, lambda: run_futures(executor, items), lambda: run_keel(pool, items))
+        report("   OPAL boot vs concurrent.futures", "ms", base, ours, target=0.95)
+
+        numbers = list(range(EMPTY_ITEMS))
+        base, ours = interleaved(
+            ROUNDS,
+            lambda: timed(lambda: list(executor.map(empty, numbers))) * 1e6 / EMPTY_ITEMS,
+            lambda: timed(lambda: pool.run(empty, numbers)) * 1e6 / EMPTY_ITEMS,
+        )
+        report(f"   {EMPTY_ITEMS} empty items vs executor.map", "us/item", base, ours)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,12 @@
 #define KEEL_POOL_UNKEYED 2
 
 /**
+ * keel_pool_run flag: run the tasks of keys paused by the failure backoff
+ * anyway (an explicit retry); their outcomes still count.
+ */
+#define KEEL_POOL_BYPASS_BACKOFF 4
+
+/**
  * Pass as `run_at_ms` to run a job as soon as possible.
  */
 #define KEEL_RUN_NOW -1
@@ -231,6 +237,11 @@ typedef enum keel_outcome_kind {
    * with a timed-out run, or the pool is shut down.
    */
   KEEL_OUTCOME_REFUSED = 5,
+  /**
+   * Not started: its key failed too often lately and is paused by the
+   * pool's failure backoff; `retry_in_ms` says for how long (KEEL_BUSY).
+   */
+  KEEL_OUTCOME_SKIPPED = 6,
 } keel_outcome_kind;
 
 /**
@@ -558,6 +569,38 @@ typedef struct keel_ops_options {
 } keel_ops_options;
 
 /**
+ * How a pool is made (keel_pool_new_with). Start from
+ * keel_pool_options_default() and set what you need.
+ */
+typedef struct keel_pool_options {
+  /**
+   * At most this many tasks at once; 0 means 1, above 65536 is
+   * KEEL_INVALID_ARGUMENT. Default 10.
+   */
+  size_t max_concurrency;
+  /**
+   * Each task's timeout in ms; KEEL_POOL_NO_TIMEOUT (the default) for none.
+   */
+  int64_t timeout_ms;
+  /**
+   * While this many abandoned threads live, new tasks are refused; 0
+   * means no cap. Default 64.
+   */
+  size_t max_abandoned;
+  /**
+   * Per-key failure backoff: after n consecutive failures of a key, its
+   * tasks are skipped (KEEL_OUTCOME_SKIPPED) for
+   * backoff_base_ms * 2^(n-1), at most backoff_max_ms. 0 (the default)
+   * turns it off; negative values are KEEL_INVALID_ARGUMENT.
+   */
+  int64_t backoff_base_ms;
+  /**
+   * The longest backoff pause in ms (at least backoff_base_ms).
+   */
+  int64_t backoff_max_ms;
+} keel_pool_options;
+
+/**
  * A task: runs on one of the pool's threads with `userdata` and a context.
  *
  * Return KEEL_OK (0) for success; the bytes given to
@@ -621,6 +664,11 @@ typedef struct keel_outcome {
    * What went wrong, as text; empty for a value.
    */
   struct keel_buf message;
+  /**
+   * For KEEL_OUTCOME_SKIPPED: milliseconds before its key may run again;
+   * 0 otherwise.
+   */
+  int64_t retry_in_ms;
 } keel_outcome;
 
 /**
@@ -672,6 +720,14 @@ typedef struct keel_pool_stats {
    * Tasks refused.
    */
   size_t refused;
+  /**
+   * Tasks skipped because their key was paused by the failure backoff.
+   */
+  size_t skipped;
+  /**
+   * Keys paused by the failure backoff now.
+   */
+  size_t paused_keys;
   /**
    * Abandoned threads still running.
    */
@@ -1491,6 +1547,22 @@ enum keel_status keel_ops_states(const struct keel_ops *ops,
                                  const char *item,
                                  size_t item_len,
                                  struct keel_buf *out);
+
+/**
+ * The default pool options: 10 at a time, no timeout, at most 64
+ * abandoned threads, no failure backoff.
+ */
+struct keel_pool_options keel_pool_options_default(void);
+
+/**
+ * Makes a pool from `options` (NULL: the defaults) in `*out`; free it with
+ * keel_pool_free. `name` (UTF-8, NULL for none) names the pool in
+ * keel_stats_json and events.
+ */
+enum keel_status keel_pool_new_with(const struct keel_pool_options *options,
+                                    const char *name,
+                                    size_t name_len,
+                                    struct keel_pool **out);
 
 /**
  * Makes a pool in `*out`; free it with keel_pool_free.

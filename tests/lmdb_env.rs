@@ -36,7 +36,7 @@ fn get(env: &Env, db: Database, key: &str) -> Option<Vec<u8>> {
 fn two_opens_of_one_file_share_one_environment() {
     let dir = temp_dir("registry");
     let a = Env::open(&dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
-    std::fs::create_dir(dir.join("x")).unwrap();
+    std::fs::create_dir_all(dir.join("x")).unwrap();
     let b = Env::open(&dir.join("./x/../db.lmdb"), &EnvOptions::default()).unwrap();
     assert!(a.same_as(&b));
     std::os::unix::fs::symlink(dir.join("db.lmdb"), dir.join("link.lmdb")).unwrap();

@@ -156,7 +156,11 @@ fn every_python_name_in_the_table_is_in_the_stub_and_every_method_is_in_the_tabl
         .iter()
         .filter(|name| !declared.contains(*name) && !classes.contains(*name))
         .collect();
-    let unlisted: Vec<_> = declared.difference(&listed).collect();
+    // `_name` functions are the package's own hooks (atexit, logging), listed only where useful.
+    let unlisted: Vec<_> = declared
+        .difference(&listed)
+        .filter(|name| !name.starts_with('_'))
+        .collect();
     assert!(
         unknown.is_empty(),
         "docs/parity.md names Python calls the stub lacks: {unknown:?}"

@@ -146,6 +146,7 @@ class SyncPool:
         timeout: Optional[float] = None,
         max_abandoned: int = 64,
         name: Optional[str] = None,
+        failure_backoff: Optional[Tuple[float, float]] = None,
     ) -> "SyncPool": ...
     @property
     def max_concurrency(self) -> int: ...
@@ -160,6 +161,7 @@ class SyncPool:
         progress: Optional[Callable[[int, int, int, Any], None]] = None,
         cancel: Optional[CancellationToken] = None,
         context: bool = False,
+        bypass_backoff: bool = False,
     ) -> List[Any]: ...
     def pipeline(
         self,

@@ -174,6 +174,9 @@ impl SlotState {
     /// Hands the key to the head of the queue while it is compatible: one
     /// writer, or every reader up to the first writer.
     pub(super) fn admit(&mut self) {
+        if self.queue.is_empty() {
+            return; // the uncontended release
+        }
         while let Some(head) = self.queue.front() {
             if !self.compatible(head.mode) {
                 return;

@@ -1,11 +1,16 @@
 //! One of the registry's shards: the entries of the keys hashing to it.
 //!
-//! An entry exists only while its key is held or waited for; the table
+//! An entry counts only while its key is held or waited for; the table
 //! shrinks when it is mostly empty, so a burst of a million keys leaves
 //! neither entries nor their memory behind.
+//!
+//! The last few entries to go idle stay in the table, uncounted, so a key
+//! locked again and again (the common case) finds its entry instead of
+//! inserting and removing it on every cycle. At most `IDLE_CACHE` idle
+//! entries per shard are kept: a bounded cache, not a leak.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::queue::SlotState;
@@ -19,7 +24,15 @@ pub(super) struct Shard<K> {
     /// Keys of removed entries, kept only as buffers: the next new entry
     /// copies its key into one (`clone_into`) instead of allocating.
     spare_keys: Vec<K>,
+    /// `(hash, slot id)` of entries that went idle lately, oldest first.
+    /// A record may be stale (the entry was reused or removed since); the
+    /// latest record of every idle entry is here, so idle entries are at
+    /// most `IDLE_CACHE`.
+    idle: VecDeque<(u64, u64)>,
 }
+
+/// How many idle entries a shard keeps (see `Shard::idle`).
+const IDLE_CACHE: usize = 4;
 
 /// How many spare key buffers a shard keeps (see `Shard::spare_keys`).
 const SPARE_KEYS_PER_SHARD: usize = 4;
@@ -46,6 +59,7 @@ impl<K> Shard<K> {
             buckets: HashMap::default(),
             next_id: 0,
             spare_keys: Vec::new(),
+            idle: VecDeque::with_capacity(IDLE_CACHE + 1),
         }
     }
 
@@ -95,15 +109,28 @@ impl<K> Shard<K> {
         if let Bucket::One(slot) = bucket {
             release(&mut slot.state);
             if slot.state.is_idle() {
-                if let Some(Bucket::One(slot)) = self.buckets.remove(&hash) {
-                    self.keep_spare_key(slot.key);
-                }
-                self.shrink_if_sparse();
+                let id = slot.id;
+                self.cache_idle(hash, id);
             }
             return;
         }
         release(&mut self.slot_mut(hash, slot_id).state);
         self.remove_if_idle(hash, slot_id);
+    }
+
+    /// Keeps the idle entry `(hash, id)` for reuse, evicting the oldest
+    /// idle entry past the cache's size.
+    fn cache_idle(&mut self, hash: u64, id: u64) {
+        // A key locked again and again must not evict itself: one record
+        // per entry is enough (it is that entry's latest).
+        if self.idle.contains(&(hash, id)) {
+            return;
+        }
+        self.idle.push_back((hash, id));
+        if self.idle.len() > IDLE_CACHE {
+            let (old_hash, old_id) = self.idle.pop_front().expect("the cache is over its size");
+            self.remove_if_idle(old_hash, old_id);
+        }
     }
 
     fn keep_spare_key(&mut self, key: K) {

@@ -9,11 +9,11 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pool::context::{CancellationToken, TaskContext};
-use crate::pool::engine::{Engine, Plan};
+use crate::pool::engine::{Engine, Plan, Refusal};
 use crate::pool::outcome::{Outcome, Progress, Task};
 use crate::pool::Shared;
 
@@ -29,7 +29,12 @@ pub struct BatchOptions<'a, K, T> {
     timeout: Option<Option<Duration>>,
     cancel: Option<CancellationToken>,
     progress: Option<ProgressFn<'a, K, T>>,
+    poll: Option<(Duration, PollFn<'a>)>,
+    bypass_backoff: bool,
 }
+
+/// A check the calling thread runs while it waits; `false` cancels the batch.
+pub type PollFn<'a> = Box<dyn FnMut() -> bool + 'a>;
 
 impl<K, T> Default for BatchOptions<'_, K, T> {
     fn default() -> Self {
@@ -37,6 +42,8 @@ impl<K, T> Default for BatchOptions<'_, K, T> {
             timeout: None,
             cancel: None,
             progress: None,
+            poll: None,
+            bypass_backoff: false,
         }
     }
 }
@@ -58,6 +65,24 @@ impl<'a, K, T> BatchOptions<'a, K, T> {
     /// their threads abandoned.
     pub fn cancel_token(mut self, token: CancellationToken) -> Self {
         self.cancel = Some(token);
+        self
+    }
+
+    /// Calls `keep_going` on the calling thread at least every `interval`
+    /// while the batch runs, outside every lock of the pool; once it returns
+    /// false the batch is cancelled as by its token (tasks not started are
+    /// `Cancelled`, running ones told to stop and abandoned). For a host
+    /// that must look at something while it waits (Python's signals).
+    pub fn poll_every(mut self, interval: Duration, keep_going: impl FnMut() -> bool + 'a) -> Self {
+        self.poll = Some((interval, Box::new(keep_going)));
+        self
+    }
+
+    /// Runs the tasks of keys paused by the pool's
+    /// [`FailureBackoff`](super::FailureBackoff) anyway (an explicit retry).
+    /// Their outcomes still count: a success clears the key.
+    pub fn bypass_backoff(mut self, bypass: bool) -> Self {
+        self.bypass_backoff = bypass;
         self
     }
 
@@ -164,10 +189,10 @@ where
     type Task = F;
     type Output = T;
 
-    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Error>) -> Option<(usize, bool, F)> {
+    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Refusal>) -> Option<(usize, bool, F)> {
         while let Some(index) = self.ready.pop() {
             if let Some(refusal) = refusal(index) {
-                self.decide(index, Outcome::Refused(refusal));
+                self.decide(index, refusal.into_outcome());
                 continue;
             }
             let run = self.runs[index].take().expect("a ready task has its closure");
@@ -269,6 +294,10 @@ where
     let leaders: VecDeque<usize> = (0..total).filter(|&index| chains.first[index]).collect();
     let workers = leaders.len();
     let mut progress = options.progress;
+    let mut poll = options.poll;
+    let mut next_poll = poll
+        .as_ref()
+        .and_then(|(interval, _)| Instant::now().checked_add(*interval));
     let plan = BatchPlan {
         shared: Arc::clone(shared),
         chains,
@@ -293,6 +322,7 @@ where
         workers,
         timeout,
         options.cancel.as_ref(),
+        options.bypass_backoff,
     );
     // Outcomes already reported to the progress callback, moved out of the
     // plan so the callback runs with the run unlocked: workers keep
@@ -342,7 +372,17 @@ where
                 })
                 .collect();
         }
-        engine.wait();
+        if let (Some((interval, keep_going)), Some(due)) = (poll.as_mut(), next_poll) {
+            if Instant::now() >= due {
+                if !keep_going() {
+                    engine.stop();
+                    next_poll = None;
+                    continue;
+                }
+                next_poll = Instant::now().checked_add(*interval);
+            }
+        }
+        engine.wait_until(next_poll);
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+pub use super::backoff::FailureBackoff;
 pub use super::retry::RetryPolicy;
 use crate::error::{Error, Result};
 
@@ -24,6 +25,7 @@ pub struct PoolConfig {
     /// `None`: no cap.
     pub(crate) max_abandoned: Option<usize>,
     pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) backoff: Option<FailureBackoff>,
     pub(crate) name: Option<String>,
 }
 
@@ -48,6 +50,7 @@ impl PoolConfig {
             task_timeout: None,
             max_abandoned: Some(Self::DEFAULT_MAX_ABANDONED),
             retry: None,
+            backoff: None,
             name: None,
         }
     }
@@ -71,6 +74,18 @@ impl PoolConfig {
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self
+    }
+
+    /// Pauses a key after consecutive failures (off by default): see
+    /// [`FailureBackoff`].
+    pub fn failure_backoff(mut self, backoff: FailureBackoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// The failure backoff, if any.
+    pub fn backoff(&self) -> Option<FailureBackoff> {
+        self.backoff
     }
 
     /// Names the pool in its stats and events (`"scopes"`).

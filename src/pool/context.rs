@@ -1,7 +1,7 @@
 //! What a running task knows about itself: its place in the batch, its
 //! deadline, and a [`CancellationToken`] it can check or wait on.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,6 @@ pub struct CancellationToken {
 #[derive(Default)]
 struct TokenInner {
     cancelled: AtomicBool,
-    /// The pool's bookkeeping for the task this token belongs to, kept here
-    /// so a task costs one allocation, not two.
-    task_state: AtomicU8,
     signal: Mutex<Signal>,
 }
 
@@ -49,11 +46,6 @@ impl CancellationToken {
     /// A token that is not cancelled.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The state of the pool task this token was made for.
-    pub(crate) fn task_state(&self) -> &AtomicU8 {
-        &self.inner.task_state
     }
 
     /// Cancels the token and wakes everyone waiting on it.

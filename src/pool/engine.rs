@@ -21,7 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,20 +37,66 @@ use crate::pool::Shared;
 
 const LOG_TARGET: &str = "keel::pool";
 
-/// A worker took it and waits for its key.
-const PICKED: u8 = 0;
-/// Holds its key and runs.
-const RUNNING: u8 = 1;
-/// Returned; the worker reports the outcome.
-const FINISHED: u8 = 2;
-/// Given up on by the caller (timed out, cancelled).
-const ABANDONED: u8 = 3;
+/// Where a task handed to a worker is in its life.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskState {
+    /// A worker took it and waits for its key.
+    Picked = 0,
+    /// Holds its key and runs.
+    Running = 1,
+    /// Returned; the worker reports the outcome.
+    Finished = 2,
+    /// Given up on by the caller (timed out, cancelled).
+    Abandoned = 3,
+}
 
-fn transition(token: &CancellationToken, from: u8, to: u8) -> bool {
-    token
-        .task_state()
-        .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
-        .is_ok()
+/// A task handed to a worker, as its worker and the caller both see it:
+/// its state, moved by compare-and-swap so its fate is decided once, and
+/// the cancellation token its context hands out.
+struct TaskCell {
+    state: AtomicU8,
+    token: CancellationToken,
+}
+
+impl TaskCell {
+    fn new() -> Arc<Self> {
+        Arc::new(TaskCell {
+            state: AtomicU8::new(TaskState::Picked as u8),
+            token: CancellationToken::new(),
+        })
+    }
+
+    /// Moves `from` to `to`; false if the task was elsewhere.
+    fn transition(&self, from: TaskState, to: TaskState) -> bool {
+        self.state
+            .compare_exchange(from as u8, to as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Abandons the task if it is picked or running; its state before.
+    fn abandon(&self) -> Option<TaskState> {
+        [TaskState::Picked, TaskState::Running]
+            .into_iter()
+            .find(|&from| self.transition(from, TaskState::Abandoned))
+    }
+}
+
+/// Why a task is not started.
+pub(crate) enum Refusal {
+    /// Refused: shut down, at the abandoned-thread cap, key hung, nested run.
+    Refused(Error),
+    /// Its key is paused by the failure backoff.
+    Skipped { retry_in: Duration, failures: u32 },
+}
+
+impl Refusal {
+    pub(crate) fn into_outcome<T>(self) -> Outcome<T> {
+        match self {
+            Refusal::Refused(err) => Outcome::Refused(err),
+            Refusal::Skipped { retry_in, failures } => Outcome::Skipped { retry_in, failures },
+        }
+    }
 }
 
 /// The schedule of one run: which task goes next and what happens when one
@@ -62,7 +108,7 @@ pub(crate) trait Plan: Send + 'static {
     /// The next task that may start now, as `(index, first_of_key, task)`.
     /// `refusal(index)` says why a task must not start; the plan decides
     /// such tasks `Refused` itself and looks further.
-    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Error>) -> Option<(usize, bool, Self::Task)>;
+    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Refusal>) -> Option<(usize, bool, Self::Task)>;
 
     /// Records how task `index` ended.
     fn decide(&mut self, index: usize, outcome: Outcome<Self::Output>);
@@ -82,7 +128,7 @@ pub(crate) trait Plan: Send + 'static {
 pub(crate) struct RunState<P> {
     pub(crate) plan: P,
     /// Tasks handed to a worker and not decided.
-    running: HashMap<usize, CancellationToken, BuildHasherDefault<IndexHasher>>,
+    running: HashMap<usize, Arc<TaskCell>, BuildHasherDefault<IndexHasher>>,
     deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Workers not abandoned and not gone.
     live_workers: usize,
@@ -103,6 +149,8 @@ struct Run<K, P> {
     keys: Arc<Vec<K>>,
     timeout: Option<Duration>,
     retry: Option<RetryPolicy>,
+    /// Paused keys run anyway (an explicit retry).
+    bypass_backoff: bool,
 }
 
 /// Drives one run from the calling thread.
@@ -130,6 +178,7 @@ where
         workers: usize,
         timeout: Option<Duration>,
         cancel: Option<&CancellationToken>,
+        bypass_backoff: bool,
     ) -> Self {
         let (wake, woken) = crossbeam_channel::bounded(1);
         let limit = shared.config.concurrency();
@@ -154,6 +203,7 @@ where
                 shared,
                 keys,
                 timeout,
+                bypass_backoff,
             }),
         };
         let mut state = engine.run.state.lock();
@@ -164,7 +214,7 @@ where
                 "a task of this pool ran a batch or pipeline on its own pool and would wait for it; \
                  use a second pool for nested work",
             );
-            let handed = state.plan.next_task(&mut |_| Some(err.clone()));
+            let handed = state.plan.next_task(&mut |_| Some(Refusal::Refused(err.clone())));
             debug_assert!(handed.is_none(), "a task was handed out despite a refusal");
         } else if engine.run.shared.shutdown.is_cancelled() {
             engine.refuse_ready(&mut state);
@@ -197,7 +247,10 @@ where
     fn refuse_ready(&self, state: &mut RunState<P>) {
         let run = &self.run;
         let mut refuse = |index| {
-            Some(refusal(run, index).unwrap_or_else(|| Error::busy(format!("task {index} refused: no worker left"))))
+            Some(
+                refusal(run, index)
+                    .unwrap_or_else(|| Refusal::Refused(Error::busy(format!("task {index} refused: no worker left")))),
+            )
         };
         let handed = state.plan.next_task(&mut refuse);
         debug_assert!(handed.is_none(), "a task was handed out despite a refusal");
@@ -208,7 +261,16 @@ where
     /// task is decided `Cancelled` or by its worker). The caller then looks
     /// at the plan.
     pub(crate) fn wait(&self) {
+        self.wait_until(None);
+    }
+
+    /// [`wait`](Self::wait), returning by `wake_by` at the latest.
+    pub(crate) fn wait_until(&self, wake_by: Option<Instant>) {
         let nearest = self.lock().deadlines.peek().map(|Reverse((deadline, _))| *deadline);
+        let nearest = match (nearest, wake_by) {
+            (Some(deadline), Some(wake_by)) => Some(deadline.min(wake_by)),
+            (deadline, wake_by) => deadline.or(wake_by),
+        };
         let timer = nearest.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
         let (stop_rx, cancel_rx) = if self.stop_seen.get() {
             (crossbeam_channel::never(), crossbeam_channel::never())
@@ -229,8 +291,8 @@ where
         let mut state = self.lock();
         mark_stopped(&self.run, &mut state);
         state.plan.cancel_rest();
-        for token in state.running.values() {
-            token.cancel();
+        for task in state.running.values() {
+            task.token.cancel();
         }
         drop(state);
         self.notify_workers();
@@ -247,7 +309,7 @@ where
                 Err(err) if state.live_workers == 0 => {
                     // No thread to run anything: every waiting task fails.
                     let err = Error::io("spawn a pool worker thread", err);
-                    let handed = state.plan.next_task(&mut |_| Some(err.clone()));
+                    let handed = state.plan.next_task(&mut |_| Some(Refusal::Refused(err.clone())));
                     debug_assert!(handed.is_none(), "a task was handed out despite a refusal");
                     return;
                 }
@@ -270,6 +332,7 @@ where
             state.deadlines.pop();
             // Skips tasks that finished (or are finishing) in time.
             if self.abandon(&mut state, index) {
+                record_backoff(&self.run, index, &Outcome::<()>::TimedOut);
                 state.plan.decide(index, Outcome::TimedOut);
                 timed_out.push(index);
             }
@@ -309,7 +372,7 @@ where
     /// Gives up on running task `index`: cancels its token and leaves its
     /// thread to exit when the task returns. False if it finished first.
     fn abandon(&self, state: &mut RunState<P>, index: usize) -> bool {
-        let Some(token) = state.running.get(&index).cloned() else {
+        let Some(task) = state.running.get(&index).cloned() else {
             return false;
         };
         let shared = &self.run.shared;
@@ -317,25 +380,21 @@ where
             // Abandoned threads report their return under this lock, so the
             // count and the hung key are in place before they can be undone.
             let mut hung = shared.hung_keys.lock();
-            let prior = token
-                .task_state()
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |state| {
-                    matches!(state, PICKED | RUNNING).then_some(ABANDONED)
-                });
-            match prior {
-                Err(_) => return false,
-                Ok(RUNNING) => {
+            match task.abandon() {
+                None => return false,
+                Some(TaskState::Running) => {
                     if let Some(key) = self.run.keys.get(index) {
                         hung.insert(key.clone());
+                        shared.hung_count.store(hung.len(), Ordering::SeqCst);
                     }
                 }
-                Ok(_) => {}
+                Some(_) => {}
             }
             shared.counters.thread_abandoned();
             // The hung thread never gives its slot back: we do, for it.
             shared.slots.release();
         }
-        token.cancel();
+        task.token.cancel();
         state.running.remove(&index);
         state.live_workers -= 1;
         true
@@ -344,7 +403,7 @@ where
     /// The batch was cancelled or the pool shut down: running tasks are
     /// abandoned and decided `Cancelled` (unless they finished first), and
     /// tasks not started are decided `Cancelled`.
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stop_seen.set(true);
         let mut state = self.lock();
         mark_stopped(&self.run, &mut state);
@@ -402,7 +461,22 @@ fn mark_stopped<K, P>(run: &Run<K, P>, state: &mut RunState<P>) {
 }
 
 /// Why task `index` must not start now, if it must not.
-fn refusal<K: Hash + Eq, P>(run: &Run<K, P>, index: usize) -> Option<Error> {
+fn refusal<K: Hash + Eq + Clone, P>(run: &Run<K, P>, index: usize) -> Option<Refusal> {
+    refused(run, index).map(Refusal::Refused).or_else(|| {
+        let backoff = run.shared.backoff.as_ref().filter(|_| !run.bypass_backoff)?;
+        let (retry_in, failures) = backoff.paused(run.keys.get(index)?)?;
+        Some(Refusal::Skipped { retry_in, failures })
+    })
+}
+
+/// Counts a decided task's outcome against its key's failure backoff.
+fn record_backoff<K: Hash + Eq + Clone, P, T>(run: &Run<K, P>, index: usize, outcome: &Outcome<T>) {
+    if let (Some(backoff), Some(key)) = (&run.shared.backoff, run.keys.get(index)) {
+        backoff.record(key, outcome);
+    }
+}
+
+fn refused<K: Hash + Eq, P>(run: &Run<K, P>, index: usize) -> Option<Error> {
     let shared = &run.shared;
     if shared.shutdown.is_cancelled() {
         return Some(Error::closed(format!("task {index} refused: the pool is shut down")));
@@ -419,7 +493,7 @@ fn refusal<K: Hash + Eq, P>(run: &Run<K, P>, index: usize) -> Option<Error> {
         )));
     }
     let key = run.keys.get(index)?;
-    if shared.hung_keys.lock().contains(key) {
+    if shared.hung_count.load(Ordering::SeqCst) > 0 && shared.hung_keys.lock().contains(key) {
         return Some(Error::busy(format!(
             "task {index} refused: its key is still busy with a timed-out run that has not returned"
         )));
@@ -463,8 +537,8 @@ where
             run.task_ready.wait(&mut state);
             continue;
         };
-        let token = CancellationToken::new();
-        state.running.insert(index, token.clone());
+        let cell = TaskCell::new();
+        state.running.insert(index, Arc::clone(&cell));
         let deadline = run.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         if let Some(deadline) = deadline {
             state.deadlines.push(Reverse((deadline, index)));
@@ -477,12 +551,12 @@ where
                 let _ = run.wake.try_send(());
             }
         }
-        let ctx = TaskContext::new(index, first_of_key, deadline, token.clone(), run.retry.clone());
-        let reported = MutexGuard::unlocked(&mut state, || run_task(run, &ctx, task));
+        let ctx = TaskContext::new(index, first_of_key, deadline, cell.token.clone(), run.retry.clone());
+        let reported = MutexGuard::unlocked(&mut state, || run_task(run, &cell, &ctx, task));
         let Some((outcome, guard)) = reported else {
             return; // abandoned while waiting for the key
         };
-        if !transition(&token, RUNNING, FINISHED) {
+        if !cell.transition(TaskState::Running, TaskState::Finished) {
             // Reported timed out or cancelled already; this thread was
             // replaced. The key stops being "hung" before it is unlocked.
             drop(state);
@@ -494,6 +568,9 @@ where
         // Free the key before the next task of the key can be handed out.
         drop(guard);
         state.running.remove(&index);
+        // Before the decision releases the key's next task, so a follower
+        // of a failing key is already skipped: duplicates cost one attempt.
+        record_backoff(run, index, &outcome);
         state.plan.decide(index, outcome);
         if state.plan.take_wake() {
             let _ = run.wake.try_send(());
@@ -510,7 +587,12 @@ type Held<K> = Option<crate::locks::KeyGuard<K>>;
 
 /// Takes the task's key and runs it. `None` if the task was abandoned while
 /// waiting for its key (it never ran).
-fn run_task<K, P>(run: &Run<K, P>, ctx: &TaskContext, task: P::Task) -> Option<(Outcome<P::Output>, Held<K>)>
+fn run_task<K, P>(
+    run: &Run<K, P>,
+    cell: &TaskCell,
+    ctx: &TaskContext,
+    task: P::Task,
+) -> Option<(Outcome<P::Output>, Held<K>)>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     P: Plan,
@@ -519,7 +601,7 @@ where
     let key = run.keys.get(index);
     let key_wait = Stopwatch::start(LOG_TARGET, Level::Debug);
     let guard = key.map(|key| run.shared.locks.lock(key)).transpose();
-    if !transition(ctx.cancellation(), PICKED, RUNNING) {
+    if !cell.transition(TaskState::Picked, TaskState::Running) {
         drop(guard);
         abandoned_thread_returns(&run.shared, None);
         return None;
@@ -560,6 +642,7 @@ fn abandoned_thread_returns<K: Hash + Eq>(shared: &Shared<K>, hung_key: Option<&
     let mut hung = shared.hung_keys.lock();
     if let Some(key) = hung_key {
         hung.remove(key);
+        shared.hung_count.store(hung.len(), Ordering::SeqCst);
     }
     shared.counters.abandoned_thread_returned();
     drop(hung);

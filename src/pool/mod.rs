@@ -53,6 +53,7 @@
 //! assert_eq!(values, ["fetch a", "fetch b", "local a", "fetch c"]);
 //! ```
 
+mod backoff;
 mod batch;
 mod config;
 mod context;
@@ -65,11 +66,13 @@ mod stats;
 
 use std::collections::HashSet;
 use std::hash::Hash;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-pub use batch::{BatchOptions, ProgressFn};
+pub use backoff::FailureBackoff;
+pub use batch::{BatchOptions, PollFn, ProgressFn};
 pub use config::PoolConfig;
 pub use context::{CancellationToken, TaskContext};
 pub use outcome::{Outcome, Progress, Task};
@@ -88,7 +91,12 @@ pub(crate) struct Shared<K> {
     /// Keys whose lock is held by an abandoned thread: tasks of these keys
     /// are refused until the thread returns.
     pub(crate) hung_keys: Mutex<HashSet<K>>,
+    /// `hung_keys.len()`, readable without the lock: nearly always 0, so
+    /// starting a task costs no pool-wide lock.
+    pub(crate) hung_count: AtomicUsize,
     pub(crate) counters: Counters,
+    /// Failing keys, when the pool has a failure backoff.
+    pub(crate) backoff: Option<backoff::Backoffs<K>>,
     /// Cancelled by [`SyncPool::shutdown`]; every running batch watches it.
     pub(crate) shutdown: CancellationToken,
     /// The concurrency limit, shared by every batch of the pool.
@@ -119,9 +127,11 @@ where
     pub fn with_locks(config: PoolConfig, locks: KeyedLocks<K>) -> Self {
         let shared = Arc::new(Shared {
             slots: slots::Slots::new(config.concurrency()),
+            backoff: config.backoff.map(backoff::Backoffs::new),
             config,
             locks,
             hung_keys: Mutex::new(HashSet::new()),
+            hung_count: AtomicUsize::new(0),
             counters: Counters::default(),
             shutdown: CancellationToken::new(),
         });
@@ -237,7 +247,8 @@ where
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> Shared<K> {
     fn stats(&self) -> PoolStats {
-        let mut stats = self.counters.snapshot(&self.slots, self.locks.len());
+        let paused = self.backoff.as_ref().map_or(0, backoff::Backoffs::paused_keys);
+        let mut stats = self.counters.snapshot(&self.slots, self.locks.len(), paused);
         stats.hung_keys = self.hung_keys.lock().len();
         stats
     }

@@ -1,5 +1,7 @@
 //! What a batch hands in ([`Task`]) and hands back ([`Outcome`], [`Progress`]).
 
+use std::time::Duration;
+
 use crate::error::{Error, ErrorKind, Result};
 
 /// One unit of work: the key it serializes on, and the closure to run.
@@ -40,6 +42,15 @@ pub enum Outcome<T> {
     /// The task was not started: the pool is at its abandoned-thread cap, the
     /// key is still busy with a hung run, or the pool is shut down.
     Refused(Error),
+    /// The task was not started: its key failed too often lately and is
+    /// paused by the pool's [`FailureBackoff`](super::FailureBackoff) for
+    /// `retry_in` more.
+    Skipped {
+        /// The time left before the key may run again.
+        retry_in: Duration,
+        /// The key's consecutive failures.
+        failures: u32,
+    },
 }
 
 impl<T> Outcome<T> {
@@ -66,6 +77,7 @@ impl<T> Outcome<T> {
             Outcome::TimedOut => "timed_out",
             Outcome::Cancelled => "cancelled",
             Outcome::Refused(_) => "refused",
+            Outcome::Skipped { .. } => "skipped",
         }
     }
 
@@ -82,6 +94,10 @@ impl<T> Outcome<T> {
             Outcome::TimedOut => Err(Error::timeout(format!("task {index} timed out"))),
             Outcome::Cancelled => Err(Error::cancelled(format!("task {index} was cancelled"))),
             Outcome::Refused(err) => Err(err),
+            Outcome::Skipped { retry_in, failures } => Err(Error::busy(format!(
+                "task {index} skipped: its key failed {failures} times in a row; retry in {} ms",
+                retry_in.as_millis()
+            ))),
         }
     }
 
@@ -94,6 +110,7 @@ impl<T> Outcome<T> {
             Outcome::TimedOut => Outcome::TimedOut,
             Outcome::Cancelled => Outcome::Cancelled,
             Outcome::Refused(err) => Outcome::Refused(err),
+            Outcome::Skipped { retry_in, failures } => Outcome::Skipped { retry_in, failures },
         }
     }
 }

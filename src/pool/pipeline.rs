@@ -11,9 +11,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{panic_message, Error, Result};
+use crate::error::{panic_message, Result};
 use crate::pool::context::{CancellationToken, TaskContext};
-use crate::pool::engine::{Engine, Plan};
+use crate::pool::engine::{Engine, Plan, Refusal};
 use crate::pool::outcome::Outcome;
 use crate::pool::Shared;
 
@@ -96,14 +96,14 @@ where
     type Task = F;
     type Output = P;
 
-    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Error>) -> Option<(usize, bool, F)> {
+    fn next_task(&mut self, refusal: &mut dyn FnMut(usize) -> Option<Refusal>) -> Option<(usize, bool, F)> {
         while !self.stopping && self.next < self.jobs.len() && self.next < self.committed + self.window {
             let index = self.next;
             self.next += 1;
             let job = self.jobs[index].take().expect("an item is handed out once");
             if let Some(refusal) = refusal(index) {
                 self.wake |= index == self.taken;
-                self.prepared.push_back(Some(Outcome::Refused(refusal)));
+                self.prepared.push_back(Some(refusal.into_outcome()));
                 continue;
             }
             self.prepared.push_back(None);
@@ -181,6 +181,7 @@ where
         total.min(window),
         timeout,
         options.cancel.as_ref(),
+        false,
     );
     let mut outcomes = Vec::with_capacity(total);
     while outcomes.len() < total {

@@ -26,6 +26,10 @@ pub struct PoolStats {
     pub cancelled: usize,
     /// Tasks refused (abandoned-thread cap, key busy with a hung run, shut down).
     pub refused: usize,
+    /// Tasks skipped because their key was paused by the failure backoff.
+    pub skipped: usize,
+    /// Keys paused by the failure backoff now.
+    pub paused_keys: usize,
     /// Abandoned threads still running (timed out or cancelled while running).
     pub abandoned: usize,
     /// Threads ever abandoned.
@@ -43,6 +47,7 @@ pub(crate) struct Counters {
     pub(crate) timed_out: AtomicUsize,
     pub(crate) cancelled: AtomicUsize,
     pub(crate) refused: AtomicUsize,
+    pub(crate) skipped: AtomicUsize,
     pub(crate) abandoned: AtomicUsize,
     pub(crate) abandoned_total: AtomicUsize,
 }
@@ -69,11 +74,12 @@ impl Counters {
             Outcome::TimedOut => &self.timed_out,
             Outcome::Cancelled => &self.cancelled,
             Outcome::Refused(_) => &self.refused,
+            Outcome::Skipped { .. } => &self.skipped,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, slots: &Slots, locked_keys: usize) -> PoolStats {
+    pub(crate) fn snapshot(&self, slots: &Slots, locked_keys: usize, paused_keys: usize) -> PoolStats {
         let load = |counter: &AtomicUsize| counter.load(Ordering::SeqCst);
         PoolStats {
             in_flight: slots.in_use(),
@@ -84,6 +90,8 @@ impl Counters {
             timed_out: load(&self.timed_out),
             cancelled: load(&self.cancelled),
             refused: load(&self.refused),
+            skipped: load(&self.skipped),
+            paused_keys,
             abandoned: load(&self.abandoned),
             abandoned_total: load(&self.abandoned_total),
             locked_keys,

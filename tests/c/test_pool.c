@@ -300,10 +300,54 @@ static void test_pipeline_commits_in_order_and_isolates_failures(void) {
   keel_pool_free(pool);
 }
 
+/* ---- options, failure backoff, checked numbers ------------------------ */
+
+static void test_failure_backoff_skips_a_failing_key(void) {
+  keel_pool_options options = keel_pool_options_default();
+  CHECK(options.max_concurrency == 10 && options.backoff_base_ms == 0);
+  options.max_concurrency = 2;
+  options.backoff_base_ms = 3600 * 1000; /* an hour: nothing can expire during the test */
+  options.backoff_max_ms = 2 * 3600 * 1000;
+  keel_pool *pool = NULL;
+  CHECK_OK(keel_pool_new_with(&options, "backoff", 7, &pool));
+  for (int k = 0; k < 4; k++) atomic_store(&runs_of_key[k], 0);
+  /* Key d (3) fails; its duplicates in the batch cost one attempt. */
+  enum { COUNT = 3 };
+  keel_task tasks[COUNT];
+  for (int i = 0; i < COUNT; i++) tasks[i] = (keel_task){(const uint8_t *)KEYS[3], 1, flag_work, (void *)(intptr_t)3};
+  keel_outcome outcomes[COUNT];
+  CHECK_OK(keel_pool_run(pool, tasks, COUNT, 0, KEEL_POOL_TIMEOUT_DEFAULT, outcomes));
+  CHECK(outcomes[0].kind == KEEL_OUTCOME_ERROR && outcomes[0].status == KEEL_NOT_FOUND);
+  CHECK(outcomes[1].kind == KEEL_OUTCOME_SKIPPED && outcomes[1].status == KEEL_BUSY);
+  CHECK(outcomes[1].retry_in_ms > 0 && outcomes[1].retry_in_ms <= 3600 * 1000);
+  CHECK(strstr((const char *)outcomes[1].message.ptr, "skipped") != NULL);
+  CHECK(atomic_load(&runs_of_key[3]) == 1);
+  keel_outcomes_free(outcomes, COUNT);
+  /* An explicit retry bypasses the pause. */
+  CHECK_OK(keel_pool_run(pool, tasks, 1, KEEL_POOL_BYPASS_BACKOFF, KEEL_POOL_TIMEOUT_DEFAULT, outcomes));
+  CHECK(outcomes[0].kind == KEEL_OUTCOME_ERROR && atomic_load(&runs_of_key[3]) == 2);
+  keel_outcomes_free(outcomes, 1);
+  keel_pool_stats stats;
+  CHECK_OK(keel_pool_get_stats(pool, &stats));
+  CHECK(stats.skipped == 2 && stats.paused_keys == 1);
+  keel_pool_free(pool);
+
+  /* (size_t)-5 is out of range, not clamped; max_abandoned 0 is no cap. */
+  options = keel_pool_options_default();
+  options.max_concurrency = (size_t)-5;
+  CHECK_STATUS(keel_pool_new_with(&options, NULL, 0, &pool), KEEL_INVALID_ARGUMENT);
+  options = keel_pool_options_default();
+  options.backoff_base_ms = -1;
+  CHECK_STATUS(keel_pool_new_with(&options, NULL, 0, &pool), KEEL_INVALID_ARGUMENT);
+  CHECK_OK(keel_pool_new(4, KEEL_POOL_NO_TIMEOUT, 0, NULL, 0, &pool));
+  keel_pool_free(pool);
+}
+
 int main(void) {
   test_exclusion_and_order();
   test_concurrency_reaches_and_never_exceeds_the_limit();
   test_first_of_key_singleflight_and_failures();
+  test_failure_backoff_skips_a_failing_key();
   test_pipeline_commits_in_order_and_isolates_failures();
   test_hung_task_times_out_and_frees_its_slot();
   test_shutdown_returns_while_hung_threads_live();

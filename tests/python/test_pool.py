@@ -389,3 +389,36 @@ def test_a_progress_callback_may_run_another_batch_on_the_same_pool():
     results = pool.run(lambda x: x, range(4), key=lambda x: str(x), progress=progress)
     assert results == [0, 1, 2, 3]
     assert inner == [[10, 20]] * 4
+
+
+def test_a_failing_key_is_paused_and_its_duplicates_cost_one_attempt():
+    pool = keel.SyncPool(2, failure_backoff=(3600.0, 7200.0))
+    attempts = []
+
+    def fetch(source):
+        attempts.append(source)
+        if source == "dead":
+            raise OSError("unreachable")
+        return source
+
+    results = pool.run(fetch, ["dead", "live", "dead"], key=lambda s: s)
+    assert isinstance(results[0], OSError)
+    assert results[1] == "live"
+    assert isinstance(results[2], keel.Busy) and 0 < results[2].retry_in <= 3600
+    assert attempts == ["dead", "live"] or attempts == ["live", "dead"]
+
+    later = pool.run(fetch, ["dead"], key=lambda s: s)
+    assert isinstance(later[0], keel.Busy) and "skipped" in str(later[0])
+    assert pool.stats()["skipped"] == 2 and pool.stats()["paused_keys"] == 1
+
+    # An explicit run bypasses the pause; its failure doubles it.
+    forced = pool.run(fetch, ["dead"], key=lambda s: s, bypass_backoff=True)
+    assert isinstance(forced[0], OSError)
+    assert pool.run(fetch, ["dead"], key=lambda s: s)[0].retry_in > 3600
+    assert attempts.count("dead") == 2
+
+
+def test_without_failure_backoff_failing_keys_always_run():
+    pool = keel.SyncPool(2)
+    results = pool.run(lambda s: 1 / 0, ["a", "a"], key=lambda s: s)
+    assert all(isinstance(r, ZeroDivisionError) for r in results)

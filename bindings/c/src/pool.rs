@@ -4,7 +4,9 @@
 use std::ffi::{c_char, c_void};
 use std::time::Duration;
 
-use keel_core::pool::{BatchOptions, Outcome, PipelineOptions, PoolConfig, SyncPool, Task, TaskContext};
+use keel_core::pool::{
+    BatchOptions, FailureBackoff, Outcome, PipelineOptions, PoolConfig, SyncPool, Task, TaskContext,
+};
 use keel_core::Error;
 
 use crate::buf::keel_buf;
@@ -94,6 +96,9 @@ pub enum keel_outcome_kind {
     /// Not started: the pool is at its abandoned-thread cap, its key is busy
     /// with a timed-out run, or the pool is shut down.
     KEEL_OUTCOME_REFUSED = 5,
+    /// Not started: its key failed too often lately and is paused by the
+    /// pool's failure backoff; `retry_in_ms` says for how long (KEEL_BUSY).
+    KEEL_OUTCOME_SKIPPED = 6,
 }
 
 /// One task's outcome. Free the buffers of a whole array with keel_outcomes_free.
@@ -110,6 +115,9 @@ pub struct keel_outcome {
     pub output: keel_buf,
     /// What went wrong, as text; empty for a value.
     pub message: keel_buf,
+    /// For KEEL_OUTCOME_SKIPPED: milliseconds before its key may run again;
+    /// 0 otherwise.
+    pub retry_in_ms: i64,
 }
 
 /// Pass as `timeout_ms` to keel_pool_run for the pool's own timeout.
@@ -121,6 +129,108 @@ pub const KEEL_POOL_NO_TIMEOUT: i64 = -1;
 pub const KEEL_POOL_SINGLEFLIGHT: u32 = 1;
 /// keel_pool_run flag: ignore the keys; nothing is serialized but the limit.
 pub const KEEL_POOL_UNKEYED: u32 = 2;
+/// keel_pool_run flag: run the tasks of keys paused by the failure backoff
+/// anyway (an explicit retry); their outcomes still count.
+pub const KEEL_POOL_BYPASS_BACKOFF: u32 = 4;
+
+/// How a pool is made (keel_pool_new_with). Start from
+/// keel_pool_options_default() and set what you need.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct keel_pool_options {
+    /// At most this many tasks at once; 0 means 1, above 65536 is
+    /// KEEL_INVALID_ARGUMENT. Default 10.
+    pub max_concurrency: usize,
+    /// Each task's timeout in ms; KEEL_POOL_NO_TIMEOUT (the default) for none.
+    pub timeout_ms: i64,
+    /// While this many abandoned threads live, new tasks are refused; 0
+    /// means no cap. Default 64.
+    pub max_abandoned: usize,
+    /// Per-key failure backoff: after n consecutive failures of a key, its
+    /// tasks are skipped (KEEL_OUTCOME_SKIPPED) for
+    /// backoff_base_ms * 2^(n-1), at most backoff_max_ms. 0 (the default)
+    /// turns it off; negative values are KEEL_INVALID_ARGUMENT.
+    pub backoff_base_ms: i64,
+    /// The longest backoff pause in ms (at least backoff_base_ms).
+    pub backoff_max_ms: i64,
+}
+
+/// The default pool options: 10 at a time, no timeout, at most 64
+/// abandoned threads, no failure backoff.
+#[no_mangle]
+pub extern "C" fn keel_pool_options_default() -> keel_pool_options {
+    ffi::call_value(|| keel_pool_options {
+        max_concurrency: 10,
+        timeout_ms: KEEL_POOL_NO_TIMEOUT,
+        max_abandoned: PoolConfig::DEFAULT_MAX_ABANDONED,
+        backoff_base_ms: 0,
+        backoff_max_ms: 0,
+    })
+}
+
+fn default_options() -> keel_pool_options {
+    keel_pool_options_default()
+}
+
+/// Not reached (making the defaults cannot panic): a pool that refuses
+/// every task rather than a guess at the defaults.
+impl ffi::PanicValue for keel_pool_options {
+    fn on_panic() -> Self {
+        keel_pool_options {
+            max_concurrency: 1,
+            timeout_ms: 0,
+            max_abandoned: 1,
+            backoff_base_ms: 0,
+            backoff_max_ms: 0,
+        }
+    }
+}
+
+/// The core's configuration for `options`, every number checked.
+fn pool_config(options: &keel_pool_options, name: Option<&str>) -> keel_core::Result<PoolConfig> {
+    // Out of range is an error, never clamped ((size_t)-5 included).
+    let as_number = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut config = PoolConfig::checked(as_number(options.max_concurrency), as_number(options.max_abandoned))?;
+    if let Some(timeout) = ffi::timeout_ms(options.timeout_ms, "timeout_ms")? {
+        config = config.task_timeout(timeout);
+    }
+    let non_negative = |ms: i64, what: &str| {
+        u64::try_from(ms)
+            .map(ffi::ms)
+            .map_err(|_| Error::invalid_argument(format!("{what} {ms} is negative")))
+    };
+    let base = non_negative(options.backoff_base_ms, "backoff_base_ms")?;
+    let max = non_negative(options.backoff_max_ms, "backoff_max_ms")?;
+    if !base.is_zero() {
+        config = config.failure_backoff(FailureBackoff::new(base, max));
+    }
+    if let Some(name) = name {
+        config = config.name(name);
+    }
+    Ok(config)
+}
+
+/// Makes a pool from `options` (NULL: the defaults) in `*out`; free it with
+/// keel_pool_free. `name` (UTF-8, NULL for none) names the pool in
+/// keel_stats_json and events.
+#[no_mangle]
+pub unsafe extern "C" fn keel_pool_new_with(
+    options: *const keel_pool_options,
+    name: *const c_char,
+    name_len: usize,
+    out: *mut *mut keel_pool,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let name = ffi::optional_utf8(name, name_len, "name")?;
+        let options = ffi::optional(options).copied().unwrap_or_else(default_options);
+        out.put(keel_pool {
+            inner: SyncPool::new(pool_config(&options, name)?),
+        });
+        Ok(())
+    })
+}
 
 /// Makes a pool in `*out`; free it with keel_pool_free.
 ///
@@ -142,17 +252,14 @@ pub unsafe extern "C" fn keel_pool_new(
     ffi::call(|| unsafe {
         let out = ffi::out_handle(out, "out")?;
         let name = ffi::optional_utf8(name, name_len, "name")?;
-        // Out of range is an error, never clamped ((size_t)-5 included).
-        let as_number = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        let mut config = PoolConfig::checked(as_number(max_concurrency), as_number(max_abandoned))?;
-        if let Some(timeout) = ffi::timeout_ms(timeout_ms, "timeout_ms")? {
-            config = config.task_timeout(timeout);
-        }
-        if let Some(name) = name {
-            config = config.name(name);
-        }
+        let options = keel_pool_options {
+            max_concurrency,
+            timeout_ms,
+            max_abandoned,
+            ..default_options()
+        };
         out.put(keel_pool {
-            inner: SyncPool::new(config),
+            inner: SyncPool::new(pool_config(&options, name)?),
         });
         Ok(())
     })
@@ -217,41 +324,34 @@ unsafe fn c_tasks(tasks: *const keel_task, count: usize) -> keel_core::Result<Ve
         .collect()
 }
 
-fn write_outcome(slot: &mut keel_outcome, outcome: Outcome<Vec<u8>>) {
+/// Writes task `index`'s outcome: its kind, and for a non-value the status
+/// and message of the core's error for it (`Outcome::into_result`), so C
+/// reads the same error every surface reports.
+fn write_outcome(slot: &mut keel_outcome, index: usize, outcome: Outcome<Vec<u8>>) {
     use keel_outcome_kind::*;
-    let (kind, status, output, message) = match outcome {
-        Outcome::Value(output) => (KEEL_OUTCOME_VALUE, keel_status::KEEL_OK, output, String::new()),
-        Outcome::Error(err) => (
-            KEEL_OUTCOME_ERROR,
-            keel_status::of(err.kind()),
-            Vec::new(),
-            err.to_string(),
-        ),
-        Outcome::Panicked(message) => (KEEL_OUTCOME_PANICKED, keel_status::KEEL_PANIC, Vec::new(), message),
-        Outcome::TimedOut => (
-            KEEL_OUTCOME_TIMED_OUT,
-            keel_status::KEEL_TIMEOUT,
-            Vec::new(),
-            "the task timed out".to_owned(),
-        ),
-        Outcome::Cancelled => (
-            KEEL_OUTCOME_CANCELLED,
-            keel_status::KEEL_CANCELLED,
-            Vec::new(),
-            "the task was cancelled".to_owned(),
-        ),
-        Outcome::Refused(err) => (
-            KEEL_OUTCOME_REFUSED,
-            keel_status::of(err.kind()),
-            Vec::new(),
-            err.to_string(),
-        ),
+    let kind = match &outcome {
+        Outcome::Value(_) => KEEL_OUTCOME_VALUE,
+        Outcome::Error(_) => KEEL_OUTCOME_ERROR,
+        Outcome::Panicked(_) => KEEL_OUTCOME_PANICKED,
+        Outcome::TimedOut => KEEL_OUTCOME_TIMED_OUT,
+        Outcome::Cancelled => KEEL_OUTCOME_CANCELLED,
+        Outcome::Refused(_) => KEEL_OUTCOME_REFUSED,
+        Outcome::Skipped { .. } => KEEL_OUTCOME_SKIPPED,
+    };
+    let retry_in_ms = match &outcome {
+        Outcome::Skipped { retry_in, .. } => i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX),
+        _ => 0,
+    };
+    let (status, output, message) = match outcome.into_result(index) {
+        Ok(output) => (keel_status::KEEL_OK, output, String::new()),
+        Err(err) => (keel_status::of(err.kind()), Vec::new(), err.to_string()),
     };
     *slot = keel_outcome {
         kind,
         status,
         output: keel_buf::from_vec(output),
         message: keel_buf::from_vec(message.into_bytes()),
+        retry_in_ms,
     };
 }
 
@@ -279,10 +379,10 @@ pub unsafe extern "C" fn keel_pool_run(
         let pool = ffi::handle(pool, "pool")?;
         let slots = ffi::slice_mut(outcomes, count, "outcomes")?;
         let tasks = c_tasks(tasks, count)?;
-        if flags & !(KEEL_POOL_SINGLEFLIGHT | KEEL_POOL_UNKEYED) != 0 {
+        if flags & !(KEEL_POOL_SINGLEFLIGHT | KEEL_POOL_UNKEYED | KEEL_POOL_BYPASS_BACKOFF) != 0 {
             return Err(Error::invalid_argument(format!("flags {flags:#x} has unknown bits")));
         }
-        let mut options = BatchOptions::new();
+        let mut options = BatchOptions::new().bypass_backoff(flags & KEEL_POOL_BYPASS_BACKOFF != 0);
         if timeout_ms != KEEL_POOL_TIMEOUT_DEFAULT {
             options = options.timeout(ffi::timeout_ms(timeout_ms, "timeout_ms")?);
         }
@@ -301,8 +401,8 @@ pub unsafe extern "C" fn keel_pool_run(
                 pool.inner.run_batch_with(tasks, options)
             }
         };
-        for (slot, outcome) in slots.iter_mut().zip(results) {
-            write_outcome(slot, outcome);
+        for (index, (slot, outcome)) in slots.iter_mut().zip(results).enumerate() {
+            write_outcome(slot, index, outcome);
         }
         Ok(())
     })
@@ -358,8 +458,8 @@ pub unsafe extern "C" fn keel_pool_pipeline(
             },
             options,
         );
-        for (slot, outcome) in slots.iter_mut().zip(results) {
-            write_outcome(slot, outcome);
+        for (index, (slot, outcome)) in slots.iter_mut().zip(results).enumerate() {
+            write_outcome(slot, index, outcome);
         }
         Ok(())
     })

@@ -59,6 +59,10 @@ pub struct keel_pool_stats {
     pub cancelled: usize,
     /// Tasks refused.
     pub refused: usize,
+    /// Tasks skipped because their key was paused by the failure backoff.
+    pub skipped: usize,
+    /// Keys paused by the failure backoff now.
+    pub paused_keys: usize,
     /// Abandoned threads still running.
     pub abandoned: usize,
     /// Threads ever abandoned.
@@ -81,6 +85,8 @@ impl From<PoolStats> for keel_pool_stats {
             timed_out,
             cancelled,
             refused,
+            skipped,
+            paused_keys,
             abandoned,
             abandoned_total,
             locked_keys,
@@ -95,6 +101,8 @@ impl From<PoolStats> for keel_pool_stats {
             timed_out,
             cancelled,
             refused,
+            skipped,
+            paused_keys,
             abandoned,
             abandoned_total,
             locked_keys,

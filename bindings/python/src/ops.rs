@@ -610,7 +610,9 @@ impl PyWorker {
     /// ``{"completed", "failed", "panicked", "refused", "released",
     /// "timed_out", "lost", "running"}``; never waits, even while ``stop()`` runs.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        crate::stats::to_dict(py, &self.monitor.stats())
+        // The running count takes a short internal lock: not with the GIL.
+        let stats = py.detach(|| self.monitor.stats());
+        crate::stats::to_dict(py, &stats)
     }
 
     fn __repr__(&self) -> String {

@@ -12,7 +12,8 @@
 use std::sync::Arc;
 
 use keel::pool::{
-    BatchOptions, CancellationToken, Outcome, PipelineOptions, PoolConfig, Progress, SyncPool, Task, TaskContext,
+    BatchOptions, CancellationToken, FailureBackoff, Outcome, PipelineOptions, PoolConfig, Progress, SyncPool, Task,
+    TaskContext,
 };
 use keel::{Error, ErrorKind};
 use pyo3::prelude::*;
@@ -193,21 +194,25 @@ fn raised_by_callable(err: &Error) -> Option<&PyErr> {
 type Shared = Arc<Py<PyAny>>;
 
 /// The Python result of one outcome: the value, or the exception instance
-/// (the callable's own, when it raised one).
+/// (the callable's own, when it raised one; otherwise the core's error for
+/// the outcome, from `Outcome::into_result`). A skip's exception carries
+/// `retry_in`, the seconds left before its key may run again.
 fn outcome_to_py(py: Python<'_>, index: usize, outcome: &Outcome<Shared>) -> Py<PyAny> {
     let err = match outcome {
         Outcome::Value(value) => return value.clone_ref(py),
-        Outcome::Error(err) => raised_by_callable(err)
-            .map(|raised| raised.clone_ref(py))
-            .unwrap_or_else(|| to_pyerr(py, err.clone())),
-        Outcome::Panicked(message) => to_pyerr(
-            py,
-            Error::new(ErrorKind::Panic, format!("task {index} panicked: {message}")),
-        ),
-        Outcome::TimedOut => to_pyerr(py, Error::timeout(format!("task {index} timed out"))),
-        Outcome::Cancelled => to_pyerr(py, Error::cancelled(format!("task {index} was cancelled"))),
-        Outcome::Refused(err) => to_pyerr(py, err.clone()),
+        Outcome::Error(err) => match raised_by_callable(err) {
+            Some(raised) => raised.clone_ref(py),
+            None => to_pyerr(py, err.clone()),
+        },
+        other => match other.clone().into_result(index) {
+            Ok(value) => return value.clone_ref(py),
+            Err(err) => to_pyerr(py, err),
+        },
     };
+    if let Outcome::Skipped { retry_in, .. } = outcome {
+        // Best effort: the exception is still the right one without it.
+        let _ = err.value(py).setattr("retry_in", retry_in.as_secs_f64());
+    }
     err.into_value(py).into_any()
 }
 
@@ -222,15 +227,21 @@ pub struct PySyncPool {
 #[pymethods]
 impl PySyncPool {
     #[new]
-    #[pyo3(signature = (max_concurrency=10, *, timeout=None, max_abandoned=64, name=None))]
+    #[pyo3(signature = (max_concurrency=10, *, timeout=None, max_abandoned=64, name=None, failure_backoff=None))]
     fn new(
         py: Python<'_>,
         max_concurrency: i64,
         timeout: Option<f64>,
         max_abandoned: i64,
         name: Option<String>,
+        failure_backoff: Option<(f64, f64)>,
     ) -> PyResult<Self> {
         let mut config = quick(py, || PoolConfig::checked(max_concurrency, max_abandoned))?;
+        if let Some((base, max)) = failure_backoff {
+            let base = quick(py, || convert::duration(base, "failure_backoff base"))?;
+            let max = quick(py, || convert::duration(max, "failure_backoff max"))?;
+            config = config.failure_backoff(FailureBackoff::new(base, max));
+        }
         if let Some(timeout) = quick(py, || convert::optional_duration(timeout, "timeout"))? {
             config = config.task_timeout(timeout);
         }
@@ -254,10 +265,15 @@ impl PySyncPool {
     /// is called on this thread as results come in. With `context`, the
     /// callable is called as `fn(item, ctx)` with a keel.TaskContext.
     ///
+    /// With the pool's `failure_backoff=(base, max)` (seconds), after n
+    /// consecutive failures of a key its items are skipped (keel.Busy with
+    /// `retry_in`, the seconds left) for base * 2**(n-1), at most max; a
+    /// success clears it; `bypass_backoff=True` runs them anyway.
+    ///
     /// The limit holds across every call on this pool, from any thread. A
     /// callable that calls `run` on its own pool gets keel.WouldDeadlock
     /// results (it would wait holding a slot): use a second pool.
-    #[pyo3(signature = (func, items, *, key=None, timeout=None, singleflight=false, progress=None, cancel=None, context=false))]
+    #[pyo3(signature = (func, items, *, key=None, timeout=None, singleflight=false, progress=None, cancel=None, context=false, bypass_backoff=false))]
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -270,6 +286,7 @@ impl PySyncPool {
         progress: Option<Py<PyAny>>,
         cancel: Option<PyRef<'_, PyCancellationToken>>,
         context: bool,
+        bypass_backoff: bool,
     ) -> PyResult<Py<PyList>> {
         let items: Vec<Py<PyAny>> = items
             .try_iter()?
@@ -304,7 +321,7 @@ impl PySyncPool {
             move || stop.cancel(),
             move |caller| {
                 // Built here: a progress callback is not Send, its parts are.
-                let mut options = BatchOptions::new().cancel_token(cancel);
+                let mut options = BatchOptions::new().cancel_token(cancel).bypass_backoff(bypass_backoff);
                 if let Some(timeout) = timeout {
                     options = options.timeout(Some(timeout));
                 }

@@ -73,6 +73,7 @@ impl Default for EnqueueOptions {
 /// use std::time::Duration;
 /// use keel::ops::{EnqueueOptions, JobState, Queue};
 /// # let dir = std::env::temp_dir().join(format!("keel-doc-queue-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
 /// let queue = Queue::open(&dir.join("jobs.lmdb"))?;
 /// queue.enqueue("mail", r#"{"to":"ann@example.org"}"#, &EnqueueOptions::default())?;
 /// let job = queue.dequeue(&["mail"], "worker-1", Duration::from_secs(30))?.expect("a ready job");

@@ -45,6 +45,7 @@ pub const MAX_CLAIM: usize = 10_000;
 /// use std::time::Duration;
 /// use keel::ops::{OpState, Operations};
 /// # let dir = std::env::temp_dir().join(format!("keel-doc-ops-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
 /// let ops = Operations::open(&dir.join("ops.lmdb"))?;
 /// ops.ready("dataset-1", &["unpack"])?;
 /// let claim = ops.claim("unpack", 1, "unpacker", Duration::from_secs(60))?.remove(0);

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::slots::{kind_pool, spawn_named, spawn_slot, KindSlots, Shared};
+use super::slot::spawn_slot;
+use super::state::{kind_pool, spawn_named, KindSlots, Shared};
 use super::{Worker, TARGET};
 use crate::ops::jobs::handler::{Handler, HandlerResult, JobContext};
 use crate::ops::jobs::queue::Queue;

@@ -17,7 +17,7 @@
 
 use parking_lot::Mutex;
 
-use super::slots::Shared;
+use super::state::Shared;
 use crate::ops::records::{JobId, Token};
 use crate::ops::store::Finish;
 

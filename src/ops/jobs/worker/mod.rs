@@ -1,21 +1,25 @@
 //! [`Worker`]: runs registered handlers for a chosen set of job kinds, each
 //! kind with its own concurrency, heartbeating their leases while they run.
 //!
-//! `builder.rs` checks the configuration and starts the threads; `slots.rs`
-//! holds what they share and the loops they run (dequeue, run on the kind's
-//! pool, store the outcome; heartbeats and maintenance).
+//! `builder.rs` checks the configuration and starts the threads;
+//! `state.rs` holds what they share; `slot.rs` is a handler slot's loop
+//! (claim for the free slots, run on the kind's pool); `completer.rs`
+//! stores outcomes several to a commit; `leases.rs` heartbeats running jobs,
+//! drops lost ones, runs maintenance and releases what a stop leaves.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use self::slots::Shared;
+use self::state::Shared;
 use crate::ops::jobs::queue::Queue;
 
 mod builder;
 mod completer;
-mod slots;
+mod leases;
+mod slot;
+mod state;
 
 pub use builder::{WorkerBuilder, WorkerOptions, MAX_CONCURRENCY};
 
