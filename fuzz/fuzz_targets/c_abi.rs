@@ -31,19 +31,13 @@ fn handles() -> &'static Handles {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("drive.lmdb").to_string_lossy().into_owned();
-        let options = br#"{"durable": false}"#;
         let mut drive = std::ptr::null_mut();
         let mut locks = std::ptr::null_mut();
         // SAFETY: valid (ptr, len) pairs and out-pointers.
         unsafe {
             assert_eq!(
-                keel_drive_open(
-                    path.as_ptr().cast(),
-                    path.len(),
-                    options.as_ptr().cast(),
-                    options.len(),
-                    &mut drive
-                ),
+                // Default options (scripts/fuzz keeps scratch files on a tmpfs).
+                keel_drive_open(path.as_ptr().cast(), path.len(), std::ptr::null(), &mut drive),
                 keel_status::KEEL_OK
             );
             assert_eq!(keel_locks_new(std::ptr::null(), 0, &mut locks), keel_status::KEEL_OK);

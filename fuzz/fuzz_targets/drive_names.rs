@@ -17,6 +17,7 @@ fn drive() -> &'static Drive {
     DRIVE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("keel-fuzz-names-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("make the fuzz drive's folder");
         let options = DriveOptions {
             durability: Durability::NoSyncRisksLastCommits,
             ..DriveOptions::default()
