@@ -149,7 +149,7 @@ BEGIN
     IF max_attempts IS NULL OR max_attempts < 1 THEN
         RAISE EXCEPTION 'enqueue: max_attempts: must be at least 1' USING ERRCODE = '22023';
     END IF;
-    IF unique_key IS NOT NULL AND (length(unique_key) NOT BETWEEN 1 AND 400 OR position(chr(0) IN unique_key) > 0) THEN
+    IF unique_key IS NOT NULL AND length(unique_key) NOT BETWEEN 1 AND 400 THEN
         RAISE EXCEPTION 'enqueue: unique key: must be 1 to 400 bytes' USING ERRCODE = '22023';
     END IF;
     SELECT * INTO outcome FROM {s}.insert_job(kind, payload, priority, COALESCE(run_at_ms, {s}.now_ms()),
