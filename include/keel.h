@@ -1154,6 +1154,13 @@ keel_status keel_set_log_callback(uint32_t max_level, keel_log_fn callback, void
 keel_status keel_ops_open(const char *path, size_t path_len, keel_ops **out);
 
 /**
+ * Opens the operations at `location` into `*out`: a `postgresql://` URL
+ * (PostgreSQL, the `keel` schema, the database's clock) or a file path.
+ * An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_ops_free.
+ */
+keel_status keel_ops_open_url(const char *location, size_t location_len, keel_ops **out);
+
+/**
  * Frees the handle. NULL is a no-op.
  */
 void keel_ops_free(keel_ops *ops);
@@ -1345,6 +1352,14 @@ keel_status keel_task_ctx_set_output(keel_task_ctx *ctx, const uint8_t *data, si
  * free it with keel_queue_free.
  */
 keel_status keel_queue_open(const char *path, size_t path_len, keel_queue **out);
+
+/**
+ * Opens the job queue at `location` into `*out`: a `postgresql://` URL
+ * (PostgreSQL, libpq conventions, the `keel` schema, the database's
+ * clock; idle workers wake on jobs enqueued by any host) or a file path.
+ * An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_queue_free.
+ */
+keel_status keel_queue_open_url(const char *location, size_t location_len, keel_queue **out);
 
 /**
  * Frees the handle. NULL is a no-op.

@@ -21,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod journal;
 pub mod lmdb;
+pub mod location;
 pub mod locks;
 pub mod ops;
 pub mod pool;

@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use keel::location::Location;
 use keel::ops::{
-    json::counts_to_json, EnqueueOptions, HandlerError, HandlerResult, JobContext, JobPolicy, JobState, LmdbStore,
-    NextOrder, OpPolicy, OpState, Operations, Queue, SystemClock, Worker, WorkerMonitor, WorkerOptions,
+    json::counts_to_json, EnqueueOptions, HandlerError, HandlerResult, JobContext, JobPolicy, JobState, NextOrder,
+    OpPolicy, OpState, Operations, Queue, Worker, WorkerMonitor, WorkerOptions,
 };
 use keel::Error;
 use parking_lot::Mutex;
@@ -51,7 +52,8 @@ impl PyOperations {
         let policy = OpPolicy {
             max_lapses: quick(py, || unsigned(max_lapses, "max_lapses"))?,
         };
-        let inner = blocking(py, || Operations::open(&path))?.with_policy(policy);
+        // A `postgresql://` URL opens that database; other schemes are refused.
+        let inner = blocking(py, || Operations::open_at(&Location::from_path(&path)?))?.with_policy(policy);
         Ok(PyOperations { inner })
     }
 
@@ -170,10 +172,8 @@ impl PyQueue {
             max_resets: quick(py, || unsigned(max_resets, "max_resets"))?,
             ..JobPolicy::default()
         };
-        let inner = blocking(py, || {
-            let store = Arc::new(LmdbStore::open(&path)?);
-            Ok(Queue::with_parts(store, Arc::new(SystemClock), policy))
-        })?;
+        // A `postgresql://` URL opens that database; other schemes are refused.
+        let inner = blocking(py, || Queue::open_at(&Location::from_path(&path)?, policy))?;
         Ok(PyQueue { inner })
     }
 
