@@ -86,7 +86,14 @@ impl Rounds {
 
     /// Prints one row: both costs (median and spread), the ratio, the verdict.
     pub fn report(&self, name: &str, unit: &str, target: Target) {
-        report_row(name, unit, Spread::of(&self.baseline), Spread::of(&self.keel), &self.ratios(), target);
+        report_row(
+            name,
+            unit,
+            Spread::of(&self.baseline),
+            Spread::of(&self.keel),
+            &self.ratios(),
+            target,
+        );
     }
 }
 
@@ -123,5 +130,7 @@ pub fn timed(body: impl FnOnce()) -> Duration {
 /// The header line every bench prints first.
 pub fn header(title: &str) {
     println!("{title}");
-    println!("ratio = keel's speed / the baseline's (above 1: keel is faster); median (min..max) of interleaved rounds");
+    println!(
+        "ratio = keel's speed / the baseline's (above 1: keel is faster); median (min..max) of interleaved rounds"
+    );
 }

@@ -169,6 +169,8 @@ CREATE TABLE {s}.op_records (
     ready_at bigint NOT NULL,
     created_at bigint NOT NULL,
     updated_at bigint NOT NULL,
+    -- Lapsed claims in a row (leases that ended without an update).
+    lapses integer NOT NULL DEFAULT 0,
     PRIMARY KEY (item, op)
 );
 CREATE INDEX op_ready ON {s}.op_records (op, ready_at, item COLLATE "C") WHERE state = 1;
