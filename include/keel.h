@@ -6,13 +6,33 @@
  * Conventions (every function follows them):
  * - Fallible calls return a keel_status: KEEL_OK (0) or an error. On error,
  *   keel_last_error() gives this thread's message until its next keel call.
- * - Results go through out-parameters, written only on KEEL_OK.
+ * - Results go through out-parameters, written only on KEEL_OK. An
+ *   out-parameter documented "may be NULL" is skipped when NULL.
  * - Handles are opaque. Those made by a _new or _open function are freed by
  *   the matching _free (or _release); passing NULL to those is a no-op.
  * - Strings are UTF-8 given as (pointer, length); invalid UTF-8 gives
  *   KEEL_INVALID_ARGUMENT. A NULL pointer where a value is required gives
  *   KEEL_INVALID_ARGUMENT; a NULL pointer with length 0 is an empty string.
- * - No call lets a Rust panic unwind into C: a panic returns KEEL_PANIC.
+ *   A length above PTRDIFF_MAX, or a count whose size in bytes is, gives
+ *   KEEL_INVALID_ARGUMENT before keel reads anything.
+ * - Lists are arrays of keel_bytes with a count: (const keel_bytes *, size_t).
+ * - Options are a struct with a _default() function giving every default;
+ *   change the fields you need and pass a pointer (NULL: the defaults).
+ * - Milliseconds: a duration that can be unbounded or defaulted, or a point
+ *   in time, is an int64_t where -1 means none (no limit, or now:
+ *   KEEL_WAIT_FOREVER, KEEL_POOL_NO_TIMEOUT, KEEL_RUN_NOW) and -2 the
+ *   object's default (KEEL_POOL_TIMEOUT_DEFAULT); any other negative gives
+ *   KEEL_INVALID_ARGUMENT. A uint64_t millisecond count is a plain duration,
+ *   except where its function documents 0 as "the default".
+ * - Callbacks receive the caller's `void *userdata` unchanged and return an
+ *   int32_t: 0 (KEEL_OK) for success, a keel_status for that kind of
+ *   failure; any other number is reported as KEEL_INVALID_ARGUMENT. Their
+ *   output (a value, or a failure's message) is set with the context's
+ *   _set_output function.
+ * - No call lets a Rust panic unwind into C: a panic returns KEEL_PANIC (a
+ *   call without a status returns 0, false or NULL).
+ * - Every type has a tag of its own name (struct keel_pool, enum
+ *   keel_status), so C and C++ can forward-declare it.
  * - Unless a function says otherwise, handles may be used from any thread.
  */
 
@@ -27,6 +47,17 @@
  * Pass as `timeout_ms` to wait as long as it takes.
  */
 #define KEEL_WAIT_FOREVER -1
+
+/**
+ * Pass as `order` to keel_ops_next_in: oldest first, the order claims take
+ * (the default of keel_ops_next).
+ */
+#define KEEL_NEXT_OLDEST 0
+
+/**
+ * Pass as `order` to keel_ops_next_in: by item key.
+ */
+#define KEEL_NEXT_ITEM 1
 
 /**
  * Pass as `timeout_ms` to keel_pool_run for the pool's own timeout.
@@ -50,6 +81,11 @@
 #define KEEL_POOL_UNKEYED 2
 
 /**
+ * Pass as `run_at_ms` to run a job as soon as possible.
+ */
+#define KEEL_RUN_NOW -1
+
+/**
  * The major version of the header; a test checks these against Cargo.toml.
  */
 #define KEEL_VERSION_MAJOR 0
@@ -68,7 +104,7 @@
  * The result of every fallible keel call. The numbers are stable: they are
  * keel's error kinds, and 0 is success.
  */
-typedef enum {
+typedef enum keel_status {
   /**
    * Success.
    */
@@ -139,7 +175,7 @@ typedef enum {
 /**
  * How much keel logs, from nothing to everything.
  */
-typedef enum {
+typedef enum keel_log_level {
   /**
    * Nothing.
    */
@@ -169,7 +205,7 @@ typedef enum {
 /**
  * How a task ended.
  */
-typedef enum {
+typedef enum keel_outcome_kind {
   /**
    * It returned KEEL_OK; `output` holds its output.
    */
@@ -200,7 +236,7 @@ typedef enum {
 /**
  * How a key is held.
  */
-typedef enum {
+typedef enum keel_lock_mode {
   /**
    * One holder, nobody else.
    */
@@ -214,7 +250,7 @@ typedef enum {
 /**
  * The state of an operation.
  */
-typedef enum {
+typedef enum keel_op_state {
   /**
    * Waiting to be claimed.
    */
@@ -236,7 +272,7 @@ typedef enum {
 /**
  * The order of keel_drive_walk.
  */
-typedef enum {
+typedef enum keel_walk_order {
   /**
    * Every item after all of its descendants.
    */
@@ -298,7 +334,9 @@ typedef struct keel_locks keel_locks;
 /**
  * One mutation, holding the root's exclusive lock until it is committed,
  * rolled back or freed (freeing an unfinished mutation rolls it back).
- * May be used and freed on any thread, one call at a time.
+ * May be used and freed on any thread; calls from several threads take
+ * turns. Only the process that began it ends it: freed in a forked child,
+ * it leaves the tree and the lock alone.
  */
 typedef struct keel_mutation keel_mutation;
 
@@ -326,6 +364,12 @@ typedef struct keel_pool keel_pool;
 typedef struct keel_queue keel_queue;
 
 /**
+ * The shared lock of a root (keel_journal_read): no mutation runs while it
+ * is held, and the tree is in a committed state. Free it to release it.
+ */
+typedef struct keel_read_guard keel_read_guard;
+
+/**
  * What a running task may ask keel: its index, whether it is the first of
  * its key, whether it should stop; and where it puts its output. Valid only
  * during the call it was passed to; never free it.
@@ -348,7 +392,7 @@ typedef struct keel_worker_builder keel_worker_builder;
  * NUL that `len` does not count (so text can be read as a C string). Free
  * it once with keel_buf_free; a zeroed keel_buf is empty and free to free.
  */
-typedef struct {
+typedef struct keel_buf {
   /**
    * The first byte, or NULL for an empty buffer that was never filled.
    */
@@ -362,6 +406,41 @@ typedef struct {
    */
   size_t cap;
 } keel_buf;
+
+/**
+ * How to open a drive; keel_drive_options_default gives the defaults.
+ */
+typedef struct keel_drive_options {
+  /**
+   * Whether commits are fsynced before writes return; default true.
+   */
+  bool durable;
+  /**
+   * The LMDB map's size at open in bytes (it doubles whenever it fills);
+   * 0 for the default.
+   */
+  uint64_t initial_map_size;
+  /**
+   * Whether items may be created with a type that has no registered
+   * schema; default true.
+   */
+  bool allow_types_without_schema;
+} keel_drive_options;
+
+/**
+ * Bytes lent by C for the length of a call: `len` bytes at `ptr` (a key,
+ * a name, a path). Lists of them are `(const keel_bytes *, size_t count)`.
+ */
+typedef struct keel_bytes {
+  /**
+   * The first byte (may be NULL when len is 0).
+   */
+  const uint8_t *ptr;
+  /**
+   * The number of bytes.
+   */
+  size_t len;
+} keel_bytes;
 
 /**
  * Converts one stored data version for a new schema. `input` (UTF-8 JSON,
@@ -378,12 +457,12 @@ typedef struct {
 typedef int32_t (*keel_drive_migrate_fn)(void *userdata,
                                          const char *input,
                                          size_t input_len,
-                                         keel_drive_migration *output);
+                                         struct keel_drive_migration *output);
 
 /**
  * What keel_journal_recover did.
  */
-typedef struct {
+typedef struct keel_recovery_report {
   /**
    * Interrupted mutations rolled back.
    */
@@ -405,7 +484,7 @@ typedef struct {
 /**
  * What keel_journal_status found on disk.
  */
-typedef struct {
+typedef struct keel_journal_state {
   /**
    * Records still `active` (outside a running mutation: recovery pending).
    */
@@ -431,24 +510,9 @@ typedef struct {
 } keel_journal_state;
 
 /**
- * Bytes lent by C for the length of a call: `len` bytes at `ptr` (a key,
- * a name, a path). Lists of them are `(const keel_bytes *, size_t count)`.
+ * A snapshot of a lock registry's size (LockStats in the Rust docs).
  */
-typedef struct {
-  /**
-   * The first byte (may be NULL when len is 0).
-   */
-  const uint8_t *ptr;
-  /**
-   * The number of bytes.
-   */
-  size_t len;
-} keel_bytes;
-
-/**
- * A snapshot of a registry's size.
- */
-typedef struct {
+typedef struct keel_lock_stats {
   /**
    * Keys with an entry (each held or waited for).
    */
@@ -475,11 +539,23 @@ typedef struct {
  * events raised inside the callback itself are dropped rather than nested.
  */
 typedef void (*keel_log_fn)(void *userdata,
-                            keel_log_level level,
+                            enum keel_log_level level,
                             const char *target,
                             size_t target_len,
                             const char *message,
                             size_t message_len);
+
+/**
+ * How operations count lapsed claims; keel_ops_options_default gives the
+ * defaults.
+ */
+typedef struct keel_ops_options {
+  /**
+   * How many lapsed claims in a row (a lease that ended without an
+   * update) a record survives; the next one makes it FAILED. Default 5.
+   */
+  uint32_t max_lapses;
+} keel_ops_options;
 
 /**
  * A task: runs on one of the pool's threads with `userdata` and a context.
@@ -498,13 +574,13 @@ typedef void (*keel_log_fn)(void *userdata,
  * KEEL_OUTCOME_TIMED_OUT after the timeout, and its thread (with its
  * userdata) stays in use until it does return.
  */
-typedef int32_t (*keel_task_fn)(void *userdata, keel_task_ctx *ctx);
+typedef int32_t (*keel_task_fn)(void *userdata, struct keel_task_ctx *ctx);
 
 /**
  * One task of a batch: its key (`key_len` bytes; tasks of one key never
  * run at the same time) and its function with its userdata.
  */
-typedef struct {
+typedef struct keel_task {
   /**
    * The key's first byte (may be NULL when key_len is 0).
    */
@@ -526,25 +602,25 @@ typedef struct {
 /**
  * One task's outcome. Free the buffers of a whole array with keel_outcomes_free.
  */
-typedef struct {
+typedef struct keel_outcome {
   /**
    * How it ended.
    */
-  keel_outcome_kind kind;
+  enum keel_outcome_kind kind;
   /**
    * KEEL_OK for a value; otherwise the failure's status (KEEL_TIMEOUT,
    * KEEL_CANCELLED, KEEL_PANIC, KEEL_BUSY or KEEL_CLOSED for a refusal, or
    * the status the task returned).
    */
-  keel_status status;
+  enum keel_status status;
   /**
    * The output of a task that returned KEEL_OK.
    */
-  keel_buf output;
+  struct keel_buf output;
   /**
    * What went wrong, as text; empty for a value.
    */
-  keel_buf message;
+  struct keel_buf message;
 } keel_outcome;
 
 /**
@@ -557,16 +633,21 @@ typedef int32_t (*keel_commit_fn)(void *userdata,
                                   size_t index,
                                   const uint8_t *prepared,
                                   size_t prepared_len,
-                                  keel_task_ctx *ctx);
+                                  struct keel_task_ctx *ctx);
 
 /**
- * A snapshot of a pool's counters.
+ * A snapshot of a pool's counters (PoolStats in the Rust docs).
  */
-typedef struct {
+typedef struct keel_pool_stats {
   /**
-   * Tasks running now (abandoned threads excluded).
+   * Tasks holding a slot now: running, or waiting for their key
+   * (abandoned threads excluded).
    */
   size_t in_flight;
+  /**
+   * Tasks waiting for a slot now.
+   */
+  size_t slot_waiters;
   /**
    * The most tasks ever running at once.
    */
@@ -595,20 +676,38 @@ typedef struct {
    * Abandoned threads still running.
    */
   size_t abandoned;
-} keel_pool_counters;
+  /**
+   * Threads ever abandoned.
+   */
+  size_t abandoned_total;
+  /**
+   * Keys held in the pool's lock registry now.
+   */
+  size_t locked_keys;
+  /**
+   * Keys held by an abandoned thread: their tasks are refused until it returns.
+   */
+  size_t hung_keys;
+} keel_pool_stats;
 
 /**
  * How to enqueue a job; keel_enqueue_options_default gives the defaults.
  */
-typedef struct {
+typedef struct keel_enqueue_options {
   /**
    * 0 (runs first) to 9 (runs last); default 5.
    */
   uint8_t priority;
   /**
-   * Not run before this time, in ms since the Unix epoch; -1 for now.
+   * Not run before this time, in ms since the Unix epoch; KEEL_RUN_NOW
+   * (-1, the default) for now. Any other negative is KEEL_INVALID_ARGUMENT.
    */
   int64_t run_at_ms;
+  /**
+   * Not run before this many ms from now, read on the queue's clock; -1
+   * for none. Give run_at_ms or delay_ms, not both.
+   */
+  int64_t delay_ms;
   /**
    * Failed attempts allowed before the job is dead; default 20.
    */
@@ -625,9 +724,38 @@ typedef struct {
 } keel_enqueue_options;
 
 /**
+ * One job of keel_queue_enqueue_many.
+ */
+typedef struct keel_job_spec {
+  const char *kind;
+  size_t kind_len;
+  /**
+   * The JSON payload.
+   */
+  const char *payload;
+  size_t payload_len;
+  /**
+   * Start from keel_enqueue_options_default().
+   */
+  struct keel_enqueue_options options;
+} keel_job_spec;
+
+/**
+ * How a queue retries and resets its jobs; keel_queue_options_default
+ * gives the defaults.
+ */
+typedef struct keel_queue_options {
+  /**
+   * How many lease expiries a job survives; the next one makes it dead
+   * ("its processor kept dying"). Default 5.
+   */
+  uint32_t max_resets;
+} keel_queue_options;
+
+/**
  * buffers with keel_job_free.
  */
-typedef struct {
+typedef struct keel_job {
   uint64_t id;
   /**
    * The attempt's token: finishing with any other is refused (KEEL_CONFLICT).
@@ -641,11 +769,11 @@ typedef struct {
    * The lease's end, in ms since the Unix epoch.
    */
   uint64_t lease_until_ms;
-  keel_buf kind;
+  struct keel_buf kind;
   /**
    * The JSON payload.
    */
-  keel_buf payload;
+  struct keel_buf payload;
 } keel_job;
 
 /**
@@ -656,25 +784,45 @@ typedef struct {
  * keel_job_ctx_set_retryable(ctx, false) was called. It may call keel
  * functions, but not keel_worker_stop or keel_worker_free of its own worker.
  */
-typedef int32_t (*keel_job_handler_fn)(void *userdata, keel_job_ctx *ctx);
+typedef int32_t (*keel_job_handler_fn)(void *userdata, struct keel_job_ctx *ctx);
 
 /**
- * A worker's counters.
+ * A worker's counters (WorkerStats in the Rust docs).
  */
-typedef struct {
+typedef struct keel_worker_stats {
+  /**
+   * Jobs whose handler succeeded and whose completion was stored.
+   */
   uint64_t completed;
+  /**
+   * Attempts whose handler failed (stored as failures).
+   */
   uint64_t failed;
+  /**
+   * Attempts whose handler panicked (stored as failures).
+   */
   uint64_t panicked;
   /**
    * Finishes refused because the attempt was no longer current.
    */
   uint64_t refused;
+  /**
+   * Unfinished jobs handed back to the queue.
+   */
   uint64_t released;
   /**
    * Attempts whose handler ran past the job timeout.
    */
   uint64_t timed_out;
-} keel_worker_counters;
+  /**
+   * Running jobs whose heartbeat was refused: their result is not stored.
+   */
+  uint64_t lost;
+  /**
+   * Jobs running at the moment of the snapshot.
+   */
+  size_t running;
+} keel_worker_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -683,199 +831,204 @@ extern "C" {
 /**
  * Frees the bytes of `buf` and zeroes it. NULL, or a zeroed buffer, is a no-op.
  */
-void keel_buf_free(keel_buf *buf);
+void keel_buf_free(struct keel_buf *buf);
 
 /**
- * Opens (or creates) the drive file at `path`. `options_json` may be NULL
- * or `{"durable": true, "initial_map_size": bytes}`. Free with
- * keel_drive_free. A file that is not a drive gives KEEL_CORRUPT.
+ * The default drive options: durable, the default map size, types without
+ * a schema allowed.
  */
-keel_status keel_drive_open(const char *path,
-                            size_t path_len,
-                            const char *options_json,
-                            size_t options_len,
-                            keel_drive **out);
+struct keel_drive_options keel_drive_options_default(void);
+
+/**
+ * Opens (or creates) the drive file at `path` with `options` (NULL for the
+ * defaults). Free with keel_drive_free. A file that is not a drive gives
+ * KEEL_CORRUPT.
+ */
+enum keel_status keel_drive_open(const char *path,
+                                 size_t path_len,
+                                 const struct keel_drive_options *options,
+                                 struct keel_drive **out);
 
 /**
  * Frees a drive or view handle. NULL is a no-op.
  */
-void keel_drive_free(keel_drive *drive);
+void keel_drive_free(struct keel_drive *drive);
 
 /**
- * A view of `drive` as `user` with `roles_json` (a JSON array of role
- * names, or NULL): every call through it enforces that user's permission
+ * A view of `drive` as `user` with the roles `roles[0..roles_count]` (NULL
+ * with 0 for none): every call through it enforces that user's permission
  * levels and returns KEEL_PERMISSION_DENIED when one is missing. Only the
  * unchecked drive offers this. Free with keel_drive_free.
  */
-keel_status keel_drive_as_user(const keel_drive *drive,
-                               const char *user,
-                               size_t user_len,
-                               const char *roles_json,
-                               size_t roles_len,
-                               keel_drive **out);
+enum keel_status keel_drive_as_user(const struct keel_drive *drive,
+                                    const char *user,
+                                    size_t user_len,
+                                    const struct keel_bytes *roles,
+                                    size_t roles_count,
+                                    struct keel_drive **out);
 
 /**
  * The item `id` as JSON in `*out`. With `type` (NULL for none), an item of
  * another type gives KEEL_CONFLICT.
  */
-keel_status keel_drive_get(const keel_drive *drive,
-                           const uint8_t *id,
-                           size_t id_len,
-                           const char *type_name,
-                           size_t type_len,
-                           keel_buf *out);
+enum keel_status keel_drive_get(const struct keel_drive *drive,
+                                const uint8_t *id,
+                                size_t id_len,
+                                const char *type_name,
+                                size_t type_len,
+                                struct keel_buf *out);
 
 /**
  * Every item along `path` ("a/b/c", case-insensitive) as a JSON array,
  * first step first. A missing step gives KEEL_NOT_FOUND naming it.
  */
-keel_status keel_drive_resolve(const keel_drive *drive,
-                               const char *path,
-                               size_t path_len,
-                               keel_buf *out);
+enum keel_status keel_drive_resolve(const struct keel_drive *drive,
+                                    const char *path,
+                                    size_t path_len,
+                                    struct keel_buf *out);
 
 /**
  * The path of item `id` ("a/b/c", names as given) as text in `*out`.
  */
-keel_status keel_drive_path_of(const keel_drive *drive,
-                               const uint8_t *id,
-                               size_t id_len,
-                               keel_buf *out);
+enum keel_status keel_drive_path_of(const struct keel_drive *drive,
+                                    const uint8_t *id,
+                                    size_t id_len,
+                                    struct keel_buf *out);
 
 /**
  * Up to `limit` children of `parent` in name order (ignoring case), after
  * the child named `after` (NULL: from the first), as a JSON array.
  */
-keel_status keel_drive_children(const keel_drive *drive,
-                                const uint8_t *parent,
-                                size_t parent_len,
-                                const char *after,
-                                size_t after_len,
-                                size_t limit,
-                                keel_buf *out);
+enum keel_status keel_drive_children(const struct keel_drive *drive,
+                                     const uint8_t *parent,
+                                     size_t parent_len,
+                                     const char *after,
+                                     size_t after_len,
+                                     size_t limit,
+                                     struct keel_buf *out);
 
 /**
  * Every readable item below `top` (the root for length 0) in `order` (a
  * keel_walk_order), as a JSON array from one consistent snapshot.
  */
-keel_status keel_drive_walk(const keel_drive *drive,
-                            const uint8_t *top,
-                            size_t top_len,
-                            uint32_t order,
-                            keel_buf *out);
+enum keel_status keel_drive_walk(const struct keel_drive *drive,
+                                 const uint8_t *top,
+                                 size_t top_len,
+                                 uint32_t order,
+                                 struct keel_buf *out);
 
 /**
  * Up to `limit` items of `type`, by id, after the id `after` (length 0:
  * from the first), as a JSON array.
  */
-keel_status keel_drive_by_type(const keel_drive *drive,
-                               const char *type_name,
-                               size_t type_len,
-                               const uint8_t *after,
-                               size_t after_len,
-                               size_t limit,
-                               keel_buf *out);
+enum keel_status keel_drive_by_type(const struct keel_drive *drive,
+                                    const char *type_name,
+                                    size_t type_len,
+                                    const uint8_t *after,
+                                    size_t after_len,
+                                    size_t limit,
+                                    struct keel_buf *out);
 
 /**
  * Creates an item under `parent` (length 0: the root) from `item_json`:
  * `{"name": "...", "type": "..." (optional), "permissions": {...} (optional)}`.
  * The new item's JSON goes in `*out`.
  */
-keel_status keel_drive_create(const keel_drive *drive,
-                              const uint8_t *parent,
-                              size_t parent_len,
-                              const char *item_json,
-                              size_t item_len,
-                              keel_buf *out);
+enum keel_status keel_drive_create(const struct keel_drive *drive,
+                                   const uint8_t *parent,
+                                   size_t parent_len,
+                                   const char *item_json,
+                                   size_t item_len,
+                                   struct keel_buf *out);
 
 /**
  * Like keel_drive_create, under the item at `parent_path`.
  */
-keel_status keel_drive_create_at(const keel_drive *drive,
-                                 const char *parent_path,
-                                 size_t parent_path_len,
-                                 const char *item_json,
-                                 size_t item_len,
-                                 keel_buf *out);
+enum keel_status keel_drive_create_at(const struct keel_drive *drive,
+                                      const char *parent_path,
+                                      size_t parent_path_len,
+                                      const char *item_json,
+                                      size_t item_len,
+                                      struct keel_buf *out);
 
 /**
  * Moves item `id` under `new_parent` (length 0: the root), renamed to
  * `new_name` unless it is NULL, in one transaction. A move under the item's
  * own descendant gives KEEL_INVALID_ARGUMENT. The moved item goes in `*out`.
  */
-keel_status keel_drive_move(const keel_drive *drive,
-                            const uint8_t *id,
-                            size_t id_len,
-                            const uint8_t *new_parent,
-                            size_t new_parent_len,
-                            const char *new_name,
-                            size_t new_name_len,
-                            keel_buf *out);
+enum keel_status keel_drive_move(const struct keel_drive *drive,
+                                 const uint8_t *id,
+                                 size_t id_len,
+                                 const uint8_t *new_parent,
+                                 size_t new_parent_len,
+                                 const char *new_name,
+                                 size_t new_name_len,
+                                 struct keel_buf *out);
 
 /**
  * Deletes item `id` and everything below it; `*removed` (may be NULL)
  * receives how many items were removed.
  */
-keel_status keel_drive_delete(const keel_drive *drive,
-                              const uint8_t *id,
-                              size_t id_len,
-                              uint64_t *removed);
+enum keel_status keel_drive_delete(const struct keel_drive *drive,
+                                   const uint8_t *id,
+                                   size_t id_len,
+                                   uint64_t *removed);
 
 /**
  * Replaces item `id`'s own permissions with `permissions_json`
  * (`{"default": "read", "users": {"ann": "admin"}, "roles": {}}`).
  */
-keel_status keel_drive_set_permissions(const keel_drive *drive,
-                                       const uint8_t *id,
-                                       size_t id_len,
-                                       const char *permissions_json,
-                                       size_t permissions_len,
-                                       keel_buf *out);
+enum keel_status keel_drive_set_permissions(const struct keel_drive *drive,
+                                            const uint8_t *id,
+                                            size_t id_len,
+                                            const char *permissions_json,
+                                            size_t permissions_len,
+                                            struct keel_buf *out);
 
 /**
  * Stores `data_json` as `version` ("1.2.3"; NULL: the next patch) of
  * typed item `id`, checked against its type's schema. The version written
  * goes in `*out` as text.
  */
-keel_status keel_drive_set_data(const keel_drive *drive,
-                                const uint8_t *id,
-                                size_t id_len,
-                                const char *data_json,
-                                size_t data_len,
-                                const char *version,
-                                size_t version_len,
-                                keel_buf *out);
+enum keel_status keel_drive_set_data(const struct keel_drive *drive,
+                                     const uint8_t *id,
+                                     size_t id_len,
+                                     const char *data_json,
+                                     size_t data_len,
+                                     const char *version,
+                                     size_t version_len,
+                                     struct keel_buf *out);
 
 /**
  * Item `id`'s data at `version` (NULL: current) as
  * `{"version": "1.2.3", "data": ...}` in `*out`.
  */
-keel_status keel_drive_get_data(const keel_drive *drive,
-                                const uint8_t *id,
-                                size_t id_len,
-                                const char *version,
-                                size_t version_len,
-                                keel_buf *out);
+enum keel_status keel_drive_get_data(const struct keel_drive *drive,
+                                     const uint8_t *id,
+                                     size_t id_len,
+                                     const char *version,
+                                     size_t version_len,
+                                     struct keel_buf *out);
 
 /**
  * Every stored version of item `id`'s data, newest first, as a JSON array
  * of `{"version", "updated", "updater", "size"}`.
  */
-keel_status keel_drive_versions(const keel_drive *drive,
-                                const uint8_t *id,
-                                size_t id_len,
-                                keel_buf *out);
+enum keel_status keel_drive_versions(const struct keel_drive *drive,
+                                     const uint8_t *id,
+                                     size_t id_len,
+                                     struct keel_buf *out);
 
 /**
  * Deletes one version of item `id`'s data; the current version afterwards
  * goes in `*out` as text (empty when no data is left).
  */
-keel_status keel_drive_delete_data(const keel_drive *drive,
-                                   const uint8_t *id,
-                                   size_t id_len,
-                                   const char *version,
-                                   size_t version_len,
-                                   keel_buf *out);
+enum keel_status keel_drive_delete_data(const struct keel_drive *drive,
+                                        const uint8_t *id,
+                                        size_t id_len,
+                                        const char *version,
+                                        size_t version_len,
+                                        struct keel_buf *out);
 
 /**
  * Registers `schema_json` (a JSON Schema) as `version` of `type`'s schema.
@@ -885,37 +1038,39 @@ keel_status keel_drive_delete_data(const keel_drive *drive,
  * every item of the type and validates the results, all in one
  * transaction: any failure changes nothing.
  */
-keel_status keel_drive_set_schema(const keel_drive *drive,
-                                  const char *type_name,
-                                  size_t type_len,
-                                  const char *schema_json,
-                                  size_t schema_len,
-                                  uint32_t version,
-                                  keel_drive_migrate_fn migrate,
-                                  void *userdata,
-                                  bool *changed);
+enum keel_status keel_drive_set_schema(const struct keel_drive *drive,
+                                       const char *type_name,
+                                       size_t type_len,
+                                       const char *schema_json,
+                                       size_t schema_len,
+                                       uint32_t version,
+                                       keel_drive_migrate_fn migrate,
+                                       void *userdata,
+                                       bool *changed);
 
 /**
  * Inside a keel_drive_migrate_fn: sets the migrated data (UTF-8 JSON,
  * copied). Calling it again replaces the result.
  */
-keel_status keel_drive_migration_set(keel_drive_migration *migration,
-                                     const char *json,
-                                     size_t json_len);
+enum keel_status keel_drive_migration_set(struct keel_drive_migration *migration,
+                                          const char *json,
+                                          size_t json_len);
 
 /**
  * `type`'s schema as `{"version": n, "schema": {...}}`, or `null`.
  */
-keel_status keel_drive_schema(const keel_drive *drive,
-                              const char *type_name,
-                              size_t type_len,
-                              keel_buf *out);
+enum keel_status keel_drive_schema(const struct keel_drive *drive,
+                                   const char *type_name,
+                                   size_t type_len,
+                                   struct keel_buf *out);
 
 /**
  * Writes a consistent, compacted copy of the drive to `dest` while it is
  * in use; durable when this returns.
  */
-keel_status keel_drive_backup(const keel_drive *drive, const char *dest, size_t dest_len);
+enum keel_status keel_drive_backup(const struct keel_drive *drive,
+                                   const char *dest,
+                                   size_t dest_len);
 
 /**
  * Opens a batch on `drive` (or a view: the same checks apply). A plain
@@ -923,7 +1078,8 @@ keel_status keel_drive_backup(const keel_drive *drive, const char *dest, size_t 
  * KEEL_WOULD_DEADLOCK. End it with keel_drive_batch_commit or
  * keel_drive_batch_abort, which free it.
  */
-keel_status keel_drive_batch_begin(const keel_drive *drive, keel_drive_batch **out);
+enum keel_status keel_drive_batch_begin(const struct keel_drive *drive,
+                                        struct keel_drive_batch **out);
 
 /**
  * Runs one call in the batch, described in JSON: `{"op": "create",
@@ -934,21 +1090,21 @@ keel_status keel_drive_batch_begin(const keel_drive *drive, keel_drive_batch **o
  * keel::drive::json::apply for each call's fields). The result's JSON goes
  * in `*out`. A call that fails changes nothing; the batch stays open.
  */
-keel_status keel_drive_batch_call(const keel_drive_batch *batch,
-                                  const char *call_json,
-                                  size_t call_len,
-                                  keel_buf *out);
+enum keel_status keel_drive_batch_call(const struct keel_drive_batch *batch,
+                                       const char *call_json,
+                                       size_t call_len,
+                                       struct keel_buf *out);
 
 /**
  * Commits every call of the batch durably and frees it. NULL gives
  * KEEL_INVALID_ARGUMENT.
  */
-keel_status keel_drive_batch_commit(keel_drive_batch *batch);
+enum keel_status keel_drive_batch_commit(struct keel_drive_batch *batch);
 
 /**
  * Undoes every call of the batch and frees it. NULL is a no-op.
  */
-void keel_drive_batch_abort(keel_drive_batch *batch);
+void keel_drive_batch_abort(struct keel_drive_batch *batch);
 
 /**
  * Opens the journal of the existing folder `root` (UTF-8, `root_len`
@@ -956,12 +1112,12 @@ void keel_drive_batch_abort(keel_drive_batch *batch);
  * the handle in `*out`; free it with keel_journal_free. A symlinked `.keel`
  * gives KEEL_INVALID_ARGUMENT.
  */
-keel_status keel_journal_open(const char *root, size_t root_len, keel_journal **out);
+enum keel_status keel_journal_open(const char *root, size_t root_len, struct keel_journal **out);
 
 /**
  * Frees a journal handle. Mutations still alive keep working. NULL is a no-op.
  */
-void keel_journal_free(keel_journal *journal);
+void keel_journal_free(struct keel_journal *journal);
 
 /**
  * Starts a mutation, waiting (blocking this thread) for the exclusive lock,
@@ -969,46 +1125,117 @@ void keel_journal_free(keel_journal *journal);
  * NULL) are kept in the record for operators. Returns KEEL_CONFLICT when an
  * earlier crash could not be recovered.
  */
-keel_status keel_journal_begin(const keel_journal *journal,
-                               const char *operation,
-                               size_t operation_len,
-                               const char *details,
-                               size_t details_len,
-                               keel_mutation **out);
+enum keel_status keel_journal_begin(const struct keel_journal *journal,
+                                    const char *operation,
+                                    size_t operation_len,
+                                    const char *details,
+                                    size_t details_len,
+                                    struct keel_mutation **out);
+
+/**
+ * keel_journal_begin waiting `timeout_ms` at most (-1: no limit, 0: do
+ * not wait): KEEL_TIMEOUT (and `*out` untouched) when it elapsed. Waiting
+ * for another process polls its lock every 20 ms at most.
+ */
+enum keel_status keel_journal_begin_timeout(const struct keel_journal *journal,
+                                            const char *operation,
+                                            size_t operation_len,
+                                            const char *details,
+                                            size_t details_len,
+                                            int64_t timeout_ms,
+                                            struct keel_mutation **out);
 
 /**
  * keel_journal_begin without waiting: returns KEEL_BUSY (and leaves `*out`
  * untouched) when another thread or process holds the root.
  */
-keel_status keel_journal_try_begin(const keel_journal *journal,
-                                   const char *operation,
-                                   size_t operation_len,
-                                   const char *details,
-                                   size_t details_len,
-                                   keel_mutation **out);
+enum keel_status keel_journal_try_begin(const struct keel_journal *journal,
+                                        const char *operation,
+                                        size_t operation_len,
+                                        const char *details,
+                                        size_t details_len,
+                                        struct keel_mutation **out);
 
 /**
  * Runs recovery now and fills `*out` (may be NULL). On failure nothing is
  * deleted and the message names every path that could not be restored.
  */
-keel_status keel_journal_recover(const keel_journal *journal, keel_recovery_report *out);
+enum keel_status keel_journal_recover(const struct keel_journal *journal,
+                                      struct keel_recovery_report *out);
+
+/**
+ * What the last recovery of this handle did (the one keel_journal_open
+ * ran first): fills `*out` and sets `*found` to true, or sets `*found` to
+ * false if none ran yet (another process held the root at open).
+ */
+enum keel_status keel_journal_last_recovery(const struct keel_journal *journal,
+                                            struct keel_recovery_report *out,
+                                            bool *found);
+
+/**
+ * Takes the shared lock of the root (waiting, blocking this thread, for
+ * running mutations to end; recovering a crashed one first) and puts the
+ * guard in `*out`; free it with keel_read_guard_free to release the lock.
+ */
+enum keel_status keel_journal_read(const struct keel_journal *journal,
+                                   struct keel_read_guard **out);
+
+/**
+ * Releases a read guard. NULL is a no-op.
+ */
+void keel_read_guard_free(struct keel_read_guard *guard);
 
 /**
  * Fills `*out` with what is on disk. Takes no lock.
  */
-keel_status keel_journal_status(const keel_journal *journal, keel_journal_state *out);
+enum keel_status keel_journal_status(const struct keel_journal *journal,
+                                     struct keel_journal_state *out);
 
 /**
  * For operators: gives up on rolling back mutation `seq`; its record and
  * backups move to .keel/quarantine/ and the tree is left as it is.
  * KEEL_NOT_FOUND when there is no such record.
  */
-keel_status keel_journal_resolve(const keel_journal *journal, uint64_t seq);
+enum keel_status keel_journal_resolve(const struct keel_journal *journal, uint64_t seq);
 
 /**
- * The mutation's sequence number, in `*out`.
+ * The mutation's sequence number, in `*out` (never waits).
  */
-keel_status keel_mutation_seq(const keel_mutation *mutation, uint64_t *out);
+enum keel_status keel_mutation_seq(const struct keel_mutation *mutation, uint64_t *out);
+
+/**
+ * Makes `path` a symlink to `target` (stored, never followed).
+ */
+enum keel_status keel_mutation_symlink(const struct keel_mutation *mutation,
+                                       const char *path,
+                                       size_t path_len,
+                                       const char *target,
+                                       size_t target_len);
+
+/**
+ * Like keel_mutation_declare, but folders are copied whole, so the caller
+ * may edit their files in place (costs their bytes).
+ */
+enum keel_status keel_mutation_declare_copy(const struct keel_mutation *mutation,
+                                            const struct keel_bytes *paths,
+                                            size_t count);
+
+/**
+ * A private folder on the root's file system to prepare files in: its
+ * path (UTF-8) in `*out`, freed with keel_buf_free. keel_mutation_publish
+ * moves its contents into the tree; it is removed when the mutation ends.
+ */
+enum keel_status keel_mutation_staging_dir(const struct keel_mutation *mutation,
+                                           struct keel_buf *out);
+
+/**
+ * Moves everything in the staging folder into the folder `into` (relative
+ * to the root; empty or NULL for the root itself), merging with existing
+ * folders; a file replacing an existing one keeps that file's mode.
+ */
+enum keel_status keel_mutation_publish(const struct keel_mutation *mutation,
+                                       const char *into,
+                                       size_t into_len);
 
 /**
  * Writes `data[0..data_len]` to the file `path` (relative to the root,
@@ -1016,61 +1243,63 @@ keel_status keel_mutation_seq(const keel_mutation *mutation, uint64_t *out);
  * file keeps its mode; a new one gets the umask mode. `..`, absolute paths
  * and paths through symlinks give KEEL_INVALID_ARGUMENT.
  */
-keel_status keel_mutation_write(const keel_mutation *mutation,
-                                const char *path,
-                                size_t path_len,
-                                const uint8_t *data,
-                                size_t data_len);
+enum keel_status keel_mutation_write(const struct keel_mutation *mutation,
+                                     const char *path,
+                                     size_t path_len,
+                                     const uint8_t *data,
+                                     size_t data_len);
 
 /**
  * Removes the file, symlink or folder `path`; KEEL_NOT_FOUND if missing.
  */
-keel_status keel_mutation_remove(const keel_mutation *mutation, const char *path, size_t path_len);
+enum keel_status keel_mutation_remove(const struct keel_mutation *mutation,
+                                      const char *path,
+                                      size_t path_len);
 
 /**
  * Renames `from` to `to` (both relative to the root).
  */
-keel_status keel_mutation_rename(const keel_mutation *mutation,
-                                 const char *from,
-                                 size_t from_len,
-                                 const char *to,
-                                 size_t to_len);
+enum keel_status keel_mutation_rename(const struct keel_mutation *mutation,
+                                      const char *from,
+                                      size_t from_len,
+                                      const char *to,
+                                      size_t to_len);
 
 /**
  * Creates the folder `path` and missing parents; an existing folder is fine.
  */
-keel_status keel_mutation_create_dir(const keel_mutation *mutation,
-                                     const char *path,
-                                     size_t path_len);
+enum keel_status keel_mutation_create_dir(const struct keel_mutation *mutation,
+                                          const char *path,
+                                          size_t path_len);
 
 /**
  * Snapshots `count` paths (UTF-8 keel_bytes) the caller will change itself:
  * files are copied, folders hardlinked (replace files in them, never edit
  * in place), missing paths removed on rollback.
  */
-keel_status keel_mutation_declare(const keel_mutation *mutation,
-                                  const keel_bytes *paths,
-                                  size_t count);
+enum keel_status keel_mutation_declare(const struct keel_mutation *mutation,
+                                       const struct keel_bytes *paths,
+                                       size_t count);
 
 /**
  * Makes the mutation durable and final. If a change failed earlier or the
  * commit fails, the mutation is rolled back and the error returned. Either
  * way it has ended; free the handle with keel_mutation_free.
  */
-keel_status keel_mutation_commit(const keel_mutation *mutation);
+enum keel_status keel_mutation_commit(const struct keel_mutation *mutation);
 
 /**
  * Undoes every change. If some paths cannot be restored, all are named in
  * the error, the backups stay, and new mutations are refused until
  * recovery succeeds.
  */
-keel_status keel_mutation_rollback(const keel_mutation *mutation);
+enum keel_status keel_mutation_rollback(const struct keel_mutation *mutation);
 
 /**
  * Frees a mutation handle, rolling the mutation back if it has not ended.
  * NULL is a no-op.
  */
-void keel_mutation_free(keel_mutation *mutation);
+void keel_mutation_free(struct keel_mutation *mutation);
 
 /**
  * Makes an empty registry in `*out`; free it with keel_locks_free.
@@ -1078,13 +1307,13 @@ void keel_mutation_free(keel_mutation *mutation);
  * `name` (UTF-8, `name_len` bytes; NULL for none) names the registry in
  * error messages.
  */
-keel_status keel_locks_new(const char *name, size_t name_len, keel_locks **out);
+enum keel_status keel_locks_new(const char *name, size_t name_len, struct keel_locks **out);
 
 /**
  * Frees a registry. Guards still alive keep working and release normally.
  * NULL is a no-op.
  */
-void keel_locks_free(keel_locks *locks);
+void keel_locks_free(struct keel_locks *locks);
 
 /**
  * Takes the key `key[0..key_len]` in `mode` (a keel_lock_mode), waiting at most `timeout_ms`
@@ -1095,45 +1324,45 @@ void keel_locks_free(keel_locks *locks);
  * KEEL_WOULD_DEADLOCK when this thread holds the key already. Blocks the
  * calling thread while waiting.
  */
-keel_status keel_locks_lock(const keel_locks *locks,
-                            const uint8_t *key,
-                            size_t key_len,
-                            uint32_t mode,
-                            int64_t timeout_ms,
-                            keel_lock_guard **out);
+enum keel_status keel_locks_lock(const struct keel_locks *locks,
+                                 const uint8_t *key,
+                                 size_t key_len,
+                                 uint32_t mode,
+                                 int64_t timeout_ms,
+                                 struct keel_lock_guard **out);
 
 /**
  * Takes the key in `mode` only if that needs no wait; otherwise returns
  * KEEL_BUSY and leaves `*out` untouched.
  */
-keel_status keel_locks_try_lock(const keel_locks *locks,
-                                const uint8_t *key,
-                                size_t key_len,
-                                uint32_t mode,
-                                keel_lock_guard **out);
+enum keel_status keel_locks_try_lock(const struct keel_locks *locks,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     uint32_t mode,
+                                     struct keel_lock_guard **out);
 
 /**
  * Takes every key of `keys[0..count]` in `mode`, all or none, in a canonical
  * order (so concurrent callers cannot deadlock), waiting at most
  * `timeout_ms` in all. One guard in `*out` releases them all.
  */
-keel_status keel_locks_lock_many(const keel_locks *locks,
-                                 const keel_bytes *keys,
-                                 size_t count,
-                                 uint32_t mode,
-                                 int64_t timeout_ms,
-                                 keel_lock_guard **out);
+enum keel_status keel_locks_lock_many(const struct keel_locks *locks,
+                                      const struct keel_bytes *keys,
+                                      size_t count,
+                                      uint32_t mode,
+                                      int64_t timeout_ms,
+                                      struct keel_lock_guard **out);
 
 /**
  * Releases the key(s) and frees the guard. Any thread may call it. NULL is
  * a no-op.
  */
-void keel_lock_guard_release(keel_lock_guard *guard);
+void keel_lock_guard_release(struct keel_lock_guard *guard);
 
 /**
  * Writes the registry's entries, holders and waiters to `*out`.
  */
-keel_status keel_locks_stats(const keel_locks *locks, keel_lock_stats *out);
+enum keel_status keel_locks_stats(const struct keel_locks *locks, struct keel_lock_stats *out);
 
 /**
  * Sends keel's events up to `max_level` (a keel_log_level) to `callback`
@@ -1145,44 +1374,78 @@ keel_status keel_locks_stats(const keel_locks *locks, keel_lock_stats *out);
  * callback is safe at any time; the old one is not called after this returns.
  * Calling it from inside the callback returns KEEL_WOULD_DEADLOCK.
  */
-keel_status keel_set_log_callback(uint32_t max_level, keel_log_fn callback, void *userdata);
+enum keel_status keel_set_log_callback(uint32_t max_level, keel_log_fn callback, void *userdata);
+
+/**
+ * The default operations options: 5 lapses.
+ */
+struct keel_ops_options keel_ops_options_default(void);
+
+/**
+ * keel_ops_open with `options` (NULL for the defaults).
+ */
+enum keel_status keel_ops_open_with(const char *path,
+                                    size_t path_len,
+                                    const struct keel_ops_options *options,
+                                    struct keel_ops **out);
+
+/**
+ * keel_ops_next in `order` (KEEL_NEXT_OLDEST or KEEL_NEXT_ITEM).
+ */
+enum keel_status keel_ops_next_in(const struct keel_ops *ops,
+                                  const char *op,
+                                  size_t op_len,
+                                  size_t limit,
+                                  uint32_t order,
+                                  struct keel_buf *out);
+
+/**
+ * The reset pass: WORKING records whose lease ended become READY again
+ * (FAILED past max_lapses); writes the numbers to `*out_ready` and
+ * `*out_failed` (either may be NULL).
+ */
+enum keel_status keel_ops_reset_expired(const struct keel_ops *ops,
+                                        uint64_t *out_ready,
+                                        uint64_t *out_failed);
 
 /**
  * Opens (creating if missing) the operations file at `path` into `*out`;
  * free it with keel_ops_free.
  */
-keel_status keel_ops_open(const char *path, size_t path_len, keel_ops **out);
+enum keel_status keel_ops_open(const char *path, size_t path_len, struct keel_ops **out);
 
 /**
  * Opens the operations at `location` into `*out`: a `postgresql://` URL
  * (PostgreSQL, the `keel` schema, the database's clock) or a file path.
  * An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_ops_free.
  */
-keel_status keel_ops_open_url(const char *location, size_t location_len, keel_ops **out);
+enum keel_status keel_ops_open_url(const char *location,
+                                   size_t location_len,
+                                   struct keel_ops **out);
 
 /**
  * Frees the handle. NULL is a no-op.
  */
-void keel_ops_free(keel_ops *ops);
+void keel_ops_free(struct keel_ops *ops);
 
 /**
  * Makes each of `names[0..count]` READY for `item`.
  */
-keel_status keel_ops_ready(const keel_ops *ops,
-                           const char *item,
-                           size_t item_len,
-                           const keel_bytes *names,
-                           size_t count);
+enum keel_status keel_ops_ready(const struct keel_ops *ops,
+                                const char *item,
+                                size_t item_len,
+                                const struct keel_bytes *names,
+                                size_t count);
 
 /**
  * Writes up to `limit` READY records of `op` (oldest first, not claimed) to
  * `*out` as a JSON array. Free `*out` with keel_buf_free.
  */
-keel_status keel_ops_next(const keel_ops *ops,
-                          const char *op,
-                          size_t op_len,
-                          size_t limit,
-                          keel_buf *out);
+enum keel_status keel_ops_next(const struct keel_ops *ops,
+                               const char *op,
+                               size_t op_len,
+                               size_t limit,
+                               struct keel_buf *out);
 
 /**
  * Claims up to `limit` READY (or lease-expired) records of `op` for
@@ -1190,14 +1453,14 @@ keel_status keel_ops_next(const keel_ops *ops,
  * Writes a JSON array of `{"item", "op", "token", "lease_until",
  * "attempt"}` to `*out` (free with keel_buf_free).
  */
-keel_status keel_ops_claim(const keel_ops *ops,
-                           const char *op,
-                           size_t op_len,
-                           size_t limit,
-                           const char *worker,
-                           size_t worker_len,
-                           uint64_t lease_ms,
-                           keel_buf *out);
+enum keel_status keel_ops_claim(const struct keel_ops *ops,
+                                const char *op,
+                                size_t op_len,
+                                size_t limit,
+                                const char *worker,
+                                size_t worker_len,
+                                uint64_t lease_ms,
+                                struct keel_buf *out);
 
 /**
  * Sets `op` of `item` to `state` (a keel_op_state other than WORKING)
@@ -1206,34 +1469,37 @@ keel_status keel_ops_claim(const keel_ops *ops,
  * stale token (or 0 while another holds a live claim) gives KEEL_CONFLICT
  * and changes nothing.
  */
-keel_status keel_ops_update(const keel_ops *ops,
-                            const char *item,
-                            size_t item_len,
-                            const char *op,
-                            size_t op_len,
-                            uint64_t token,
-                            uint32_t state,
-                            const char *message,
-                            size_t message_len,
-                            const keel_bytes *enable,
-                            size_t enable_count);
+enum keel_status keel_ops_update(const struct keel_ops *ops,
+                                 const char *item,
+                                 size_t item_len,
+                                 const char *op,
+                                 size_t op_len,
+                                 uint64_t token,
+                                 uint32_t state,
+                                 const char *message,
+                                 size_t message_len,
+                                 const struct keel_bytes *enable,
+                                 size_t enable_count);
 
 /**
  * Marks `op` of `item` FAILED with `message` (fenced like keel_ops_update).
  */
-keel_status keel_ops_error(const keel_ops *ops,
-                           const char *item,
-                           size_t item_len,
-                           const char *op,
-                           size_t op_len,
-                           uint64_t token,
-                           const char *message,
-                           size_t message_len);
+enum keel_status keel_ops_error(const struct keel_ops *ops,
+                                const char *item,
+                                size_t item_len,
+                                const char *op,
+                                size_t op_len,
+                                uint64_t token,
+                                const char *message,
+                                size_t message_len);
 
 /**
  * Writes every operation record of `item` to `*out` as a JSON array.
  */
-keel_status keel_ops_states(const keel_ops *ops, const char *item, size_t item_len, keel_buf *out);
+enum keel_status keel_ops_states(const struct keel_ops *ops,
+                                 const char *item,
+                                 size_t item_len,
+                                 struct keel_buf *out);
 
 /**
  * Makes a pool in `*out`; free it with keel_pool_free.
@@ -1244,25 +1510,25 @@ keel_status keel_ops_states(const keel_ops *ops, const char *item, size_t item_l
  * are alive, new tasks are refused; 0 means no cap. `name` (UTF-8, NULL for none) names the
  * pool in keel_stats_json and events.
  */
-keel_status keel_pool_new(size_t max_concurrency,
-                          int64_t timeout_ms,
-                          size_t max_abandoned,
-                          const char *name,
-                          size_t name_len,
-                          keel_pool **out);
+enum keel_status keel_pool_new(size_t max_concurrency,
+                               int64_t timeout_ms,
+                               size_t max_abandoned,
+                               const char *name,
+                               size_t name_len,
+                               struct keel_pool **out);
 
 /**
  * Shuts the pool down (as keel_pool_shutdown) and frees it. Returns at
  * once: hung task threads are never joined. NULL is a no-op.
  */
-void keel_pool_free(keel_pool *pool);
+void keel_pool_free(struct keel_pool *pool);
 
 /**
  * Stops the pool: running keel_pool_run calls return at once (their running
  * tasks reported KEEL_OUTCOME_CANCELLED, their threads abandoned), and later
  * calls refuse every task with KEEL_CLOSED. Never waits for a thread.
  */
-keel_status keel_pool_shutdown(const keel_pool *pool);
+enum keel_status keel_pool_shutdown(const struct keel_pool *pool);
 
 /**
  * Runs `tasks[0..count]` on the pool and writes one outcome per task, in
@@ -1276,12 +1542,12 @@ keel_status keel_pool_shutdown(const keel_pool *pool);
  * A failing task never stops the others: the call itself returns KEEL_OK
  * and each outcome says how its task ended.
  */
-keel_status keel_pool_run(const keel_pool *pool,
-                          const keel_task *tasks,
-                          size_t count,
-                          uint32_t flags,
-                          int64_t timeout_ms,
-                          keel_outcome *outcomes);
+enum keel_status keel_pool_run(const struct keel_pool *pool,
+                               const struct keel_task *tasks,
+                               size_t count,
+                               uint32_t flags,
+                               int64_t timeout_ms,
+                               struct keel_outcome *outcomes);
 
 /**
  * Prepares every item on the pool, in parallel (`items[i].run`; keys are
@@ -1293,65 +1559,67 @@ keel_status keel_pool_run(const keel_pool *pool,
  * committed. With `stop_at_first_commit_failure`, items after a failed
  * commit are KEEL_OUTCOME_CANCELLED.
  */
-keel_status keel_pool_pipeline(const keel_pool *pool,
-                               const keel_task *items,
-                               size_t count,
-                               keel_commit_fn commit,
-                               void *commit_userdata,
-                               size_t window,
-                               bool stop_at_first_commit_failure,
-                               keel_outcome *outcomes);
+enum keel_status keel_pool_pipeline(const struct keel_pool *pool,
+                                    const struct keel_task *items,
+                                    size_t count,
+                                    keel_commit_fn commit,
+                                    void *commit_userdata,
+                                    size_t window,
+                                    bool stop_at_first_commit_failure,
+                                    struct keel_outcome *outcomes);
 
 /**
  * Frees the buffers of `outcomes[0..count]` (not the array itself, which
  * belongs to the caller) and zeroes them. NULL is a no-op.
  */
-void keel_outcomes_free(keel_outcome *outcomes, size_t count);
+void keel_outcomes_free(struct keel_outcome *outcomes, size_t count);
 
 /**
  * Writes the pool's counters to `*out`.
  */
-keel_status keel_pool_stats(const keel_pool *pool, keel_pool_counters *out);
+enum keel_status keel_pool_get_stats(const struct keel_pool *pool, struct keel_pool_stats *out);
 
 /**
  * The task's index in its batch (or the item's, for a commit). 0 for NULL.
  */
-size_t keel_task_ctx_index(const keel_task_ctx *ctx);
+size_t keel_task_ctx_index(const struct keel_task_ctx *ctx);
 
 /**
  * True for the first task of its key in its batch (OPAL's one forced fetch
  * per source); the others run after it has finished. False for NULL.
  */
-bool keel_task_ctx_is_first_of_key(const keel_task_ctx *ctx);
+bool keel_task_ctx_is_first_of_key(const struct keel_task_ctx *ctx);
 
 /**
  * True once the task should stop: it timed out, or the pool shut down.
  * Threads are never killed: a task that checks this can stop early.
  */
-bool keel_task_ctx_is_cancelled(const keel_task_ctx *ctx);
+bool keel_task_ctx_is_cancelled(const struct keel_task_ctx *ctx);
 
 /**
  * Milliseconds left before the task's deadline (0 once past it), or -1
  * when it has none.
  */
-int64_t keel_task_ctx_remaining_ms(const keel_task_ctx *ctx);
+int64_t keel_task_ctx_remaining_ms(const struct keel_task_ctx *ctx);
 
 /**
  * Sleeps up to `ms` milliseconds, waking early when the task is cancelled.
  * Returns KEEL_OK, or KEEL_CANCELLED / KEEL_TIMEOUT when the task should stop.
  */
-keel_status keel_task_ctx_sleep_ms(const keel_task_ctx *ctx, uint64_t ms);
+enum keel_status keel_task_ctx_sleep_ms(const struct keel_task_ctx *ctx, uint64_t ms);
 
 /**
  * Sets the task's output (copied): its value on KEEL_OK, its message otherwise.
  */
-keel_status keel_task_ctx_set_output(keel_task_ctx *ctx, const uint8_t *data, size_t len);
+enum keel_status keel_task_ctx_set_output(struct keel_task_ctx *ctx,
+                                          const uint8_t *data,
+                                          size_t len);
 
 /**
  * Opens (creating if missing) the job queue file at `path` into `*out`;
  * free it with keel_queue_free.
  */
-keel_status keel_queue_open(const char *path, size_t path_len, keel_queue **out);
+enum keel_status keel_queue_open(const char *path, size_t path_len, struct keel_queue **out);
 
 /**
  * Opens the job queue at `location` into `*out`: a `postgresql://` URL
@@ -1359,17 +1627,19 @@ keel_status keel_queue_open(const char *path, size_t path_len, keel_queue **out)
  * clock; idle workers wake on jobs enqueued by any host) or a file path.
  * An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_queue_free.
  */
-keel_status keel_queue_open_url(const char *location, size_t location_len, keel_queue **out);
+enum keel_status keel_queue_open_url(const char *location,
+                                     size_t location_len,
+                                     struct keel_queue **out);
 
 /**
  * Frees the handle. NULL is a no-op.
  */
-void keel_queue_free(keel_queue *queue);
+void keel_queue_free(struct keel_queue *queue);
 
 /**
  * The default enqueue options: priority 5, now, 20 attempts, no unique key.
  */
-keel_enqueue_options keel_enqueue_options_default(void);
+struct keel_enqueue_options keel_enqueue_options_default(void);
 
 /**
  * Enqueues a job of `kind` with a JSON `payload` (`options` NULL for the
@@ -1377,14 +1647,65 @@ keel_enqueue_options keel_enqueue_options_default(void);
  * a live job with the same unique key was returned) to `*out_created`
  * (either may be NULL).
  */
-keel_status keel_queue_enqueue(const keel_queue *queue,
-                               const char *kind,
-                               size_t kind_len,
-                               const char *payload,
-                               size_t payload_len,
-                               const keel_enqueue_options *options,
-                               uint64_t *out_id,
-                               bool *out_created);
+enum keel_status keel_queue_enqueue(const struct keel_queue *queue,
+                                    const char *kind,
+                                    size_t kind_len,
+                                    const char *payload,
+                                    size_t payload_len,
+                                    const struct keel_enqueue_options *options,
+                                    uint64_t *out_id,
+                                    bool *out_created);
+
+/**
+ * Enqueues `jobs[0..count]` in one transaction (one commit, all or
+ * nothing), in order. Writes each job's id to `out_ids[i]` and whether it
+ * was created to `out_created[i]` (arrays of `count`; either may be NULL).
+ * A job whose unique key an earlier one of the batch took gets that id.
+ */
+enum keel_status keel_queue_enqueue_many(const struct keel_queue *queue,
+                                         const struct keel_job_spec *jobs,
+                                         size_t count,
+                                         uint64_t *out_ids,
+                                         bool *out_created);
+
+/**
+ * The default queue options: 5 resets.
+ */
+struct keel_queue_options keel_queue_options_default(void);
+
+/**
+ * keel_queue_open with `options` (NULL for the defaults).
+ */
+enum keel_status keel_queue_open_with(const char *path,
+                                      size_t path_len,
+                                      const struct keel_queue_options *options,
+                                      struct keel_queue **out);
+
+/**
+ * Hands attempt `token` of job `id` back unfinished: queued again at once,
+ * no failure counted (KEEL_CONFLICT when the attempt is no longer current).
+ */
+enum keel_status keel_queue_release(const struct keel_queue *queue, uint64_t id, uint64_t token);
+
+/**
+ * Queues dead or cancelled job `id` again with fresh attempts
+ * (KEEL_CONFLICT for any other state).
+ */
+enum keel_status keel_queue_retry(const struct keel_queue *queue, uint64_t id);
+
+/**
+ * Writes a JSON array of the jobs of `kind` to `*out`, oldest first, at
+ * most `limit`: in the state named by `state` ("queued", "running",
+ * "retrying", "completed", "dead", "cancelled"), or in any when `state` is
+ * NULL.
+ */
+enum keel_status keel_queue_list(const struct keel_queue *queue,
+                                 const char *kind,
+                                 size_t kind_len,
+                                 const char *state,
+                                 size_t state_len,
+                                 size_t limit,
+                                 struct keel_buf *out);
 
 /**
  * Claims the best ready job of `kinds[0..count]` for `worker` for
@@ -1392,90 +1713,92 @@ keel_status keel_queue_enqueue(const keel_queue *queue,
  * `*out_found` (and nothing to `*out`) when none is ready. Free a written
  * job's buffers with keel_job_free.
  */
-keel_status keel_queue_dequeue(const keel_queue *queue,
-                               const keel_bytes *kinds,
-                               size_t count,
-                               const char *worker,
-                               size_t worker_len,
-                               uint64_t lease_ms,
-                               keel_job *out,
-                               bool *out_found);
+enum keel_status keel_queue_dequeue(const struct keel_queue *queue,
+                                    const struct keel_bytes *kinds,
+                                    size_t count,
+                                    const char *worker,
+                                    size_t worker_len,
+                                    uint64_t lease_ms,
+                                    struct keel_job *out,
+                                    bool *out_found);
 
 /**
  * Frees the buffers of a job written by keel_queue_dequeue. NULL is a no-op.
  */
-void keel_job_free(keel_job *job);
+void keel_job_free(struct keel_job *job);
 
 /**
  * Extends attempt `token` of job `id` to `lease_ms` from now
  * (KEEL_CONFLICT when the attempt is no longer current).
  */
-keel_status keel_queue_heartbeat(const keel_queue *queue,
-                                 uint64_t id,
-                                 uint64_t token,
-                                 uint64_t lease_ms);
+enum keel_status keel_queue_heartbeat(const struct keel_queue *queue,
+                                      uint64_t id,
+                                      uint64_t token,
+                                      uint64_t lease_ms);
 
 /**
  * Completes attempt `token` of job `id` with a JSON `result` (or empty).
  * KEEL_CONFLICT when the attempt is no longer current.
  */
-keel_status keel_queue_complete(const keel_queue *queue,
-                                uint64_t id,
-                                uint64_t token,
-                                const char *result,
-                                size_t result_len);
+enum keel_status keel_queue_complete(const struct keel_queue *queue,
+                                     uint64_t id,
+                                     uint64_t token,
+                                     const char *result,
+                                     size_t result_len);
 
 /**
  * Fails attempt `token` of job `id`: retried after a backoff when
  * `retryable` and attempts remain, dead otherwise.
  */
-keel_status keel_queue_fail(const keel_queue *queue,
-                            uint64_t id,
-                            uint64_t token,
-                            const char *error,
-                            size_t error_len,
-                            bool retryable);
+enum keel_status keel_queue_fail(const struct keel_queue *queue,
+                                 uint64_t id,
+                                 uint64_t token,
+                                 const char *error,
+                                 size_t error_len,
+                                 bool retryable);
 
 /**
  * Cancels job `id` unless it has finished (KEEL_CONFLICT then).
  */
-keel_status keel_queue_cancel(const keel_queue *queue,
-                              uint64_t id,
-                              const char *reason,
-                              size_t reason_len);
+enum keel_status keel_queue_cancel(const struct keel_queue *queue,
+                                   uint64_t id,
+                                   const char *reason,
+                                   size_t reason_len);
 
 /**
  * Writes job `id` to `*out` as a JSON object (KEEL_NOT_FOUND if none).
  */
-keel_status keel_queue_get(const keel_queue *queue, uint64_t id, keel_buf *out);
+enum keel_status keel_queue_get(const struct keel_queue *queue, uint64_t id, struct keel_buf *out);
 
 /**
  * Writes `{"kind": {"state": count}}` to `*out` (read from counters, cheap).
  */
-keel_status keel_queue_counts(const keel_queue *queue, keel_buf *out);
+enum keel_status keel_queue_counts(const struct keel_queue *queue, struct keel_buf *out);
 
 /**
  * Requeues jobs whose lease expired (dead past the max resets); writes the
  * numbers to `*out_requeued` and `*out_dead` (either may be NULL).
  */
-keel_status keel_queue_reset_expired(const keel_queue *queue,
-                                     uint64_t *out_requeued,
-                                     uint64_t *out_dead);
+enum keel_status keel_queue_reset_expired(const struct keel_queue *queue,
+                                          uint64_t *out_requeued,
+                                          uint64_t *out_dead);
 
 /**
  * Deletes finished jobs older than `retention_ms`; writes how many to
  * `*out_deleted` (may be NULL).
  */
-keel_status keel_queue_cleanup(const keel_queue *queue,
-                               uint64_t retention_ms,
-                               uint64_t *out_deleted);
+enum keel_status keel_queue_cleanup(const struct keel_queue *queue,
+                                    uint64_t retention_ms,
+                                    uint64_t *out_deleted);
 
 /**
  * Writes every live keel object's counters into `*out` as one JSON object,
- * grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`.
+ * grouped by part: `{"locks": [{"name": ..., "entries": 0, ...}], ...}`;
+ * each entry is the object's identity and the fields of its part's stats
+ * struct (keel_lock_stats, keel_pool_stats, keel_worker_stats, ...).
  * Cheap enough to call on every metrics scrape. Free `*out` with keel_buf_free.
  */
-keel_status keel_stats_json(keel_buf *out);
+enum keel_status keel_stats_json(struct keel_buf *out);
 
 /**
  * The message of the last failed keel call on this thread (`"Timeout: ..."`),
@@ -1496,7 +1819,7 @@ const char *keel_status_name(int32_t status);
  * For tests of the panic boundary only: panics inside keel and returns the
  * status the boundary turned that into (KEEL_PANIC).
  */
-keel_status keel_debug_panic(void);
+enum keel_status keel_debug_panic(void);
 
 /**
  * The version of the linked library (`"0.1.0"`), to compare with the
@@ -1509,56 +1832,57 @@ const char *keel_version(void);
  * with leases of `lease_ms` (0 for 30 s) and idle polls every `poll_ms`
  * (0 for 1 s). Free with keel_worker_builder_free unless started.
  */
-keel_status keel_worker_builder_new(const keel_queue *queue,
-                                    const char *name,
-                                    size_t name_len,
-                                    uint64_t lease_ms,
-                                    uint64_t poll_ms,
-                                    keel_worker_builder **out);
+enum keel_status keel_worker_builder_new(const struct keel_queue *queue,
+                                         const char *name,
+                                         size_t name_len,
+                                         uint64_t lease_ms,
+                                         uint64_t poll_ms,
+                                         struct keel_worker_builder **out);
 
 /**
  * Frees a builder that was not started. NULL is a no-op.
  */
-void keel_worker_builder_free(keel_worker_builder *builder);
+void keel_worker_builder_free(struct keel_worker_builder *builder);
 
 /**
  * Registers `handler` (with `userdata`) for `kind`, at most `concurrency`
  * at once.
  */
-keel_status keel_worker_builder_handler(keel_worker_builder *builder,
-                                        const char *kind,
-                                        size_t kind_len,
-                                        size_t concurrency,
-                                        keel_job_handler_fn handler,
-                                        void *userdata);
+enum keel_status keel_worker_builder_handler(struct keel_worker_builder *builder,
+                                             const char *kind,
+                                             size_t kind_len,
+                                             size_t concurrency,
+                                             keel_job_handler_fn handler,
+                                             void *userdata);
 
 /**
  * Fails any attempt whose handler runs longer than `timeout_ms` (retried
  * after a backoff); the handler's thread is abandoned, never killed, and its
  * late result is refused. 0 removes the limit (the default).
  */
-keel_status keel_worker_builder_job_timeout(keel_worker_builder *builder, uint64_t timeout_ms);
+enum keel_status keel_worker_builder_job_timeout(struct keel_worker_builder *builder,
+                                                 uint64_t timeout_ms);
 
 /**
  * Runs only `kinds[0..count]` (default: every registered kind).
  */
-keel_status keel_worker_builder_allow(keel_worker_builder *builder,
-                                      const keel_bytes *kinds,
-                                      size_t count);
+enum keel_status keel_worker_builder_allow(struct keel_worker_builder *builder,
+                                           const struct keel_bytes *kinds,
+                                           size_t count);
 
 /**
  * Never runs `kinds[0..count]`, even when allowed.
  */
-keel_status keel_worker_builder_block(keel_worker_builder *builder,
-                                      const keel_bytes *kinds,
-                                      size_t count);
+enum keel_status keel_worker_builder_block(struct keel_worker_builder *builder,
+                                           const struct keel_bytes *kinds,
+                                           size_t count);
 
 /**
  * Starts the worker into `*out` and frees the builder (also on failure).
  * A kind in the allow- or block-list with no handler is
  * KEEL_INVALID_ARGUMENT.
  */
-keel_status keel_worker_start(keel_worker_builder *builder, keel_worker **out);
+enum keel_status keel_worker_start(struct keel_worker_builder *builder, struct keel_worker **out);
 
 /**
  * Stops gracefully: no new jobs; running handlers get `deadline_ms`; jobs
@@ -1566,50 +1890,63 @@ keel_status keel_worker_start(keel_worker_builder *builder, keel_worker **out);
  * released to `*out_released` (may be NULL). Call it from a thread that is
  * not one of this worker's handlers.
  */
-keel_status keel_worker_stop(keel_worker *worker, uint64_t deadline_ms, uint64_t *out_released);
+enum keel_status keel_worker_stop(struct keel_worker *worker,
+                                  uint64_t deadline_ms,
+                                  uint64_t *out_released);
 
 /**
  * Writes the worker's counters to `*out`.
  */
-keel_status keel_worker_stats(const keel_worker *worker, keel_worker_counters *out);
+enum keel_status keel_worker_get_stats(const struct keel_worker *worker,
+                                       struct keel_worker_stats *out);
 
 /**
  * Stops the worker with a zero deadline (running jobs are released at
  * once) and frees it. NULL is a no-op.
  */
-void keel_worker_free(keel_worker *worker);
+void keel_worker_free(struct keel_worker *worker);
 
 /**
  * The job's id (0 for NULL).
  */
-uint64_t keel_job_ctx_id(const keel_job_ctx *ctx);
+uint64_t keel_job_ctx_id(const struct keel_job_ctx *ctx);
 
 /**
  * Which attempt this is, 1 for the first (0 for NULL).
  */
-uint32_t keel_job_ctx_attempt(const keel_job_ctx *ctx);
+uint32_t keel_job_ctx_attempt(const struct keel_job_ctx *ctx);
 
 /**
  * Points `*out_ptr`/`*out_len` at the JSON payload, valid during the call.
  */
-keel_status keel_job_ctx_payload(const keel_job_ctx *ctx, const uint8_t **out_ptr, size_t *out_len);
+enum keel_status keel_job_ctx_payload(const struct keel_job_ctx *ctx,
+                                      const uint8_t **out_ptr,
+                                      size_t *out_len);
 
 /**
  * True once the handler should wrap up: the worker is stopping or this
  * attempt's lease was lost (its result will be refused). False for NULL.
  */
-bool keel_job_ctx_should_stop(const keel_job_ctx *ctx);
+bool keel_job_ctx_should_stop(const struct keel_job_ctx *ctx);
+
+/**
+ * True once this attempt's lease was lost: a heartbeat was refused (the job
+ * was cancelled, reset or deleted; its result will not be stored) or a stop
+ * released it. A cancelled job's handler sees it within one heartbeat
+ * interval. False for NULL.
+ */
+bool keel_job_ctx_lease_lost(const struct keel_job_ctx *ctx);
 
 /**
  * Sets the output (copied): the JSON result on KEEL_OK, the failure's
  * message otherwise.
  */
-keel_status keel_job_ctx_set_output(keel_job_ctx *ctx, const uint8_t *data, size_t len);
+enum keel_status keel_job_ctx_set_output(struct keel_job_ctx *ctx, const uint8_t *data, size_t len);
 
 /**
  * Whether a failure (a non-OK return) is retried; true by default.
  */
-keel_status keel_job_ctx_set_retryable(keel_job_ctx *ctx, bool retryable);
+enum keel_status keel_job_ctx_set_retryable(struct keel_job_ctx *ctx, bool retryable);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -7,10 +7,18 @@
 //! ```json
 //! {"locks": [{"name": "sources", "entries": 0, "holders": 0, "waiters": 0}],
 //!  "pool": [...], "journal": [...], "drive": [...], "queue": [...],
-//!  "operations": [...], "ops": [...]}
+//!  "operations": [...], "workers": [...]}
 //! ```
 //!
-//! (`ops` lists job workers.) The fields per part:
+//! Each entry is the object's identity (`name`, `path`, `root`, `store` or
+//! `worker`, and for a pool its `max_concurrency`) followed by the fields of
+//! the part's stats struct ([`LockStats`](crate::LockStats),
+//! [`PoolStats`](crate::pool::PoolStats),
+//! [`JournalStats`](crate::journal::JournalStats),
+//! [`EnvStats`](crate::lmdb::EnvStats),
+//! [`WorkerStats`](crate::ops::WorkerStats)), serialized by [`entry`]: the
+//! same structs the parts' `stats()` methods return and the Python and C
+//! surfaces serialize, so the keys cannot drift apart. The fields per part:
 //! - `locks`: `entries`, `holders`, `waiters`;
 //! - `pool`: `in_flight`, `peak_concurrency`, `abandoned`, `timed_out`, ...;
 //! - `journal`: `mutations`, `committed`, `rolled_back`, `recoveries`,
@@ -20,7 +28,7 @@
 //! - `queue`: `counts` (kind → state → jobs) and `oldest_ready_age_ms`
 //!   (kind → how long its longest-ready job has waited);
 //! - `operations`: `claims`, `claimed`, `updates`, `conflicts`;
-//! - `ops`: a worker's `running`, `completed`, `failed`, `timed_out`, ...
+//! - `workers`: a worker's `running`, `completed`, `failed`, `timed_out`, ...
 //!
 //! Each snapshot is cheap (counters and gauges, no scan of stored data; a
 //! queue reads its per-kind counts table and one index entry per priority in
@@ -30,12 +38,34 @@
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// Something with counters to report.
 pub trait StatsSource: Send + Sync {
     /// The counters now, as a JSON object.
     fn stats_json(&self) -> Value;
+}
+
+/// One object's entry: its `identity` fields (a JSON object) followed by
+/// every field of its `stats` struct.
+pub fn entry(identity: Value, stats: &impl Serialize) -> Value {
+    let mut fields = match identity {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
+    };
+    // A stats struct always serializes to an object; anything else is a bug
+    // in its derive, shown rather than hidden.
+    match serde_json::to_value(stats) {
+        Ok(Value::Object(counters)) => fields.extend(counters),
+        other => {
+            fields.insert(
+                "error".to_owned(),
+                format!("stats did not serialize to an object: {other:?}").into(),
+            );
+        }
+    }
+    Value::Object(fields)
 }
 
 struct Entry {

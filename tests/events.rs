@@ -132,9 +132,9 @@ fn every_part_logs_its_steps_when_on_and_nothing_when_off() {
     assert_eq!(find(&events, "keel::pool", "task started: index=0").0, Level::Debug);
     let committed = find(&events, "keel::journal", "mutation committed: ");
     assert_eq!(committed.0, Level::Debug);
-    // A new file needs no backup: its record is written twice (active,
-    // then committed) and the file once.
-    assert!(committed.2.contains(" files=3 "), "{}", committed.2);
+    // A new file needs no backup: its record is written once (active; the
+    // commit removes it) and the file once.
+    assert!(committed.2.contains(" files=2 "), "{}", committed.2);
     assert!(committed.2.contains(" elapsed_us="), "{}", committed.2);
     find(&events, "keel::journal", "snapshot: ");
     let batch = find(&events, "keel::lmdb", "write batch: ");

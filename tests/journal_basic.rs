@@ -454,3 +454,30 @@ fn counters_count_what_happened_and_show_in_the_stats_registry() {
     assert_eq!(mine["blocked"], false);
     drop(dir);
 }
+
+#[test]
+fn timed_begin_and_read_give_up_when_the_root_stays_held() {
+    let (dir, journal) = seeded("timed");
+    let other = Journal::open(dir.path()).unwrap();
+    let (taken, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let m = other.begin("hold", "").unwrap();
+            taken.wait();
+            release.wait();
+            m.rollback().unwrap();
+        });
+        taken.wait();
+        let slice = std::time::Duration::from_millis(20);
+        assert!(journal.begin_timeout("wait", "", slice).unwrap().is_none());
+        assert!(journal.read_timeout(slice).unwrap().is_none());
+        assert!(journal.read_timeout(std::time::Duration::ZERO).unwrap().is_none());
+        release.wait();
+    });
+    let m = journal
+        .begin_timeout("after", "", std::time::Duration::from_secs(30))
+        .unwrap()
+        .expect("the root is free again");
+    m.commit().unwrap();
+    assert!(journal.read_timeout(std::time::Duration::ZERO).unwrap().is_some());
+}

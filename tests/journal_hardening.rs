@@ -388,3 +388,75 @@ fn the_recovery_report_of_an_open_is_kept() {
     assert_eq!(report.rolled_back, [seq]);
     assert_eq!(journal.status().unwrap().last_recovery, Some(report));
 }
+
+#[test]
+fn a_state_folder_replaced_by_a_symlink_fifo_or_file_is_refused_and_inspect_never_hangs() {
+    let mut checked = 0;
+    for folder in ["", "journal", "staging", "trash", "quarantine"] {
+        for what in [Plant::Symlink, Plant::Fifo, Plant::Foreign] {
+            let context = format!(".keel/{folder} / {what:?}");
+            let (dir, journal) = seeded("tamper-dirs");
+            drop(journal);
+            let outside = TempDir::new("tamper-dirs-outside");
+            fs::write(outside.path().join("victim.txt"), b"outside").unwrap();
+            let spot = match folder {
+                "" => dir.path().join(".keel"),
+                folder => dir.path().join(".keel").join(folder),
+            };
+            plant(&spot, what, outside.path());
+            let tree = capture(dir.path());
+            let err = Journal::open(dir.path()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{context}: {err}");
+            let status = Journal::inspect(dir.path()).unwrap();
+            assert!(!status.problems.is_empty(), "{context}: {status:?}");
+            assert_eq!(capture(dir.path()), tree, "{context}");
+            assert_eq!(fs::read(outside.path().join("victim.txt")).unwrap(), b"outside");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 15);
+}
+
+#[test]
+fn inspect_changes_nothing_and_shows_an_interrupted_mutation() {
+    let (dir, journal) = seeded("inspect");
+    let seq = interrupt(&journal);
+    drop(journal);
+    let state = |root: &Path| {
+        let mut all = capture(&root.join(".keel"));
+        all.extend(capture(root));
+        all
+    };
+    let before = state(dir.path());
+    let status = Journal::inspect(dir.path()).unwrap();
+    assert_eq!(status.pending.len(), 1);
+    assert_eq!(status.pending[0].seq, seq);
+    assert_eq!(status.pending[0].status, keel::journal::MutationStatus::Active);
+    assert!(status.problems.is_empty(), "{:?}", status.problems);
+    assert_eq!(state(dir.path()), before, "inspect wrote something");
+    let fresh = TempDir::new("inspect-fresh");
+    assert_eq!(
+        Journal::inspect(fresh.path()).unwrap(),
+        keel::journal::JournalStatus::default()
+    );
+    assert!(!fresh.path().join(".keel").exists(), "inspect created .keel");
+}
+
+#[test]
+fn a_state_folder_swapped_for_a_symlink_after_open_refuses_the_next_mutation() {
+    for folder in ["journal", "trash", "staging"] {
+        let (dir, journal) = seeded("swap-after-open");
+        let outside = TempDir::new("swap-after-open-outside");
+        let spot = dir.path().join(".keel").join(folder);
+        fs::remove_dir(&spot).unwrap();
+        symlink(outside.path(), &spot).unwrap();
+        let err = journal.begin("next", "").map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{folder}: {err}");
+        assert!(err.message().contains("symlink"), "{folder}: {err}");
+        assert_eq!(
+            fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "{folder}: wrote outside"
+        );
+    }
+}

@@ -219,7 +219,11 @@ fn a_full_disk_during_recovery_deletes_nothing_and_refuses_mutations() {
     journal.set_fault_plan(Some(Arc::new(FaultPlan::fail_from(0, libc::ENOSPC))));
     let err = journal.recover().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::StorageFull, "{err}");
-    journal.set_fault_plan(Some(Arc::new(FaultPlan::fail_from(8, libc::ENOSPC))));
+    // The disk is still full when the next mutation's recovery restores.
+    journal.set_fault_plan(Some(Arc::new(FaultPlan::fail_matching_all(&[
+        ("restore/link", libc::ENOSPC),
+        ("restore/create", libc::ENOSPC),
+    ]))));
     assert_eq!(journal.begin("next", "").unwrap_err().kind(), ErrorKind::Conflict);
     journal.set_fault_plan(None);
     assert!(record_path(dir.path(), seq).exists(), "the record is kept");

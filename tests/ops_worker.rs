@@ -526,7 +526,7 @@ fn a_running_worker_reports_its_counters_in_keel_stats() {
         .start()
         .unwrap();
     let gathered = keel::stats::gather();
-    let mine = gathered["ops"]
+    let mine = gathered["workers"]
         .as_array()
         .and_then(|workers| workers.iter().find(|w| w["worker"] == "stats-probe"))
         .cloned()
@@ -604,4 +604,40 @@ fn workers_in_two_processes_complete_each_job_exactly_once() {
         assert_eq!((job.state, job.attempts), (JobState::Completed, 1), "job {id}");
     }
     eprintln!("parent completed {}, child {child_completed}", worker.stats().completed);
+}
+
+#[test]
+fn free_slots_are_filled_by_one_claim() {
+    const SLOTS: usize = 4;
+    let store = Arc::new(LmdbStore::open(&temp_path("claim-batch")).unwrap());
+    let q = Queue::with_store(store.clone());
+    for _ in 0..SLOTS {
+        enqueue(&q, "k", "{}");
+    }
+    let all_running = Arc::new(std::sync::Barrier::new(SLOTS + 1));
+    let release = Arc::new(std::sync::Barrier::new(SLOTS + 1));
+    let before = store.env().stats().writes;
+    let mut worker = Worker::builder(&q)
+        .options(options("batch"))
+        .handler("k", SLOTS, {
+            let (all_running, release) = (all_running.clone(), release.clone());
+            move |_| {
+                all_running.wait();
+                release.wait();
+                Ok(String::new())
+            }
+        })
+        .start()
+        .unwrap();
+    all_running.wait();
+    // The four claims took one transaction (the start-up maintenance pass
+    // may have taken another); one claim per slot would be four.
+    let writes = store.env().stats().writes - before;
+    assert!(writes <= 2, "{writes} transactions to claim {SLOTS} jobs");
+    release.wait();
+    wait_until("every job completed", || {
+        q.count("k", JobState::Completed).unwrap() == SLOTS as u64
+    });
+    worker.stop(FAILSAFE);
+    assert_eq!(worker.stats().completed, SLOTS as u64);
 }

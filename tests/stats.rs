@@ -194,11 +194,66 @@ fn operations_and_a_worker_are_listed_and_forgotten() {
         .start()
         .unwrap();
     the_entry(
-        "ops",
+        "workers",
         "worker",
         "stats-worker",
         &["running", "completed", "failed", "timed_out"],
     );
     drop(worker);
-    assert!(entries("ops", "worker", "stats-worker").is_empty());
+    assert!(entries("workers", "worker", "stats-worker").is_empty());
+}
+
+/// The keys of a serialized stats struct.
+fn keys_of(stats: impl serde::Serialize) -> std::collections::BTreeSet<String> {
+    serde_json::to_value(stats)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// The keys of `entry` other than the object's identity `identity`.
+fn counter_keys(entry: &Value, identity: &[&str]) -> std::collections::BTreeSet<String> {
+    entry
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|key| !identity.contains(&key.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn every_entry_is_its_identity_and_the_fields_of_its_parts_stats_struct() {
+    let locks: KeyedLocks<String> = KeyedLocks::named("stats-keys-locks");
+    let entry = the_entry("locks", "name", "stats-keys-locks", &[]);
+    assert_eq!(counter_keys(&entry, &["name"]), keys_of(locks.stats()));
+
+    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(1).name("stats-keys-pool"));
+    let entry = the_entry("pool", "name", "stats-keys-pool", &[]);
+    assert_eq!(
+        counter_keys(&entry, &["name", "max_concurrency"]),
+        keys_of(pool.stats())
+    );
+
+    let root = temp_dir("keys-journal");
+    let journal = Journal::open(&root).unwrap();
+    let entry = the_entry("journal", "root", &journal.root().display().to_string(), &[]);
+    assert_eq!(counter_keys(&entry, &["root"]), keys_of(journal.stats()));
+
+    let dir = temp_dir("keys-drive");
+    let drive = Drive::open(&dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
+    let entry = the_entry("drive", "path", &drive.path().display().to_string(), &[]);
+    assert_eq!(counter_keys(&entry, &["path"]), keys_of(drive.env().stats()));
+
+    let queue = Queue::open(&dir.join("jobs.lmdb")).unwrap();
+    let worker = Worker::builder(&queue)
+        .handler("noop", 1, |_: &_| -> HandlerResult { Ok(String::new()) })
+        .map_options(|options| options.name = "stats-keys-worker".into())
+        .start()
+        .unwrap();
+    let entry = the_entry("workers", "worker", "stats-keys-worker", &[]);
+    assert_eq!(counter_keys(&entry, &["worker", "kinds"]), keys_of(worker.stats()));
 }

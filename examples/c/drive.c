@@ -41,7 +41,7 @@ int main(void) {
   char path[64];
   snprintf(path, sizeof path, "/tmp/keel-example-drive-%d.lmdb", (int)getpid());
   keel_drive *drive = NULL;
-  if (keel_drive_open(S(path), NULL, 0, &drive) != KEEL_OK) return fail("open");
+  if (keel_drive_open(S(path), NULL, &drive) != KEEL_OK) return fail("open");
 
   const char *v1 = "{\"type\":\"object\",\"required\":[\"title\",\"words\"]}";
   const char *v2 = "{\"type\":\"object\",\"required\":[\"title\",\"word_count\"]}";

@@ -137,15 +137,27 @@ def _journal_text(status: Dict[str, Any]) -> str:
     lines.append(f"quarantined: {len(status['quarantined'])}")
     if status.get("last_recovery_error"):
         lines.append(f"last recovery error: {status['last_recovery_error']}")
+    for problem in status.get("problems", []):
+        lines.append(f"problem (recovery refused until it is removed): {problem}")
+    if any(p["status"] == "active" for p in status["pending"]):
+        lines.append("interrupted mutations are rolled back by `keel journal recover`")
     return "\n".join(lines)
 
 
 def journal_status(args: argparse.Namespace, out: Output) -> None:
-    out.emit(keel.Journal(existing(args.root)).status(), _journal_text)
+    # Inspection never writes: no .keel/ created, no lock, no recovery.
+    out.emit(keel.Journal.inspect(existing(args.root)), _journal_text)
 
 
 def journal_recover(args: argparse.Namespace, out: Output) -> None:
-    out.emit(keel.Journal(existing(args.root)).recover(), lambda report: "recovered: " + json.dumps(report, sort_keys=True))
+    journal = keel.Journal(existing(args.root))
+    # Opening already recovered what it could; report that too.
+    opened = journal.last_recovery() or {}
+    report = journal.recover()
+    for key in ("rolled_back", "discarded", "quarantined"):
+        report[key] = list(opened.get(key, [])) + list(report[key])
+    report["reaped"] += opened.get("reaped", 0)
+    out.emit(report, lambda report: "recovered: " + json.dumps(report, sort_keys=True))
 
 
 def journal_resolve(args: argparse.Namespace, out: Output) -> None:

@@ -49,6 +49,7 @@
 //! ```
 
 mod batch;
+pub(crate) mod codecs;
 mod data;
 mod id;
 mod item;
@@ -133,18 +134,8 @@ pub(crate) struct DriveCore {
 
 impl crate::stats::StatsSource for DriveCore {
     fn stats_json(&self) -> serde_json::Value {
-        let stats = self.env.stats();
-        serde_json::json!({
-            "path": self.env.path().display().to_string(),
-            "map_size": stats.map_size,
-            "used": stats.used,
-            "readers": stats.readers,
-            "batches": stats.batches,
-            "writes": stats.writes,
-            "largest_batch": stats.largest_batch,
-            "map_growths": stats.map_growths,
-            "queued_writes": stats.queued_writes,
-        })
+        let identity = serde_json::json!({ "path": self.env.path().display().to_string() });
+        crate::stats::entry(identity, &self.env.stats())
     }
 }
 

@@ -54,6 +54,10 @@ pub(crate) fn state(fs: &Fs, layout: &Layout) -> Result<Vec<String>> {
             Some(meta) => problems.push(format!("{} is {}, not a folder", dir.display(), kind_name(&meta))),
             None => problems.push(format!("{} is missing", dir.display())),
         }
+        if dir == &layout.state && !problems.is_empty() {
+            // Nothing below a `.keel` that is not a folder can be looked at.
+            return Ok(problems);
+        }
     }
     if !problems.is_empty() {
         return Ok(problems);

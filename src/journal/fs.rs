@@ -92,10 +92,6 @@ impl Fs {
         *self.plan.write() = plan;
     }
 
-    pub(crate) fn fsyncs(&self) -> u64 {
-        self.fsyncs.load(Ordering::Relaxed)
-    }
-
     /// The I/O counters now.
     pub(crate) fn io(&self) -> Io {
         Io {

@@ -13,6 +13,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::{self, ThreadId};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -48,6 +49,10 @@ impl Gate {
         Ok(())
     }
 }
+
+/// The longest pause between two polls of another process's `flock` in a
+/// timed wait.
+const POLL_CAP: Duration = Duration::from_millis(20);
 
 type Registry = Mutex<HashMap<PathBuf, Weak<RootLock>>>;
 
@@ -117,6 +122,89 @@ impl RootLock {
             return Err(err);
         }
         Ok(ExclusiveGuard::new(self))
+    }
+
+    /// [`exclusive`](Self::exclusive) waiting until `deadline` at most:
+    /// `None` when it passed. Other threads are waited for on the gate;
+    /// another process is polled (`flock` has no timeout) with pauses
+    /// growing to [`POLL_CAP`].
+    pub(crate) fn exclusive_until(self: &Arc<Self>, deadline: Instant) -> Result<Option<ExclusiveGuard>> {
+        let me = thread::current().id();
+        let mut gate = self.gate.lock();
+        gate.check_not_held_by(me)?;
+        while gate.writer.is_some() || !gate.readers.is_empty() {
+            if self.changed.wait_until(&mut gate, deadline).timed_out()
+                && (gate.writer.is_some() || !gate.readers.is_empty())
+            {
+                return Ok(None);
+            }
+        }
+        gate.writer = Some(me);
+        drop(gate);
+        let release = || {
+            self.gate.lock().writer = None;
+            self.changed.notify_all();
+        };
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.flock(libc::LOCK_EX | libc::LOCK_NB) {
+                Ok(()) => return Ok(Some(ExclusiveGuard::new(self))),
+                Err(err) if err.kind() == crate::ErrorKind::Busy => {}
+                Err(err) => {
+                    release();
+                    return Err(err);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                release();
+                return Ok(None);
+            }
+            thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(POLL_CAP);
+        }
+    }
+
+    /// [`shared`](Self::shared) waiting until `deadline` at most: `None`
+    /// when it passed (see [`exclusive_until`](Self::exclusive_until)).
+    pub(crate) fn shared_until(self: &Arc<Self>, deadline: Instant) -> Result<Option<SharedGuard>> {
+        let me = thread::current().id();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let mut gate = self.gate.lock();
+            if gate.writer == Some(me) {
+                gate.check_not_held_by(me)?;
+            }
+            while gate.writer.is_some() {
+                if self.changed.wait_until(&mut gate, deadline).timed_out() && gate.writer.is_some() {
+                    return Ok(None);
+                }
+            }
+            let taken = match gate.readers.is_empty() {
+                true => self.flock(libc::LOCK_SH | libc::LOCK_NB),
+                false => Ok(()),
+            };
+            match taken {
+                Ok(()) => {
+                    gate.readers.push(me);
+                    return Ok(Some(SharedGuard {
+                        lock: Arc::clone(self),
+                        reader: me,
+                        owner: std::process::id(),
+                    }));
+                }
+                Err(err) if err.kind() == crate::ErrorKind::Busy => {}
+                Err(err) => return Err(err),
+            }
+            // Another process writes: wait outside the gate, then retry.
+            drop(gate);
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(POLL_CAP);
+        }
     }
 
     /// Waits for shared use: many readers, no writer.

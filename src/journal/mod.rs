@@ -18,9 +18,11 @@
 //!    what is touched, not with the tree.
 //! 3. Each change is made durable as it is made: temp file, fsync, rename,
 //!    fsync of the folder.
-//! 4. `commit` marks the record `committed` (the commit point) and cleans
+//! 4. `commit` removes the record and fsyncs the journal folder (the commit
+//!    point: without an `active` record nothing is rolled back) and cleans
 //!    up; a rollback restores every entry, fsyncs it, marks `rolled_back`
-//!    and cleans up.
+//!    and cleans up. Records marked `committed` (older builds wrote them)
+//!    are discarded by recovery.
 //! 5. Recovery (on open and at every exclusive acquisition that finds
 //!    leftovers) rolls back `active` records newest first by sequence
 //!    number, discards terminal ones and reaps orphan folders; see
@@ -30,6 +32,7 @@ mod audit;
 mod counters;
 mod fault;
 mod fs;
+mod handle;
 mod lock;
 mod manifest;
 mod mutation;
@@ -44,11 +47,17 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+// Fault plans are a test tool: public only with the `fault-injection`
+// feature (keel's own tests enable it), so no user arms one by mistake.
+#[cfg(not(feature = "fault-injection"))]
+use fault::FaultPlan;
+#[cfg(feature = "fault-injection")]
 pub use fault::{FaultAction, FaultPlan, Step};
+pub use handle::SharedMutation;
 pub use mutation::Mutation;
 pub use record::{MutationStatus, FORMAT_VERSION};
 pub use recovery::{Quarantined, RecoveryReport};
@@ -65,11 +74,15 @@ use crate::{Error, ErrorKind, Result};
 /// A managed directory tree whose changes are made through [`Mutation`]s.
 ///
 /// Guarantees: mutations of one root are serialized across threads and
-/// processes; after any crash the next `open`, `begin` or `read` restores
-/// the last committed state before anything else runs; a record that cannot
-/// be trusted is quarantined, never applied; a record of a newer format
-/// blocks mutations and reads ([`ErrorKind::Unsupported`]) until a newer
-/// build recovers it or an operator resolves it; paths outside the root are
+/// processes, and end only in the process that began them; after any crash
+/// the next `open`, `begin` or `read` restores the last committed state
+/// before anything else runs; a damaged record is quarantined, never
+/// applied; a record of a newer format (or with a status or kind this build
+/// does not know) blocks mutations and reads ([`ErrorKind::Unsupported`])
+/// until a newer build recovers it or an operator resolves it; state under
+/// `.keel/` that keel did not make (a symlink, FIFO, device, or a backup
+/// that does not match its record) blocks recovery with
+/// [`ErrorKind::Corrupt`] and nothing is touched; paths outside the root are
 /// never touched. Cloning is cheap (a shared handle). Costs: `open` and
 /// `begin` list four small folders; see [`Mutation`] for the cost of changes.
 #[derive(Debug, Clone)]
@@ -91,25 +104,30 @@ pub(crate) struct Inner {
     counters: Counters,
 }
 
-impl crate::stats::StatsSource for Inner {
-    fn stats_json(&self) -> serde_json::Value {
+impl Inner {
+    fn stats(&self) -> JournalStats {
         let c = &self.counters;
         let io = self.fs.io();
-        serde_json::json!({
-            "root": self.root_id,
-            "mutations": Counters::get(&c.begun),
-            "committed": Counters::get(&c.committed),
-            "rolled_back": Counters::get(&c.rolled_back),
-            "recoveries": Counters::get(&c.recoveries),
-            "recovered": Counters::get(&c.recovered),
-            "quarantined": Counters::get(&c.quarantined),
-            "recovery_failures": Counters::get(&c.recovery_failures),
-            "fsyncs": io.fsyncs,
-            "files_written": io.files_written,
-            "bytes_written": io.bytes_written,
-            "links": io.links,
-            "blocked": self.last_recovery_error.lock().is_some(),
-        })
+        JournalStats {
+            mutations: Counters::get(&c.begun),
+            committed: Counters::get(&c.committed),
+            rolled_back: Counters::get(&c.rolled_back),
+            recoveries: Counters::get(&c.recoveries),
+            recovered: Counters::get(&c.recovered),
+            quarantined: Counters::get(&c.quarantined),
+            recovery_failures: Counters::get(&c.recovery_failures),
+            fsyncs: io.fsyncs,
+            files_written: io.files_written,
+            bytes_written: io.bytes_written,
+            links: io.links,
+            blocked: self.last_recovery_error.lock().is_some(),
+        }
+    }
+}
+
+impl crate::stats::StatsSource for Inner {
+    fn stats_json(&self) -> serde_json::Value {
+        crate::stats::entry(serde_json::json!({ "root": self.root_id }), &self.stats())
     }
 }
 
@@ -148,20 +166,32 @@ pub struct PendingMutation {
 }
 
 /// Counters of a journal handle (all clones of the same `open`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JournalStats {
-    /// fsyncs issued (files and folders).
-    pub fsyncs: u64,
+    /// Mutations begun.
+    pub mutations: u64,
     /// Mutations committed.
     pub committed: u64,
     /// Mutations rolled back (explicitly, on error or on drop).
     pub rolled_back: u64,
+    /// Recoveries run (at open, at a lock holder's start, or asked for).
+    pub recoveries: u64,
     /// Interrupted mutations rolled back by recovery.
     pub recovered: u64,
     /// Records quarantined by recovery.
     pub quarantined: u64,
     /// Recoveries that could not finish.
     pub recovery_failures: u64,
+    /// fsyncs issued (files and folders).
+    pub fsyncs: u64,
+    /// Files created with content (copies, writes, records).
+    pub files_written: u64,
+    /// Bytes written into those files.
+    pub bytes_written: u64,
+    /// Hardlinks made (snapshots that copied nothing).
+    pub links: u64,
+    /// Whether the last recovery failed, so mutations are refused.
+    pub blocked: bool,
 }
 
 /// A shared lock on the root: no mutation runs while it is held, and the
@@ -191,6 +221,7 @@ impl Journal {
     /// first step, so a crash during the recovery that `open` runs can be
     /// tested too.
     #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn open_with_fault_plan(root: impl AsRef<Path>, plan: Arc<FaultPlan>) -> Result<Journal> {
         Journal::open_with(root.as_ref(), Some(plan))
     }
@@ -257,6 +288,17 @@ impl Journal {
         self.start(guard, operation, details)
     }
 
+    /// [`begin`](Self::begin) waiting `timeout` at most for the lock:
+    /// `Ok(None)` when it elapsed. A host that must stay responsive (Python
+    /// checking for Ctrl-C) calls it in short slices. Another process's
+    /// hold is polled (an `flock` cannot time out), every 20 ms at most.
+    pub fn begin_timeout(&self, operation: &str, details: &str, timeout: Duration) -> Result<Option<Mutation>> {
+        match self.inner.lock.exclusive_until(deadline(timeout))? {
+            Some(guard) => self.start(guard, operation, details).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// [`begin`](Self::begin) without waiting: `Ok(None)` when another
     /// thread or process holds the root (e.g. to report "another ingest is
     /// running" instead of queueing behind it).
@@ -312,6 +354,31 @@ impl Journal {
         }
     }
 
+    /// [`read`](Self::read) waiting `timeout` at most: `Ok(None)` when it
+    /// elapsed (see [`begin_timeout`](Self::begin_timeout)).
+    pub fn read_timeout(&self, timeout: Duration) -> Result<Option<ReadGuard>> {
+        let deadline = deadline(timeout);
+        loop {
+            let Some(shared) = self.inner.lock.shared_until(deadline)? else {
+                return Ok(None);
+            };
+            if list_names(&self.inner, &self.inner.layout.journal)?.is_empty() {
+                return Ok(Some(ReadGuard { _guard: shared }));
+            }
+            drop(shared);
+            let Some(exclusive) = self.inner.lock.exclusive_until(deadline)? else {
+                return Ok(None);
+            };
+            self.recover_locked().map_err(|err| {
+                refused(
+                    &err,
+                    format!("journal {}: cannot read, recovery failed: {err}", self.root().display()),
+                )
+            })?;
+            drop(exclusive);
+        }
+    }
+
     /// Runs recovery now (under the exclusive lock) and reports what it did.
     /// On failure nothing is deleted and the error names every path that
     /// could not be restored.
@@ -345,42 +412,39 @@ impl Journal {
         Ok(moved)
     }
 
-    /// What is on disk: records, unreadable records, quarantine, and the
-    /// last recovery failure. Takes no lock.
+    /// What is on disk: records, unreadable records, quarantine, problems
+    /// with the state keel did not make, and the last recovery's outcome.
+    /// Takes no lock.
     pub fn status(&self) -> Result<JournalStatus> {
         let inner = &self.inner;
-        let mut status = JournalStatus {
-            last_recovery_error: inner.last_recovery_error.lock().clone(),
-            last_recovery: inner.last_recovery.lock().clone(),
-            problems: audit::state(&inner.fs, &inner.layout)?,
-            ..JournalStatus::default()
-        };
-        if !status.problems.is_empty() {
-            return Ok(status);
+        let mut status = read_status(&inner.fs, &inner.layout)?;
+        status.last_recovery_error = inner.last_recovery_error.lock().clone();
+        status.last_recovery = inner.last_recovery.lock().clone();
+        Ok(status)
+    }
+
+    /// What the journal of `root` holds, without opening it: nothing is
+    /// created, locked, recovered or written (a root without `.keel/` has
+    /// an empty status). An interrupted mutation shows as a pending
+    /// `active` record, which [`recover`](Self::recover) would roll back;
+    /// backups that are not what their records say are in `problems`. For
+    /// inspection tools (`keel journal status`).
+    pub fn inspect(root: impl AsRef<Path>) -> Result<JournalStatus> {
+        let given = root.as_ref();
+        let root = std::fs::canonicalize(given).map_err(|e| io_err("inspect journal root", given, e))?;
+        let layout = Layout::new(root);
+        let fs = Fs::default();
+        if fs
+            .lstat("status", &layout.state)
+            .map_err(|e| io_err("stat", &layout.state, e))?
+            .is_none()
+        {
+            return Ok(JournalStatus::default());
         }
-        status.quarantined = list_names(inner, &inner.layout.quarantine)?;
-        for name in list_names(inner, &inner.layout.journal)? {
-            let backup = parse_record_name(&name).is_none() && paths::seq_of(&name).is_some();
-            if backup {
-                continue;
-            }
-            let path = inner.layout.journal.join(&name);
-            let record = inner
-                .fs
-                .read("status", &path)
-                .ok()
-                .and_then(|bytes| Record::decode(&bytes).ok())
-                .filter(|record| parse_record_name(&name) == Some(record.seq));
-            match record {
-                Some(record) => status.pending.push(PendingMutation {
-                    seq: record.seq,
-                    paths: record.entries.iter().map(|e| e.path.clone()).collect(),
-                    operation: record.operation,
-                    details: record.details,
-                    status: record.status,
-                }),
-                None => status.unreadable.push(name),
-            }
+        let mut status = read_status(&fs, &layout)?;
+        if status.problems.is_empty() {
+            let scan = recovery::Scan::read(&fs, &layout)?;
+            status.problems = scan.backup_problems(&fs, &layout)?;
         }
         Ok(status)
     }
@@ -388,20 +452,13 @@ impl Journal {
     /// Counters (fsyncs issued, mutations ended, recoveries), for benchmarks
     /// and diagnostics; also in [`crate::stats::gather`] under `journal`.
     pub fn stats(&self) -> JournalStats {
-        let c = &self.inner.counters;
-        JournalStats {
-            fsyncs: self.inner.fs.fsyncs(),
-            committed: Counters::get(&c.committed),
-            rolled_back: Counters::get(&c.rolled_back),
-            recovered: Counters::get(&c.recovered),
-            quarantined: Counters::get(&c.quarantined),
-            recovery_failures: Counters::get(&c.recovery_failures),
-        }
+        self.inner.stats()
     }
 
     /// Test hook: arms a [`FaultPlan`] on every file-system step of this
     /// journal (`None` disarms).
     #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn set_fault_plan(&self, plan: Option<Arc<FaultPlan>>) {
         self.inner.fs.set_plan(plan);
     }
@@ -439,6 +496,13 @@ impl Journal {
             }
         }
     }
+}
+
+/// `timeout` from now (far in the future for a huge one).
+fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// The error for a call refused because recovery failed: `Unsupported` when
@@ -521,6 +585,46 @@ fn open_lock_file(path: &PathBuf) -> Result<File> {
 }
 
 fn list_names(inner: &Inner, dir: &Path) -> Result<Vec<String>> {
-    let names = inner.fs.read_dir("status", dir).map_err(|e| io_err("list", dir, e))?;
+    list_in(&inner.fs, dir)
+}
+
+fn list_in(fs: &Fs, dir: &Path) -> Result<Vec<String>> {
+    let names = fs.read_dir("status", dir).map_err(|e| io_err("list", dir, e))?;
     Ok(names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect())
+}
+
+/// Reads what is on disk, changing nothing (every read is of a regular
+/// file, opened without following links or blocking).
+fn read_status(fs: &Fs, layout: &Layout) -> Result<JournalStatus> {
+    let mut status = JournalStatus {
+        problems: audit::state(fs, layout)?,
+        ..JournalStatus::default()
+    };
+    if !status.problems.is_empty() {
+        return Ok(status);
+    }
+    status.quarantined = list_in(fs, &layout.quarantine)?;
+    for name in list_in(fs, &layout.journal)? {
+        let backup = parse_record_name(&name).is_none() && paths::seq_of(&name).is_some();
+        if backup {
+            continue;
+        }
+        let path = layout.journal.join(&name);
+        let record = fs
+            .read("status", &path)
+            .ok()
+            .and_then(|bytes| Record::decode(&bytes).ok())
+            .filter(|record| parse_record_name(&name) == Some(record.seq));
+        match record {
+            Some(record) => status.pending.push(PendingMutation {
+                seq: record.seq,
+                paths: record.entries.iter().map(|e| e.path.clone()).collect(),
+                operation: record.operation,
+                details: record.details,
+                status: record.status,
+            }),
+            None => status.unreadable.push(name),
+        }
+    }
+    Ok(status)
 }

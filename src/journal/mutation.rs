@@ -10,7 +10,7 @@ use super::fs::meta_mode;
 use super::lock::ExclusiveGuard;
 use super::paths::{temp_beside, RelPath};
 use super::record::{Entry, MutationStatus, Prior, Record, FORMAT_VERSION};
-use super::recovery::{cleanup, write_record};
+use super::recovery::{cleanup, commit_point, write_record};
 use super::restore::{self, parent_of};
 use super::snapshot::{self, io_err, BackupMode};
 use super::Inner;
@@ -29,9 +29,11 @@ const STEP: &str = "mutate";
 /// tree ends exactly as before or exactly as after — [`commit`](Self::commit)
 /// makes it final, [`rollback`](Self::rollback), an error in `commit` or
 /// dropping the mutation undoes it, and a crash is undone by the next
-/// recovery. Each first touch costs a backup (a copy for files, hardlinks for
-/// folders) and one record write; each write costs a temp file, two fsyncs
-/// and a rename. Paths are relative to the root, `/`-separated, and never
+/// recovery. Each first touch costs a backup (a hardlink, or a copy where
+/// linking is refused, for files, whose content is read once for its
+/// checksum; hardlinks for folders) and one record write (two fsyncs); each
+/// write costs a temp file, two fsyncs and a rename; the commit, one record
+/// write. Paths are relative to the root, `/`-separated, and never
 /// followed through symlinks.
 ///
 /// To change many paths in one mutation, [`declare`](Self::declare) them
@@ -294,15 +296,20 @@ impl Mutation {
             return Err(refused_commit(err, undo));
         }
         if self.written {
-            self.record.status = MutationStatus::Committed;
-            if let Err(err) = self.write_record() {
-                self.record.status = MutationStatus::Active;
+            // The commit point: the record's removal made durable (one
+            // fsync). Without a record, what is left of the mutation is
+            // orphan backups and folders, which recovery reaps.
+            if let Err(err) = commit_point(&self.inner.fs, &self.inner.layout, self.record.seq) {
+                // The removal may be on disk or not: put the active record
+                // back first, so a rollback that fails too is finished by
+                // recovery instead of leaving a mix without a record.
+                let _ = self.write_record();
                 let undo = self.finish_rollback();
                 return Err(refused_commit(err, undo));
             }
         }
         // Past the commit point: a failed cleanup only leaves what recovery
-        // discards (a terminal record) or reaps (orphan folders).
+        // reaps (orphan backups and folders).
         let _ = cleanup(&self.inner.fs, &self.inner.layout, self.record.seq);
         self.finished = true;
         self.guard = None;

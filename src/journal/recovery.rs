@@ -64,7 +64,13 @@ pub struct Quarantined {
 }
 
 /// Whether anything is left over from an unfinished mutation.
+/// Anything wrong with the state folders themselves counts (recovery then
+/// refuses with the audit's error), so no mutation ever writes through a
+/// state folder swapped for a symlink after the journal was opened.
 pub(crate) fn needed(fs: &Fs, layout: &Layout) -> Result<bool> {
+    if !audit::state(fs, layout)?.is_empty() {
+        return Ok(true);
+    }
     for dir in [layout.journal.as_path()].into_iter().chain(layout.per_mutation_dirs()) {
         if !list(fs, dir)?.is_empty() {
             return Ok(true);
@@ -262,6 +268,17 @@ pub(crate) fn write_record(fs: &Fs, layout: &Layout, record: &Record) -> Result<
         .map_err(|e| io_err("write record", &tmp, e))?;
     fs.rename(STEP, &tmp, &path)
         .map_err(|e| io_err("rename record to", &path, e))?;
+    fs.fsync_dir(STEP, &layout.journal)
+        .map_err(|e| io_err("fsync", &layout.journal, e))
+}
+
+/// Commits mutation `seq`: removes its `active` record and fsyncs the
+/// journal folder. Once that is durable the tree is final; before, the
+/// record (still on disk) has it rolled back.
+pub(crate) fn commit_point(fs: &Fs, layout: &Layout, seq: u64) -> Result<()> {
+    const STEP: &str = "record";
+    let path = layout.record(seq);
+    fs.unlink(STEP, &path).map_err(|e| io_err("remove record", &path, e))?;
     fs.fsync_dir(STEP, &layout.journal)
         .map_err(|e| io_err("fsync", &layout.journal, e))
 }

@@ -47,7 +47,7 @@ struct Inner {
 }
 
 /// A snapshot of an environment's size and activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct EnvStats {
     /// The memory map's current size in bytes.
     pub map_size: usize,

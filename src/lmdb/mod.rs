@@ -34,6 +34,8 @@
 mod codec;
 mod env;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod group_commit;
 mod registry;
 mod sys;

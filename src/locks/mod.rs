@@ -105,7 +105,7 @@ pub enum Wait {
 }
 
 /// A snapshot of a registry's size.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LockStats {
     /// Keys with an entry: each is held or waited for.
     pub entries: usize,
@@ -528,13 +528,7 @@ impl<K, S> Registry<K, S> {
 
 impl<K: Send, S: Send + Sync> crate::stats::StatsSource for Registry<K, S> {
     fn stats_json(&self) -> serde_json::Value {
-        let stats = self.stats();
-        serde_json::json!({
-            "name": self.name,
-            "entries": stats.entries,
-            "holders": stats.holders,
-            "waiters": stats.waiters,
-        })
+        crate::stats::entry(serde_json::json!({ "name": self.name }), &self.stats())
     }
 }
 

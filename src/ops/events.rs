@@ -28,6 +28,19 @@ pub(crate) fn job_enqueued(watch: Stopwatch, job: &JobRecord, created: bool) {
     }
 }
 
+/// `jobs enqueued: count=.. created=.. elapsed_us=..` (one batch).
+pub(crate) fn jobs_enqueued(watch: Stopwatch, enqueued: &[crate::ops::store::Enqueued]) {
+    if let Some(elapsed) = watch.elapsed() {
+        log::debug!(
+            target: LOG_TARGET,
+            "jobs enqueued: count={} created={} elapsed_us={}",
+            enqueued.len(),
+            enqueued.iter().filter(|e| e.created).count(),
+            micros(elapsed)
+        );
+    }
+}
+
 /// `job claimed: id=.. kind=.. attempt=.. worker=.. ready_for_ms=.. elapsed_us=..`
 /// (`ready_for_ms`: how long the job waited past its run-at time).
 pub(crate) fn job_claimed(watch: Stopwatch, job: &JobRecord, run_at: Millis, now: Millis) {

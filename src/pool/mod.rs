@@ -219,9 +219,7 @@ where
 
     /// The pool's counters now.
     pub fn stats(&self) -> PoolStats {
-        self.shared
-            .counters
-            .snapshot(&self.shared.slots, self.shared.locks.len())
+        self.shared.stats()
     }
 
     /// Stops the pool: running batches return at once (running tasks are
@@ -237,24 +235,21 @@ where
     }
 }
 
-impl<K: Send + Sync + 'static> crate::stats::StatsSource for Shared<K> {
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> Shared<K> {
+    fn stats(&self) -> PoolStats {
+        let mut stats = self.counters.snapshot(&self.slots, self.locks.len());
+        stats.hung_keys = self.hung_keys.lock().len();
+        stats
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> crate::stats::StatsSource for Shared<K> {
     fn stats_json(&self) -> serde_json::Value {
-        let stats = self.counters.snapshot(&self.slots, 0);
-        serde_json::json!({
+        let identity = serde_json::json!({
             "name": self.config.name,
             "max_concurrency": self.config.concurrency(),
-            "in_flight": stats.in_flight,
-            "slot_waiters": stats.slot_waiters,
-            "peak_concurrency": stats.peak_concurrency,
-            "completed": stats.completed,
-            "failed": stats.failed,
-            "timed_out": stats.timed_out,
-            "cancelled": stats.cancelled,
-            "refused": stats.refused,
-            "abandoned": stats.abandoned,
-            "abandoned_total": stats.abandoned_total,
-            "hung_keys": self.hung_keys.lock().len(),
-        })
+        });
+        crate::stats::entry(identity, &self.stats())
     }
 }
 

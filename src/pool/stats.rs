@@ -6,7 +6,7 @@ use crate::pool::outcome::Outcome;
 use crate::pool::slots::Slots;
 
 /// A snapshot of a pool's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PoolStats {
     /// Tasks holding one of the pool's slots now: running, or waiting for
     /// their key (abandoned threads excluded).
@@ -32,6 +32,8 @@ pub struct PoolStats {
     pub abandoned_total: usize,
     /// Keys held in the pool's lock registry now (a hung thread keeps its key).
     pub locked_keys: usize,
+    /// Keys held by an abandoned thread: their tasks are refused until it returns.
+    pub hung_keys: usize,
 }
 
 #[derive(Default)]
@@ -85,6 +87,7 @@ impl Counters {
             abandoned: load(&self.abandoned),
             abandoned_total: load(&self.abandoned_total),
             locked_keys,
+            hung_keys: 0,
         }
     }
 }

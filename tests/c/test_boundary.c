@@ -89,6 +89,26 @@ static void test_callback_statuses(void) {
   keel_pool_free(pool);
 }
 
+/* Special millisecond values are -1 and -2 only; any other negative is refused. */
+static void test_negative_milliseconds_are_refused(keel_queue *queue) {
+  keel_enqueue_options options = keel_enqueue_options_default();
+  CHECK(options.run_at_ms == KEEL_RUN_NOW);
+  options.run_at_ms = -5;
+  uint64_t id = 0;
+  CHECK_STATUS(keel_queue_enqueue(queue, S("k"), S("{}"), &options, &id, NULL), KEEL_INVALID_ARGUMENT);
+  CHECK(error_mentions("run_at_ms"));
+  CHECK(id == 0);
+  options.run_at_ms = KEEL_RUN_NOW;
+  CHECK_OK(keel_queue_enqueue(queue, S("k"), S("{}"), &options, &id, NULL));
+  CHECK(id != 0);
+  keel_locks *locks = NULL;
+  CHECK_OK(keel_locks_new(NULL, 0, &locks));
+  keel_lock_guard *guard = NULL;
+  CHECK_STATUS(keel_locks_lock(locks, (const uint8_t *)"a", 1, KEEL_LOCK_EXCLUSIVE, -3, &guard), KEEL_INVALID_ARGUMENT);
+  CHECK(guard == NULL);
+  keel_locks_free(locks);
+}
+
 static void test_pool_arrays(void) {
   keel_pool *pool = NULL;
   CHECK_OK(keel_pool_new(1, KEEL_POOL_NO_TIMEOUT, 0, NULL, 0, &pool));
@@ -115,6 +135,7 @@ int main(void) {
   test_string_lengths_above_isize_max();
   test_counts_whose_byte_size_overflows(ops, queue);
   test_pool_arrays();
+  test_negative_milliseconds_are_refused(queue);
   test_callback_statuses();
 
   keel_queue_free(queue);

@@ -53,7 +53,7 @@ int main(void) {
   snprintf(path, sizeof path, "%s/drive.lmdb", dir);
 
   keel_drive *drive = NULL;
-  CHECK_OK(keel_drive_open(STR(path), NULL, 0, &drive));
+  CHECK_OK(keel_drive_open(STR(path), NULL, &drive));
 
   /* Create, find by path ignoring case, get by hex and by 16 bytes. */
   keel_buf buf = {0};
@@ -138,7 +138,8 @@ int main(void) {
   keel_buf_free(&buf);
   keel_drive *bob = NULL, *eve = NULL;
   CHECK_OK(keel_drive_as_user(drive, STR("bob"), NULL, 0, &bob));
-  CHECK_OK(keel_drive_as_user(drive, STR("eve"), STR("[\"staff\"]"), &eve));
+  keel_bytes staff[] = {{(const uint8_t *)"staff", 5}};
+  CHECK_OK(keel_drive_as_user(drive, STR("eve"), staff, 1, &eve));
   CHECK_OK(keel_drive_get(bob, (const uint8_t *)note, 32, NULL, 0, &buf));
   keel_buf_free(&buf);
   CHECK_STATUS(keel_drive_get(eve, (const uint8_t *)note, 32, NULL, 0, &buf), KEEL_PERMISSION_DENIED);
@@ -181,7 +182,9 @@ int main(void) {
   snprintf(copy, sizeof copy, "%s/copy.lmdb", dir);
   CHECK_OK(keel_drive_backup(drive, STR(copy)));
   keel_drive *restored = NULL;
-  CHECK_OK(keel_drive_open(STR(copy), STR("{\"durable\":false}"), &restored));
+  keel_drive_options no_sync = keel_drive_options_default();
+  no_sync.durable = false;
+  CHECK_OK(keel_drive_open(STR(copy), &no_sync, &restored));
   CHECK_OK(keel_drive_resolve(restored, STR("top"), &buf));
   keel_buf_free(&buf);
   keel_drive_free(restored);

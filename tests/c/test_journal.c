@@ -115,6 +115,54 @@ static void test_recover_and_status(keel_journal *journal) {
   keel_mutation_free(second);
 }
 
+/* The calls C lacked: symlink, declare-copy, staging and publish, the read
+ * guard, and what opening recovered. */
+static void test_parity_calls(keel_journal *journal) {
+  char buf[64];
+  keel_mutation *m = NULL;
+  CHECK_OK(keel_journal_begin(journal, STR("parity"), NULL, 0, &m));
+  CHECK_OK(keel_mutation_symlink(m, STR("latest"), STR("pages/a.md")));
+  const keel_bytes copied[] = {{(const uint8_t *)"pages", 5}};
+  CHECK_OK(keel_mutation_declare_copy(m, copied, 1));
+  keel_buf staging = {0};
+  CHECK_OK(keel_mutation_staging_dir(m, &staging));
+  char path[600];
+  snprintf(path, sizeof path, "%.*s/staged.md", (int)staging.len, (const char *)staging.ptr);
+  keel_buf_free(&staging);
+  FILE *f = fopen(path, "wb");
+  CHECK(f != NULL);
+  fputs("staged", f);
+  fclose(f);
+  CHECK_OK(keel_mutation_publish(m, STR("pages")));
+  CHECK_OK(keel_mutation_commit(m));
+  keel_mutation_free(m);
+  CHECK(read_file("pages/staged.md", buf, sizeof buf) == 6);
+  char target[64];
+  snprintf(path, sizeof path, "%s/latest", root);
+  ssize_t n = readlink(path, target, sizeof target - 1);
+  CHECK(n == 10 && memcmp(target, "pages/a.md", 10) == 0);
+
+  keel_read_guard *guard = NULL;
+  CHECK_OK(keel_journal_read(journal, &guard));
+  CHECK(guard != NULL);
+  keel_mutation *blocked = NULL;
+  CHECK_STATUS(keel_journal_try_begin(journal, STR("x"), NULL, 0, &blocked), KEEL_WOULD_DEADLOCK);
+  keel_mutation *timed = NULL;
+  CHECK_STATUS(keel_journal_begin_timeout(journal, STR("x"), NULL, 0, 10, &timed), KEEL_WOULD_DEADLOCK);
+  keel_read_guard_free(guard);
+  keel_read_guard_free(NULL);
+  CHECK_STATUS(keel_journal_begin_timeout(journal, STR("x"), NULL, 0, -2, &timed), KEEL_INVALID_ARGUMENT);
+  CHECK_OK(keel_journal_begin_timeout(journal, STR("x"), NULL, 0, 0, &timed));
+  CHECK(timed != NULL);
+  keel_mutation_free(timed);
+
+  keel_recovery_report report;
+  bool found = false;
+  CHECK_OK(keel_journal_last_recovery(journal, &report, &found));
+  CHECK(found && report.rolled_back == 0);
+  CHECK_STATUS(keel_journal_last_recovery(journal, NULL, &found), KEEL_INVALID_ARGUMENT);
+}
+
 int main(void) {
   snprintf(root, sizeof root, "/tmp/keel-c-journal-XXXXXX");
   if (!mkdtemp(root)) return 2;
@@ -124,6 +172,7 @@ int main(void) {
   test_free_rolls_back(journal);
   test_bad_arguments(journal);
   test_recover_and_status(journal);
+  test_parity_calls(journal);
   keel_journal_free(journal);
   char command[600];
   snprintf(command, sizeof command, "rm -rf '%s'", root);

@@ -183,8 +183,8 @@ static void test_worker(void) {
   uint64_t released = 99;
   CHECK_OK(keel_worker_stop(worker, 30000, &released));
   CHECK(released == 0);
-  keel_worker_counters counters;
-  CHECK_OK(keel_worker_stats(worker, &counters));
+  keel_worker_stats counters;
+  CHECK_OK(keel_worker_get_stats(worker, &counters));
   CHECK(counters.completed == 10 && counters.failed == 1);
   CHECK(atomic_load(&saw_payload) == 10);
   keel_worker_free(worker);
@@ -204,10 +204,121 @@ static void test_worker(void) {
   keel_queue_free(queue);
 }
 
+static void test_batches_and_parity(void) {
+  char path[256];
+  keel_queue_options queue_options = keel_queue_options_default();
+  CHECK(queue_options.max_resets == 5);
+  queue_options.max_resets = 0;
+  keel_queue *queue = NULL;
+  CHECK_OK(keel_queue_open_with(S(path_in_dir(path, sizeof path, "batch.lmdb")), &queue_options, &queue));
+
+  keel_job_spec specs[3];
+  for (int i = 0; i < 3; i++) {
+    specs[i].kind = "b";
+    specs[i].kind_len = 1;
+    specs[i].payload = "{}";
+    specs[i].payload_len = 2;
+    specs[i].options = keel_enqueue_options_default();
+  }
+  specs[2].options.delay_ms = 3600000; /* not ready for an hour */
+  uint64_t ids[3] = {0};
+  bool created[3] = {false};
+  CHECK_OK(keel_queue_enqueue_many(queue, specs, 3, ids, created));
+  CHECK(ids[0] && ids[1] > ids[0] && ids[2] > ids[1] && created[0] && created[2]);
+  specs[0].options.delay_ms = -7;
+  CHECK_STATUS(keel_queue_enqueue_many(queue, specs, 1, NULL, NULL), KEEL_INVALID_ARGUMENT);
+  specs[0].options.delay_ms = 10;
+  specs[0].options.run_at_ms = 10;
+  CHECK_STATUS(keel_queue_enqueue_many(queue, specs, 1, NULL, NULL), KEEL_INVALID_ARGUMENT);
+
+  keel_bytes kinds[] = {{(const uint8_t *)"b", 1}};
+  keel_job job;
+  bool found = false;
+  CHECK_OK(keel_queue_dequeue(queue, kinds, 1, S("c"), 60000, &job, &found));
+  CHECK(found && job.id == ids[0]);
+  CHECK_OK(keel_queue_release(queue, job.id, job.token));
+  CHECK_STATUS(keel_queue_release(queue, job.id, job.token), KEEL_CONFLICT);
+  keel_job_free(&job);
+  CHECK_OK(keel_queue_cancel(queue, ids[1], S("no")));
+  CHECK_OK(keel_queue_retry(queue, ids[1]));
+  CHECK_STATUS(keel_queue_retry(queue, ids[1]), KEEL_CONFLICT);
+
+  keel_buf list = {0};
+  CHECK_OK(keel_queue_list(queue, S("b"), S("queued"), 10, &list));
+  CHECK(json_u64(&list, "id") == ids[0] && contains(&list, "\"run_at\""));
+  keel_buf_free(&list);
+  CHECK_STATUS(keel_queue_list(queue, S("b"), S("done"), 10, &list), KEEL_INVALID_ARGUMENT);
+  CHECK_OK(keel_queue_list(queue, S("b"), NULL, 0, 10, &list));
+  keel_buf_free(&list);
+
+  /* max_resets 0: the first lapsed lease kills the job. */
+  CHECK_OK(keel_queue_dequeue(queue, kinds, 1, S("c"), 1, &job, &found));
+  CHECK(found);
+  keel_job_free(&job);
+  uint64_t dead = 0;
+  for (int i = 0; i < 100000 && dead == 0; i++) CHECK_OK(keel_queue_reset_expired(queue, NULL, &dead));
+  CHECK(dead == 1);
+  keel_queue_free(queue);
+
+  keel_ops_options ops_options = keel_ops_options_default();
+  CHECK(ops_options.max_lapses == 5);
+  keel_ops *ops = NULL;
+  CHECK_OK(keel_ops_open_with(S(path_in_dir(path, sizeof path, "ops-order.lmdb")), &ops_options, &ops));
+  keel_bytes unpack[] = {{(const uint8_t *)"unpack", 6}};
+  CHECK_OK(keel_ops_ready(ops, S("zz"), unpack, 1));
+  CHECK_OK(keel_ops_ready(ops, S("aa"), unpack, 1));
+  keel_buf next = {0};
+  CHECK_OK(keel_ops_next_in(ops, S("unpack"), 1, KEEL_NEXT_ITEM, &next));
+  CHECK(contains(&next, "\"aa\"") && !contains(&next, "\"zz\""));
+  keel_buf_free(&next);
+  CHECK_STATUS(keel_ops_next_in(ops, S("unpack"), 1, 7, &next), KEEL_INVALID_ARGUMENT);
+  uint64_t ready = 9, failed = 9;
+  CHECK_OK(keel_ops_reset_expired(ops, &ready, &failed));
+  CHECK(ready == 0 && failed == 0);
+  keel_ops_free(ops);
+}
+
+/* A cancelled job's handler learns it through its context. */
+static atomic_int lost_seen;
+static int32_t wait_for_loss(void *userdata, keel_job_ctx *ctx) {
+  (void)userdata;
+  note_handled();
+  struct timespec pause = {0, 2000000};
+  for (int i = 0; i < PATIENCE_S * 500 && !keel_job_ctx_lease_lost(ctx); i++) nanosleep(&pause, NULL);
+  atomic_store(&lost_seen, keel_job_ctx_lease_lost(ctx) && keel_job_ctx_should_stop(ctx));
+  note_handled();
+  return KEEL_OK;
+}
+
+static void test_lost_lease(void) {
+  char path[256];
+  keel_queue *queue = NULL;
+  CHECK_OK(keel_queue_open(S(path_in_dir(path, sizeof path, "lost.lmdb")), &queue));
+  uint64_t id = 0;
+  CHECK_OK(keel_queue_enqueue(queue, S("c.slow"), S("{}"), NULL, &id, NULL));
+  keel_worker_builder *builder = NULL;
+  CHECK_OK(keel_worker_builder_new(queue, S("c-lost"), 300, 50, &builder));
+  CHECK_OK(keel_worker_builder_handler(builder, S("c.slow"), 1, wait_for_loss, NULL));
+  keel_worker *worker = NULL;
+  handled = 0;
+  CHECK_OK(keel_worker_start(builder, &worker));
+  CHECK(wait_handled(1));
+  CHECK_OK(keel_queue_cancel(queue, id, S("operator")));
+  CHECK(wait_handled(2));
+  CHECK(atomic_load(&lost_seen) == 1);
+  keel_worker_stats counters;
+  CHECK_OK(keel_worker_get_stats(worker, &counters));
+  CHECK(counters.lost == 1);
+  keel_worker_free(worker);
+  keel_queue_free(queue);
+}
+
 int main(void) {
   if (mkdtemp(dir) == NULL) return 2;
   test_operations();
   test_queue();
   test_worker();
+  test_batches_and_parity();
+  test_lost_lease();
   FINISH();
 }

@@ -109,8 +109,8 @@ static void test_concurrency_reaches_and_never_exceeds_the_limit(void) {
   CHECK_OK(keel_pool_run(pool, tasks, COUNT, KEEL_POOL_UNKEYED, KEEL_POOL_TIMEOUT_DEFAULT, outcomes));
   for (int i = 0; i < N; i++) CHECK(outcomes[i].kind == KEEL_OUTCOME_VALUE);
   CHECK(atomic_load(&running_peak) == N);
-  keel_pool_counters stats;
-  CHECK_OK(keel_pool_stats(pool, &stats));
+  keel_pool_stats stats;
+  CHECK_OK(keel_pool_get_stats(pool, &stats));
   CHECK(stats.peak_concurrency == N);
   keel_outcomes_free(outcomes, COUNT);
   keel_pool_free(pool);
@@ -209,8 +209,8 @@ static void test_hung_task_times_out_and_frees_its_slot(void) {
   CHECK(outcomes[0].kind == KEEL_OUTCOME_TIMED_OUT && outcomes[0].status == KEEL_TIMEOUT);
   CHECK(outcomes[1].kind == KEEL_OUTCOME_REFUSED && outcomes[1].status == KEEL_BUSY);
   CHECK(outcomes[2].kind == KEEL_OUTCOME_VALUE);
-  keel_pool_counters stats;
-  CHECK_OK(keel_pool_stats(pool, &stats));
+  keel_pool_stats stats;
+  CHECK_OK(keel_pool_get_stats(pool, &stats));
   CHECK(stats.abandoned == 1 && stats.timed_out == 1);
   keel_outcomes_free(outcomes, 3);
   keel_pool_free(pool); /* returns although the hung thread lives */

@@ -1,6 +1,7 @@
 """keel.Journal from Python: the context manager, inputs, errors, recovery."""
 
 import io
+import json
 import os
 import stat
 import threading
@@ -212,3 +213,204 @@ def test_a_copied_declared_folder_may_be_edited_in_place(tree):
                 f.write(b"# B")
             raise RuntimeError("compile failed")
     assert snapshot(tree) == before
+
+
+def test_a_reader_that_touches_the_mutation_gets_an_error_not_a_hang(tree):
+    journal = keel.Journal(tree)
+    m = journal.begin("stream")
+    seen = []
+
+    class Touching(io.RawIOBase):
+        def __init__(self):
+            self.sent = False
+
+        def readable(self):
+            return True
+
+        def read(self, size=-1):
+            seen.append(m.active)  # never waits
+            seen.append(m.seq)
+            if not self.sent:
+                self.sent = True
+                m.write("other.txt", b"x")  # re-entry: refused, not a hang
+            return b""
+
+    with pytest.raises(keel.KeelError):
+        m.write("streamed.txt", Touching())
+    assert seen[0] is True and seen[1] == m.seq
+    m.rollback()
+    assert not (tree / "other.txt").exists()
+
+
+def test_another_thread_reads_active_during_a_streamed_write(tree):
+    journal = keel.Journal(tree)
+    m = journal.begin("stream")
+    reading = threading.Event()
+    answers = []
+
+    class Slow(io.RawIOBase):
+        chunks = [b"a" * 10, b"b" * 10]
+
+        def readable(self):
+            return True
+
+        def read(self, size=-1):
+            if self.chunks and len(self.chunks) == 1:
+                # Mid-write: another thread asks, and must get its answer
+                # while this read() still holds the mutation.
+                reading.set()
+                other.join(timeout=30)
+                assert not other.is_alive()
+            return self.chunks.pop(0) if self.chunks else b""
+
+    def ask():
+        reading.wait()
+        answers.append(m.active)
+        answers.append(m.seq)
+
+    other = threading.Thread(target=ask)
+    other.start()
+    assert m.write("streamed.txt", Slow()) == 20
+    m.commit()
+    assert answers[0] is True
+    assert (tree / "streamed.txt").read_bytes() == b"a" * 10 + b"b" * 10
+
+
+def test_a_forked_child_leaving_the_block_does_not_touch_the_parents_mutation(tree):
+    journal = keel.Journal(tree)
+    m = journal.begin("ingest")
+    m.write("pages/a.md", b"# parent")
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            try:
+                with m:
+                    raise RuntimeError("the child leaves the block")
+            except RuntimeError:
+                pass
+            try:
+                m.commit()
+                code = 2
+            except keel.Closed:
+                pass
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert (tree / "pages" / "a.md").read_bytes() == b"# parent"
+    import fcntl
+
+    with open(tree / ".keel" / "lock", "rb") as lock, pytest.raises(BlockingIOError):
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the parent still holds the root
+    m.write("tool", b"#!/bin/sh\necho v2\n")
+    m.commit()
+    assert (tree / "pages" / "a.md").read_bytes() == b"# parent"
+    assert os.stat(tree / "tool").st_mode & 0o777 == 0o755
+
+
+CRASH = (
+    "import keel, os, sys\n"
+    "j = keel.Journal(sys.argv[1])\n"
+    "m = j.begin('ingest', 'crash')\n"
+    "m.write('pages/a.md', b'# half done')\n"
+    "os.kill(os.getpid(), 9)\n"
+)
+
+
+def crash_in_a_child(root):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", CRASH, str(root)], check=False)
+    assert (root / "pages" / "a.md").read_bytes() == b"# half done"
+
+
+def test_last_recovery_reports_what_opening_rolled_back(tree):
+    before = snapshot(tree)
+    crash_in_a_child(tree)
+    journal = keel.Journal(tree)
+    report = journal.last_recovery()
+    assert report is not None and len(report["rolled_back"]) == 1
+    assert journal.status()["last_recovery"] == report
+    assert snapshot(tree) == before
+
+
+def test_journal_status_inspects_without_writing_and_recover_fixes(tree, capsys):
+    from keel import cli
+
+    before = snapshot(tree)
+    crash_in_a_child(tree)
+
+    def everything():
+        out = {}
+        for dirpath, _, filenames in os.walk(tree):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                st = os.lstat(path)
+                data = open(path, "rb").read() if stat.S_ISREG(st.st_mode) else None
+                out[path] = (st.st_mode, st.st_mtime_ns, data)
+        return out
+
+    files = everything()
+    assert cli.main(["--json", "journal", "status", str(tree)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert [p["status"] for p in status["pending"]] == ["active"]
+    assert everything() == files, "inspection changed the files it inspected"
+    assert cli.main(["--json", "journal", "recover", str(tree)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["rolled_back"]) == 1
+    assert snapshot(tree) == before
+    assert keel.Journal.inspect(tree)["pending"] == []
+
+
+def hold_in_another_thread(journal):
+    """Holds the root's exclusive lock in a thread until the event is set."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        m = journal.begin("hold")
+        taken.set()
+        release.wait()
+        m.rollback()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait()
+    return holder, release
+
+
+def test_begin_and_read_time_out(tree):
+    journal = keel.Journal(tree)
+    holder, release = hold_in_another_thread(journal)
+    try:
+        with pytest.raises(keel.Timeout):
+            journal.begin("wait", timeout=0.2)
+        with pytest.raises(keel.Timeout):
+            journal.read(timeout=0)
+        with pytest.raises(keel.InvalidArgument):
+            journal.begin("wait", timeout=-1)
+    finally:
+        release.set()
+        holder.join()
+    journal.begin("after", timeout=5).rollback()
+    journal.read(timeout=5).release()
+
+
+def test_ctrl_c_interrupts_a_wait_for_the_journal(tree):
+    import signal
+
+    journal = keel.Journal(tree)
+    holder, release = hold_in_another_thread(journal)
+    try:
+        for wait in (lambda: journal.begin("wait"), lambda: journal.read()):
+            timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                wait()
+            timer.join()
+    finally:
+        release.set()
+        holder.join()
+    # Nothing was left taken: the root is free again.
+    journal.begin("after", timeout=5).commit()

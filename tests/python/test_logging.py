@@ -117,7 +117,7 @@ def test_a_journal_commit_is_a_debug_event_under_keel_journal(caplog, tmp_path):
     assert len(commits) == 1
     assert commits[0].levelno == logging.DEBUG
     text = commits[0].getMessage()
-    assert 'operation="add"' in text and " files=3 " in text and " elapsed_us=" in text
+    assert 'operation="add"' in text and " files=2 " in text and " elapsed_us=" in text
 
 
 def test_pool_and_journal_events_are_not_logged_when_their_level_is_off(caplog, tmp_path):

@@ -172,11 +172,6 @@ def test_a_journal_is_readable_while_a_mutation_streams_a_file(tmp_path):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Mutation.active locks the mutation with the GIL held while Mutation.write "
-    "streams a file-like object under that lock, taking the GIL per read (journal.rs)",
-)
 def test_a_mutation_is_readable_while_it_streams_a_file(tmp_path):
     run_scenario(
         tmp_path,

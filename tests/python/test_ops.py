@@ -321,3 +321,27 @@ def test_worker_stats_answer_while_stop_runs_in_another_thread(tmp_path):
     stopper.join()
     assert still_stopping, "stats() waited for stop() to finish"
     assert stats["completed"] == 0 and kinds == ["slow"]
+
+
+def test_enqueue_many_stores_a_batch_in_order_with_options(tmp_path):
+    q = keel.Queue(tmp_path / "jobs.lmdb")
+    records = q.enqueue_many(
+        [
+            ("mail", {"n": 1}),
+            {"kind": "mail", "payload": {"n": 2}, "priority": 1, "unique_key": "u"},
+            {"kind": "mail", "payload": {"n": 3}, "unique_key": "u"},
+            {"kind": "later", "delay": 3600},
+        ]
+    )
+    assert [r["created"] for r in records] == [True, True, False, True]
+    assert records[2]["id"] == records[1]["id"]
+    assert records[3]["run_at"] >= records[0]["run_at"] + 3_600_000
+    assert q.counts() == {"mail": {"queued": 2}, "later": {"queued": 1}}
+    assert q.dequeue(["mail"], worker="w")["payload"] == {"n": 2}
+    for bad in ([("mail", object())], [{"kind": "mail", "colour": 1}], [{"kind": "mail", "priority": -1}]):
+        with pytest.raises((TypeError, keel.InvalidArgument)):
+            q.enqueue_many(bad)
+    with pytest.raises(keel.InvalidArgument):
+        q.enqueue_many([{"kind": "mail", "priority": -1}])
+    assert q.counts()["mail"] == {"queued": 1, "running": 1}, "a refused batch stored nothing"
+    assert q.enqueue_many([]) == []

@@ -13,7 +13,7 @@ use keel_core::lmdb::Durability;
 use keel_core::{Error, Result};
 use serde_json::Value;
 
-use crate::buf::keel_buf;
+use crate::buf::{keel_buf, keel_bytes};
 use crate::callback::{self, Output, Userdata};
 use crate::ffi;
 use crate::status::keel_status;
@@ -85,31 +85,76 @@ fn items_json(items: &[keel_core::drive::Item]) -> Value {
     Value::Array(items.iter().map(|item| item.to_json()).collect())
 }
 
-/// Opens (or creates) the drive file at `path`. `options_json` may be NULL
-/// or `{"durable": true, "initial_map_size": bytes}`. Free with
-/// keel_drive_free. A file that is not a drive gives KEEL_CORRUPT.
+/// How to open a drive; keel_drive_options_default gives the defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct keel_drive_options {
+    /// Whether commits are fsynced before writes return; default true.
+    pub durable: bool,
+    /// The LMDB map's size at open in bytes (it doubles whenever it fills);
+    /// 0 for the default.
+    pub initial_map_size: u64,
+    /// Whether items may be created with a type that has no registered
+    /// schema; default true.
+    pub allow_types_without_schema: bool,
+}
+
+/// The default drive options: durable, the default map size, types without
+/// a schema allowed.
+#[no_mangle]
+pub extern "C" fn keel_drive_options_default() -> keel_drive_options {
+    ffi::call_value(|| {
+        let defaults = DriveOptions::default();
+        keel_drive_options {
+            durable: defaults.durability == Durability::Durable,
+            initial_map_size: 0,
+            allow_types_without_schema: defaults.allow_types_without_schema,
+        }
+    })
+}
+
+impl ffi::PanicValue for keel_drive_options {
+    fn on_panic() -> Self {
+        // Not reached (making the defaults cannot panic); the safe choice.
+        keel_drive_options {
+            durable: true,
+            initial_map_size: 0,
+            allow_types_without_schema: false,
+        }
+    }
+}
+
+fn drive_options(given: &keel_drive_options) -> Result<DriveOptions> {
+    let mut options = DriveOptions::default();
+    if !given.durable {
+        options.durability = Durability::NoSyncRisksLastCommits;
+    }
+    if given.initial_map_size > 0 {
+        options.initial_map_size = usize::try_from(given.initial_map_size)
+            .map_err(|_| Error::invalid_argument("initial_map_size does not fit in memory"))?;
+    }
+    options.allow_types_without_schema = given.allow_types_without_schema;
+    Ok(options)
+}
+
+/// Opens (or creates) the drive file at `path` with `options` (NULL for the
+/// defaults). Free with keel_drive_free. A file that is not a drive gives
+/// KEEL_CORRUPT.
 #[no_mangle]
 pub unsafe extern "C" fn keel_drive_open(
     path: *const c_char,
     path_len: usize,
-    options_json: *const c_char,
-    options_len: usize,
+    options: *const keel_drive_options,
     out: *mut *mut keel_drive,
 ) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe {
         let out = ffi::out_handle(out, "out")?;
         let path = ffi::utf8(path, path_len, "path")?;
-        let mut options = DriveOptions::default();
-        if !options_json.is_null() {
-            let value = ffi::json(options_json, options_len, "options")?;
-            if value.get("durable") == Some(&Value::Bool(false)) {
-                options.durability = Durability::NoSyncRisksLastCommits;
-            }
-            if let Some(size) = value.get("initial_map_size").and_then(Value::as_u64) {
-                options.initial_map_size = size as usize;
-            }
-        }
+        let given = ffi::optional(options)
+            .copied()
+            .unwrap_or_else(|| keel_drive_options_default());
+        let options = drive_options(&given)?;
         let drive = Drive::open(std::path::Path::new(path), &options)?;
         let view = (*drive).clone();
         out.put(keel_drive { drive, view });
@@ -124,8 +169,8 @@ pub unsafe extern "C" fn keel_drive_free(drive: *mut keel_drive) {
     ffi::call_void(|| unsafe { ffi::free_handle(drive) })
 }
 
-/// A view of `drive` as `user` with `roles_json` (a JSON array of role
-/// names, or NULL): every call through it enforces that user's permission
+/// A view of `drive` as `user` with the roles `roles[0..roles_count]` (NULL
+/// with 0 for none): every call through it enforces that user's permission
 /// levels and returns KEEL_PERMISSION_DENIED when one is missing. Only the
 /// unchecked drive offers this. Free with keel_drive_free.
 #[no_mangle]
@@ -133,8 +178,8 @@ pub unsafe extern "C" fn keel_drive_as_user(
     drive: *const keel_drive,
     user: *const c_char,
     user_len: usize,
-    roles_json: *const c_char,
-    roles_len: usize,
+    roles: *const keel_bytes,
+    roles_count: usize,
     out: *mut *mut keel_drive,
 ) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
@@ -142,17 +187,12 @@ pub unsafe extern "C" fn keel_drive_as_user(
         let drive = ffi::handle(drive, "drive")?;
         let user = ffi::utf8(user, user_len, "user")?;
         let out = ffi::out_handle(out, "out")?;
-        let roles: Vec<String> = match roles_json.is_null() {
-            true => Vec::new(),
-            false => serde_json::from_value(ffi::json(roles_json, roles_len, "roles")?)
-                .map_err(|_| Error::invalid_argument("roles must be a JSON array of strings"))?,
-        };
+        let roles = ffi::utf8_list(roles, roles_count, "roles")?;
         if drive.view.is_checked() {
             return Err(Error::permission_denied(
                 "as_user is only offered by the unchecked drive",
             ));
         }
-        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
         out.put(keel_drive {
             drive: drive.drive.clone(),
             view: drive.drive.as_user(user, &roles),

@@ -258,6 +258,18 @@ pub(crate) fn ms(value: u64) -> std::time::Duration {
     std::time::Duration::from_millis(value)
 }
 
+/// A point in time from C, in ms since the Unix epoch: -1 means now
+/// (KEEL_RUN_NOW, `None`); any other negative is an error.
+pub(crate) fn time_ms(ms: i64, what: &str) -> Result<Option<u64>> {
+    match ms {
+        -1 => Ok(None),
+        ms if ms >= 0 => Ok(Some(ms.unsigned_abs())),
+        other => Err(Error::invalid_argument(format!(
+            "{what} {other} is not a time in ms >= 0 or -1 (now)"
+        ))),
+    }
+}
+
 /// A signed millisecond timeout from C: -1 means no limit (KEEL_WAIT_FOREVER,
 /// KEEL_POOL_NO_TIMEOUT), 0 or more a limit; any other negative is an error.
 pub(crate) fn timeout_ms(ms: i64, what: &str) -> Result<Option<std::time::Duration>> {

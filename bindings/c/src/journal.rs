@@ -2,11 +2,10 @@
 
 use std::ffi::c_char;
 
-use keel_core::journal::MutationStatus;
+use keel_core::journal::{MutationStatus, ReadGuard, RecoveryReport, SharedMutation};
 use keel_core::{Error, Journal, Mutation, Result};
-use std::sync::{Mutex, MutexGuard};
 
-use crate::buf::keel_bytes;
+use crate::buf::{keel_buf, keel_bytes};
 use crate::ffi;
 use crate::status::keel_status;
 
@@ -21,9 +20,17 @@ pub struct keel_journal {
 
 /// One mutation, holding the root's exclusive lock until it is committed,
 /// rolled back or freed (freeing an unfinished mutation rolls it back).
-/// May be used and freed on any thread, one call at a time.
+/// May be used and freed on any thread; calls from several threads take
+/// turns. Only the process that began it ends it: freed in a forked child,
+/// it leaves the tree and the lock alone.
 pub struct keel_mutation {
-    inner: Mutex<Option<Mutation>>,
+    inner: SharedMutation,
+}
+
+/// The shared lock of a root (keel_journal_read): no mutation runs while it
+/// is held, and the tree is in a committed state. Free it to release it.
+pub struct keel_read_guard {
+    _held: ReadGuard,
 }
 
 /// What keel_journal_recover did.
@@ -107,7 +114,46 @@ pub unsafe extern "C" fn keel_journal_begin(
         let out = ffi::out_handle(out, "out")?;
         let mutation = journal.inner.begin(operation, details.unwrap_or(""))?;
         out.put(keel_mutation {
-            inner: Mutex::new(Some(mutation)),
+            inner: SharedMutation::new(mutation),
+        });
+        Ok(())
+    })
+}
+
+/// keel_journal_begin waiting `timeout_ms` at most (-1: no limit, 0: do
+/// not wait): KEEL_TIMEOUT (and `*out` untouched) when it elapsed. Waiting
+/// for another process polls its lock every 20 ms at most.
+#[no_mangle]
+pub unsafe extern "C" fn keel_journal_begin_timeout(
+    journal: *const keel_journal,
+    operation: *const c_char,
+    operation_len: usize,
+    details: *const c_char,
+    details_len: usize,
+    timeout_ms: i64,
+    out: *mut *mut keel_mutation,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let operation = ffi::utf8(operation, operation_len, "operation")?;
+        let details = ffi::optional_utf8(details, details_len, "details")?.unwrap_or("");
+        let timeout = ffi::timeout_ms(timeout_ms, "timeout_ms")?;
+        let out = ffi::out_handle(out, "out")?;
+        let mutation = match timeout {
+            None => journal.inner.begin(operation, details)?,
+            Some(timeout) => journal
+                .inner
+                .begin_timeout(operation, details, timeout)?
+                .ok_or_else(|| {
+                    Error::timeout(format!(
+                        "{} stayed held by another mutation or reader for {timeout_ms} ms",
+                        journal.inner.root().display()
+                    ))
+                })?,
+        };
+        out.put(keel_mutation {
+            inner: SharedMutation::new(mutation),
         });
         Ok(())
     })
@@ -133,7 +179,7 @@ pub unsafe extern "C" fn keel_journal_try_begin(
         match journal.inner.try_begin(operation, details.unwrap_or(""))? {
             Some(mutation) => {
                 out.put(keel_mutation {
-                    inner: Mutex::new(Some(mutation)),
+                    inner: SharedMutation::new(mutation),
                 });
                 Ok(())
             }
@@ -156,17 +202,65 @@ pub unsafe extern "C" fn keel_journal_recover(
     ffi::call(|| unsafe {
         let journal = ffi::handle(journal, "journal")?;
         let report = journal.inner.recover()?;
-        ffi::put_optional(
-            out,
-            keel_recovery_report {
-                rolled_back: report.rolled_back.len(),
-                discarded: report.discarded.len(),
-                quarantined: report.quarantined.len(),
-                reaped: report.reaped,
-            },
-        );
+        ffi::put_optional(out, report_of(&report));
         Ok(())
     })
+}
+
+fn report_of(report: &RecoveryReport) -> keel_recovery_report {
+    keel_recovery_report {
+        rolled_back: report.rolled_back.len(),
+        discarded: report.discarded.len(),
+        quarantined: report.quarantined.len(),
+        reaped: report.reaped,
+    }
+}
+
+/// What the last recovery of this handle did (the one keel_journal_open
+/// ran first): fills `*out` and sets `*found` to true, or sets `*found` to
+/// false if none ran yet (another process held the root at open).
+#[no_mangle]
+pub unsafe extern "C" fn keel_journal_last_recovery(
+    journal: *const keel_journal,
+    out: *mut keel_recovery_report,
+    found: *mut bool,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let out = ffi::out_value(out, "out")?;
+        let found = ffi::out_value(found, "found")?;
+        let last = journal.inner.last_recovery();
+        *found = last.is_some();
+        *out = last.as_ref().map(report_of).unwrap_or_default();
+        Ok(())
+    })
+}
+
+/// Takes the shared lock of the root (waiting, blocking this thread, for
+/// running mutations to end; recovering a crashed one first) and puts the
+/// guard in `*out`; free it with keel_read_guard_free to release the lock.
+#[no_mangle]
+pub unsafe extern "C" fn keel_journal_read(
+    journal: *const keel_journal,
+    out: *mut *mut keel_read_guard,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let out = ffi::out_handle(out, "out")?;
+        out.put(keel_read_guard {
+            _held: journal.inner.read()?,
+        });
+        Ok(())
+    })
+}
+
+/// Releases a read guard. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn keel_read_guard_free(guard: *mut keel_read_guard) {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_void(|| unsafe { ffi::free_handle(guard) })
 }
 
 /// Fills `*out` with what is on disk. Takes no lock.
@@ -190,7 +284,7 @@ pub unsafe extern "C" fn keel_journal_status(
             finished: status.pending.len() - active,
             unreadable: status.unreadable.len(),
             quarantined: status.quarantined.len(),
-            blocked: status.last_recovery_error.is_some(),
+            blocked: status.last_recovery_error.is_some() || !status.problems.is_empty(),
         };
         Ok(())
     })
@@ -208,41 +302,83 @@ pub unsafe extern "C" fn keel_journal_resolve(journal: *const keel_journal, seq:
     })
 }
 
-/// The mutation slot; a panic in an earlier call leaves it usable (the
-/// mutation itself is consistent between calls).
-fn lock(mutation: &keel_mutation) -> MutexGuard<'_, Option<Mutation>> {
-    mutation.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Runs `op` on the mutation; KEEL_CLOSED once it was committed or rolled back.
-unsafe fn with_mutation(mutation: *const keel_mutation, op: impl FnOnce(&mut Mutation) -> Result<()>) -> Result<()> {
+unsafe fn with_mutation<T>(mutation: *const keel_mutation, op: impl FnOnce(&mut Mutation) -> Result<T>) -> Result<T> {
     // SAFETY: passed on from the export, whose caller keeps keel.h's contract.
     let mutation = unsafe { ffi::handle(mutation, "mutation")? };
-    let mut slot = lock(mutation);
-    let live = slot.as_mut().ok_or_else(|| Error::closed("the mutation has ended"))?;
-    op(live)
+    mutation.inner.with(op)
 }
 
-/// Ends the mutation with `finish` (commit or rollback).
-unsafe fn finish(mutation: *const keel_mutation, finish: impl FnOnce(Mutation) -> Result<()>) -> Result<()> {
-    // SAFETY: passed on from the export, whose caller keeps keel.h's contract.
-    let mutation = unsafe { ffi::handle(mutation, "mutation")? };
-    let live = lock(mutation)
-        .take()
-        .ok_or_else(|| Error::closed("the mutation has ended"))?;
-    finish(live)
-}
-
-/// The mutation's sequence number, in `*out`.
+/// The mutation's sequence number, in `*out` (never waits).
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_seq(mutation: *const keel_mutation, out: *mut u64) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe {
         let out = ffi::out_value(out, "out")?;
-        with_mutation(mutation, |m| {
-            *out = m.seq();
-            Ok(())
-        })
+        *out = ffi::handle(mutation, "mutation")?.inner.seq();
+        Ok(())
+    })
+}
+
+/// Makes `path` a symlink to `target` (stored, never followed).
+#[no_mangle]
+pub unsafe extern "C" fn keel_mutation_symlink(
+    mutation: *const keel_mutation,
+    path: *const c_char,
+    path_len: usize,
+    target: *const c_char,
+    target_len: usize,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let path = ffi::utf8(path, path_len, "path")?;
+        let target = ffi::utf8(target, target_len, "target")?;
+        with_mutation(mutation, |m| m.symlink(path, target))
+    })
+}
+
+/// Like keel_mutation_declare, but folders are copied whole, so the caller
+/// may edit their files in place (costs their bytes).
+#[no_mangle]
+pub unsafe extern "C" fn keel_mutation_declare_copy(
+    mutation: *const keel_mutation,
+    paths: *const keel_bytes,
+    count: usize,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let paths = ffi::utf8_list(paths, count, "paths")?;
+        with_mutation(mutation, |m| m.declare_copy(&paths))
+    })
+}
+
+/// A private folder on the root's file system to prepare files in: its
+/// path (UTF-8) in `*out`, freed with keel_buf_free. keel_mutation_publish
+/// moves its contents into the tree; it is removed when the mutation ends.
+#[no_mangle]
+pub unsafe extern "C" fn keel_mutation_staging_dir(mutation: *const keel_mutation, out: *mut keel_buf) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_value(out, "out")?;
+        let dir = with_mutation(mutation, |m| m.staging_dir())?;
+        *out = keel_buf::from_vec(dir.to_string_lossy().into_owned().into_bytes());
+        Ok(())
+    })
+}
+
+/// Moves everything in the staging folder into the folder `into` (relative
+/// to the root; empty or NULL for the root itself), merging with existing
+/// folders; a file replacing an existing one keeps that file's mode.
+#[no_mangle]
+pub unsafe extern "C" fn keel_mutation_publish(
+    mutation: *const keel_mutation,
+    into: *const c_char,
+    into_len: usize,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let into = ffi::optional_utf8(into, into_len, "into")?;
+        with_mutation(mutation, |m| m.publish(into.unwrap_or("")))
     })
 }
 
@@ -333,7 +469,7 @@ pub unsafe extern "C" fn keel_mutation_declare(
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_commit(mutation: *const keel_mutation) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
-    ffi::call(|| unsafe { finish(mutation, Mutation::commit) })
+    ffi::call(|| unsafe { ffi::handle(mutation, "mutation")?.inner.commit() })
 }
 
 /// Undoes every change. If some paths cannot be restored, all are named in
@@ -342,7 +478,7 @@ pub unsafe extern "C" fn keel_mutation_commit(mutation: *const keel_mutation) ->
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_rollback(mutation: *const keel_mutation) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
-    ffi::call(|| unsafe { finish(mutation, Mutation::rollback) })
+    ffi::call(|| unsafe { ffi::handle(mutation, "mutation")?.inner.rollback() })
 }
 
 /// Frees a mutation handle, rolling the mutation back if it has not ended.

@@ -6,6 +6,7 @@ use keel_core::{KeyedLocks, LockMode, MultiKeyGuard, Wait};
 
 use crate::buf::keel_bytes;
 use crate::ffi;
+use crate::stats::keel_lock_stats;
 use crate::status::keel_status;
 
 /// A registry of per-key locks (see KeyedLocks in the Rust docs): one lock per
@@ -30,18 +31,6 @@ pub enum keel_lock_mode {
     KEEL_LOCK_EXCLUSIVE = 0,
     /// Any number of holders, no exclusive one.
     KEEL_LOCK_SHARED = 1,
-}
-
-/// A snapshot of a registry's size.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct keel_lock_stats {
-    /// Keys with an entry (each held or waited for).
-    pub entries: usize,
-    /// Guards alive (a shared key counts each holder).
-    pub holders: usize,
-    /// Threads waiting for a key.
-    pub waiters: usize,
 }
 
 /// Pass as `timeout_ms` to wait as long as it takes.
@@ -182,12 +171,7 @@ pub unsafe extern "C" fn keel_locks_stats(locks: *const keel_locks, out: *mut ke
     ffi::call(|| unsafe {
         let locks = ffi::handle(locks, "locks")?;
         let out = ffi::out_value(out, "out")?;
-        let stats = locks.inner.stats();
-        *out = keel_lock_stats {
-            entries: stats.entries,
-            holders: stats.holders,
-            waiters: stats.waiters,
-        };
+        *out = keel_lock_stats::from(locks.inner.stats());
         Ok(())
     })
 }

@@ -4,7 +4,7 @@
 use std::ffi::c_char;
 use std::path::Path;
 
-use keel_core::ops::{OpState, Operations};
+use keel_core::ops::{NextOrder, OpPolicy, OpState, Operations};
 use keel_core::{Error, Result};
 
 use crate::buf::keel_buf;
@@ -39,6 +39,109 @@ fn op_state(state: u32) -> Result<OpState> {
         .into_iter()
         .find(|candidate| *candidate as u32 == state)
         .ok_or_else(|| Error::invalid_argument(format!("state {state} is not a keel_op_state")))
+}
+
+/// How operations count lapsed claims; keel_ops_options_default gives the
+/// defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct keel_ops_options {
+    /// How many lapsed claims in a row (a lease that ended without an
+    /// update) a record survives; the next one makes it FAILED. Default 5.
+    pub max_lapses: u32,
+}
+
+/// The default operations options: 5 lapses.
+#[no_mangle]
+pub extern "C" fn keel_ops_options_default() -> keel_ops_options {
+    ffi::call_value(|| keel_ops_options {
+        max_lapses: OpPolicy::default().max_lapses,
+    })
+}
+
+impl ffi::PanicValue for keel_ops_options {
+    fn on_panic() -> Self {
+        keel_ops_options { max_lapses: 0 }
+    }
+}
+
+/// keel_ops_open with `options` (NULL for the defaults).
+#[no_mangle]
+pub unsafe extern "C" fn keel_ops_open_with(
+    path: *const c_char,
+    path_len: usize,
+    options: *const keel_ops_options,
+    out: *mut *mut keel_ops,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let path = ffi::utf8(path, path_len, "path")?;
+        let options = ffi::optional(options)
+            .copied()
+            .unwrap_or_else(|| keel_ops_options_default());
+        let policy = OpPolicy {
+            max_lapses: options.max_lapses,
+        };
+        out.put(keel_ops {
+            inner: Operations::open(Path::new(path))?.with_policy(policy),
+        });
+        Ok(())
+    })
+}
+
+/// Pass as `order` to keel_ops_next_in: oldest first, the order claims take
+/// (the default of keel_ops_next).
+pub const KEEL_NEXT_OLDEST: u32 = 0;
+/// Pass as `order` to keel_ops_next_in: by item key.
+pub const KEEL_NEXT_ITEM: u32 = 1;
+
+/// keel_ops_next in `order` (KEEL_NEXT_OLDEST or KEEL_NEXT_ITEM).
+#[no_mangle]
+pub unsafe extern "C" fn keel_ops_next_in(
+    ops: *const keel_ops,
+    op: *const c_char,
+    op_len: usize,
+    limit: usize,
+    order: u32,
+    out: *mut keel_buf,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ops = ffi::handle(ops, "ops")?;
+        let out = ffi::out_value(out, "out")?;
+        let op = ffi::utf8(op, op_len, "op")?;
+        let order = match order {
+            KEEL_NEXT_OLDEST => NextOrder::Oldest,
+            KEEL_NEXT_ITEM => NextOrder::Item,
+            other => {
+                return Err(Error::invalid_argument(format!(
+                    "order {other}: not a KEEL_NEXT_ value"
+                )))
+            }
+        };
+        let records = ops.inner.next_in(op, limit, order)?;
+        *out = keel_buf::from_json(&records.iter().map(|record| record.to_json()).collect());
+        Ok(())
+    })
+}
+
+/// The reset pass: WORKING records whose lease ended become READY again
+/// (FAILED past max_lapses); writes the numbers to `*out_ready` and
+/// `*out_failed` (either may be NULL).
+#[no_mangle]
+pub unsafe extern "C" fn keel_ops_reset_expired(
+    ops: *const keel_ops,
+    out_ready: *mut u64,
+    out_failed: *mut u64,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let report = ffi::handle(ops, "ops")?.inner.reset_expired()?;
+        ffi::put_optional(out_ready, report.ready);
+        ffi::put_optional(out_failed, report.failed);
+        Ok(())
+    })
 }
 
 /// Opens (creating if missing) the operations file at `path` into `*out`;

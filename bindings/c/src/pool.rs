@@ -10,6 +10,7 @@ use keel_core::Error;
 use crate::buf::keel_buf;
 use crate::callback::{self, Output, Userdata};
 use crate::ffi;
+use crate::stats::keel_pool_stats;
 use crate::status::keel_status;
 
 /// A bounded pool for keyed, blocking tasks (see SyncPool in the Rust docs):
@@ -109,28 +110,6 @@ pub struct keel_outcome {
     pub output: keel_buf,
     /// What went wrong, as text; empty for a value.
     pub message: keel_buf,
-}
-
-/// A snapshot of a pool's counters.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct keel_pool_counters {
-    /// Tasks running now (abandoned threads excluded).
-    pub in_flight: usize,
-    /// The most tasks ever running at once.
-    pub peak_concurrency: usize,
-    /// Tasks that returned KEEL_OK.
-    pub completed: usize,
-    /// Tasks that failed or panicked.
-    pub failed: usize,
-    /// Tasks reported timed out.
-    pub timed_out: usize,
-    /// Tasks reported cancelled.
-    pub cancelled: usize,
-    /// Tasks refused.
-    pub refused: usize,
-    /// Abandoned threads still running.
-    pub abandoned: usize,
 }
 
 /// Pass as `timeout_ms` to keel_pool_run for the pool's own timeout.
@@ -403,22 +382,12 @@ pub unsafe extern "C" fn keel_outcomes_free(outcomes: *mut keel_outcome, count: 
 
 /// Writes the pool's counters to `*out`.
 #[no_mangle]
-pub unsafe extern "C" fn keel_pool_stats(pool: *const keel_pool, out: *mut keel_pool_counters) -> keel_status {
+pub unsafe extern "C" fn keel_pool_get_stats(pool: *const keel_pool, out: *mut keel_pool_stats) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe {
         let pool = ffi::handle(pool, "pool")?;
         let out = ffi::out_value(out, "out")?;
-        let stats = pool.inner.stats();
-        *out = keel_pool_counters {
-            in_flight: stats.in_flight,
-            peak_concurrency: stats.peak_concurrency,
-            completed: stats.completed,
-            failed: stats.failed,
-            timed_out: stats.timed_out,
-            cancelled: stats.cancelled,
-            refused: stats.refused,
-            abandoned: stats.abandoned,
-        };
+        *out = keel_pool_stats::from(pool.inner.stats());
         Ok(())
     })
 }

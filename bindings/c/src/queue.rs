@@ -5,7 +5,8 @@ use std::ffi::c_char;
 use std::path::Path;
 
 use keel_core::location::Location;
-use keel_core::ops::{json::counts_to_json, EnqueueOptions, JobPolicy, Queue};
+use keel_core::ops::{json::counts_to_json, EnqueueOptions, JobPolicy, JobState, LmdbStore, Queue, SystemClock};
+use keel_core::{Error, Result};
 
 use crate::buf::keel_buf;
 use crate::buf::keel_bytes;
@@ -20,14 +21,21 @@ pub struct keel_queue {
     pub(crate) inner: Queue,
 }
 
+/// Pass as `run_at_ms` to run a job as soon as possible.
+pub const KEEL_RUN_NOW: i64 = -1;
+
 /// How to enqueue a job; keel_enqueue_options_default gives the defaults.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct keel_enqueue_options {
     /// 0 (runs first) to 9 (runs last); default 5.
     pub priority: u8,
-    /// Not run before this time, in ms since the Unix epoch; -1 for now.
+    /// Not run before this time, in ms since the Unix epoch; KEEL_RUN_NOW
+    /// (-1, the default) for now. Any other negative is KEEL_INVALID_ARGUMENT.
     pub run_at_ms: i64,
+    /// Not run before this many ms from now, read on the queue's clock; -1
+    /// for none. Give run_at_ms or delay_ms, not both.
+    pub delay_ms: i64,
     /// Failed attempts allowed before the job is dead; default 20.
     pub max_attempts: u32,
     /// While a job of this kind with this key has not finished, enqueueing
@@ -107,7 +115,8 @@ pub extern "C" fn keel_enqueue_options_default() -> keel_enqueue_options {
         let defaults = EnqueueOptions::default();
         keel_enqueue_options {
             priority: defaults.priority,
-            run_at_ms: -1,
+            run_at_ms: KEEL_RUN_NOW,
+            delay_ms: -1,
             max_attempts: defaults.max_attempts,
             unique_key: std::ptr::null(),
             unique_key_len: 0,
@@ -122,6 +131,7 @@ impl ffi::PanicValue for keel_enqueue_options {
         keel_enqueue_options {
             priority: 9,
             run_at_ms: i64::MAX,
+            delay_ms: -1,
             max_attempts: 0,
             unique_key: std::ptr::null(),
             unique_key_len: 0,
@@ -152,16 +162,179 @@ pub unsafe extern "C" fn keel_queue_enqueue(
         let given = ffi::optional(options)
             .copied()
             .unwrap_or_else(|| keel_enqueue_options_default());
-        let unique_key = ffi::optional_utf8(given.unique_key, given.unique_key_len, "unique_key")?;
-        let options = EnqueueOptions {
-            priority: given.priority,
-            run_at: u64::try_from(given.run_at_ms).ok(),
-            max_attempts: given.max_attempts,
-            unique_key: unique_key.map(str::to_owned),
-        };
+        let options = enqueue_options(&given)?;
         let enqueued = queue.inner.enqueue(kind, payload, &options)?;
         ffi::put_optional(out_id, enqueued.job.id);
         ffi::put_optional(out_created, enqueued.created);
+        Ok(())
+    })
+}
+
+/// The core's options from C's; -1 (none) is the only negative time.
+unsafe fn enqueue_options(given: &keel_enqueue_options) -> Result<EnqueueOptions> {
+    // SAFETY: the caller keeps keel.h's contract for the unique key.
+    let unique_key = unsafe { ffi::optional_utf8(given.unique_key, given.unique_key_len, "unique_key")? };
+    Ok(EnqueueOptions {
+        priority: given.priority,
+        run_at: ffi::time_ms(given.run_at_ms, "run_at_ms")?,
+        delay: ffi::timeout_ms(given.delay_ms, "delay_ms")?,
+        max_attempts: given.max_attempts,
+        unique_key: unique_key.map(str::to_owned),
+    })
+}
+
+/// One job of keel_queue_enqueue_many.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct keel_job_spec {
+    pub kind: *const c_char,
+    pub kind_len: usize,
+    /// The JSON payload.
+    pub payload: *const c_char,
+    pub payload_len: usize,
+    /// Start from keel_enqueue_options_default().
+    pub options: keel_enqueue_options,
+}
+
+/// Enqueues `jobs[0..count]` in one transaction (one commit, all or
+/// nothing), in order. Writes each job's id to `out_ids[i]` and whether it
+/// was created to `out_created[i]` (arrays of `count`; either may be NULL).
+/// A job whose unique key an earlier one of the batch took gets that id.
+#[no_mangle]
+pub unsafe extern "C" fn keel_queue_enqueue_many(
+    queue: *const keel_queue,
+    jobs: *const keel_job_spec,
+    count: usize,
+    out_ids: *mut u64,
+    out_created: *mut bool,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
+        let specs = ffi::slice(jobs, count, "jobs")?;
+        let mut batch = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let kind = ffi::utf8(spec.kind, spec.kind_len, "kind")?;
+            let payload = ffi::utf8(spec.payload, spec.payload_len, "payload")?;
+            batch.push((kind, payload, enqueue_options(&spec.options)?));
+        }
+        let mut ids = if out_ids.is_null() {
+            None
+        } else {
+            Some(ffi::slice_mut(out_ids, count, "out_ids")?)
+        };
+        let mut created = if out_created.is_null() {
+            None
+        } else {
+            Some(ffi::slice_mut(out_created, count, "out_created")?)
+        };
+        let enqueued = queue.inner.enqueue_many(&batch)?;
+        for (i, entry) in enqueued.iter().enumerate() {
+            if let Some(ids) = ids.as_deref_mut() {
+                ids[i] = entry.job.id;
+            }
+            if let Some(created) = created.as_deref_mut() {
+                created[i] = entry.created;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// How a queue retries and resets its jobs; keel_queue_options_default
+/// gives the defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct keel_queue_options {
+    /// How many lease expiries a job survives; the next one makes it dead
+    /// ("its processor kept dying"). Default 5.
+    pub max_resets: u32,
+}
+
+/// The default queue options: 5 resets.
+#[no_mangle]
+pub extern "C" fn keel_queue_options_default() -> keel_queue_options {
+    ffi::call_value(|| keel_queue_options {
+        max_resets: JobPolicy::default().max_resets,
+    })
+}
+
+impl ffi::PanicValue for keel_queue_options {
+    fn on_panic() -> Self {
+        keel_queue_options { max_resets: 0 }
+    }
+}
+
+/// keel_queue_open with `options` (NULL for the defaults).
+#[no_mangle]
+pub unsafe extern "C" fn keel_queue_open_with(
+    path: *const c_char,
+    path_len: usize,
+    options: *const keel_queue_options,
+    out: *mut *mut keel_queue,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let path = ffi::utf8(path, path_len, "path")?;
+        let options = ffi::optional(options)
+            .copied()
+            .unwrap_or_else(|| keel_queue_options_default());
+        let policy = JobPolicy {
+            max_resets: options.max_resets,
+            ..JobPolicy::default()
+        };
+        let store = std::sync::Arc::new(LmdbStore::open(Path::new(path))?);
+        out.put(keel_queue {
+            inner: Queue::with_parts(store, std::sync::Arc::new(SystemClock), policy),
+        });
+        Ok(())
+    })
+}
+
+/// Hands attempt `token` of job `id` back unfinished: queued again at once,
+/// no failure counted (KEEL_CONFLICT when the attempt is no longer current).
+#[no_mangle]
+pub unsafe extern "C" fn keel_queue_release(queue: *const keel_queue, id: u64, token: u64) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe { ffi::handle(queue, "queue")?.inner.release(id, token).map(drop) })
+}
+
+/// Queues dead or cancelled job `id` again with fresh attempts
+/// (KEEL_CONFLICT for any other state).
+#[no_mangle]
+pub unsafe extern "C" fn keel_queue_retry(queue: *const keel_queue, id: u64) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe { ffi::handle(queue, "queue")?.inner.retry(id).map(drop) })
+}
+
+/// Writes a JSON array of the jobs of `kind` to `*out`, oldest first, at
+/// most `limit`: in the state named by `state` ("queued", "running",
+/// "retrying", "completed", "dead", "cancelled"), or in any when `state` is
+/// NULL.
+#[no_mangle]
+pub unsafe extern "C" fn keel_queue_list(
+    queue: *const keel_queue,
+    kind: *const c_char,
+    kind_len: usize,
+    state: *const c_char,
+    state_len: usize,
+    limit: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let queue = ffi::handle(queue, "queue")?;
+        let out = ffi::out_value(out, "out")?;
+        let kind = ffi::utf8(kind, kind_len, "kind")?;
+        let state = ffi::optional_utf8(state, state_len, "state")?
+            .map(str::parse::<JobState>)
+            .transpose()?;
+        if limit == 0 {
+            return Err(Error::invalid_argument("limit: must be at least 1"));
+        }
+        let jobs = queue.inner.list(kind, state, limit)?;
+        *out = keel_buf::from_json(&jobs.iter().map(|job| job.to_json()).collect());
         Ok(())
     })
 }

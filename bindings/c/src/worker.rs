@@ -12,6 +12,7 @@ use crate::callback::{self, Output, Userdata};
 use crate::ffi;
 use crate::ffi::ms;
 use crate::queue::keel_queue;
+use crate::stats::keel_worker_stats;
 use crate::status::keel_status;
 
 /// Collects handlers and settings for a worker; consumed by keel_worker_start.
@@ -30,20 +31,6 @@ pub struct keel_job_ctx {
     ctx: *const JobContext,
     output: Output,
     retryable: bool,
-}
-
-/// A worker's counters.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct keel_worker_counters {
-    pub completed: u64,
-    pub failed: u64,
-    pub panicked: u64,
-    /// Finishes refused because the attempt was no longer current.
-    pub refused: u64,
-    pub released: u64,
-    /// Attempts whose handler ran past the job timeout.
-    pub timed_out: u64,
 }
 
 /// to the kind's concurrency) with `userdata` and the attempt. Return
@@ -241,20 +228,12 @@ pub unsafe extern "C" fn keel_worker_stop(
 
 /// Writes the worker's counters to `*out`.
 #[no_mangle]
-pub unsafe extern "C" fn keel_worker_stats(worker: *const keel_worker, out: *mut keel_worker_counters) -> keel_status {
+pub unsafe extern "C" fn keel_worker_get_stats(worker: *const keel_worker, out: *mut keel_worker_stats) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe {
         let worker = ffi::handle(worker, "worker")?;
         let out = ffi::out_value(out, "out")?;
-        let stats = worker.inner.stats();
-        *out = keel_worker_counters {
-            completed: stats.completed,
-            failed: stats.failed,
-            panicked: stats.panicked,
-            refused: stats.refused,
-            released: stats.released,
-            timed_out: stats.timed_out,
-        };
+        *out = keel_worker_stats::from(worker.inner.stats());
         Ok(())
     })
 }
@@ -312,6 +291,16 @@ pub unsafe extern "C" fn keel_job_ctx_payload(
 pub unsafe extern "C" fn keel_job_ctx_should_stop(ctx: *const keel_job_ctx) -> bool {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call_value(|| unsafe { job_context(ctx).is_some_and(JobContext::should_stop) })
+}
+
+/// True once this attempt's lease was lost: a heartbeat was refused (the job
+/// was cancelled, reset or deleted; its result will not be stored) or a stop
+/// released it. A cancelled job's handler sees it within one heartbeat
+/// interval. False for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn keel_job_ctx_lease_lost(ctx: *const keel_job_ctx) -> bool {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call_value(|| unsafe { job_context(ctx).is_some_and(JobContext::lease_lost) })
 }
 
 /// Sets the output (copied): the JSON result on KEEL_OK, the failure's

@@ -84,3 +84,35 @@ fn header_version_macros_match_cargo_toml() {
         assert!(header.contains(&define), "include/keel.h lacks `{}`", define.trim());
     }
 }
+
+/// Every type in keel.h has a tag of its own name, so a C++ header can
+/// forward-declare it (`struct keel_pool;`) before including keel.h; the
+/// header also compiles as C++.
+#[test]
+fn the_header_compiles_as_cpp_after_forward_declarations() {
+    let root = repo_root();
+    let dir = std::env::temp_dir().join(format!("keel-cpp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join("forward.cpp");
+    std::fs::write(
+        &source,
+        "struct keel_pool;\nstruct keel_job;\nstruct keel_pool_stats;\n\
+         static void use(keel_pool *pool, keel_job *job, keel_pool_stats *stats);\n\
+         #include \"keel.h\"\n\
+         static void use(keel_pool *pool, keel_job *job, keel_pool_stats *stats) { (void)pool; (void)job; (void)stats; }\n\
+         int main() { use(nullptr, nullptr, nullptr); return 0; }\n",
+    )
+    .unwrap();
+    let compiler = std::env::var("CXX").unwrap_or_else(|_| "c++".to_owned());
+    let status = Command::new(compiler)
+        .args(["-std=c++11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I"])
+        .arg(root.join("include"))
+        .arg(&source)
+        .status()
+        .expect("a C++ compiler (c++) is installed");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        status.success(),
+        "keel.h does not compile as C++ after forward declarations"
+    );
+}

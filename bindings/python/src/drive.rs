@@ -492,17 +492,8 @@ impl PyDrive {
     }
 
     /// The storage map's size and use and the commit counters, as a dict.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.drive.env().stats();
-        let dict = PyDict::new(py);
-        dict.set_item("map_size", stats.map_size)?;
-        dict.set_item("used", stats.used)?;
-        dict.set_item("readers", stats.readers)?;
-        dict.set_item("batches", stats.batches)?;
-        dict.set_item("writes", stats.writes)?;
-        dict.set_item("largest_batch", stats.largest_batch)?;
-        dict.set_item("map_growths", stats.map_growths)?;
-        Ok(dict)
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::stats::to_dict(py, &self.drive.env().stats())
     }
 
     fn __repr__(&self) -> String {

@@ -1,8 +1,9 @@
 //! `keel.Journal`, `keel.Mutation` and `keel.ReadGuard`.
 
 use std::io::{self, Read};
+use std::time::{Duration, Instant};
 
-use keel::journal::{JournalStatus, ReadGuard, RecoveryReport};
+use keel::journal::{JournalStatus, ReadGuard, RecoveryReport, SharedMutation};
 use keel::{Error, Journal, Mutation};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -29,9 +30,21 @@ pub struct PyJournal {
 /// One mutation, holding the root's exclusive lock. Use it as a context
 /// manager: it commits when the block succeeds and rolls back when it
 /// raises. An unfinished mutation that is garbage-collected rolls back.
+///
+/// Every call waits for the mutation with the GIL released; `seq` and
+/// `active` never wait. A file-like object's `read()` that uses the
+/// mutation again gets `keel.WouldDeadlock` instead of hanging.
 #[pyclass(name = "Mutation", module = "keel", frozen)]
 pub struct PyMutation {
-    inner: Mutex<Option<Mutation>>,
+    inner: SharedMutation,
+}
+
+impl PyMutation {
+    fn wrap(mutation: Mutation) -> PyMutation {
+        PyMutation {
+            inner: SharedMutation::new(mutation),
+        }
+    }
 }
 
 /// The shared lock of a root: no mutation runs while it is held.
@@ -56,13 +69,15 @@ impl PyJournal {
         self.inner.root().to_path_buf()
     }
 
-    /// Starts a mutation (waits for the lock with the GIL released).
-    #[pyo3(signature = (operation, details=""))]
-    fn begin(&self, py: Python<'_>, operation: &str, details: &str) -> PyResult<PyMutation> {
-        let mutation = blocking(py, || self.inner.begin(operation, details))?;
-        Ok(PyMutation {
-            inner: Mutex::new(Some(mutation)),
-        })
+    /// Starts a mutation: waits for the lock with the GIL released, in
+    /// short slices so Ctrl-C interrupts it; `timeout` (seconds) raises
+    /// keel.Timeout once elapsed.
+    #[pyo3(signature = (operation, details="", *, timeout=None))]
+    fn begin(&self, py: Python<'_>, operation: &str, details: &str, timeout: Option<f64>) -> PyResult<PyMutation> {
+        let mutation = wait_in_slices(py, timeout, "begin a mutation", |slice| {
+            self.inner.begin_timeout(operation, details, slice)
+        })?;
+        Ok(PyMutation::wrap(mutation))
     }
 
     /// `begin` without waiting: None when another thread or process holds
@@ -70,21 +85,21 @@ impl PyJournal {
     #[pyo3(signature = (operation, details=""))]
     fn try_begin(&self, py: Python<'_>, operation: &str, details: &str) -> PyResult<Option<PyMutation>> {
         let mutation = blocking(py, || self.inner.try_begin(operation, details))?;
-        Ok(mutation.map(|mutation| PyMutation {
-            inner: Mutex::new(Some(mutation)),
-        }))
+        Ok(mutation.map(PyMutation::wrap))
     }
 
     /// The same as `begin`, named for `with journal.mutation(...) as m:`.
-    #[pyo3(signature = (operation, details=""))]
-    fn mutation(&self, py: Python<'_>, operation: &str, details: &str) -> PyResult<PyMutation> {
-        self.begin(py, operation, details)
+    #[pyo3(signature = (operation, details="", *, timeout=None))]
+    fn mutation(&self, py: Python<'_>, operation: &str, details: &str, timeout: Option<f64>) -> PyResult<PyMutation> {
+        self.begin(py, operation, details, timeout)
     }
 
     /// Takes the shared lock (a context manager): readers see only
-    /// committed states.
-    fn read(&self, py: Python<'_>) -> PyResult<PyReadGuard> {
-        let guard = blocking(py, || self.inner.read())?;
+    /// committed states. Waits like `begin` (Ctrl-C interrupts it;
+    /// `timeout` in seconds).
+    #[pyo3(signature = (*, timeout=None))]
+    fn read(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyReadGuard> {
+        let guard = wait_in_slices(py, timeout, "read the journal", |slice| self.inner.read_timeout(slice))?;
         Ok(PyReadGuard {
             held: Mutex::new(Some(guard)),
         })
@@ -94,6 +109,24 @@ impl PyJournal {
     fn recover<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let report = blocking(py, || self.inner.recover())?;
         report_dict(py, &report)
+    }
+
+    /// What the last recovery of this handle did (the one opening ran
+    /// first), as a dict like `recover()`'s, or None if none ran.
+    fn last_recovery<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        match self.inner.last_recovery() {
+            Some(report) => report_dict(py, &report).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// What the journal of `root` holds, without opening it: nothing is
+    /// created, locked, recovered or written. An interrupted mutation shows
+    /// as a pending "active" record that `recover()` would roll back.
+    #[staticmethod]
+    fn inspect<'py>(py: Python<'py>, root: std::path::PathBuf) -> PyResult<Bound<'py, PyDict>> {
+        let status = blocking(py, || Journal::inspect(&root))?;
+        status_dict(py, &status)
     }
 
     /// Records, unreadable records, quarantine and the last recovery error.
@@ -111,16 +144,8 @@ impl PyJournal {
 
     /// Counters: fsyncs, committed, rolled_back, recovered, quarantined,
     /// recovery_failures.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.inner.stats();
-        let dict = PyDict::new(py);
-        dict.set_item("fsyncs", stats.fsyncs)?;
-        dict.set_item("committed", stats.committed)?;
-        dict.set_item("rolled_back", stats.rolled_back)?;
-        dict.set_item("recovered", stats.recovered)?;
-        dict.set_item("quarantined", stats.quarantined)?;
-        dict.set_item("recovery_failures", stats.recovery_failures)?;
-        Ok(dict)
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::stats::to_dict(py, &self.inner.stats())
     }
 
     fn __repr__(&self) -> String {
@@ -129,24 +154,10 @@ impl PyJournal {
 }
 
 impl PyMutation {
-    /// Runs `op` on the live mutation with the GIL released.
+    /// Runs `op` on the live mutation with the GIL released (waiting for the
+    /// mutation happens there too).
     fn with<T: Send>(&self, py: Python<'_>, op: impl FnOnce(&mut Mutation) -> keel::Result<T> + Send) -> PyResult<T> {
-        blocking(py, || {
-            let mut slot = self.inner.lock();
-            let live = slot.as_mut().ok_or_else(|| Error::closed("the mutation has ended"))?;
-            op(live)
-        })
-    }
-
-    fn finish(&self, py: Python<'_>, op: impl FnOnce(Mutation) -> keel::Result<()> + Send) -> PyResult<()> {
-        blocking(py, || {
-            let live = self
-                .inner
-                .lock()
-                .take()
-                .ok_or_else(|| Error::closed("the mutation has ended"))?;
-            op(live)
-        })
+        blocking(py, || self.inner.with(op))
     }
 }
 
@@ -154,8 +165,8 @@ impl PyMutation {
 impl PyMutation {
     /// The sequence number of the mutation's record.
     #[getter]
-    fn seq(&self, py: Python<'_>) -> PyResult<u64> {
-        self.with(py, |m| Ok(m.seq()))
+    fn seq(&self) -> u64 {
+        self.inner.seq()
     }
 
     /// The paths snapshotted so far.
@@ -226,18 +237,18 @@ impl PyMutation {
 
     /// Makes the mutation durable and final (rolls back and raises on failure).
     fn commit(&self, py: Python<'_>) -> PyResult<()> {
-        self.finish(py, Mutation::commit)
+        blocking(py, || self.inner.commit())
     }
 
     /// Undoes every change.
     fn rollback(&self, py: Python<'_>) -> PyResult<()> {
-        self.finish(py, Mutation::rollback)
+        blocking(py, || self.inner.rollback())
     }
 
     /// True until committed or rolled back.
     #[getter]
     fn active(&self) -> bool {
-        self.inner.lock().is_some()
+        self.inner.is_active()
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -254,7 +265,7 @@ impl PyMutation {
         _exc: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        if self.inner.lock().is_none() {
+        if !self.inner.is_active() {
             return Ok(false);
         }
         if exc_type.is_none() {
@@ -284,6 +295,46 @@ impl PyReadGuard {
     fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
         self.release();
         false
+    }
+}
+
+/// How long one wait lasts before Python gets to run its signal handlers.
+const SLICE: Duration = Duration::from_millis(100);
+
+/// Runs a timed core wait (`attempt`, given the slice to wait) in slices,
+/// with the GIL released during each and Python's signal handlers run
+/// between them (so Ctrl-C raises KeyboardInterrupt promptly, nothing
+/// taken); keel.Timeout once `timeout` seconds have passed.
+fn wait_in_slices<T: Send>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    what: &str,
+    attempt: impl Fn(Duration) -> keel::Result<Option<T>> + Sync,
+) -> PyResult<T> {
+    let deadline = match timeout {
+        None => None,
+        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            Some(Instant::now() + Duration::from_secs_f64(seconds))
+        }
+        Some(seconds) => {
+            return Err(to_pyerr(
+                py,
+                Error::invalid_argument(format!("timeout {seconds} is not a number of seconds >= 0")),
+            ))
+        }
+    };
+    loop {
+        let slice = deadline.map_or(SLICE, |at| at.saturating_duration_since(Instant::now()).min(SLICE));
+        if let Some(value) = blocking(py, || attempt(slice))? {
+            return Ok(value);
+        }
+        py.check_signals()?;
+        if deadline.is_some_and(|at| Instant::now() >= at) {
+            return Err(to_pyerr(
+                py,
+                Error::timeout(format!("could not {what} within {} s", timeout.unwrap_or_default())),
+            ));
+        }
     }
 }
 
@@ -388,5 +439,11 @@ fn status_dict<'py>(py: Python<'py>, status: &JournalStatus) -> PyResult<Bound<'
     dict.set_item("unreadable", status.unreadable.clone())?;
     dict.set_item("quarantined", status.quarantined.clone())?;
     dict.set_item("last_recovery_error", status.last_recovery_error.clone())?;
+    let last = match &status.last_recovery {
+        Some(report) => Some(report_dict(py, report)?),
+        None => None,
+    };
+    dict.set_item("last_recovery", last)?;
+    dict.set_item("problems", status.problems.clone())?;
     quick(py, || Ok(dict))
 }

@@ -3,7 +3,7 @@
 use keel::{Error, KeyedLocks, LockMode, MultiKeyGuard, Wait};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyString};
 
 use crate::convert;
 use crate::errors::to_pyerr;
@@ -134,13 +134,8 @@ impl PyKeyedLocks {
     }
 
     /// Entries, holders and waiters, as a dict.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.inner.stats();
-        let dict = PyDict::new(py);
-        dict.set_item("entries", stats.entries)?;
-        dict.set_item("holders", stats.holders)?;
-        dict.set_item("waiters", stats.waiters)?;
-        Ok(dict)
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::stats::to_dict(py, &self.inner.stats())
     }
 
     /// The number of keys held or waited for.

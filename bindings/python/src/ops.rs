@@ -194,31 +194,34 @@ impl PyQueue {
         max_attempts: i128,
         unique_key: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (priority, max_attempts) = quick(py, || {
-            Ok((unsigned(priority, "priority")?, unsigned(max_attempts, "max_attempts")?))
+        let payload = payload_text(payload)?;
+        let options = quick(py, || {
+            enqueue_options(priority, run_at, delay, max_attempts, unique_key)
         })?;
-        let payload = match payload {
-            Some(value) => convert::json_text(&value)?,
-            None => "null".to_owned(),
-        };
-        let now = self.inner.clock().now();
-        let run_at = quick(py, || match (run_at, delay) {
-            (Some(_), Some(_)) => Err(Error::invalid_argument("give run_at or delay, not both")),
-            (Some(at), None) if at >= 0.0 => Ok(Some((at * 1000.0) as u64)),
-            (Some(at), None) => Err(Error::invalid_argument(format!("run_at {at} is before 1970"))),
-            (None, Some(delay)) => Ok(Some(now + convert::duration(delay, "delay")?.as_millis() as u64)),
-            (None, None) => Ok(None),
-        })?;
-        let options = EnqueueOptions {
-            priority,
-            run_at,
-            max_attempts,
-            unique_key,
-        };
         let enqueued = blocking(py, || self.inner.enqueue(kind, &payload, &options))?;
         let mut record = enqueued.job.to_json();
         record["created"] = serde_json::Value::Bool(enqueued.created);
         to_py(py, &record)
+    }
+
+    /// Enqueues many jobs in one transaction (one commit, all or nothing),
+    /// in order. Each job is a ``(kind, payload)`` pair or a dict with
+    /// ``"kind"``, optional ``"payload"`` and any of ``enqueue``'s keyword
+    /// options. Returns their records, each with ``created``.
+    fn enqueue_many<'py>(&self, py: Python<'py>, jobs: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let mut batch = Vec::new();
+        for job in jobs.try_iter()? {
+            batch.push(job_spec(&job?)?);
+        }
+        let enqueued = blocking(py, || self.inner.enqueue_many(&batch))?;
+        enqueued
+            .iter()
+            .map(|entry| {
+                let mut record = entry.job.to_json();
+                record["created"] = serde_json::Value::Bool(entry.created);
+                to_py(py, &record)
+            })
+            .collect()
     }
 
     /// Claims the best ready job of ``kinds`` for ``worker`` for ``lease``
@@ -568,18 +571,9 @@ impl PyWorker {
     }
 
     /// ``{"completed", "failed", "panicked", "refused", "released",
-    /// "timed_out", "lost"}``; never waits, even while ``stop()`` runs.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.monitor.stats();
-        let dict = PyDict::new(py);
-        dict.set_item("completed", stats.completed)?;
-        dict.set_item("failed", stats.failed)?;
-        dict.set_item("panicked", stats.panicked)?;
-        dict.set_item("refused", stats.refused)?;
-        dict.set_item("released", stats.released)?;
-        dict.set_item("timed_out", stats.timed_out)?;
-        dict.set_item("lost", stats.lost)?;
-        Ok(dict)
+    /// "timed_out", "lost", "running"}``; never waits, even while ``stop()`` runs.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::stats::to_dict(py, &self.monitor.stats())
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -591,6 +585,86 @@ impl PyWorker {
         self.stop(py, 30.0)?;
         Ok(false)
     }
+}
+
+fn payload_text(payload: Option<Bound<'_, PyAny>>) -> PyResult<String> {
+    match payload {
+        Some(value) => convert::json_text(&value),
+        None => Ok("null".to_owned()),
+    }
+}
+
+/// The core's enqueue options from Python's (seconds, ints checked).
+fn enqueue_options(
+    priority: i128,
+    run_at: Option<f64>,
+    delay: Option<f64>,
+    max_attempts: i128,
+    unique_key: Option<String>,
+) -> keel::Result<EnqueueOptions> {
+    let run_at = match run_at {
+        Some(at) if at >= 0.0 && at.is_finite() => Some((at * 1000.0) as u64),
+        Some(at) => return Err(Error::invalid_argument(format!("run_at {at} is before 1970"))),
+        None => None,
+    };
+    Ok(EnqueueOptions {
+        priority: unsigned(priority, "priority")?,
+        run_at,
+        delay: convert::optional_duration(delay, "delay")?,
+        max_attempts: unsigned(max_attempts, "max_attempts")?,
+        unique_key,
+    })
+}
+
+/// One job of `enqueue_many`: `(kind, payload)` or a dict of enqueue's
+/// arguments.
+fn job_spec(job: &Bound<'_, PyAny>) -> PyResult<(String, String, EnqueueOptions)> {
+    let py = job.py();
+    if let Ok(spec) = job.cast::<PyDict>() {
+        let get = |key: &str| spec.get_item(key);
+        let kind: String = get("kind")?
+            .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("a job dict needs a \"kind\""))?
+            .extract()?;
+        let known = [
+            "kind",
+            "payload",
+            "priority",
+            "run_at",
+            "delay",
+            "max_attempts",
+            "unique_key",
+        ];
+        for key in spec.keys() {
+            let key: String = key.extract()?;
+            if !known.contains(&key.as_str()) {
+                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                    "unknown job key {key:?}"
+                )));
+            }
+        }
+        let number =
+            |key: &str, default: i128| -> PyResult<i128> { get(key)?.map_or(Ok(default), |value| value.extract()) };
+        let seconds = |key: &str| -> PyResult<Option<f64>> {
+            get(key)?
+                .filter(|value| !value.is_none())
+                .map(|value| value.extract())
+                .transpose()
+        };
+        let unique_key: Option<String> = get("unique_key")?
+            .filter(|v| !v.is_none())
+            .map(|v| v.extract())
+            .transpose()?;
+        let payload = payload_text(get("payload")?)?;
+        let (priority, max_attempts) = (number("priority", 5)?, number("max_attempts", 20)?);
+        let (run_at, delay) = (seconds("run_at")?, seconds("delay")?);
+        let options = quick(py, || {
+            enqueue_options(priority, run_at, delay, max_attempts, unique_key)
+        })?;
+        return Ok((kind, payload, options));
+    }
+    let (kind, payload): (String, Option<Bound<'_, PyAny>>) = job.extract()?;
+    let options = quick(py, || enqueue_options(5, None, None, 20, None))?;
+    Ok((kind, payload_text(payload)?, options))
 }
 
 fn ids(py: Python<'_>, id: i128, token: i128) -> PyResult<(u64, u64)> {

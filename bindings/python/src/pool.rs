@@ -16,7 +16,7 @@ use keel::pool::{
 };
 use keel::{Error, ErrorKind};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyList, PyTuple};
 
 use crate::convert;
 use crate::errors::to_pyerr;
@@ -354,23 +354,10 @@ impl PySyncPool {
         self.inner.shutdown();
     }
 
-    /// The pool's counters: in_flight, peak_concurrency, completed, failed,
-    /// timed_out, cancelled, refused, abandoned, abandoned_total, locked_keys.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.inner.stats();
-        let dict = PyDict::new(py);
-        dict.set_item("in_flight", stats.in_flight)?;
-        dict.set_item("slot_waiters", stats.slot_waiters)?;
-        dict.set_item("peak_concurrency", stats.peak_concurrency)?;
-        dict.set_item("completed", stats.completed)?;
-        dict.set_item("failed", stats.failed)?;
-        dict.set_item("timed_out", stats.timed_out)?;
-        dict.set_item("cancelled", stats.cancelled)?;
-        dict.set_item("refused", stats.refused)?;
-        dict.set_item("abandoned", stats.abandoned)?;
-        dict.set_item("abandoned_total", stats.abandoned_total)?;
-        dict.set_item("locked_keys", stats.locked_keys)?;
-        Ok(dict)
+    /// The pool's counters: the fields of the core's PoolStats (in_flight,
+    /// slot_waiters, peak_concurrency, completed, ..., hung_keys).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::stats::to_dict(py, &self.inner.stats())
     }
 
     /// The concurrency limit (at least 1).

@@ -1,6 +1,9 @@
-//! `keel.stats()`: every live keel object's counters, as a dict.
+//! `keel.stats()`: every live keel object's counters, as a dict; and the one
+//! way each object's `stats()` method turns its core stats struct into a
+//! dict, so Python's keys are the core's (tests/python/test_stats_keys.py).
 
 use pyo3::prelude::*;
+use serde::Serialize;
 
 use crate::run::quick;
 
@@ -10,4 +13,12 @@ use crate::run::quick;
 pub fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     let gathered = quick(py, || Ok(keel::stats::gather()))?;
     crate::json::to_py(py, &gathered)
+}
+
+/// A core stats struct (`LockStats`, `PoolStats`, ...) as a dict with its
+/// field names as keys: what every `stats()` method returns.
+pub fn to_dict<'py>(py: Python<'py>, stats: &impl Serialize) -> PyResult<Bound<'py, PyAny>> {
+    let value = serde_json::to_value(stats)
+        .map_err(|err| pyo3::exceptions::PyRuntimeError::new_err(format!("stats did not serialize: {err}")))?;
+    crate::json::to_py(py, &value)
 }

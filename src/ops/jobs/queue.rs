@@ -33,6 +33,10 @@ pub struct EnqueueOptions {
     pub priority: u8,
     /// Not run before this time (ms since the epoch); default now.
     pub run_at: Option<Millis>,
+    /// Not run before this long from now, read on the queue's clock (so a
+    /// test's manual clock schedules it too); give `run_at` or `delay`, not
+    /// both.
+    pub delay: Option<Duration>,
     /// Failed attempts allowed before the job is dead; default 20.
     pub max_attempts: u32,
     /// While a job with this key (and kind) has not finished, enqueueing
@@ -45,6 +49,7 @@ impl Default for EnqueueOptions {
         EnqueueOptions {
             priority: 5,
             run_at: None,
+            delay: None,
             max_attempts: 20,
             unique_key: None,
         }
@@ -144,6 +149,28 @@ impl Queue {
         Ok(enqueued)
     }
 
+    /// Enqueues every `(kind, payload, options)` of `jobs` in one
+    /// transaction (one commit for all, all or nothing), in order: what
+    /// `enqueue` would return for each. A job whose unique key an earlier
+    /// one of the batch took returns that one (`created == false`). Every
+    /// job is checked before anything is stored.
+    pub fn enqueue_many<K: AsRef<str>, P: AsRef<str>>(&self, jobs: &[(K, P, EnqueueOptions)]) -> Result<Vec<Enqueued>> {
+        let new: Vec<NewJob> = jobs
+            .iter()
+            .map(|(kind, payload, options)| self.new_job(kind.as_ref(), payload.as_ref(), options))
+            .collect::<Result<_>>()?;
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let watch = events::watch();
+        let enqueued = self.store.enqueue_many(new, self.clock.now())?;
+        events::jobs_enqueued(watch, &enqueued);
+        if enqueued.iter().any(|e| e.created) {
+            self.wakeup.notify();
+        }
+        Ok(enqueued)
+    }
+
     fn new_job(&self, kind: &str, payload: &str, options: &EnqueueOptions) -> Result<NewJob> {
         check_name("job kind", kind)?;
         check_json("payload", payload)?;
@@ -159,11 +186,17 @@ impl Queue {
         if let Some(key) = &options.unique_key {
             check_key("unique key", key)?;
         }
+        let run_at = match (options.run_at, options.delay) {
+            (Some(_), Some(_)) => return Err(Error::invalid_argument("give run_at or delay, not both")),
+            (Some(at), None) => at,
+            (None, Some(delay)) => self.clock.now().saturating_add(millis(delay)),
+            (None, None) => self.clock.now(),
+        };
         Ok(NewJob {
             kind: kind.to_owned(),
             payload: payload.to_owned(),
             priority: options.priority,
-            run_at: options.run_at.unwrap_or_else(|| self.clock.now()),
+            run_at,
             max_attempts: options.max_attempts,
             unique_key: options.unique_key.clone(),
         })
@@ -189,6 +222,32 @@ impl Queue {
         let claimed = self.store.dequeue(kinds, request, &self.policy)?;
         if let Some(job) = &claimed {
             // The claim keeps the run-at it was ready at.
+            events::job_claimed(watch, job, job.run_at, now);
+        }
+        Ok(claimed)
+    }
+
+    /// Claims up to `limit` ready jobs of `kinds` in one transaction, best
+    /// first (as `dequeue` would one by one), each with its own token.
+    pub fn dequeue_many(&self, kinds: &[&str], limit: usize, worker: &str, lease: Duration) -> Result<Vec<JobRecord>> {
+        if kinds.is_empty() {
+            return Err(Error::invalid_argument("dequeue: name at least one job kind"));
+        }
+        if limit == 0 {
+            return Err(Error::invalid_argument("dequeue_many: limit must be at least 1"));
+        }
+        kinds.iter().try_for_each(|kind| check_name("job kind", kind))?;
+        check_key("worker", worker)?;
+        check_lease(lease)?;
+        let now = self.clock.now();
+        let request = ClaimRequest {
+            worker,
+            lease_until: now.saturating_add(millis(lease)),
+            now,
+        };
+        let watch = events::watch();
+        let claimed = self.store.dequeue_many(kinds, limit, request, &self.policy)?;
+        for job in &claimed {
             events::job_claimed(watch, job, job.run_at, now);
         }
         Ok(claimed)
@@ -233,12 +292,35 @@ impl Queue {
         self.finish(id, token, Finish::Release)
     }
 
+    /// Ends several attempts in one transaction (one commit); each entry
+    /// succeeds or fails on its own (a stale token is a Conflict for its
+    /// entry only). Results are checked as by `complete`.
+    pub fn finish_many(&self, finishes: &[(JobId, Token, Finish<'_>)]) -> Result<Vec<Result<JobRecord>>> {
+        for (_, _, finish) in finishes {
+            if let Finish::Complete { result } = finish {
+                if !result.is_empty() {
+                    check_json("result", result)?;
+                }
+            }
+        }
+        let watch = events::watch();
+        let now = self.clock.now();
+        let results = self.store.finish_many(finishes, &self.policy, now)?;
+        let mut requeued = false;
+        for ((_, _, finish), record) in finishes.iter().zip(&results) {
+            if let Ok(record) = record {
+                events::job_finished(watch, finish_name(finish), record, now);
+                requeued |= record.state.is_available();
+            }
+        }
+        if requeued {
+            self.wakeup.notify();
+        }
+        Ok(results)
+    }
+
     fn finish(&self, id: JobId, token: Token, finish: Finish<'_>) -> Result<JobRecord> {
-        let how = match finish {
-            Finish::Complete { .. } => "completed",
-            Finish::Fail { .. } => "failed",
-            Finish::Release => "released",
-        };
+        let how = finish_name(&finish);
         let watch = events::watch();
         let now = self.clock.now();
         let record = self.store.finish(id, token, finish, &self.policy, now)?;
@@ -326,6 +408,14 @@ impl Queue {
 
     pub(crate) fn wakeup(&self) -> &Arc<Wakeup> {
         &self.wakeup
+    }
+}
+
+fn finish_name(finish: &Finish<'_>) -> &'static str {
+    match finish {
+        Finish::Complete { .. } => "completed",
+        Finish::Fail { .. } => "failed",
+        Finish::Release => "released",
     }
 }
 

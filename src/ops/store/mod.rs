@@ -175,9 +175,56 @@ pub struct KindCount {
 }
 
 /// A durable job queue with leases and fencing.
+///
+/// The batch methods (`enqueue_many`, `dequeue_many`, `finish_many`) were
+/// added later and default to looping their single form (one transaction
+/// each); a store overrides them to do the batch in one transaction, as the
+/// LMDB store does.
 pub trait JobStore: Send + Sync + 'static {
     /// Stores a new job, or returns the live job holding its unique key.
     fn enqueue(&self, job: NewJob, now: Millis) -> Result<Enqueued>;
+
+    /// `enqueue` for each of `jobs`, in order; a later job whose unique key
+    /// an earlier one of the batch took returns that one. All or nothing
+    /// where the store can (one transaction); the default loops `enqueue`.
+    fn enqueue_many(&self, jobs: Vec<NewJob>, now: Millis) -> Result<Vec<Enqueued>> {
+        jobs.into_iter().map(|job| self.enqueue(job, now)).collect()
+    }
+
+    /// Up to `limit` jobs claimed as by `dequeue`, best first, each with a
+    /// fresh token; fewer (or none) when fewer are ready. The default loops
+    /// `dequeue`.
+    fn dequeue_many(
+        &self,
+        kinds: &[&str],
+        limit: usize,
+        request: ClaimRequest<'_>,
+        policy: &JobPolicy,
+    ) -> Result<Vec<JobRecord>> {
+        let mut claimed = Vec::new();
+        while claimed.len() < limit {
+            match self.dequeue(kinds, request, policy)? {
+                Some(job) => claimed.push(job),
+                None => break,
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// `finish` for each entry, each succeeding or failing on its own (a
+    /// stale token fails only its entry); the outer error is the store's.
+    /// The default loops `finish`.
+    fn finish_many(
+        &self,
+        finishes: &[(JobId, Token, Finish<'_>)],
+        policy: &JobPolicy,
+        now: Millis,
+    ) -> Result<Vec<Result<JobRecord>>> {
+        Ok(finishes
+            .iter()
+            .map(|&(id, token, finish)| self.finish(id, token, finish, policy, now))
+            .collect())
+    }
 
     /// Atomically claims the best ready job of `kinds` — lowest priority
     /// number, then earliest run-at, then lowest id — as a new attempt with a

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::slots::{kind_pool, spawn_named, spawn_slot, Shared};
+use super::slots::{kind_pool, spawn_named, spawn_slot, KindSlots, Shared};
 use super::{Worker, TARGET};
 use crate::ops::jobs::handler::{Handler, HandlerResult, JobContext};
 use crate::ops::jobs::queue::Queue;
@@ -125,11 +125,12 @@ impl WorkerBuilder {
             let (handler, concurrency) = &self.handlers[kind];
             let pool = Arc::new(kind_pool(&shared.options, kind, *concurrency));
             shared.pools.lock().push(pool.clone());
+            let slots = Arc::new(KindSlots::new(kind, *concurrency));
             for slot in 0..*concurrency {
-                threads.push(spawn_slot(&shared, kind, handler.clone(), &pool, slot)?);
+                threads.push(spawn_slot(&shared, &slots, handler.clone(), &pool, slot)?);
             }
         }
-        crate::stats::register("ops", &shared);
+        crate::stats::register("workers", &shared);
         log::info!(target: TARGET, "worker started: name={} kinds={:?}", shared.options.name, kinds);
         let maintenance = spawn_named("keel-worker-heartbeat", {
             let shared = shared.clone();

@@ -14,6 +14,7 @@ use self::slots::Shared;
 use crate::ops::jobs::queue::Queue;
 
 mod builder;
+mod completer;
 mod slots;
 
 pub use builder::{WorkerBuilder, WorkerOptions, MAX_CONCURRENCY};
@@ -25,7 +26,7 @@ const TARGET: &str = "keel::ops";
 const SLOT_EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// What a worker has done so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WorkerStats {
     /// Jobs whose handler succeeded and whose completion was stored.
     pub completed: u64,
@@ -45,6 +46,8 @@ pub struct WorkerStats {
     /// deleted meanwhile): dropped from the running set, their handler told
     /// through `lease_lost`, their result not stored.
     pub lost: u64,
+    /// Jobs running at the moment of the snapshot.
+    pub running: usize,
 }
 
 /// What a graceful stop did.
@@ -95,7 +98,7 @@ impl Worker {
 
     /// What the worker has done so far.
     pub fn stats(&self) -> WorkerStats {
-        self.shared.stats.snapshot()
+        self.shared.stats_now()
     }
 
     /// A handle reading this worker's stats that never waits on the worker
@@ -165,7 +168,7 @@ pub struct WorkerMonitor {
 impl WorkerMonitor {
     /// What the worker has done so far (atomic counters, no lock).
     pub fn stats(&self) -> WorkerStats {
-        self.shared.stats.snapshot()
+        self.shared.stats_now()
     }
 
     /// How many jobs are running right now (a short internal lock).

@@ -130,6 +130,73 @@ impl LmdbStore {
         }
     }
 
+    fn enqueue_in(&self, txn: &mut RwTransaction<'_>, job: &NewJob, now: Millis) -> Result<Enqueued> {
+        if let Some(unique) = &job.unique_key {
+            if let Some(existing) = self.unique_holder(txn, &job.kind, unique)? {
+                return Ok(Enqueued {
+                    job: existing,
+                    created: false,
+                });
+            }
+        }
+        let record = JobRecord {
+            id: next_counter(txn, self.dbs.meta, NEXT_JOB_ID)?,
+            kind: job.kind.clone(),
+            payload: job.payload.clone(),
+            state: JobState::Queued,
+            priority: job.priority,
+            run_at: job.run_at,
+            attempts: 0,
+            failures: 0,
+            max_attempts: job.max_attempts,
+            resets: 0,
+            token: 0,
+            worker: String::new(),
+            lease_until: 0,
+            unique_key: job.unique_key.clone(),
+            last_error: String::new(),
+            result: String::new(),
+            created_at: now,
+            updated_at: now,
+            finished_at: 0,
+        };
+        self.write_job(txn, None, Some(&record))?;
+        Ok(Enqueued {
+            job: record,
+            created: true,
+        })
+    }
+
+    /// Claims the best ready job of `kinds` in `txn`, if any.
+    fn claim_best(
+        &self,
+        txn: &mut RwTransaction<'_>,
+        kinds: &[&str],
+        request: ClaimRequest<'_>,
+    ) -> Result<Option<JobRecord>> {
+        let mut best: Option<Slot> = None;
+        for kind in kinds {
+            if let Some(slot) = self.best_slot(txn, kind, request.now)? {
+                best = Some(best.map_or(slot, |current| current.min(slot)));
+            }
+        }
+        let Some(slot) = best else {
+            return Ok(None);
+        };
+        let old = self.load_job(txn, slot.id)?;
+        if !t::job_ready(&old, request.now) {
+            return Err(Error::corrupt(format!(
+                "{}: available index disagrees with job {}",
+                self.context(),
+                old.id
+            )));
+        }
+        let token = next_counter(txn, self.dbs.meta, NEXT_TOKEN)?;
+        let new = t::job_claim(old.clone(), request.worker, token, request.lease_until, request.now);
+        self.write_job(txn, Some(&old), Some(&new))?;
+        Ok(Some(new))
+    }
+
     fn reset_in(
         &self,
         txn: &mut RwTransaction<'_>,
@@ -163,70 +230,37 @@ impl LmdbStore {
 
 impl JobStore for LmdbStore {
     fn enqueue(&self, job: NewJob, now: Millis) -> Result<Enqueued> {
-        self.env.write(|txn| {
-            if let Some(unique) = &job.unique_key {
-                if let Some(existing) = self.unique_holder(txn, &job.kind, unique)? {
-                    return Ok(Enqueued {
-                        job: existing,
-                        created: false,
-                    });
-                }
-            }
-            let record = JobRecord {
-                id: next_counter(txn, self.dbs.meta, NEXT_JOB_ID)?,
-                kind: job.kind.clone(),
-                payload: job.payload.clone(),
-                state: JobState::Queued,
-                priority: job.priority,
-                run_at: job.run_at,
-                attempts: 0,
-                failures: 0,
-                max_attempts: job.max_attempts,
-                resets: 0,
-                token: 0,
-                worker: String::new(),
-                lease_until: 0,
-                unique_key: job.unique_key.clone(),
-                last_error: String::new(),
-                result: String::new(),
-                created_at: now,
-                updated_at: now,
-                finished_at: 0,
-            };
-            self.write_job(txn, None, Some(&record))?;
-            Ok(Enqueued {
-                job: record,
-                created: true,
-            })
-        })
+        self.env.write(|txn| self.enqueue_in(txn, &job, now))
+    }
+
+    fn enqueue_many(&self, jobs: Vec<NewJob>, now: Millis) -> Result<Vec<Enqueued>> {
+        self.env
+            .write(|txn| jobs.iter().map(|job| self.enqueue_in(txn, job, now)).collect())
     }
 
     fn dequeue(&self, kinds: &[&str], request: ClaimRequest<'_>, policy: &JobPolicy) -> Result<Option<JobRecord>> {
+        Ok(self.dequeue_many(kinds, 1, request, policy)?.pop())
+    }
+
+    fn dequeue_many(
+        &self,
+        kinds: &[&str],
+        limit: usize,
+        request: ClaimRequest<'_>,
+        policy: &JobPolicy,
+    ) -> Result<Vec<JobRecord>> {
         // Reported once committed: the closure may run again if the map grows.
         let mut reset = ResetReport::default();
         let claimed = self.env.write(|txn| {
             reset = self.reset_in(txn, policy, request.now, RESETS_PER_DEQUEUE)?;
-            let mut best: Option<Slot> = None;
-            for kind in kinds {
-                if let Some(slot) = self.best_slot(txn, kind, request.now)? {
-                    best = Some(best.map_or(slot, |current| current.min(slot)));
+            let mut claimed = Vec::new();
+            while claimed.len() < limit {
+                match self.claim_best(txn, kinds, request)? {
+                    Some(job) => claimed.push(job),
+                    None => break,
                 }
             }
-            let Some(slot) = best else {
-                return Ok(None);
-            };
-            let old = self.load_job(txn, slot.id)?;
-            if !t::job_ready(&old, request.now) {
-                return Err(Error::corrupt(format!(
-                    "{}: available index disagrees with job {}",
-                    self.context(),
-                    old.id
-                )));
-            }
-            let token = next_counter(txn, self.dbs.meta, NEXT_TOKEN)?;
-            let new = t::job_claim(old.clone(), request.worker, token, request.lease_until, request.now);
-            self.write_job(txn, Some(&old), Some(&new))?;
-            Ok(Some(new))
+            Ok(claimed)
         })?;
         events::leases_reset(reset.requeued, reset.dead, "dequeue");
         Ok(claimed)
@@ -262,15 +296,34 @@ impl JobStore for LmdbStore {
     ) -> Result<JobRecord> {
         self.env.write(|txn| {
             let old = self.load_job(txn, id)?;
-            let new = match finish {
-                Finish::Complete { result } => t::job_complete(old.clone(), token, result, now)?,
-                Finish::Fail { error, retryable } => {
-                    t::job_fail(old.clone(), token, error, retryable, &policy.backoff, now)?
-                }
-                Finish::Release => t::job_release(old.clone(), token, now)?,
-            };
+            let new = finished(old.clone(), token, finish, policy, now)?;
             self.write_job(txn, Some(&old), Some(&new))?;
             Ok(new)
+        })
+    }
+
+    fn finish_many(
+        &self,
+        finishes: &[(JobId, Token, Finish<'_>)],
+        policy: &JobPolicy,
+        now: Millis,
+    ) -> Result<Vec<Result<JobRecord>>> {
+        self.env.write(|txn| {
+            let mut results = Vec::with_capacity(finishes.len());
+            for &(id, token, finish) in finishes {
+                let outcome = self.load_job(txn, id).and_then(|old| {
+                    let new = finished(old.clone(), token, finish, policy, now)?;
+                    Ok((old, new))
+                });
+                results.push(match outcome {
+                    Ok((old, new)) => {
+                        self.write_job(txn, Some(&old), Some(&new))?;
+                        Ok(new)
+                    }
+                    Err(err) => Err(err),
+                });
+            }
+            Ok(results)
         })
     }
 
@@ -399,5 +452,14 @@ impl JobStore for LmdbStore {
             }
             Ok(jobs)
         })
+    }
+}
+
+/// `old` after `finish` by the holder of `token` (Conflict when stale).
+fn finished(old: JobRecord, token: Token, finish: Finish<'_>, policy: &JobPolicy, now: Millis) -> Result<JobRecord> {
+    match finish {
+        Finish::Complete { result } => t::job_complete(old, token, result, now),
+        Finish::Fail { error, retryable } => t::job_fail(old, token, error, retryable, &policy.backoff, now),
+        Finish::Release => t::job_release(old, token, now),
     }
 }
