@@ -87,6 +87,33 @@ fn the_schema_version_is_recorded_and_a_newer_one_is_unsupported() {
 }
 
 #[test]
+fn a_version_1_schema_is_upgraded_on_open_keeping_its_records() {
+    let schema = fresh_schema("upgrade");
+    let ops =
+        keel::ops::Operations::with_store(Arc::new(PgStore::open_with(&url(), &options(schema.clone())).unwrap()));
+    ops.ready("ds", &["unpack"]).unwrap();
+    // Back to version 1: the lapse counts did not exist yet.
+    let mut db = client();
+    db.batch_execute(&format!(
+        "ALTER TABLE {schema}.op_records DROP COLUMN lapses; \
+         UPDATE {schema}.meta SET value = '1' WHERE key = 'schema_version'"
+    ))
+    .unwrap();
+    let upgraded =
+        keel::ops::Operations::with_store(Arc::new(PgStore::open_with(&url(), &options(schema.clone())).unwrap()));
+    let version: String = db
+        .query_one(
+            &format!("SELECT value FROM {schema}.meta WHERE key = 'schema_version'"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, SCHEMA_VERSION.to_string());
+    let claims = upgraded.claim("unpack", 10, "w", LEASE).unwrap();
+    assert_eq!(claims.len(), 1, "the version-1 record survived the upgrade");
+}
+
+#[test]
 fn concurrent_first_opens_create_the_schema_once() {
     let schema = fresh_schema("concurrent-open");
     let opened: Vec<_> = (0..4)

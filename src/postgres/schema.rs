@@ -14,10 +14,16 @@ use super::map_err;
 use crate::{Error, Result};
 
 /// The schema version this build creates and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The upgrade steps: `STEPS[n]` takes version `n` to `n + 1`.
-const STEPS: &[&str] = &[V1];
+const STEPS: &[&str] = &[V1, V2];
+
+/// Version 2: operation records count their lapsed claims in a row (leases
+/// that ended without an update), so a claim that keeps dying fails.
+const V2: &str = r#"
+ALTER TABLE {s}.op_records ADD COLUMN lapses integer NOT NULL DEFAULT 0;
+"#;
 
 /// Version 1: jobs (with their per-kind counts), operation records, the
 /// token sequence (claims, attempts and lock fences) and the SQL entry points.
@@ -169,8 +175,6 @@ CREATE TABLE {s}.op_records (
     ready_at bigint NOT NULL,
     created_at bigint NOT NULL,
     updated_at bigint NOT NULL,
-    -- Lapsed claims in a row (leases that ended without an update).
-    lapses integer NOT NULL DEFAULT 0,
     PRIMARY KEY (item, op)
 );
 CREATE INDEX op_ready ON {s}.op_records (op, ready_at, item COLLATE "C") WHERE state = 1;
