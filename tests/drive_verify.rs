@@ -122,6 +122,8 @@ fn a_check_that_crashes_ends_the_child_and_is_reported() {
     let report = keel::lmdb::verify::verify(drive.path(), &[crash]).unwrap();
     assert!(!report.is_ok());
     assert!(report.problems[0].contains("SIGSEGV"), "{:?}", report.problems);
+    // The child died holding a reader slot; it is cleared, not left to pin pages.
+    assert_eq!(drive.env().clear_stale_readers().unwrap(), 1);
     // And this process goes on.
     assert!(drive.verify().unwrap().is_ok());
 }

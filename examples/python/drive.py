@@ -4,8 +4,10 @@ permissions."""
 
 import os
 import tempfile
+from typing import Any, Dict, Optional
 
 import keel
+from keel.types import Item
 
 folder = tempfile.mkdtemp(prefix="keel-example-drive-")
 drive = keel.Drive(os.path.join(folder, "catalogue.drive"))
@@ -18,7 +20,7 @@ with drive.batch() as batch:  # one transaction
         batch.set_data(item["id"], {"title": name, "words": words})
 
 
-def upgrade(item, version, data, old_schema, new_schema):
+def upgrade(item: Item, version: str, data: Dict[str, Any], old_schema: Optional[int], new_schema: int) -> Dict[str, Any]:
     return {"title": data["title"], "word_count": data["words"]}
 
 

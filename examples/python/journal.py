@@ -15,7 +15,7 @@ root = tempfile.mkdtemp(prefix="keel-journal-example-")
 journal = keel.Journal(root)
 
 
-def add(name, body):
+def add(name: str, body: str) -> None:
     with journal.mutation("add", name) as m:
         staging = m.staging_dir()
         with open(os.path.join(staging, f"{name}.md"), "w") as f:

@@ -13,14 +13,14 @@ import keel
 
 locks = keel.KeyedLocks("sources")
 scopes = [f"source-{random.randrange(30)}" for _ in range(200)]
-busy = set()
+busy: set[str] = set()
 busy_guard = threading.Lock()
 overlaps = 0
 queue = list(enumerate(scopes))
 queue_guard = threading.Lock()
 
 
-def worker():
+def worker() -> None:
     global overlaps
     while True:
         with queue_guard:

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import keel
+from keel.types import JobRecord, Json
 
 with tempfile.TemporaryDirectory() as folder:
     ops = keel.Operations(Path(folder) / "ops.lmdb")
@@ -26,7 +27,7 @@ with tempfile.TemporaryDirectory() as folder:
         queue.enqueue("mail.send", {"to": to}, unique_key=to, max_attempts=3)
     done = threading.Semaphore(0)
 
-    def send(job):
+    def send(job: JobRecord) -> Json:
         try:
             if "@" not in job["payload"]["to"]:
                 raise keel.JobError("no such address", retryable=False)

@@ -13,13 +13,15 @@ time, in order.
 import threading
 import time
 
+from typing import Dict, List
+
 import keel
 
 never = threading.Event()  # the dead source's fetch waits on this forever
-fetched = set()
+fetched: set[str] = set()
 
 
-def sync(scope):
+def sync(scope: Dict[str, str]) -> str:
     source = scope["source"]
     if source not in fetched:  # pass 1: the one fetch per source
         if source == "source-13":
@@ -40,11 +42,18 @@ print(f"{len(ok)} synced, {len(timed_out)} timed out, {len(refused)} refused")
 assert (len(ok), len(timed_out), len(refused)) == (57, 1, 2)
 print("stats:", pool.stats())
 
-registry = []
+registry: List[str] = []
+
+
+def register(converted: str) -> int:
+    registry.append(converted)
+    return len(registry)
+
+
 committed = pool.pipeline(
     lambda name: name.upper(),  # prepared in parallel on the pool
     [f"doc-{i}.md" for i in range(8)],
-    lambda converted: registry.append(converted) or len(registry),  # in order, here
+    register,  # in order, here
 )
 assert registry == [f"DOC-{i}.MD" for i in range(8)] and committed == list(range(1, 9))
 print("registered in order:", registry)

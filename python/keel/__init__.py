@@ -28,10 +28,15 @@ matching builtin: ``NotFound`` is a ``LookupError``, ``InvalidArgument`` a
 keel's events (one per meaningful step, with its duration) go to the standard
 ``logging`` module under ``keel.locks``, ``keel.pool``, ``keel.journal``,
 ``keel.drive``, ``keel.lmdb`` and ``keel.ops``: configure ``logging`` and they
-appear. Levels are re-read at most once a second; :func:`flush_logs` re-reads them
-now and waits until every event so far has been handed to ``logging``.
+appear. Levels are re-read whenever ``logging`` changes one (``setLevel``,
+``basicConfig``, ``dictConfig``, ``logging.disable``); queued events are handed
+to ``logging`` at interpreter exit; :func:`flush_logs` waits until every event
+so far has been handed over. A record carries the event's own time, Rust file,
+line and module, and its fields as ``record.keel_fields`` (a dict; the event's
+name is ``record.keel_event``), for structured formatters.
 """
 
+import atexit as _atexit
 import logging as _logging
 
 from keel._keel import (
@@ -45,6 +50,7 @@ from keel._keel import (
     DRIVE_ROOT,
     Drive,
     DriveBatch,
+    FileNotFound,
     InvalidArgument,
     IoError,
     ItemIterator,
@@ -72,6 +78,8 @@ from keel._keel import (
     stats,
     verify_file,
 )
+from keel import _keel, types
+from keel.types import Item, ItemId, JobRecord, JobState, Json, Key, OpRecord, OpState, PathArg, Permissions
 
 __all__ = [
     "AlreadyExists",
@@ -84,20 +92,31 @@ __all__ = [
     "DRIVE_ROOT",
     "Drive",
     "DriveBatch",
+    "FileNotFound",
     "InvalidArgument",
     "IoError",
+    "Item",
+    "ItemId",
     "ItemIterator",
+    "JobRecord",
+    "JobState",
+    "Json",
     "JobContext",
     "JobError",
     "Journal",
     "KeelError",
+    "Key",
     "KeyedLocks",
     "LockGuard",
     "Mutation",
     "NotFound",
+    "OpRecord",
+    "OpState",
     "Operations",
     "Panic",
+    "PathArg",
     "PermissionDenied",
+    "Permissions",
     "Queue",
     "ReadGuard",
     "StorageFull",
@@ -110,6 +129,7 @@ __all__ = [
     "__version__",
     "flush_logs",
     "stats",
+    "types",
     "verify_file",
 ]
 
@@ -124,6 +144,27 @@ class JobError(Exception):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+def _follow_logging_levels() -> None:
+    """Re-read keel's levels whenever ``logging`` changes one: every level
+    change resets the logger manager's cache, so keel hooks that reset."""
+    manager = _logging.Logger.manager
+    original = getattr(manager, "_clear_cache", None)
+    if original is None or getattr(original, "_keel_hook", False):
+        return
+
+    def _clear_cache() -> None:
+        original()
+        _keel._refresh_log_levels()
+
+    _clear_cache._keel_hook = True  # type: ignore[attr-defined]
+    manager._clear_cache = _clear_cache  # type: ignore[method-assign]
+
+
+_follow_logging_levels()
+# Registered after the native module's exit hook, so it runs before it
+# (atexit is last in, first out): queued events reach logging first.
+_atexit.register(flush_logs)
 
 # A library's loggers stay silent until the host configures logging (no
 # "lastResort" output on stderr); keel's events then flow to its handlers.

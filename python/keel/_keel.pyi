@@ -1,13 +1,45 @@
-"""Type stubs for the native module keel._keel (re-exported by ``keel``)."""
+"""Type stubs for the native module keel._keel (re-exported by ``keel``).
 
-import os
+The shapes of returned dicts live in :mod:`keel.types` (a real module, so
+host code can import them); every class here is final (the native classes
+cannot be subclassed).
+"""
+
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union, final, overload
+
+from keel.types import (
+    Data,
+    DriveStats,
+    Enqueued,
+    Handler,
+    Item,
+    ItemId,
+    JobRecord,
+    JobState,
+    Json,
+    JournalStats,
+    JournalStatus,
+    Key,
+    LockStats,
+    OpClaim,
+    OpRecord,
+    OpState,
+    PathArg,
+    Permissions,
+    PoolStats,
+    RecoveryReport,
+    ResetReport,
+    StopReport,
+    Version,
+    WorkerStats,
+)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 __version__: str
-
-Key = Union[str, bytes]
 
 class KeelError(Exception):
     """The base of every keel error. ``code`` is the stable number of its kind."""
@@ -30,6 +62,7 @@ class Closed(KeelError): ...
 class Panic(KeelError): ...
 class Unsupported(KeelError): ...
 
+@final
 class LockGuard:
     """A held key (or set of keys); release with ``release()`` or ``with``."""
 
@@ -42,12 +75,14 @@ class LockGuard:
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool: ...
+        /,
+    ) -> None: ...
 
+@final
 class KeyedLocks:
     """One lock per key while anyone holds or waits for it; no entry left behind."""
 
-    def __init__(self, name: Optional[str] = None) -> None: ...
+    def __new__(cls, name: Optional[str] = None) -> "KeyedLocks": ...
     def lock(
         self,
         key: Key,
@@ -65,17 +100,19 @@ class KeyedLocks:
         shared: bool = False,
         cancel: Optional["CancellationToken"] = None,
     ) -> LockGuard: ...
-    def stats(self) -> Dict[str, int]: ...
+    def stats(self) -> LockStats: ...
     def __len__(self) -> int: ...
 
+@final
 class CancellationToken:
     """Tells a running ``SyncPool.run`` or ``pipeline`` to stop; ``cancel()`` from any thread."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> "CancellationToken": ...
     def cancel(self) -> None: ...
     @property
     def cancelled(self) -> bool: ...
 
+@final
 class TaskContext:
     """Passed as the second argument with ``pool.run(..., context=True)``."""
 
@@ -93,6 +130,7 @@ class TaskContext:
     def wait_cancelled(self, seconds: float) -> bool:
         """Waits up to ``seconds`` (GIL released); True if the callable should stop."""
 
+@final
 class SyncPool:
     """Blocking callables N at a time on keel's threads; items of one key never at once.
 
@@ -101,14 +139,14 @@ class SyncPool:
     killed); its key stays busy until it returns. ``shutdown()`` never waits.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         max_concurrency: int = 10,
         *,
         timeout: Optional[float] = None,
         max_abandoned: int = 64,
         name: Optional[str] = None,
-    ) -> None: ...
+    ) -> "SyncPool": ...
     @property
     def max_concurrency(self) -> int: ...
     def run(
@@ -135,27 +173,31 @@ class SyncPool:
         cancel: Optional[CancellationToken] = None,
     ) -> List[Any]: ...
     def shutdown(self) -> None: ...
-    def stats(self) -> Dict[str, int]: ...
+    def close(self) -> None:
+        """The same as ``shutdown()`` (``with keel.SyncPool(...) as pool:`` calls it)."""
+    def __enter__(self) -> "SyncPool": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+        /,
+    ) -> None: ...
+    def stats(self) -> PoolStats: ...
 
 DRIVE_ROOT: str
 """The id of the drive's virtual root (32 zeros)."""
 
-ItemId = Union[str, bytes]
-Item = Dict[str, Any]
-"""An item: id, parent, name, type, created, creator, children, data_size,
-version ("1.2.3" or None), updated, updater, permissions."""
-Permissions = Dict[str, Any]
-"""{"default": "read" | None, "users": {name: level}, "roles": {name: level}};
-levels are "deny", "read", "edit", "admin"."""
 
+@final
 class ItemIterator:
     """Item dicts, fetched a page at a time with the GIL released."""
 
     def __iter__(self) -> "ItemIterator": ...
     def __next__(self) -> Item: ...
 
-Data = Union[bytes, bytearray, str, IO[bytes], IO[str]]
 
+@final
 class Mutation:
     """Changes to a journal's tree that end exactly as before or as after.
 
@@ -184,8 +226,10 @@ class Mutation:
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool: ...
+        /,
+    ) -> None: ...
 
+@final
 class DriveBatch:
     """Calls in one transaction: ``with drive.batch() as b: ...``."""
 
@@ -193,9 +237,10 @@ class DriveBatch:
     def __exit__(
         self,
         exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> bool: ...
+        exc: Optional[BaseException] = None,
+        tb: Optional[TracebackType] = None,
+        /,
+    ) -> None: ...
     def get(self, id: ItemId, type: Optional[str] = None) -> Item: ...
     def resolve(self, path: str) -> List[Item]: ...
     def children(
@@ -218,18 +263,19 @@ class DriveBatch:
     def get_data(self, id: ItemId, version: Optional[str] = None) -> Tuple[str, Any]: ...
     def delete_data(self, id: ItemId, version: str) -> Optional[str]: ...
 
+@final
 class Drive:
     """A tree of named items in its own LMDB file, durable on return."""
 
-    def __init__(
-        self,
-        path: str,
+    def __new__(
+        cls,
+        path: PathArg,
         *,
         durable: bool = True,
         initial_map_size: Optional[int] = None,
         allow_types_without_schema: bool = True,
-    ) -> None: ...
-    def as_user(self, user: str, roles: Sequence[str] = ()) -> "Drive": ...
+    ) -> "Drive": ...
+    def as_user(self, user: str, roles: Sequence[str] = ...) -> "Drive": ...
     @property
     def user(self) -> str: ...
     @property
@@ -260,7 +306,7 @@ class Drive:
     def set_permissions(self, id: Optional[ItemId], permissions: Permissions) -> Item: ...
     def set_data(self, id: ItemId, data: Any, version: Optional[str] = None, *, replace: bool = False) -> str: ...
     def get_data(self, id: ItemId, version: Optional[str] = None) -> Tuple[str, Any]: ...
-    def versions(self, id: ItemId) -> List[Dict[str, Any]]: ...
+    def versions(self, id: ItemId) -> List[Version]: ...
     def delete_data(self, id: ItemId, version: str) -> Optional[str]: ...
     def set_schema(
         self, type: str, schema: Dict[str, Any], version: int,
@@ -271,9 +317,10 @@ class Drive:
     def verify(self) -> Dict[str, Any]:
         """Checks the whole file in a child process: {"file", "ok", "tables", "problems", "more_problems"}."""
         ...
-    def backup(self, dest: str) -> None: ...
-    def stats(self) -> Dict[str, int]: ...
+    def backup(self, dest: PathArg) -> None: ...
+    def stats(self) -> DriveStats: ...
 
+@final
 class ReadGuard:
     """The shared lock of a journal's root; no mutation runs while it is held."""
 
@@ -284,29 +331,30 @@ class ReadGuard:
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool: ...
+        /,
+    ) -> None: ...
 
+@final
 class Journal:
     """A managed directory tree changed only through crash-safe mutations."""
 
-    def __init__(self, root: Union[str, "os.PathLike[str]"]) -> None: ...
+    def __new__(cls, root: PathArg) -> "Journal": ...
     @property
     def root(self) -> Path: ...
     def begin(self, operation: str, details: str = "", *, timeout: Optional[float] = None) -> Mutation: ...
     def try_begin(self, operation: str, details: str = "") -> Optional[Mutation]: ...
     def mutation(self, operation: str, details: str = "", *, timeout: Optional[float] = None) -> Mutation: ...
     def read(self, *, timeout: Optional[float] = None) -> ReadGuard: ...
-    def recover(self) -> Dict[str, Any]: ...
+    def recover(self) -> RecoveryReport: ...
     def last_recovery(self) -> Optional[Dict[str, Any]]: ...
-    def status(self) -> Dict[str, Any]: ...
+    def status(self) -> JournalStatus: ...
     @staticmethod
-    def inspect(root: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]: ...
+    def inspect(root: PathArg) -> Dict[str, Any]: ...
     def resolve(self, seq: int) -> str: ...
-    def stats(self) -> Dict[str, int]: ...
+    def stats(self) -> JournalStats: ...
 
-Json = Any
-Record = Dict[str, Any]
 
+@final
 class Operations:
     """Per-item operation states in an LMDB file (READY, WORKING, OK, FAILED).
 
@@ -317,31 +365,32 @@ class Operations:
     claims in a row it is FAILED.
     """
 
-    def __init__(self, path: Union[str, "os.PathLike[str]"], *, max_lapses: int = 5) -> None: ...
-    def ready(self, item: str, ops: Sequence[str]) -> List[Record]: ...
-    def next(self, op: str, limit: int = 100, *, order: str = "oldest") -> List[Record]:
+    def __new__(cls, path: PathArg, *, max_lapses: int = 5) -> "Operations": ...
+    def ready(self, item: str, ops: Sequence[str]) -> List[OpRecord]: ...
+    def next(self, op: str, limit: int = 100, *, order: Literal["oldest", "item"] = "oldest") -> List[OpRecord]:
         """Claimable records of ``op``: ``order`` is "oldest" (the default) or "item"."""
     def reset_expired(self) -> Dict[str, int]:
         """Lapsed claims back to READY (FAILED past max_lapses): ``{"ready", "failed"}``."""
-    def claim(self, op: str, limit: int = 1, *, worker: str, lease: float = 30.0) -> List[Record]: ...
+    def claim(self, op: str, limit: int = 1, *, worker: str, lease: float = 30.0) -> List[OpClaim]: ...
     def update(
         self,
         item: str,
         op: str,
-        state: str,
+        state: OpState,
         message: str = "",
         *,
         enable: Sequence[str] = ...,
         token: Optional[int] = None,
-    ) -> Record: ...
-    def error(self, item: str, op: str, message: str, *, token: Optional[int] = None) -> Record: ...
-    def states(self, item: str) -> List[Record]: ...
+    ) -> OpRecord: ...
+    def error(self, item: str, op: str, message: str, *, token: Optional[int] = None) -> OpRecord: ...
+    def states(self, item: str) -> List[OpRecord]: ...
 
+@final
 class Queue:
     """A durable job queue in an LMDB file: priorities (0 first), run-at times,
     unique keys, leases with attempt tokens, retries with backoff and jitter."""
 
-    def __init__(self, path: Union[str, "os.PathLike[str]"], *, max_resets: int = 5) -> None: ...
+    def __new__(cls, path: PathArg, *, max_resets: int = 5) -> "Queue": ...
     def enqueue(
         self,
         kind: str,
@@ -352,24 +401,25 @@ class Queue:
         delay: Optional[float] = None,
         max_attempts: int = 20,
         unique_key: Optional[str] = None,
-    ) -> Record: ...
-    def enqueue_many(self, jobs: Iterable[Union[Tuple[str, Json], Mapping[str, Any]]]) -> List[Record]:
+    ) -> Enqueued: ...
+    def enqueue_many(self, jobs: Iterable[Union[Tuple[str, Json], Mapping[str, Any]]]) -> List[Enqueued]:
         """Many jobs in one transaction: ``(kind, payload)`` pairs or dicts of enqueue's arguments."""
-    def dequeue(self, kinds: Sequence[str], *, worker: str, lease: float = 30.0) -> Optional[Record]: ...
+    def dequeue(self, kinds: Sequence[str], *, worker: str, lease: float = 30.0) -> Optional[JobRecord]: ...
     def heartbeat(self, id: int, token: int, *, lease: float = 30.0) -> int: ...
-    def complete(self, id: int, token: int, result: Json = None) -> Record: ...
-    def fail(self, id: int, token: int, error: str, *, retryable: bool = True) -> Record: ...
-    def release(self, id: int, token: int) -> Record: ...
-    def cancel(self, id: int, reason: str = "") -> Record: ...
-    def retry(self, id: int) -> Record:
+    def complete(self, id: int, token: int, result: Json = None) -> JobRecord: ...
+    def fail(self, id: int, token: int, error: str, *, retryable: bool = True) -> JobRecord: ...
+    def release(self, id: int, token: int) -> JobRecord: ...
+    def cancel(self, id: int, reason: str = "") -> JobRecord: ...
+    def retry(self, id: int) -> JobRecord:
         """Queues a dead or cancelled job again with fresh attempts (keel.Conflict otherwise)."""
-    def list(self, kind: str, *, state: Optional[str] = None, limit: int = 100) -> List[Record]:
+    def list(self, kind: str, *, state: Optional[JobState] = None, limit: int = 100) -> List[JobRecord]:
         """Jobs of ``kind`` (in ``state``, if given), oldest first."""
-    def get(self, id: int) -> Record: ...
-    def counts(self) -> Dict[str, Dict[str, int]]: ...
-    def reset_expired(self) -> Dict[str, int]: ...
+    def get(self, id: int) -> JobRecord: ...
+    def counts(self) -> Dict[str, Dict[JobState, int]]: ...
+    def reset_expired(self) -> ResetReport: ...
     def cleanup(self, retention: float) -> int: ...
 
+@final
 class JobContext:
     """The running attempt, handed to a handler that takes two arguments."""
 
@@ -384,14 +434,13 @@ class JobContext:
     def should_stop(self) -> bool:
         """True once the worker is stopping or the lease was lost."""
 
-Handler = Union[Callable[[Record], Json], Callable[[Record, JobContext], Json]]
-
+@final
 class Worker:
     """Runs Python callables as job handlers on keel's threads, each kind at its own
     concurrency. A handler's exception fails only its job."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         queue: Queue,
         handlers: Mapping[str, Union[Handler, Tuple[Handler, int]]],
         *,
@@ -403,20 +452,21 @@ class Worker:
         poll: float = 1.0,
         retention: Optional[float] = None,
         job_timeout: Optional[float] = None,
-    ) -> None: ...
+    ) -> "Worker": ...
     @property
     def kinds(self) -> List[str]: ...
     @property
     def running(self) -> int: ...
-    def stop(self, deadline: float = 30.0) -> Dict[str, int]: ...
-    def stats(self) -> Dict[str, int]: ...
+    def stop(self, deadline: float = 30.0) -> StopReport: ...
+    def stats(self) -> WorkerStats: ...
     def __enter__(self) -> "Worker": ...
     def __exit__(
         self,
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool: ...
+        /,
+    ) -> None: ...
 
 def stats() -> Dict[str, List[Dict[str, Any]]]:
     """Every live keel object's counters, grouped by part.
@@ -434,3 +484,18 @@ def flush_logs() -> None:
 
 def _debug_panic() -> None:
     """For tests of the panic boundary only: raises keel.Panic."""
+
+def _wait_for_keel_threads() -> None:
+    """Runs at interpreter exit (atexit): lets keel's threads leave Python."""
+
+def inspect_file(path: PathArg) -> Dict[str, Any]:
+    """What the LMDB file at ``path`` holds (``parts``, ``databases``,
+    ``description``), read only: the file is left exactly as it was."""
+    ...
+
+def _refresh_log_levels() -> None:
+    """Re-reads keel's logger levels (the package calls it when logging changes one)."""
+
+class FileNotFound(NotFound, FileNotFoundError):
+    """A missing file or folder: a keel.NotFound that is also a FileNotFoundError
+    (with ``errno`` and ``filename``), as ``open()`` raises."""

@@ -4,11 +4,32 @@
     keel drive ls|tree|cat|backup|verify DRIVE ...
     keel journal status|recover|resolve ROOT ...
     keel ops show|verify DB ...
-    keel queue stats|list|retry|verify DB ...
+    keel queue stats|list|show|retry|cancel|verify DB ...
     keel stats [--drive FILE] [--journal ROOT] [--ops FILE] [--queue FILE]
 
-Output is readable by default and JSON with ``--json``. An error is one line on
-stderr and a non-zero exit code; ``verify`` exits with 2 when it finds damage.
+Inspection never writes: a file is first looked at read-only, and one of
+another kind (a jobs file given to ``keel drive ls``, an empty file) is
+refused, naming what it holds. Only ``journal recover``, ``journal resolve``,
+``queue retry``, ``queue cancel`` and ``drive backup`` (which writes its copy)
+change anything, and they say what they did.
+
+Output is readable by default and JSON with ``--json`` (before or after the
+subcommand); errors are then JSON too, one object on stderr:
+``{"error": {"kind": ..., "code": ..., "message": ...}}``.
+
+Exit codes:
+  0   done
+  1   any other keel error
+  2   bad usage (argparse), or ``verify`` (or ``drive backup``) found damage
+  3   not found (a missing file, item or job)
+  4   wrong argument or wrong kind of file
+  5   conflict (e.g. retrying a job that is not dead)
+  6   busy or timed out (another process holds the file)
+  7   corrupt file
+  8   unsupported (e.g. a file of a newer format)
+  9   permission denied
+  10  other I/O error
+  130 interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -17,9 +38,33 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, TypeVar
+
+T = TypeVar("T")
+
+#: The exit code of each error kind (the module docstring lists them).
+EXIT_CODES = {
+    "NotFound": 3,
+    "FileNotFound": 3,
+    "InvalidArgument": 4,
+    "Conflict": 5,
+    "AlreadyExists": 5,
+    "Busy": 6,
+    "Timeout": 6,
+    "Corrupt": 7,
+    "Unsupported": 8,
+    "PermissionDenied": 9,
+    "IoError": 10,
+    "StorageFull": 10,
+}
+EXIT_INTERRUPTED = 130
+
+#: State names the core accepts (``--state`` choices).
+JOB_STATES = ["queued", "running", "retrying", "completed", "dead", "cancelled"]
 
 import keel
+from keel import _keel
 
 
 class Output:
@@ -56,6 +101,35 @@ def existing(path: str) -> str:
     return path
 
 
+def of_kind(path: str, part: str) -> str:
+    """The path of an existing file holding ``part`` ("drive" or "ops"),
+    checked read-only by its format marker before anything opens it for
+    writing; anything else is refused, naming what the file holds."""
+    report = _keel.inspect_file(existing(path))
+    if part not in report["parts"]:
+        what = {"drive": "a drive", "ops": "an operations and jobs store"}[part]
+        raise keel.InvalidArgument(f"{path} is not {what}: it is {report['description']}")
+    return path
+
+
+def progress(items: Iterable[T], what: str, every: float = 1.0) -> Iterator[T]:
+    """Yields ``items``; on long work whose output is not a terminal (so the
+    operator cannot see it grow), prints a line on stderr each ``every``
+    seconds saying how far it got."""
+    quiet = sys.stdout.isatty()
+    start = last = time.monotonic()
+    count = 0
+    for count, item in enumerate(items, 1):
+        yield item
+        if not quiet:
+            now = time.monotonic()
+            if now - last >= every:
+                last = now
+                print(f"keel: {what}: {count} so far ({now - start:.0f} s)", file=sys.stderr, flush=True)
+    if not quiet and last != start:
+        print(f"keel: {what}: {count} in all", file=sys.stderr, flush=True)
+
+
 # -- drive --------------------------------------------------------------------
 
 def _drive_item(drive: "keel.Drive", path: str) -> Optional[Dict[str, Any]]:
@@ -64,7 +138,7 @@ def _drive_item(drive: "keel.Drive", path: str) -> Optional[Dict[str, Any]]:
 
 
 def drive_ls(args: argparse.Namespace, out: Output) -> None:
-    drive = keel.Drive(existing(args.drive))
+    drive = keel.Drive(of_kind(args.drive, "drive"))
     parent = _drive_item(drive, args.path)
     items = list(drive.children(parent["id"] if parent else None, limit=args.limit))
     out.emit(items, lambda items: table(
@@ -73,14 +147,14 @@ def drive_ls(args: argparse.Namespace, out: Output) -> None:
 
 
 def drive_tree(args: argparse.Namespace, out: Output) -> None:
-    drive = keel.Drive(existing(args.drive))
+    drive = keel.Drive(of_kind(args.drive, "drive"))
     top = _drive_item(drive, args.path)
     items = list(drive.walk(top["id"] if top else None, order="parents_first"))
     if out.as_json:
         out.emit(items)
         return
     prefix = drive.path_of(top["id"]) if top else ""
-    for item in items:
+    for item in progress(items, "items printed"):
         path = drive.path_of(item["id"])
         depth = path[len(prefix):].strip("/").count("/")
         kind = f"  [{item['type']}]" if item.get("type") else ""
@@ -88,7 +162,7 @@ def drive_tree(args: argparse.Namespace, out: Output) -> None:
 
 
 def drive_cat(args: argparse.Namespace, out: Output) -> None:
-    drive = keel.Drive(existing(args.drive))
+    drive = keel.Drive(of_kind(args.drive, "drive"))
     item = drive.at_path(args.path.strip("/"))
     version, data = drive.get_data(item["id"], args.version)
     out.emit({"path": args.path, "version": version, "data": data},
@@ -96,7 +170,7 @@ def drive_cat(args: argparse.Namespace, out: Output) -> None:
 
 
 def drive_backup(args: argparse.Namespace, out: Output) -> Optional[int]:
-    path = existing(args.drive)
+    path = of_kind(args.drive, "drive")
     if not args.force:
         report = keel.verify_file(path)
         if not report["ok"]:
@@ -168,41 +242,62 @@ def journal_resolve(args: argparse.Namespace, out: Output) -> None:
 # -- operations and jobs ------------------------------------------------------
 
 def ops_show(args: argparse.Namespace, out: Output) -> None:
-    records = keel.Operations(existing(args.db)).states(args.item)
+    records = keel.Operations(of_kind(args.db, "ops")).states(args.item)
     out.emit(records, lambda rs: table(
         [(r["op"], r["state"], r["attempts"], r["message"]) for r in rs],
         ["operation", "state", "attempts", "message"]))
 
 
 def queue_stats(args: argparse.Namespace, out: Output) -> None:
-    counts = keel.Queue(existing(args.db)).counts()
+    counts = keel.Queue(of_kind(args.db, "ops")).counts()
     out.emit(counts, lambda c: table(
         [(kind, state, n) for kind, states in sorted(c.items()) for state, n in sorted(states.items())],
         ["kind", "state", "jobs"]))
 
 
+def _job_rows(jobs: Sequence[Dict[str, Any]]) -> str:
+    return table(
+        [(j["id"], j["kind"], j["state"], f"{j['attempts']}/{j['max_attempts']}", (j["last_error"] or "").split("\n")[0])
+         for j in jobs],
+        ["id", "kind", "state", "attempts", "last error"])
+
+
 def queue_list(args: argparse.Namespace, out: Output) -> None:
-    queue = keel.Queue(existing(args.db))
+    queue = keel.Queue(of_kind(args.db, "ops"))
     kinds = [args.kind] if args.kind else sorted(queue.counts())
-    jobs = [job for kind in kinds for job in queue.list(kind, state=args.state, limit=args.limit)]
-    out.emit(jobs, lambda js: table(
-        [(j["id"], j["kind"], j["state"], f"{j['attempts']}/{j['max_attempts']}", j["last_error"]) for j in js],
-        ["id", "kind", "state", "attempts", "last error"]))
+    jobs: List[Dict[str, Any]] = []
+    for kind in kinds:  # --limit counts jobs in all, not per kind
+        if args.limit is not None and len(jobs) >= args.limit:
+            break
+        left = None if args.limit is None else args.limit - len(jobs)
+        jobs += queue.list(kind, state=args.state, limit=left if left is not None else 1 << 31)
+    out.emit(jobs, _job_rows)
+
+
+def queue_show(args: argparse.Namespace, out: Output) -> None:
+    job = keel.Queue(of_kind(args.db, "ops")).get(args.id)
+    out.emit(job, lambda j: "\n".join(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}"
+                                      for key, value in j.items()))
 
 
 def queue_retry(args: argparse.Namespace, out: Output) -> None:
-    job = keel.Queue(existing(args.db)).retry(args.id)
+    job = keel.Queue(of_kind(args.db, "ops")).retry(args.id)
     out.emit(job, lambda j: f"job {j['id']} ({j['kind']}) is {j['state']} again")
+
+
+def queue_cancel(args: argparse.Namespace, out: Output) -> None:
+    job = keel.Queue(of_kind(args.db, "ops")).cancel(args.id, args.reason)
+    out.emit(job, lambda j: f"job {j['id']} ({j['kind']}) is {j['state']}")
 
 
 # -- stats and demo -----------------------------------------------------------
 
 def stats(args: argparse.Namespace, out: Output) -> None:
     opened: List[Any] = []  # kept alive so gather() sees them
-    opened += [keel.Drive(existing(path)) for path in args.drive]
+    opened += [keel.Drive(of_kind(path, "drive")) for path in args.drive]
     opened += [keel.Journal(existing(root)) for root in args.journal]
-    opened += [keel.Operations(existing(path)) for path in args.ops]
-    opened += [keel.Queue(existing(path)) for path in args.queue]
+    opened += [keel.Operations(of_kind(path, "ops")) for path in args.ops]
+    opened += [keel.Queue(of_kind(path, "ops")) for path in args.queue]
     gathered = keel.stats()
     out.emit(gathered, lambda g: "\n".join(
         f"{part}: {json.dumps(entry, sort_keys=True)}" for part, entries in sorted(g.items()) for entry in entries))
@@ -216,10 +311,24 @@ def demo(args: argparse.Namespace, out: Output) -> None:
         out.emit(summary)
 
 
+class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Gives every subcommand ``--json`` too, so it works after it."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser = super().add_parser(name, **kwargs)
+        parser.register("action", "parsers", _Subcommands)
+        parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                            help="print JSON instead of text (errors too)")
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="keel", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="keel", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__[__doc__.index("Exit codes:"):],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.register("action", "parsers", _Subcommands)
     parser.add_argument("--version", action="version", version=f"keel {keel.__version__}")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text (errors too)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("demo", help="run keel's main job end to end in a fresh folder",
@@ -234,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     drive = commands.add_parser("drive", help="inspect a drive file").add_subparsers(dest="action", required=True)
     p = drive.add_parser("ls", help="list the children of a path")
     p.add_argument("drive"), p.add_argument("path", nargs="?", default="")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="list at most this many children")
     p.set_defaults(run=drive_ls)
     p = drive.add_parser("tree", help="print the tree under a path")
     p.add_argument("drive"), p.add_argument("path", nargs="?", default="")
@@ -276,12 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("db")
     p.set_defaults(run=queue_stats)
     p = queue.add_parser("list", help="list jobs")
-    p.add_argument("db"), p.add_argument("--state", default=None), p.add_argument("--kind", default=None)
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("db"), p.add_argument("--state", default=None, choices=JOB_STATES)
+    p.add_argument("--kind", default=None)
+    p.add_argument("--limit", type=int, default=50, help="list at most this many jobs in all (default 50)")
     p.set_defaults(run=queue_list)
+    p = queue.add_parser("show", help="every field of one job")
+    p.add_argument("db"), p.add_argument("id", type=int)
+    p.set_defaults(run=queue_show)
     p = queue.add_parser("retry", help="queue a dead or cancelled job again, with fresh attempts")
     p.add_argument("db"), p.add_argument("id", type=int)
     p.set_defaults(run=queue_retry)
+    p = queue.add_parser("cancel", help="cancel a job that has not finished (it never runs again)")
+    p.add_argument("db"), p.add_argument("id", type=int), p.add_argument("--reason", default="cancelled by keel queue cancel")
+    p.set_defaults(run=queue_cancel)
     p = queue.add_parser("verify", help="walk every table of a queue file (exit 2 if damaged)")
     p.add_argument("file")
     p.set_defaults(run=verify)
@@ -295,21 +411,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(err: BaseException, as_json: bool) -> int:
+    """Reports ``err`` on stderr (one line, JSON if asked); its exit code."""
+    kind = type(err).__name__ if isinstance(err, keel.KeelError) else None
+    if kind is None and isinstance(err, FileNotFoundError):
+        kind = "NotFound"
+    elif kind is None and isinstance(err, PermissionError):
+        kind = "PermissionDenied"
+    elif kind is None and isinstance(err, OSError):
+        kind = "IoError"
+    elif kind is None:
+        kind = "InvalidArgument"
+    code = EXIT_CODES.get(kind, 1)
+    if as_json:
+        body = {"kind": kind, "code": getattr(err, "code", None), "message": str(err), "exit": code}
+        print(json.dumps({"error": body}), file=sys.stderr)
+    else:
+        print(f"keel: {kind}: {err}", file=sys.stderr)
+    return code
+
+
+def _quiet_broken_pipe() -> None:
+    """``keel drive tree X | head``: the reader left. Point stdout at
+    /dev/null so the interpreter's final flush raises nothing either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    as_json = bool(getattr(args, "json", False))
     try:
-        code = args.run(args, Output(args.json))
-    except keel.KeelError as err:
-        print(f"keel: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as err:
-        print(f"keel: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `keel drive tree ... | head`
-        sys.stderr.close()
+        code = args.run(args, Output(as_json))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
         return 0
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except (keel.KeelError, OSError, ValueError) as err:
+        return _error(err, as_json)
     return code or 0
 
 

@@ -155,8 +155,9 @@ pub const FILE_FORMAT: FileFormat = FileFormat {
 };
 
 impl Drive {
-    /// Opens the drive file at `path`, creating it (and its folder) if
-    /// missing. A file that is not LMDB, is truncated, or is an LMDB file
+    /// Opens the drive file at `path`, creating it if missing (its folder
+    /// must exist: a missing one is [`NotFound`](crate::ErrorKind::NotFound)).
+    /// A file that is not LMDB, is truncated, or is an LMDB file
     /// holding something other than a drive gives
     /// [`Corrupt`](crate::ErrorKind::Corrupt) and is left untouched. A drive
     /// of a newer format than [`FORMAT_VERSION`] gives
@@ -219,7 +220,10 @@ impl Drive {
     /// [`verify_file`]): a damaged file gives a report listing what is
     /// wrong, never a crash of this process.
     pub fn verify(&self) -> Result<Report> {
-        verify_file(self.path())
+        let report = verify_file(self.path())?;
+        // A verifier killed mid-read leaves its reader slot behind.
+        self.view.core.env.clear_stale_readers()?;
+        Ok(report)
     }
 
     /// The drive's LMDB environment (for stats).

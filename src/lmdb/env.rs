@@ -86,6 +86,44 @@ impl Env {
         Ok(Env { inner })
     }
 
+    /// Opens the existing file at `path` only to read it (LMDB's
+    /// `MDB_RDONLY`): nothing is created, neither the file nor a database
+    /// in it, and every write fails. For one-off looks at a file (the keel
+    /// command's inspection). If this process has the file open already,
+    /// that environment is returned (reading it is just as safe); a
+    /// read-only one is never shared, so drop it before opening the file
+    /// for writing. A missing file gives
+    /// [`NotFound`](crate::ErrorKind::NotFound).
+    pub fn open_read_only(path: impl AsRef<Path>, options: &EnvOptions) -> Result<Env> {
+        registry::watch_for_fork();
+        let path = path.as_ref();
+        let canonical = path.canonicalize().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::not_found(format!("{}: no such file", path.display())),
+            _ => Error::io(format!("resolve {}", path.display()), e),
+        })?;
+        if let Some(inner) = OPEN_ENVS.get(&canonical) {
+            return Ok(Env { inner });
+        }
+        let inner = Arc::new(Inner::open_with(&canonical, options, EnvironmentFlags::READ_ONLY)?);
+        Ok(Env { inner })
+    }
+
+    /// The named database if the file has it; never creates one (so it
+    /// works on a read-only environment).
+    pub fn existing_database(&self, name: &str) -> Result<Option<Database>> {
+        if let Some(db) = self.inner.databases.lock().get(name) {
+            return Ok(Some(*db));
+        }
+        match self.inner.env.open_db(Some(name)) {
+            Ok(db) => Ok(Some(db)),
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(err) => Err(map_err(
+                format!("open database {name} of {}", self.inner.path.display()),
+                err,
+            )),
+        }
+    }
+
     /// The canonical path of the file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -219,6 +257,15 @@ impl Env {
         stats
     }
 
+    /// Clears reader slots left by processes that died mid-read (as a
+    /// verifier child does when a damaged page kills it), so they do not
+    /// pin old pages until the next open. Returns how many were cleared.
+    pub fn clear_stale_readers(&self) -> Result<usize> {
+        self.inner.check_usable()?;
+        sys::clear_stale_readers(&self.inner.env)
+            .map_err(|e| map_err(format!("clear stale readers of {}", self.inner.path.display()), e))
+    }
+
     /// Whether `self` and `other` are the same open environment.
     pub fn same_as(&self, other: &Env) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
@@ -291,8 +338,12 @@ enum BatchEnd {
 
 impl Inner {
     fn open(path: &Path, options: &EnvOptions) -> Result<Inner> {
+        Inner::open_with(path, options, EnvironmentFlags::empty())
+    }
+
+    fn open_with(path: &Path, options: &EnvOptions, extra: EnvironmentFlags) -> Result<Inner> {
         let shown = path.display();
-        let mut flags = EnvironmentFlags::NO_SUB_DIR | EnvironmentFlags::NO_TLS;
+        let mut flags = EnvironmentFlags::NO_SUB_DIR | EnvironmentFlags::NO_TLS | extra;
         if options.durability == Durability::NoSyncRisksLastCommits {
             flags |= EnvironmentFlags::NO_SYNC;
         }

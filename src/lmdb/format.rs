@@ -133,6 +133,15 @@ pub fn backup_path(file: &Path, part: &str, from: u32) -> PathBuf {
     file.with_file_name(format!("{name}.{part}-format-{from}.backup"))
 }
 
+/// The version of `format` stamped in `env`, if the file holds that part;
+/// reads only, and creates nothing (works on a read-only environment).
+pub fn found_version(env: &Env, format: &FileFormat) -> Result<Option<u32>> {
+    match env.existing_database(format.meta_db)? {
+        Some(meta) => read_marker(env, format, meta),
+        None => Ok(None),
+    }
+}
+
 /// The marker bytes for `version`.
 pub fn marker(format: &FileFormat, version: u32) -> Vec<u8> {
     let mut bytes = format.magic.to_vec();

@@ -31,6 +31,11 @@ impl<T> Registry<T> {
 
     /// The live value for `canonical`, or a new one made by `open` (called
     /// under the registry lock, so two threads never open one file twice).
+    /// The value already open for `canonical`, if any.
+    pub(crate) fn get(&self, canonical: &Path) -> Option<Arc<T>> {
+        self.entries.get()?.lock().get(canonical).and_then(Weak::upgrade)
+    }
+
     pub(crate) fn get_or_open(&self, canonical: &Path, open: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
         let mut entries = self.entries.get_or_init(Default::default).lock();
         if let Some(live) = entries.get(canonical).and_then(Weak::upgrade) {
@@ -77,10 +82,11 @@ pub(crate) fn canonical_file_path(path: &Path) -> Result<PathBuf> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("create folder {}", parent.display()), e))?;
+    // Opening makes the file, never its folder: a mistyped folder is an
+    // error (NotFound), not a new tree in the wrong place.
     let parent = parent
         .canonicalize()
-        .map_err(|e| Error::io(format!("resolve folder {}", parent.display()), e))?;
+        .map_err(|e| Error::io(format!("open {shown}: its folder {}", parent.display()), e))?;
     let joined = parent.join(name);
     let canonical = match joined.canonicalize() {
         Ok(resolved) => resolved,
@@ -126,11 +132,20 @@ mod tests {
     #[test]
     fn two_spellings_of_one_file_are_one_key() {
         let dir = std::env::temp_dir().join(format!("keel-registry-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
         let a = canonical_file_path(&dir.join("sub/db.lmdb")).unwrap();
         let b = canonical_file_path(&dir.join("sub/../sub/./db.lmdb")).unwrap();
         assert_eq!(a, b);
         assert!(a.is_absolute());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_folder_is_not_found_and_not_created() {
+        let dir = std::env::temp_dir().join(format!("keel-registry-missing-{}", std::process::id()));
+        let err = canonical_file_path(&dir.join("db.lmdb")).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::NotFound);
+        assert!(!dir.exists());
     }
 
     #[test]

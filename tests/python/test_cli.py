@@ -1,6 +1,10 @@
 """The keel command for operators, and the demo it runs."""
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -41,11 +45,11 @@ def test_drive_ls_tree_cat_and_backup(capsys, drive_file, tmp_path):
 
 def test_errors_are_one_line_and_a_nonzero_exit(capsys, tmp_path, drive_file):
     code, out, err = run(capsys, "drive", "ls", str(tmp_path / "missing.drive"))
-    assert code == 1 and out == ""
+    assert code == cli.EXIT_CODES["NotFound"] and out == ""
     assert err.count("\n") == 1 and err.startswith("keel: NotFound:")
     assert not (tmp_path / "missing.drive").exists()  # inspecting never creates
     code, _, err = run(capsys, "drive", "cat", drive_file, "docs/nope")
-    assert code == 1 and "nope" in err
+    assert code == cli.EXIT_CODES["NotFound"] and "nope" in err
 
 
 def test_journal_status_and_recover(capsys, tmp_path):
@@ -74,7 +78,7 @@ def test_queue_stats_list_and_retry_of_a_dead_job(capsys, tmp_path):
     assert code == 0 and "queued" in out
     assert queue.get(job["id"])["state"] == "queued"
     code, _, err = run(capsys, "queue", "retry", path, str(job["id"]))
-    assert code == 1 and err.startswith("keel: Conflict:")
+    assert code == cli.EXIT_CODES["Conflict"] and err.startswith("keel: Conflict:")
 
 
 def test_ops_show(capsys, tmp_path):
@@ -107,3 +111,109 @@ def test_the_demo_refuses_a_folder_that_is_not_empty(tmp_path):
     (tmp_path / "x").write_text("mine")
     with pytest.raises(ValueError, match="not empty"):
         demo.run(size=30, folder=str(tmp_path), quiet=True)
+
+
+def digest(path):
+    """The bytes of a file, as a hash (and None if it does not exist)."""
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.fixture
+def jobs_file(tmp_path):
+    path = str(tmp_path / "jobs.lmdb")
+    queue = keel.Queue(path)
+    for n in range(3):
+        queue.enqueue("mail", {"n": n})
+    queue.enqueue("sms", {})
+    del queue
+    return path
+
+
+def test_inspection_of_a_file_of_another_kind_refuses_and_changes_no_byte(capsys, jobs_file, drive_file):
+    before = digest(jobs_file)
+    for argv in (["drive", "ls", jobs_file], ["drive", "tree", jobs_file], ["drive", "cat", jobs_file, "x"]):
+        code, out, err = run(capsys, *argv)
+        assert code == cli.EXIT_CODES["InvalidArgument"] and out == ""
+        assert "is not a drive: it is an operations and jobs store (format " in err
+    assert digest(jobs_file) == before
+    drive_before = digest(drive_file)
+    code, _, err = run(capsys, "queue", "stats", drive_file)
+    assert code == cli.EXIT_CODES["InvalidArgument"] and "it is a drive (format " in err
+    assert digest(drive_file) == drive_before
+
+
+def test_inspection_of_an_empty_file_leaves_it_empty(capsys, tmp_path):
+    empty = tmp_path / "empty.drive"
+    empty.write_bytes(b"")
+    for argv in (["drive", "ls", str(empty)], ["queue", "list", str(empty)], ["ops", "show", str(empty), "x"]):
+        code, _, err = run(capsys, *argv)
+        assert code == cli.EXIT_CODES["InvalidArgument"] and "it is an empty file" in err
+    assert empty.read_bytes() == b""
+
+
+def test_inspection_of_the_right_kind_changes_no_byte(capsys, jobs_file, drive_file):
+    before = digest(drive_file), digest(jobs_file)
+    assert run(capsys, "drive", "ls", drive_file, "docs")[0] == 0
+    assert run(capsys, "drive", "tree", drive_file)[0] == 0
+    assert run(capsys, "drive", "cat", drive_file, "docs/a/readme")[0] == 0
+    assert run(capsys, "queue", "stats", jobs_file)[0] == 0
+    assert run(capsys, "queue", "list", jobs_file)[0] == 0
+    assert run(capsys, "queue", "show", jobs_file, "1")[0] == 0
+    assert (digest(drive_file), digest(jobs_file)) == before
+
+
+def test_json_after_the_subcommand_and_errors_as_json(capsys, tmp_path, jobs_file):
+    code, out, _ = run(capsys, "queue", "stats", jobs_file, "--json")
+    assert code == 0 and json.loads(out) == {"mail": {"queued": 3}, "sms": {"queued": 1}}
+    code, out, err = run(capsys, "queue", "show", jobs_file, "99", "--json")
+    assert code == cli.EXIT_CODES["NotFound"] and out == ""
+    error = json.loads(err)["error"]
+    assert error["kind"] == "NotFound" and error["code"] == keel.NotFound.code and "99" in error["message"]
+
+
+def test_limit_counts_jobs_in_all_and_states_are_choices(capsys, jobs_file):
+    code, out, _ = run(capsys, "--json", "queue", "list", jobs_file, "--limit", "2")
+    assert code == 0 and len(json.loads(out)) == 2
+    with pytest.raises(SystemExit) as exit:
+        run(capsys, "queue", "list", jobs_file, "--state", "DEAD")
+    assert exit.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_queue_show_and_cancel(capsys, jobs_file):
+    code, out, _ = run(capsys, "--json", "queue", "show", jobs_file, "2")
+    assert code == 0 and json.loads(out)["payload"] == {"n": 1}
+    code, out, _ = run(capsys, "queue", "cancel", jobs_file, "2", "--reason", "not wanted")
+    assert code == 0 and "cancelled" in out
+    assert keel.Queue(jobs_file).get(2)["state"] == "cancelled"
+
+
+def test_a_closed_pipe_prints_no_traceback(tmp_path):
+    path = str(tmp_path / "big.drive")
+    drive = keel.Drive(path)
+    drive.make_path("/".join(f"level{n}" for n in range(40)))
+    for n in range(2000):
+        drive.create_at("level0", f"file{n}")
+    del drive
+    shell = f"{sys.executable} -m keel.cli drive tree {path} | head -n 2"
+    done = subprocess.run(["sh", "-c", shell], capture_output=True, text=True, timeout=120)
+    assert len(done.stdout.splitlines()) == 2
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_long_work_prints_progress_when_stdout_is_not_a_terminal(tmp_path):
+    path = str(tmp_path / "big.drive")
+    drive = keel.Drive(path)
+    for n in range(300):
+        drive.create_at("", f"file{n}")
+    del drive
+    code = (
+        "import sys, keel.cli as c\n"
+        "c.progress.__defaults__ = (0.0,)\n"  # a line per item, not per second
+        f"sys.exit(c.main(['drive', 'tree', {path!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 300
+    assert "keel: items printed: 300 in all" in done.stderr

@@ -60,3 +60,49 @@ def test_stats_gathers_every_live_object_by_part():
         assert mine == [{"name": "stats-probe", "entries": 1, "holders": 1, "waiters": 0}]
     del locks
     assert not [e for e in keel.stats().get("locks", []) if e["name"] == "stats-probe"]
+
+
+@pytest.mark.parametrize("open_it", [
+    lambda folder: keel.Drive(folder / "x.drive"),
+    lambda folder: keel.Queue(folder / "jobs.lmdb"),
+    lambda folder: keel.Operations(str(folder / "ops.lmdb")),
+    lambda folder: keel.Journal(folder),
+], ids=["drive", "queue", "operations", "journal"])
+def test_opening_in_a_missing_folder_is_file_not_found_and_creates_nothing(tmp_path, open_it):
+    import errno
+
+    folder = tmp_path / "missing"
+    with pytest.raises(FileNotFoundError) as raised:
+        open_it(folder)
+    assert isinstance(raised.value, keel.NotFound) and isinstance(raised.value, keel.FileNotFound)
+    assert raised.value.errno == errno.ENOENT
+    assert raised.value.filename is not None and "missing" in str(raised.value.filename)
+    assert not folder.exists()
+
+
+def test_every_object_has_an_informative_repr(tmp_path):
+    pool = keel.SyncPool(3, name="boot")
+    locks = keel.KeyedLocks("sources")
+    queue = keel.Queue(tmp_path / "jobs.lmdb")
+    reprs = {
+        "pool": repr(pool),
+        "token": repr(keel.CancellationToken()),
+        "locks": repr(locks),
+        "guard": repr(locks.lock("k")),
+        "queue": repr(queue),
+        "ops": repr(keel.Operations(tmp_path / "ops.lmdb")),
+        "worker": repr(keel.Worker(queue, {"mail": lambda job: None}, poll=0.05)),
+    }
+    assert reprs["pool"] == "<keel.SyncPool max_concurrency=3 in_flight=0>"
+    assert reprs["token"] == "<keel.CancellationToken cancelled=False>"
+    assert reprs["guard"] == "<keel.LockGuard keys=1 held>"
+    assert "jobs.lmdb" in reprs["queue"] and "ops.lmdb" in reprs["ops"]
+    assert reprs["worker"].startswith("<keel.Worker kinds=[\"mail\"]")
+    assert all(" object at 0x" not in text for text in reprs.values()), reprs
+
+
+def test_a_pool_is_a_context_manager_that_shuts_down():
+    with keel.SyncPool(2) as pool:
+        assert pool.run(lambda x: x + 1, [1]) == [2]
+    assert "shut down" in repr(pool)
+    assert isinstance(pool.run(lambda x: x, [1])[0], keel.Closed)

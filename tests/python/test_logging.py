@@ -128,3 +128,80 @@ def test_pool_and_journal_events_are_not_logged_when_their_level_is_off(caplog, 
     commit_one_mutation(tmp_path)
     keel.flush_logs()
     assert [r for r in caplog.records if r.name in ("keel.pool", "keel.journal")] == []
+
+
+NO_EVENT_LOST = """
+import logging, sys, threading
+import keel
+# Configured after the import, used at once, never flushed by hand: the
+# level change is seen at once and the queue is flushed at exit.
+logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(name)s|%(message)s")
+locks = keel.KeyedLocks("first-second")
+held = locks.lock("k")
+def wait():
+    try:
+        locks.lock("k", timeout=0.005)
+    except keel.Timeout:
+        pass
+t = threading.Thread(target=wait)
+t.start(); t.join()
+"""
+
+
+def test_events_right_after_import_and_at_exit_are_not_lost():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", NO_EVENT_LOST], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert 'keel.locks|lock wait: registry="first-second"' in done.stdout, done.stdout + done.stderr
+
+
+def test_a_level_set_later_applies_without_flush(caplog):
+    caplog.set_level(logging.WARNING, logger="keel.locks")
+    keel.flush_logs()
+    caplog.set_level(logging.DEBUG, logger="keel.locks")  # no flush_logs() between
+    contend_once(keel.KeyedLocks("later"))
+    keel.flush_logs()
+    assert len(lock_waits(caplog)) == 1
+
+
+def test_records_carry_the_events_time_place_and_fields(caplog):
+    import time
+
+    caplog.set_level(logging.DEBUG, logger="keel.locks")
+    before = time.time()
+    contend_once(keel.KeyedLocks("audit"))
+    keel.flush_logs()
+    (wait,) = lock_waits(caplog)
+    assert before <= wait.created <= time.time()
+    assert "locks" in wait.pathname and wait.pathname.endswith(".rs") and wait.lineno > 0
+    assert wait.funcName.startswith("keel::locks")
+    assert wait.keel_event == "lock wait"
+    fields = wait.keel_fields
+    assert fields["registry"] == "audit" and fields["mode"] == "exclusive" and fields["outcome"] == "timed_out"
+    assert isinstance(fields["waited_us"], int)
+
+
+def test_a_failed_jobs_last_error_keeps_the_handlers_traceback(tmp_path):
+    queue = keel.Queue(tmp_path / "jobs.lmdb")
+    job = queue.enqueue("work", {}, max_attempts=1)["id"]
+    failed = threading.Event()
+
+    def inner_step():
+        raise RuntimeError("the disk said no")
+
+    def work(job):
+        try:
+            inner_step()
+        finally:
+            failed.set()
+
+    with keel.Worker(queue, {"work": work}, poll=0.05):
+        assert failed.wait(60)
+    # Leaving the block stops the worker, which waits for the running job's
+    # outcome to be recorded.
+    assert queue.get(job)["state"] == "dead"
+    error = queue.get(job)["last_error"]
+    assert error.splitlines()[0] == "RuntimeError: the disk said no"
+    assert "Traceback (most recent call last)" in error and "in inner_step" in error

@@ -7,7 +7,7 @@ import keel
 from keel import _keel
 
 STUB = pathlib.Path(__file__).resolve().parents[2] / "python" / "keel" / "_keel.pyi"
-DUNDERS = {"__init__", "__enter__", "__exit__", "__iter__", "__next__", "__len__", "__repr__"}
+DUNDERS = {"__init__", "__new__", "__enter__", "__exit__", "__iter__", "__next__", "__len__", "__repr__"}
 
 
 def stub_tree():
@@ -39,3 +39,46 @@ def test_every_method_has_a_stub_and_every_stub_a_method():
 def test_the_package_reexports_the_native_names():
     for name in keel.__all__:
         assert getattr(keel, name) is getattr(_keel, name, getattr(keel, name))
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def checker(module):
+    """Runs ``python -m module ...`` from the repository root, or skips when
+    the checker is not installed (scripts/python-env installs them)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    import pytest
+
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        pytest.skip(f"{module} is not installed")
+
+    def run(*args):
+        done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    return run
+
+
+def test_stubtest_finds_the_stub_and_the_module_in_agreement():
+    checker("mypy.stubtest")("keel._keel", "--allowlist", "tests/python/stubtest-allowlist.txt")
+
+
+def test_host_code_type_checks_strictly_against_the_stubs():
+    checker("mypy")("--strict", "examples/python", "tests/python/typed_usage.py")
+
+
+def test_the_typed_usage_runs():
+    import runpy
+
+    runpy.run_path(str(ROOT / "tests" / "python" / "typed_usage.py"), run_name="__main__")
+
+
+def test_the_shapes_are_importable_at_run_time():
+    from keel.types import Item, JobRecord, JobState  # noqa: F401
+
+    assert keel.Item is Item and "types" in keel.__all__

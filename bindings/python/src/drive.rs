@@ -184,7 +184,8 @@ impl PyDrive {
         if let Some(size) = initial_map_size {
             options.initial_map_size = size;
         }
-        let drive = blocking(py, || Drive::open(&path, &options))?;
+        let drive = blocking(py, || Drive::open(&path, &options))
+            .map_err(|err| crate::errors::with_filename(py, err, &path))?;
         let view = (*drive).clone();
         Ok(PyDrive { drive, view })
     }

@@ -4,7 +4,8 @@
 
 use keel::{Error, ErrorKind};
 use pyo3::exceptions::{
-    PyException, PyLookupError, PyOSError, PyPermissionError, PyRuntimeError, PyTimeoutError, PyValueError,
+    PyException, PyFileNotFoundError, PyLookupError, PyOSError, PyPermissionError, PyRuntimeError, PyTimeoutError,
+    PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -13,6 +14,9 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 struct ErrorClasses {
     base: Py<PyType>,
     by_kind: Vec<(ErrorKind, Py<PyType>)>,
+    /// `keel.FileNotFound`: a `NotFound` that is also a `FileNotFoundError`
+    /// (a missing file or folder), so `except FileNotFoundError` works.
+    file_not_found: Py<PyType>,
 }
 
 static CLASSES: PyOnceLock<ErrorClasses> = PyOnceLock::new();
@@ -55,7 +59,22 @@ fn make_classes(py: Python<'_>) -> PyResult<ErrorClasses> {
         by_kind.push((kind, class));
     }
     base.bind(py).setattr("code", 0)?;
-    Ok(ErrorClasses { base, by_kind })
+    let not_found = by_kind
+        .iter()
+        .find(|(kind, _)| *kind == ErrorKind::NotFound)
+        .map(|(_, class)| class.bind(py).clone())
+        .expect("every kind has a class");
+    let file_not_found = make_class(
+        py,
+        "FileNotFound",
+        PyTuple::new(py, [not_found, py.get_type::<PyFileNotFoundError>()])?,
+        "A missing file or folder: a keel.NotFound that is also a FileNotFoundError, with errno and filename.",
+    )?;
+    Ok(ErrorClasses {
+        base,
+        by_kind,
+        file_not_found,
+    })
 }
 
 fn classes(py: Python<'_>) -> PyResult<&ErrorClasses> {
@@ -70,20 +89,48 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     for (kind, class) in &classes.by_kind {
         m.add(kind.name(), class.bind(py))?;
     }
+    m.add("FileNotFound", classes.file_not_found.bind(py))?;
     Ok(())
+}
+
+/// The OS error under a keel error, if an I/O call failed.
+fn os_error(err: &Error) -> Option<&std::io::Error> {
+    err.cause()?.downcast_ref::<std::io::Error>()
 }
 
 /// The Python exception for a keel error.
 pub fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
     let make = || -> PyResult<PyErr> {
         let classes = classes(py)?;
-        let class = classes
-            .by_kind
-            .iter()
-            .find(|(kind, _)| *kind == err.kind())
-            .map_or(&classes.base, |(_, class)| class);
+        let os = os_error(&err);
+        let class = match (err.kind(), os) {
+            (ErrorKind::NotFound, Some(_)) => &classes.file_not_found,
+            _ => classes
+                .by_kind
+                .iter()
+                .find(|(kind, _)| *kind == err.kind())
+                .map_or(&classes.base, |(_, class)| class),
+        };
         let value = class.bind(py).call1((err.message(),))?;
+        // An OSError subclass gets the OS error's number, as open() gives;
+        // its text stays keel's message (which names the OS error too).
+        if let Some(code) = os.and_then(std::io::Error::raw_os_error) {
+            if value.is_instance_of::<PyOSError>() {
+                value.setattr("errno", code)?;
+                value.setattr("strerror", err.message())?;
+            }
+        }
         Ok(PyErr::from_value(value))
     };
     make().unwrap_or_else(|failure| failure)
+}
+
+/// `err` with `filename` set to `path` if it is an OSError without one
+/// (opening a missing file raises what `open()` would).
+pub fn with_filename(py: Python<'_>, err: PyErr, path: &std::path::Path) -> PyErr {
+    let value = err.value(py);
+    if value.is_instance_of::<PyOSError>() && value.getattr("filename").is_ok_and(|name| name.is_none()) {
+        let _ = value.setattr("filename", path);
+    }
+    err
 }

@@ -59,7 +59,8 @@ impl PyJournal {
     /// crash left.
     #[new]
     fn new(py: Python<'_>, root: std::path::PathBuf) -> PyResult<Self> {
-        let inner = blocking(py, || Journal::open(&root))?;
+        let inner =
+            blocking(py, || Journal::open(&root)).map_err(|err| crate::errors::with_filename(py, err, &root))?;
         Ok(PyJournal { inner })
     }
 

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod convert;
 mod drive;
 mod errors;
+mod inspect;
 mod journal;
 mod json;
 mod locks;
@@ -18,6 +19,7 @@ mod stats;
 #[pymodule]
 fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", keel::VERSION)?;
+    run::note_main_thread(m.py())?;
     errors::register(m)?;
     locks::register(m)?;
     pool::register(m)?;
@@ -29,7 +31,9 @@ fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(exit_hook.clone())?;
     m.py().import("atexit")?.call_method1("register", (exit_hook,))?;
     m.add_function(wrap_pyfunction!(logging::flush_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::_refresh_log_levels, m)?)?;
     m.add_function(wrap_pyfunction!(stats::stats, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::inspect_file, m)?)?;
     logging::install(m.py())?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use pyo3::types::{PyBytes, PyString};
 use crate::convert;
 use crate::errors::to_pyerr;
 use crate::pool::PyCancellationToken;
-use crate::run::{blocking, quick};
+use crate::run::{in_slices, quick};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyKeyedLocks>()?;
@@ -35,6 +35,15 @@ pub fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         "a key is str or bytes, not {}",
         key.get_type().name()?
     )))
+}
+
+/// One slice of [`in_slices`] as the timeout `lock_with` takes.
+fn slice_timeout(slice: Wait) -> Option<std::time::Duration> {
+    match slice {
+        Wait::For(limit) => Some(limit),
+        Wait::Never => Some(std::time::Duration::ZERO),
+        Wait::Forever => None,
+    }
 }
 
 fn mode(shared: bool) -> LockMode {
@@ -94,13 +103,17 @@ impl PyKeyedLocks {
         cancel: Option<PyRef<'_, PyCancellationToken>>,
     ) -> PyResult<PyLockGuard> {
         let key = key_bytes(key)?;
-        let timeout = quick(py, || convert::optional_duration(timeout, "timeout"))?;
+        let wait = quick(py, || convert::optional_duration(timeout, "timeout"))?.map_or(Wait::Forever, Wait::For);
         let cancel = cancel.map(|token| token.inner.clone());
-        let guard = blocking(py, || {
+        // In slices, so Ctrl-C interrupts the wait (taking nothing).
+        let guard = in_slices(py, wait, |slice| {
             self.inner
-                .lock_with(key.as_slice(), mode(shared), timeout, cancel.as_ref())
+                .lock_with(key.as_slice(), mode(shared), slice_timeout(slice), cancel.as_ref())
+                .map(Some)
         })?;
-        Ok(PyLockGuard::new(guard.into()))
+        Ok(PyLockGuard::new(
+            guard.expect("a waiting acquisition returns a guard").into(),
+        ))
     }
 
     /// Takes `key` if that needs no wait; None if someone holds it.
@@ -124,13 +137,16 @@ impl PyKeyedLocks {
         cancel: Option<PyRef<'_, PyCancellationToken>>,
     ) -> PyResult<PyLockGuard> {
         let keys = keys.iter().map(key_bytes).collect::<PyResult<Vec<_>>>()?;
-        let timeout = quick(py, || convert::optional_duration(timeout, "timeout"))?;
+        let wait = quick(py, || convert::optional_duration(timeout, "timeout"))?.map_or(Wait::Forever, Wait::For);
         let cancel = cancel.map(|token| token.inner.clone());
-        let guard = blocking(py, || {
-            let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-            self.inner.lock_many_with(&keys, mode(shared), timeout, cancel.as_ref())
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        // In slices, so Ctrl-C interrupts the wait (taking none of the keys).
+        let guard = in_slices(py, wait, |slice| {
+            self.inner
+                .lock_many_with(&keys, mode(shared), slice_timeout(slice), cancel.as_ref())
+                .map(Some)
         })?;
-        Ok(PyLockGuard::new(guard))
+        Ok(PyLockGuard::new(guard.expect("a waiting acquisition returns a guard")))
     }
 
     /// Entries, holders and waiters, as a dict.
@@ -165,6 +181,13 @@ impl PyLockGuard {
     #[getter]
     fn locked(&self) -> bool {
         self.held.lock().is_some()
+    }
+
+    fn __repr__(&self) -> String {
+        match &*self.held.lock() {
+            Some(held) => format!("<keel.LockGuard keys={} held>", held.len()),
+            None => "<keel.LockGuard released>".to_owned(),
+        }
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

@@ -2,11 +2,19 @@
 //! `keel.pool`, ... (the Rust target with `::` read as `.`).
 //!
 //! The host only configures `logging`. The levels of keel's loggers are read
-//! when a keel call enters from Python (it holds the GIL then anyway), at most
-//! once a second, so a level that is off costs no GIL traffic at all: keel's
-//! threads see it in an atomic and neither time nor format the event. Events
-//! that are on are queued and handed to `logging` by one thread, so a keel
-//! thread never waits for the GIL while holding one of keel's locks.
+//! at import and again whenever `logging` changes a level (the package hooks
+//! the logger manager's cache reset, which every `setLevel`, `disable` and
+//! configuration runs), with a once-a-second re-read on keel calls as a
+//! fallback for levels assigned behind `logging`'s back. A level that is off
+//! costs no GIL traffic at all: keel's threads see it in an atomic and
+//! neither time nor format the event. Events that are on are queued and
+//! handed to `logging` by one thread, so a keel thread never waits for the
+//! GIL while holding one of keel's locks; the package flushes the queue at
+//! interpreter exit.
+//!
+//! A record carries the event's own time, Rust file, line and module, and
+//! its `key=value` fields parsed into `record.keel_fields` (with the event's
+//! name in `record.keel_event`), so structured formatters can use them.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -36,8 +44,20 @@ static EMITTER: OnceLock<(std::thread::ThreadId, u32)> = OnceLock::new();
 static LOGGER: PythonLogger = PythonLogger;
 
 enum Message {
-    Event { logger: String, level: Level, text: String },
+    Event(Box<Event>),
     Flush(Sender<()>),
+}
+
+/// One event, as the Rust side saw it.
+struct Event {
+    logger: String,
+    level: Level,
+    text: String,
+    /// Seconds since the Unix epoch when the event happened.
+    time: f64,
+    file: Option<String>,
+    line: Option<u32>,
+    module: Option<String>,
 }
 
 struct PythonLogger;
@@ -84,11 +104,18 @@ impl Log for PythonLogger {
         }
         if let Some(queue) = QUEUE.get() {
             // A full queue drops the event: logging must never block keel.
-            let _ = queue.try_send(Message::Event {
+            let time = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64());
+            let _ = queue.try_send(Message::Event(Box::new(Event {
                 logger: record.target().replace("::", "."),
                 level: record.level(),
                 text: record.args().to_string(),
-            });
+                time,
+                file: record.file().map(str::to_owned),
+                line: record.line(),
+                module: record.module_path().map(str::to_owned),
+            })));
         }
     }
 
@@ -105,10 +132,8 @@ fn emit_events(queue: Receiver<Message>) {
             let Ok(logging) = py.import("logging") else { return };
             for message in batch {
                 match message {
-                    Message::Event { logger, level, text } => {
-                        let _ = logging
-                            .call_method1("getLogger", (logger,))
-                            .and_then(|logger| logger.call_method1("log", (python_level(level), text)));
+                    Message::Event(event) => {
+                        let _ = hand_over(&logging, &event);
                     }
                     Message::Flush(done) => flushed.push(done),
                 }
@@ -118,6 +143,110 @@ fn emit_events(queue: Receiver<Message>) {
             let _ = done.send(());
         }
     }
+}
+
+/// Makes a `logging.LogRecord` for `event` (its time, file, line and
+/// fields) and hands it to its logger's handlers, if the logger is on.
+fn hand_over(logging: &Bound<'_, PyModule>, event: &Event) -> PyResult<()> {
+    let py = logging.py();
+    let logger = logging.call_method1("getLogger", (&event.logger,))?;
+    let level = python_level(event.level);
+    if !logger.call_method1("isEnabledFor", (level,))?.is_truthy()? {
+        return Ok(());
+    }
+    let (name, fields) = parse_event(&event.text);
+    let extra = pyo3::types::PyDict::new(py);
+    extra.set_item("keel_event", name)?;
+    let fields_dict = pyo3::types::PyDict::new(py);
+    for (key, value) in fields {
+        fields_dict.set_item(key, field_value(py, value)?)?;
+    }
+    extra.set_item("keel_fields", fields_dict)?;
+    let args = pyo3::types::PyTuple::empty(py);
+    let record = logger.call_method1(
+        "makeRecord",
+        (
+            &event.logger,
+            level,
+            event.file.as_deref().unwrap_or("(keel)"),
+            event.line.unwrap_or(0),
+            &event.text,
+            args,
+            py.None(),
+            event.module.as_deref(),
+            extra,
+        ),
+    )?;
+    // The event's own time, not the moment this thread got to it.
+    record.setattr("created", event.time)?;
+    record.setattr("msecs", (event.time.fract() * 1000.0).floor())?;
+    let start: f64 = logging.getattr("_startTime")?.extract().unwrap_or(event.time);
+    record.setattr("relativeCreated", (event.time - start) * 1000.0)?;
+    logger.call_method1("handle", (record,))?;
+    Ok(())
+}
+
+/// An event's text, `what happened: key=value key="text" ...`, as its name
+/// and its fields (values still in their written form).
+fn parse_event(text: &str) -> (&str, Vec<(&str, &str)>) {
+    let Some((name, rest)) = text.split_once(": ") else {
+        return (text, Vec::new());
+    };
+    let mut fields = Vec::new();
+    let mut rest = rest.trim_start();
+    while let Some(eq) = rest.find('=') {
+        let key = &rest[..eq];
+        if key.is_empty() || key.contains(' ') {
+            break;
+        }
+        let value_and_more = &rest[eq + 1..];
+        let end = value_end(value_and_more);
+        fields.push((key, &value_and_more[..end]));
+        rest = value_and_more[end..].trim_start();
+    }
+    (name, fields)
+}
+
+/// Where a written value ends: a quoted string at its closing quote, a
+/// bracketed list at its closing bracket, anything else at a space.
+fn value_end(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let (open, close) = match bytes.first() {
+        Some(b'"') => (b'"', b'"'),
+        Some(b'[') => (b'[', b']'),
+        _ => return text.find(' ').unwrap_or(text.len()),
+    };
+    let mut depth = 0usize;
+    let mut escaped = false;
+    for (index, &byte) in bytes.iter().enumerate().skip(1) {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' if open == b'[' => {}
+            _ if byte == close && depth == 0 => return index + 1,
+            _ if byte == open && open == b'[' => depth += 1,
+            b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// A field's written value as a Python value: a number, true/false, a JSON
+/// string or list, or else the text as written.
+fn field_value<'py>(py: Python<'py>, written: &str) -> PyResult<Bound<'py, PyAny>> {
+    if let Ok(number) = written.parse::<i64>() {
+        return Ok(number.into_pyobject(py)?.into_any());
+    }
+    if let Ok(number) = written.parse::<f64>() {
+        return Ok(number.into_pyobject(py)?.into_any());
+    }
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(written) {
+        if value.is_string() || value.is_array() || value.is_boolean() {
+            return crate::json::to_py(py, &value);
+        }
+    }
+    Ok(written.into_pyobject(py)?.into_any())
 }
 
 /// Installs the bridge (once per process) and reads the levels now.
@@ -145,6 +274,13 @@ pub fn refresh_if_stale(py: Python<'_>) {
     {
         let _ = refresh_levels(py);
     }
+}
+
+/// Re-reads the levels of keel's loggers now; the package calls it whenever
+/// `logging` changes a level.
+#[pyfunction]
+pub fn _refresh_log_levels(py: Python<'_>) -> PyResult<()> {
+    refresh_levels(py)
 }
 
 fn refresh_levels(py: Python<'_>) -> PyResult<()> {

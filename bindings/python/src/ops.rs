@@ -17,7 +17,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert;
 use crate::json::to_py;
-use crate::run::{attached, blocking, quick};
+use crate::run::{attached, blocking, quick, Interrupt};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyOperations>()?;
@@ -40,6 +40,7 @@ fn unsigned<T: TryFrom<i128>>(value: i128, what: &str) -> keel::Result<T> {
 #[pyclass(name = "Operations", module = "keel", frozen)]
 pub struct PyOperations {
     inner: Operations,
+    path: PathBuf,
 }
 
 #[pymethods]
@@ -53,8 +54,16 @@ impl PyOperations {
             max_lapses: quick(py, || unsigned(max_lapses, "max_lapses"))?,
         };
         // A `postgresql://` URL opens that database; other schemes are refused.
-        let inner = blocking(py, || Operations::open_at(&Location::from_path(&path)?))?.with_policy(policy);
-        Ok(PyOperations { inner })
+        let location = Location::from_path(&path);
+        let path = shown(&path);
+        let inner = blocking(py, || Operations::open_at(&location?))
+            .map_err(|err| crate::errors::with_filename(py, err, &path))?
+            .with_policy(policy);
+        Ok(PyOperations { inner, path })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<keel.Operations {:?}>", self.path)
     }
 
     /// Makes each of ``ops`` READY for ``item``; returns their records.
@@ -159,6 +168,7 @@ impl PyOperations {
 #[pyclass(name = "Queue", module = "keel", frozen)]
 pub struct PyQueue {
     inner: Queue,
+    path: PathBuf,
 }
 
 #[pymethods]
@@ -173,8 +183,15 @@ impl PyQueue {
             ..JobPolicy::default()
         };
         // A `postgresql://` URL opens that database; other schemes are refused.
-        let inner = blocking(py, || Queue::open_at(&Location::from_path(&path)?, policy))?;
-        Ok(PyQueue { inner })
+        let location = Location::from_path(&path);
+        let path = shown(&path);
+        let inner = blocking(py, || Queue::open_at(&location?, policy))
+            .map_err(|err| crate::errors::with_filename(py, err, &path))?;
+        Ok(PyQueue { inner, path })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<keel.Queue {:?}>", self.path)
     }
 
     /// Enqueues a job of ``kind`` with a JSON-serialisable ``payload``.
@@ -442,7 +459,7 @@ fn call_handler(py: Python<'_>, callable: &Py<PyAny>, with_context: bool, ctx: &
             .and_then(|value| value.is_truthy())
             .unwrap_or(true);
         HandlerError {
-            message: err.to_string(),
+            message: failure_message(py, &err),
             retryable,
         }
     };
@@ -458,6 +475,26 @@ fn call_handler(py: Python<'_>, callable: &Py<PyAny>, with_context: bool, ctx: &
         return Ok(String::new());
     }
     convert::json_text(&result).map_err(failure)
+}
+
+/// A failed handler's `last_error`: the exception's line, then (unless it
+/// is a deliberate `keel.JobError`) its traceback, so the operator sees
+/// where it failed without the worker's log.
+fn failure_message(py: Python<'_>, err: &PyErr) -> String {
+    let line = err.to_string();
+    if err.value(py).get_type().name().is_ok_and(|name| name == "JobError") {
+        return line;
+    }
+    let formatted = py.import("traceback").and_then(|traceback| {
+        let lines = traceback.call_method1("format_exception", (err.get_type(py), err.value(py), err.traceback(py)))?;
+        "".into_pyobject(py)?
+            .call_method1("join", (lines,))?
+            .extract::<String>()
+    });
+    match formatted {
+        Ok(traceback) => format!("{line}\n{}", traceback.trim_end()),
+        Err(_) => line,
+    }
 }
 
 /// Whether `callable` takes a second positional argument (the context).
@@ -563,7 +600,11 @@ impl PyWorker {
     #[pyo3(signature = (deadline=30.0))]
     fn stop<'py>(&self, py: Python<'py>, deadline: f64) -> PyResult<Bound<'py, PyDict>> {
         let deadline = quick(py, || convert::duration(deadline, "deadline"))?;
-        let report = blocking(py, || Ok(self.inner.lock().stop(deadline)))?;
+        // Ctrl-C during the wait releases the running jobs at once (as if
+        // the deadline had passed) and raises KeyboardInterrupt.
+        let mut interrupt = Interrupt::default();
+        let stopped = blocking(py, || Ok(self.inner.lock().stop_unless(deadline, || interrupt.check())));
+        let report = interrupt.or_raised(stopped)?;
         let dict = PyDict::new(py);
         dict.set_item("released", report.released)?;
         dict.set_item("detached", report.detached)?;
@@ -574,6 +615,14 @@ impl PyWorker {
     /// "timed_out", "lost", "running"}``; never waits, even while ``stop()`` runs.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         crate::stats::to_dict(py, &self.monitor.stats())
+    }
+
+    fn __repr__(&self) -> String {
+        let running = self.inner.try_lock().map(|worker| worker.running());
+        match running {
+            Some(running) => format!("<keel.Worker kinds={:?} running={running}>", self.kinds),
+            None => format!("<keel.Worker kinds={:?} stopping>", self.kinds),
+        }
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -678,5 +727,13 @@ fn next_order(order: &str) -> keel::Result<NextOrder> {
         other => Err(Error::invalid_argument(format!(
             "order {other:?}: must be \"oldest\" or \"item\""
         ))),
+    }
+}
+
+/// `path` as shown in reprs and errors: a URL without its password.
+fn shown(path: &std::path::Path) -> PathBuf {
+    match path.to_str() {
+        Some(text) if text.contains("://") => PathBuf::from(keel::postgres::redact(text)),
+        _ => path.to_owned(),
     }
 }

@@ -21,7 +21,7 @@ use pyo3::types::{PyList, PyTuple};
 use crate::convert;
 use crate::errors::to_pyerr;
 use crate::locks::key_bytes;
-use crate::run::{attached, blocking, quick};
+use crate::run::{attached, interruptible, quick, OnCaller};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySyncPool>()?;
@@ -74,6 +74,16 @@ impl PyTaskContext {
         })
     }
 
+    fn __repr__(&self) -> String {
+        let python = |flag: bool| if flag { "True" } else { "False" };
+        format!(
+            "<keel.TaskContext index={} first_of_key={} cancelled={}>",
+            self.index,
+            python(self.first_of_key),
+            python(self.token.is_cancelled())
+        )
+    }
+
     /// Waits up to `seconds` (GIL released), waking early if cancelled;
     /// returns True if the callable should stop.
     fn wait_cancelled(&self, py: Python<'_>, seconds: f64) -> PyResult<bool> {
@@ -98,6 +108,11 @@ impl PyCancellationToken {
         }
     }
 
+    fn __repr__(&self) -> String {
+        let cancelled = if self.inner.is_cancelled() { "True" } else { "False" };
+        format!("<keel.CancellationToken cancelled={cancelled}>")
+    }
+
     /// Cancels: tasks not started are cancelled, running ones are reported
     /// cancelled and their threads left to finish on their own.
     fn cancel(&self) {
@@ -119,11 +134,35 @@ fn call_python(
     func: &Py<PyAny>,
     args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
 ) -> keel::Result<Py<PyAny>> {
-    let called = attached(|py| match args(py).and_then(|args| func.bind(py).call1(args)) {
+    let called = attached(|py| call_here(py, func, args));
+    called.unwrap_or_else(|| Err(Error::closed("the Python interpreter is shutting down")))
+}
+
+/// Calls `func(*args)` on this thread, already attached.
+fn call_here(
+    py: Python<'_>,
+    func: &Py<PyAny>,
+    args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
+) -> keel::Result<Py<PyAny>> {
+    match args(py).and_then(|args| func.bind(py).call1(args)) {
         Ok(value) => Ok(value.unbind()),
         Err(err) => Err(failure_of(py, &err).with_source(err)),
-    });
-    called.unwrap_or_else(|| Err(Error::closed("the Python interpreter is shutting down")))
+    }
+}
+
+/// Calls `func(value)` on the thread that called keel (see
+/// [`OnCaller`]); Cancelled once that call was interrupted by Ctrl-C.
+fn call_on_caller(caller: &OnCaller<'_>, func: &Arc<Py<PyAny>>, value: Py<PyAny>) -> keel::Result<Py<PyAny>> {
+    let func = Arc::clone(func);
+    caller
+        .run(move |py| call_here(py, &func, |py| (value.bind(py),).into_pyobject(py)))
+        .unwrap_or_else(|| Err(Error::cancelled("interrupted (KeyboardInterrupt)")))
+}
+
+/// The token a call is stopped by on Ctrl-C: the caller's own, so the call
+/// ends exactly as if they had cancelled it, or a fresh one.
+fn stop_token(cancel: Option<PyRef<'_, PyCancellationToken>>) -> CancellationToken {
+    cancel.map_or_else(CancellationToken::new, |cancel| cancel.inner.clone())
 }
 
 /// The keel failure standing for a Python exception: a keel error keeps its
@@ -246,7 +285,7 @@ impl PySyncPool {
             None => None,
         };
         let timeout = quick(py, || convert::optional_duration(timeout, "timeout"))?;
-        let cancel = cancel.map(|cancel| cancel.inner.clone());
+        let cancel = stop_token(cancel);
         let func = Arc::new(func);
         let tasks = items.into_iter().map(|item| {
             let func = Arc::clone(&func);
@@ -255,41 +294,45 @@ impl PySyncPool {
                 call_python(&func, |py| item_args(py, &item, ctx)).map(Arc::new)
             }
         });
-        let progress = progress.map(|progress| {
-            move |p: Progress<'_, Vec<u8>, Shared>| {
-                Python::attach(|py| {
-                    let result = outcome_to_py(py, p.index, p.outcome);
-                    if let Err(err) = progress.bind(py).call1((p.done, p.total, p.index, result)) {
-                        err.write_unraisable(py, Some(progress.bind(py)));
+        let progress = progress.map(Arc::new);
+        let pool = &self.inner;
+        let stop = cancel.clone();
+        // On a helper thread, so Ctrl-C (checked here) cancels the batch as
+        // its token would; progress is still called on this thread.
+        let outcomes = interruptible(
+            py,
+            move || stop.cancel(),
+            move |caller| {
+                // Built here: a progress callback is not Send, its parts are.
+                let mut options = BatchOptions::new().cancel_token(cancel);
+                if let Some(timeout) = timeout {
+                    options = options.timeout(Some(timeout));
+                }
+                if let Some(progress) = progress {
+                    options = options.on_progress(move |p: Progress<'_, Vec<u8>, Shared>| {
+                        let (done, total, index, outcome) = (p.done, p.total, p.index, p.outcome.clone());
+                        let progress = Arc::clone(&progress);
+                        caller.run(move |py| {
+                            let result = outcome_to_py(py, index, &outcome);
+                            if let Err(err) = progress.bind(py).call1((done, total, index, result)) {
+                                err.write_unraisable(py, Some(progress.bind(py)));
+                            }
+                        });
+                    });
+                }
+                Ok(match keys {
+                    None => pool.run_unkeyed(tasks, options),
+                    Some(keys) => {
+                        let tasks = keys.into_iter().zip(tasks).map(|(key, run)| Task::new(key, run));
+                        if singleflight {
+                            pool.run_singleflight(tasks, options)
+                        } else {
+                            pool.run_batch_with(tasks, options)
+                        }
                     }
                 })
-            }
-        });
-        let pool = &self.inner;
-        let outcomes = blocking(py, move || {
-            // Built here: a progress callback is not Send, its parts are.
-            let mut options = BatchOptions::new();
-            if let Some(timeout) = timeout {
-                options = options.timeout(Some(timeout));
-            }
-            if let Some(cancel) = cancel {
-                options = options.cancel_token(cancel);
-            }
-            if let Some(progress) = progress {
-                options = options.on_progress(progress);
-            }
-            Ok(match keys {
-                None => pool.run_unkeyed(tasks, options),
-                Some(keys) => {
-                    let tasks = keys.into_iter().zip(tasks).map(|(key, run)| Task::new(key, run));
-                    if singleflight {
-                        pool.run_singleflight(tasks, options)
-                    } else {
-                        pool.run_batch_with(tasks, options)
-                    }
-                }
-            })
-        })?;
+            },
+        )?;
         let results = outcomes
             .iter()
             .enumerate()
@@ -328,18 +371,26 @@ impl PySyncPool {
         if let Some(timeout) = quick(py, || convert::optional_duration(timeout, "timeout"))? {
             options = options.timeout(Some(timeout));
         }
-        if let Some(cancel) = &cancel {
-            options = options.cancel_token(cancel.inner.clone());
-        }
+        let cancel = stop_token(cancel);
+        options = options.cancel_token(cancel.clone());
         let pool = &self.inner;
-        let outcomes = blocking(py, move || {
-            Ok(pool.pipeline(
-                items,
-                move |item: Py<PyAny>, _: &TaskContext| call_python(&prepare, |py| (item.bind(py),).into_pyobject(py)),
-                move |_, prepared: Py<PyAny>| call_python(&commit, |py| (prepared.bind(py),).into_pyobject(py)),
-                options,
-            ))
-        })?;
+        let commit = Arc::new(commit);
+        // On a helper thread, so Ctrl-C (checked here) cancels the pipeline
+        // as its token would; commits still run on this thread, in order.
+        let outcomes = interruptible(
+            py,
+            move || cancel.cancel(),
+            move |caller| {
+                Ok(pool.pipeline(
+                    items,
+                    move |item: Py<PyAny>, _: &TaskContext| {
+                        call_python(&prepare, |py| (item.bind(py),).into_pyobject(py))
+                    },
+                    move |_, prepared: Py<PyAny>| call_on_caller(caller, &commit, prepared),
+                    options,
+                ))
+            },
+        )?;
         let results = outcomes
             .into_iter()
             .enumerate()
@@ -352,6 +403,33 @@ impl PySyncPool {
     /// and later calls are refused with keel.Closed. Never waits for a thread.
     fn shutdown(&self) {
         self.inner.shutdown();
+    }
+
+    /// The same as `shutdown()`, for `with keel.SyncPool(...) as pool:`
+    /// and `contextlib.closing`.
+    fn close(&self) {
+        self.inner.shutdown();
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Shuts the pool down when the block ends.
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) {
+        self.inner.shutdown();
+    }
+
+    fn __repr__(&self) -> String {
+        let stats = self.inner.stats();
+
+        format!(
+            "<keel.SyncPool max_concurrency={} in_flight={}{}>",
+            self.inner.config().concurrency(),
+            stats.in_flight,
+            if self.inner.is_shut_down() { " shut down" } else { "" }
+        )
     }
 
     /// The pool's counters: the fields of the core's PoolStats (in_flight,

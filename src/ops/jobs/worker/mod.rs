@@ -24,6 +24,8 @@ const TARGET: &str = "keel::ops";
 /// How long `stop` waits for slots to leave once their pools are shut down
 /// (they return at once; this bounds a pathological scheduler).
 const SLOT_EXIT_GRACE: Duration = Duration::from_secs(5);
+/// How often a stop asks whether it was interrupted ([`Worker::stop_unless`]).
+const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
 
 /// What a worker has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -118,6 +120,14 @@ impl Worker {
     /// `deadline`; jobs still running then are released to the queue (their
     /// handlers' later results are refused). Idempotent.
     pub fn stop(&mut self, deadline: Duration) -> StopReport {
+        self.stop_unless(deadline, || false)
+    }
+
+    /// [`stop`](Self::stop), asking `interrupted` between waits of at most
+    /// 100 ms whether to cut the deadline short: once it says yes, running
+    /// jobs are released at once, as if the deadline had passed (a host's
+    /// Ctrl-C during a graceful stop).
+    pub fn stop_unless(&mut self, deadline: Duration, mut interrupted: impl FnMut() -> bool) -> StopReport {
         if self.stopped {
             return StopReport::default();
         }
@@ -128,7 +138,11 @@ impl Worker {
             shared.stopping.store(true, Ordering::SeqCst);
         }
         shared.queue.wakeup().notify();
-        shared.wait_for_slots(Instant::now() + deadline);
+        let until = Instant::now() + deadline;
+        while !shared.wait_for_slots((Instant::now() + INTERRUPT_CHECK).min(until))
+            && Instant::now() < until
+            && !interrupted()
+        {}
         let released = shared.release_unfinished();
         for pool in shared.pools.lock().iter() {
             pool.shutdown();

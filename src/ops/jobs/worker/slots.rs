@@ -337,13 +337,15 @@ impl Shared {
     }
 
     /// Waits until every handler slot has exited or `deadline` passes.
-    pub(super) fn wait_for_slots(&self, deadline: Instant) {
+    /// Waits until every slot thread has exited (true) or `deadline` (false).
+    pub(super) fn wait_for_slots(&self, deadline: Instant) -> bool {
         let mut live = self.live_threads.lock();
         while *live > 0 {
             if self.thread_exited.wait_until(&mut live, deadline).timed_out() {
-                return;
+                return *live == 0;
             }
         }
+        true
     }
 
     /// Releases every job still running; returns how many.
