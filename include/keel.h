@@ -1493,6 +1493,15 @@ enum keel_status keel_ops_reset_expired(const struct keel_ops *ops,
 enum keel_status keel_ops_open(const char *path, size_t path_len, struct keel_ops **out);
 
 /**
+ * Opens the operations at `location` into `*out`: a `postgresql://` URL
+ * (PostgreSQL, the `keel` schema, the database's clock) or a file path.
+ * An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_ops_free.
+ */
+enum keel_status keel_ops_open_url(const char *location,
+                                   size_t location_len,
+                                   struct keel_ops **out);
+
+/**
  * Frees the handle. NULL is a no-op.
  */
 void keel_ops_free(struct keel_ops *ops);
@@ -1705,6 +1714,16 @@ enum keel_status keel_task_ctx_set_output(struct keel_task_ctx *ctx,
  * free it with keel_queue_free.
  */
 enum keel_status keel_queue_open(const char *path, size_t path_len, struct keel_queue **out);
+
+/**
+ * Opens the job queue at `location` into `*out`: a `postgresql://` URL
+ * (PostgreSQL, libpq conventions, the `keel` schema, the database's
+ * clock; idle workers wake on jobs enqueued by any host) or a file path.
+ * An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_queue_free.
+ */
+enum keel_status keel_queue_open_url(const char *location,
+                                     size_t location_len,
+                                     struct keel_queue **out);
 
 /**
  * Frees the handle. NULL is a no-op.

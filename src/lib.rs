@@ -31,6 +31,8 @@ pub mod inspect;
 pub mod journal;
 #[cfg(feature = "lmdb")]
 pub mod lmdb;
+#[cfg(feature = "ops")]
+pub mod location;
 pub mod locks;
 #[cfg(feature = "ops")]
 pub mod ops;

@@ -32,7 +32,11 @@ macro_rules! on_store {
             operations::an_expired_lease_is_claimable_again_and_the_dead_workers_update_is_refused,
             operations::error_marks_the_operation_failed_with_its_reason,
             operations::an_update_without_a_token_is_refused_while_a_claim_is_live,
-            operations::bad_names_and_keys_are_invalid_arguments
+            operations::bad_names_and_keys_are_invalid_arguments,
+            operations::an_expired_claim_reads_as_expired_and_is_listed_by_next,
+            operations::the_reset_pass_requeues_lapsed_claims_and_fails_them_past_max_lapses,
+            operations::an_update_by_the_holder_clears_the_lapse_count,
+            operations::next_lists_by_item_key_when_asked_and_oldest_first_by_default
         );
     };
     (@tests $backend:expr; $($module:ident :: $test:ident),* $(,)?) => {

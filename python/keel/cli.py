@@ -92,7 +92,10 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 
 def existing(path: str) -> str:
-    """Inspecting never creates: a path that does not exist is an error."""
+    """Inspecting never creates: a path that does not exist is an error.
+    A URL (``postgresql://...``) names a database and is passed through."""
+    if "://" in path:
+        return path
     if not os.path.exists(path):
         raise keel.NotFound(f"{path}: no such file or folder")
     return path

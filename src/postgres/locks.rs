@@ -64,6 +64,7 @@ pub struct PgKeyGuard {
     keys: Vec<String>,
     mode: LockMode,
     token: u64,
+    pid: i32,
 }
 
 impl PgKeyedLocks {
@@ -90,6 +91,12 @@ impl PgKeyedLocks {
     /// Where the locks live, without secrets.
     pub fn location(&self) -> String {
         self.inner.db.location()
+    }
+
+    /// The advisory-lock key that stands for `key` (in `pg_locks`,
+    /// `classid` holds its high 32 bits and `objid` its low 32 bits).
+    pub fn advisory_key(&self, key: &str) -> i64 {
+        key_hash(&format!("{}\0{key}", self.inner.db.schema()))
     }
 
     /// Locks `key` exclusively, waiting as long as it takes.
@@ -121,7 +128,7 @@ impl PgKeyedLocks {
             )));
         }
         let schema = self.inner.db.schema().to_owned();
-        let mut hashes: Vec<i64> = names.iter().map(|key| key_hash(&format!("{schema}\0{key}"))).collect();
+        let mut hashes: Vec<i64> = names.iter().map(|key| self.advisory_key(key)).collect();
         hashes.sort_unstable();
         hashes.dedup();
         let mut client = self.inner.session()?;
@@ -137,8 +144,9 @@ impl PgKeyedLocks {
                 return Err(err);
             }
         }
-        let token = match client.query_one(&format!("SELECT nextval('{schema}.tokens')"), &[]) {
-            Ok(row) => row.get::<_, i64>(0) as u64,
+        let fence = format!("SELECT nextval('{schema}.tokens'), pg_backend_pid()");
+        let (token, pid) = match client.query_one(&fence, &[]) {
+            Ok(row) => (row.get::<_, i64>(0) as u64, row.get::<_, i32>(1)),
             Err(err) => {
                 self.inner.give_back(client);
                 return Err(map_err(&what, err));
@@ -150,6 +158,7 @@ impl PgKeyedLocks {
             keys: names,
             mode,
             token,
+            pid,
         }))
     }
 }
@@ -174,11 +183,12 @@ fn take(client: &mut Client, hashes: &[i64], mode: LockMode, wait: Wait, what: &
                 _ => "0".to_owned(),
             };
             let started = Instant::now();
-            let sql = format!(
-                "SELECT set_config('statement_timeout', $2, false), \
-                 (SELECT count({wait_fn}(k)) FROM unnest($1::bigint[]) WITH ORDINALITY u(k, o))"
-            );
-            let result = client.query_one(&sql, &[&hashes, &limit]).map(|_| true);
+            // The timeout is armed when a statement starts: set it first.
+            let sql = format!("SELECT count({wait_fn}(k)) FROM unnest($1::bigint[]) WITH ORDINALITY u(k, o)");
+            let result = client
+                .batch_execute(&format!("SET statement_timeout = {limit}"))
+                .and_then(|()| client.query_one(&sql, &[&hashes]))
+                .map(|_| true);
             let _ = client.batch_execute("SET statement_timeout = 0");
             if let (Err(err), Wait::For(timeout)) = (&result, wait) {
                 if err.code().map(|code| code.code()) == Some("57014") {
@@ -240,6 +250,12 @@ impl PgKeyGuard {
     /// holder whose session was lost and whose key went to someone else.
     pub fn token(&self) -> u64 {
         self.token
+    }
+
+    /// The server process of the session holding the keys (what
+    /// `pg_locks.pid` shows).
+    pub fn session_pid(&self) -> i32 {
+        self.pid
     }
 
     /// Ok while the session holding the locks is alive;

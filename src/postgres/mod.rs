@@ -84,6 +84,7 @@ pub struct PgDatabase {
     schema: String,
     location: String,
     time: TimeSource,
+    connect_timeout: Duration,
 }
 
 impl PgDatabase {
@@ -112,6 +113,7 @@ impl PgDatabase {
             schema: options.schema.clone(),
             location,
             time: options.time,
+            connect_timeout: options.connect_timeout,
         };
         let mut conn = db.conn()?;
         schema::ensure(&mut conn.client, &db.schema).map_err(|err| err.context(&db.location))?;
@@ -137,6 +139,11 @@ impl PgDatabase {
     /// The schema keel's tables live in.
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// How long to wait for a connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// Whose clock the stores read.

@@ -14,10 +14,16 @@ use super::map_err;
 use crate::{Error, Result};
 
 /// The schema version this build creates and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The upgrade steps: `STEPS[n]` takes version `n` to `n + 1`.
-const STEPS: &[&str] = &[V1];
+const STEPS: &[&str] = &[V1, V2];
+
+/// Version 2: operation records count their lapsed claims in a row (leases
+/// that ended without an update), so a claim that keeps dying fails.
+const V2: &str = r#"
+ALTER TABLE {s}.op_records ADD COLUMN lapses integer NOT NULL DEFAULT 0;
+"#;
 
 /// Version 1: jobs (with their per-kind counts), operation records, the
 /// token sequence (claims, attempts and lock fences) and the SQL entry points.
@@ -149,7 +155,7 @@ BEGIN
     IF max_attempts IS NULL OR max_attempts < 1 THEN
         RAISE EXCEPTION 'enqueue: max_attempts: must be at least 1' USING ERRCODE = '22023';
     END IF;
-    IF unique_key IS NOT NULL AND (length(unique_key) NOT BETWEEN 1 AND 400 OR position(chr(0) IN unique_key) > 0) THEN
+    IF unique_key IS NOT NULL AND length(unique_key) NOT BETWEEN 1 AND 400 THEN
         RAISE EXCEPTION 'enqueue: unique key: must be 1 to 400 bytes' USING ERRCODE = '22023';
     END IF;
     SELECT * INTO outcome FROM {s}.insert_job(kind, payload, priority, COALESCE(run_at_ms, {s}.now_ms()),

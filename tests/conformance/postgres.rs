@@ -50,13 +50,13 @@ pub struct Pg;
 impl Backend for Pg {
     fn queue(&self, name: &str) -> (Queue, ManualClock) {
         let clock = ManualClock::new(START);
-        let queue = store(name, TimeSource::Caller).queue(Arc::new(clock.clone()), policy());
+        let queue = store(&format!("q-{name}"), TimeSource::Caller).queue(Arc::new(clock.clone()), policy());
         (queue, clock)
     }
 
     fn operations(&self, name: &str) -> (Operations, ManualClock) {
         let clock = ManualClock::new(START);
-        let store = Arc::new(store(name, TimeSource::Caller));
+        let store = Arc::new(store(&format!("o-{name}"), TimeSource::Caller));
         (Operations::with_clock(store, Arc::new(clock.clone())), clock)
     }
 }

@@ -159,6 +159,26 @@ pub unsafe extern "C" fn keel_ops_open(path: *const c_char, path_len: usize, out
     })
 }
 
+/// Opens the operations at `location` into `*out`: a `postgresql://` URL
+/// (PostgreSQL, the `keel` schema, the database's clock) or a file path.
+/// An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_ops_free.
+#[no_mangle]
+pub unsafe extern "C" fn keel_ops_open_url(
+    location: *const c_char,
+    location_len: usize,
+    out: *mut *mut keel_ops,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let location = ffi::utf8(location, location_len, "location")?;
+        out.put(keel_ops {
+            inner: Operations::open_at(&keel_core::location::Location::parse(location)?)?,
+        });
+        Ok(())
+    })
+}
+
 /// Frees the handle. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn keel_ops_free(ops: *mut keel_ops) {

@@ -4,6 +4,7 @@
 use std::ffi::c_char;
 use std::path::Path;
 
+use keel_core::location::Location;
 use keel_core::ops::{json::counts_to_json, EnqueueOptions, JobPolicy, JobState, LmdbStore, Queue, SystemClock};
 use keel_core::{Error, Result};
 
@@ -73,7 +74,28 @@ pub unsafe extern "C" fn keel_queue_open(
         let out = ffi::out_handle(out, "out")?;
         let path = ffi::utf8(path, path_len, "path")?;
         out.put(keel_queue {
-            inner: Queue::open(Path::new(path))?,
+            inner: Queue::open_at(&Location::Path(Path::new(path).to_owned()), JobPolicy::default())?,
+        });
+        Ok(())
+    })
+}
+
+/// Opens the job queue at `location` into `*out`: a `postgresql://` URL
+/// (PostgreSQL, libpq conventions, the `keel` schema, the database's
+/// clock; idle workers wake on jobs enqueued by any host) or a file path.
+/// An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_queue_free.
+#[no_mangle]
+pub unsafe extern "C" fn keel_queue_open_url(
+    location: *const c_char,
+    location_len: usize,
+    out: *mut *mut keel_queue,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let location = ffi::utf8(location, location_len, "location")?;
+        out.put(keel_queue {
+            inner: Queue::open_at(&Location::parse(location)?, JobPolicy::default())?,
         });
         Ok(())
     })

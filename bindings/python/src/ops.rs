@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use keel::location::Location;
 use keel::ops::{
-    json::counts_to_json, EnqueueOptions, HandlerError, HandlerResult, JobContext, JobPolicy, JobState, LmdbStore,
-    NextOrder, OpPolicy, OpState, Operations, Queue, SystemClock, Worker, WorkerMonitor, WorkerOptions,
+    json::counts_to_json, EnqueueOptions, HandlerError, HandlerResult, JobContext, JobPolicy, JobState, NextOrder,
+    OpPolicy, OpState, Operations, Queue, Worker, WorkerMonitor, WorkerOptions,
 };
 use keel::Error;
 use parking_lot::Mutex;
@@ -52,7 +53,10 @@ impl PyOperations {
         let policy = OpPolicy {
             max_lapses: quick(py, || unsigned(max_lapses, "max_lapses"))?,
         };
-        let inner = blocking(py, || Operations::open(&path))
+        // A `postgresql://` URL opens that database; other schemes are refused.
+        let location = Location::from_path(&path);
+        let path = shown(&path);
+        let inner = blocking(py, || Operations::open_at(&location?))
             .map_err(|err| crate::errors::with_filename(py, err, &path))?
             .with_policy(policy);
         Ok(PyOperations { inner, path })
@@ -178,11 +182,11 @@ impl PyQueue {
             max_resets: quick(py, || unsigned(max_resets, "max_resets"))?,
             ..JobPolicy::default()
         };
-        let inner = blocking(py, || {
-            let store = Arc::new(LmdbStore::open(&path)?);
-            Ok(Queue::with_parts(store, Arc::new(SystemClock), policy))
-        })
-        .map_err(|err| crate::errors::with_filename(py, err, &path))?;
+        // A `postgresql://` URL opens that database; other schemes are refused.
+        let location = Location::from_path(&path);
+        let path = shown(&path);
+        let inner = blocking(py, || Queue::open_at(&location?, policy))
+            .map_err(|err| crate::errors::with_filename(py, err, &path))?;
         Ok(PyQueue { inner, path })
     }
 
@@ -725,5 +729,13 @@ fn next_order(order: &str) -> keel::Result<NextOrder> {
         other => Err(Error::invalid_argument(format!(
             "order {other:?}: must be \"oldest\" or \"item\""
         ))),
+    }
+}
+
+/// `path` as shown in reprs and errors: a URL without its password.
+fn shown(path: &std::path::Path) -> PathBuf {
+    match path.to_str() {
+        Some(text) if text.contains("://") => PathBuf::from(keel::postgres::redact(text)),
+        _ => path.to_owned(),
     }
 }

@@ -42,15 +42,19 @@ impl Operations {
 impl PgStore {
     /// A queue over this store, timed by `clock`, retrying per `policy`,
     /// with a thread that listens for jobs enqueued anywhere and wakes the
-    /// queue's idle workers. The thread ends soon after the last clone of
-    /// the queue is dropped.
+    /// queue's idle workers. Returns once the thread listens (or, if the
+    /// server cannot be reached for it, after the connect timeout, polling
+    /// only until it can). The thread ends soon after the last clone of the
+    /// queue is dropped.
     pub fn queue(&self, clock: Arc<dyn Clock>, policy: JobPolicy) -> Queue {
         let queue = Queue::with_parts(Arc::new(self.clone()), clock, policy);
         let wakeup = Arc::downgrade(queue.wakeup());
+        let (listening, heard) = std::sync::mpsc::sync_channel(1);
         Listener::spawn(self.db.clone(), self.db.jobs_channel(), move |payload| {
             match wakeup.upgrade() {
                 Some(wakeup) => {
                     if payload.is_some() {
+                        let _ = listening.try_send(());
                         wakeup.notify();
                     }
                     true
@@ -59,6 +63,7 @@ impl PgStore {
             }
         })
         .detach();
+        let _ = heard.recv_timeout(self.db.connect_timeout());
         queue
     }
 }
