@@ -9,6 +9,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union, final, overload
 
+from typing_extensions import disjoint_base
+
 from keel.types import (
     Data,
     DriveStats,
@@ -231,6 +233,7 @@ class Mutation:
         /,
     ) -> None: ...
 
+@disjoint_base
 class Drive:
     """A tree of named items in its own LMDB file, durable on return."""
 
@@ -304,6 +307,7 @@ class DriveBatch(Drive):
         /,
     ) -> None: ...
 
+@final
 class ReadGuard:
     """The shared lock of a journal's root; no mutation runs while it is held."""
 
