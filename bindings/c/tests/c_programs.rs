@@ -1,27 +1,12 @@
 //! Builds every `tests/c/*.c` as a real C program against `include/keel.h`,
 //! links it to the libkeel cargo just built, and runs it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+mod support;
 
-/// The folder holding libkeel.so: beside this test binary's `deps/`.
-fn library_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    assert!(
-        profile_dir.join("libkeel.so").exists() || profile_dir.join("libkeel.dylib").exists(),
-        "libkeel is not built in {}; run `cargo build -p keel-c` first",
-        profile_dir.display()
-    );
-    profile_dir
-}
+use support::{library_dir, repo_root, test_sources};
 
 fn compile(source: &Path, output: &Path, lib_dir: &Path) {
     let root = repo_root();
@@ -46,17 +31,10 @@ fn compile(source: &Path, output: &Path, lib_dir: &Path) {
 
 #[test]
 fn c_programs_pass() {
-    let root = repo_root();
     let lib_dir = library_dir();
     let out_dir = lib_dir.join("c-tests");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(root.join("tests/c"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "c"))
-        .collect();
-    sources.sort();
-    assert!(!sources.is_empty(), "no C tests found");
+    let sources = test_sources("c");
     let mut failed = Vec::new();
     for source in &sources {
         let binary = out_dir.join(source.file_stem().unwrap());
