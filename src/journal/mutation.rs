@@ -1,6 +1,7 @@
 //! A mutation: changes to the tree that end exactly as before or exactly as
 //! after, whatever happens.
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -186,6 +187,68 @@ impl Mutation {
             m.rename_path(&tmp, &target)?;
             m.sync_dir(&parent_of(&target))?;
             Ok(written)
+        })
+    }
+
+    /// Writes several files as [`write`](Self::write) does each, at a lower
+    /// cost: the paths are snapshotted together (one record write, two
+    /// fsyncs, instead of one per path), and each folder that changed is
+    /// fsynced once after every file is in place instead of once per file.
+    /// A 3-file batch costs 3 + 2 + one fsync per distinct folder (before
+    /// the commit's one). Nothing is changed unless every path is valid: no
+    /// path may be a folder, reached through a symlink or a file, or inside
+    /// another path of the batch. A path given twice ends with its last bytes.
+    pub fn write_many<P: AsRef<str>, B: AsRef<[u8]>>(&mut self, files: &[(P, B)]) -> Result<()> {
+        let rels = files
+            .iter()
+            .map(|(path, _)| RelPath::parse(path.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, rel) in rels.iter().enumerate() {
+            if let Some(outer) = rels.iter().find(|other| other.is_ancestor_of(rel)) {
+                return Err(Error::invalid_argument(format!(
+                    "cannot write {:?} and {:?} in one batch: one is inside the other",
+                    outer.as_str(),
+                    files[i].0.as_ref()
+                )));
+            }
+        }
+        self.guarded(|m| {
+            for rel in &rels {
+                m.check_ancestors(rel)?;
+                if m.lstat(&m.abs(rel))?.is_some_and(|meta| meta.is_dir()) {
+                    return Err(Error::invalid_argument(format!(
+                        "cannot write {:?}: it is a folder",
+                        rel.as_str()
+                    )));
+                }
+            }
+            // One record write: every entry (and backup) durable before the
+            // first file is replaced.
+            m.snapshot_all(&rels, BackupMode::Replaced)?;
+            let mut dirty = BTreeSet::new();
+            for (rel, (_, bytes)) in rels.iter().zip(files) {
+                m.create_parents(rel, &mut dirty)?;
+                let target = m.abs(rel);
+                let mode = m
+                    .lstat(&target)?
+                    .filter(|meta| meta.is_file())
+                    .map(|meta| meta_mode(&meta));
+                let tmp = temp_beside(&target);
+                m.remove_path(&tmp)?;
+                m.inner
+                    .fs
+                    .write_new(STEP, &tmp, &mut bytes.as_ref(), mode)
+                    .map_err(|e| io_err("write", &tmp, e))?;
+                m.rename_path(&tmp, &target)?;
+                dirty.insert(parent_of(&target));
+            }
+            // Children before parents, so a new folder's entries are durable
+            // before (or with) its own entry; order is free for durability
+            // anyway, as all of them precede the commit point.
+            for dir in dirty.iter().rev() {
+                m.sync_dir(dir)?;
+            }
+            Ok(())
         })
     }
 
@@ -532,6 +595,22 @@ impl Mutation {
                     .mkdir(STEP, &dir, None)
                     .map_err(|e| io_err("create folder", &dir, e))?;
                 self.sync_dir(&parent_of(&dir))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`ensure_parents`](Self::ensure_parents) leaving the fsyncs to the
+    /// caller: each folder whose entries changed is added to `dirty`.
+    fn create_parents(&mut self, rel: &RelPath, dirty: &mut BTreeSet<PathBuf>) -> Result<()> {
+        for ancestor in rel.ancestors() {
+            let dir = self.abs(&ancestor);
+            if self.lstat(&dir)?.is_none() {
+                self.inner
+                    .fs
+                    .mkdir(STEP, &dir, None)
+                    .map_err(|e| io_err("create folder", &dir, e))?;
+                dirty.insert(parent_of(&dir));
             }
         }
         Ok(())
