@@ -2,7 +2,10 @@
 //! the fields the operators' dashboards read, and forgets dropped objects.
 //!
 //! Tests in this binary run in parallel and `gather` is process-wide, so each
-//! finds its own objects by a name or path no other test uses.
+//! finds its own objects by a name or path no other test uses, and snapshots
+//! are taken one at a time: a snapshot in progress holds every object it reads
+//! until it returns, so one test's snapshot could otherwise still list what
+//! another test has just dropped.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +27,13 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// The entries of `part` whose `field` is `value`.
 fn entries(part: &str, field: &str, value: &str) -> Vec<Value> {
-    let gathered = keel::stats::gather();
+    static ONE_SNAPSHOT_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let gathered = {
+        let _alone = ONE_SNAPSHOT_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        keel::stats::gather()
+    };
     let list = gathered
         .get(part)
         .and_then(Value::as_array)
