@@ -133,7 +133,7 @@ pub const KEEL_POOL_UNKEYED: u32 = 2;
 /// anyway (an explicit retry); their outcomes still count.
 pub const KEEL_POOL_BYPASS_BACKOFF: u32 = 4;
 
-/// How a pool is made (keel_pool_new_with). Start from
+/// How a pool is made (keel_pool_new). Start from
 /// keel_pool_options_default() and set what you need.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -214,7 +214,7 @@ fn pool_config(options: &keel_pool_options, name: Option<&str>) -> keel_core::Re
 /// keel_pool_free. `name` (UTF-8, NULL for none) names the pool in
 /// keel_stats_json and events.
 #[no_mangle]
-pub unsafe extern "C" fn keel_pool_new_with(
+pub unsafe extern "C" fn keel_pool_new(
     options: *const keel_pool_options,
     name: *const c_char,
     name_len: usize,
@@ -225,39 +225,6 @@ pub unsafe extern "C" fn keel_pool_new_with(
         let out = ffi::out_handle(out, "out")?;
         let name = ffi::optional_utf8(name, name_len, "name")?;
         let options = ffi::optional(options).copied().unwrap_or_else(default_options);
-        out.put(keel_pool {
-            inner: SyncPool::new(pool_config(&options, name)?),
-        });
-        Ok(())
-    })
-}
-
-/// Makes a pool in `*out`; free it with keel_pool_free.
-///
-/// `max_concurrency` 0 means 1; above 65536 (a negative number cast to
-/// size_t, say) is KEEL_INVALID_ARGUMENT. `timeout_ms` is each task's timeout
-/// (KEEL_POOL_NO_TIMEOUT for none). While `max_abandoned` abandoned threads
-/// are alive, new tasks are refused; 0 means no cap. `name` (UTF-8, NULL for none) names the
-/// pool in keel_stats_json and events.
-#[no_mangle]
-pub unsafe extern "C" fn keel_pool_new(
-    max_concurrency: usize,
-    timeout_ms: i64,
-    max_abandoned: usize,
-    name: *const c_char,
-    name_len: usize,
-    out: *mut *mut keel_pool,
-) -> keel_status {
-    // SAFETY: the caller keeps keel.h's contract for these arguments.
-    ffi::call(|| unsafe {
-        let out = ffi::out_handle(out, "out")?;
-        let name = ffi::optional_utf8(name, name_len, "name")?;
-        let options = keel_pool_options {
-            max_concurrency,
-            timeout_ms,
-            max_abandoned,
-            ..default_options()
-        };
         out.put(keel_pool {
             inner: SyncPool::new(pool_config(&options, name)?),
         });
