@@ -70,7 +70,7 @@ fn a_lock_registry_is_listed_with_entries_holders_and_waiters() {
 
 #[test]
 fn a_pool_is_listed_with_in_flight_peak_abandoned_and_timeouts() {
-    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(2).name("stats-pool"));
+    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(2).with_name("stats-pool"));
     let outcomes = pool.run_batch((0..4).map(|n| Task::new(format!("k{n}"), move |_: &_| Ok(n))));
     assert_eq!(outcomes.len(), 4);
     let entry = the_entry(
@@ -85,7 +85,7 @@ fn a_pool_is_listed_with_in_flight_peak_abandoned_and_timeouts() {
     // A pool that has run a batch stays listed until its exiting worker
     // threads let go of it, which the test cannot wait for without polling:
     // the disappearance is checked on a pool that never started a thread.
-    let idle: SyncPool<String> = SyncPool::new(PoolConfig::new(1).name("stats-pool-idle"));
+    let idle: SyncPool<String> = SyncPool::new(PoolConfig::new(1).with_name("stats-pool-idle"));
     the_entry("pool", "name", "stats-pool-idle", &["in_flight"]);
     drop(idle);
     assert!(entries("pool", "name", "stats-pool-idle").is_empty());
@@ -240,7 +240,7 @@ fn every_entry_is_its_identity_and_the_fields_of_its_parts_stats_struct() {
     let entry = the_entry("locks", "name", "stats-keys-locks", &[]);
     assert_eq!(counter_keys(&entry, &["name"]), keys_of(locks.stats()));
 
-    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(1).name("stats-keys-pool"));
+    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(1).with_name("stats-keys-pool"));
     let entry = the_entry("pool", "name", "stats-keys-pool", &[]);
     assert_eq!(
         counter_keys(&entry, &["name", "max_concurrency"]),

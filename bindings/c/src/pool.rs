@@ -192,7 +192,7 @@ fn pool_config(options: &keel_pool_options, name: Option<&str>) -> keel_core::Re
     let as_number = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     let mut config = PoolConfig::checked(as_number(options.max_concurrency), as_number(options.max_abandoned))?;
     if let Some(timeout) = ffi::timeout_ms(options.timeout_ms, "timeout_ms")? {
-        config = config.task_timeout(timeout);
+        config = config.with_task_timeout(timeout);
     }
     let non_negative = |ms: i64, what: &str| {
         u64::try_from(ms)
@@ -202,10 +202,10 @@ fn pool_config(options: &keel_pool_options, name: Option<&str>) -> keel_core::Re
     let base = non_negative(options.backoff_base_ms, "backoff_base_ms")?;
     let max = non_negative(options.backoff_max_ms, "backoff_max_ms")?;
     if !base.is_zero() {
-        config = config.failure_backoff(FailureBackoff::new(base, max));
+        config = config.with_failure_backoff(FailureBackoff::new(base, max));
     }
     if let Some(name) = name {
-        config = config.name(name);
+        config = config.with_name(name);
     }
     Ok(config)
 }
