@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use keel::Journal;
 use support::{header, timed, Rounds, Target};
 
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 11;
 const SIZES: [usize; 3] = [1_000, 20_000, 100_000];
 const TARGETS: [&str; 3] = ["d0/f0.txt", "d1/f1.txt", "d2/f2.txt"];
 /// fsyncs of the baseline: temp file and folder, per file.

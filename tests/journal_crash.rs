@@ -43,6 +43,7 @@ fn write_many(m: &mut Mutation, _root: &Path) -> Result<()> {
         ("bin/tool", &b"#!/bin/sh\necho v2\n"[..]),
         ("new/dir/deep.txt", b"deep"),
         ("new/other.txt", b"other"),
+        ("bin/tool", b"written twice in the batch"),
         ("wiki/latest", b"a file where a symlink was"),
         ("readme.txt", b"then in the batch"),
     ])

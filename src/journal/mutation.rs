@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::counters::{self, Counters};
-use super::fs::meta_mode;
+use super::fs::{meta_mode, Sync};
 use super::lock::ExclusiveGuard;
 use super::paths::{temp_beside, RelPath};
 use super::record::{Entry, MutationStatus, Prior, Record, FORMAT_VERSION};
@@ -226,7 +226,11 @@ impl Mutation {
             // first file is replaced.
             m.snapshot_all(&rels, BackupMode::Replaced)?;
             let mut dirty = BTreeSet::new();
-            for (rel, (_, bytes)) in rels.iter().zip(files) {
+            let mut staged = Vec::with_capacity(rels.len());
+            for (i, (rel, (_, bytes))) in rels.iter().zip(files).enumerate() {
+                if rels[i + 1..].contains(rel) {
+                    continue; // written again later in the batch: the last bytes win
+                }
                 m.create_parents(rel, &mut dirty)?;
                 let target = m.abs(rel);
                 let mode = m
@@ -235,19 +239,26 @@ impl Mutation {
                     .map(|meta| meta_mode(&meta));
                 let tmp = temp_beside(&target);
                 m.remove_path(&tmp)?;
-                m.inner
+                let (file, _) = m
+                    .inner
                     .fs
-                    .write_new(STEP, &tmp, &mut bytes.as_ref(), mode)
+                    .write_unsynced(STEP, &tmp, &mut bytes.as_ref(), mode)
                     .map_err(|e| io_err("write", &tmp, e))?;
-                m.rename_path(&tmp, &target)?;
-                dirty.insert(parent_of(&target));
+                staged.push((tmp, target, file));
             }
-            // Children before parents, so a new folder's entries are durable
-            // before (or with) its own entry; order is free for durability
-            // anyway, as all of them precede the commit point.
-            for dir in dirty.iter().rev() {
-                m.sync_dir(dir)?;
+            // The new files' data durable before they replace anything (their
+            // fsyncs overlap), then the renames, then each changed folder once
+            // (children before parents; all precede the commit point anyway).
+            let (renames, files): (Vec<_>, Vec<_>) = staged
+                .into_iter()
+                .map(|(tmp, target, file)| ((tmp.clone(), target), Sync::File(tmp, file)))
+                .unzip();
+            m.sync_all(files)?;
+            for (tmp, target) in &renames {
+                m.rename_path(tmp, target)?;
+                dirty.insert(parent_of(target));
             }
+            m.sync_all(dirty.into_iter().rev().map(Sync::Dir).collect())?;
             Ok(())
         })
     }
@@ -636,6 +647,18 @@ impl Mutation {
             .fs
             .rename(STEP, from, to)
             .map_err(|e| io_err(&format!("rename {} to", from.display()), to, e))
+    }
+
+    /// fsyncs files and folders at once (see [`Fs::fsync_all`](super::fs::Fs::fsync_all)).
+    pub(super) fn sync_all(&self, targets: Vec<Sync>) -> Result<()> {
+        let first = match targets.first() {
+            Some(Sync::File(path, _) | Sync::Dir(path)) => path.clone(),
+            None => return Ok(()),
+        };
+        self.inner
+            .fs
+            .fsync_all(STEP, targets)
+            .map_err(|e| io_err("fsync (with the rest of its batch)", &first, e))
     }
 
     fn sync_dir(&self, dir: &Path) -> Result<()> {
