@@ -496,13 +496,20 @@ fn fsyncs_per_commit_are_what_the_protocol_needs() {
     let (_dir, journal) = seeded("fsyncs");
     let three = [("bin/tool", b"v2"), ("secret/key", b"v2"), ("wiki/index.md", b"v2")];
     // One by one, per file: the record rewritten (its file and the journal
-    // folder), the temp file, its folder; then the commit point.
+    // folder); then, together, each new file and each changed folder; then
+    // the commit point.
     let single = fsyncs_of(&journal, |m| {
         for (path, bytes) in three {
             m.write(path, bytes).unwrap();
         }
     });
-    assert_eq!(single, 3 * 4 + 1);
+    assert_eq!(single, 3 * 2 + 3 + 3 + 1);
+    let single = fsyncs_of(&journal, |m| {
+        for (path, bytes) in [("wiki/a", b"1"), ("wiki/b", b"2"), ("wiki/index.md", b"3")] {
+            m.write(path, bytes).unwrap();
+        }
+    });
+    assert_eq!(single, 3 * 2 + 3 + 1 + 1);
     // In one batch: one record write, the 3 files, their 3 folders, the commit.
     let batch = fsyncs_of(&journal, |m| m.write_many(&three).unwrap());
     assert_eq!(batch, 2 + 3 + 3 + 1);

@@ -48,7 +48,7 @@ impl Mutation {
             ));
         };
         let watch = StepWatch::start(&self.inner.fs, Level::Debug);
-        let moved = self.guarded(|m| {
+        let moved = self.flushed(|m| {
             let mut moves = Vec::new();
             m.plan_publish(&staging, into.as_ref(), &mut moves)?;
             for (src, dst) in &moves {
