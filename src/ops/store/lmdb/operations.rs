@@ -288,6 +288,32 @@ impl OperationStore for LmdbStore {
         })
     }
 
+    /// Walks every record in key order (item, then operation), keeping
+    /// those of `op` in `state`.
+    fn list(&self, op: &str, state: Option<OpState>, limit: usize) -> Result<Vec<OpRecord>> {
+        self.env.read(|txn| {
+            let mut cursor = txn
+                .open_ro_cursor(self.dbs.op_records)
+                .map_err(|err| map_err(self.context(), err))?;
+            let mut records = Vec::new();
+            for entry in cursor.iter_start() {
+                if records.len() >= limit {
+                    break;
+                }
+                let (key, value) = entry.map_err(|err| map_err(self.context(), err))?;
+                let (item, name) = keys::parse_op_record(key)?;
+                if name != op {
+                    continue;
+                }
+                let record = OpRecord::decode_value(&item, &name, value)?;
+                if state.is_none_or(|state| state == record.state) {
+                    records.push(record);
+                }
+            }
+            Ok(records)
+        })
+    }
+
     fn states(&self, item: &str) -> Result<Vec<OpRecord>> {
         self.env.read(|txn| {
             let prefix = keys::prefix(item);
