@@ -1580,6 +1580,20 @@ enum keel_status keel_ops_states(const struct keel_ops *ops,
                                  struct keel_buf *out);
 
 /**
+ * Writes a JSON array of up to `limit` records of `op` to `*out`, by item
+ * key: those in `state` (a keel_op_state), or in any state when `state` is
+ * 0 — for operators finding the FAILED ones. A WORKING record whose lease
+ * ended has `"expired": true`. Changes nothing; reads every record (an
+ * operator's call, not a worker's). `limit` is 1 to 10000.
+ */
+enum keel_status keel_ops_list(const struct keel_ops *ops,
+                               const char *op,
+                               size_t op_len,
+                               uint32_t state,
+                               size_t limit,
+                               struct keel_buf *out);
+
+/**
  * The default pool options: 10 at a time, no timeout, at most 64
  * abandoned threads, no failure backoff.
  */

@@ -313,8 +313,40 @@ static void test_lost_lease(void) {
   keel_queue_free(queue);
 }
 
+/* Operators find an operation's FAILED items, by item key, reading only. */
+static void test_list_by_state(void) {
+  char path[256];
+  keel_ops *ops = NULL;
+  CHECK_OK(keel_ops_open(S(path_in_dir(path, sizeof path, "ops-list.lmdb")), &ops));
+  keel_bytes unpack[] = {{(const uint8_t *)"unpack", 6}};
+  const char *items[] = {"ds-c", "ds-a", "ds-b"};
+  for (int i = 0; i < 3; i++) CHECK_OK(keel_ops_ready(ops, S(items[i]), unpack, 1));
+  CHECK_OK(keel_ops_error(ops, S("ds-c"), S("unpack"), 0, S("bad tarball")));
+  CHECK_OK(keel_ops_error(ops, S("ds-a"), S("unpack"), 0, S("bad checksum")));
+  keel_buf failed = {0};
+  CHECK_OK(keel_ops_list(ops, S("unpack"), KEEL_OP_FAILED, 10, &failed));
+  const char *a = strstr((const char *)failed.ptr, "\"ds-a\"");
+  const char *c = strstr((const char *)failed.ptr, "\"ds-c\"");
+  CHECK(a != NULL && c != NULL && a < c && !contains(&failed, "\"ds-b\""));
+  keel_buf_free(&failed);
+  keel_buf one = {0};
+  CHECK_OK(keel_ops_list(ops, S("unpack"), KEEL_OP_FAILED, 1, &one));
+  CHECK(contains(&one, "\"ds-a\"") && !contains(&one, "\"ds-c\""));
+  keel_buf_free(&one);
+  keel_buf every = {0};
+  CHECK_OK(keel_ops_list(ops, S("unpack"), 0, 10, &every));
+  CHECK(contains(&every, "\"ds-b\"") && contains(&every, "\"READY\""));
+  keel_buf_free(&every);
+  keel_buf bad = {0};
+  CHECK_STATUS(keel_ops_list(ops, S("unpack"), 9, 10, &bad), KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_ops_list(ops, S("unpack"), 0, 0, &bad), KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_ops_list(ops, NULL, 3, KEEL_OP_FAILED, 10, &bad), KEEL_INVALID_ARGUMENT);
+  keel_ops_free(ops);
+}
+
 int main(void) {
   if (mkdtemp(dir) == NULL) return 2;
+  test_list_by_state();
   test_operations();
   test_queue();
   test_worker();

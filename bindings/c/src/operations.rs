@@ -326,3 +326,32 @@ pub unsafe extern "C" fn keel_ops_states(
         Ok(())
     })
 }
+
+/// Writes a JSON array of up to `limit` records of `op` to `*out`, by item
+/// key: those in `state` (a keel_op_state), or in any state when `state` is
+/// 0 — for operators finding the FAILED ones. A WORKING record whose lease
+/// ended has `"expired": true`. Changes nothing; reads every record (an
+/// operator's call, not a worker's). `limit` is 1 to 10000.
+#[no_mangle]
+pub unsafe extern "C" fn keel_ops_list(
+    ops: *const keel_ops,
+    op: *const c_char,
+    op_len: usize,
+    state: u32,
+    limit: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ops = ffi::handle(ops, "ops")?;
+        let out = ffi::out_value(out, "out")?;
+        let op = ffi::utf8(op, op_len, "op")?;
+        let state = match state {
+            0 => None,
+            state => Some(op_state(state)?),
+        };
+        let records = ops.inner.list(op, state, limit)?;
+        *out = keel_buf::from_json(&records.iter().map(|record| record.to_json()).collect());
+        Ok(())
+    })
+}
