@@ -186,6 +186,21 @@ class AsyncOperations:
     def __repr__(self) -> str:
         return f"<keel.aio.AsyncOperations of {self.sync!r}>"
 
+    async def close(self) -> None:
+        """Closes the Operations off the loop (see ``keel.Operations.close``)."""
+        await run_blocking(self.sync.close)
+
+    @property
+    def closed(self) -> bool:
+        return self.sync.closed
+
+    async def __aenter__(self) -> "AsyncOperations":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """``async with keel.aio.AsyncOperations(...) as x:`` closes it when the block ends."""
+        await self.close()
+
     async def ready(self, item: str, ops: Sequence[str]) -> List[OpRecord]:
         return await run_blocking(lambda: self.sync.ready(item, ops))
 
@@ -221,6 +236,21 @@ class AsyncQueue:
 
     def __repr__(self) -> str:
         return f"<keel.aio.AsyncQueue of {self.sync!r}>"
+
+    async def close(self) -> None:
+        """Closes the Queue off the loop (see ``keel.Queue.close``)."""
+        await run_blocking(self.sync.close)
+
+    @property
+    def closed(self) -> bool:
+        return self.sync.closed
+
+    async def __aenter__(self) -> "AsyncQueue":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """``async with keel.aio.AsyncQueue(...) as x:`` closes it when the block ends."""
+        await self.close()
 
     async def enqueue(self, kind: str, payload: Json = None, *, priority: int = 5, run_at: Optional[float] = None,
                       delay: Optional[float] = None, max_attempts: int = 20,
@@ -284,6 +314,21 @@ class AsyncJournal:
     def __repr__(self) -> str:
         return f"<keel.aio.AsyncJournal of {self.sync!r}>"
 
+    async def close(self) -> None:
+        """Closes the Journal off the loop (see ``keel.Journal.close``)."""
+        await run_blocking(self.sync.close)
+
+    @property
+    def closed(self) -> bool:
+        return self.sync.closed
+
+    async def __aenter__(self) -> "AsyncJournal":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """``async with keel.aio.AsyncJournal(...) as x:`` closes it when the block ends."""
+        await self.close()
+
     async def begin(self, operation: str, details: str = "") -> Mutation:
         return await run_blocking(lambda: self.sync.begin(operation, details),
                                   give_back=lambda mutation: mutation.rollback())
@@ -324,6 +369,21 @@ class AsyncDrive:
 
     def __repr__(self) -> str:
         return f"<keel.aio.AsyncDrive of {self.sync!r}>"
+
+    async def close(self) -> None:
+        """Closes the Drive off the loop (see ``keel.Drive.close``)."""
+        await run_blocking(self.sync.close)
+
+    @property
+    def closed(self) -> bool:
+        return self.sync.closed
+
+    async def __aenter__(self) -> "AsyncDrive":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """``async with keel.aio.AsyncDrive(...) as x:`` closes it when the block ends."""
+        await self.close()
 
     def as_user(self, user: str, roles: Sequence[str] = ()) -> "AsyncDrive":
         return AsyncDrive(self.sync.as_user(user, list(roles)))

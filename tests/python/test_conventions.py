@@ -314,3 +314,28 @@ def test_list_finds_failed_items_of_an_operation(tmp_path):
         ops.list("unpack", state="DONE")
     with pytest.raises(keel.InvalidArgument):
         ops.list("unpack", limit=0)
+
+
+def test_the_async_forms_close_in_async_with(tmp_path):
+    import asyncio
+
+    import keel.aio
+
+    async def main():
+        async with keel.aio.AsyncQueue(keel.Queue(tmp_path / "jobs.lmdb")) as queue:
+            await queue.enqueue("mail", {"b": 1, "a": 2})
+        async with keel.aio.AsyncOperations(keel.Operations(tmp_path / "ops.lmdb")) as ops:
+            await ops.ready("ds", ["unpack"])
+            assert [r["item"] for r in await ops.list("unpack", state="READY")] == ["ds"]
+        async with keel.aio.AsyncJournal(keel.Journal(tmp_path)) as journal:
+            await journal.status()
+        async with keel.aio.AsyncDrive(keel.Drive(tmp_path / "x.drive")) as drive:
+            await drive.create(None, "a")
+        for closed in (queue, ops, journal, drive):
+            assert closed.closed and "closed" in repr(closed)
+        with pytest.raises(keel.Closed):
+            await queue.counts()
+        with pytest.raises(keel.Closed):
+            await drive.get(keel.DRIVE_ROOT)
+
+    asyncio.run(main())

@@ -59,6 +59,12 @@ async def sync_all(pool: keel.SyncPool, sources: List[str]) -> List[int]:
     return [r for r in both if isinstance(r, int)]
 
 
+async def count_jobs(path: Path) -> int:
+    async with keel.aio.AsyncQueue(keel.Queue(path)) as queue:
+        counts = await queue.counts()
+    return sum(n for states in counts.values() for n in states.values())
+
+
 def failed_items(ops: keel.Operations, op: str) -> List[str]:
     return [r["item"] for r in ops.list(op, state="FAILED", limit=10)]
 
@@ -90,6 +96,7 @@ def main() -> None:
     job = queue.dequeue(["mail"], worker="w", lease=30.0)
     assert job is not None and lease_left(queue, job) < 0
     queue.close()
+    assert asyncio.run(count_jobs(folder / "jobs.lmdb")) == 1
 
 
 if __name__ == "__main__":
