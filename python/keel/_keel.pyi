@@ -196,6 +196,9 @@ class SyncPool:
     def shutdown(self) -> None: ...
     def close(self) -> None:
         """The same as ``shutdown()`` (``with keel.SyncPool(...) as pool:`` calls it)."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``shutdown()`` or ``close()`` was called."""
     def __enter__(self) -> "SyncPool": ...
     def __exit__(
         self,

@@ -165,7 +165,7 @@ def test_a_pool_closes_too():
     # A pool reports per item, exceptions as values: each is keel.Closed.
     assert [type(r) for r in pool.run(lambda x: x, [1, 2])] == [keel.Closed, keel.Closed]
     pool.close()
-    assert "shut down" in repr(pool)
+    assert pool.closed and "shut down" in repr(pool)
 
 
 # -- seconds -------------------------------------------------------------------
