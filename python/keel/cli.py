@@ -77,7 +77,9 @@ class Output:
 
     def emit(self, value: Any, text: Optional[Callable[[Any], str]] = None) -> None:
         if self.as_json or text is None:
-            print(json.dumps(value, indent=2, sort_keys=True, default=str))
+            # Keys in keel's order: a record's fields as listed, a payload's
+            # as its producer wrote them.
+            print(json.dumps(value, indent=2, default=str))
         else:
             rendered = text(value)
             if rendered:

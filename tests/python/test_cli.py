@@ -208,6 +208,15 @@ def test_limit_counts_jobs_in_all_and_states_are_choices(capsys, jobs_file):
     assert exit.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
+def test_json_output_keeps_the_payloads_key_order(capsys, tmp_path):
+    path = str(tmp_path / "jobs.lmdb")
+    with keel.Queue(path) as queue:
+        queue.enqueue("mail", {"to": "a", "subject": "b", "body": "c"})
+    code, out, _ = run(capsys, "--json", "queue", "show", path, "1")
+    assert code == 0 and list(json.loads(out)["payload"]) == ["to", "subject", "body"]
+    assert list(json.loads(out))[:3] == ["id", "kind", "payload"], "a record's fields in keel's order"
+
+
 def test_queue_show_and_cancel(capsys, jobs_file):
     code, out, _ = run(capsys, "--json", "queue", "show", jobs_file, "2")
     assert code == 0 and json.loads(out)["payload"] == {"n": 1}
