@@ -539,7 +539,8 @@ def stats() -> Dict[str, List[Dict[str, Any]]]:
     """Every live keel object's counters, grouped by part.
 
     Parts: "locks", "pool", "journal", "drive", "queue" (job counts per kind and
-    state, oldest ready age per kind), "operations" and "ops" (job workers).
+    state, ``oldest_ready_age`` per kind in seconds), "operations" and
+    "workers" (job workers).
     """
 
 def verify_file(path: str) -> Dict[str, Any]:
