@@ -208,7 +208,7 @@ impl Target {
             Target::View(view) => view,
             Target::Batch(slot) => &slot.view,
         };
-        view.get().map(drop)
+        view.check()
     }
 }
 
@@ -254,7 +254,7 @@ impl Opened {
 /// so `try_lock` fails only if a migration callback is re-entering.
 fn in_batch<T>(py: Python<'_>, slot: &BatchSlot, body: impl FnOnce(&OpenBatch) -> keel::Result<T>) -> PyResult<T> {
     quick(py, || {
-        slot.view.get()?;
+        slot.view.check()?;
         let open = slot
             .open
             .try_lock()
@@ -321,7 +321,7 @@ impl PyDrive {
 
     /// The open drive, or keel.Closed once this view or the drive is closed.
     fn drive(&self) -> keel::Result<Drive> {
-        self.view.get()?;
+        self.view.check()?;
         self.opened.drive.get()
     }
 
@@ -725,7 +725,7 @@ impl PyDrive {
     /// through the drive itself from inside the block.
     fn batch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDriveBatch>> {
         let view = self.unbatched(py, "batch")?;
-        quick(py, || view.get().map(drop))?;
+        quick(py, || view.check())?;
         let slot = Arc::new(BatchSlot {
             view: view.clone(),
             open: Mutex::new(None),

@@ -32,6 +32,14 @@ impl<T: Clone + Send> Held<T> {
             .ok_or_else(|| Error::closed(format!("{} is closed", self.what)))
     }
 
+    /// keel.Closed once closed (without cloning the value).
+    pub fn check(&self) -> keel::Result<()> {
+        match self.is_closed() {
+            true => Err(Error::closed(format!("{} is closed", self.what))),
+            false => Ok(()),
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         self.slot.read().is_none()
     }
