@@ -131,8 +131,9 @@ impl crate::stats::StatsSource for Inner {
     }
 }
 
-/// What a journal has on disk, for operators.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a journal has on disk, for operators. Serializes to the JSON the
+/// Python and C surfaces give (`Journal.status()`, `keel_journal_inspect`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JournalStatus {
     /// Records on disk: an `active` one outside a running mutation means
     /// recovery has not finished.
@@ -155,7 +156,7 @@ pub struct JournalStatus {
 }
 
 /// One record on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PendingMutation {
     pub seq: u64,
     pub operation: String,

@@ -40,7 +40,7 @@ use crate::{Error, ErrorKind, Result};
 const STEP: &str = "recover";
 
 /// What a recovery did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecoveryReport {
     /// Sequence numbers of the `active` mutations rolled back, newest first.
     pub rolled_back: Vec<u64>,
@@ -53,7 +53,7 @@ pub struct RecoveryReport {
 }
 
 /// A record moved to `.keel/quarantine/` instead of being applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Quarantined {
     /// The record's file name.
     pub name: String,
