@@ -569,7 +569,7 @@ typedef struct keel_ops_options {
 } keel_ops_options;
 
 /**
- * How a pool is made (keel_pool_new_with). Start from
+ * How a pool is made (keel_pool_new). Start from
  * keel_pool_options_default() and set what you need.
  */
 typedef struct keel_pool_options {
@@ -831,6 +831,45 @@ typedef struct keel_job {
    */
   struct keel_buf payload;
 } keel_job;
+
+/**
+ * How a worker claims and keeps its jobs; keel_worker_options_default
+ * gives the defaults.
+ */
+typedef struct keel_worker_options {
+  /**
+   * How long a claim holds without a heartbeat, in ms (> 0). Default
+   * 30000.
+   */
+  uint64_t lease_ms;
+  /**
+   * How often running jobs' leases are extended, in ms; 0 (the default)
+   * means a third of the lease, so two heartbeats may be missed.
+   */
+  uint64_t heartbeat_ms;
+  /**
+   * How long an idle handler slot waits before asking the queue again,
+   * in ms (> 0; enqueues through this process's queue wake it sooner).
+   * Default 1000.
+   */
+  uint64_t poll_ms;
+  /**
+   * How often the resetter runs besides every dequeue, in ms (> 0).
+   * Default 5000.
+   */
+  uint64_t maintenance_ms;
+  /**
+   * Finished jobs older than this many ms are deleted by the maintenance
+   * pass; -1 (the default) keeps them.
+   */
+  int64_t retention_ms;
+  /**
+   * An attempt whose handler runs longer than this many ms fails
+   * (retried after a backoff); the handler's thread is abandoned, never
+   * killed, and its late result is refused. -1 (the default): no limit.
+   */
+  int64_t job_timeout_ms;
+} keel_worker_options;
 
 /**
  * to the kind's concurrency) with `userdata` and the attempt. Return
@@ -1606,23 +1645,7 @@ struct keel_pool_options keel_pool_options_default(void);
  * keel_pool_free. `name` (UTF-8, NULL for none) names the pool in
  * keel_stats_json and events.
  */
-enum keel_status keel_pool_new_with(const struct keel_pool_options *options,
-                                    const char *name,
-                                    size_t name_len,
-                                    struct keel_pool **out);
-
-/**
- * Makes a pool in `*out`; free it with keel_pool_free.
- *
- * `max_concurrency` 0 means 1; above 65536 (a negative number cast to
- * size_t, say) is KEEL_INVALID_ARGUMENT. `timeout_ms` is each task's timeout
- * (KEEL_POOL_NO_TIMEOUT for none). While `max_abandoned` abandoned threads
- * are alive, new tasks are refused; 0 means no cap. `name` (UTF-8, NULL for none) names the
- * pool in keel_stats_json and events.
- */
-enum keel_status keel_pool_new(size_t max_concurrency,
-                               int64_t timeout_ms,
-                               size_t max_abandoned,
+enum keel_status keel_pool_new(const struct keel_pool_options *options,
                                const char *name,
                                size_t name_len,
                                struct keel_pool **out);
@@ -1938,15 +1961,21 @@ enum keel_status keel_debug_panic(void);
 const char *keel_version(void);
 
 /**
- * Starts building a worker on `queue` named `name` (NULL for a default),
- * with leases of `lease_ms` (0 for 30 s) and idle polls every `poll_ms`
- * (0 for 1 s). Free with keel_worker_builder_free unless started.
+ * The default worker options: 30 s leases with a heartbeat every 10 s,
+ * idle polls every second, the resetter every 5 s, finished jobs kept, no
+ * job timeout.
+ */
+struct keel_worker_options keel_worker_options_default(void);
+
+/**
+ * Starts building a worker on `queue` named `name` (NULL for a default)
+ * with `options` (NULL for the defaults). Free with
+ * keel_worker_builder_free unless started.
  */
 enum keel_status keel_worker_builder_new(const struct keel_queue *queue,
                                          const char *name,
                                          size_t name_len,
-                                         uint64_t lease_ms,
-                                         uint64_t poll_ms,
+                                         const struct keel_worker_options *options,
                                          struct keel_worker_builder **out);
 
 /**
@@ -1964,14 +1993,6 @@ enum keel_status keel_worker_builder_handler(struct keel_worker_builder *builder
                                              size_t concurrency,
                                              keel_job_handler_fn handler,
                                              void *userdata);
-
-/**
- * Fails any attempt whose handler runs longer than `timeout_ms` (retried
- * after a backoff); the handler's thread is abandoned, never killed, and its
- * late result is refused. 0 removes the limit (the default).
- */
-enum keel_status keel_worker_builder_job_timeout(struct keel_worker_builder *builder,
-                                                 uint64_t timeout_ms);
 
 /**
  * Runs only `kinds[0..count]` (default: every registered kind).

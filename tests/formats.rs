@@ -143,7 +143,7 @@ fn every_released_drive_fixture_opens_with_identical_data() {
         let dir = scratch(&format!("drive-v{version}"));
         let path = copy_file(&fixture::drive_file(&fixture_dir(version)), &dir);
         let drive = Drive::open(&path, &DriveOptions::default()).unwrap();
-        let expected = Drive::open(&fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
+        let expected = Drive::open(fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
         assert_eq!(
             fixture::drive_snapshot(&drive),
             fixture::drive_snapshot(&expected),
@@ -325,7 +325,7 @@ fn an_upgrade_runs_once_in_one_transaction_after_a_backup() {
     assert_names_both(&Drive::open(&path, &DriveOptions::default()).unwrap_err(), CUR + 1, CUR);
     // ...and the backup beside it is the current-format drive, data intact.
     let old = Drive::open(&backup, &DriveOptions::default()).unwrap();
-    let expected = Drive::open(&fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
+    let expected = Drive::open(fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
     assert_eq!(fixture::drive_snapshot(&old), fixture::drive_snapshot(&expected));
     assert!(!has_mark(old.env()));
 }
@@ -361,7 +361,7 @@ fn a_failing_upgrade_step_changes_nothing() {
     );
     drop(env);
     let drive = Drive::open(&path, &DriveOptions::default()).expect("still a current-format drive");
-    let expected = Drive::open(&fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
+    let expected = Drive::open(fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
     assert_eq!(fixture::drive_snapshot(&drive), fixture::drive_snapshot(&expected));
     assert!(backup_path(drive.path(), "drive", CUR).is_file());
 }
@@ -370,7 +370,7 @@ fn a_failing_upgrade_step_changes_nothing() {
 fn an_upgrade_never_overwrites_an_earlier_backup() {
     let dir = scratch("upgrade-backup-kept");
     let path = current_drive(&dir);
-    let earlier = backup_path(&fs::canonicalize(&path).unwrap(), "drive", CUR);
+    let earlier = backup_path(fs::canonicalize(&path).unwrap(), "drive", CUR);
     fs::write(&earlier, b"an earlier backup").unwrap();
     let v2 = FileFormat {
         current: CUR + 1,
@@ -435,7 +435,7 @@ fn a_format_1_ops_file_upgrades_to_checksummed_values() {
         let env = Env::open(&path, &EnvOptions::default()).unwrap();
         assert!(backup_path(env.path(), format.part, 1).is_file(), "v{version}");
         // The backup is the format-1 file as it was.
-        let backup = Env::open(&backup_path(env.path(), format.part, 1), &EnvOptions::default()).unwrap();
+        let backup = Env::open(backup_path(env.path(), format.part, 1), &EnvOptions::default()).unwrap();
         assert_eq!(format::found_version(&backup, &format).unwrap(), Some(1));
         // Sealed: one flipped bit in a job record is Corrupt naming the table.
         flip_value(&env, "keel.jobs.records", &1u64.to_be_bytes());

@@ -140,7 +140,8 @@ pub fn stamp_unmarked(env: &Env, format: &FileFormat, version: u32) -> Result<bo
 
 /// Where the backup taken before upgrading `file`'s `part` from format
 /// `from` goes: beside the file, named so an operator finds it next to it.
-pub fn backup_path(file: &Path, part: &str, from: u32) -> PathBuf {
+pub fn backup_path(file: impl AsRef<Path>, part: &str, from: u32) -> PathBuf {
+    let file = file.as_ref();
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -171,12 +171,13 @@ static void test_worker(void) {
   CHECK_OK(keel_queue_enqueue(queue, S("c.fail"), S("{}"), NULL, &refused_id, NULL));
 
   keel_worker_builder *builder = NULL;
-  CHECK_OK(keel_worker_builder_new(queue, S("c-worker"), 30000, 50, &builder));
+  keel_worker_options options = keel_worker_options_default();
+  CHECK(options.lease_ms == 30000 && options.poll_ms == 1000 && options.job_timeout_ms == -1);
+  options.poll_ms = 50;
+  CHECK_OK(keel_worker_builder_new(queue, S("c-worker"), &options, &builder));
   CHECK_OK(keel_worker_builder_handler(builder, S("c.work"), 3, work, &saw_payload));
   CHECK_OK(keel_worker_builder_handler(builder, S("c.fail"), 1, refuse, NULL));
   CHECK_STATUS(keel_worker_builder_handler(builder, S("c.null"), 1, NULL, NULL), KEEL_INVALID_ARGUMENT);
-  CHECK_OK(keel_worker_builder_job_timeout(builder, 0));
-  CHECK_STATUS(keel_worker_builder_job_timeout(NULL, 10), KEEL_INVALID_ARGUMENT);
   keel_worker *worker = NULL;
   CHECK_OK(keel_worker_start(builder, &worker));
   CHECK(wait_handled(11));
@@ -196,7 +197,14 @@ static void test_worker(void) {
   keel_buf_free(&record);
 
   /* An allow-list naming a kind without a handler fails start-up. */
-  CHECK_OK(keel_worker_builder_new(queue, NULL, 0, 0, 0, &builder));
+  /* Numbers out of range are refused, never clamped or defaulted. */
+  keel_worker_options bad = keel_worker_options_default();
+  bad.lease_ms = 0;
+  CHECK_STATUS(keel_worker_builder_new(queue, NULL, 0, &bad, &builder), KEEL_INVALID_ARGUMENT);
+  bad = keel_worker_options_default();
+  bad.job_timeout_ms = -5;
+  CHECK_STATUS(keel_worker_builder_new(queue, NULL, 0, &bad, &builder), KEEL_INVALID_ARGUMENT);
+  CHECK_OK(keel_worker_builder_new(queue, NULL, 0, NULL, &builder));
   CHECK_OK(keel_worker_builder_handler(builder, S("c.work"), 1, work, NULL));
   keel_bytes typo[] = {{(const uint8_t *)"c.wrok", 6}};
   CHECK_OK(keel_worker_builder_allow(builder, typo, 1));
@@ -297,7 +305,10 @@ static void test_lost_lease(void) {
   uint64_t id = 0;
   CHECK_OK(keel_queue_enqueue(queue, S("c.slow"), S("{}"), NULL, &id, NULL));
   keel_worker_builder *builder = NULL;
-  CHECK_OK(keel_worker_builder_new(queue, S("c-lost"), 300, 50, &builder));
+  keel_worker_options options = keel_worker_options_default();
+  options.lease_ms = 300;
+  options.poll_ms = 50;
+  CHECK_OK(keel_worker_builder_new(queue, S("c-lost"), &options, &builder));
   CHECK_OK(keel_worker_builder_handler(builder, S("c.slow"), 1, wait_for_loss, NULL));
   keel_worker *worker = NULL;
   handled = 0;

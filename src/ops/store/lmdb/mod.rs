@@ -71,7 +71,7 @@ pub struct LmdbStore {
 impl LmdbStore {
     /// A store in its own LMDB file at `path` (created if missing), durable
     /// by default.
-    pub fn open(path: &Path) -> Result<LmdbStore> {
+    pub fn open(path: impl AsRef<Path>) -> Result<LmdbStore> {
         LmdbStore::with_env(&Env::open(path, &EnvOptions::default())?)
     }
 
