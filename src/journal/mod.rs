@@ -317,8 +317,9 @@ impl Journal {
                     &err,
                     format!(
                         "journal {}: new mutations are refused until recover() succeeds or resolve() is \
-                         called: {err}",
-                        self.root().display()
+                         called: {}",
+                        self.root().display(),
+                        err.report()
                     ),
                 ));
             }
@@ -347,7 +348,11 @@ impl Journal {
             self.recover_locked().map_err(|err| {
                 refused(
                     &err,
-                    format!("journal {}: cannot read, recovery failed: {err}", self.root().display()),
+                    format!(
+                        "journal {}: cannot read, recovery failed: {}",
+                        self.root().display(),
+                        err.report()
+                    ),
                 )
             })?;
             drop(exclusive);
@@ -372,7 +377,11 @@ impl Journal {
             self.recover_locked().map_err(|err| {
                 refused(
                     &err,
-                    format!("journal {}: cannot read, recovery failed: {err}", self.root().display()),
+                    format!(
+                        "journal {}: cannot read, recovery failed: {}",
+                        self.root().display(),
+                        err.report()
+                    ),
                 )
             })?;
             drop(exclusive);

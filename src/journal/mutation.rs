@@ -346,8 +346,9 @@ impl Mutation {
             }
             Err(err) => log::error!(
                 target: counters::LOG_TARGET,
-                "rollback failed: seq={} error={err}",
-                self.record.seq
+                "rollback failed: seq={} error={}",
+                self.record.seq,
+                err.report()
             ),
         }
         result
@@ -383,7 +384,7 @@ impl Mutation {
         if self.written {
             let errors = restore::rollback(fs, layout, &self.record);
             if let Some(first) = errors.first() {
-                let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                let all: Vec<String> = errors.iter().map(|err| err.report().to_string()).collect();
                 let err = Error::new(first.kind(), format!("rollback did not finish: {}", all.join("; ")));
                 *self.inner.last_recovery_error.lock() = Some(err.to_string());
                 return Err(err);
@@ -586,7 +587,7 @@ impl Drop for Mutation {
 fn refused_commit(cause: Error, undo: Result<()>) -> Error {
     let outcome = match undo {
         Ok(()) => "the mutation was rolled back".to_owned(),
-        Err(err) => format!("rolling it back failed too: {err}"),
+        Err(err) => format!("rolling it back failed too: {}", err.report()),
     };
-    Error::new(cause.kind(), format!("commit refused: {cause}; {outcome}"))
+    Error::new(cause.kind(), format!("commit refused: {}; {outcome}", cause.report()))
 }

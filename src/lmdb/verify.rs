@@ -232,7 +232,7 @@ pub fn walk_file(file: impl AsRef<Path>, checks: &[PartCheck]) -> Report {
         ..Report::default()
     };
     if let Err(err) = walk(file, checks, &mut report) {
-        report.problem(err.message().to_owned());
+        report.problem(err.report().to_string());
     }
     report
 }
