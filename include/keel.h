@@ -1137,6 +1137,22 @@ enum keel_status keel_drive_set_data(const struct keel_drive *drive,
                                      struct keel_buf *out);
 
 /**
+ * Stores `data_json` as `version` ("1.2.3", required) of typed item `id`,
+ * checked against its type's schema, replacing that version's data if it
+ * is stored (the old data is lost; `keel_drive_set_data` refuses an
+ * existing version with `KEEL_ALREADY_EXISTS`). The version written goes
+ * in `*out` as text.
+ */
+enum keel_status keel_drive_replace_data(const struct keel_drive *drive,
+                                         const uint8_t *id,
+                                         size_t id_len,
+                                         const char *data_json,
+                                         size_t data_len,
+                                         const char *version,
+                                         size_t version_len,
+                                         struct keel_buf *out);
+
+/**
  * Item `id`'s data at `version` (NULL: current) as
  * `{"version": "1.2.3", "data": ...}` in `*out`.
  */

@@ -266,7 +266,12 @@ impl std::ops::Deref for Drive {
 /// types, data versions) and parent links checked against its items. The
 /// file is opened read-only and never changed.
 pub fn verify_file(path: impl AsRef<Path>) -> Result<Report> {
-    crate::lmdb::verify::verify(path.as_ref(), &[verify::check])
+    use crate::lmdb::verify::PartCheck;
+    #[cfg(feature = "ops")]
+    let checks: &[PartCheck] = &[verify::check, crate::ops::store::lmdb::verify_check];
+    #[cfg(not(feature = "ops"))]
+    let checks: &[PartCheck] = &[verify::check];
+    crate::lmdb::verify::verify(path.as_ref(), checks)
 }
 
 /// Refuses an LMDB file that holds anything but drive tables (and the

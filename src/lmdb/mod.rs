@@ -46,10 +46,10 @@ use std::fmt::Display;
 
 use crate::Error;
 
-pub use codec::{encode_len_prefixed, seal, unseal, Codec, Decoder, Table, SEAL_LEN};
+pub use codec::{encode_len_prefixed, malformed, seal, unseal, utf8, Codec, Decoder, Table, SEAL_LEN};
 pub use env::{Env, EnvStats};
 pub use held::HeldWrite;
-pub use lmdb::{Database, DatabaseFlags, RoTransaction, RwTransaction, Transaction, WriteFlags};
+pub use lmdb::{Cursor, Database, DatabaseFlags, RoTransaction, RwTransaction, Transaction, WriteFlags};
 
 /// How a committed write reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -150,6 +150,20 @@ int main(void) {
   keel_buf_free(&buf);
   CHECK_OK(keel_drive_set_data(drive, (const uint8_t *)note, 32, STR("{\"title\":\"u\"}"), STR("1.0.0"), &buf));
   keel_buf_free(&buf);
+  /* A stored version: set_data refuses it, replace_data replaces it. */
+  CHECK_STATUS(keel_drive_set_data(drive, (const uint8_t *)note, 32, STR("{\"title\":\"v\"}"), STR("1.0.0"), &buf),
+               KEEL_ALREADY_EXISTS);
+  CHECK(buf.ptr == NULL);
+  CHECK_OK(keel_drive_replace_data(drive, (const uint8_t *)note, 32, STR("{\"title\":\"v\"}"), STR("1.0.0"), &buf));
+  CHECK(buf.len == 5 && memcmp(buf.ptr, "1.0.0", 5) == 0);
+  keel_buf_free(&buf);
+  CHECK_OK(keel_drive_get_data(drive, (const uint8_t *)note, 32, STR("1.0.0"), &buf));
+  CHECK(has(&buf, "\"title\":\"v\""));
+  keel_buf_free(&buf);
+  CHECK_STATUS(keel_drive_replace_data(drive, (const uint8_t *)note, 32, STR("{}"), NULL, 0, &buf),
+               KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_drive_replace_data(drive, (const uint8_t *)note, 32, STR("{}"), STR("x.y"), &buf),
+               KEEL_INVALID_ARGUMENT);
   const char *schema = "{\"type\":\"object\",\"required\":[\"name\"]}";
   migrate_state failing = {0, 1};
   bool changed = true;

@@ -559,6 +559,34 @@ pub unsafe extern "C" fn keel_drive_set_data(
     })
 }
 
+/// Stores `data_json` as `version` ("1.2.3", required) of typed item `id`,
+/// checked against its type's schema, replacing that version's data if it
+/// is stored (the old data is lost; `keel_drive_set_data` refuses an
+/// existing version with `KEEL_ALREADY_EXISTS`). The version written goes
+/// in `*out` as text.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_replace_data(
+    drive: *const keel_drive,
+    id: *const u8,
+    id_len: usize,
+    data_json: *const c_char,
+    data_len: usize,
+    version: *const c_char,
+    version_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let data = ffi::json(data_json, data_len, "data")?;
+        let version = Version::parse(ffi::utf8(version, version_len, "version")?)?;
+        let out = ffi::out_value(out, "out")?;
+        *out = keel_buf::from_vec(drive.view.replace_data(id, &data, version)?.to_string().into_bytes());
+        Ok(())
+    })
+}
+
 /// Item `id`'s data at `version` (NULL: current) as
 /// `{"version": "1.2.3", "data": ...}` in `*out`.
 #[no_mangle]
