@@ -1069,6 +1069,26 @@ enum keel_status keel_drive_create_at(const struct keel_drive *drive,
                                       struct keel_buf *out);
 
 /**
+ * Makes every missing folder of `path` ("a/b/c") and puts the JSON array
+ * of the path's items, root first, in `*out`; existing steps are kept.
+ */
+enum keel_status keel_drive_make_path(const struct keel_drive *drive,
+                                      const char *path,
+                                      size_t path_len,
+                                      struct keel_buf *out);
+
+/**
+ * Renames item `id` to `new_name` in its folder; the renamed item goes
+ * in `*out`. A sibling of that name gives KEEL_ALREADY_EXISTS.
+ */
+enum keel_status keel_drive_rename(const struct keel_drive *drive,
+                                   const uint8_t *id,
+                                   size_t id_len,
+                                   const char *new_name,
+                                   size_t new_name_len,
+                                   struct keel_buf *out);
+
+/**
  * Moves item `id` under `new_parent` (length 0: the root), renamed to
  * `new_name` unless it is NULL, in one transaction. A move under the item's
  * own descendant gives KEEL_INVALID_ARGUMENT. The moved item goes in `*out`.
@@ -1115,6 +1135,22 @@ enum keel_status keel_drive_set_data(const struct keel_drive *drive,
                                      const char *version,
                                      size_t version_len,
                                      struct keel_buf *out);
+
+/**
+ * Stores `data_json` as `version` ("1.2.3", required) of typed item `id`,
+ * checked against its type's schema, replacing that version's data if it
+ * is stored (the old data is lost; `keel_drive_set_data` refuses an
+ * existing version with `KEEL_ALREADY_EXISTS`). The version written goes
+ * in `*out` as text.
+ */
+enum keel_status keel_drive_replace_data(const struct keel_drive *drive,
+                                         const uint8_t *id,
+                                         size_t id_len,
+                                         const char *data_json,
+                                         size_t data_len,
+                                         const char *version,
+                                         size_t version_len,
+                                         struct keel_buf *out);
 
 /**
  * Item `id`'s data at `version` (NULL: current) as
@@ -1188,6 +1224,31 @@ enum keel_status keel_drive_schema(const struct keel_drive *drive,
 enum keel_status keel_drive_backup(const struct keel_drive *drive,
                                    const char *dest,
                                    size_t dest_len);
+
+/**
+ * The drive file's path (canonical, UTF-8 lossy) as text in `*out`.
+ */
+enum keel_status keel_drive_path(const struct keel_drive *drive, struct keel_buf *out);
+
+/**
+ * Checks the whole drive file in a child process and puts the report in
+ * `*out` as JSON (`{"file", "tables", "problems", ...}`): a damaged file
+ * gives a report listing what is wrong, never a crash of this process.
+ */
+enum keel_status keel_drive_verify(const struct keel_drive *drive, struct keel_buf *out);
+
+/**
+ * keel_drive_verify for the drive file at `path`, without opening it in
+ * this process.
+ */
+enum keel_status keel_drive_verify_file(const char *path, size_t path_len, struct keel_buf *out);
+
+/**
+ * The drive's storage and commit counters as a JSON object in `*out`:
+ * the fields of keel::lmdb::EnvStats (`map_size`, `used`, `readers`,
+ * `batches`, `writes`, ...), as keel_stats_json lists them.
+ */
+enum keel_status keel_drive_stats_json(const struct keel_drive *drive, struct keel_buf *out);
 
 /**
  * Opens a batch on `drive` (or a view: the same checks apply). A plain
@@ -1307,6 +1368,28 @@ void keel_read_guard_free(struct keel_read_guard *guard);
  */
 enum keel_status keel_journal_status(const struct keel_journal *journal,
                                      struct keel_journal_state *out);
+
+/**
+ * The journal's root folder (canonical) as text in `*out`.
+ */
+enum keel_status keel_journal_root(const struct keel_journal *journal, struct keel_buf *out);
+
+/**
+ * What the journal of `root` holds, without opening it: nothing is
+ * created, locked, recovered or written. `*out` gets the JSON
+ * `{"pending": [{"seq", "operation", "details", "status", "paths"}],
+ * "unreadable", "quarantined", "last_recovery_error", "last_recovery",
+ * "problems"}`; an interrupted mutation shows as a pending "active" record
+ * that keel_journal_recover would roll back.
+ */
+enum keel_status keel_journal_inspect(const char *root, size_t root_len, struct keel_buf *out);
+
+/**
+ * The journal handle's counters as a JSON object in `*out`: the fields of
+ * keel::journal::JournalStats (`mutations`, `committed`, `rolled_back`,
+ * `fsyncs`, ...), as keel_stats_json lists them.
+ */
+enum keel_status keel_journal_stats_json(const struct keel_journal *journal, struct keel_buf *out);
 
 /**
  * For operators: gives up on rolling back mutation `seq`; its record and

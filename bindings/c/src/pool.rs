@@ -311,7 +311,7 @@ fn write_outcome(slot: &mut keel_outcome, index: usize, outcome: Outcome<Vec<u8>
     };
     let (status, output, message) = match outcome.into_result(index) {
         Ok(output) => (keel_status::KEEL_OK, output, String::new()),
-        Err(err) => (keel_status::of(err.kind()), Vec::new(), err.to_string()),
+        Err(err) => (keel_status::of(err.kind()), Vec::new(), err.report().to_string()),
     };
     *slot = keel_outcome {
         kind,

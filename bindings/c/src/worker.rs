@@ -187,7 +187,7 @@ impl CHandler {
         match callback::outcome(status, c_ctx.output, || format!("the handler of job {}", ctx.job().id)) {
             Ok(output) => Ok(String::from_utf8_lossy(&output).into_owned()),
             Err(err) => Err(HandlerError {
-                message: err.message().to_owned(),
+                message: err.report().to_string(),
                 retryable,
             }),
         }
