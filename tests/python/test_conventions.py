@@ -293,6 +293,7 @@ def test_every_class_has_an_informative_repr(tmp_path):
         shown = repr(obj)
         assert shown.startswith(f"<keel.{type(obj).__name__} "), shown
         assert " object at 0x" not in shown, shown
+    assert repr(made[9]) == f'<keel.Mutation "m" seq={made[9].seq} ended>'
 
 
 # -- listing operations by state -----------------------------------------------

@@ -45,12 +45,15 @@ pub struct PyJournal {
 #[pyclass(name = "Mutation", module = "keel", frozen)]
 pub struct PyMutation {
     inner: SharedMutation,
+    /// The operation it was begun for, for its repr.
+    operation: String,
 }
 
 impl PyMutation {
-    fn wrap(mutation: Mutation) -> PyMutation {
+    fn wrap(mutation: Mutation, operation: &str) -> PyMutation {
         PyMutation {
             inner: SharedMutation::new(mutation),
+            operation: operation.to_owned(),
         }
     }
 }
@@ -109,7 +112,7 @@ impl PyJournal {
         let mutation = wait_in_slices(py, timeout, "begin a mutation", |slice| {
             self.inner.get()?.begin_timeout(operation, details, slice)
         })?;
-        Ok(PyMutation::wrap(mutation))
+        Ok(PyMutation::wrap(mutation, operation))
     }
 
     /// `begin` without waiting: None when another thread or process holds
@@ -117,7 +120,7 @@ impl PyJournal {
     #[pyo3(signature = (operation, details=""))]
     fn try_begin(&self, py: Python<'_>, operation: &str, details: &str) -> PyResult<Option<PyMutation>> {
         let mutation = blocking(py, || self.inner.get()?.try_begin(operation, details))?;
-        Ok(mutation.map(PyMutation::wrap))
+        Ok(mutation.map(|mutation| PyMutation::wrap(mutation, operation)))
     }
 
     /// The same as `begin`, named for `with journal.mutation(...) as m:`.
@@ -314,7 +317,7 @@ impl PyMutation {
 
     fn __repr__(&self) -> String {
         let state = if self.inner.is_active() { "active" } else { "ended" };
-        format!("<keel.Mutation seq={} {state}>", self.inner.seq())
+        format!("<keel.Mutation {:?} seq={} {state}>", self.operation, self.inner.seq())
     }
 }
 
