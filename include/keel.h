@@ -521,15 +521,15 @@ typedef struct keel_journal_state {
 } keel_journal_state;
 
 /**
- * A snapshot of a lock registry's size (LockStats in the Rust docs).
+ * A snapshot of a registry's size.
  */
 typedef struct keel_lock_stats {
   /**
-   * Keys with an entry (each held or waited for).
+   * Keys with an entry: each is held or waited for.
    */
   size_t entries;
   /**
-   * Guards alive (a shared key counts each holder).
+   * Guards alive (a shared key counts each reader).
    */
   size_t holders;
   /**
@@ -684,28 +684,29 @@ typedef int32_t (*keel_commit_fn)(void *userdata,
                                   struct keel_task_ctx *ctx);
 
 /**
- * A snapshot of a pool's counters (PoolStats in the Rust docs).
+ * A snapshot of a pool's counters.
  */
 typedef struct keel_pool_stats {
   /**
-   * Tasks holding a slot now: running, or waiting for their key
-   * (abandoned threads excluded).
+   * Tasks holding one of the pool's slots now: running, or waiting for
+   * their key (abandoned threads excluded).
    */
   size_t in_flight;
   /**
-   * Tasks waiting for a slot now.
+   * Workers waiting for a slot now (freed slots go to them first come,
+   * first served).
    */
   size_t slot_waiters;
   /**
-   * The most tasks ever running at once.
+   * The most slots in use when a task started: the peak concurrency.
    */
   size_t peak_concurrency;
   /**
-   * Tasks that returned KEEL_OK.
+   * Tasks that returned a value.
    */
   size_t completed;
   /**
-   * Tasks that failed or panicked.
+   * Tasks that returned an error or panicked.
    */
   size_t failed;
   /**
@@ -717,7 +718,7 @@ typedef struct keel_pool_stats {
    */
   size_t cancelled;
   /**
-   * Tasks refused.
+   * Tasks refused (abandoned-thread cap, key busy with a hung run, shut down).
    */
   size_t refused;
   /**
@@ -729,7 +730,7 @@ typedef struct keel_pool_stats {
    */
   size_t paused_keys;
   /**
-   * Abandoned threads still running.
+   * Abandoned threads still running (timed out or cancelled while running).
    */
   size_t abandoned;
   /**
@@ -737,7 +738,7 @@ typedef struct keel_pool_stats {
    */
   size_t abandoned_total;
   /**
-   * Keys held in the pool's lock registry now.
+   * Keys held in the pool's lock registry now (a hung thread keeps its key).
    */
   size_t locked_keys;
   /**
@@ -882,7 +883,7 @@ typedef struct keel_worker_options {
 typedef int32_t (*keel_job_handler_fn)(void *userdata, struct keel_job_ctx *ctx);
 
 /**
- * A worker's counters (WorkerStats in the Rust docs).
+ * What a worker has done so far.
  */
 typedef struct keel_worker_stats {
   /**
@@ -890,7 +891,7 @@ typedef struct keel_worker_stats {
    */
   uint64_t completed;
   /**
-   * Attempts whose handler failed (stored as failures).
+   * Attempts whose handler returned an error (stored as failures).
    */
   uint64_t failed;
   /**
@@ -898,19 +899,23 @@ typedef struct keel_worker_stats {
    */
   uint64_t panicked;
   /**
-   * Finishes refused because the attempt was no longer current.
+   * Finishes refused because the attempt was no longer current (its
+   * lease expired and it was reset, or it was cancelled).
    */
   uint64_t refused;
   /**
-   * Unfinished jobs handed back to the queue.
+   * Unfinished jobs handed back by a graceful stop, or because the pool
+   * refused to start them (too many abandoned handler threads).
    */
   uint64_t released;
   /**
-   * Attempts whose handler ran past the job timeout.
+   * Attempts whose handler ran past the job timeout (stored as failures).
    */
   uint64_t timed_out;
   /**
-   * Running jobs whose heartbeat was refused: their result is not stored.
+   * Running jobs whose heartbeat was refused (cancelled, reset or
+   * deleted meanwhile): dropped from the running set, their handler told
+   * through `lease_lost`, their result not stored.
    */
   uint64_t lost;
   /**
@@ -918,6 +923,12 @@ typedef struct keel_worker_stats {
    */
   size_t running;
 } keel_worker_stats;
+
+
+
+
+
+
 
 #ifdef __cplusplus
 extern "C" {
