@@ -748,6 +748,18 @@ typedef struct keel_pool_stats {
 } keel_pool_stats;
 
 /**
+ * How a queue retries and resets its jobs; keel_queue_options_default
+ * gives the defaults.
+ */
+typedef struct keel_queue_options {
+  /**
+   * How many lease expiries a job survives; the next one makes it dead
+   * ("its processor kept dying"). Default 5.
+   */
+  uint32_t max_resets;
+} keel_queue_options;
+
+/**
  * How to enqueue a job; keel_enqueue_options_default gives the defaults.
  */
 typedef struct keel_enqueue_options {
@@ -796,18 +808,6 @@ typedef struct keel_job_spec {
    */
   struct keel_enqueue_options options;
 } keel_job_spec;
-
-/**
- * How a queue retries and resets its jobs; keel_queue_options_default
- * gives the defaults.
- */
-typedef struct keel_queue_options {
-  /**
-   * How many lease expiries a job survives; the next one makes it dead
-   * ("its processor kept dying"). Default 5.
-   */
-  uint32_t max_resets;
-} keel_queue_options;
 
 /**
  * buffers with keel_job_free.
@@ -1593,14 +1593,6 @@ enum keel_status keel_set_log_callback(uint32_t max_level, keel_log_fn callback,
 struct keel_ops_options keel_ops_options_default(void);
 
 /**
- * keel_ops_open with `options` (NULL for the defaults).
- */
-enum keel_status keel_ops_open_with(const char *path,
-                                    size_t path_len,
-                                    const struct keel_ops_options *options,
-                                    struct keel_ops **out);
-
-/**
  * keel_ops_next in `order` (KEEL_NEXT_OLDEST or KEEL_NEXT_ITEM).
  */
 enum keel_status keel_ops_next_in(const struct keel_ops *ops,
@@ -1620,19 +1612,16 @@ enum keel_status keel_ops_reset_expired(const struct keel_ops *ops,
                                         uint64_t *out_failed);
 
 /**
- * Opens (creating if missing) the operations file at `path` into `*out`;
- * free it with keel_ops_free.
+ * Opens the operations at `location` into `*out` with `options` (NULL
+ * for the defaults): a file path (LMDB, created if missing) or a
+ * `postgresql://` URL (PostgreSQL, libpq conventions, the `keel` schema,
+ * the database's clock). An unknown scheme is KEEL_INVALID_ARGUMENT. Free
+ * it with keel_ops_free.
  */
-enum keel_status keel_ops_open(const char *path, size_t path_len, struct keel_ops **out);
-
-/**
- * Opens the operations at `location` into `*out`: a `postgresql://` URL
- * (PostgreSQL, the `keel` schema, the database's clock) or a file path.
- * An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_ops_free.
- */
-enum keel_status keel_ops_open_url(const char *location,
-                                   size_t location_len,
-                                   struct keel_ops **out);
+enum keel_status keel_ops_open(const char *location,
+                               size_t location_len,
+                               const struct keel_ops_options *options,
+                               struct keel_ops **out);
 
 /**
  * Frees the handle. NULL is a no-op.
@@ -1827,20 +1816,16 @@ enum keel_status keel_task_ctx_set_output(struct keel_task_ctx *ctx,
                                           size_t len);
 
 /**
- * Opens (creating if missing) the job queue file at `path` into `*out`;
- * free it with keel_queue_free.
- */
-enum keel_status keel_queue_open(const char *path, size_t path_len, struct keel_queue **out);
-
-/**
- * Opens the job queue at `location` into `*out`: a `postgresql://` URL
- * (PostgreSQL, libpq conventions, the `keel` schema, the database's
- * clock; idle workers wake on jobs enqueued by any host) or a file path.
+ * Opens the job queue at `location` into `*out` with `options` (NULL for
+ * the defaults): a file path (LMDB, created if missing) or a
+ * `postgresql://` URL (PostgreSQL, libpq conventions, the `keel` schema,
+ * the database's clock; idle workers wake on jobs enqueued by any host).
  * An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_queue_free.
  */
-enum keel_status keel_queue_open_url(const char *location,
-                                     size_t location_len,
-                                     struct keel_queue **out);
+enum keel_status keel_queue_open(const char *location,
+                                 size_t location_len,
+                                 const struct keel_queue_options *options,
+                                 struct keel_queue **out);
 
 /**
  * Frees the handle. NULL is a no-op.
@@ -1883,14 +1868,6 @@ enum keel_status keel_queue_enqueue_many(const struct keel_queue *queue,
  * The default queue options: 5 resets.
  */
 struct keel_queue_options keel_queue_options_default(void);
-
-/**
- * keel_queue_open with `options` (NULL for the defaults).
- */
-enum keel_status keel_queue_open_with(const char *path,
-                                      size_t path_len,
-                                      const struct keel_queue_options *options,
-                                      struct keel_queue **out);
 
 /**
  * Hands attempt `token` of job `id` back unfinished: queued again at once,
