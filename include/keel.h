@@ -376,7 +376,8 @@ typedef struct keel_queue keel_queue;
 
 /**
  * The shared lock of a root (keel_journal_read): no mutation runs while it
- * is held, and the tree is in a committed state. Free it to release it.
+ * is held, and the tree is in a committed state. keel_read_guard_release
+ * releases it.
  */
 typedef struct keel_read_guard keel_read_guard;
 
@@ -1364,15 +1365,16 @@ enum keel_status keel_journal_last_recovery(const struct keel_journal *journal,
 /**
  * Takes the shared lock of the root (waiting, blocking this thread, for
  * running mutations to end; recovering a crashed one first) and puts the
- * guard in `*out`; free it with keel_read_guard_free to release the lock.
+ * guard in `*out`; keel_read_guard_release releases the lock and frees it.
  */
 enum keel_status keel_journal_read(const struct keel_journal *journal,
                                    struct keel_read_guard **out);
 
 /**
- * Releases a read guard. NULL is a no-op.
+ * Releases a read guard's lock and frees the guard, as
+ * keel_lock_guard_release does for a lock guard. NULL is a no-op.
  */
-void keel_read_guard_free(struct keel_read_guard *guard);
+void keel_read_guard_release(struct keel_read_guard *guard);
 
 /**
  * Fills `*out` with what is on disk. Takes no lock.
