@@ -202,6 +202,12 @@ pub struct ReadGuard {
     _guard: SharedGuard,
 }
 
+impl ReadGuard {
+    /// Releases the shared lock now (as dropping the guard does): the one
+    /// verb every guard of keel has, in every surface.
+    pub fn release(self) {}
+}
+
 impl Journal {
     /// Opens the journal of `root` (which must be an existing folder),
     /// creating `root/.keel/` if needed, and recovers what a crash left
