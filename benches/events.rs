@@ -166,7 +166,7 @@ fn group_committed_drive_writes(dir: &Path) -> Workload {
         durability: Durability::NoSyncRisksLastCommits,
         ..DriveOptions::default()
     };
-    let drive = Drive::open(&dir.join("drive.lmdb"), &options).unwrap();
+    let drive = Drive::open(dir.join("drive.lmdb"), &options).unwrap();
     let folders: Vec<ItemId> = (0..WRITERS)
         .map(|n| drive.create(ItemId::ROOT, &NewItem::named(format!("w{n}"))).unwrap().id)
         .collect();

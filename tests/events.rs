@@ -104,10 +104,10 @@ fn exercise_every_part(dir: &Path) {
         durability: Durability::NoSyncRisksLastCommits,
         ..DriveOptions::default()
     };
-    let drive = Drive::open(&dir.join("drive.lmdb"), &options).unwrap();
+    let drive = Drive::open(dir.join("drive.lmdb"), &options).unwrap();
     drive.create(ItemId::ROOT, &NewItem::named("docs")).unwrap();
 
-    let queue = Queue::open(&dir.join("jobs.lmdb")).unwrap();
+    let queue = Queue::open(dir.join("jobs.lmdb")).unwrap();
     queue.enqueue("mail", "{}", &EnqueueOptions::default()).unwrap();
     let job = queue.dequeue(&["mail"], "w", Duration::from_secs(60)).unwrap().unwrap();
     queue.complete(job.id, job.token, "").unwrap();

@@ -130,7 +130,7 @@ fn a_drive_is_listed_with_its_map_readers_commits_and_batch_sizes() {
         durability: Durability::NoSyncRisksLastCommits,
         ..DriveOptions::default()
     };
-    let drive = Drive::open(&dir.join("drive.lmdb"), &options).unwrap();
+    let drive = Drive::open(dir.join("drive.lmdb"), &options).unwrap();
     let shown = drive.path().display().to_string();
     drive.create(ItemId::ROOT, &NewItem::named("docs")).unwrap();
     let entry = the_entry(
@@ -148,7 +148,7 @@ fn a_drive_is_listed_with_its_map_readers_commits_and_batch_sizes() {
 #[test]
 fn a_queue_is_listed_with_counts_per_kind_and_state_and_the_oldest_ready_age() {
     let dir = temp_dir("queue");
-    let queue = Queue::open(&dir.join("jobs.lmdb")).unwrap();
+    let queue = Queue::open(dir.join("jobs.lmdb")).unwrap();
     let shown = dir.join("jobs.lmdb").canonicalize().unwrap().display().to_string();
     let now = queue.clock().now();
     let past = EnqueueOptions {
@@ -178,7 +178,7 @@ fn a_queue_is_listed_with_counts_per_kind_and_state_and_the_oldest_ready_age() {
 #[test]
 fn operations_and_a_worker_are_listed_and_forgotten() {
     let dir = temp_dir("ops");
-    let ops = Operations::open(&dir.join("ops.lmdb")).unwrap();
+    let ops = Operations::open(dir.join("ops.lmdb")).unwrap();
     let shown = dir.join("ops.lmdb").canonicalize().unwrap().display().to_string();
     ops.ready("item-1", &["unpack"]).unwrap();
     let claims = ops.claim("unpack", 10, "w", Duration::from_secs(60)).unwrap();
@@ -196,7 +196,7 @@ fn operations_and_a_worker_are_listed_and_forgotten() {
     drop(ops);
     assert!(entries("operations", "store", &shown).is_empty());
 
-    let queue = Queue::open(&dir.join("jobs.lmdb")).unwrap();
+    let queue = Queue::open(dir.join("jobs.lmdb")).unwrap();
     let worker = Worker::builder(&queue)
         .handler("noop", 1, |_: &_| -> HandlerResult { Ok(String::new()) })
         .map_options(|options| options.name = "stats-worker".into())
@@ -253,11 +253,11 @@ fn every_entry_is_its_identity_and_the_fields_of_its_parts_stats_struct() {
     assert_eq!(counter_keys(&entry, &["root"]), keys_of(journal.stats()));
 
     let dir = temp_dir("keys-drive");
-    let drive = Drive::open(&dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
+    let drive = Drive::open(dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
     let entry = the_entry("drive", "path", &drive.path().display().to_string(), &[]);
     assert_eq!(counter_keys(&entry, &["path"]), keys_of(drive.env().stats()));
 
-    let queue = Queue::open(&dir.join("jobs.lmdb")).unwrap();
+    let queue = Queue::open(dir.join("jobs.lmdb")).unwrap();
     let worker = Worker::builder(&queue)
         .handler("noop", 1, |_: &_| -> HandlerResult { Ok(String::new()) })
         .map_options(|options| options.name = "stats-keys-worker".into())

@@ -135,8 +135,9 @@ impl crate::stats::StatsSource for Inner {
     }
 }
 
-/// What a journal has on disk, for operators.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a journal has on disk, for operators. Serializes to the JSON the
+/// Python and C surfaces give (`Journal.status()`, `keel_journal_inspect`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JournalStatus {
     /// Records on disk: an `active` one outside a running mutation means
     /// recovery has not finished.
@@ -159,7 +160,7 @@ pub struct JournalStatus {
 }
 
 /// One record on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PendingMutation {
     pub seq: u64,
     pub operation: String,
@@ -203,6 +204,12 @@ pub struct JournalStats {
 #[derive(Debug)]
 pub struct ReadGuard {
     _guard: SharedGuard,
+}
+
+impl ReadGuard {
+    /// Releases the shared lock now (as dropping the guard does): the one
+    /// verb every guard of keel has, in every surface.
+    pub fn release(self) {}
 }
 
 impl Journal {
@@ -321,8 +328,9 @@ impl Journal {
                     &err,
                     format!(
                         "journal {}: new mutations are refused until recover() succeeds or resolve() is \
-                         called: {err}",
-                        self.root().display()
+                         called: {}",
+                        self.root().display(),
+                        err.report()
                     ),
                 ));
             }
@@ -351,7 +359,11 @@ impl Journal {
             self.recover_locked().map_err(|err| {
                 refused(
                     &err,
-                    format!("journal {}: cannot read, recovery failed: {err}", self.root().display()),
+                    format!(
+                        "journal {}: cannot read, recovery failed: {}",
+                        self.root().display(),
+                        err.report()
+                    ),
                 )
             })?;
             drop(exclusive);
@@ -376,7 +388,11 @@ impl Journal {
             self.recover_locked().map_err(|err| {
                 refused(
                     &err,
-                    format!("journal {}: cannot read, recovery failed: {err}", self.root().display()),
+                    format!(
+                        "journal {}: cannot read, recovery failed: {}",
+                        self.root().display(),
+                        err.report()
+                    ),
                 )
             })?;
             drop(exclusive);

@@ -15,7 +15,7 @@ int main(void) {
     return 1;
   }
   keel_queue *queue = NULL;
-  CHECK_OK(keel_queue_open_url(url, strlen(url), &queue));
+  CHECK_OK(keel_queue_open(url, strlen(url), NULL, &queue));
   uint64_t id = 0;
   bool created = false;
   CHECK_OK(keel_queue_enqueue(queue, S("c.pg.mail"), S("{\"to\":\"a\"}"), NULL, &id, &created));
@@ -33,14 +33,14 @@ int main(void) {
   keel_queue_free(queue);
 
   keel_ops *ops = NULL;
-  CHECK_OK(keel_ops_open_url(url, strlen(url), &ops));
+  CHECK_OK(keel_ops_open(url, strlen(url), NULL, &ops));
   keel_bytes unpack[] = {{(const uint8_t *)"c.pg.unpack", 11}};
   CHECK_OK(keel_ops_ready(ops, S("c-ds-1"), unpack, 1));
   keel_ops_free(ops);
 
   /* An unknown scheme is refused, not taken for a file name. */
   queue = NULL;
-  CHECK_STATUS(keel_queue_open_url(S("mysql://db/app"), &queue), KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_queue_open(S("mysql://db/app"), NULL, &queue), KEEL_INVALID_ARGUMENT);
   CHECK(queue == NULL);
   FINISH();
 }

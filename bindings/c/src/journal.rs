@@ -28,7 +28,8 @@ pub struct keel_mutation {
 }
 
 /// The shared lock of a root (keel_journal_read): no mutation runs while it
-/// is held, and the tree is in a committed state. Free it to release it.
+/// is held, and the tree is in a committed state. keel_read_guard_release
+/// releases it.
 pub struct keel_read_guard {
     _held: ReadGuard,
 }
@@ -239,7 +240,7 @@ pub unsafe extern "C" fn keel_journal_last_recovery(
 
 /// Takes the shared lock of the root (waiting, blocking this thread, for
 /// running mutations to end; recovering a crashed one first) and puts the
-/// guard in `*out`; free it with keel_read_guard_free to release the lock.
+/// guard in `*out`; keel_read_guard_release releases the lock and frees it.
 #[no_mangle]
 pub unsafe extern "C" fn keel_journal_read(
     journal: *const keel_journal,
@@ -256,9 +257,10 @@ pub unsafe extern "C" fn keel_journal_read(
     })
 }
 
-/// Releases a read guard. NULL is a no-op.
+/// Releases a read guard's lock and frees the guard, as
+/// keel_lock_guard_release does for a lock guard. NULL is a no-op.
 #[no_mangle]
-pub unsafe extern "C" fn keel_read_guard_free(guard: *mut keel_read_guard) {
+pub unsafe extern "C" fn keel_read_guard_release(guard: *mut keel_read_guard) {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call_void(|| unsafe { ffi::free_handle(guard) })
 }
@@ -286,6 +288,50 @@ pub unsafe extern "C" fn keel_journal_status(
             quarantined: status.quarantined.len(),
             blocked: status.last_recovery_error.is_some() || !status.problems.is_empty(),
         };
+        Ok(())
+    })
+}
+
+/// The journal's root folder (canonical) as text in `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_journal_root(journal: *const keel_journal, out: *mut keel_buf) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let out = ffi::out_value(out, "out")?;
+        let root = journal.inner.root().to_string_lossy().into_owned();
+        *out = keel_buf::from_vec(root.into_bytes());
+        Ok(())
+    })
+}
+
+/// What the journal of `root` holds, without opening it: nothing is
+/// created, locked, recovered or written. `*out` gets the JSON
+/// `{"pending": [{"seq", "operation", "details", "status", "paths"}],
+/// "unreadable", "quarantined", "last_recovery_error", "last_recovery",
+/// "problems"}`; an interrupted mutation shows as a pending "active" record
+/// that keel_journal_recover would roll back.
+#[no_mangle]
+pub unsafe extern "C" fn keel_journal_inspect(root: *const c_char, root_len: usize, out: *mut keel_buf) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let root = ffi::utf8(root, root_len, "root")?;
+        let out = ffi::out_value(out, "out")?;
+        *out = keel_buf::serialized(&Journal::inspect(root)?)?;
+        Ok(())
+    })
+}
+
+/// The journal handle's counters as a JSON object in `*out`: the fields of
+/// keel::journal::JournalStats (`mutations`, `committed`, `rolled_back`,
+/// `fsyncs`, ...), as keel_stats_json lists them.
+#[no_mangle]
+pub unsafe extern "C" fn keel_journal_stats_json(journal: *const keel_journal, out: *mut keel_buf) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let out = ffi::out_value(out, "out")?;
+        *out = keel_buf::serialized(&journal.inner.stats())?;
         Ok(())
     })
 }

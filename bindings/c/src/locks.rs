@@ -6,8 +6,8 @@ use keel_core::{KeyedLocks, LockMode, MultiKeyGuard, Wait};
 
 use crate::buf::keel_bytes;
 use crate::ffi;
-use crate::stats::keel_lock_stats;
 use crate::status::keel_status;
+use keel_core::LockStats;
 
 /// A registry of per-key locks (see KeyedLocks in the Rust docs): one lock per
 /// key while it is held or waited for, and no entry once nobody does.
@@ -166,12 +166,12 @@ pub unsafe extern "C" fn keel_lock_guard_release(guard: *mut keel_lock_guard) {
 
 /// Writes the registry's entries, holders and waiters to `*out`.
 #[no_mangle]
-pub unsafe extern "C" fn keel_locks_stats(locks: *const keel_locks, out: *mut keel_lock_stats) -> keel_status {
+pub unsafe extern "C" fn keel_locks_stats(locks: *const keel_locks, out: *mut LockStats) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe {
         let locks = ffi::handle(locks, "locks")?;
         let out = ffi::out_value(out, "out")?;
-        *out = keel_lock_stats::from(locks.inner.stats());
+        *out = locks.inner.stats();
         Ok(())
     })
 }

@@ -181,7 +181,8 @@ fn failure_of(py: Python<'_>, err: &PyErr) -> Error {
         .and_then(|code| code.extract::<u32>().ok())
         .and_then(ErrorKind::from_code)
         .unwrap_or(ErrorKind::Io);
-    Error::new(kind, format!("the callable raised {value}"))
+    // The exception itself is attached as the source by the caller.
+    Error::new(kind, "the callable raised")
 }
 
 /// The Python exception a callable raised, if `err` stands for one.
@@ -426,6 +427,12 @@ impl PySyncPool {
     /// and `contextlib.closing`.
     fn close(&self) {
         self.inner.shutdown();
+    }
+
+    /// Whether `shutdown()` (or `close()`) was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_shut_down()
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

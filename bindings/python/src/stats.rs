@@ -8,17 +8,16 @@ use serde::Serialize;
 use crate::run::quick;
 
 /// Every live keel object's counters, grouped by part:
-/// `{"locks": [{"name": ..., "entries": 0, ...}], "pool": [...], ...}`.
+/// `{"locks": [{"name": ..., "entries": 0, ...}], "pool": [...], ...}`,
+/// times in seconds (see `times`).
 #[pyfunction]
 pub fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     let gathered = quick(py, || Ok(keel::stats::gather()))?;
-    crate::json::to_py(py, &gathered)
+    crate::json::to_py(py, &crate::times::stats_in_seconds(gathered))
 }
 
 /// A core stats struct (`LockStats`, `PoolStats`, ...) as a dict with its
 /// field names as keys: what every `stats()` method returns.
 pub fn to_dict<'py>(py: Python<'py>, stats: &impl Serialize) -> PyResult<Bound<'py, PyAny>> {
-    let value = serde_json::to_value(stats)
-        .map_err(|err| pyo3::exceptions::PyRuntimeError::new_err(format!("stats did not serialize: {err}")))?;
-    crate::json::to_py(py, &value)
+    crate::json::to_py_serialized(py, stats)
 }

@@ -90,7 +90,7 @@ fn bump(counter: &AtomicU64, by: u64) {
 
 impl Operations {
     /// Operations in their own LMDB file at `path` (created if missing).
-    pub fn open(path: &Path) -> Result<Operations> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Operations> {
         Ok(Operations::with_store(Arc::new(LmdbStore::open(path)?)))
     }
 
@@ -229,6 +229,20 @@ impl Operations {
         check_key("item", item)?;
         let now = self.clock.now();
         Ok(mark_expired(self.store.states(item)?, now))
+    }
+
+    /// Up to `limit` records of `op` — in `state` if given, in any
+    /// otherwise — by item key (byte order), for operators looking for the
+    /// FAILED ones. A WORKING record whose lease ended has
+    /// [`expired`](OpRecord::expired) set (and is still listed as WORKING).
+    /// Claims and changes nothing. Cost: the records of every operation are
+    /// read (OK and FAILED have no index); an operator's call, not a
+    /// worker's.
+    pub fn list(&self, op: &str, state: Option<OpState>, limit: usize) -> Result<Vec<OpRecord>> {
+        check_name("operation", op)?;
+        let limit = check_limit(limit)?;
+        let now = self.clock.now();
+        Ok(mark_expired(self.store.list(op, state, limit)?, now))
     }
 
     /// The reset pass: every WORKING record whose lease ended becomes READY
