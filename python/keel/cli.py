@@ -136,7 +136,7 @@ def progress(items: Iterable[T], what: str, every: float = 1.0) -> Iterator[T]:
 
 # -- drive --------------------------------------------------------------------
 
-def _drive_item(drive: "keel.Drive", path: str) -> Optional[Dict[str, Any]]:
+def _drive_item(drive: "keel.Drive", path: str) -> Optional["keel.types.Item"]:
     path = path.strip("/")
     return drive.at_path(path) if path else None
 
@@ -279,7 +279,7 @@ def _job_rows(jobs: Sequence[Dict[str, Any]]) -> str:
 def queue_list(args: argparse.Namespace, out: Output) -> None:
     queue = keel.Queue(of_kind(args.db, "ops"))
     kinds = [args.kind] if args.kind else sorted(queue.counts())
-    jobs: List[Dict[str, Any]] = []
+    jobs: List["keel.types.JobRecord"] = []
     for kind in kinds:  # --limit counts jobs in all, not per kind
         if args.limit is not None and len(jobs) >= args.limit:
             break
@@ -329,7 +329,7 @@ class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
     """Gives every subcommand ``--json`` too, so it works after it."""
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        parser = super().add_parser(name, **kwargs)
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
         parser.register("action", "parsers", _Subcommands)
         parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                             help="print JSON instead of text (errors too)")
