@@ -1452,8 +1452,10 @@ enum keel_status keel_mutation_publish(const struct keel_mutation *mutation,
 
 /**
  * Writes `data[0..data_len]` to the file `path` (relative to the root,
- * UTF-8): snapshot, temp file, fsync, rename, fsync the folder. A replaced
- * file keeps its mode; a new one gets the umask mode. `..`, absolute paths
+ * UTF-8): snapshot, temp file, rename over; the file and its folder are
+ * fsynced before the commit point, together with those of the writes
+ * around it (so an fsync failure shows at the next other change or at
+ * commit, which then rolls back). A replaced file keeps its mode; a new one gets the umask mode. `..`, absolute paths
  * and paths through symlinks give KEEL_INVALID_ARGUMENT.
  */
 enum keel_status keel_mutation_write(const struct keel_mutation *mutation,

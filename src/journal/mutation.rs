@@ -23,6 +23,9 @@ mod publish;
 
 const STEP: &str = "mutate";
 
+/// How many written files wait, open, for one batched fsync at most.
+pub(crate) const MAX_UNSYNCED_FILES: usize = 256;
+
 /// One mutation of a journal's tree, holding the root's exclusive lock.
 ///
 /// Guarantees: every path is snapshotted just before the mutation first
@@ -209,7 +212,7 @@ impl Mutation {
                 .write_unsynced(STEP, &tmp, reader, mode)
                 .map_err(|e| io_err("write", &tmp, e))?;
             m.rename_path(&tmp, &target)?;
-            m.unsynced_file(target, file);
+            m.unsynced_file(target, file)?;
             Ok(written)
         })
     }
@@ -270,7 +273,7 @@ impl Mutation {
                     .write_unsynced(STEP, &tmp, &mut bytes.as_ref(), mode)
                     .map_err(|e| io_err("write", &tmp, e))?;
                 m.rename_path(&tmp, &target)?;
-                m.unsynced_file(target, file);
+                m.unsynced_file(target, file)?;
             }
             Ok(())
         })
@@ -514,12 +517,20 @@ impl Mutation {
         })
     }
 
-    /// Notes a written file (now at `target`) and its folder for the next flush.
-    fn unsynced_file(&mut self, target: PathBuf, file: std::fs::File) {
+    /// Notes a written file (now at `target`) and its folder for the next
+    /// flush. Each waits with its file open, so a mutation that writes many
+    /// flushes every [`MAX_UNSYNCED_FILES`] of them: descriptors stay
+    /// bounded (never EMFILE mid-mutation) and the fsyncs still go in
+    /// batches.
+    fn unsynced_file(&mut self, target: PathBuf, file: std::fs::File) -> Result<()> {
         self.unsynced.folders.insert(parent_of(&target));
         // Written again: the earlier file is gone from the tree.
         self.unsynced.files.retain(|(path, _)| *path != target);
         self.unsynced.files.push((target, file));
+        if self.unsynced.files.len() >= MAX_UNSYNCED_FILES {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// fsyncs every file written and folder changed since the last flush,
