@@ -7,8 +7,11 @@
 //! the same row; every other change locks the one row it moves with `FOR
 //! UPDATE` and applies the shared state machine of
 //! [`transitions`](crate::ops::transitions) to it, so the rules are the LMDB
-//! store's, word for word. Tables, indexes and the SQL entry points are in
-//! `crate::postgres::schema`.
+//! store's, word for word. The hot path — a dequeue's reset and claim, a
+//! completion — states those same rules in SQL instead (the schema's
+//! `claim_jobs`, one `UPDATE`), so each is one round trip; the conformance
+//! suite holds both stores to them. Tables, indexes and the SQL entry
+//! points are in `crate::postgres::schema`.
 //!
 //! Time is the database's `now()` unless the store was opened with
 //! [`TimeSource::Caller`] (tests): times the caller computed from its own
@@ -42,8 +45,11 @@ const FOLD_EVERY: u64 = 1_024;
 /// Guarantees: each call is atomic and durable when it returns (as durable
 /// as the server's `synchronous_commit`); claims and dequeues hand each row
 /// to exactly one caller across processes and hosts; a stale token changes
-/// nothing. Cost: a dequeue is one transaction of three statements; counts
-/// read a small table, never the jobs. Cloning shares the pool.
+/// nothing. Cost: one round trip per hot call — an enqueue is one
+/// statement, a dequeue (or `dequeue_many`) one call of the schema's
+/// `claim_jobs`, a completion (or a `finish_many`'s completions together)
+/// one `UPDATE`; counts read a small table, never the jobs. Cloning shares
+/// the pool.
 #[derive(Clone)]
 pub struct PgStore {
     db: PgDatabase,
@@ -135,7 +141,16 @@ impl PgStore {
     /// Counts one job write; every [`FOLD_EVERY`] writes, folds the count
     /// deltas so their table stays small.
     fn note_write(&self) {
-        if self.writes.fetch_add(1, Ordering::Relaxed) % FOLD_EVERY == FOLD_EVERY - 1 {
+        self.note_writes(1);
+    }
+
+    /// Counts `n` job writes, folding as [`note_write`](Self::note_write).
+    fn note_writes(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let before = self.writes.fetch_add(n, Ordering::Relaxed);
+        if before / FOLD_EVERY != (before + n) / FOLD_EVERY {
             // Best effort: counts stay right without it, only slower to read.
             let _ = self.fold_counts();
         }
