@@ -21,10 +21,59 @@ const STEPS: &[&str] = &[V1, V2, V3];
 
 /// Version 3: a dequeue in one round trip — `claim_jobs` resets expired
 /// leases and then claims, in one call — and the quoting its reset message
-/// uses. Their rules are `crate::ops::transitions`' `job_reset` and
+/// uses; `insert_job_quiet`, an insert that leaves the notification to the
+/// store's announcer (`crate::postgres::Announcer`). Their rules are `crate::ops::transitions`' `job_reset` and
 /// `job_claim`, word for word; the conformance suite holds both stores to
 /// them.
 const V3: &str = r#"
+-- insert_job without the notification: the store's own enqueue notifies
+-- from another connection after it commits (a transaction that notifies
+-- holds a database-wide lock until its commit is on disk, so notifying
+-- enqueues could not share disk flushes). insert_job stays the one that
+-- notifies in the caller's transaction.
+CREATE OR REPLACE FUNCTION {s}.insert_job_quiet(
+    p_kind text, p_payload text, p_priority integer, p_run_at bigint,
+    p_max_attempts integer, p_unique_key text, p_now bigint,
+    OUT created boolean, OUT job {s}.jobs
+) LANGUAGE plpgsql AS $$
+BEGIN
+    LOOP
+        INSERT INTO {s}.jobs (kind, payload, state, priority, run_at, max_attempts, unique_key, created_at, updated_at)
+        VALUES (p_kind, p_payload, 1, p_priority, p_run_at, p_max_attempts, p_unique_key, p_now, p_now)
+        ON CONFLICT (kind, unique_key) WHERE unique_key IS NOT NULL AND state IN (1, 2, 3) DO NOTHING
+        RETURNING * INTO job;
+        IF FOUND THEN
+            created := true;
+            RETURN;
+        END IF;
+        -- Each statement sees the latest commits: the holder is found, or
+        -- it finished meanwhile and the insert is tried again.
+        SELECT * INTO job FROM {s}.jobs j
+            WHERE j.kind = p_kind AND j.unique_key = p_unique_key AND j.state IN (1, 2, 3);
+        IF FOUND THEN
+            created := false;
+            RETURN;
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION {s}.insert_job(
+    p_kind text, p_payload text, p_priority integer, p_run_at bigint,
+    p_max_attempts integer, p_unique_key text, p_now bigint,
+    OUT created boolean, OUT job {s}.jobs
+) LANGUAGE plpgsql AS $$
+DECLARE
+    outcome record;
+BEGIN
+    SELECT * INTO outcome FROM {s}.insert_job_quiet(p_kind, p_payload, p_priority, p_run_at,
+        p_max_attempts, p_unique_key, p_now);
+    created := outcome.created;
+    job := outcome.job;
+    IF created THEN
+        PERFORM pg_notify('keel_jobs_{s}', p_kind);
+    END IF;
+END $$;
+
 -- A text as Rust's Debug shows a str: in double quotes, with \ " and the
 -- usual control characters escaped.
 CREATE OR REPLACE FUNCTION {s}.quoted(p text) RETURNS text LANGUAGE sql IMMUTABLE AS $$

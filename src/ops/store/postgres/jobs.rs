@@ -329,11 +329,12 @@ impl PgStore {
 impl JobStore for PgStore {
     fn enqueue(&self, job: NewJob, now: Millis) -> Result<Enqueued> {
         // One self-committing statement: the caller's times moved onto the
-        // store's clock, then `insert_job` (which also notifies workers).
+        // store's clock, then `insert_job_quiet`; the notification follows
+        // from the announcer's own connection.
         let sql = self.sql(
             "WITH t AS (SELECT CASE WHEN $8 THEN $7 ELSE {s}.now_ms() END AS now) \
              SELECT r.created, (r.job).* FROM t, \
-             LATERAL {s}.insert_job($1, $2, $3, $4 + (t.now - $7), $5, $6, t.now) r",
+             LATERAL {s}.insert_job_quiet($1, $2, $3, $4 + (t.now - $7), $5, $6, t.now) r",
         );
         let rows = self.conn()?.query(
             &self.context(),
@@ -353,10 +354,14 @@ impl JobStore for PgStore {
             .first()
             .ok_or_else(|| Error::corrupt(format!("{}: enqueue returned nothing", self.context())))?;
         self.note_write();
-        Ok(Enqueued {
+        let enqueued = Enqueued {
             created: row.get(0),
             job: job_from(row, 1)?,
-        })
+        };
+        if enqueued.created {
+            self.announce(&enqueued.job.kind);
+        }
+        Ok(enqueued)
     }
 
     fn dequeue(&self, kinds: &[&str], request: ClaimRequest<'_>, policy: &JobPolicy) -> Result<Option<JobRecord>> {

@@ -20,11 +20,12 @@
 //! still agree on when a lease ends.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use ::postgres::Row;
 
 use crate::ops::clock::Millis;
-use crate::postgres::{Conn, PgDatabase, PgOptions, Session, TimeSource};
+use crate::postgres::{Announcer, Conn, PgDatabase, PgOptions, Session, TimeSource};
 use crate::Result;
 
 mod jobs;
@@ -53,7 +54,10 @@ const FOLD_EVERY: u64 = 1_024;
 #[derive(Clone)]
 pub struct PgStore {
     db: PgDatabase,
-    writes: std::sync::Arc<AtomicU64>,
+    writes: Arc<AtomicU64>,
+    /// Sends the `NOTIFY` of each enqueue after it commits (started on the
+    /// first enqueue; `None` inside if its thread could not start).
+    announcer: Arc<OnceLock<Option<Announcer>>>,
 }
 
 /// The time of one transaction: `now` on the store's clock, and how far the
@@ -93,6 +97,7 @@ impl PgStore {
         PgStore {
             db,
             writes: Default::default(),
+            announcer: Default::default(),
         }
     }
 
@@ -136,6 +141,24 @@ impl PgStore {
     /// that computes its own time).
     fn caller_time(&self) -> bool {
         self.db.time() == TimeSource::Caller
+    }
+
+    /// Wakes idle workers of every host for a new job of `kind`, just after
+    /// its enqueue committed (see [`Announcer`] for why not in it).
+    fn announce(&self, kind: &str) {
+        let announcer = self.announcer.get_or_init(|| match Announcer::spawn(self.db.clone()) {
+            Ok(announcer) => Some(announcer),
+            Err(err) => {
+                log::warn!(
+                    "keel: cannot start the NOTIFY thread for {}: {err}; polling only",
+                    self.db.location()
+                );
+                None
+            }
+        });
+        if let Some(announcer) = announcer {
+            announcer.announce(kind);
+        }
     }
 
     /// Counts one job write; every [`FOLD_EVERY`] writes, folds the count
