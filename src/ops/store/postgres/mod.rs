@@ -55,9 +55,9 @@ const FOLD_EVERY: u64 = 1_024;
 pub struct PgStore {
     db: PgDatabase,
     writes: Arc<AtomicU64>,
-    /// Sends the `NOTIFY` of each enqueue after it commits (started on the
-    /// first enqueue; `None` inside if its thread could not start).
-    announcer: Arc<OnceLock<Option<Announcer>>>,
+    /// Sends the `NOTIFY` of each enqueue after it commits (made on the
+    /// first enqueue).
+    announcer: Arc<OnceLock<Announcer>>,
 }
 
 /// The time of one transaction: `now` on the store's clock, and how far the
@@ -146,19 +146,9 @@ impl PgStore {
     /// Wakes idle workers of every host for a new job of `kind`, just after
     /// its enqueue committed (see [`Announcer`] for why not in it).
     fn announce(&self, kind: &str) {
-        let announcer = self.announcer.get_or_init(|| match Announcer::spawn(self.db.clone()) {
-            Ok(announcer) => Some(announcer),
-            Err(err) => {
-                log::warn!(
-                    "keel: cannot start the NOTIFY thread for {}: {err}; polling only",
-                    self.db.location()
-                );
-                None
-            }
-        });
-        if let Some(announcer) = announcer {
-            announcer.announce(kind);
-        }
+        self.announcer
+            .get_or_init(|| Announcer::new(self.db.clone()))
+            .announce(kind);
     }
 
     /// Counts one job write; every [`FOLD_EVERY`] writes, folds the count
