@@ -77,7 +77,7 @@ impl Setup {
             durability: Durability::NoSyncRisksLastCommits,
             ..DriveOptions::default()
         };
-        let drive = Drive::open(&dir.join("nosync.lmdb"), &options).unwrap();
+        let drive = Drive::open(dir.join("nosync.lmdb"), &options).unwrap();
         let folder = drive.make_path("bench/a").unwrap().pop().unwrap().id;
         let value = json!({"title": "a benchmark note", "tags": ["x", "y"], "count": 12345});
         let ids: Vec<ItemId> = drive
@@ -261,7 +261,7 @@ fn durable(dir: &Path, n: usize) {
         "\ndurable writes: {threads} threads x {} creates, each returning after fsync",
         writes / threads
     );
-    let drive = Drive::open(&dir.join("durable.lmdb"), &DriveOptions::default()).unwrap();
+    let drive = Drive::open(dir.join("durable.lmdb"), &DriveOptions::default()).unwrap();
     let raw = Raw::open(&dir.join("raw-durable.lmdb"), true, 64, 120, &json!({}));
     let mut per_commit = Vec::new();
     let mut round = 0;

@@ -151,7 +151,7 @@ fn contended_lock_wait() -> Workload {
 }
 
 fn pool_batch_of_empty_tasks() -> Workload {
-    let pool: SyncPool<usize> = SyncPool::new(PoolConfig::new(2).name("bench"));
+    let pool: SyncPool<usize> = SyncPool::new(PoolConfig::new(2).with_name("bench"));
     Box::new(move || {
         for _ in 0..POOL_BATCHES {
             let outcomes = pool.run_batch((0..POOL_TASKS).map(|key| Task::new(key, |_: &_| Ok(()))));
@@ -166,7 +166,7 @@ fn group_committed_drive_writes(dir: &Path) -> Workload {
         durability: Durability::NoSyncRisksLastCommits,
         ..DriveOptions::default()
     };
-    let drive = Drive::open(&dir.join("drive.lmdb"), &options).unwrap();
+    let drive = Drive::open(dir.join("drive.lmdb"), &options).unwrap();
     let folders: Vec<ItemId> = (0..WRITERS)
         .map(|n| drive.create(ItemId::ROOT, &NewItem::named(format!("w{n}"))).unwrap().id)
         .collect();

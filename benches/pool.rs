@@ -130,7 +130,7 @@ fn hung_sources() {
     const HEALTHY: usize = 60;
     let timeout = Duration::from_millis(500);
     let work = Duration::from_millis(50);
-    let config = PoolConfig::new(N).task_timeout(timeout).max_abandoned(100);
+    let config = PoolConfig::new(N).with_task_timeout(timeout).with_max_abandoned(100);
     let healthy = |i: usize| (format!("live-{i}"), Work::Sleep(work));
 
     let alone = {

@@ -569,7 +569,7 @@ typedef struct keel_ops_options {
 } keel_ops_options;
 
 /**
- * How a pool is made (keel_pool_new_with). Start from
+ * How a pool is made (keel_pool_new). Start from
  * keel_pool_options_default() and set what you need.
  */
 typedef struct keel_pool_options {
@@ -833,6 +833,45 @@ typedef struct keel_job {
 } keel_job;
 
 /**
+ * How a worker claims and keeps its jobs; keel_worker_options_default
+ * gives the defaults.
+ */
+typedef struct keel_worker_options {
+  /**
+   * How long a claim holds without a heartbeat, in ms (> 0). Default
+   * 30000.
+   */
+  uint64_t lease_ms;
+  /**
+   * How often running jobs' leases are extended, in ms; 0 (the default)
+   * means a third of the lease, so two heartbeats may be missed.
+   */
+  uint64_t heartbeat_ms;
+  /**
+   * How long an idle handler slot waits before asking the queue again,
+   * in ms (> 0; enqueues through this process's queue wake it sooner).
+   * Default 1000.
+   */
+  uint64_t poll_ms;
+  /**
+   * How often the resetter runs besides every dequeue, in ms (> 0).
+   * Default 5000.
+   */
+  uint64_t maintenance_ms;
+  /**
+   * Finished jobs older than this many ms are deleted by the maintenance
+   * pass; -1 (the default) keeps them.
+   */
+  int64_t retention_ms;
+  /**
+   * An attempt whose handler runs longer than this many ms fails
+   * (retried after a backoff); the handler's thread is abandoned, never
+   * killed, and its late result is refused. -1 (the default): no limit.
+   */
+  int64_t job_timeout_ms;
+} keel_worker_options;
+
+/**
  * to the kind's concurrency) with `userdata` and the attempt. Return
  * KEEL_OK (0) to complete the job, with the JSON result (or nothing) given
  * to keel_job_ctx_set_output; any other number fails the attempt, with the
@@ -1030,6 +1069,26 @@ enum keel_status keel_drive_create_at(const struct keel_drive *drive,
                                       struct keel_buf *out);
 
 /**
+ * Makes every missing folder of `path` ("a/b/c") and puts the JSON array
+ * of the path's items, root first, in `*out`; existing steps are kept.
+ */
+enum keel_status keel_drive_make_path(const struct keel_drive *drive,
+                                      const char *path,
+                                      size_t path_len,
+                                      struct keel_buf *out);
+
+/**
+ * Renames item `id` to `new_name` in its folder; the renamed item goes
+ * in `*out`. A sibling of that name gives KEEL_ALREADY_EXISTS.
+ */
+enum keel_status keel_drive_rename(const struct keel_drive *drive,
+                                   const uint8_t *id,
+                                   size_t id_len,
+                                   const char *new_name,
+                                   size_t new_name_len,
+                                   struct keel_buf *out);
+
+/**
  * Moves item `id` under `new_parent` (length 0: the root), renamed to
  * `new_name` unless it is NULL, in one transaction. A move under the item's
  * own descendant gives KEEL_INVALID_ARGUMENT. The moved item goes in `*out`.
@@ -1076,6 +1135,22 @@ enum keel_status keel_drive_set_data(const struct keel_drive *drive,
                                      const char *version,
                                      size_t version_len,
                                      struct keel_buf *out);
+
+/**
+ * Stores `data_json` as `version` ("1.2.3", required) of typed item `id`,
+ * checked against its type's schema, replacing that version's data if it
+ * is stored (the old data is lost; `keel_drive_set_data` refuses an
+ * existing version with `KEEL_ALREADY_EXISTS`). The version written goes
+ * in `*out` as text.
+ */
+enum keel_status keel_drive_replace_data(const struct keel_drive *drive,
+                                         const uint8_t *id,
+                                         size_t id_len,
+                                         const char *data_json,
+                                         size_t data_len,
+                                         const char *version,
+                                         size_t version_len,
+                                         struct keel_buf *out);
 
 /**
  * Item `id`'s data at `version` (NULL: current) as
@@ -1149,6 +1224,31 @@ enum keel_status keel_drive_schema(const struct keel_drive *drive,
 enum keel_status keel_drive_backup(const struct keel_drive *drive,
                                    const char *dest,
                                    size_t dest_len);
+
+/**
+ * The drive file's path (canonical, UTF-8 lossy) as text in `*out`.
+ */
+enum keel_status keel_drive_path(const struct keel_drive *drive, struct keel_buf *out);
+
+/**
+ * Checks the whole drive file in a child process and puts the report in
+ * `*out` as JSON (`{"file", "tables", "problems", ...}`): a damaged file
+ * gives a report listing what is wrong, never a crash of this process.
+ */
+enum keel_status keel_drive_verify(const struct keel_drive *drive, struct keel_buf *out);
+
+/**
+ * keel_drive_verify for the drive file at `path`, without opening it in
+ * this process.
+ */
+enum keel_status keel_drive_verify_file(const char *path, size_t path_len, struct keel_buf *out);
+
+/**
+ * The drive's storage and commit counters as a JSON object in `*out`:
+ * the fields of keel::lmdb::EnvStats (`map_size`, `used`, `readers`,
+ * `batches`, `writes`, ...), as keel_stats_json lists them.
+ */
+enum keel_status keel_drive_stats_json(const struct keel_drive *drive, struct keel_buf *out);
 
 /**
  * Opens a batch on `drive` (or a view: the same checks apply). A plain
@@ -1268,6 +1368,28 @@ void keel_read_guard_free(struct keel_read_guard *guard);
  */
 enum keel_status keel_journal_status(const struct keel_journal *journal,
                                      struct keel_journal_state *out);
+
+/**
+ * The journal's root folder (canonical) as text in `*out`.
+ */
+enum keel_status keel_journal_root(const struct keel_journal *journal, struct keel_buf *out);
+
+/**
+ * What the journal of `root` holds, without opening it: nothing is
+ * created, locked, recovered or written. `*out` gets the JSON
+ * `{"pending": [{"seq", "operation", "details", "status", "paths"}],
+ * "unreadable", "quarantined", "last_recovery_error", "last_recovery",
+ * "problems"}`; an interrupted mutation shows as a pending "active" record
+ * that keel_journal_recover would roll back.
+ */
+enum keel_status keel_journal_inspect(const char *root, size_t root_len, struct keel_buf *out);
+
+/**
+ * The journal handle's counters as a JSON object in `*out`: the fields of
+ * keel::journal::JournalStats (`mutations`, `committed`, `rolled_back`,
+ * `fsyncs`, ...), as keel_stats_json lists them.
+ */
+enum keel_status keel_journal_stats_json(const struct keel_journal *journal, struct keel_buf *out);
 
 /**
  * For operators: gives up on rolling back mutation `seq`; its record and
@@ -1625,23 +1747,7 @@ struct keel_pool_options keel_pool_options_default(void);
  * keel_pool_free. `name` (UTF-8, NULL for none) names the pool in
  * keel_stats_json and events.
  */
-enum keel_status keel_pool_new_with(const struct keel_pool_options *options,
-                                    const char *name,
-                                    size_t name_len,
-                                    struct keel_pool **out);
-
-/**
- * Makes a pool in `*out`; free it with keel_pool_free.
- *
- * `max_concurrency` 0 means 1; above 65536 (a negative number cast to
- * size_t, say) is KEEL_INVALID_ARGUMENT. `timeout_ms` is each task's timeout
- * (KEEL_POOL_NO_TIMEOUT for none). While `max_abandoned` abandoned threads
- * are alive, new tasks are refused; 0 means no cap. `name` (UTF-8, NULL for none) names the
- * pool in keel_stats_json and events.
- */
-enum keel_status keel_pool_new(size_t max_concurrency,
-                               int64_t timeout_ms,
-                               size_t max_abandoned,
+enum keel_status keel_pool_new(const struct keel_pool_options *options,
                                const char *name,
                                size_t name_len,
                                struct keel_pool **out);
@@ -1957,15 +2063,21 @@ enum keel_status keel_debug_panic(void);
 const char *keel_version(void);
 
 /**
- * Starts building a worker on `queue` named `name` (NULL for a default),
- * with leases of `lease_ms` (0 for 30 s) and idle polls every `poll_ms`
- * (0 for 1 s). Free with keel_worker_builder_free unless started.
+ * The default worker options: 30 s leases with a heartbeat every 10 s,
+ * idle polls every second, the resetter every 5 s, finished jobs kept, no
+ * job timeout.
+ */
+struct keel_worker_options keel_worker_options_default(void);
+
+/**
+ * Starts building a worker on `queue` named `name` (NULL for a default)
+ * with `options` (NULL for the defaults). Free with
+ * keel_worker_builder_free unless started.
  */
 enum keel_status keel_worker_builder_new(const struct keel_queue *queue,
                                          const char *name,
                                          size_t name_len,
-                                         uint64_t lease_ms,
-                                         uint64_t poll_ms,
+                                         const struct keel_worker_options *options,
                                          struct keel_worker_builder **out);
 
 /**
@@ -1983,14 +2095,6 @@ enum keel_status keel_worker_builder_handler(struct keel_worker_builder *builder
                                              size_t concurrency,
                                              keel_job_handler_fn handler,
                                              void *userdata);
-
-/**
- * Fails any attempt whose handler runs longer than `timeout_ms` (retried
- * after a backoff); the handler's thread is abandoned, never killed, and its
- * late result is refused. 0 removes the limit (the default).
- */
-enum keel_status keel_worker_builder_job_timeout(struct keel_worker_builder *builder,
-                                                 uint64_t timeout_ms);
 
 /**
  * Runs only `kinds[0..count]` (default: every registered kind).

@@ -117,6 +117,12 @@ impl fmt::Display for ErrorKind {
 ///
 /// Cloning is cheap (the cause is shared), so one failure can be handed to
 /// several waiters, as the pool's singleflight mode does.
+///
+/// `Display` shows the message alone and [`source`](std::error::Error::source)
+/// gives the cause, so an error reporter that prints the chain prints each
+/// part once. [`report`](Error::report) is the whole chain on one line
+/// (`"open /srv/kb/x: No such file or directory (os error 2)"`): what the C
+/// and Python surfaces, logs and messages that embed an error show.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct Error {
@@ -124,6 +130,21 @@ pub struct Error {
     message: String,
     #[source]
     source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// An error and its causes on one line, each once: see [`Error::report`].
+pub struct Report<'a>(&'a Error);
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.message)?;
+        let mut cause = std::error::Error::source(self.0);
+        while let Some(next) = cause {
+            write!(f, ": {next}")?;
+            cause = next.source();
+        }
+        Ok(())
+    }
 }
 
 impl Error {
@@ -158,6 +179,13 @@ impl Error {
         &self.message
     }
 
+    /// The message followed by each cause (`"message: cause: its cause"`),
+    /// for showing an error where no reporter walks the chain: the C and
+    /// Python surfaces, log lines, a message that embeds this error.
+    pub fn report(&self) -> Report<'_> {
+        Report(self)
+    }
+
     /// Prefixes the message with where it happened (`"journal /srv/kb: ..."`).
     pub fn context(mut self, context: impl fmt::Display) -> Error {
         self.message = format!("{context}: {}", self.message);
@@ -169,7 +197,7 @@ impl Error {
     /// [`ErrorKind::NotFound`], a full disk [`ErrorKind::StorageFull`], and so on.
     pub fn io(action: impl fmt::Display, err: io::Error) -> Error {
         let kind = io_error_kind(&err);
-        Error::new(kind, format!("{action}: {err}")).with_source(err)
+        Error::new(kind, action.to_string()).with_source(err)
     }
 
     /// Turns a caught panic payload into an error of kind [`ErrorKind::Panic`].
@@ -255,7 +283,12 @@ mod tests {
         assert_eq!(full.kind(), ErrorKind::StorageFull);
         let missing = Error::io("open /x", io::Error::from(io::ErrorKind::NotFound));
         assert_eq!(missing.kind(), ErrorKind::NotFound);
-        assert!(missing.to_string().starts_with("open /x: "));
+        assert_eq!(missing.to_string(), "open /x", "the cause is the source, not repeated");
+        let reported = missing.report().to_string();
+        assert!(
+            reported.starts_with("open /x: ") && reported.len() > "open /x: ".len(),
+            "{reported}"
+        );
         assert!(std::error::Error::source(&missing).is_some());
         let cause = missing.cause().and_then(|cause| cause.downcast_ref::<io::Error>());
         assert_eq!(cause.map(io::Error::kind), Some(io::ErrorKind::NotFound));

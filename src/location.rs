@@ -35,7 +35,8 @@ impl Location {
     }
 
     /// `path` as a location (a path that is not UTF-8 is a path).
-    pub fn from_path(path: &Path) -> Result<Location> {
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Location> {
+        let path = path.as_ref();
         match path.to_str() {
             Some(text) => Location::parse(text),
             None => Ok(Location::Path(path.to_owned())),

@@ -86,6 +86,9 @@ pub fn register<T: StatsSource + 'static>(part: &'static str, source: &Arc<T>) {
 }
 
 /// Every live object's counters, grouped by part.
+///
+/// A snapshot holds each object while it reads it: an object whose last
+/// owner drops it during a snapshot is freed when that snapshot returns.
 pub fn gather() -> Value {
     let live: Vec<(&'static str, Arc<dyn StatsSource>)> = SOURCES
         .lock()

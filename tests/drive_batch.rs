@@ -10,7 +10,7 @@ fn open(name: &str) -> Drive {
     let dir = std::env::temp_dir().join(format!("keel-drive-batch-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    Drive::open(&dir.join("drive.lmdb"), &DriveOptions::default()).unwrap()
+    Drive::open(dir.join("drive.lmdb"), &DriveOptions::default()).unwrap()
 }
 
 #[test]
@@ -200,7 +200,7 @@ fn an_open_batch_that_outgrows_the_map_fails_and_runs_again_after_growth() {
         initial_map_size: 1 << 20,
         ..DriveOptions::default()
     };
-    let drive = Drive::open(&dir.join("drive.lmdb"), &options).unwrap();
+    let drive = Drive::open(dir.join("drive.lmdb"), &options).unwrap();
     let note = drive.create(ItemId::ROOT, &NewItem::typed("n", "note")).unwrap();
     let big = serde_json::json!({"text": "x".repeat(100_000)});
     let fill = |batch: &keel::drive::OpenBatch| -> keel::Result<()> {

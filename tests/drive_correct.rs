@@ -18,7 +18,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn open_with(name: &str, options: &DriveOptions) -> Drive {
-    Drive::open(&temp_dir(name).join("drive.lmdb"), options).unwrap()
+    Drive::open(temp_dir(name).join("drive.lmdb"), options).unwrap()
 }
 
 fn open(name: &str) -> Drive {

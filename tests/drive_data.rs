@@ -8,7 +8,7 @@ fn open(name: &str) -> Drive {
     let dir = std::env::temp_dir().join(format!("keel-drive-data-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    Drive::open(&dir.join("drive.lmdb"), &DriveOptions::default()).unwrap()
+    Drive::open(dir.join("drive.lmdb"), &DriveOptions::default()).unwrap()
 }
 
 fn note(drive: &Drive, name: &str) -> Item {

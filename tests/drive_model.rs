@@ -256,7 +256,7 @@ fn indexes_match_a_simple_model_through_a_long_random_sequence() {
         durability: Durability::NoSyncRisksLastCommits,
         ..DriveOptions::default()
     };
-    let drive = Drive::open(&dir.join("drive.lmdb"), &options).unwrap();
+    let drive = Drive::open(dir.join("drive.lmdb"), &options).unwrap();
     let mut model = Model::default();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut seen: HashMap<String, usize> = HashMap::new();

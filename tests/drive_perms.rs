@@ -32,7 +32,7 @@ fn fixture(name: &str) -> Fixture {
     let dir = std::env::temp_dir().join(format!("keel-drive-perms-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let drive = Drive::open(&dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
+    let drive = Drive::open(dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
     drive
         .set_permissions(ItemId::ROOT, &perms(None, &[("ann", Level::Admin)], &[]))
         .unwrap();

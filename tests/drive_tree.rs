@@ -17,7 +17,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn open(name: &str) -> Drive {
-    Drive::open(&temp_dir(name).join("drive.lmdb"), &DriveOptions::default()).unwrap()
+    Drive::open(temp_dir(name).join("drive.lmdb"), &DriveOptions::default()).unwrap()
 }
 
 fn names(items: &[keel::drive::Item]) -> Vec<&str> {
@@ -290,8 +290,8 @@ fn concurrent_creators_share_commits_and_counts_stay_exact() {
 #[test]
 fn two_drives_of_one_file_share_the_environment() {
     let dir = temp_dir("shared");
-    let a = Drive::open(&dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
-    let b = Drive::open(&dir.join("./drive.lmdb"), &DriveOptions::default()).unwrap();
+    let a = Drive::open(dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
+    let b = Drive::open(dir.join("./drive.lmdb"), &DriveOptions::default()).unwrap();
     assert!(a.env().same_as(b.env()));
     let item = a.create(ItemId::ROOT, &NewItem::named("x")).unwrap();
     assert_eq!(b.get(item.id).unwrap().name, "x");
@@ -330,11 +330,11 @@ fn a_file_that_is_not_a_drive_is_corrupt_and_left_alone() {
 #[test]
 fn a_backup_taken_in_use_opens_as_a_drive() {
     let dir = temp_dir("backup");
-    let drive = Drive::open(&dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
+    let drive = Drive::open(dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
     let note = drive.create(ItemId::ROOT, &NewItem::typed("n", "note")).unwrap();
     drive.set_data(note.id, &json!({"a": 1}), None).unwrap();
-    drive.backup(&dir.join("copy.lmdb")).unwrap();
-    let copy = Drive::open(&dir.join("copy.lmdb"), &DriveOptions::default()).unwrap();
+    drive.backup(dir.join("copy.lmdb")).unwrap();
+    let copy = Drive::open(dir.join("copy.lmdb"), &DriveOptions::default()).unwrap();
     assert_eq!(copy.get_data(note.id, None).unwrap().1, json!({"a": 1}));
     assert_eq!(copy.resolve("N").unwrap()[0].id, note.id);
 }

@@ -16,7 +16,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn sample(name: &str) -> Drive {
-    let drive = Drive::open(&temp_dir(name).join("drive.lmdb"), &DriveOptions::default()).unwrap();
+    let drive = Drive::open(temp_dir(name).join("drive.lmdb"), &DriveOptions::default()).unwrap();
     drive.set_schema("note", &json!({"type": "object"}), 1, None).unwrap();
     let docs = drive.make_path("Docs/2024").unwrap();
     for n in 0..20 {

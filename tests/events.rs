@@ -80,7 +80,11 @@ fn a_lock_wait_is_one_timed_event_when_on_and_none_when_off() {
 /// One step of each part that has an event: a pool task that times out, a
 /// journal mutation, a drive write (one group-commit batch), a job's life.
 fn exercise_every_part(dir: &Path) {
-    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(1).task_timeout(Duration::from_millis(20)).name("ev"));
+    let pool: SyncPool<String> = SyncPool::new(
+        PoolConfig::new(1)
+            .with_task_timeout(Duration::from_millis(20))
+            .with_name("ev"),
+    );
     let (release, hold) = std::sync::mpsc::channel::<()>();
     let outcomes = pool.run_batch([Task::new("k".to_owned(), move |_: &_| {
         let _ = hold.recv();
@@ -100,10 +104,10 @@ fn exercise_every_part(dir: &Path) {
         durability: Durability::NoSyncRisksLastCommits,
         ..DriveOptions::default()
     };
-    let drive = Drive::open(&dir.join("drive.lmdb"), &options).unwrap();
+    let drive = Drive::open(dir.join("drive.lmdb"), &options).unwrap();
     drive.create(ItemId::ROOT, &NewItem::named("docs")).unwrap();
 
-    let queue = Queue::open(&dir.join("jobs.lmdb")).unwrap();
+    let queue = Queue::open(dir.join("jobs.lmdb")).unwrap();
     queue.enqueue("mail", "{}", &EnqueueOptions::default()).unwrap();
     let job = queue.dequeue(&["mail"], "w", Duration::from_secs(60)).unwrap().unwrap();
     queue.complete(job.id, job.token, "").unwrap();

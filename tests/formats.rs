@@ -23,8 +23,10 @@ use keel::lmdb::{map_err, Env, EnvOptions, RwTransaction, Transaction, WriteFlag
 use keel::ops::{Operations, Queue};
 use keel::{ErrorKind, Journal};
 
-/// Every released format; add each new one here with its fixture folder.
-const RELEASED: [u32; 2] = [1, 2];
+/// Every released set of formats (`v<N>`: v1 the first; v2 drive format 2;
+/// v3 operations-and-jobs format 2); add each new one here with its
+/// fixture folder.
+const RELEASED: [u32; 3] = [1, 2, 3];
 
 fn fixture_dir(version: u32) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/formats/v{version}"))
@@ -141,7 +143,7 @@ fn every_released_drive_fixture_opens_with_identical_data() {
         let dir = scratch(&format!("drive-v{version}"));
         let path = copy_file(&fixture::drive_file(&fixture_dir(version)), &dir);
         let drive = Drive::open(&path, &DriveOptions::default()).unwrap();
-        let expected = Drive::open(&fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
+        let expected = Drive::open(fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
         assert_eq!(
             fixture::drive_snapshot(&drive),
             fixture::drive_snapshot(&expected),
@@ -323,7 +325,7 @@ fn an_upgrade_runs_once_in_one_transaction_after_a_backup() {
     assert_names_both(&Drive::open(&path, &DriveOptions::default()).unwrap_err(), CUR + 1, CUR);
     // ...and the backup beside it is the current-format drive, data intact.
     let old = Drive::open(&backup, &DriveOptions::default()).unwrap();
-    let expected = Drive::open(&fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
+    let expected = Drive::open(fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
     assert_eq!(fixture::drive_snapshot(&old), fixture::drive_snapshot(&expected));
     assert!(!has_mark(old.env()));
 }
@@ -359,7 +361,7 @@ fn a_failing_upgrade_step_changes_nothing() {
     );
     drop(env);
     let drive = Drive::open(&path, &DriveOptions::default()).expect("still a current-format drive");
-    let expected = Drive::open(&fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
+    let expected = Drive::open(fixture::drive_file(fresh()), &DriveOptions::default()).unwrap();
     assert_eq!(fixture::drive_snapshot(&drive), fixture::drive_snapshot(&expected));
     assert!(backup_path(drive.path(), "drive", CUR).is_file());
 }
@@ -368,7 +370,7 @@ fn a_failing_upgrade_step_changes_nothing() {
 fn an_upgrade_never_overwrites_an_earlier_backup() {
     let dir = scratch("upgrade-backup-kept");
     let path = current_drive(&dir);
-    let earlier = backup_path(&fs::canonicalize(&path).unwrap(), "drive", CUR);
+    let earlier = backup_path(fs::canonicalize(&path).unwrap(), "drive", CUR);
     fs::write(&earlier, b"an earlier backup").unwrap();
     let v2 = FileFormat {
         current: CUR + 1,
@@ -389,7 +391,7 @@ fn an_upgrade_never_overwrites_an_earlier_backup() {
 }
 
 #[test]
-fn an_ops_store_written_before_markers_is_stamped_as_format_1() {
+fn an_ops_store_written_before_markers_is_stamped_as_format_1_and_upgraded() {
     let dir = scratch("ops-unmarked");
     let path = copy_file(&fixture::ops_file(&fixture_dir(1)), &dir);
     let format = keel::ops::store::lmdb::FILE_FORMAT;
@@ -405,7 +407,75 @@ fn an_ops_store_written_before_markers_is_stamped_as_format_1() {
     let marker = env
         .read(|txn| Ok(txn.get(meta, b"format").map(<[u8]>::to_vec).ok()))
         .unwrap();
-    assert_eq!(marker, Some(format::marker(&format, 1)));
+    assert_eq!(marker, Some(format::marker(&format, keel::ops::FORMAT_VERSION)));
+    assert!(backup_path(env.path(), format.part, 1).is_file(), "upgraded from 1");
+}
+
+// ---- operations and jobs format 1 -> 2: checksums ------------------------------
+
+/// Flips one bit of the last byte of the value at `key` in `table`.
+fn flip_value(env: &Env, table: &str, key: &[u8]) {
+    let db = env.database(table).unwrap();
+    env.write(|txn| {
+        let mut stored = txn.get(db, &key).map_err(|e| map_err("get", e))?.to_vec();
+        *stored.last_mut().unwrap() ^= 1;
+        txn.put(db, &key, &stored, WriteFlags::empty())
+            .map_err(|e| map_err("put", e))
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_format_1_ops_file_upgrades_to_checksummed_values() {
+    for version in [1, 2] {
+        let dir = scratch(&format!("ops-v{version}-upgrade"));
+        let path = copy_file(&fixture::ops_file(&fixture_dir(version)), &dir);
+        let queue = Queue::open(&path).unwrap();
+        let format = keel::ops::store::lmdb::FILE_FORMAT;
+        let env = Env::open(&path, &EnvOptions::default()).unwrap();
+        assert!(backup_path(env.path(), format.part, 1).is_file(), "v{version}");
+        // The backup is the format-1 file as it was.
+        let backup = Env::open(backup_path(env.path(), format.part, 1), &EnvOptions::default()).unwrap();
+        assert_eq!(format::found_version(&backup, &format).unwrap(), Some(1));
+        // Sealed: one flipped bit in a job record is Corrupt naming the table.
+        flip_value(&env, "keel.jobs.records", &1u64.to_be_bytes());
+        let err = queue.get(1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.message().contains("keel.jobs.records"), "{err}");
+        assert_eq!(queue.get(2).unwrap().id, 2, "the others read as before");
+    }
+}
+
+#[test]
+fn a_format_1_ops_file_with_a_malformed_record_is_refused_untouched() {
+    let dir = scratch("ops-v1-malformed");
+    let path = copy_file(&fixture::ops_file(&fixture_dir(1)), &dir);
+    {
+        let env = Env::open(&path, &EnvOptions::default()).unwrap();
+        let db = env.database("keel.jobs.records").unwrap();
+        env.write(|txn| {
+            txn.put(db, &3u64.to_be_bytes(), b"\x01garbage", WriteFlags::empty())
+                .map_err(|e| map_err("put", e))
+        })
+        .unwrap();
+    }
+    let raw_job_1 = |path: &Path| {
+        let env = Env::open(path, &EnvOptions::default()).unwrap();
+        let db = env.database("keel.jobs.records").unwrap();
+        env.read(|txn| Ok(txn.get(db, &1u64.to_be_bytes()).unwrap().to_vec()))
+            .unwrap()
+    };
+    let before = raw_job_1(&path);
+    let err = Queue::open(&path).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(
+        err.message().contains("keel.jobs.records") && err.message().contains("checksum every value"),
+        "{err}"
+    );
+    let env = Env::open(&path, &EnvOptions::default()).unwrap();
+    let format = keel::ops::store::lmdb::FILE_FORMAT;
+    assert_eq!(format::found_version(&env, &format).unwrap(), Some(1), "still format 1");
+    assert_eq!(raw_job_1(&path), before, "no value sealed");
 }
 
 // ---- drive format 1 -> 2: checksums and full case folding ---------------------

@@ -35,15 +35,15 @@ fn get(env: &Env, db: Database, key: &str) -> Option<Vec<u8>> {
 #[test]
 fn two_opens_of_one_file_share_one_environment() {
     let dir = temp_dir("registry");
-    let a = Env::open(&dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
+    let a = Env::open(dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
     std::fs::create_dir_all(dir.join("x")).unwrap();
-    let b = Env::open(&dir.join("./x/../db.lmdb"), &EnvOptions::default()).unwrap();
+    let b = Env::open(dir.join("./x/../db.lmdb"), &EnvOptions::default()).unwrap();
     assert!(a.same_as(&b));
     std::os::unix::fs::symlink(dir.join("db.lmdb"), dir.join("link.lmdb")).unwrap();
-    let c = Env::open(&dir.join("link.lmdb"), &EnvOptions::default()).unwrap();
+    let c = Env::open(dir.join("link.lmdb"), &EnvOptions::default()).unwrap();
     assert!(a.same_as(&c));
     assert_eq!(a.path(), c.path());
-    let other = Env::open(&dir.join("other.lmdb"), &EnvOptions::default()).unwrap();
+    let other = Env::open(dir.join("other.lmdb"), &EnvOptions::default()).unwrap();
     assert!(!a.same_as(&other));
 }
 
@@ -69,7 +69,7 @@ fn a_closed_environment_is_reopened_fresh_and_keeps_its_data() {
 #[test]
 fn group_commit_combines_concurrent_writers_and_each_write_is_visible_on_return() {
     let dir = temp_dir("group");
-    let env = Env::open(&dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
+    let env = Env::open(dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
     let db = env.database("t").unwrap();
     const THREADS: usize = 16;
     const WRITES: usize = 40;
@@ -98,7 +98,7 @@ fn group_commit_combines_concurrent_writers_and_each_write_is_visible_on_return(
     assert!(stats.largest_batch > 1, "{stats:?}");
     // Durable: a fresh process-level view (a reopen) sees every write.
     drop(env);
-    let env = Env::open(&dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
+    let env = Env::open(dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
     let db = env.database("t").unwrap();
     let count = env
         .read(|txn| {
@@ -149,7 +149,7 @@ fn wait_until_queued(env: &Env, count: usize) {
 #[test]
 fn a_failing_writer_does_not_undo_the_others_in_its_batch() {
     let dir = temp_dir("failing");
-    let env = Env::open(&dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
+    let env = Env::open(dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
     let db = env.database("t").unwrap();
     let (leader, release) = hold_leader(&env, db);
     let batches_before = env.stats().batches;
@@ -210,7 +210,7 @@ fn a_failing_writer_does_not_undo_the_others_in_its_batch() {
 #[test]
 fn a_write_from_inside_a_write_is_would_deadlock_not_a_hang() {
     let dir = temp_dir("reentrant");
-    let env = Env::open(&dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
+    let env = Env::open(dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
     let db = env.database("t").unwrap();
     let inner = env.clone();
     let result = env.write(move |_txn| {
@@ -225,7 +225,7 @@ fn a_write_from_inside_a_write_is_would_deadlock_not_a_hang() {
 #[test]
 fn an_error_commits_nothing_of_that_write() {
     let dir = temp_dir("error");
-    let env = Env::open(&dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
+    let env = Env::open(dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
     let db = env.database("t").unwrap();
     let result: keel::Result<()> = env.write(|txn| {
         txn.put(db, &"a", &"1", WriteFlags::empty())
@@ -243,7 +243,7 @@ fn the_map_grows_when_writes_outgrow_it() {
         initial_map_size: 64 << 10,
         ..EnvOptions::default()
     };
-    let env = Env::open(&dir.join("db.lmdb"), &options).unwrap();
+    let env = Env::open(dir.join("db.lmdb"), &options).unwrap();
     let db = env.database("t").unwrap();
     let value = vec![7u8; 4000];
     for i in 0..300 {
@@ -266,7 +266,7 @@ fn concurrent_writers_survive_map_growth() {
         initial_map_size: 64 << 10,
         ..EnvOptions::default()
     };
-    let env = Env::open(&dir.join("db.lmdb"), &options).unwrap();
+    let env = Env::open(dir.join("db.lmdb"), &options).unwrap();
     let db = env.database("t").unwrap();
     let handles: Vec<_> = (0..8)
         .map(|t| {
@@ -333,7 +333,7 @@ fn bad_paths_are_invalid_arguments() {
 #[test]
 fn backup_is_a_consistent_copy_taken_while_writers_run() {
     let dir = temp_dir("backup");
-    let env = Env::open(&dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
+    let env = Env::open(dir.join("db.lmdb"), &EnvOptions::default()).unwrap();
     let db = env.database("t").unwrap();
     for i in 0..100 {
         put(&env, db, &format!("before{i}"), &[3u8; 500]).unwrap();
@@ -346,20 +346,20 @@ fn backup_is_a_consistent_copy_taken_while_writers_run() {
             }
         })
     };
-    env.backup(&dir.join("copy.lmdb")).unwrap();
+    env.backup(dir.join("copy.lmdb")).unwrap();
     writer.join().unwrap();
-    let copy = Env::open(&dir.join("copy.lmdb"), &EnvOptions::default()).unwrap();
+    let copy = Env::open(dir.join("copy.lmdb"), &EnvOptions::default()).unwrap();
     assert!(!copy.same_as(&env));
     let db = copy.database("t").unwrap();
     for i in 0..100 {
         assert!(get(&copy, db, &format!("before{i}")).is_some());
     }
     // After the writer finished, a new backup has everything.
-    env.backup(&dir.join("copy2.lmdb")).unwrap();
-    let copy2 = Env::open(&dir.join("copy2.lmdb"), &EnvOptions::default()).unwrap();
+    env.backup(dir.join("copy2.lmdb")).unwrap();
+    let copy2 = Env::open(dir.join("copy2.lmdb"), &EnvOptions::default()).unwrap();
     let db = copy2.database("t").unwrap();
     assert!(get(&copy2, db, "during99").is_some());
-    let onto_itself = env.backup(&dir.join("db.lmdb")).unwrap_err();
+    let onto_itself = env.backup(dir.join("db.lmdb")).unwrap_err();
     assert_eq!(onto_itself.kind(), ErrorKind::InvalidArgument);
     assert!(get(&env, env.database("t").unwrap(), "before0").is_some());
 }

@@ -67,13 +67,13 @@ fn operations_and_jobs_live_beside_a_drive_in_one_file() {
 
 fn queue(name: &str) -> (Queue, ManualClock) {
     let clock = ManualClock::new(START);
-    let store = Arc::new(LmdbStore::open(&temp_path(name)).unwrap());
+    let store = Arc::new(LmdbStore::open(temp_path(name)).unwrap());
     (Queue::with_parts(store, Arc::new(clock.clone()), policy()), clock)
 }
 
 fn queue_with_store(name: &str) -> (Queue, Arc<LmdbStore>) {
     let clock = ManualClock::new(START);
-    let store = Arc::new(LmdbStore::open(&temp_path(name)).unwrap());
+    let store = Arc::new(LmdbStore::open(temp_path(name)).unwrap());
     (Queue::with_parts(store.clone(), Arc::new(clock), policy()), store)
 }
 

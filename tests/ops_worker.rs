@@ -100,7 +100,7 @@ fn n_workers_times_m_jobs_complete_each_exactly_once() {
 
 #[test]
 fn a_panicking_handler_fails_only_its_own_job() {
-    let q = Queue::open(&temp_path("panic")).unwrap();
+    let q = Queue::open(temp_path("panic")).unwrap();
     let bad = q
         .enqueue(
             "k",
@@ -143,7 +143,7 @@ fn a_panicking_handler_fails_only_its_own_job() {
 
 #[test]
 fn a_handler_error_is_stored_as_a_failure_of_its_job() {
-    let q = Queue::open(&temp_path("error")).unwrap();
+    let q = Queue::open(temp_path("error")).unwrap();
     let id = enqueue(&q, "k", "{}");
     let (ran_tx, ran_rx) = mpsc::channel();
     let ran_tx = Mutex::new(ran_tx);
@@ -164,7 +164,7 @@ fn a_handler_error_is_stored_as_a_failure_of_its_job() {
 
 #[test]
 fn the_block_list_wins_and_an_unknown_kind_fails_start_up() {
-    let q = Queue::open(&temp_path("allow-block")).unwrap();
+    let q = Queue::open(temp_path("allow-block")).unwrap();
     let builder = || {
         Worker::builder(&q)
             .options(options("sel"))
@@ -189,7 +189,7 @@ fn the_block_list_wins_and_an_unknown_kind_fails_start_up() {
 
 #[test]
 fn each_kind_runs_at_its_own_concurrency_and_a_stuck_kind_does_not_starve_another() {
-    let q = Queue::open(&temp_path("isolation")).unwrap();
+    let q = Queue::open(temp_path("isolation")).unwrap();
     for _ in 0..5 {
         enqueue(&q, "slow", "{}");
     }
@@ -241,7 +241,7 @@ fn each_kind_runs_at_its_own_concurrency_and_a_stuck_kind_does_not_starve_anothe
 #[test]
 fn heartbeats_keep_a_running_job_leased_past_its_first_lease() {
     let clock = ManualClock::new(SystemClock.now());
-    let store = Arc::new(LmdbStore::open(&temp_path("heartbeat")).unwrap());
+    let store = Arc::new(LmdbStore::open(temp_path("heartbeat")).unwrap());
     let q = Queue::with_parts(store, Arc::new(clock.clone()), JobPolicy::default());
     let id = enqueue(&q, "long", "{}");
     let (started_tx, started_rx) = mpsc::channel();
@@ -278,7 +278,7 @@ fn heartbeats_keep_a_running_job_leased_past_its_first_lease() {
 
 #[test]
 fn a_lost_lease_flags_only_its_own_job() {
-    let q = Queue::open(&temp_path("lost-lease")).unwrap();
+    let q = Queue::open(temp_path("lost-lease")).unwrap();
     let doomed = enqueue(&q, "a", "{}");
     let other = enqueue(&q, "b", "{}");
     let (started_tx, started_rx) = mpsc::channel();
@@ -335,7 +335,7 @@ fn a_lost_lease_flags_only_its_own_job() {
 
 #[test]
 fn a_zero_poll_or_maintenance_interval_is_refused() {
-    let q = Queue::open(&temp_path("zero-poll")).unwrap();
+    let q = Queue::open(temp_path("zero-poll")).unwrap();
     for change in [
         (|o: &mut WorkerOptions| o.poll_interval = Duration::ZERO) as fn(&mut WorkerOptions),
         |o: &mut WorkerOptions| o.maintenance_interval = Duration::ZERO,
@@ -354,7 +354,7 @@ fn a_zero_poll_or_maintenance_interval_is_refused() {
 #[test]
 fn the_maximum_number_of_resets_is_the_queues_policy() {
     let clock = ManualClock::new(1_700_000_000_000);
-    let store = Arc::new(LmdbStore::open(&temp_path("max-resets")).unwrap());
+    let store = Arc::new(LmdbStore::open(temp_path("max-resets")).unwrap());
     let policy = JobPolicy {
         max_resets: 1,
         ..JobPolicy::default()
@@ -372,7 +372,7 @@ fn the_maximum_number_of_resets_is_the_queues_policy() {
 
 #[test]
 fn a_graceful_stop_releases_jobs_still_running_at_the_deadline() {
-    let q = Queue::open(&temp_path("stop")).unwrap();
+    let q = Queue::open(temp_path("stop")).unwrap();
     let id = enqueue(&q, "stuck", "{}");
     let (started_tx, started_rx) = mpsc::channel();
     let started_tx = Mutex::new(started_tx);
@@ -404,7 +404,7 @@ fn a_graceful_stop_releases_jobs_still_running_at_the_deadline() {
 
 #[test]
 fn a_handler_past_the_job_timeout_fails_its_attempt_and_its_late_result_is_refused() {
-    let q = Queue::open(&temp_path("job-timeout")).unwrap();
+    let q = Queue::open(temp_path("job-timeout")).unwrap();
     let id = enqueue(&q, "hang", "{}");
     let (release_tx, release_rx) = crossbeam_channel::unbounded::<()>();
     let (returned_tx, returned_rx) = mpsc::channel();
@@ -519,7 +519,7 @@ fn a_worker_killed_mid_job_has_its_job_reset_and_finished_by_another() {
 
 #[test]
 fn a_running_worker_reports_its_counters_in_keel_stats() {
-    let q = Queue::open(&temp_path("stats")).unwrap();
+    let q = Queue::open(temp_path("stats")).unwrap();
     let mut worker = Worker::builder(&q)
         .options(options("stats-probe"))
         .handler("k", 2, |_| Ok(String::new()))
@@ -609,7 +609,7 @@ fn workers_in_two_processes_complete_each_job_exactly_once() {
 #[test]
 fn free_slots_are_filled_by_one_claim() {
     const SLOTS: usize = 4;
-    let store = Arc::new(LmdbStore::open(&temp_path("claim-batch")).unwrap());
+    let store = Arc::new(LmdbStore::open(temp_path("claim-batch")).unwrap());
     let q = Queue::with_store(store.clone());
     for _ in 0..SLOTS {
         enqueue(&q, "k", "{}");

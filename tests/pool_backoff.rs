@@ -12,7 +12,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 /// A pool whose failing keys pause for an hour, then two, ... at most four.
 fn pool() -> SyncPool<&'static str> {
-    SyncPool::new(PoolConfig::new(4).failure_backoff(FailureBackoff::new(HOUR, 4 * HOUR)))
+    SyncPool::new(PoolConfig::new(4).with_failure_backoff(FailureBackoff::new(HOUR, 4 * HOUR)))
 }
 
 /// Tasks of `keys`; a task of "dead" fails, any other returns its key.
@@ -97,7 +97,7 @@ fn consecutive_failures_double_the_pause_up_to_the_cap() {
 #[test]
 fn a_success_clears_the_key() {
     let pool: SyncPool<&'static str> =
-        SyncPool::new(PoolConfig::new(2).failure_backoff(FailureBackoff::new(HOUR, HOUR)));
+        SyncPool::new(PoolConfig::new(2).with_failure_backoff(FailureBackoff::new(HOUR, HOUR)));
     let fail_once = Arc::new(AtomicUsize::new(0));
     let run = |options: BatchOptions<'static, &'static str, ()>| {
         let fail_once = Arc::clone(&fail_once);
@@ -122,7 +122,8 @@ fn a_success_clears_the_key() {
 #[test]
 fn a_pause_ends_on_the_monotonic_clock() {
     let short = Duration::from_millis(5);
-    let pool: SyncPool<&str> = SyncPool::new(PoolConfig::new(1).failure_backoff(FailureBackoff::new(short, short)));
+    let pool: SyncPool<&str> =
+        SyncPool::new(PoolConfig::new(1).with_failure_backoff(FailureBackoff::new(short, short)));
     let attempts = Arc::new(AtomicUsize::new(0));
     pool.run_batch(tasks(&["dead"], &attempts));
     let give_up = Instant::now() + Duration::from_secs(20);
@@ -137,7 +138,7 @@ fn a_pause_ends_on_the_monotonic_clock() {
 #[test]
 fn without_a_backoff_a_failing_key_runs_every_time() {
     let pool: SyncPool<&str> = SyncPool::new(PoolConfig::new(2));
-    assert!(pool.config().backoff().is_none());
+    assert!(pool.config().failure_backoff().is_none());
     let attempts = Arc::new(AtomicUsize::new(0));
     pool.run_batch(tasks(&["dead", "dead"], &attempts));
     pool.run_batch(tasks(&["dead"], &attempts));

@@ -326,7 +326,7 @@ fn an_empty_batch_returns_nothing() {
 
 #[test]
 fn unkeyed_tasks_lock_nothing_and_all_run_first() {
-    let pool: SyncPool<Vec<u8>> = SyncPool::new(PoolConfig::new(3).name("unkeyed"));
+    let pool: SyncPool<Vec<u8>> = SyncPool::new(PoolConfig::new(3).with_name("unkeyed"));
     let outcomes = pool.run_unkeyed(
         (0..50).map(|i| {
             move |ctx: &TaskContext| {
@@ -411,7 +411,7 @@ fn tasks_retry_transient_failures_under_the_pool_policy() {
         max_backoff: Duration::from_micros(200),
         ..keel::pool::RetryPolicy::default()
     };
-    let pool: SyncPool<u8> = SyncPool::new(PoolConfig::new(2).retry(policy));
+    let pool: SyncPool<u8> = SyncPool::new(PoolConfig::new(2).with_retry(policy));
     let outcomes = pool.run_batch((0..4u8).map(|key| {
         Task::new(key, move |ctx: &TaskContext| {
             let mut attempts = 0;
@@ -452,5 +452,5 @@ fn out_of_range_numbers_from_a_host_are_invalid_not_clamped() {
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{concurrency}, {abandoned}");
     }
     let config = PoolConfig::checked(0, 0).unwrap();
-    assert_eq!((config.concurrency(), config.abandoned_cap()), (1, None));
+    assert_eq!((config.max_concurrency(), config.max_abandoned()), (1, None));
 }

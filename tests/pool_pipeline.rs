@@ -153,7 +153,7 @@ fn prepared_but_uncommitted_items_never_exceed_the_window() {
 
 #[test]
 fn a_hung_prepare_times_out_and_the_pipeline_goes_on() {
-    let pool: SyncPool<()> = SyncPool::new(PoolConfig::new(2).task_timeout(Duration::from_millis(100)));
+    let pool: SyncPool<()> = SyncPool::new(PoolConfig::new(2).with_task_timeout(Duration::from_millis(100)));
     let (release, hang) = crossbeam_channel::bounded::<()>(0);
     let outcomes = pool.pipeline(
         0..6usize,

@@ -82,7 +82,7 @@ fn task<K>(key: K, work: Work) -> Task<K, impl FnOnce(&TaskContext) -> keel::Res
 #[test]
 fn a_hung_task_times_out_and_its_slot_goes_to_the_next_task() {
     // One slot: if the hung task kept it, nothing after it could ever run.
-    let pool: SyncPool<&str> = SyncPool::new(PoolConfig::new(1).task_timeout(TIMEOUT));
+    let pool: SyncPool<&str> = SyncPool::new(PoolConfig::new(1).with_task_timeout(TIMEOUT));
     let mut hangs = Hangs::new();
     let tasks = vec![
         task("dead", hangs.hang()),
@@ -106,7 +106,7 @@ fn a_hung_task_times_out_and_its_slot_goes_to_the_next_task() {
 
 #[test]
 fn a_key_stays_busy_while_its_hung_run_lives() {
-    let pool: SyncPool<&str> = SyncPool::new(PoolConfig::new(4).task_timeout(TIMEOUT));
+    let pool: SyncPool<&str> = SyncPool::new(PoolConfig::new(4).with_task_timeout(TIMEOUT));
     let mut hangs = Hangs::new();
     let tasks = vec![
         task("dead", hangs.hang()),
@@ -133,7 +133,7 @@ fn a_key_stays_busy_while_its_hung_run_lives() {
 
 #[test]
 fn the_timeout_cancels_the_task_token_so_cooperative_code_stops() {
-    let pool: SyncPool<u8> = SyncPool::new(PoolConfig::new(2).task_timeout(TIMEOUT));
+    let pool: SyncPool<u8> = SyncPool::new(PoolConfig::new(2).with_task_timeout(TIMEOUT));
     let (saw_cancel_tx, saw_cancel) = crossbeam_channel::bounded(1);
     let outcomes = pool.run_batch(vec![Task::new(0u8, move |ctx: &TaskContext| {
         assert!(ctx.deadline().is_some());
@@ -147,7 +147,7 @@ fn the_timeout_cancels_the_task_token_so_cooperative_code_stops() {
 
 #[test]
 fn past_the_abandoned_thread_cap_tasks_are_refused() {
-    let pool: SyncPool<&str> = SyncPool::new(PoolConfig::new(1).task_timeout(TIMEOUT).max_abandoned(1));
+    let pool: SyncPool<&str> = SyncPool::new(PoolConfig::new(1).with_task_timeout(TIMEOUT).with_max_abandoned(1));
     let mut hangs = Hangs::new();
     let outcomes = pool.run_batch(vec![
         task("dead", hangs.hang()),
@@ -284,8 +284,8 @@ fn a_slot_freed_by_a_timeout_goes_to_the_longest_waiter() {
 
 #[test]
 fn max_abandoned_zero_means_no_cap() {
-    let pool: SyncPool<&str> = SyncPool::new(PoolConfig::new(1).task_timeout(TIMEOUT).max_abandoned(0));
-    assert_eq!(pool.config().abandoned_cap(), None);
+    let pool: SyncPool<&str> = SyncPool::new(PoolConfig::new(1).with_task_timeout(TIMEOUT).with_max_abandoned(0));
+    assert_eq!(pool.config().max_abandoned(), None);
     let mut hangs = Hangs::new();
     let outcomes = pool.run_batch(vec![
         task("dead-1", hangs.hang()),

@@ -2,7 +2,10 @@
 //! the fields the operators' dashboards read, and forgets dropped objects.
 //!
 //! Tests in this binary run in parallel and `gather` is process-wide, so each
-//! finds its own objects by a name or path no other test uses.
+//! finds its own objects by a name or path no other test uses, and snapshots
+//! are taken one at a time: a snapshot in progress holds every object it reads
+//! until it returns, so one test's snapshot could otherwise still list what
+//! another test has just dropped.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +27,13 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// The entries of `part` whose `field` is `value`.
 fn entries(part: &str, field: &str, value: &str) -> Vec<Value> {
-    let gathered = keel::stats::gather();
+    static ONE_SNAPSHOT_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let gathered = {
+        let _alone = ONE_SNAPSHOT_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        keel::stats::gather()
+    };
     let list = gathered
         .get(part)
         .and_then(Value::as_array)
@@ -61,7 +70,7 @@ fn a_lock_registry_is_listed_with_entries_holders_and_waiters() {
 
 #[test]
 fn a_pool_is_listed_with_in_flight_peak_abandoned_and_timeouts() {
-    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(2).name("stats-pool"));
+    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(2).with_name("stats-pool"));
     let outcomes = pool.run_batch((0..4).map(|n| Task::new(format!("k{n}"), move |_: &_| Ok(n))));
     assert_eq!(outcomes.len(), 4);
     let entry = the_entry(
@@ -76,7 +85,7 @@ fn a_pool_is_listed_with_in_flight_peak_abandoned_and_timeouts() {
     // A pool that has run a batch stays listed until its exiting worker
     // threads let go of it, which the test cannot wait for without polling:
     // the disappearance is checked on a pool that never started a thread.
-    let idle: SyncPool<String> = SyncPool::new(PoolConfig::new(1).name("stats-pool-idle"));
+    let idle: SyncPool<String> = SyncPool::new(PoolConfig::new(1).with_name("stats-pool-idle"));
     the_entry("pool", "name", "stats-pool-idle", &["in_flight"]);
     drop(idle);
     assert!(entries("pool", "name", "stats-pool-idle").is_empty());
@@ -121,7 +130,7 @@ fn a_drive_is_listed_with_its_map_readers_commits_and_batch_sizes() {
         durability: Durability::NoSyncRisksLastCommits,
         ..DriveOptions::default()
     };
-    let drive = Drive::open(&dir.join("drive.lmdb"), &options).unwrap();
+    let drive = Drive::open(dir.join("drive.lmdb"), &options).unwrap();
     let shown = drive.path().display().to_string();
     drive.create(ItemId::ROOT, &NewItem::named("docs")).unwrap();
     let entry = the_entry(
@@ -139,7 +148,7 @@ fn a_drive_is_listed_with_its_map_readers_commits_and_batch_sizes() {
 #[test]
 fn a_queue_is_listed_with_counts_per_kind_and_state_and_the_oldest_ready_age() {
     let dir = temp_dir("queue");
-    let queue = Queue::open(&dir.join("jobs.lmdb")).unwrap();
+    let queue = Queue::open(dir.join("jobs.lmdb")).unwrap();
     let shown = dir.join("jobs.lmdb").canonicalize().unwrap().display().to_string();
     let now = queue.clock().now();
     let past = EnqueueOptions {
@@ -169,7 +178,7 @@ fn a_queue_is_listed_with_counts_per_kind_and_state_and_the_oldest_ready_age() {
 #[test]
 fn operations_and_a_worker_are_listed_and_forgotten() {
     let dir = temp_dir("ops");
-    let ops = Operations::open(&dir.join("ops.lmdb")).unwrap();
+    let ops = Operations::open(dir.join("ops.lmdb")).unwrap();
     let shown = dir.join("ops.lmdb").canonicalize().unwrap().display().to_string();
     ops.ready("item-1", &["unpack"]).unwrap();
     let claims = ops.claim("unpack", 10, "w", Duration::from_secs(60)).unwrap();
@@ -187,7 +196,7 @@ fn operations_and_a_worker_are_listed_and_forgotten() {
     drop(ops);
     assert!(entries("operations", "store", &shown).is_empty());
 
-    let queue = Queue::open(&dir.join("jobs.lmdb")).unwrap();
+    let queue = Queue::open(dir.join("jobs.lmdb")).unwrap();
     let worker = Worker::builder(&queue)
         .handler("noop", 1, |_: &_| -> HandlerResult { Ok(String::new()) })
         .map_options(|options| options.name = "stats-worker".into())
@@ -231,7 +240,7 @@ fn every_entry_is_its_identity_and_the_fields_of_its_parts_stats_struct() {
     let entry = the_entry("locks", "name", "stats-keys-locks", &[]);
     assert_eq!(counter_keys(&entry, &["name"]), keys_of(locks.stats()));
 
-    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(1).name("stats-keys-pool"));
+    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(1).with_name("stats-keys-pool"));
     let entry = the_entry("pool", "name", "stats-keys-pool", &[]);
     assert_eq!(
         counter_keys(&entry, &["name", "max_concurrency"]),
@@ -244,11 +253,11 @@ fn every_entry_is_its_identity_and_the_fields_of_its_parts_stats_struct() {
     assert_eq!(counter_keys(&entry, &["root"]), keys_of(journal.stats()));
 
     let dir = temp_dir("keys-drive");
-    let drive = Drive::open(&dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
+    let drive = Drive::open(dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
     let entry = the_entry("drive", "path", &drive.path().display().to_string(), &[]);
     assert_eq!(counter_keys(&entry, &["path"]), keys_of(drive.env().stats()));
 
-    let queue = Queue::open(&dir.join("jobs.lmdb")).unwrap();
+    let queue = Queue::open(dir.join("jobs.lmdb")).unwrap();
     let worker = Worker::builder(&queue)
         .handler("noop", 1, |_: &_| -> HandlerResult { Ok(String::new()) })
         .map_options(|options| options.name = "stats-keys-worker".into())

@@ -53,7 +53,9 @@ int main(void) {
 
   keel_worker_builder *builder = NULL;
   keel_worker *worker = NULL;
-  if (keel_worker_builder_new(queue, S("c-mailer"), 30000, 50, &builder) != KEEL_OK ||
+  keel_worker_options options = keel_worker_options_default();
+  options.poll_ms = 50;
+  if (keel_worker_builder_new(queue, S("c-mailer"), &options, &builder) != KEEL_OK ||
       keel_worker_builder_handler(builder, S("mail.send"), 2, send_mail, NULL) != KEEL_OK ||
       keel_worker_start(builder, &worker) != KEEL_OK)
     return fail("start worker");

@@ -44,7 +44,9 @@ int main(void) {
     tasks[i] = (keel_task){(const uint8_t *)scopes[i].source, strlen(scopes[i].source), sync_scope, &scopes[i]};
   }
   keel_pool *pool = NULL;
-  if (keel_pool_new(10, 500, 64, "boot", 4, &pool) != KEEL_OK) {
+  keel_pool_options options = keel_pool_options_default();
+  options.timeout_ms = 500;
+  if (keel_pool_new(&options, "boot", 4, &pool) != KEEL_OK) {
     fprintf(stderr, "keel_pool_new: %s\n", keel_last_error());
     return 1;
   }

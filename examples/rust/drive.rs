@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 fn main() -> keel::Result<()> {
     let dir = std::env::temp_dir().join(format!("keel-example-drive-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| keel::Error::io("create the example's folder", e))?;
-    let drive = Drive::open(&dir.join("catalogue.drive"), &DriveOptions::default())?;
+    let drive = Drive::open(dir.join("catalogue.drive"), &DriveOptions::default())?;
 
     let v1 = json!({"type": "object", "required": ["title", "words"]});
     drive.set_schema("document", &v1, 1, None)?;
@@ -50,7 +50,7 @@ fn main() -> keel::Result<()> {
         drive.get(docs.id)?.children
     );
 
-    drive.backup(&dir.join("catalogue.backup"))?;
+    drive.backup(dir.join("catalogue.backup"))?;
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

@@ -10,7 +10,7 @@ use keel::ops::{EnqueueOptions, HandlerError, Queue, Worker};
 fn main() -> keel::Result<()> {
     let folder = std::env::temp_dir().join(format!("keel-example-ops-{}", std::process::id()));
     std::fs::create_dir_all(&folder).map_err(|e| keel::Error::io("create the example's folder", e))?;
-    let queue = Queue::open(&folder.join("jobs.lmdb"))?;
+    let queue = Queue::open(folder.join("jobs.lmdb"))?;
     for to in ["ann@example.org", "bob@example.org", "not-an-address"] {
         let options = EnqueueOptions {
             unique_key: Some(to.to_owned()),

@@ -10,7 +10,7 @@ use keel::pool::{Outcome, PoolConfig, SyncPool, Task, TaskContext};
 
 fn main() {
     let (release, never) = crossbeam_channel::bounded::<()>(0);
-    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(10).task_timeout(Duration::from_millis(500)));
+    let pool: SyncPool<String> = SyncPool::new(PoolConfig::new(10).with_task_timeout(Duration::from_millis(500)));
     let tasks = (0..60).map(|i| {
         let source = format!("source-{}", i % 20);
         let never = never.clone();

@@ -68,7 +68,7 @@ impl Codec for Version {
             out.extend_from_slice(&part.to_be_bytes());
         }
     }
-    fn decode(bytes: &[u8]) -> Option<Version> {
+    fn decode(bytes: &[u8]) -> Result<Version> {
         let mut d = Decoder::new(bytes);
         let version = Version::new(d.u32()?, d.u32()?, d.u32()?);
         d.finish(version)
@@ -85,11 +85,11 @@ pub(crate) struct DataRecord {
 
 impl DataRecord {
     /// The JSON text inside an encoded record, without decoding the rest.
-    fn json_of(bytes: &[u8]) -> Option<&[u8]> {
+    fn json_of(bytes: &[u8]) -> Result<&[u8]> {
         let mut d = Decoder::new(bytes);
         d.u64()?;
         d.str()?;
-        Some(d.rest())
+        Ok(d.rest())
     }
 }
 
@@ -99,9 +99,9 @@ impl Codec for DataRecord {
         encode_len_prefixed(out, self.updater.as_bytes());
         out.extend_from_slice(&self.json);
     }
-    fn decode(bytes: &[u8]) -> Option<DataRecord> {
+    fn decode(bytes: &[u8]) -> Result<DataRecord> {
         let mut d = Decoder::new(bytes);
-        Some(DataRecord {
+        Ok(DataRecord {
             updated: d.u64()?,
             updater: d.str()?.to_owned(),
             json: d.rest().to_vec(),
@@ -219,15 +219,14 @@ fn with_data_text<T>(
     let version = version
         .or(item.version)
         .ok_or_else(|| Error::not_found(format!("item {id} has no data")))?;
-    let value = cx
-        .t
-        .data
-        .get_raw(txn, &DataKey { id, version }, |bytes| {
-            let json = DataRecord::json_of(bytes)
-                .ok_or_else(|| Error::corrupt(format!("data record of item {id} version {version} is malformed")))?;
-            read(version, json)
-        })?
-        .ok_or_else(|| Error::not_found(format!("item {id} has no data version {version}")))?;
+    let value =
+        cx.t.data
+            .get_raw(txn, &DataKey { id, version }, |bytes| {
+                let json = DataRecord::json_of(bytes)
+                    .map_err(|e| e.context(format!("data record of item {id} version {version}")))?;
+                read(version, json)
+            })?
+            .ok_or_else(|| Error::not_found(format!("item {id} has no data version {version}")))?;
     Ok((version, value))
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::lmdb::Codec;
+use crate::lmdb::{Codec, Decoder};
 use crate::{Error, Result};
 
 /// A drive item's identity: 128 random bits, written as 32 lowercase hex
@@ -119,8 +119,10 @@ impl Codec for ItemId {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.0);
     }
-    fn decode(bytes: &[u8]) -> Option<ItemId> {
-        Some(ItemId(bytes.try_into().ok()?))
+    fn decode(bytes: &[u8]) -> Result<ItemId> {
+        let mut d = Decoder::new(bytes);
+        let id = ItemId(d.array()?);
+        d.finish(id)
     }
 }
 

@@ -3,7 +3,8 @@
 use super::data::Version;
 use super::id::ItemId;
 use super::perms::Permissions;
-use crate::lmdb::{encode_len_prefixed, Codec, Decoder};
+use crate::lmdb::{encode_len_prefixed, malformed, Codec, Decoder};
+use crate::Result;
 
 /// One drive item as stored: identity, place in the tree, type, history
 /// stamps, child count, current data version and permissions.
@@ -104,10 +105,11 @@ impl Codec for Item {
         self.permissions.encode(out);
     }
 
-    fn decode(bytes: &[u8]) -> Option<Item> {
+    fn decode(bytes: &[u8]) -> Result<Item> {
         let mut d = Decoder::new(bytes);
-        if d.u8()? != ITEM_FORMAT {
-            return None;
+        match d.u8()? {
+            ITEM_FORMAT => {}
+            other => return Err(malformed(format!("item layout {other}"))),
         }
         let item = Item {
             id: ItemId::from_bytes(d.array()?),
@@ -116,7 +118,7 @@ impl Codec for Item {
             kind: match d.u8()? {
                 0 => None,
                 1 => Some(d.str()?.to_owned()),
-                _ => return None,
+                other => return Err(malformed(format!("kind flag {other}"))),
             },
             created: d.u64()?,
             creator: d.str()?.to_owned(),
@@ -125,7 +127,7 @@ impl Codec for Item {
             version: match d.u8()? {
                 0 => None,
                 1 => Some(Version::decode(d.bytes(12)?)?),
-                _ => return None,
+                other => return Err(malformed(format!("version flag {other}"))),
             },
             updated: d.u64()?,
             updater: d.str()?.to_owned(),
@@ -158,13 +160,16 @@ mod tests {
         };
         item.permissions.users.insert("ann".into(), Level::Admin);
         let bytes = item.to_bytes();
-        assert_eq!(Item::decode(&bytes), Some(item.clone()));
-        assert_eq!(Item::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(Item::decode(&bytes).unwrap(), item);
+        assert!(Item::decode(&bytes[..bytes.len() - 1]).is_err());
         let mut extra = bytes.clone();
         extra.push(0);
-        assert_eq!(Item::decode(&extra), None);
+        assert!(Item::decode(&extra).is_err());
         let mut wrong_format = bytes;
         wrong_format[0] = 9;
-        assert_eq!(Item::decode(&wrong_format), None);
+        assert!(Item::decode(&wrong_format)
+            .unwrap_err()
+            .message()
+            .contains("item layout 9"));
     }
 }

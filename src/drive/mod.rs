@@ -186,7 +186,7 @@ impl Drive {
     /// of a newer format than [`FORMAT_VERSION`] gives
     /// [`Unsupported`](crate::ErrorKind::Unsupported) naming both versions;
     /// an older one is upgraded (see [`crate::lmdb::format`]).
-    pub fn open(path: &Path, options: &DriveOptions) -> Result<Drive> {
+    pub fn open(path: impl AsRef<Path>, options: &DriveOptions) -> Result<Drive> {
         let env_options = EnvOptions {
             durability: options.durability,
             initial_map_size: options.initial_map_size,
@@ -226,7 +226,7 @@ impl Drive {
 
     /// Writes a consistent, compacted copy of the drive to `dest` while it
     /// stays in use; durable when this returns. The copy opens as a drive.
-    pub fn backup(&self, dest: &Path) -> Result<()> {
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<()> {
         self.view.core().env.backup(dest)
     }
 
@@ -265,8 +265,13 @@ impl std::ops::Deref for Drive {
 /// their checksums and decoded, and its indexes (child names and counts,
 /// types, data versions) and parent links checked against its items. The
 /// file is opened read-only and never changed.
-pub fn verify_file(path: &Path) -> Result<Report> {
-    crate::lmdb::verify::verify(path, &[verify::check])
+pub fn verify_file(path: impl AsRef<Path>) -> Result<Report> {
+    use crate::lmdb::verify::PartCheck;
+    #[cfg(feature = "ops")]
+    let checks: &[PartCheck] = &[verify::check, crate::ops::store::lmdb::verify_check];
+    #[cfg(not(feature = "ops"))]
+    let checks: &[PartCheck] = &[verify::check];
+    crate::lmdb::verify::verify(path.as_ref(), checks)
 }
 
 /// Refuses an LMDB file that holds anything but drive tables (and the

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::lmdb::{encode_len_prefixed, Decoder};
+use crate::lmdb::{encode_len_prefixed, malformed, Decoder};
 use crate::{Error, Result};
 
 /// What a user may do with an item. Ordered: `Deny < Read < Edit < Admin`.
@@ -119,20 +119,21 @@ impl Permissions {
         }
     }
 
-    pub(crate) fn decode(d: &mut Decoder<'_>) -> Option<Permissions> {
+    pub(crate) fn decode(d: &mut Decoder<'_>) -> Result<Permissions> {
+        let level = |byte| Level::from_byte(byte).ok_or_else(|| malformed(format!("permission level {byte}")));
         let default = match d.u8()? {
             0xff => None,
-            byte => Some(Level::from_byte(byte)?),
+            byte => Some(level(byte)?),
         };
         let mut maps = [BTreeMap::new(), BTreeMap::new()];
         for map in maps.iter_mut() {
             for _ in 0..d.u32()? {
                 let name = d.str()?.to_owned();
-                map.insert(name, Level::from_byte(d.u8()?)?);
+                map.insert(name, level(d.u8()?)?);
             }
         }
         let [users, roles] = maps;
-        Some(Permissions { default, users, roles })
+        Ok(Permissions { default, users, roles })
     }
 }
 
@@ -211,8 +212,8 @@ mod tests {
         let mut bytes = Vec::new();
         p.encode(&mut bytes);
         let mut d = Decoder::new(&bytes);
-        assert_eq!(Permissions::decode(&mut d), Some(p));
-        assert!(d.finish(()).is_some());
+        assert_eq!(Permissions::decode(&mut d).unwrap(), p);
+        assert!(d.finish(()).is_ok());
     }
 
     #[test]

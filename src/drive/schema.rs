@@ -50,7 +50,7 @@ impl Codec for SchemaRecord {
         out.extend_from_slice(&self.version.to_be_bytes());
         encode_len_prefixed(out, &self.json);
     }
-    fn decode(bytes: &[u8]) -> Option<SchemaRecord> {
+    fn decode(bytes: &[u8]) -> Result<SchemaRecord> {
         let mut d = Decoder::new(bytes);
         let record = SchemaRecord {
             version: d.u32()?,

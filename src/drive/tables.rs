@@ -18,7 +18,7 @@ use super::data::{DataRecord, Version};
 use super::id::ItemId;
 use super::item::Item;
 use super::schema::SchemaRecord;
-use crate::lmdb::{Codec, Decoder, Env, Table};
+use crate::lmdb::{malformed, utf8, Codec, Decoder, Env, Table};
 use crate::Result;
 
 /// The tables' database names.
@@ -80,11 +80,11 @@ impl Codec for ChildKey {
         out.extend_from_slice(self.parent.as_bytes());
         out.extend_from_slice(self.folded.as_bytes());
     }
-    fn decode(bytes: &[u8]) -> Option<ChildKey> {
+    fn decode(bytes: &[u8]) -> Result<ChildKey> {
         let mut d = Decoder::new(bytes);
         let parent = ItemId::from_bytes(d.array()?);
-        let folded = std::str::from_utf8(d.rest()).ok()?.to_owned();
-        Some(ChildKey { parent, folded })
+        let folded = utf8(d.rest())?.to_owned();
+        Ok(ChildKey { parent, folded })
     }
 }
 
@@ -117,14 +117,19 @@ impl Codec for TypeKey {
         out.extend_from_slice(&TypeKey::prefix(&self.kind));
         out.extend_from_slice(self.id.as_bytes());
     }
-    fn decode(bytes: &[u8]) -> Option<TypeKey> {
-        let split = bytes.len().checked_sub(17)?;
+    fn decode(bytes: &[u8]) -> Result<TypeKey> {
+        let split = bytes
+            .len()
+            .checked_sub(17)
+            .ok_or_else(|| malformed("type key shorter than an item id"))?;
         let (kind, rest) = bytes.split_at(split);
-        let (&separator, id) = rest.split_first()?;
-        (separator == 0).then_some(())?;
-        Some(TypeKey {
-            kind: std::str::from_utf8(kind).ok()?.to_owned(),
-            id: ItemId::decode(id)?,
+        let mut d = Decoder::new(rest);
+        if d.u8()? != 0 {
+            return Err(malformed("type key without its separator"));
+        }
+        Ok(TypeKey {
+            kind: utf8(kind)?.to_owned(),
+            id: ItemId::decode(d.rest())?,
         })
     }
 }
@@ -148,11 +153,11 @@ impl Codec for DataKey {
         out.extend_from_slice(self.id.as_bytes());
         self.version.encode(out);
     }
-    fn decode(bytes: &[u8]) -> Option<DataKey> {
+    fn decode(bytes: &[u8]) -> Result<DataKey> {
         let mut d = Decoder::new(bytes);
         let id = ItemId::from_bytes(d.array()?);
         let version = Version::decode(d.rest())?;
-        Some(DataKey { id, version })
+        Ok(DataKey { id, version })
     }
 }
 
@@ -167,17 +172,17 @@ mod tests {
             parent: id,
             folded: "ä.b".into(),
         };
-        assert_eq!(ChildKey::decode(&child.to_bytes()), Some(child));
+        assert_eq!(ChildKey::decode(&child.to_bytes()).unwrap(), child);
         let typed = TypeKey {
             kind: "acme:doc".into(),
             id,
         };
-        assert_eq!(TypeKey::decode(&typed.to_bytes()), Some(typed));
+        assert_eq!(TypeKey::decode(&typed.to_bytes()).unwrap(), typed);
         let data = DataKey {
             id,
             version: Version::new(1, 0, 300),
         };
-        assert_eq!(DataKey::decode(&data.to_bytes()), Some(data));
+        assert_eq!(DataKey::decode(&data.to_bytes()).unwrap(), data);
     }
 
     #[test]

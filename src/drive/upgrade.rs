@@ -8,13 +8,13 @@
 //! keep their names: the upgrade refuses, naming both, and the file stays
 //! at format 1 (open it with a format-1 build and rename one).
 
-use lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
+use lmdb::{Database, RwTransaction, Transaction, WriteFlags};
 
 use super::id::ItemId;
 use super::item::Item;
 use super::names::fold;
 use super::tables::{ChildKey, CHILDREN, DATA, ITEMS, SCHEMAS, TYPES};
-use crate::lmdb::format::{StepDatabases, UpgradeStep};
+use crate::lmdb::format::{entries, seal_all, StepDatabases, UpgradeStep};
 use crate::lmdb::{map_err, seal, Codec};
 use crate::{Error, Result};
 
@@ -31,7 +31,7 @@ fn seal_and_refold(txn: &mut RwTransaction<'_>, dbs: &StepDatabases) -> Result<(
     let children = dbs.get(CHILDREN)?;
     let names = child_names(txn, items, children)?;
     for name in [ITEMS, TYPES, DATA, SCHEMAS] {
-        seal_all(txn, dbs.get(name)?, name)?;
+        seal_all(txn, dbs.get(name)?, name, &[], |_, _| Ok(()))?;
     }
     txn.clear_db(children)
         .map_err(|e| map_err("clear the child index", e))?;
@@ -43,7 +43,7 @@ fn seal_and_refold(txn: &mut RwTransaction<'_>, dbs: &StepDatabases) -> Result<(
                  folding; rename one with a build that reads drive format 1, then open this one",
                 other
                     .get(..16)
-                    .and_then(ItemId::decode)
+                    .and_then(|bytes| ItemId::decode(bytes).ok())
                     .map_or_else(|| "?".to_owned(), |other| other.to_string())
             )));
         }
@@ -58,37 +58,17 @@ fn seal_and_refold(txn: &mut RwTransaction<'_>, dbs: &StepDatabases) -> Result<(
 fn child_names(txn: &RwTransaction<'_>, items: Database, children: Database) -> Result<Vec<(ItemId, String, ItemId)>> {
     let mut names = Vec::new();
     for (key, value) in entries(txn, children, CHILDREN)? {
-        let parent = ChildKey::decode(&key).ok_or_else(|| corrupt(CHILDREN, &key))?.parent;
-        let id = ItemId::decode(&value).ok_or_else(|| corrupt(CHILDREN, &key))?;
+        let parent = ChildKey::decode(&key).map_err(|e| corrupt(CHILDREN, &key, e))?.parent;
+        let id = ItemId::decode(&value).map_err(|e| corrupt(CHILDREN, &key, e))?;
         let stored = txn
             .get(items, &id.as_bytes())
             .map_err(|e| map_err(format!("read item {id} listed in the child index"), e))?;
-        let item = Item::decode(stored).ok_or_else(|| corrupt(ITEMS, id.as_bytes()))?;
+        let item = Item::decode(stored).map_err(|e| corrupt(ITEMS, id.as_bytes(), e))?;
         names.push((parent, fold(&item.name), id));
     }
     Ok(names)
 }
 
-/// Rewrites every value of `db` sealed.
-fn seal_all(txn: &mut RwTransaction<'_>, db: Database, name: &str) -> Result<()> {
-    for (key, value) in entries(txn, db, name)? {
-        txn.put(db, &key, &seal(&key, &value), WriteFlags::empty())
-            .map_err(|e| map_err(format!("rewrite {name}"), e))?;
-    }
-    Ok(())
-}
-
-fn entries(txn: &impl Transaction, db: Database, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut cursor = txn.open_ro_cursor(db).map_err(|e| map_err(format!("read {name}"), e))?;
-    cursor
-        .iter_start()
-        .map(|entry| {
-            let (key, value) = entry.map_err(|e| map_err(format!("read {name}"), e))?;
-            Ok((key.to_vec(), value.to_vec()))
-        })
-        .collect()
-}
-
-fn corrupt(table: &str, key: &[u8]) -> Error {
-    Error::corrupt(format!("{table} entry at key {key:02x?} is malformed"))
+fn corrupt(table: &str, key: &[u8], err: Error) -> Error {
+    err.context(format!("{table} entry at key {key:02x?}"))
 }

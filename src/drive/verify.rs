@@ -48,10 +48,10 @@ pub(crate) fn check(
     table(
         ITEMS,
         Box::new(|key, value, report| match (ItemId::decode(key), Item::decode(value)) {
-            (Some(id), Some(item)) if item.id == id => {
+            (Ok(id), Ok(item)) if item.id == id => {
                 items.insert(id, item);
             }
-            (Some(id), Some(item)) => report.problem(format!("{ITEMS}: key {id} holds item {}", item.id)),
+            (Ok(id), Ok(item)) => report.problem(format!("{ITEMS}: key {id} holds item {}", item.id)),
             _ => report.problem(format!("{ITEMS}: entry at key {key:02x?} is malformed")),
         }),
     );
@@ -61,7 +61,7 @@ pub(crate) fn check(
         CHILDREN,
         Box::new(
             |key, value, report| match (ChildKey::decode(key), ItemId::decode(value)) {
-                (Some(key), Some(id)) => children.push((key, id)),
+                (Ok(key), Ok(id)) => children.push((key, id)),
                 _ => report.problem(format!("{CHILDREN}: entry at key {key:02x?} is malformed")),
             },
         ),
@@ -71,7 +71,7 @@ pub(crate) fn check(
     table(
         TYPES,
         Box::new(|key, value, report| match (TypeKey::decode(key), value.is_empty()) {
-            (Some(key), true) => types.push(key),
+            (Ok(key), true) => types.push(key),
             _ => report.problem(format!("{TYPES}: entry at key {key:02x?} is malformed")),
         }),
     );
@@ -81,7 +81,7 @@ pub(crate) fn check(
         DATA,
         Box::new(
             |key, value, report| match (DataKey::decode(key), DataRecord::decode(value)) {
-                (Some(key), Some(record)) => {
+                (Ok(key), Ok(record)) => {
                     if serde_json::from_slice::<serde_json::Value>(&record.json).is_err() {
                         report.problem(format!("{DATA}: item {} version {} is not JSON", key.id, key.version));
                     }
@@ -97,7 +97,7 @@ pub(crate) fn check(
         Box::new(|key, value, report| {
             let ok = std::str::from_utf8(key).is_ok()
                 && SchemaRecord::decode(value)
-                    .is_some_and(|record| serde_json::from_slice::<serde_json::Value>(&record.json).is_ok());
+                    .is_ok_and(|record| serde_json::from_slice::<serde_json::Value>(&record.json).is_ok());
             if !ok {
                 report.problem(format!("{SCHEMAS}: entry at key {key:02x?} is malformed"));
             }

@@ -187,7 +187,7 @@ mod tests {
     fn only_the_unchecked_view_makes_views_as_users() {
         let dir = std::env::temp_dir().join(format!("keel-view-as-user-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let drive = Drive::open(&dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
+        let drive = Drive::open(dir.join("drive.lmdb"), &DriveOptions::default()).unwrap();
         let ann = drive.view.as_user("ann", &["staff"]).unwrap();
         assert!(ann.is_checked() && ann.user() == "ann");
         assert_eq!(

@@ -91,7 +91,7 @@ pub(crate) fn recovery_ended(
     let Ok(report) = result else {
         Counters::add(&counters.recovery_failures, 1);
         if let Err(err) = result {
-            log::error!(target: LOG_TARGET, "recovery failed: root={root:?} error={err}");
+            log::error!(target: LOG_TARGET, "recovery failed: root={root:?} error={}", err.report());
         }
         return;
     };

@@ -131,8 +131,9 @@ impl crate::stats::StatsSource for Inner {
     }
 }
 
-/// What a journal has on disk, for operators.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a journal has on disk, for operators. Serializes to the JSON the
+/// Python and C surfaces give (`Journal.status()`, `keel_journal_inspect`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JournalStatus {
     /// Records on disk: an `active` one outside a running mutation means
     /// recovery has not finished.
@@ -155,7 +156,7 @@ pub struct JournalStatus {
 }
 
 /// One record on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PendingMutation {
     pub seq: u64,
     pub operation: String,
@@ -317,8 +318,9 @@ impl Journal {
                     &err,
                     format!(
                         "journal {}: new mutations are refused until recover() succeeds or resolve() is \
-                         called: {err}",
-                        self.root().display()
+                         called: {}",
+                        self.root().display(),
+                        err.report()
                     ),
                 ));
             }
@@ -347,7 +349,11 @@ impl Journal {
             self.recover_locked().map_err(|err| {
                 refused(
                     &err,
-                    format!("journal {}: cannot read, recovery failed: {err}", self.root().display()),
+                    format!(
+                        "journal {}: cannot read, recovery failed: {}",
+                        self.root().display(),
+                        err.report()
+                    ),
                 )
             })?;
             drop(exclusive);
@@ -372,7 +378,11 @@ impl Journal {
             self.recover_locked().map_err(|err| {
                 refused(
                     &err,
-                    format!("journal {}: cannot read, recovery failed: {err}", self.root().display()),
+                    format!(
+                        "journal {}: cannot read, recovery failed: {}",
+                        self.root().display(),
+                        err.report()
+                    ),
                 )
             })?;
             drop(exclusive);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::counters::{self, Counters};
 use super::fs::meta_mode;
 use super::lock::ExclusiveGuard;
-use super::paths::{temp_beside, RelPath};
+use super::paths::{caller_text, temp_beside, RelPath};
 use super::record::{Entry, MutationStatus, Prior, Record, FORMAT_VERSION};
 use super::recovery::{cleanup, commit_point, write_record};
 use super::restore::{self, parent_of};
@@ -135,10 +135,10 @@ impl Mutation {
     /// Whatever the caller writes in declared paths is made durable by
     /// [`commit`](Self::commit) before the commit point: every file it
     /// changed or added, and every folder, is fsynced.
-    pub fn declare<S: AsRef<str>>(&mut self, paths: &[S]) -> Result<()> {
+    pub fn declare<S: AsRef<Path>>(&mut self, paths: &[S]) -> Result<()> {
         let rels = paths
             .iter()
-            .map(|p| RelPath::parse(p.as_ref()))
+            .map(|p| RelPath::parse(caller_text(p.as_ref())?))
             .collect::<Result<Vec<_>>>()?;
         self.guarded(|m| m.snapshot_all(&rels, BackupMode::Declared))
     }
@@ -146,16 +146,16 @@ impl Mutation {
     /// Like [`declare`](Self::declare), but folders are copied whole, so
     /// the caller may edit their files in place. Costs O(bytes) of the
     /// folders instead of O(files).
-    pub fn declare_copy<S: AsRef<str>>(&mut self, paths: &[S]) -> Result<()> {
+    pub fn declare_copy<S: AsRef<Path>>(&mut self, paths: &[S]) -> Result<()> {
         let rels = paths
             .iter()
-            .map(|p| RelPath::parse(p.as_ref()))
+            .map(|p| RelPath::parse(caller_text(p.as_ref())?))
             .collect::<Result<Vec<_>>>()?;
         self.guarded(|m| m.snapshot_all(&rels, BackupMode::DeclaredCopy))
     }
 
     /// Writes `bytes` to the file at `path` (see [`write_from`](Self::write_from)).
-    pub fn write(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
+    pub fn write(&mut self, path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         self.write_from(path, &mut &bytes[..]).map(|_| ())
     }
 
@@ -163,7 +163,8 @@ impl Mutation {
     /// it, fsync, rename over, fsync the folder. A replaced file keeps its
     /// mode; a new one gets the umask mode; missing folders are created. A
     /// symlink at `path` is replaced, never followed. Returns the bytes written.
-    pub fn write_from(&mut self, path: &str, reader: &mut dyn Read) -> Result<u64> {
+    pub fn write_from(&mut self, path: impl AsRef<Path>, reader: &mut dyn Read) -> Result<u64> {
+        let path = caller_text(path.as_ref())?;
         let rel = RelPath::parse(path)?;
         self.guarded(|m| {
             m.check_ancestors(&rel)?;
@@ -190,7 +191,8 @@ impl Mutation {
     }
 
     /// Makes `path` a symlink to `target` (which is stored, never followed).
-    pub fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
+    pub fn symlink(&mut self, path: impl AsRef<Path>, target: impl AsRef<Path>) -> Result<()> {
+        let (path, target) = (caller_text(path.as_ref())?, caller_text(target.as_ref())?);
         let rel = RelPath::parse(path)?;
         if target.is_empty() || target.contains('\0') {
             return Err(Error::invalid_argument(format!("bad symlink target {target:?}")));
@@ -217,7 +219,8 @@ impl Mutation {
     }
 
     /// Removes the file, symlink or whole folder at `path`.
-    pub fn remove(&mut self, path: &str) -> Result<()> {
+    pub fn remove(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = caller_text(path.as_ref())?;
         let rel = RelPath::parse(path)?;
         self.guarded(|m| {
             m.check_ancestors(&rel)?;
@@ -232,7 +235,8 @@ impl Mutation {
     }
 
     /// Renames `from` to `to` (a file over a file, a folder to a new name).
-    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+    pub fn rename(&mut self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<()> {
+        let (from, to) = (caller_text(from.as_ref())?, caller_text(to.as_ref())?);
         let (src, dst) = (RelPath::parse(from)?, RelPath::parse(to)?);
         self.guarded(|m| {
             m.check_ancestors(&src)?;
@@ -258,7 +262,8 @@ impl Mutation {
 
     /// Creates the folder `path` and any missing parents (umask mode); an
     /// existing folder is fine.
-    pub fn create_dir(&mut self, path: &str) -> Result<()> {
+    pub fn create_dir(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = caller_text(path.as_ref())?;
         let rel = RelPath::parse(path)?;
         self.guarded(|m| {
             m.check_ancestors(&rel)?;
@@ -341,8 +346,9 @@ impl Mutation {
             }
             Err(err) => log::error!(
                 target: counters::LOG_TARGET,
-                "rollback failed: seq={} error={err}",
-                self.record.seq
+                "rollback failed: seq={} error={}",
+                self.record.seq,
+                err.report()
             ),
         }
         result
@@ -378,7 +384,7 @@ impl Mutation {
         if self.written {
             let errors = restore::rollback(fs, layout, &self.record);
             if let Some(first) = errors.first() {
-                let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                let all: Vec<String> = errors.iter().map(|err| err.report().to_string()).collect();
                 let err = Error::new(first.kind(), format!("rollback did not finish: {}", all.join("; ")));
                 *self.inner.last_recovery_error.lock() = Some(err.to_string());
                 return Err(err);
@@ -581,7 +587,7 @@ impl Drop for Mutation {
 fn refused_commit(cause: Error, undo: Result<()>) -> Error {
     let outcome = match undo {
         Ok(()) => "the mutation was rolled back".to_owned(),
-        Err(err) => format!("rolling it back failed too: {err}"),
+        Err(err) => format!("rolling it back failed too: {}", err.report()),
     };
-    Error::new(cause.kind(), format!("commit refused: {cause}; {outcome}"))
+    Error::new(cause.kind(), format!("commit refused: {}; {outcome}", cause.report()))
 }

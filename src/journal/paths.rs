@@ -13,6 +13,13 @@ pub(crate) const STATE_DIR: &str = ".keel";
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct RelPath(String);
 
+/// A caller's path as the text records store: paths inside a root are
+/// UTF-8, so anything else is refused before it is looked at.
+pub(crate) fn caller_text(path: &Path) -> Result<&str> {
+    path.to_str()
+        .ok_or_else(|| Error::invalid_argument(format!("path {path:?} is not UTF-8")))
+}
+
 impl RelPath {
     /// Validates `path` as given by a caller or read from a record.
     pub(crate) fn parse(path: &str) -> Result<RelPath> {

@@ -40,7 +40,7 @@ use crate::{Error, ErrorKind, Result};
 const STEP: &str = "recover";
 
 /// What a recovery did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecoveryReport {
     /// Sequence numbers of the `active` mutations rolled back, newest first.
     pub rolled_back: Vec<u64>,
@@ -53,7 +53,7 @@ pub struct RecoveryReport {
 }
 
 /// A record moved to `.keel/quarantine/` instead of being applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Quarantined {
     /// The record's file name.
     pub name: String,
@@ -150,7 +150,7 @@ impl Scan {
             if let Ok(record) = result {
                 if record.status == MutationStatus::Active {
                     if let Err(err) = restore::check(fs, layout, record) {
-                        problems.push(err.message().to_owned());
+                        problems.push(err.report().to_string());
                     }
                 }
             }
@@ -173,7 +173,7 @@ fn settle(fs: &Fs, layout: &Layout, scan: Scan, report: &mut RecoveryReport) -> 
         match result {
             Ok(record) => records.push(record),
             Err(err) => {
-                let moved = quarantine(fs, layout, &name, err.message())?;
+                let moved = quarantine(fs, layout, &name, &err.report().to_string())?;
                 report.quarantined.push(moved);
             }
         }
@@ -195,7 +195,7 @@ pub(crate) fn refuse_newer_formats(layout: &Layout, checked: &[(String, Result<R
         "journal record {}: {}; recovery refused, nothing applied, moved or removed: recover with a newer \
          keel, or set the record aside with resolve({seq})",
         layout.journal.join(name).display(),
-        err.message()
+        err.report()
     )))
 }
 

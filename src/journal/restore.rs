@@ -60,7 +60,7 @@ pub(crate) fn rollback(fs: &Fs, layout: &Layout, record: &Record) -> Vec<Error> 
 pub(crate) fn check(fs: &Fs, layout: &Layout, record: &Record) -> Result<()> {
     let mut problems = audit::backups(fs, layout, record)?;
     if let Err(err) = audit::own_folder(fs, &layout.trash_dir(record.seq)) {
-        problems.push(err.message().to_owned());
+        problems.push(err.report().to_string());
     }
     audit::verdict(problems)
 }

@@ -20,8 +20,11 @@ use crate::{Error, Result};
 pub trait Codec: Sized {
     /// Appends the encoding of `self` to `out`.
     fn encode(&self, out: &mut Vec<u8>);
-    /// Reads a value back; `None` if the bytes are not a valid encoding.
-    fn decode(bytes: &[u8]) -> Option<Self>;
+    /// Reads a value back. Bytes that are not a valid encoding are
+    /// [`Corrupt`](crate::ErrorKind::Corrupt) saying what is wrong (a
+    /// [`Table`] adds the file, table and key); a layout this build does
+    /// not read may be [`Unsupported`](crate::ErrorKind::Unsupported).
+    fn decode(bytes: &[u8]) -> Result<Self>;
 
     /// The encoding as a fresh buffer.
     fn to_bytes(&self) -> Vec<u8> {
@@ -31,8 +34,15 @@ pub trait Codec: Sized {
     }
 }
 
-/// Reads fixed-width fields off the front of a byte slice, for composite
-/// codecs. Every method returns `None` when the bytes run short.
+/// The error for bytes that are not a valid encoding: `what` says how
+/// (`"truncated"`, `"unknown state 9"`); the reader adds where.
+pub fn malformed(what: impl std::fmt::Display) -> Error {
+    Error::corrupt(format!("malformed: {what}"))
+}
+
+/// Reads fields off the front of a byte slice, for composite codecs. Every
+/// method fails with [`malformed`] when the bytes run short or are not what
+/// the field must be.
 pub struct Decoder<'a> {
     rest: &'a [u8],
 }
@@ -44,46 +54,74 @@ impl<'a> Decoder<'a> {
     }
 
     /// The next `N` bytes.
-    pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.rest.split_first_chunk::<N>()?;
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let (head, rest) = self
+            .rest
+            .split_first_chunk::<N>()
+            .ok_or_else(|| malformed(format!("truncated ({} bytes left, {N} needed)", self.rest.len())))?;
         self.rest = rest;
-        Some(*head)
+        Ok(*head)
     }
 
     /// The next byte.
-    pub fn u8(&mut self) -> Option<u8> {
+    pub fn u8(&mut self) -> Result<u8> {
         self.array::<1>().map(|[b]| b)
     }
 
     /// The next big-endian `u32`.
-    pub fn u32(&mut self) -> Option<u32> {
+    pub fn u32(&mut self) -> Result<u32> {
         self.array().map(u32::from_be_bytes)
     }
 
     /// The next big-endian `u64`.
-    pub fn u64(&mut self) -> Option<u64> {
+    pub fn u64(&mut self) -> Result<u64> {
         self.array().map(u64::from_be_bytes)
     }
 
     /// The next `len` bytes.
-    pub fn bytes(&mut self, len: usize) -> Option<&'a [u8]> {
+    pub fn bytes(&mut self, len: usize) -> Result<&'a [u8]> {
         if self.rest.len() < len {
-            return None;
+            return Err(malformed(format!(
+                "truncated ({} bytes left, {len} needed)",
+                self.rest.len()
+            )));
         }
         let (head, rest) = self.rest.split_at(len);
         self.rest = rest;
-        Some(head)
+        Ok(head)
     }
 
     /// A length-prefixed byte string written by [`encode_len_prefixed`].
-    pub fn len_prefixed(&mut self) -> Option<&'a [u8]> {
+    pub fn len_prefixed(&mut self) -> Result<&'a [u8]> {
         let len = self.u32()?;
         self.bytes(len as usize)
     }
 
     /// A length-prefixed UTF-8 string written by [`encode_len_prefixed`].
-    pub fn str(&mut self) -> Option<&'a str> {
-        std::str::from_utf8(self.len_prefixed()?).ok()
+    pub fn str(&mut self) -> Result<&'a str> {
+        utf8(self.len_prefixed()?)
+    }
+
+    /// A presence flag: `0` is false, `1` true, anything else malformed.
+    pub fn flag(&mut self) -> Result<bool> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(malformed(format!("flag byte {other}"))),
+        }
+    }
+
+    /// The bytes up to the next `separator`, which is consumed (for keys
+    /// whose variable-length fields end in a byte they never contain).
+    pub fn until(&mut self, separator: u8) -> Result<&'a [u8]> {
+        let at = self
+            .rest
+            .iter()
+            .position(|byte| *byte == separator)
+            .ok_or_else(|| malformed(format!("no {separator:#04x} separator")))?;
+        let (head, rest) = self.rest.split_at(at);
+        self.rest = &rest[1..];
+        Ok(head)
     }
 
     /// Everything left.
@@ -91,10 +129,18 @@ impl<'a> Decoder<'a> {
         std::mem::take(&mut self.rest)
     }
 
-    /// `value` if every byte was consumed, else `None` (trailing garbage).
-    pub fn finish<T>(self, value: T) -> Option<T> {
-        self.rest.is_empty().then_some(value)
+    /// `value` if every byte was consumed, else malformed (trailing bytes).
+    pub fn finish<T>(self, value: T) -> Result<T> {
+        match self.rest.len() {
+            0 => Ok(value),
+            left => Err(malformed(format!("{left} trailing bytes"))),
+        }
     }
+}
+
+/// `bytes` as UTF-8 text, or malformed.
+pub fn utf8(bytes: &[u8]) -> Result<&str> {
+    std::str::from_utf8(bytes).map_err(|_| malformed("text is not UTF-8"))
 }
 
 /// Appends `bytes` preceded by its length (a big-endian `u32`); read back
@@ -108,8 +154,10 @@ impl Codec for u64 {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_be_bytes());
     }
-    fn decode(bytes: &[u8]) -> Option<u64> {
-        Some(u64::from_be_bytes(bytes.try_into().ok()?))
+    fn decode(bytes: &[u8]) -> Result<u64> {
+        let mut d = Decoder::new(bytes);
+        let value = d.u64()?;
+        d.finish(value)
     }
 }
 
@@ -117,8 +165,8 @@ impl Codec for String {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes());
     }
-    fn decode(bytes: &[u8]) -> Option<String> {
-        String::from_utf8(bytes.to_vec()).ok()
+    fn decode(bytes: &[u8]) -> Result<String> {
+        utf8(bytes).map(str::to_owned)
     }
 }
 
@@ -126,15 +174,15 @@ impl Codec for Vec<u8> {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self);
     }
-    fn decode(bytes: &[u8]) -> Option<Vec<u8>> {
-        Some(bytes.to_vec())
+    fn decode(bytes: &[u8]) -> Result<Vec<u8>> {
+        Ok(bytes.to_vec())
     }
 }
 
 impl Codec for () {
     fn encode(&self, _out: &mut Vec<u8>) {}
-    fn decode(bytes: &[u8]) -> Option<()> {
-        bytes.is_empty().then_some(())
+    fn decode(bytes: &[u8]) -> Result<()> {
+        Decoder::new(bytes).finish(())
     }
 }
 
@@ -143,8 +191,8 @@ impl Codec for serde_json::Value {
         // Writing a Value into a Vec cannot fail.
         serde_json::to_writer(out, self).expect("serialize JSON value");
     }
-    fn decode(bytes: &[u8]) -> Option<serde_json::Value> {
-        serde_json::from_slice(bytes).ok()
+    fn decode(bytes: &[u8]) -> Result<serde_json::Value> {
+        serde_json::from_slice(bytes).map_err(|e| malformed(format!("not JSON ({e})")))
     }
 }
 
@@ -215,7 +263,7 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
     pub fn get(&self, txn: &impl Transaction, key: &K) -> Result<Option<V>> {
         let key_bytes = key.to_bytes();
         match txn.get(self.db, &key_bytes) {
-            Ok(stored) => self.decode_value(key, self.unseal(key, &key_bytes, stored)?).map(Some),
+            Ok(stored) => self.value_at(&key_bytes, stored).map(Some),
             Err(lmdb::Error::NotFound) => Ok(None),
             Err(e) => Err(map_err(format!("read {} key {key:?}", self.name), e)),
         }
@@ -232,7 +280,7 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
     ) -> Result<Option<R>> {
         let key_bytes = key.to_bytes();
         match txn.get(self.db, &key_bytes) {
-            Ok(stored) => read(self.unseal(key, &key_bytes, stored)?).map(Some),
+            Ok(stored) => read(self.unseal(&key_bytes, stored)?).map(Some),
             Err(lmdb::Error::NotFound) => Ok(None),
             Err(e) => Err(map_err(format!("read {} key {key:?}", self.name), e)),
         }
@@ -268,11 +316,34 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
         }
     }
 
+    /// Removes `key`, which must be there: an index entry its record says
+    /// exists. A missing one, or one whose checksum fails, is
+    /// [`Corrupt`](crate::ErrorKind::Corrupt) naming the table and key (the
+    /// index and its record disagree, or the file is damaged): damage is
+    /// reported, never removed unseen.
+    pub fn delete_existing(&self, txn: &mut RwTransaction<'_>, key: &K) -> Result<()> {
+        let key_bytes = key.to_bytes();
+        match txn.get(self.db, &key_bytes) {
+            Ok(stored) => {
+                self.unseal(&key_bytes, stored)?;
+            }
+            Err(lmdb::Error::NotFound) => {
+                return Err(self.corrupt(format!("key {key:?} is missing (its record lists it)")));
+            }
+            Err(e) => return Err(map_err(format!("read {} key {key:?}", self.name), e)),
+        }
+        txn.del(self.db, &key_bytes, None)
+            .map_err(|e| map_err(format!("delete {} key {key:?}", self.name), e))
+    }
+
     /// Up to `limit` entries whose encoded key starts with `prefix`, in key
     /// order, beginning at the first key `>= start` (which must itself start
     /// with `prefix`, or be the prefix).
     pub fn range(&self, txn: &impl Transaction, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<(K, V)>> {
         let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
         self.scan(txn, prefix, start, |key, value| {
             out.push((key, value));
             Ok(out.len() < limit)
@@ -281,7 +352,9 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
     }
 
     /// Calls `visit` on each entry whose key starts with `prefix`, from the
-    /// first key `>= start`, until it returns `false`.
+    /// first key `>= start` (an empty `start`: the first key), until it
+    /// returns `false`. Every entry visited has its checksum checked and
+    /// its key and value decoded first.
     pub fn scan(
         &self,
         txn: &impl Transaction,
@@ -291,13 +364,18 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
     ) -> Result<()> {
         let context = || format!("scan {}", self.name);
         let mut cursor = txn.open_ro_cursor(self.db).map_err(|e| map_err(context(), e))?;
-        for entry in cursor.iter_from(start) {
-            let (key_bytes, value_bytes) = entry.map_err(|e| map_err(context(), e))?;
+        // LMDB refuses to seek to an empty key.
+        let entries = match start.is_empty() {
+            true => cursor.iter_start(),
+            false => cursor.iter_from(start),
+        };
+        for entry in entries {
+            let (key_bytes, stored) = entry.map_err(|e| map_err(context(), e))?;
             if !key_bytes.starts_with(prefix) {
                 break;
             }
-            let key = K::decode(key_bytes).ok_or_else(|| self.corrupt_key(key_bytes))?;
-            let value = self.decode_value(&key, self.unseal(&key, key_bytes, value_bytes)?)?;
+            let value = self.value_at(key_bytes, stored)?;
+            let key = K::decode(key_bytes).map_err(|e| e.context(self.at_key(key_bytes)))?;
             if !visit(key, value)? {
                 break;
             }
@@ -305,33 +383,32 @@ impl<K: Codec + std::fmt::Debug, V: Codec> Table<K, V> {
         Ok(())
     }
 
+    /// The decoded value in `stored` at `key_bytes`: its checksum checked
+    /// first, so damage in either the key or the value is caught.
+    fn value_at(&self, key_bytes: &[u8], stored: &[u8]) -> Result<V> {
+        V::decode(self.unseal(key_bytes, stored)?).map_err(|e| e.context(format!("{} value", self.at_key(key_bytes))))
+    }
+
     /// The value inside a stored one, or Corrupt if its checksum fails.
-    fn unseal<'v>(&self, key: &K, key_bytes: &[u8], stored: &'v [u8]) -> Result<&'v [u8]> {
+    fn unseal<'v>(&self, key_bytes: &[u8], stored: &'v [u8]) -> Result<&'v [u8]> {
         unseal(key_bytes, stored).ok_or_else(|| {
             Error::corrupt(format!(
-                "{}: {} value at key {key:?} fails its checksum (the file is damaged)",
-                self.file.display(),
-                self.name
+                "{}: entry fails its checksum (the file is damaged)",
+                self.at_key(key_bytes)
             ))
         })
     }
 
-    fn decode_value(&self, key: &K, bytes: &[u8]) -> Result<V> {
-        V::decode(bytes).ok_or_else(|| {
-            Error::corrupt(format!(
-                "{}: {} value at key {key:?} is malformed",
-                self.file.display(),
-                self.name
-            ))
-        })
+    /// `<file>: <table> key <key>`, the key decoded if it decodes.
+    fn at_key(&self, key_bytes: &[u8]) -> String {
+        match K::decode(key_bytes) {
+            Ok(key) => format!("{}: {} key {key:?}", self.file.display(), self.name),
+            Err(_) => format!("{}: {} key {key_bytes:02x?}", self.file.display(), self.name),
+        }
     }
 
-    fn corrupt_key(&self, bytes: &[u8]) -> Error {
-        Error::corrupt(format!(
-            "{}: {} key {bytes:02x?} is malformed",
-            self.file.display(),
-            self.name
-        ))
+    fn corrupt(&self, what: impl std::fmt::Display) -> Error {
+        Error::corrupt(format!("{}: {} {what}", self.file.display(), self.name))
     }
 }
 
@@ -348,9 +425,9 @@ mod tests {
         sorted.sort();
         assert_eq!(encoded, sorted);
         for v in values {
-            assert_eq!(u64::decode(&v.to_bytes()), Some(v));
+            assert_eq!(u64::decode(&v.to_bytes()).unwrap(), v);
         }
-        assert_eq!(u64::decode(&[1, 2, 3]), None);
+        assert_eq!(u64::decode(&[1, 2, 3]).unwrap_err().kind(), crate::ErrorKind::Corrupt);
     }
 
     #[test]
@@ -358,11 +435,18 @@ mod tests {
         let mut bytes = 7u64.to_bytes();
         bytes.extend_from_slice(&[1, 2]);
         let mut d = Decoder::new(&bytes);
-        assert_eq!(d.u64(), Some(7));
-        assert_eq!(d.u8(), Some(1));
-        assert_eq!(d.finish(()), None);
+        assert_eq!(d.u64().unwrap(), 7);
+        assert_eq!(d.u8().unwrap(), 1);
+        let err = d.finish(()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
+        assert!(err.message().contains("1 trailing bytes"), "{err}");
         let mut short = Decoder::new(&[1, 2]);
-        assert_eq!(short.u32(), None);
+        assert!(short.u32().unwrap_err().message().contains("truncated"));
+        let mut key = Decoder::new(b"name\0rest");
+        assert_eq!(key.until(0).unwrap(), b"name");
+        assert_eq!(key.rest(), b"rest");
+        assert!(Decoder::new(b"no separator").until(0).is_err());
+        assert!(Decoder::new(&[2]).flag().is_err());
     }
 
     #[test]
@@ -382,8 +466,8 @@ mod tests {
     #[test]
     fn json_round_trips_and_garbage_does_not_decode() {
         let value = serde_json::json!({"a": [1, "two", null]});
-        assert_eq!(serde_json::Value::decode(&value.to_bytes()), Some(value));
-        assert_eq!(serde_json::Value::decode(b"{not json"), None);
-        assert_eq!(String::decode(&[0xff, 0xfe]), None);
+        assert_eq!(serde_json::Value::decode(&value.to_bytes()).unwrap(), value);
+        assert!(serde_json::Value::decode(b"{not json").is_err());
+        assert!(String::decode(&[0xff, 0xfe]).is_err());
     }
 }

@@ -79,9 +79,9 @@ impl Env {
     /// whatever spelling. Clears reader slots left by dead processes and
     /// checks the file: one that is not LMDB, or is truncated, gives
     /// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt).
-    pub fn open(path: &Path, options: &EnvOptions) -> Result<Env> {
+    pub fn open(path: impl AsRef<Path>, options: &EnvOptions) -> Result<Env> {
         registry::watch_for_fork();
-        let canonical = registry::canonical_file_path(path)?;
+        let canonical = registry::canonical_file_path(path.as_ref())?;
         let inner = OPEN_ENVS.get_or_open(&canonical, || Inner::open(&canonical, options))?;
         Ok(Env { inner })
     }
@@ -227,9 +227,9 @@ impl Env {
     /// while it stays in use. The copy is durable when this returns: written
     /// to a temporary file beside `dest`, fsynced, renamed over `dest`, and
     /// the folder fsynced.
-    pub fn backup(&self, dest: &Path) -> Result<()> {
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<()> {
         self.inner.check_usable()?;
-        let dest = registry::canonical_file_path(dest)?;
+        let dest = registry::canonical_file_path(dest.as_ref())?;
         if dest == self.inner.path {
             return Err(Error::invalid_argument(format!(
                 "backup of {} onto itself",

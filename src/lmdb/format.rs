@@ -123,9 +123,25 @@ pub fn ensure(
     }
 }
 
+/// Stamps `version` on a file that holds `format`'s part but no marker (it
+/// was written before markers existed, at that version), so [`ensure`]
+/// then upgrades it like any other older file. Does nothing if a marker is
+/// there (another opener stamped it); returns whether it stamped.
+pub fn stamp_unmarked(env: &Env, format: &FileFormat, version: u32) -> Result<bool> {
+    let meta = env.database(format.meta_db)?;
+    env.write(|txn| match marker_in(txn, env, format, meta)? {
+        Some(_) => Ok(false),
+        None => txn
+            .put(meta, &MARKER_KEY, &marker(format, version), WriteFlags::empty())
+            .map(|()| true)
+            .map_err(|err| map_err(format!("write the {} format of {}", format.part, shown(env)), err)),
+    })
+}
+
 /// Where the backup taken before upgrading `file`'s `part` from format
 /// `from` goes: beside the file, named so an operator finds it next to it.
-pub fn backup_path(file: &Path, part: &str, from: u32) -> PathBuf {
+pub fn backup_path(file: impl AsRef<Path>, part: &str, from: u32) -> PathBuf {
+    let file = file.as_ref();
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -305,4 +321,42 @@ fn unused_backup_path(file: &Path, part: &str, from: u32) -> PathBuf {
 
 fn shown(env: &Env) -> std::path::Display<'_> {
     env.path().display()
+}
+
+// ---- helpers for upgrade steps ---------------------------------------------------
+
+/// Every entry of `db` (called `name` in errors), copied out, in key order.
+pub fn entries(txn: &impl Transaction, db: Database, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    use lmdb::Cursor;
+    let mut cursor = txn.open_ro_cursor(db).map_err(|e| map_err(format!("read {name}"), e))?;
+    cursor
+        .iter_start()
+        .map(|entry| {
+            let (key, value) = entry.map_err(|e| map_err(format!("read {name}"), e))?;
+            Ok((key.to_vec(), value.to_vec()))
+        })
+        .collect()
+}
+
+/// Rewrites every value of `db` (called `name` in errors) sealed with its
+/// key (see [`seal`](super::seal)), except the entries `skip` names; each
+/// entry is first passed to `check`, whose error (naming what is wrong)
+/// aborts the upgrade, so damage already there is reported instead of being
+/// sealed in as if it were sound.
+pub fn seal_all(
+    txn: &mut RwTransaction<'_>,
+    db: Database,
+    name: &str,
+    skip: &[&[u8]],
+    check: impl Fn(&[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    for (key, value) in entries(txn, db, name)? {
+        if skip.contains(&key.as_slice()) {
+            continue;
+        }
+        check(&key, &value).map_err(|e| e.context(format!("{name} key {key:02x?}")))?;
+        txn.put(db, &key, &super::seal(&key, &value), WriteFlags::empty())
+            .map_err(|e| map_err(format!("rewrite {name}"), e))?;
+    }
+    Ok(())
 }

@@ -46,10 +46,10 @@ use std::fmt::Display;
 
 use crate::Error;
 
-pub use codec::{encode_len_prefixed, seal, unseal, Codec, Decoder, Table, SEAL_LEN};
+pub use codec::{encode_len_prefixed, malformed, seal, unseal, utf8, Codec, Decoder, Table, SEAL_LEN};
 pub use env::{Env, EnvStats};
 pub use held::HeldWrite;
-pub use lmdb::{Database, DatabaseFlags, RoTransaction, RwTransaction, Transaction, WriteFlags};
+pub use lmdb::{Cursor, Database, DatabaseFlags, RoTransaction, RwTransaction, Transaction, WriteFlags};
 
 /// How a committed write reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,7 +99,8 @@ impl Default for EnvOptions {
 /// `StorageFull`). The LMDB error stays attached as the source.
 pub fn map_err(context: impl Display, err: lmdb::Error) -> Error {
     use lmdb::Error as E;
-    let message = format!("{context}: {err}");
+    // The message names what failed; LMDB's own text is the source.
+    let message = context.to_string();
     let error = match err {
         // EFBIG: the file hit its size limit (RLIMIT_FSIZE, a filesystem's
         // maximum): for a database, the storage is full.
@@ -153,9 +154,13 @@ mod tests {
             ErrorKind::StorageFull
         );
         assert_eq!(map_err("x", lmdb::Error::Other(5)).kind(), ErrorKind::Io);
-        assert!(map_err("put key k", lmdb::Error::NotFound)
-            .message()
-            .starts_with("put key k: "));
+        let missing = map_err("put key k", lmdb::Error::NotFound);
+        assert_eq!(
+            missing.message(),
+            "put key k",
+            "LMDB's text is the source, not repeated"
+        );
+        assert!(missing.report().to_string().starts_with("put key k: "));
     }
 
     #[test]

@@ -99,7 +99,8 @@ pub type PartCheck = fn(&lmdb::RoTransaction<'_>, &BTreeMap<String, Database>, &
 /// docs), running `checks` after the walk of every table. Errors only when
 /// the check itself could not run (the file is missing, fork failed); a
 /// damaged file is a report with problems.
-pub fn verify(path: &Path, checks: &[PartCheck]) -> Result<Report> {
+pub fn verify(path: impl AsRef<Path>, checks: &[PartCheck]) -> Result<Report> {
+    let path = path.as_ref();
     let file = std::fs::canonicalize(path).map_err(|e| Error::io(format!("verify {}", path.display()), e))?;
     let meta = std::fs::metadata(&file).map_err(|e| Error::io(format!("stat {}", file.display()), e))?;
     if !meta.is_file() {
@@ -224,13 +225,14 @@ fn child_main(file: &Path, checks: &[PartCheck], out: OwnedFd) -> ! {
 }
 
 /// Opens `file` read-only in a fresh environment and walks it.
-pub fn walk_file(file: &Path, checks: &[PartCheck]) -> Report {
+pub fn walk_file(file: impl AsRef<Path>, checks: &[PartCheck]) -> Report {
+    let file = file.as_ref();
     let mut report = Report {
         file: file.to_path_buf(),
         ..Report::default()
     };
     if let Err(err) = walk(file, checks, &mut report) {
-        report.problem(err.message().to_owned());
+        report.problem(err.report().to_string());
     }
     report
 }

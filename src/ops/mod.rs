@@ -20,7 +20,6 @@
 //! records, their state machines, names, the clock — sits at the top.
 
 pub mod clock;
-mod codec;
 mod events;
 pub mod jobs;
 pub mod json;
@@ -36,8 +35,9 @@ pub use jobs::handler::{Handler, HandlerError, HandlerResult, JobContext};
 pub use jobs::queue::{EnqueueOptions, Queue};
 pub use jobs::worker::{StopReport, Worker, WorkerBuilder, WorkerMonitor, WorkerOptions, WorkerStats};
 pub use operations::Operations;
-pub use records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token, FORMAT_VERSION};
+pub use records::{JobId, JobRecord, JobState, OpClaim, OpRecord, OpState, Token};
 pub use store::lmdb::LmdbStore;
+pub use store::lmdb::FORMAT_VERSION;
 #[cfg(feature = "postgres")]
 pub use store::postgres::PgStore;
 pub use store::{

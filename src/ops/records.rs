@@ -1,20 +1,13 @@
-//! The stored records of operations and jobs, their states, and their value
-//! codec.
-//!
-//! Every stored value starts with [`FORMAT_VERSION`]; a value written by a
-//! newer format is refused as [`Unsupported`](crate::ErrorKind::Unsupported)
-//! rather than misread, and a malformed one is
-//! [`Corrupt`](crate::ErrorKind::Corrupt).
+//! The records of operations and jobs and their states, as every store
+//! hands them out. How a store lays them out is its own business (the LMDB
+//! store's bytes: `store/lmdb/tables.rs`; PostgreSQL's columns:
+//! `store/postgres`).
 
 use std::fmt;
 use std::str::FromStr;
 
 use super::clock::Millis;
-use super::codec::{Decoder, Encoder};
 use crate::{Error, Result};
-
-/// The version byte every stored record starts with.
-pub const FORMAT_VERSION: u8 = 1;
 
 /// A claim or attempt token: changes with every claim, so a holder whose
 /// lease expired and was claimed again cannot finish the new attempt.
@@ -51,7 +44,8 @@ impl OpState {
         }
     }
 
-    fn from_code(code: u8, what: &str) -> Result<OpState> {
+    /// The state numbered `code`; Corrupt (prefixed by `what`) if none is.
+    pub(crate) fn from_code(code: u8, what: &str) -> Result<OpState> {
         Self::ALL
             .into_iter()
             .find(|state| *state as u8 == code)
@@ -122,44 +116,6 @@ impl OpRecord {
             updated_at: now,
             expired: false,
         }
-    }
-
-    /// The stored value (the item and operation live in the key).
-    pub(crate) fn encode_value(&self) -> Vec<u8> {
-        Encoder::new()
-            .u8(FORMAT_VERSION)
-            .u8(self.state as u8)
-            .u32(self.attempts)
-            .u64(self.token)
-            .u64(self.lease_until)
-            .u64(self.ready_at)
-            .u64(self.created_at)
-            .u64(self.updated_at)
-            .str(&self.message)
-            .str(&self.worker)
-            .finish()
-    }
-
-    pub(crate) fn decode_value(item: &str, op: &str, bytes: &[u8]) -> Result<OpRecord> {
-        let what = format!("operation {op:?} of item {item:?}");
-        let mut d = Decoder::new(bytes, &what);
-        check_version(d.u8()?, &what)?;
-        let record = OpRecord {
-            item: item.to_owned(),
-            op: op.to_owned(),
-            state: OpState::from_code(d.u8()?, &what)?,
-            attempts: d.u32()?,
-            token: d.u64()?,
-            lease_until: d.u64()?,
-            ready_at: d.u64()?,
-            created_at: d.u64()?,
-            updated_at: d.u64()?,
-            message: d.str()?,
-            worker: d.str()?,
-            expired: false,
-        };
-        d.end()?;
-        Ok(record)
     }
 }
 
@@ -291,140 +247,10 @@ pub struct JobRecord {
     pub finished_at: Millis,
 }
 
-impl JobRecord {
-    pub(crate) fn encode_value(&self) -> Vec<u8> {
-        Encoder::new()
-            .u8(FORMAT_VERSION)
-            .u8(self.state as u8)
-            .u8(self.priority)
-            .u64(self.run_at)
-            .u32(self.attempts)
-            .u32(self.failures)
-            .u32(self.max_attempts)
-            .u32(self.resets)
-            .u64(self.token)
-            .u64(self.lease_until)
-            .u64(self.created_at)
-            .u64(self.updated_at)
-            .u64(self.finished_at)
-            .str(&self.kind)
-            .str(&self.worker)
-            .opt_str(self.unique_key.as_deref())
-            .str(&self.last_error)
-            .str(&self.result)
-            .str(&self.payload)
-            .finish()
-    }
-
-    pub(crate) fn decode_value(id: JobId, bytes: &[u8]) -> Result<JobRecord> {
-        let what = format!("job {id}");
-        let mut d = Decoder::new(bytes, &what);
-        check_version(d.u8()?, &what)?;
-        let record = JobRecord {
-            id,
-            state: JobState::from_code(d.u8()?, &what)?,
-            priority: d.u8()?,
-            run_at: d.u64()?,
-            attempts: d.u32()?,
-            failures: d.u32()?,
-            max_attempts: d.u32()?,
-            resets: d.u32()?,
-            token: d.u64()?,
-            lease_until: d.u64()?,
-            created_at: d.u64()?,
-            updated_at: d.u64()?,
-            finished_at: d.u64()?,
-            kind: d.str()?,
-            worker: d.str()?,
-            unique_key: d.opt_str()?,
-            last_error: d.str()?,
-            result: d.str()?,
-            payload: d.str()?,
-        };
-        d.end()?;
-        Ok(record)
-    }
-}
-
-fn check_version(version: u8, what: &str) -> Result<()> {
-    match version {
-        FORMAT_VERSION => Ok(()),
-        0 => Err(Error::corrupt(format!("{what}: format version 0"))),
-        newer => Err(Error::unsupported(format!(
-            "{what}: stored by format version {newer}, this build reads {FORMAT_VERSION}"
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ErrorKind;
-
-    pub(crate) fn sample_job() -> JobRecord {
-        JobRecord {
-            id: 42,
-            kind: "email".into(),
-            payload: r#"{"to":"a@b"}"#.into(),
-            state: JobState::Retrying,
-            priority: 3,
-            run_at: 1_000,
-            attempts: 2,
-            failures: 1,
-            max_attempts: 5,
-            resets: 1,
-            token: 99,
-            worker: "w1".into(),
-            lease_until: 5_000,
-            unique_key: Some("u".into()),
-            last_error: "smtp down".into(),
-            result: String::new(),
-            created_at: 10,
-            updated_at: 20,
-            finished_at: 0,
-        }
-    }
-
-    #[test]
-    fn job_records_round_trip() {
-        let job = sample_job();
-        assert_eq!(JobRecord::decode_value(42, &job.encode_value()).unwrap(), job);
-        let plain = JobRecord {
-            unique_key: None,
-            ..job
-        };
-        assert_eq!(JobRecord::decode_value(42, &plain.encode_value()).unwrap(), plain);
-    }
-
-    #[test]
-    fn op_records_round_trip() {
-        let mut record = OpRecord::new_ready("ds1", "unpack", 7);
-        record.state = OpState::Failed;
-        record.message = "bad tarball".into();
-        record.attempts = 3;
-        let decoded = OpRecord::decode_value("ds1", "unpack", &record.encode_value()).unwrap();
-        assert_eq!(decoded, record);
-    }
-
-    #[test]
-    fn a_newer_format_is_unsupported_and_garbage_is_corrupt() {
-        let mut bytes = sample_job().encode_value();
-        bytes[0] = FORMAT_VERSION + 1;
-        assert_eq!(
-            JobRecord::decode_value(42, &bytes).unwrap_err().kind(),
-            ErrorKind::Unsupported
-        );
-        let good = sample_job().encode_value();
-        for cut in 0..good.len() {
-            let err = JobRecord::decode_value(42, &good[..cut]).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Corrupt, "cut at {cut}");
-        }
-        let mut bad_state = good.clone();
-        bad_state[1] = 77;
-        let err = JobRecord::decode_value(42, &bad_state).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Corrupt);
-        assert!(err.message().contains("job 42"), "{err}");
-    }
 
     #[test]
     fn states_parse_by_name_and_refuse_unknown_names() {

@@ -314,7 +314,7 @@ where
         wake: false,
     };
     let keys = Arc::new(keys);
-    let timeout = options.timeout.unwrap_or(shared.config.timeout());
+    let timeout = options.timeout.unwrap_or(shared.config.task_timeout());
     let engine = Engine::start(
         Arc::clone(shared),
         Arc::clone(&keys),

@@ -6,17 +6,19 @@ pub use super::backoff::FailureBackoff;
 pub use super::retry::RetryPolicy;
 use crate::error::{Error, Result};
 
-/// The limits of a pool. Built with chained setters from [`PoolConfig::new`].
+/// The limits of a pool. Built with chained `with_*` setters from
+/// [`PoolConfig::new`]; each setting is read back by the getter of its name.
 ///
 /// ```
 /// use std::time::Duration;
 /// use keel::pool::PoolConfig;
 ///
 /// let config = PoolConfig::new(10)
-///     .task_timeout(Duration::from_secs(30))
-///     .max_abandoned(64);
-/// assert_eq!(config.concurrency(), 10);
-/// assert_eq!(PoolConfig::new(0).concurrency(), 1); // never a deadlock
+///     .with_task_timeout(Duration::from_secs(30))
+///     .with_max_abandoned(64);
+/// assert_eq!(config.max_concurrency(), 10);
+/// assert_eq!(config.task_timeout(), Some(Duration::from_secs(30)));
+/// assert_eq!(PoolConfig::new(0).max_concurrency(), 1); // never a deadlock
 /// ```
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -57,7 +59,7 @@ impl PoolConfig {
 
     /// Reports a task timed out once it has held its slot this long
     /// (waiting for its key included), and gives the slot to the next task.
-    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_task_timeout(mut self, timeout: Duration) -> Self {
         self.task_timeout = Some(timeout);
         self
     }
@@ -65,48 +67,58 @@ impl PoolConfig {
     /// While this many abandoned (timed-out or cancelled, still running)
     /// threads are alive, new tasks are refused instead of started. 0 means
     /// no cap (refusing everything is never what a zero asks for).
-    pub fn max_abandoned(mut self, cap: usize) -> Self {
+    pub fn with_max_abandoned(mut self, cap: usize) -> Self {
         self.max_abandoned = (cap > 0).then_some(cap);
         self
     }
 
     /// The policy [`TaskContext::retry`](super::TaskContext::retry) applies.
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self
     }
 
     /// Pauses a key after consecutive failures (off by default): see
     /// [`FailureBackoff`].
-    pub fn failure_backoff(mut self, backoff: FailureBackoff) -> Self {
+    pub fn with_failure_backoff(mut self, backoff: FailureBackoff) -> Self {
         self.backoff = Some(backoff);
         self
     }
 
-    /// The failure backoff, if any.
-    pub fn backoff(&self) -> Option<FailureBackoff> {
-        self.backoff
-    }
-
     /// Names the pool in its stats and events (`"scopes"`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
 
     /// The concurrency limit, at least 1.
-    pub fn concurrency(&self) -> usize {
+    pub fn max_concurrency(&self) -> usize {
         self.max_concurrency
     }
 
     /// The per-task timeout, if any.
-    pub fn timeout(&self) -> Option<Duration> {
+    pub fn task_timeout(&self) -> Option<Duration> {
         self.task_timeout
     }
 
     /// The abandoned-thread cap; `None` for no cap.
-    pub fn abandoned_cap(&self) -> Option<usize> {
+    pub fn max_abandoned(&self) -> Option<usize> {
         self.max_abandoned
+    }
+
+    /// The retry policy, if any.
+    pub fn retry(&self) -> Option<&RetryPolicy> {
+        self.retry.as_ref()
+    }
+
+    /// The failure backoff, if any.
+    pub fn failure_backoff(&self) -> Option<FailureBackoff> {
+        self.backoff
+    }
+
+    /// The pool's name, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// True once `abandoned` threads reach the cap.
@@ -132,6 +144,6 @@ impl PoolConfig {
         let cap = usize::try_from(max_abandoned).map_err(|_| {
             Error::invalid_argument(format!("max_abandoned {max_abandoned} is negative (0 means no cap)"))
         })?;
-        Ok(PoolConfig::new(concurrency).max_abandoned(cap))
+        Ok(PoolConfig::new(concurrency).with_max_abandoned(cap))
     }
 }

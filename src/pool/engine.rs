@@ -181,7 +181,7 @@ where
         bypass_backoff: bool,
     ) -> Self {
         let (wake, woken) = crossbeam_channel::bounded(1);
-        let limit = shared.config.concurrency();
+        let limit = shared.config.max_concurrency();
         let engine = Engine {
             stop_rx: shared.shutdown.receiver(),
             cancel_rx: cancel.map_or_else(crossbeam_channel::never, CancellationToken::receiver),
@@ -484,7 +484,7 @@ fn refused<K: Hash + Eq, P>(run: &Run<K, P>, index: usize) -> Option<Error> {
     let abandoned = shared.counters.abandoned_now();
     if let Some(cap) = shared
         .config
-        .abandoned_cap()
+        .max_abandoned()
         .filter(|_| shared.config.at_abandoned_cap(abandoned))
     {
         log::warn!(target: LOG_TARGET, "task refused: index={index} abandoned_threads={abandoned} cap={cap}");

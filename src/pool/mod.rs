@@ -126,7 +126,7 @@ where
     /// delete of a source) can exclude them by locking the same key.
     pub fn with_locks(config: PoolConfig, locks: KeyedLocks<K>) -> Self {
         let shared = Arc::new(Shared {
-            slots: slots::Slots::new(config.concurrency()),
+            slots: slots::Slots::new(config.max_concurrency()),
             backoff: config.backoff.map(backoff::Backoffs::new),
             config,
             locks,
@@ -258,7 +258,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> crate::stats::StatsSource for
     fn stats_json(&self) -> serde_json::Value {
         let identity = serde_json::json!({
             "name": self.config.name,
-            "max_concurrency": self.config.concurrency(),
+            "max_concurrency": self.config.max_concurrency(),
         });
         crate::stats::entry(identity, &self.stats())
     }

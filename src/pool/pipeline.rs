@@ -161,7 +161,7 @@ where
         })
         .collect();
     let total = jobs.len();
-    let window = options.window.unwrap_or(2 * shared.config.concurrency());
+    let window = options.window.unwrap_or(2 * shared.config.max_concurrency());
     let plan = PipelinePlan {
         jobs,
         next: 0,
@@ -172,7 +172,7 @@ where
         stopping: false,
         wake: false,
     };
-    let timeout = options.timeout.unwrap_or(shared.config.timeout());
+    let timeout = options.timeout.unwrap_or(shared.config.task_timeout());
     let no_keys = Arc::new(Vec::new());
     let engine = Engine::start(
         Arc::clone(shared),

@@ -71,7 +71,10 @@ static int32_t returns_busy(void *userdata, keel_task_ctx *ctx) {
 
 static void test_callback_statuses(void) {
   keel_pool *pool = NULL;
-  CHECK_OK(keel_pool_new(2, KEEL_POOL_NO_TIMEOUT, 4, NULL, 0, &pool));
+  keel_pool_options options = keel_pool_options_default();
+  options.max_concurrency = 2;
+  options.max_abandoned = 4;
+  CHECK_OK(keel_pool_new(&options, NULL, 0, &pool));
   keel_task tasks[] = {
       {(const uint8_t *)"a", 1, returns_nonsense, NULL},
       {(const uint8_t *)"b", 1, returns_busy, NULL},
@@ -111,7 +114,10 @@ static void test_negative_milliseconds_are_refused(keel_queue *queue) {
 
 static void test_pool_arrays(void) {
   keel_pool *pool = NULL;
-  CHECK_OK(keel_pool_new(1, KEEL_POOL_NO_TIMEOUT, 0, NULL, 0, &pool));
+  keel_pool_options options = keel_pool_options_default();
+  options.max_concurrency = 1;
+  options.max_abandoned = 0;
+  CHECK_OK(keel_pool_new(&options, NULL, 0, &pool));
   keel_task task = {0};
   keel_outcome outcome = {0};
   size_t wraps = SIZE_MAX / sizeof(keel_outcome) + 2;

@@ -46,6 +46,46 @@ static int32_t migrate(void *userdata, const char *input, size_t input_len,
   return keel_drive_migration_set(output, STR("{\"name\":\"migrated\"}"));
 }
 
+/* make_path, rename, the file's path, verify and stats: the calls C lacked. */
+static void test_paths_and_file_calls(keel_drive *drive, const char *path) {
+  keel_buf buf = {0};
+  CHECK_OK(keel_drive_make_path(drive, STR("made/deeper/deepest"), &buf));
+  CHECK(has(&buf, "\"name\":\"made\"") && has(&buf, "\"name\":\"deepest\""));
+  keel_buf_free(&buf);
+  /* Existing steps are kept: the same path again makes nothing new. */
+  CHECK_OK(keel_drive_at_path(drive, STR("made/deeper"), &buf));
+  char deeper[33];
+  id_of(&buf, deeper);
+  keel_buf_free(&buf);
+  CHECK_OK(keel_drive_make_path(drive, STR("made/deeper"), &buf));
+  CHECK(has(&buf, deeper));
+  keel_buf_free(&buf);
+  CHECK_STATUS(keel_drive_make_path(drive, STR("made/../x"), &buf), KEEL_INVALID_ARGUMENT);
+
+  CHECK_OK(keel_drive_rename(drive, (const uint8_t *)deeper, 32, STR("renamed"), &buf));
+  CHECK(has(&buf, "\"name\":\"renamed\"") && has(&buf, deeper));
+  keel_buf_free(&buf);
+  CHECK_OK(keel_drive_at_path(drive, STR("made/renamed/deepest"), &buf));
+  keel_buf_free(&buf);
+  CHECK_STATUS(keel_drive_at_path(drive, STR("made/deeper"), &buf), KEEL_NOT_FOUND);
+  CHECK_STATUS(keel_drive_rename(drive, (const uint8_t *)deeper, 32, NULL, 0, &buf), KEEL_INVALID_ARGUMENT);
+
+  CHECK_OK(keel_drive_path(drive, &buf));
+  CHECK(buf.len > 0 && strstr(path, "drive.lmdb") && has(&buf, "drive.lmdb"));
+  keel_buf_free(&buf);
+  CHECK_OK(keel_drive_verify(drive, &buf));
+  CHECK(has(&buf, "\"problems\":[]"));
+  keel_buf_free(&buf);
+  CHECK_OK(keel_drive_verify_file(STR(path), &buf));
+  CHECK(has(&buf, "\"problems\":[]"));
+  keel_buf_free(&buf);
+  CHECK_STATUS(keel_drive_verify_file(STR("/nonexistent/keel.lmdb"), &buf), KEEL_NOT_FOUND);
+  CHECK_OK(keel_drive_stats_json(drive, &buf));
+  CHECK(has(&buf, "\"map_size\":") && has(&buf, "\"batches\":") && has(&buf, "\"queued_writes\":"));
+  keel_buf_free(&buf);
+  CHECK_STATUS(keel_drive_stats_json(NULL, &buf), KEEL_INVALID_ARGUMENT);
+}
+
 int main(void) {
   char dir[] = "/tmp/keel-c-drive-XXXXXX";
   CHECK(mkdtemp(dir) != NULL);
@@ -110,6 +150,20 @@ int main(void) {
   keel_buf_free(&buf);
   CHECK_OK(keel_drive_set_data(drive, (const uint8_t *)note, 32, STR("{\"title\":\"u\"}"), STR("1.0.0"), &buf));
   keel_buf_free(&buf);
+  /* A stored version: set_data refuses it, replace_data replaces it. */
+  CHECK_STATUS(keel_drive_set_data(drive, (const uint8_t *)note, 32, STR("{\"title\":\"v\"}"), STR("1.0.0"), &buf),
+               KEEL_ALREADY_EXISTS);
+  CHECK(buf.ptr == NULL);
+  CHECK_OK(keel_drive_replace_data(drive, (const uint8_t *)note, 32, STR("{\"title\":\"v\"}"), STR("1.0.0"), &buf));
+  CHECK(buf.len == 5 && memcmp(buf.ptr, "1.0.0", 5) == 0);
+  keel_buf_free(&buf);
+  CHECK_OK(keel_drive_get_data(drive, (const uint8_t *)note, 32, STR("1.0.0"), &buf));
+  CHECK(has(&buf, "\"title\":\"v\""));
+  keel_buf_free(&buf);
+  CHECK_STATUS(keel_drive_replace_data(drive, (const uint8_t *)note, 32, STR("{}"), NULL, 0, &buf),
+               KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_drive_replace_data(drive, (const uint8_t *)note, 32, STR("{}"), STR("x.y"), &buf),
+               KEEL_INVALID_ARGUMENT);
   const char *schema = "{\"type\":\"object\",\"required\":[\"name\"]}";
   migrate_state failing = {0, 1};
   bool changed = true;
@@ -205,6 +259,7 @@ int main(void) {
   keel_buf_free(&buf);
   keel_drive_free(restored);
 
+  test_paths_and_file_calls(drive, path);
   keel_drive_free(drive);
   keel_drive_free(NULL);
   FINISH();

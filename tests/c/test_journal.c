@@ -163,6 +163,33 @@ static void test_parity_calls(keel_journal *journal) {
   CHECK_STATUS(keel_journal_last_recovery(journal, NULL, &found), KEEL_INVALID_ARGUMENT);
 }
 
+/* The root, inspect and stats: the calls C lacked. */
+static void test_root_inspect_and_stats(keel_journal *journal) {
+  keel_buf buf = {0};
+  CHECK_OK(keel_journal_root(journal, &buf));
+  CHECK(buf.len > 0 && strstr((const char *)buf.ptr, "keel-c-journal-") != NULL);
+  keel_buf_free(&buf);
+
+  /* An interrupted-looking state is reported, nothing is written. */
+  keel_mutation *m = NULL;
+  CHECK_OK(keel_journal_begin(journal, STR("inspected"), NULL, 0, &m));
+  CHECK_OK(keel_mutation_write(m, STR("pages/inspected.md"), (const uint8_t *)"x", 1));
+  CHECK_OK(keel_journal_inspect(root, strlen(root), &buf));
+  CHECK(strstr((const char *)buf.ptr, "\"operation\":\"inspected\"") != NULL);
+  CHECK(strstr((const char *)buf.ptr, "\"status\":\"active\"") != NULL);
+  CHECK(strstr((const char *)buf.ptr, "\"problems\":[]") != NULL);
+  keel_buf_free(&buf);
+  CHECK_OK(keel_mutation_rollback(m));
+  keel_mutation_free(m);
+  CHECK_STATUS(keel_journal_inspect(STR("/nonexistent/keel-root"), &buf), KEEL_NOT_FOUND);
+  CHECK_STATUS(keel_journal_inspect(NULL, 3, &buf), KEEL_INVALID_ARGUMENT);
+
+  CHECK_OK(keel_journal_stats_json(journal, &buf));
+  CHECK(strstr((const char *)buf.ptr, "\"rolled_back\":") != NULL);
+  CHECK(strstr((const char *)buf.ptr, "\"fsyncs\":") != NULL);
+  keel_buf_free(&buf);
+}
+
 int main(void) {
   snprintf(root, sizeof root, "/tmp/keel-c-journal-XXXXXX");
   if (!mkdtemp(root)) return 2;
@@ -173,6 +200,7 @@ int main(void) {
   test_bad_arguments(journal);
   test_recover_and_status(journal);
   test_parity_calls(journal);
+  test_root_inspect_and_stats(journal);
   keel_journal_free(journal);
   char command[600];
   snprintf(command, sizeof command, "rm -rf '%s'", root);

@@ -171,12 +171,13 @@ static void test_worker(void) {
   CHECK_OK(keel_queue_enqueue(queue, S("c.fail"), S("{}"), NULL, &refused_id, NULL));
 
   keel_worker_builder *builder = NULL;
-  CHECK_OK(keel_worker_builder_new(queue, S("c-worker"), 30000, 50, &builder));
+  keel_worker_options options = keel_worker_options_default();
+  CHECK(options.lease_ms == 30000 && options.poll_ms == 1000 && options.job_timeout_ms == -1);
+  options.poll_ms = 50;
+  CHECK_OK(keel_worker_builder_new(queue, S("c-worker"), &options, &builder));
   CHECK_OK(keel_worker_builder_handler(builder, S("c.work"), 3, work, &saw_payload));
   CHECK_OK(keel_worker_builder_handler(builder, S("c.fail"), 1, refuse, NULL));
   CHECK_STATUS(keel_worker_builder_handler(builder, S("c.null"), 1, NULL, NULL), KEEL_INVALID_ARGUMENT);
-  CHECK_OK(keel_worker_builder_job_timeout(builder, 0));
-  CHECK_STATUS(keel_worker_builder_job_timeout(NULL, 10), KEEL_INVALID_ARGUMENT);
   keel_worker *worker = NULL;
   CHECK_OK(keel_worker_start(builder, &worker));
   CHECK(wait_handled(11));
@@ -196,7 +197,14 @@ static void test_worker(void) {
   keel_buf_free(&record);
 
   /* An allow-list naming a kind without a handler fails start-up. */
-  CHECK_OK(keel_worker_builder_new(queue, NULL, 0, 0, 0, &builder));
+  /* Numbers out of range are refused, never clamped or defaulted. */
+  keel_worker_options bad = keel_worker_options_default();
+  bad.lease_ms = 0;
+  CHECK_STATUS(keel_worker_builder_new(queue, NULL, 0, &bad, &builder), KEEL_INVALID_ARGUMENT);
+  bad = keel_worker_options_default();
+  bad.job_timeout_ms = -5;
+  CHECK_STATUS(keel_worker_builder_new(queue, NULL, 0, &bad, &builder), KEEL_INVALID_ARGUMENT);
+  CHECK_OK(keel_worker_builder_new(queue, NULL, 0, NULL, &builder));
   CHECK_OK(keel_worker_builder_handler(builder, S("c.work"), 1, work, NULL));
   keel_bytes typo[] = {{(const uint8_t *)"c.wrok", 6}};
   CHECK_OK(keel_worker_builder_allow(builder, typo, 1));
@@ -297,7 +305,10 @@ static void test_lost_lease(void) {
   uint64_t id = 0;
   CHECK_OK(keel_queue_enqueue(queue, S("c.slow"), S("{}"), NULL, &id, NULL));
   keel_worker_builder *builder = NULL;
-  CHECK_OK(keel_worker_builder_new(queue, S("c-lost"), 300, 50, &builder));
+  keel_worker_options options = keel_worker_options_default();
+  options.lease_ms = 300;
+  options.poll_ms = 50;
+  CHECK_OK(keel_worker_builder_new(queue, S("c-lost"), &options, &builder));
   CHECK_OK(keel_worker_builder_handler(builder, S("c.slow"), 1, wait_for_loss, NULL));
   keel_worker *worker = NULL;
   handled = 0;
@@ -313,6 +324,56 @@ static void test_lost_lease(void) {
   keel_queue_free(queue);
 }
 
+/* Flips a bit of every copy of `needle` in the file at `path` (the live
+ * record's and any stale page's): a damaged record, as a scribbled disk
+ * leaves it. Returns how many copies it changed. */
+static int flip_in_file(const char *path, const char *needle) {
+  FILE *file = fopen(path, "r+b");
+  if (file == NULL) return 0;
+  fseek(file, 0, SEEK_END);
+  long size = ftell(file);
+  fseek(file, 0, SEEK_SET);
+  char *bytes = malloc((size_t)size);
+  int flipped = 0;
+  if (bytes != NULL && fread(bytes, 1, (size_t)size, file) == (size_t)size) {
+    size_t len = strlen(needle);
+    for (long at = 0; at + (long)len <= size; at++) {
+      if (memcmp(bytes + at, needle, len) == 0) {
+        bytes[at + 1] ^= 0x20;
+        flipped++;
+      }
+    }
+    fseek(file, 0, SEEK_SET);
+    if (fwrite(bytes, 1, (size_t)size, file) != (size_t)size) flipped = 0;
+  }
+  free(bytes);
+  fclose(file);
+  return flipped;
+}
+
+/* A damaged job record reads as KEEL_CORRUPT naming its table (records are
+ * checksummed), never as a wrong job; the others still read. */
+static void test_damaged_record(void) {
+  char path[256];
+  path_in_dir(path, sizeof path, "damaged.lmdb");
+  keel_queue *queue = NULL;
+  CHECK_OK(keel_queue_open(S(path), &queue));
+  uint64_t damaged = 0, intact = 0;
+  CHECK_OK(keel_queue_enqueue(queue, S("mail"), S("{\"to\":\"damage-me\"}"), NULL, &damaged, NULL));
+  CHECK_OK(keel_queue_enqueue(queue, S("mail"), S("{\"to\":\"keep-me\"}"), NULL, &intact, NULL));
+  keel_queue_free(queue);
+  CHECK(flip_in_file(path, "damage-me") >= 1);
+  CHECK_OK(keel_queue_open(S(path), &queue));
+  keel_buf job = {0};
+  CHECK_STATUS(keel_queue_get(queue, damaged, &job), KEEL_CORRUPT);
+  CHECK(strstr(keel_last_error(), "keel.jobs.records") != NULL);
+  CHECK(job.ptr == NULL);
+  CHECK_OK(keel_queue_get(queue, intact, &job));
+  CHECK(contains(&job, "keep-me"));
+  keel_buf_free(&job);
+  keel_queue_free(queue);
+}
+
 int main(void) {
   if (mkdtemp(dir) == NULL) return 2;
   test_operations();
@@ -320,5 +381,6 @@ int main(void) {
   test_worker();
   test_batches_and_parity();
   test_lost_lease();
+  test_damaged_record();
   FINISH();
 }

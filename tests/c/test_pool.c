@@ -12,6 +12,16 @@
 #define N 4
 #define PATIENCE_S 20
 
+/* A pool of `max_concurrency` with `timeout_ms` per task and `max_abandoned`. */
+static keel_status new_pool(size_t max_concurrency, int64_t timeout_ms, size_t max_abandoned, const char *name,
+                            size_t name_len, keel_pool **out) {
+  keel_pool_options options = keel_pool_options_default();
+  options.max_concurrency = max_concurrency;
+  options.timeout_ms = timeout_ms;
+  options.max_abandoned = max_abandoned;
+  return keel_pool_new(&options, name, name_len, out);
+}
+
 /* ---- exclusion and concurrency ---------------------------------------- */
 
 static atomic_int per_key_holders[3];
@@ -76,7 +86,7 @@ static const char *KEYS[] = {"a", "b", "c", "d"};
 
 static void test_exclusion_and_order(void) {
   keel_pool *pool = NULL;
-  CHECK_OK(keel_pool_new(N, KEEL_POOL_NO_TIMEOUT, 64, "c-pool", 6, &pool));
+  CHECK_OK(new_pool(N, KEEL_POOL_NO_TIMEOUT, 64, "c-pool", 6, &pool));
   enum { COUNT = 120 };
   keel_task tasks[COUNT];
   for (int i = 0; i < COUNT; i++) {
@@ -99,7 +109,7 @@ static void test_exclusion_and_order(void) {
 
 static void test_concurrency_reaches_and_never_exceeds_the_limit(void) {
   keel_pool *pool = NULL;
-  CHECK_OK(keel_pool_new(N, KEEL_POOL_NO_TIMEOUT, 64, NULL, 0, &pool));
+  CHECK_OK(new_pool(N, KEEL_POOL_NO_TIMEOUT, 64, NULL, 0, &pool));
   atomic_store(&running_peak, 0);
   meet_target = N;
   enum { COUNT = 3 * N };
@@ -135,7 +145,7 @@ static int32_t flag_work(void *userdata, keel_task_ctx *ctx) {
 
 static void test_first_of_key_singleflight_and_failures(void) {
   keel_pool *pool = NULL;
-  CHECK_OK(keel_pool_new(N, KEEL_POOL_NO_TIMEOUT, 64, NULL, 0, &pool));
+  CHECK_OK(new_pool(N, KEEL_POOL_NO_TIMEOUT, 64, NULL, 0, &pool));
   int keys[] = {0, 1, 0, 3, 0, 3};
   enum { COUNT = 6 };
   keel_task tasks[COUNT];
@@ -198,7 +208,7 @@ static void release_hung(void) {
 static void test_hung_task_times_out_and_frees_its_slot(void) {
   keel_pool *pool = NULL;
   /* One slot: if the hung task kept it, nothing after it could run. */
-  CHECK_OK(keel_pool_new(1, 100, 64, NULL, 0, &pool));
+  CHECK_OK(new_pool(1, 100, 64, NULL, 0, &pool));
   keel_task tasks[] = {
       {(const uint8_t *)"dead", 4, hang, NULL},
       {(const uint8_t *)"dead", 4, quick, NULL},
@@ -233,7 +243,7 @@ static void *run_batch_thread(void *arg) {
 
 static void test_shutdown_returns_while_hung_threads_live(void) {
   keel_pool *pool = NULL;
-  CHECK_OK(keel_pool_new(2, KEEL_POOL_NO_TIMEOUT, 64, NULL, 0, &pool));
+  CHECK_OK(new_pool(2, KEEL_POOL_NO_TIMEOUT, 64, NULL, 0, &pool));
   pthread_mutex_lock(&hang_lock);
   hung_started = 0;
   pthread_mutex_unlock(&hang_lock);
@@ -282,7 +292,7 @@ static int32_t commit_item(void *userdata, size_t index, const uint8_t *prepared
 
 static void test_pipeline_commits_in_order_and_isolates_failures(void) {
   keel_pool *pool = NULL;
-  CHECK_OK(keel_pool_new(N, KEEL_POOL_NO_TIMEOUT, 64, NULL, 0, &pool));
+  CHECK_OK(new_pool(N, KEEL_POOL_NO_TIMEOUT, 64, NULL, 0, &pool));
   enum { COUNT = 20 };
   keel_task items[COUNT];
   for (int i = 0; i < COUNT; i++) items[i] = (keel_task){NULL, 0, prepare_item, (void *)(intptr_t)i};
@@ -309,7 +319,7 @@ static void test_failure_backoff_skips_a_failing_key(void) {
   options.backoff_base_ms = 3600 * 1000; /* an hour: nothing can expire during the test */
   options.backoff_max_ms = 2 * 3600 * 1000;
   keel_pool *pool = NULL;
-  CHECK_OK(keel_pool_new_with(&options, "backoff", 7, &pool));
+  CHECK_OK(keel_pool_new(&options, "backoff", 7, &pool));
   for (int k = 0; k < 4; k++) atomic_store(&runs_of_key[k], 0);
   /* Key d (3) fails; its duplicates in the batch cost one attempt. */
   enum { COUNT = 3 };
@@ -335,11 +345,14 @@ static void test_failure_backoff_skips_a_failing_key(void) {
   /* (size_t)-5 is out of range, not clamped; max_abandoned 0 is no cap. */
   options = keel_pool_options_default();
   options.max_concurrency = (size_t)-5;
-  CHECK_STATUS(keel_pool_new_with(&options, NULL, 0, &pool), KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_pool_new(&options, NULL, 0, &pool), KEEL_INVALID_ARGUMENT);
   options = keel_pool_options_default();
   options.backoff_base_ms = -1;
-  CHECK_STATUS(keel_pool_new_with(&options, NULL, 0, &pool), KEEL_INVALID_ARGUMENT);
-  CHECK_OK(keel_pool_new(4, KEEL_POOL_NO_TIMEOUT, 0, NULL, 0, &pool));
+  CHECK_STATUS(keel_pool_new(&options, NULL, 0, &pool), KEEL_INVALID_ARGUMENT);
+  CHECK_OK(new_pool(4, KEEL_POOL_NO_TIMEOUT, 0, NULL, 0, &pool));
+  keel_pool_free(pool);
+  /* NULL options are the defaults. */
+  CHECK_OK(keel_pool_new(NULL, NULL, 0, &pool));
   keel_pool_free(pool);
 }
 

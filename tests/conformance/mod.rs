@@ -41,7 +41,7 @@ impl Lmdb {
         let dir = std::env::temp_dir().join(format!("keel-conformance-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Arc::new(LmdbStore::open(&dir.join("ops.lmdb")).unwrap())
+        Arc::new(LmdbStore::open(dir.join("ops.lmdb")).unwrap())
     }
 }
 

@@ -45,11 +45,11 @@ pub fn write_fixtures(dir: &Path) {
     let scratch = dir.join(".scratch");
     fs::create_dir_all(&scratch).unwrap();
     write_drive(&scratch.join("drive.lmdb"))
-        .backup(&drive_file(dir))
+        .backup(drive_file(dir))
         .unwrap();
     write_ops(&scratch.join("ops.lmdb"))
         .env()
-        .backup(&ops_file(dir))
+        .backup(ops_file(dir))
         .unwrap();
     fs::remove_dir_all(&scratch).unwrap();
     write_interrupted_journal(&journal_root(dir));

@@ -1,5 +1,6 @@
 """The surface every part shares: version, errors, the panic boundary."""
 
+import os
 import pathlib
 import re
 
@@ -77,6 +78,8 @@ def test_opening_in_a_missing_folder_is_file_not_found_and_creates_nothing(tmp_p
     assert isinstance(raised.value, keel.NotFound) and isinstance(raised.value, keel.FileNotFound)
     assert raised.value.errno == errno.ENOENT
     assert raised.value.filename is not None and "missing" in str(raised.value.filename)
+    # The message names what failed, then the OS error — once, not repeated.
+    assert str(raised.value).count(os.strerror(errno.ENOENT)) == 1, str(raised.value)
     assert not folder.exists()
 
 

@@ -53,6 +53,33 @@ def test_a_stale_token_is_refused_and_enables_nothing(tmp_path):
     assert (failed["state"], failed["message"]) == ("FAILED", "no space")
 
 
+def flip_every_copy(path, needle):
+    """Flips a bit of every copy of `needle` in the file, in place (the live
+    record's and any stale page's), as a scribbled disk would."""
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        at, count = data.find(needle), 0
+        while at >= 0:
+            data[at + 1] ^= 0x20
+            count += 1
+            at = data.find(needle, at + 1)
+        f.seek(0)
+        f.write(data)
+    return count
+
+
+def test_a_damaged_record_reads_as_corrupt_naming_its_table(tmp_path):
+    path = tmp_path / "ops.lmdb"
+    ops = keel.Operations(path)
+    ops.ready("ds-1", ["unpack"])
+    ops.ready("ds-2", ["unpack"])
+    ops.error("ds-1", "unpack", "damage-me")
+    assert flip_every_copy(path, b"damage-me") >= 1
+    with pytest.raises(keel.Corrupt, match="keel.op.records.*checksum"):
+        ops.states("ds-1")
+    assert [r["state"] for r in ops.states("ds-2")] == ["READY"], "the others read as before"
+
+
 def test_queue_flow_fencing_and_unique_keys(tmp_path):
     q = keel.Queue(tmp_path / "jobs.lmdb")
     first = q.enqueue("mail", {"to": "a"}, unique_key="mail:a")

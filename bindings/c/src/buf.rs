@@ -33,6 +33,14 @@ impl keel_buf {
         keel_buf::from_vec(value.to_string().into_bytes())
     }
 
+    /// Lends a core struct (stats, a status) to C as its JSON: the same
+    /// keys every surface gives, from the struct's one `Serialize`.
+    pub(crate) fn serialized(value: &impl serde::Serialize) -> keel_core::Result<keel_buf> {
+        let text = serde_json::to_vec(value)
+            .map_err(|err| keel_core::Error::invalid_argument(format!("did not serialize: {err}")))?;
+        Ok(keel_buf::from_vec(text))
+    }
+
     /// Frees the bytes and leaves the buffer zeroed (empty, free to free again).
     ///
     /// # Safety

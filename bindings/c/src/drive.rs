@@ -423,6 +423,47 @@ pub unsafe extern "C" fn keel_drive_create_at(
     })
 }
 
+/// Makes every missing folder of `path` ("a/b/c") and puts the JSON array
+/// of the path's items, root first, in `*out`; existing steps are kept.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_make_path(
+    drive: *const keel_drive,
+    path: *const c_char,
+    path_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let path = ffi::utf8(path, path_len, "path")?;
+        let out = ffi::out_value(out, "out")?;
+        *out = keel_buf::from_json(&items_json(&drive.view.make_path(path)?));
+        Ok(())
+    })
+}
+
+/// Renames item `id` to `new_name` in its folder; the renamed item goes
+/// in `*out`. A sibling of that name gives KEEL_ALREADY_EXISTS.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_rename(
+    drive: *const keel_drive,
+    id: *const u8,
+    id_len: usize,
+    new_name: *const c_char,
+    new_name_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let new_name = ffi::utf8(new_name, new_name_len, "new_name")?;
+        let out = ffi::out_value(out, "out")?;
+        *out = keel_buf::from_json(&drive.view.rename(id, new_name)?.to_json());
+        Ok(())
+    })
+}
+
 /// Moves item `id` under `new_parent` (length 0: the root), renamed to
 /// `new_name` unless it is NULL, in one transaction. A move under the item's
 /// own descendant gives KEEL_INVALID_ARGUMENT. The moved item goes in `*out`.
@@ -514,6 +555,34 @@ pub unsafe extern "C" fn keel_drive_set_data(
             .transpose()?;
         let out = ffi::out_value(out, "out")?;
         *out = keel_buf::from_vec(drive.view.set_data(id, &data, version)?.to_string().into_bytes());
+        Ok(())
+    })
+}
+
+/// Stores `data_json` as `version` ("1.2.3", required) of typed item `id`,
+/// checked against its type's schema, replacing that version's data if it
+/// is stored (the old data is lost; `keel_drive_set_data` refuses an
+/// existing version with `KEEL_ALREADY_EXISTS`). The version written goes
+/// in `*out` as text.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_replace_data(
+    drive: *const keel_drive,
+    id: *const u8,
+    id_len: usize,
+    data_json: *const c_char,
+    data_len: usize,
+    version: *const c_char,
+    version_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let id = id_arg(id, id_len)?;
+        let data = ffi::json(data_json, data_len, "data")?;
+        let version = Version::parse(ffi::utf8(version, version_len, "version")?)?;
+        let out = ffi::out_value(out, "out")?;
+        *out = keel_buf::from_vec(drive.view.replace_data(id, &data, version)?.to_string().into_bytes());
         Ok(())
     })
 }
@@ -705,6 +774,64 @@ pub unsafe extern "C" fn keel_drive_backup(
         let drive = ffi::handle(drive, "drive")?;
         let dest = ffi::utf8(dest, dest_len, "dest")?;
         drive.drive.backup(std::path::Path::new(dest))
+    })
+}
+
+/// The drive file's path (canonical, UTF-8 lossy) as text in `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_path(drive: *const keel_drive, out: *mut keel_buf) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let out = ffi::out_value(out, "out")?;
+        let path = drive.drive.path().to_string_lossy().into_owned();
+        *out = keel_buf::from_vec(path.into_bytes());
+        Ok(())
+    })
+}
+
+/// Checks the whole drive file in a child process and puts the report in
+/// `*out` as JSON (`{"file", "tables", "problems", ...}`): a damaged file
+/// gives a report listing what is wrong, never a crash of this process.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_verify(drive: *const keel_drive, out: *mut keel_buf) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let out = ffi::out_value(out, "out")?;
+        *out = keel_buf::from_json(&drive.drive.verify()?.to_json());
+        Ok(())
+    })
+}
+
+/// keel_drive_verify for the drive file at `path`, without opening it in
+/// this process.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_verify_file(
+    path: *const c_char,
+    path_len: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let path = ffi::utf8(path, path_len, "path")?;
+        let out = ffi::out_value(out, "out")?;
+        *out = keel_buf::from_json(&keel_core::drive::verify_file(path)?.to_json());
+        Ok(())
+    })
+}
+
+/// The drive's storage and commit counters as a JSON object in `*out`:
+/// the fields of keel::lmdb::EnvStats (`map_size`, `used`, `readers`,
+/// `batches`, `writes`, ...), as keel_stats_json lists them.
+#[no_mangle]
+pub unsafe extern "C" fn keel_drive_stats_json(drive: *const keel_drive, out: *mut keel_buf) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let drive = ffi::handle(drive, "drive")?;
+        let out = ffi::out_value(out, "out")?;
+        *out = keel_buf::serialized(&drive.drive.env().stats())?;
+        Ok(())
     })
 }
 

@@ -258,6 +258,11 @@ pub(crate) fn ms(value: u64) -> std::time::Duration {
     std::time::Duration::from_millis(value)
 }
 
+/// A duration as whole ms for C (saturating: no default is that long).
+pub(crate) fn ms_of(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A point in time from C, in ms since the Unix epoch: -1 means now
 /// (KEEL_RUN_NOW, `None`); any other negative is an error.
 pub(crate) fn time_ms(ms: i64, what: &str) -> Result<Option<u64>> {

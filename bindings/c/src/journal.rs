@@ -290,6 +290,50 @@ pub unsafe extern "C" fn keel_journal_status(
     })
 }
 
+/// The journal's root folder (canonical) as text in `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_journal_root(journal: *const keel_journal, out: *mut keel_buf) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let out = ffi::out_value(out, "out")?;
+        let root = journal.inner.root().to_string_lossy().into_owned();
+        *out = keel_buf::from_vec(root.into_bytes());
+        Ok(())
+    })
+}
+
+/// What the journal of `root` holds, without opening it: nothing is
+/// created, locked, recovered or written. `*out` gets the JSON
+/// `{"pending": [{"seq", "operation", "details", "status", "paths"}],
+/// "unreadable", "quarantined", "last_recovery_error", "last_recovery",
+/// "problems"}`; an interrupted mutation shows as a pending "active" record
+/// that keel_journal_recover would roll back.
+#[no_mangle]
+pub unsafe extern "C" fn keel_journal_inspect(root: *const c_char, root_len: usize, out: *mut keel_buf) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let root = ffi::utf8(root, root_len, "root")?;
+        let out = ffi::out_value(out, "out")?;
+        *out = keel_buf::serialized(&Journal::inspect(root)?)?;
+        Ok(())
+    })
+}
+
+/// The journal handle's counters as a JSON object in `*out`: the fields of
+/// keel::journal::JournalStats (`mutations`, `committed`, `rolled_back`,
+/// `fsyncs`, ...), as keel_stats_json lists them.
+#[no_mangle]
+pub unsafe extern "C" fn keel_journal_stats_json(journal: *const keel_journal, out: *mut keel_buf) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let journal = ffi::handle(journal, "journal")?;
+        let out = ffi::out_value(out, "out")?;
+        *out = keel_buf::serialized(&journal.inner.stats())?;
+        Ok(())
+    })
+}
+
 /// For operators: gives up on rolling back mutation `seq`; its record and
 /// backups move to .keel/quarantine/ and the tree is left as it is.
 /// KEEL_NOT_FOUND when there is no such record.

@@ -133,7 +133,7 @@ pub const KEEL_POOL_UNKEYED: u32 = 2;
 /// anyway (an explicit retry); their outcomes still count.
 pub const KEEL_POOL_BYPASS_BACKOFF: u32 = 4;
 
-/// How a pool is made (keel_pool_new_with). Start from
+/// How a pool is made (keel_pool_new). Start from
 /// keel_pool_options_default() and set what you need.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -192,7 +192,7 @@ fn pool_config(options: &keel_pool_options, name: Option<&str>) -> keel_core::Re
     let as_number = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     let mut config = PoolConfig::checked(as_number(options.max_concurrency), as_number(options.max_abandoned))?;
     if let Some(timeout) = ffi::timeout_ms(options.timeout_ms, "timeout_ms")? {
-        config = config.task_timeout(timeout);
+        config = config.with_task_timeout(timeout);
     }
     let non_negative = |ms: i64, what: &str| {
         u64::try_from(ms)
@@ -202,10 +202,10 @@ fn pool_config(options: &keel_pool_options, name: Option<&str>) -> keel_core::Re
     let base = non_negative(options.backoff_base_ms, "backoff_base_ms")?;
     let max = non_negative(options.backoff_max_ms, "backoff_max_ms")?;
     if !base.is_zero() {
-        config = config.failure_backoff(FailureBackoff::new(base, max));
+        config = config.with_failure_backoff(FailureBackoff::new(base, max));
     }
     if let Some(name) = name {
-        config = config.name(name);
+        config = config.with_name(name);
     }
     Ok(config)
 }
@@ -214,7 +214,7 @@ fn pool_config(options: &keel_pool_options, name: Option<&str>) -> keel_core::Re
 /// keel_pool_free. `name` (UTF-8, NULL for none) names the pool in
 /// keel_stats_json and events.
 #[no_mangle]
-pub unsafe extern "C" fn keel_pool_new_with(
+pub unsafe extern "C" fn keel_pool_new(
     options: *const keel_pool_options,
     name: *const c_char,
     name_len: usize,
@@ -225,39 +225,6 @@ pub unsafe extern "C" fn keel_pool_new_with(
         let out = ffi::out_handle(out, "out")?;
         let name = ffi::optional_utf8(name, name_len, "name")?;
         let options = ffi::optional(options).copied().unwrap_or_else(default_options);
-        out.put(keel_pool {
-            inner: SyncPool::new(pool_config(&options, name)?),
-        });
-        Ok(())
-    })
-}
-
-/// Makes a pool in `*out`; free it with keel_pool_free.
-///
-/// `max_concurrency` 0 means 1; above 65536 (a negative number cast to
-/// size_t, say) is KEEL_INVALID_ARGUMENT. `timeout_ms` is each task's timeout
-/// (KEEL_POOL_NO_TIMEOUT for none). While `max_abandoned` abandoned threads
-/// are alive, new tasks are refused; 0 means no cap. `name` (UTF-8, NULL for none) names the
-/// pool in keel_stats_json and events.
-#[no_mangle]
-pub unsafe extern "C" fn keel_pool_new(
-    max_concurrency: usize,
-    timeout_ms: i64,
-    max_abandoned: usize,
-    name: *const c_char,
-    name_len: usize,
-    out: *mut *mut keel_pool,
-) -> keel_status {
-    // SAFETY: the caller keeps keel.h's contract for these arguments.
-    ffi::call(|| unsafe {
-        let out = ffi::out_handle(out, "out")?;
-        let name = ffi::optional_utf8(name, name_len, "name")?;
-        let options = keel_pool_options {
-            max_concurrency,
-            timeout_ms,
-            max_abandoned,
-            ..default_options()
-        };
         out.put(keel_pool {
             inner: SyncPool::new(pool_config(&options, name)?),
         });
@@ -344,7 +311,7 @@ fn write_outcome(slot: &mut keel_outcome, index: usize, outcome: Outcome<Vec<u8>
     };
     let (status, output, message) = match outcome.into_result(index) {
         Ok(output) => (keel_status::KEEL_OK, output, String::new()),
-        Err(err) => (keel_status::of(err.kind()), Vec::new(), err.to_string()),
+        Err(err) => (keel_status::of(err.kind()), Vec::new(), err.report().to_string()),
     };
     *slot = keel_outcome {
         kind,

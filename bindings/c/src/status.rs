@@ -79,7 +79,7 @@ thread_local! {
 
 /// Records `err` as this thread's last error.
 pub(crate) fn set_last_error(err: &Error) {
-    let text = format!("{}: {}", err.kind(), err.message());
+    let text = format!("{}: {}", err.kind(), err.report());
     // Interior NULs cannot cross as a C string; show them instead of truncating.
     let text = CString::new(text.replace('\0', "\\0")).expect("NULs were replaced");
     // try_with: during thread exit the slot may be gone; the message then is too.

@@ -41,16 +41,99 @@ pub struct keel_job_ctx {
 /// functions, but not keel_worker_stop or keel_worker_free of its own worker.
 pub type keel_job_handler_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, ctx: *mut keel_job_ctx) -> i32>;
 
-/// Starts building a worker on `queue` named `name` (NULL for a default),
-/// with leases of `lease_ms` (0 for 30 s) and idle polls every `poll_ms`
-/// (0 for 1 s). Free with keel_worker_builder_free unless started.
+/// How a worker claims and keeps its jobs; keel_worker_options_default
+/// gives the defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct keel_worker_options {
+    /// How long a claim holds without a heartbeat, in ms (> 0). Default
+    /// 30000.
+    pub lease_ms: u64,
+    /// How often running jobs' leases are extended, in ms; 0 (the default)
+    /// means a third of the lease, so two heartbeats may be missed.
+    pub heartbeat_ms: u64,
+    /// How long an idle handler slot waits before asking the queue again,
+    /// in ms (> 0; enqueues through this process's queue wake it sooner).
+    /// Default 1000.
+    pub poll_ms: u64,
+    /// How often the resetter runs besides every dequeue, in ms (> 0).
+    /// Default 5000.
+    pub maintenance_ms: u64,
+    /// Finished jobs older than this many ms are deleted by the maintenance
+    /// pass; -1 (the default) keeps them.
+    pub retention_ms: i64,
+    /// An attempt whose handler runs longer than this many ms fails
+    /// (retried after a backoff); the handler's thread is abandoned, never
+    /// killed, and its late result is refused. -1 (the default): no limit.
+    pub job_timeout_ms: i64,
+}
+
+/// The default worker options: 30 s leases with a heartbeat every 10 s,
+/// idle polls every second, the resetter every 5 s, finished jobs kept, no
+/// job timeout.
+#[no_mangle]
+pub extern "C" fn keel_worker_options_default() -> keel_worker_options {
+    ffi::call_value(|| {
+        let defaults = WorkerOptions::default();
+        keel_worker_options {
+            lease_ms: ffi::ms_of(defaults.lease),
+            heartbeat_ms: 0,
+            poll_ms: ffi::ms_of(defaults.poll_interval),
+            maintenance_ms: ffi::ms_of(defaults.maintenance_interval),
+            retention_ms: -1,
+            job_timeout_ms: -1,
+        }
+    })
+}
+
+/// Not reached (making the defaults cannot panic): a zero lease, which
+/// every builder refuses, rather than a guess at the defaults.
+impl ffi::PanicValue for keel_worker_options {
+    fn on_panic() -> Self {
+        keel_worker_options {
+            lease_ms: 0,
+            heartbeat_ms: 0,
+            poll_ms: 0,
+            maintenance_ms: 0,
+            retention_ms: -1,
+            job_timeout_ms: -1,
+        }
+    }
+}
+
+/// The core's options for `options`, every number checked.
+fn worker_options(options: &keel_worker_options, name: Option<&str>) -> Result<WorkerOptions> {
+    let positive = |value: u64, what: &str| {
+        if value == 0 {
+            Err(Error::invalid_argument(format!("{what} must be above 0 ms")))
+        } else {
+            Ok(ms(value))
+        }
+    };
+    let mut core = WorkerOptions {
+        lease: positive(options.lease_ms, "lease_ms")?,
+        heartbeat_interval: (options.heartbeat_ms > 0).then(|| ms(options.heartbeat_ms)),
+        poll_interval: positive(options.poll_ms, "poll_ms")?,
+        maintenance_interval: positive(options.maintenance_ms, "maintenance_ms")?,
+        retention: ffi::timeout_ms(options.retention_ms, "retention_ms")?,
+        job_timeout: ffi::timeout_ms(options.job_timeout_ms, "job_timeout_ms")?,
+        ..WorkerOptions::default()
+    };
+    if let Some(name) = name {
+        core.name = name.to_owned();
+    }
+    Ok(core)
+}
+
+/// Starts building a worker on `queue` named `name` (NULL for a default)
+/// with `options` (NULL for the defaults). Free with
+/// keel_worker_builder_free unless started.
 #[no_mangle]
 pub unsafe extern "C" fn keel_worker_builder_new(
     queue: *const keel_queue,
     name: *const c_char,
     name_len: usize,
-    lease_ms: u64,
-    poll_ms: u64,
+    options: *const keel_worker_options,
     out: *mut *mut keel_worker_builder,
 ) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
@@ -58,18 +141,11 @@ pub unsafe extern "C" fn keel_worker_builder_new(
         let queue = ffi::handle(queue, "queue")?;
         let out = ffi::out_handle(out, "out")?;
         let name = ffi::optional_utf8(name, name_len, "name")?;
-        let mut options = WorkerOptions::default();
-        if let Some(name) = name {
-            options.name = name.to_owned();
-        }
-        if lease_ms > 0 {
-            options.lease = ms(lease_ms);
-        }
-        if poll_ms > 0 {
-            options.poll_interval = ms(poll_ms);
-        }
+        let options = ffi::optional(options)
+            .copied()
+            .unwrap_or_else(|| keel_worker_options_default());
         out.put(keel_worker_builder {
-            inner: Some(Worker::builder(&queue.inner).options(options)),
+            inner: Some(Worker::builder(&queue.inner).options(worker_options(&options, name)?)),
         });
         Ok(())
     })
@@ -111,7 +187,7 @@ impl CHandler {
         match callback::outcome(status, c_ctx.output, || format!("the handler of job {}", ctx.job().id)) {
             Ok(output) => Ok(String::from_utf8_lossy(&output).into_owned()),
             Err(err) => Err(HandlerError {
-                message: err.message().to_owned(),
+                message: err.report().to_string(),
                 retryable,
             }),
         }
@@ -139,22 +215,6 @@ pub unsafe extern "C" fn keel_worker_builder_handler(
         };
         with_builder(ffi::handle_mut(builder, "builder")?, |b| {
             b.shared_handler(kind, concurrency, Arc::new(move |ctx: &JobContext| handler.call(ctx)))
-        })
-    })
-}
-
-/// Fails any attempt whose handler runs longer than `timeout_ms` (retried
-/// after a backoff); the handler's thread is abandoned, never killed, and its
-/// late result is refused. 0 removes the limit (the default).
-#[no_mangle]
-pub unsafe extern "C" fn keel_worker_builder_job_timeout(
-    builder: *mut keel_worker_builder,
-    timeout_ms: u64,
-) -> keel_status {
-    // SAFETY: the caller keeps keel.h's contract for these arguments.
-    ffi::call(|| unsafe {
-        with_builder(ffi::handle_mut(builder, "builder")?, |b| {
-            b.map_options(|options| options.job_timeout = (timeout_ms > 0).then(|| ms(timeout_ms)))
         })
     })
 }

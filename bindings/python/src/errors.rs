@@ -111,13 +111,14 @@ pub fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
                 .find(|(kind, _)| *kind == err.kind())
                 .map_or(&classes.base, |(_, class)| class),
         };
-        let value = class.bind(py).call1((err.message(),))?;
+        let message = err.report().to_string();
+        let value = class.bind(py).call1((message.as_str(),))?;
         // An OSError subclass gets the OS error's number, as open() gives;
-        // its text stays keel's message (which names the OS error too).
+        // its text stays keel's report (the message, then the OS error).
         if let Some(code) = os.and_then(std::io::Error::raw_os_error) {
             if value.is_instance_of::<PyOSError>() {
                 value.setattr("errno", code)?;
-                value.setattr("strerror", err.message())?;
+                value.setattr("strerror", message.as_str())?;
             }
         }
         Ok(PyErr::from_value(value))

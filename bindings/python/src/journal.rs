@@ -3,14 +3,15 @@
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use keel::journal::{JournalStatus, ReadGuard, RecoveryReport, SharedMutation};
+use keel::journal::{ReadGuard, SharedMutation};
 use keel::{Error, Journal, Mutation};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyString, PyTuple};
 
 use crate::errors::to_pyerr;
-use crate::run::{blocking, quick};
+use crate::json::to_py_serialized;
+use crate::run::blocking;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyJournal>()?;
@@ -107,33 +108,33 @@ impl PyJournal {
     }
 
     /// Runs recovery now; returns what it did as a dict.
-    fn recover<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn recover<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let report = blocking(py, || self.inner.recover())?;
-        report_dict(py, &report)
+        to_py_serialized(py, &report)
     }
 
     /// What the last recovery of this handle did (the one opening ran
     /// first), as a dict like `recover()`'s, or None if none ran.
-    fn last_recovery<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        match self.inner.last_recovery() {
-            Some(report) => report_dict(py, &report).map(Some),
-            None => Ok(None),
-        }
+    fn last_recovery<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.inner
+            .last_recovery()
+            .map(|report| to_py_serialized(py, &report))
+            .transpose()
     }
 
     /// What the journal of `root` holds, without opening it: nothing is
     /// created, locked, recovered or written. An interrupted mutation shows
     /// as a pending "active" record that `recover()` would roll back.
     #[staticmethod]
-    fn inspect<'py>(py: Python<'py>, root: std::path::PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    fn inspect<'py>(py: Python<'py>, root: std::path::PathBuf) -> PyResult<Bound<'py, PyAny>> {
         let status = blocking(py, || Journal::inspect(&root))?;
-        status_dict(py, &status)
+        to_py_serialized(py, &status)
     }
 
     /// Records, unreadable records, quarantine and the last recovery error.
-    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let status = blocking(py, || self.inner.status())?;
-        status_dict(py, &status)
+        to_py_serialized(py, &status)
     }
 
     /// For operators: gives up on rolling back mutation `seq`; its record
@@ -405,46 +406,4 @@ fn read_chunk(source: &Bound<'_, PyAny>, size: usize) -> PyResult<Vec<u8>> {
         return Ok(Vec::new());
     }
     chunk.extract::<Vec<u8>>()
-}
-
-fn report_dict<'py>(py: Python<'py>, report: &RecoveryReport) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new(py);
-    dict.set_item("rolled_back", report.rolled_back.clone())?;
-    dict.set_item("discarded", report.discarded.clone())?;
-    let quarantined = PyList::empty(py);
-    for item in &report.quarantined {
-        let entry = PyDict::new(py);
-        entry.set_item("name", &item.name)?;
-        entry.set_item("folder", &item.folder)?;
-        entry.set_item("reason", &item.reason)?;
-        quarantined.append(entry)?;
-    }
-    dict.set_item("quarantined", quarantined)?;
-    dict.set_item("reaped", report.reaped)?;
-    Ok(dict)
-}
-
-fn status_dict<'py>(py: Python<'py>, status: &JournalStatus) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new(py);
-    let pending = PyList::empty(py);
-    for record in &status.pending {
-        let entry = PyDict::new(py);
-        entry.set_item("seq", record.seq)?;
-        entry.set_item("operation", &record.operation)?;
-        entry.set_item("details", &record.details)?;
-        entry.set_item("status", record.status.as_str())?;
-        entry.set_item("paths", record.paths.clone())?;
-        pending.append(entry)?;
-    }
-    dict.set_item("pending", pending)?;
-    dict.set_item("unreadable", status.unreadable.clone())?;
-    dict.set_item("quarantined", status.quarantined.clone())?;
-    dict.set_item("last_recovery_error", status.last_recovery_error.clone())?;
-    let last = match &status.last_recovery {
-        Some(report) => Some(report_dict(py, report)?),
-        None => None,
-    };
-    dict.set_item("last_recovery", last)?;
-    dict.set_item("problems", status.problems.clone())?;
-    quick(py, || Ok(dict))
 }

@@ -98,3 +98,12 @@ pub fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
         }
     })
 }
+
+/// A core value that serializes (a stats struct, a journal's status, a
+/// recovery report) as the Python value of its JSON: the one way the
+/// binding turns core structs into dicts, so their keys are the core's.
+pub fn to_py_serialized<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
+    let value = serde_json::to_value(value)
+        .map_err(|err| pyo3::exceptions::PyRuntimeError::new_err(format!("did not serialize: {err}")))?;
+    to_py(py, &value)
+}

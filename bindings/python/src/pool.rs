@@ -181,7 +181,8 @@ fn failure_of(py: Python<'_>, err: &PyErr) -> Error {
         .and_then(|code| code.extract::<u32>().ok())
         .and_then(ErrorKind::from_code)
         .unwrap_or(ErrorKind::Io);
-    Error::new(kind, format!("the callable raised {value}"))
+    // The exception itself is attached as the source by the caller.
+    Error::new(kind, "the callable raised")
 }
 
 /// The Python exception a callable raised, if `err` stands for one.
@@ -240,13 +241,13 @@ impl PySyncPool {
         if let Some((base, max)) = failure_backoff {
             let base = quick(py, || convert::duration(base, "failure_backoff base"))?;
             let max = quick(py, || convert::duration(max, "failure_backoff max"))?;
-            config = config.failure_backoff(FailureBackoff::new(base, max));
+            config = config.with_failure_backoff(FailureBackoff::new(base, max));
         }
         if let Some(timeout) = quick(py, || convert::optional_duration(timeout, "timeout"))? {
-            config = config.task_timeout(timeout);
+            config = config.with_task_timeout(timeout);
         }
         if let Some(name) = name {
-            config = config.name(name);
+            config = config.with_name(name);
         }
         Ok(PySyncPool {
             inner: SyncPool::new(config),
@@ -443,7 +444,7 @@ impl PySyncPool {
 
         format!(
             "<keel.SyncPool max_concurrency={} in_flight={}{}>",
-            self.inner.config().concurrency(),
+            self.inner.config().max_concurrency(),
             stats.in_flight,
             if self.inner.is_shut_down() { " shut down" } else { "" }
         )
@@ -458,7 +459,7 @@ impl PySyncPool {
     /// The concurrency limit (at least 1).
     #[getter]
     fn max_concurrency(&self) -> usize {
-        self.inner.config().concurrency()
+        self.inner.config().max_concurrency()
     }
 }
 

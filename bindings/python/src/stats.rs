@@ -18,7 +18,5 @@ pub fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 /// A core stats struct (`LockStats`, `PoolStats`, ...) as a dict with its
 /// field names as keys: what every `stats()` method returns.
 pub fn to_dict<'py>(py: Python<'py>, stats: &impl Serialize) -> PyResult<Bound<'py, PyAny>> {
-    let value = serde_json::to_value(stats)
-        .map_err(|err| pyo3::exceptions::PyRuntimeError::new_err(format!("stats did not serialize: {err}")))?;
-    crate::json::to_py(py, &value)
+    crate::json::to_py_serialized(py, stats)
 }

@@ -9,7 +9,7 @@ use super::{Mutation, STEP};
 use crate::events::Level;
 use crate::journal::counters::{StepWatch, LOG_TARGET};
 use crate::journal::fs::{crossed_devices, meta_mode};
-use crate::journal::paths::{parse_folder, temp_beside, RelPath};
+use crate::journal::paths::{caller_text, parse_folder, temp_beside, RelPath};
 use crate::journal::restore::parent_of;
 use crate::journal::snapshot::{io_err, link_tree, BackupMode, TreeLinks};
 use crate::{Error, Result};
@@ -40,8 +40,8 @@ impl Mutation {
     /// for the root), merging with existing folders: each staged file or new
     /// folder is fsynced, its target snapshotted, then renamed into place
     /// (copied and fsynced when the target is on another device).
-    pub fn publish(&mut self, into: &str) -> Result<()> {
-        let into = parse_folder(into)?;
+    pub fn publish(&mut self, into: impl AsRef<Path>) -> Result<()> {
+        let into = parse_folder(caller_text(into.as_ref())?)?;
         let Some(staging) = self.staging.clone() else {
             return Err(Error::invalid_argument(
                 "nothing to publish: staging_dir() was never called",

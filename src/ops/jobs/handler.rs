@@ -49,7 +49,7 @@ impl fmt::Display for HandlerError {
 impl From<crate::Error> for HandlerError {
     /// keel errors are retried: most (busy, timeout, I/O) are transient.
     fn from(err: crate::Error) -> HandlerError {
-        HandlerError::retry(err.to_string())
+        HandlerError::retry(err.report().to_string())
     }
 }
 

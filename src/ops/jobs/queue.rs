@@ -96,7 +96,7 @@ pub struct Queue {
 impl Queue {
     /// A queue in its own LMDB file at `path` (created if missing), with the
     /// system clock and default policy.
-    pub fn open(path: &Path) -> Result<Queue> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Queue> {
         Ok(Queue::with_store(Arc::new(LmdbStore::open(path)?)))
     }
 

@@ -43,7 +43,7 @@ impl crate::stats::StatsSource for QueueStats {
             "store": self.store.location(),
             "counts": counts,
             "oldest_ready_age_ms": oldest,
-            "error": listed.err().map(|err| err.to_string()),
+            "error": listed.err().map(|err| err.report().to_string()),
         })
     }
 }

@@ -90,7 +90,7 @@ fn bump(counter: &AtomicU64, by: u64) {
 
 impl Operations {
     /// Operations in their own LMDB file at `path` (created if missing).
-    pub fn open(path: &Path) -> Result<Operations> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Operations> {
         Ok(Operations::with_store(Arc::new(LmdbStore::open(path)?)))
     }
 

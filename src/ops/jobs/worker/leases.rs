@@ -107,7 +107,8 @@ impl Shared {
             Counters::bump(&self.stats.lost);
             log::warn!(
                 target: TARGET,
-                "job lost: id={id} token={token} error={err}; its handler is told to stop and its result will not be stored"
+                "job lost: id={id} token={token} error={}; its handler is told to stop and its result will not be stored",
+                err.report()
             );
         }
     }

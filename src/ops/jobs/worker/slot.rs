@@ -65,7 +65,7 @@ impl Shared {
                 // The store failed (full disk, I/O): say so, and wait a poll
                 // interval rather than spin.
                 Err(err) => {
-                    log::warn!(target: TARGET, "dequeue failed: kind={} error={err}", kind.kind);
+                    log::warn!(target: TARGET, "dequeue failed: kind={} error={}", kind.kind, err.report());
                     self.queue.wakeup().wait_since(seen, self.options.poll_interval);
                 }
             }
@@ -170,7 +170,7 @@ impl Shared {
                 log::warn!(target: TARGET, "job timed out: id={id} {message}");
                 Done::Fail(message, true)
             }
-            Outcome::Error(err) => Done::Fail(err.to_string(), true),
+            Outcome::Error(err) => Done::Fail(err.report().to_string(), true),
             Outcome::Refused(_) | Outcome::Cancelled | Outcome::Skipped { .. } => Done::Release,
             Outcome::Value(Ok(result)) => match check_result(&result) {
                 Ok(()) => Done::Complete(result),
@@ -203,7 +203,7 @@ impl Shared {
                 if err.kind() == ErrorKind::Conflict {
                     Counters::bump(&self.stats.refused);
                 }
-                log::warn!(target: TARGET, "job result not stored: id={id} error={err}");
+                log::warn!(target: TARGET, "job result not stored: id={id} error={}", err.report());
                 // Any other failure to store leaves the job running under a
                 // lease that will expire; the resetter then requeues it.
             }

@@ -105,9 +105,9 @@ pub(super) fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> R
 
 /// The pool a kind's handlers run on: its concurrency, the job timeout.
 pub(super) fn kind_pool(options: &WorkerOptions, kind: &str, concurrency: usize) -> SyncPool<String> {
-    let mut config = PoolConfig::new(concurrency).name(format!("worker {} kind {kind}", options.name));
+    let mut config = PoolConfig::new(concurrency).with_name(format!("worker {} kind {kind}", options.name));
     if let Some(timeout) = options.job_timeout {
-        config = config.task_timeout(timeout);
+        config = config.with_task_timeout(timeout);
     }
     SyncPool::new(config)
 }

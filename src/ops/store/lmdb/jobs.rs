@@ -1,13 +1,10 @@
 //! The job records, their indexes (available, running, finished, unique)
 //! and the per-kind counts.
 
-use ::lmdb::{Cursor, Database, RwTransaction, Transaction};
+use ::lmdb::{RwTransaction, Transaction};
 
-use super::keys::{self, Slot};
-use super::{
-    del, get, next_counter, put, scan_keys, LmdbStore, NEXT_JOB_ID, NEXT_TOKEN, RESETS_PER_DEQUEUE, RESETS_PER_PASS,
-};
-use crate::lmdb::map_err;
+use super::tables::{self, AvailableKey, CountKey, Slot, TimedKey, UniqueKey, NEXT_JOB_ID, NEXT_TOKEN};
+use super::{next_counter, LmdbStore, RESETS_PER_DEQUEUE, RESETS_PER_PASS};
 use crate::ops::clock::Millis;
 use crate::ops::events;
 use crate::ops::records::{JobId, JobRecord, JobState, Token};
@@ -15,119 +12,124 @@ use crate::ops::store::{ClaimRequest, Enqueued, Finish, JobStore, KindCount, New
 use crate::ops::transitions::{self as t, JobPolicy};
 use crate::{Error, Result};
 
+/// One index entry of a job in its state.
+enum Entry {
+    Available(AvailableKey),
+    Running(TimedKey),
+    Finished(TimedKey),
+    Unique(UniqueKey),
+}
+
 impl LmdbStore {
+    /// Job `id`, NotFound if there is none.
     fn load_job(&self, txn: &impl Transaction, id: JobId) -> Result<JobRecord> {
-        let what = || format!("{}: job {id}", self.context());
-        match get(txn, self.dbs.jobs, &keys::job(id), &what)? {
-            Some(value) => JobRecord::decode_value(id, value),
+        match self.t.jobs.get(txn, &id)? {
+            Some(job) => Ok(JobRecord { id, ..job }),
             None => Err(Error::not_found(format!("{}: no job {id}", self.context()))),
+        }
+    }
+
+    /// Job `id`, which the index `index` lists: a missing one is Corrupt
+    /// (the index and the records disagree).
+    fn indexed_job(&self, txn: &impl Transaction, id: JobId, index: &str) -> Result<JobRecord> {
+        match self.t.jobs.get(txn, &id)? {
+            Some(job) => Ok(JobRecord { id, ..job }),
+            None => Err(Error::corrupt(format!(
+                "{}: {index} lists job {id}, which {} does not hold",
+                self.context(),
+                tables::JOBS
+            ))),
         }
     }
 
     /// Stores `new` in place of `old` (deleting the job when `new` is None),
     /// moving its index entries and counts.
     fn write_job(&self, txn: &mut RwTransaction<'_>, old: Option<&JobRecord>, new: Option<&JobRecord>) -> Result<()> {
-        let id = new.or(old).map_or(0, |job| job.id);
-        let what = || format!("{}: job {id}", self.context());
         if let Some(old) = old {
-            for (db, key) in self.job_index_entries(old) {
-                del(txn, db, &key, &what)?;
+            for entry in job_index_entries(old) {
+                match entry {
+                    Entry::Available(key) => self.t.available.delete_existing(txn, &key)?,
+                    Entry::Running(key) => self.t.running.delete_existing(txn, &key)?,
+                    Entry::Finished(key) => self.t.finished.delete_existing(txn, &key)?,
+                    Entry::Unique(key) => self.t.unique.delete_existing(txn, &key)?,
+                }
             }
             self.add_count(txn, &old.kind, old.state, -1)?;
         }
         match new {
             Some(new) => {
-                for (db, key) in self.job_index_entries(new) {
-                    let value = if db == self.dbs.unique {
-                        keys::job(new.id).to_vec()
-                    } else {
-                        Vec::new()
-                    };
-                    put(txn, db, &key, &value, &what)?;
+                for entry in job_index_entries(new) {
+                    match entry {
+                        Entry::Available(key) => self.t.available.put(txn, &key, &())?,
+                        Entry::Running(key) => self.t.running.put(txn, &key, &())?,
+                        Entry::Finished(key) => self.t.finished.put(txn, &key, &())?,
+                        Entry::Unique(key) => self.t.unique.put(txn, &key, &new.id)?,
+                    }
                 }
                 self.add_count(txn, &new.kind, new.state, 1)?;
-                put(txn, self.dbs.jobs, &keys::job(new.id), &new.encode_value(), &what)
+                self.t.jobs.put(txn, &new.id, new)
             }
-            None => del(txn, self.dbs.jobs, &keys::job(id), &what),
+            None => match old {
+                Some(old) => self.t.jobs.delete_existing(txn, &old.id),
+                None => Ok(()),
+            },
         }
-    }
-
-    /// The index entries a job in its state has.
-    fn job_index_entries(&self, job: &JobRecord) -> Vec<(Database, Vec<u8>)> {
-        let mut entries = Vec::with_capacity(2);
-        let slot = Slot {
-            priority: job.priority,
-            run_at: job.run_at,
-            id: job.id,
-        };
-        match job.state {
-            JobState::Queued | JobState::Retrying => {
-                entries.push((self.dbs.available, keys::available(&job.kind, slot)))
-            }
-            JobState::Running => entries.push((self.dbs.running, keys::timed(job.lease_until, job.id))),
-            JobState::Completed | JobState::Dead | JobState::Cancelled => {
-                entries.push((self.dbs.finished, keys::timed(job.finished_at, job.id)))
-            }
-        }
-        if let (Some(unique), false) = (&job.unique_key, job.state.is_finished()) {
-            entries.push((self.dbs.unique, keys::unique(&job.kind, unique)));
-        }
-        entries
     }
 
     fn add_count(&self, txn: &mut RwTransaction<'_>, kind: &str, state: JobState, delta: i64) -> Result<()> {
-        let key = keys::count(kind, state);
-        let what = || format!("{}: count of {kind} {state}", self.context());
-        let current = match get(txn, self.dbs.counts, &key, &what)? {
-            Some(value) => keys::parse_u64(value, &what())?,
-            None => 0,
+        let key = CountKey {
+            kind: kind.to_owned(),
+            state,
         };
-        let next = current
-            .checked_add_signed(delta)
-            .ok_or_else(|| Error::corrupt(format!("{}: count below zero", what())))?;
+        let current = self.t.counts.get(txn, &key)?.unwrap_or(0);
+        let next = current.checked_add_signed(delta).ok_or_else(|| {
+            Error::corrupt(format!(
+                "{}: {} count of {kind} {state} would leave 0..=u64::MAX",
+                self.context(),
+                tables::COUNTS
+            ))
+        })?;
         if next == 0 {
-            del(txn, self.dbs.counts, &key, &what)
+            self.t.counts.delete(txn, &key).map(drop)
         } else {
-            put(txn, self.dbs.counts, &key, &next.to_be_bytes(), &what)
+            self.t.counts.put(txn, &key, &next)
         }
     }
 
     /// The live job holding `unique` for `kind`, if any.
     fn unique_holder(&self, txn: &impl Transaction, kind: &str, unique: &str) -> Result<Option<JobRecord>> {
-        let what = || format!("{}: unique key {unique:?} of {kind}", self.context());
-        let Some(value) = get(txn, self.dbs.unique, &keys::unique(kind, unique), &what)? else {
-            return Ok(None);
+        let key = UniqueKey {
+            kind: kind.to_owned(),
+            unique: unique.to_owned(),
         };
-        let id = keys::parse_job(value)?;
-        self.load_job(txn, id).map(Some)
+        match self.t.unique.get(txn, &key)? {
+            Some(id) => self.indexed_job(txn, id, tables::UNIQUE).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The first `jobs.available` entry of `kind` at `priority` or after.
+    fn first_available(&self, txn: &impl Transaction, kind: &str, priority: u8) -> Result<Option<Slot>> {
+        let seek = AvailableKey::from_priority(kind, priority);
+        let found = self.t.available.range(txn, &tables::prefix(kind), &seek, 1)?;
+        Ok(found.into_iter().next().map(|(key, ())| key.slot))
     }
 
     /// The best ready slot of `kind`: for each priority in turn, its earliest
     /// entry, taken if its run-at has come.
     fn best_slot(&self, txn: &impl Transaction, kind: &str, now: Millis) -> Result<Option<Slot>> {
-        let prefix = keys::prefix(kind);
-        let mut cursor = txn
-            .open_ro_cursor(self.dbs.available)
-            .map_err(|err| map_err(self.context(), err))?;
-        let mut seek = prefix.clone();
-        loop {
-            let Some(entry) = cursor.iter_from(&seek).next() else {
-                return Ok(None);
-            };
-            let (key, _) = entry.map_err(|err| map_err(self.context(), err))?;
-            if !key.starts_with(&prefix) {
-                return Ok(None);
-            }
-            let slot = keys::parse_available(key)?;
+        let mut priority = 0;
+        while let Some(slot) = self.first_available(txn, kind, priority)? {
             if slot.run_at <= now {
                 return Ok(Some(slot));
             }
             // Everything left at this priority is scheduled later still.
             match slot.priority.checked_add(1) {
-                Some(next) => seek = keys::available_from(kind, next),
+                Some(next) => priority = next,
                 None => return Ok(None),
             }
         }
+        Ok(None)
     }
 
     fn enqueue_in(&self, txn: &mut RwTransaction<'_>, job: &NewJob, now: Millis) -> Result<Enqueued> {
@@ -140,7 +142,7 @@ impl LmdbStore {
             }
         }
         let record = JobRecord {
-            id: next_counter(txn, self.dbs.meta, NEXT_JOB_ID)?,
+            id: next_counter(txn, &self.t, NEXT_JOB_ID)?,
             kind: job.kind.clone(),
             payload: job.payload.clone(),
             state: JobState::Queued,
@@ -183,18 +185,41 @@ impl LmdbStore {
         let Some(slot) = best else {
             return Ok(None);
         };
-        let old = self.load_job(txn, slot.id)?;
+        let old = self.indexed_job(txn, slot.id, tables::AVAILABLE)?;
         if !t::job_ready(&old, request.now) {
             return Err(Error::corrupt(format!(
-                "{}: available index disagrees with job {}",
+                "{}: {} disagrees with job {}",
                 self.context(),
+                tables::AVAILABLE,
                 old.id
             )));
         }
-        let token = next_counter(txn, self.dbs.meta, NEXT_TOKEN)?;
+        let token = next_counter(txn, &self.t, NEXT_TOKEN)?;
         let new = t::job_claim(old.clone(), request.worker, token, request.lease_until, request.now);
         self.write_job(txn, Some(&old), Some(&new))?;
         Ok(Some(new))
+    }
+
+    /// Up to `limit` keys of a time index, oldest first, while `keep` holds.
+    fn timed_keys(
+        &self,
+        txn: &impl Transaction,
+        index: &crate::lmdb::Table<TimedKey, ()>,
+        limit: usize,
+        keep: impl Fn(&TimedKey) -> bool,
+    ) -> Result<Vec<TimedKey>> {
+        let mut found = Vec::new();
+        if limit == 0 {
+            return Ok(found);
+        }
+        index.scan(txn, &[], &[], |key, ()| {
+            if !keep(&key) {
+                return Ok(false);
+            }
+            found.push(key);
+            Ok(found.len() < limit)
+        })?;
+        Ok(found)
     }
 
     fn reset_in(
@@ -204,17 +229,16 @@ impl LmdbStore {
         now: Millis,
         limit: usize,
     ) -> Result<ResetReport> {
-        let expired = scan_keys(txn, self.dbs.running, &[], &[], limit, |key| {
-            Ok(keys::parse_timed(key)?.0 <= now)
-        })?;
+        let expired = self.timed_keys(txn, &self.t.running, limit, |key| key.at <= now)?;
         let mut report = ResetReport::default();
         for key in expired {
-            let (_, id) = keys::parse_timed(&key)?;
-            let old = self.load_job(txn, id)?;
+            let old = self.indexed_job(txn, key.id, tables::RUNNING)?;
             if !t::job_lease_expired(&old, now) {
                 return Err(Error::corrupt(format!(
-                    "{}: running index disagrees with job {id}",
-                    self.context()
+                    "{}: {} disagrees with job {}",
+                    self.context(),
+                    tables::RUNNING,
+                    key.id
                 )));
             }
             let new = t::job_reset(old.clone(), policy.max_resets, now);
@@ -226,6 +250,36 @@ impl LmdbStore {
         }
         Ok(report)
     }
+}
+
+/// The index entries a job in its state has.
+fn job_index_entries(job: &JobRecord) -> Vec<Entry> {
+    let mut entries = Vec::with_capacity(2);
+    match job.state {
+        JobState::Queued | JobState::Retrying => entries.push(Entry::Available(AvailableKey {
+            kind: job.kind.clone(),
+            slot: Slot {
+                priority: job.priority,
+                run_at: job.run_at,
+                id: job.id,
+            },
+        })),
+        JobState::Running => entries.push(Entry::Running(TimedKey {
+            at: job.lease_until,
+            id: job.id,
+        })),
+        JobState::Completed | JobState::Dead | JobState::Cancelled => entries.push(Entry::Finished(TimedKey {
+            at: job.finished_at,
+            id: job.id,
+        })),
+    }
+    if let (Some(unique), false) = (&job.unique_key, job.state.is_finished()) {
+        entries.push(Entry::Unique(UniqueKey {
+            kind: job.kind.clone(),
+            unique: unique.clone(),
+        }));
+    }
+    entries
 }
 
 impl JobStore for LmdbStore {
@@ -372,12 +426,9 @@ impl JobStore for LmdbStore {
 
     fn cleanup(&self, before: Millis, limit: usize) -> Result<u64> {
         self.env.write(|txn| {
-            let old_keys = scan_keys(txn, self.dbs.finished, &[], &[], limit, |key| {
-                Ok(keys::parse_timed(key)?.0 < before)
-            })?;
+            let old_keys = self.timed_keys(txn, &self.t.finished, limit, |key| key.at < before)?;
             for key in &old_keys {
-                let (_, id) = keys::parse_timed(key)?;
-                let old = self.load_job(txn, id)?;
+                let old = self.indexed_job(txn, key.id, tables::FINISHED)?;
                 self.write_job(txn, Some(&old), None)?;
             }
             Ok(old_keys.len() as u64)
@@ -388,29 +439,18 @@ impl JobStore for LmdbStore {
     /// earliest run-at.
     fn oldest_ready(&self, kind: &str, now: Millis) -> Result<Option<Millis>> {
         self.env.read(|txn| {
-            let prefix = keys::prefix(kind);
-            let mut cursor = txn
-                .open_ro_cursor(self.dbs.available)
-                .map_err(|err| map_err(self.context(), err))?;
-            let mut seek = prefix.clone();
             let mut oldest: Option<Millis> = None;
-            loop {
-                let Some(entry) = cursor.iter_from(&seek).next() else {
-                    return Ok(oldest);
-                };
-                let (key, _) = entry.map_err(|err| map_err(self.context(), err))?;
-                if !key.starts_with(&prefix) {
-                    return Ok(oldest);
-                }
-                let slot = keys::parse_available(key)?;
+            let mut priority = 0;
+            while let Some(slot) = self.first_available(txn, kind, priority)? {
                 if slot.run_at <= now {
                     oldest = Some(oldest.map_or(slot.run_at, |known| known.min(slot.run_at)));
                 }
                 match slot.priority.checked_add(1) {
-                    Some(next) => seek = keys::available_from(kind, next),
-                    None => return Ok(oldest),
+                    Some(next) => priority = next,
+                    None => break,
                 }
             }
+            Ok(oldest)
         })
     }
 
@@ -420,36 +460,31 @@ impl JobStore for LmdbStore {
 
     fn counts(&self) -> Result<Vec<KindCount>> {
         self.env.read(|txn| {
-            let mut cursor = txn
-                .open_ro_cursor(self.dbs.counts)
-                .map_err(|err| map_err(self.context(), err))?;
             let mut counts = Vec::new();
-            for entry in cursor.iter_start() {
-                let (key, value) = entry.map_err(|err| map_err(self.context(), err))?;
-                let (kind, state) = keys::parse_count(key)?;
-                let count = keys::parse_u64(value, "job count")?;
-                counts.push(KindCount { kind, state, count });
-            }
+            self.t.counts.scan(txn, &[], &[], |key, count| {
+                counts.push(KindCount {
+                    kind: key.kind,
+                    state: key.state,
+                    count,
+                });
+                Ok(true)
+            })?;
             Ok(counts)
         })
     }
 
     fn list(&self, kind: &str, state: Option<JobState>, limit: usize) -> Result<Vec<JobRecord>> {
         self.env.read(|txn| {
-            let mut cursor = txn
-                .open_ro_cursor(self.dbs.jobs)
-                .map_err(|err| map_err(self.context(), err))?;
             let mut jobs = Vec::new();
-            for entry in cursor.iter_start() {
-                if jobs.len() >= limit {
-                    break;
-                }
-                let (key, value) = entry.map_err(|err| map_err(self.context(), err))?;
-                let job = JobRecord::decode_value(keys::parse_job(key)?, value)?;
-                if job.kind == kind && (state.is_none() || state == Some(job.state)) {
-                    jobs.push(job);
-                }
+            if limit == 0 {
+                return Ok(jobs);
             }
+            self.t.jobs.scan(txn, &[], &[], |id, job| {
+                if job.kind == kind && (state.is_none() || state == Some(job.state)) {
+                    jobs.push(JobRecord { id, ..job });
+                }
+                Ok(jobs.len() < limit)
+            })?;
             Ok(jobs)
         })
     }

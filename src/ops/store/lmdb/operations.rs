@@ -1,10 +1,10 @@
 //! The operation records and their READY/WORKING indexes.
 
-use ::lmdb::{Cursor, RwTransaction, Transaction};
+use ::lmdb::{RwTransaction, Transaction};
 
-use super::keys;
-use super::{del, get, next_counter, put, scan_keys, LmdbStore, NEXT_TOKEN};
-use crate::lmdb::{map_err, Database};
+use super::tables::{self, after_prefix, prefix, OpIndexKey, OpKey, NEXT_TOKEN};
+use super::{next_counter, LmdbStore};
+use crate::lmdb::{Codec, Table};
 use crate::ops::clock::Millis;
 use crate::ops::records::{OpClaim, OpRecord, OpState, Token};
 use crate::ops::store::{ClaimRequest, NextOrder, OpResetReport, OperationStore};
@@ -19,44 +19,35 @@ const LAPSES_PER_PASS: usize = 1_000;
 
 impl LmdbStore {
     fn load_op(&self, txn: &impl Transaction, item: &str, op: &str) -> Result<Option<OpRecord>> {
-        let what = || format!("{}: operation {op:?} of item {item:?}", self.context());
-        get(txn, self.dbs.op_records, &keys::op_record(item, op), &what)?
-            .map(|value| OpRecord::decode_value(item, op, value))
-            .transpose()
+        let key = OpKey::new(item, op);
+        Ok(self.t.op_records.get(txn, &key)?.map(|record| key.record(record)))
     }
 
     /// Stores `new` in place of `old`, moving its index entries.
     fn write_op(&self, txn: &mut RwTransaction<'_>, old: Option<&OpRecord>, new: &OpRecord) -> Result<()> {
-        let what = || format!("{}: operation {:?} of item {:?}", self.context(), new.op, new.item);
         if let Some(old) = old {
-            if let Some((db, key)) = self.op_index_entry(old) {
-                del(txn, db, &key, &what)?;
+            if let Some((index, key)) = self.op_index_entry(old) {
+                index.delete_existing(txn, &key)?;
             }
         }
-        if let Some((db, key)) = self.op_index_entry(new) {
-            put(txn, db, &key, &[], &what)?;
+        if let Some((index, key)) = self.op_index_entry(new) {
+            index.put(txn, &key, &())?;
         }
-        put(
-            txn,
-            self.dbs.op_records,
-            &keys::op_record(&new.item, &new.op),
-            &new.encode_value(),
-            &what,
-        )
+        self.t.op_records.put(txn, &OpKey::new(&new.item, &new.op), new)
     }
 
-    fn op_index_entry(&self, record: &OpRecord) -> Option<(Database, Vec<u8>)> {
-        match record.state {
-            OpState::Ready => Some((
-                self.dbs.op_ready,
-                keys::op_index(&record.op, record.ready_at, &record.item),
-            )),
-            OpState::Working => Some((
-                self.dbs.op_working,
-                keys::op_index(&record.op, record.lease_until, &record.item),
-            )),
-            OpState::Ok | OpState::Failed => None,
-        }
+    fn op_index_entry(&self, record: &OpRecord) -> Option<(Table<OpIndexKey, ()>, OpIndexKey)> {
+        let (index, at) = match record.state {
+            OpState::Ready => (self.t.op_ready, record.ready_at),
+            OpState::Working => (self.t.op_working, record.lease_until),
+            OpState::Ok | OpState::Failed => return None,
+        };
+        let key = OpIndexKey {
+            op: record.op.clone(),
+            at,
+            item: record.item.clone(),
+        };
+        Some((index, key))
     }
 
     fn make_ready(&self, txn: &mut RwTransaction<'_>, item: &str, op: &str, now: Millis) -> Result<OpRecord> {
@@ -68,19 +59,23 @@ impl LmdbStore {
     }
 
     fn lapses(&self, txn: &impl Transaction, item: &str, op: &str) -> Result<u32> {
-        let what = || format!("{}: lapses of {op:?} of item {item:?}", self.context());
-        match get(txn, self.dbs.op_lapses, &keys::op_record(item, op), &what)? {
-            Some(value) => Ok(u32::try_from(keys::parse_u64(value, &what())?).unwrap_or(u32::MAX)),
-            None => Ok(0),
-        }
+        let count = self.t.op_lapses.get(txn, &OpKey::new(item, op))?.unwrap_or(0);
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
     /// Forgets the lapses of a record its holder (or an operator) moved.
     fn clear_lapses(&self, txn: &mut RwTransaction<'_>, item: &str, op: &str) -> Result<()> {
-        match txn.del(self.dbs.op_lapses, &keys::op_record(item, op), None) {
-            Ok(()) | Err(::lmdb::Error::NotFound) => Ok(()),
-            Err(err) => Err(map_err(self.context(), err)),
-        }
+        self.t.op_lapses.delete(txn, &OpKey::new(item, op)).map(drop)
+    }
+
+    /// The first entry of `index` at or after `seek`.
+    fn first_index_entry(
+        &self,
+        txn: &impl Transaction,
+        index: &Table<OpIndexKey, ()>,
+        seek: &[u8],
+    ) -> Result<Option<OpIndexKey>> {
+        Ok(index.range(txn, &[], seek, 1)?.into_iter().next().map(|(key, ())| key))
     }
 
     /// The (op, item) of up to `limit` WORKING records whose lease ended by
@@ -93,34 +88,31 @@ impl LmdbStore {
         now: Millis,
     ) -> Result<Vec<(String, String)>> {
         let mut found = Vec::new();
-        let mut seek = op.map(keys::prefix).unwrap_or_default();
+        let mut seek = op.map(prefix).unwrap_or_default();
         while found.len() < limit {
-            let Some(key) = scan_keys(txn, self.dbs.op_working, &seek, &[], 1, |_| Ok(true))?.pop() else {
+            let Some(first) = self.first_index_entry(txn, &self.t.op_working, &seek)? else {
                 break;
             };
-            let (name, at) = keys::parse_op_index_op(&key)?;
-            if op.is_some_and(|op| op != name) {
+            if op.is_some_and(|op| op != first.op) {
                 break;
             }
-            let prefix = keys::prefix(&name);
-            if at > now {
-                // The rest of this operation's claims end later still.
-                if op.is_some() {
-                    break;
-                }
-                seek = keys::after_prefix(&prefix);
-                continue;
+            let name_prefix = prefix(&first.op);
+            if first.at <= now {
+                self.t
+                    .op_working
+                    .scan(txn, &name_prefix, &first.to_bytes(), |key, ()| {
+                        if key.at > now {
+                            return Ok(false);
+                        }
+                        found.push((key.op, key.item));
+                        Ok(found.len() < limit)
+                    })?;
             }
-            let expired = scan_keys(txn, self.dbs.op_working, &key, &prefix, limit - found.len(), |key| {
-                Ok(keys::parse_op_index(key)?.0 <= now)
-            })?;
-            for key in &expired {
-                found.push((name.clone(), keys::parse_op_index(key)?.1));
-            }
+            // The rest of this operation's claims end later still.
             if op.is_some() {
                 break;
             }
-            seek = keys::after_prefix(&prefix);
+            seek = after_prefix(&name_prefix);
         }
         Ok(found)
     }
@@ -142,29 +134,42 @@ impl LmdbStore {
                 .filter(|old| t::op_expired(old, now))
                 .ok_or_else(|| {
                     Error::corrupt(format!(
-                        "{}: WORKING index names {item:?} of {op:?} wrongly",
-                        self.context()
+                        "{}: {} names {item:?} of {op:?} wrongly",
+                        self.context(),
+                        tables::OP_WORKING
                     ))
                 })?;
             let lapses = self.lapses(txn, &item, &op)?.saturating_add(1);
             let new = t::op_lapse(old.clone(), lapses, policy, now);
             self.write_op(txn, Some(&old), &new)?;
-            let what = || format!("{}: lapses of {op:?} of item {item:?}", self.context());
             if new.state == OpState::Failed {
                 report.failed += 1;
                 self.clear_lapses(txn, &item, &op)?;
             } else {
                 report.ready += 1;
-                let key = keys::op_record(&item, &op);
-                put(txn, self.dbs.op_lapses, &key, &u64::from(lapses).to_be_bytes(), &what)?;
+                self.t.op_lapses.put(txn, &OpKey::new(&item, &op), &u64::from(lapses))?;
             }
         }
         Ok(report)
     }
 
-    fn expect_op(&self, txn: &impl Transaction, item: &str, op: &str) -> Result<OpRecord> {
-        self.load_op(txn, item, op)?
-            .ok_or_else(|| Error::corrupt(format!("{}: index names missing item {item:?}", self.context())))
+    /// The record of `item` that the index `index` lists for `op`: a
+    /// missing one is Corrupt (the index and the records disagree).
+    fn expect_op(&self, txn: &impl Transaction, item: &str, op: &str, index: &str) -> Result<OpRecord> {
+        self.load_op(txn, item, op)?.ok_or_else(|| {
+            Error::corrupt(format!(
+                "{}: {index} lists item {item:?} of {op:?}, which {} does not hold",
+                self.context(),
+                tables::OP_RECORDS
+            ))
+        })
+    }
+
+    /// The items of up to `limit` READY entries of `op`, oldest first.
+    fn ready_items(&self, txn: &impl Transaction, op: &str, limit: usize) -> Result<Vec<String>> {
+        let name_prefix = prefix(op);
+        let entries = self.t.op_ready.range(txn, &name_prefix, &name_prefix, limit)?;
+        Ok(entries.into_iter().map(|(key, ())| key.item).collect())
     }
 }
 
@@ -180,11 +185,9 @@ impl OperationStore for LmdbStore {
 
     fn next(&self, op: &str, limit: usize) -> Result<Vec<OpRecord>> {
         self.env.read(|txn| {
-            let prefix = keys::prefix(op);
-            let found = scan_keys(txn, self.dbs.op_ready, &prefix, &prefix, limit, |_| Ok(true))?;
-            found
+            self.ready_items(txn, op, limit)?
                 .iter()
-                .map(|key| self.expect_op(txn, &keys::parse_op_index(key)?.1, op))
+                .map(|item| self.expect_op(txn, item, op, tables::OP_READY))
                 .collect()
         })
     }
@@ -194,21 +197,17 @@ impl OperationStore for LmdbStore {
     /// records) and the first `limit` items loaded.
     fn next_in(&self, op: &str, limit: usize, order: NextOrder, now: Millis) -> Result<Vec<OpRecord>> {
         self.env.read(|txn| {
-            let prefix = keys::prefix(op);
             let lapsed = self.lapsed(txn, Some(op), usize::MAX, now)?;
             let ready_limit = if order == NextOrder::Oldest { limit } else { usize::MAX };
-            let ready = scan_keys(txn, self.dbs.op_ready, &prefix, &prefix, ready_limit, |_| Ok(true))?;
             let mut items: Vec<String> = lapsed.into_iter().map(|(_, item)| item).collect();
-            for key in &ready {
-                items.push(keys::parse_op_index(key)?.1);
-            }
+            items.extend(self.ready_items(txn, op, ready_limit)?);
             if order == NextOrder::Item {
                 items.sort();
                 items.truncate(limit);
             }
             let mut records = items
                 .iter()
-                .map(|item| self.expect_op(txn, item, op))
+                .map(|item| self.expect_op(txn, item, op, "keel.op.ready or keel.op.working"))
                 .collect::<Result<Vec<_>>>()?;
             if order == NextOrder::Oldest {
                 records.sort_by(|a, b| (a.ready_at, &a.item).cmp(&(b.ready_at, &b.item)));
@@ -225,19 +224,17 @@ impl OperationStore for LmdbStore {
     fn claim_with(&self, op: &str, limit: usize, request: ClaimRequest<'_>, policy: &OpPolicy) -> Result<Vec<OpClaim>> {
         self.env.write(|txn| {
             self.lapse_in(txn, Some(op), policy, request.now, LAPSES_PER_CLAIM)?;
-            let prefix = keys::prefix(op);
-            let ready = scan_keys(txn, self.dbs.op_ready, &prefix, &prefix, limit, |_| Ok(true))?;
+            let ready = self.ready_items(txn, op, limit)?;
             let mut claims = Vec::with_capacity(ready.len());
-            for key in ready {
-                let item = keys::parse_op_index(&key)?.1;
-                let old = self.expect_op(txn, &item, op)?;
+            for item in ready {
+                let old = self.expect_op(txn, &item, op, tables::OP_READY)?;
                 if !t::op_claimable(&old, request.now) {
                     return Err(Error::corrupt(format!(
                         "{}: index lists unclaimable item {item:?}",
                         self.context()
                     )));
                 }
-                let token = next_counter(txn, self.dbs.meta, NEXT_TOKEN)?;
+                let token = next_counter(txn, &self.t, NEXT_TOKEN)?;
                 let new = t::op_claim(old.clone(), request.worker, token, request.lease_until, request.now);
                 self.write_op(txn, Some(&old), &new)?;
                 claims.push(OpClaim {
@@ -290,19 +287,12 @@ impl OperationStore for LmdbStore {
 
     fn states(&self, item: &str) -> Result<Vec<OpRecord>> {
         self.env.read(|txn| {
-            let prefix = keys::prefix(item);
-            let mut cursor = txn
-                .open_ro_cursor(self.dbs.op_records)
-                .map_err(|err| map_err(self.context(), err))?;
+            let item_prefix = prefix(item);
             let mut records = Vec::new();
-            for entry in cursor.iter_from(&prefix) {
-                let (key, value) = entry.map_err(|err| map_err(self.context(), err))?;
-                if !key.starts_with(&prefix) {
-                    break;
-                }
-                let (item, op) = keys::parse_op_record(key)?;
-                records.push(OpRecord::decode_value(&item, &op, value)?);
-            }
+            self.t.op_records.scan(txn, &item_prefix, &item_prefix, |key, record| {
+                records.push(key.record(record));
+                Ok(true)
+            })?;
             Ok(records)
         })
     }
