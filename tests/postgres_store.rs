@@ -114,6 +114,52 @@ fn a_version_1_schema_is_upgraded_on_open_keeping_its_records() {
 }
 
 #[test]
+fn a_version_2_schema_gains_the_one_round_trip_calls_on_open_keeping_its_jobs() {
+    let schema = fresh_schema("upgrade-v2");
+    let queue = PgStore::open_with(&url(), &options(schema.clone()))
+        .unwrap()
+        .queue(Arc::new(keel::ops::SystemClock), Default::default());
+    let waiting = queue.enqueue("mail", "{}", &EnqueueOptions::default()).unwrap().job;
+    // Back to version 2: no claim_jobs, no insert_job_quiet (and so an
+    // insert_job that cannot run until the upgrade redefines it).
+    let mut db = client();
+    db.batch_execute(&format!(
+        "DROP FUNCTION {schema}.claim_jobs; DROP FUNCTION {schema}.quoted; \
+         DROP FUNCTION {schema}.insert_job_quiet; \
+         UPDATE {schema}.meta SET value = '2' WHERE key = 'schema_version'"
+    ))
+    .unwrap();
+    let upgraded = PgStore::open_with(&url(), &options(schema.clone()))
+        .unwrap()
+        .queue(Arc::new(keel::ops::SystemClock), Default::default());
+    let version: String = db
+        .query_one(
+            &format!("SELECT value FROM {schema}.meta WHERE key = 'schema_version'"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, SCHEMA_VERSION.to_string());
+    let claimed = upgraded
+        .dequeue(&["mail"], "w", LEASE)
+        .unwrap()
+        .expect("the version-2 job survived");
+    assert_eq!(claimed.id, waiting.id);
+    upgraded.complete(claimed.id, claimed.token, "").unwrap();
+    assert!(
+        upgraded
+            .enqueue("mail", "{}", &EnqueueOptions::default())
+            .unwrap()
+            .created
+    );
+    let id: i64 = db
+        .query_one(&format!("SELECT {schema}.enqueue('mail', '{{}}')"), &[])
+        .unwrap()
+        .get(0);
+    assert!(id > 0, "SQL enqueue works on the upgraded schema");
+}
+
+#[test]
 fn concurrent_first_opens_create_the_schema_once() {
     let schema = fresh_schema("concurrent-open");
     let opened: Vec<_> = (0..4)
