@@ -181,3 +181,28 @@ def test_url_locks_keep_passwords_out_and_refuse_bad_input():
     with pytest.raises(keel.InvalidArgument):
         locks.lock(b"\xff\xfe")
     assert repr(keel.KeyedLocks("sources")).startswith('<keel.KeyedLocks "sources"')
+
+
+def test_cancelling_an_aio_wait_for_a_url_lock_withdraws_it():
+    import asyncio
+
+    import keel.aio
+
+    a, b = keel.KeyedLocks(pg_url()), keel.KeyedLocks(pg_url())
+    held = a.lock("py-pg-aio")
+
+    async def main():
+        task = asyncio.create_task(keel.aio.acquire(b, "py-pg-aio"))
+        deadline = time.monotonic() + 10
+        while b.stats()["waiters"] == 0:
+            assert time.monotonic() < deadline, "the wait never started"
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    until(lambda: b.stats() == {"entries": 0, "holders": 0, "waiters": 0}, "the cancelled wait stayed")
+    held.release()
+    with b.lock("py-pg-aio", timeout=5) as guard:
+        assert guard.locked
