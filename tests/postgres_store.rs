@@ -330,6 +330,45 @@ fn a_job_enqueued_through_another_handle_wakes_an_idle_worker_before_its_poll() 
 }
 
 #[test]
+fn bursts_of_enqueues_from_several_threads_each_wake_an_idle_worker_elsewhere() {
+    // Crowded enqueues leave their notifications to the announcer's thread,
+    // which gathers them: the last of every burst must still wake the
+    // worker, which polls once a minute.
+    let schema = fresh_schema("wakeup-bursts");
+    let waiting = Queue::postgres_with(&url(), &options(schema.clone())).unwrap();
+    let (ran_tx, ran_rx) = mpsc::channel();
+    let ran_tx = Mutex::new(ran_tx);
+    let mut worker = Worker::builder(&waiting)
+        .map_options(|options| options.poll_interval = Duration::from_secs(60))
+        .handler("mail", 2, move |ctx| {
+            ran_tx.lock().unwrap().send(ctx.job().id).unwrap();
+            Ok(String::new())
+        })
+        .start()
+        .unwrap();
+    let other = Queue::with_store(Arc::new(PgStore::open_with(&url(), &options(schema)).unwrap()));
+    for burst in 0..5 {
+        thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..25 {
+                        other.enqueue("mail", "{}", &EnqueueOptions::default()).unwrap();
+                    }
+                });
+            }
+        });
+        for n in 0..100 {
+            ran_rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("burst {burst}: job {n} of 100 never ran: a wake-up was lost"));
+        }
+        // Idle again before the next burst.
+        thread::sleep(Duration::from_millis(50));
+    }
+    worker.stop(Duration::from_secs(10));
+}
+
+#[test]
 fn queue_and_operations_open_by_url() {
     let schema = fresh_schema("by-url");
     let queue = Queue::postgres_with(&url(), &options(schema.clone())).unwrap();
