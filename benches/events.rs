@@ -22,7 +22,7 @@
 //! `getrusage`), not wall time: on a shared machine a thread waiting for a
 //! core would otherwise dwarf the nanoseconds an event check costs.
 //!
-//! Run: `cargo bench --bench events` (about 20 s).
+//! Run: `cargo bench --bench events` (about 20 s; it prints its run time).
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -36,11 +36,11 @@ use keel::lmdb::Durability;
 use keel::{KeyedLocks, PoolConfig, SyncPool, Task};
 use log::{LevelFilter, Log, Metadata, Record};
 
-/// Child processes per mode.
-const ROUNDS: usize = 10;
+/// Child processes per mode (6 pairs: about 25 s on a busy 2-core machine).
+const ROUNDS: usize = 6;
 /// Runs of each workload per mode in one child.
 const RUNS_PER_CHILD: usize = 3;
-const LOCK_OPS_PER_THREAD: usize = 10_000;
+const LOCK_OPS_PER_THREAD: usize = 5_000;
 /// Steps of busy work while a lock is held.
 const HOLD_STEPS: u32 = 200;
 const POOL_TASKS: usize = 500;
@@ -302,6 +302,7 @@ fn main() {
     // alternated: each round is a pair of children run back to back, and the
     // ratios are the median of the rounds' ratios, so drift in the machine's
     // load (other processes come and go) cancels out.
+    let started = std::time::Instant::now();
     let rounds: Vec<(Figures, Figures)> = (0..ROUNDS)
         .map(|_| (run_child("no_logger"), run_child("logger")))
         .collect();
@@ -356,4 +357,5 @@ fn main() {
          ratio/off: the same against the logger child's own runs at level Off, interleaved run by run"
     );
     println!("target: disabled within noise (<= 1.05x) of no logger");
+    println!("run time: {:.1} s", started.elapsed().as_secs_f64());
 }

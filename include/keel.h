@@ -376,7 +376,8 @@ typedef struct keel_queue keel_queue;
 
 /**
  * The shared lock of a root (keel_journal_read): no mutation runs while it
- * is held, and the tree is in a committed state. Free it to release it.
+ * is held, and the tree is in a committed state. keel_read_guard_release
+ * releases it.
  */
 typedef struct keel_read_guard keel_read_guard;
 
@@ -521,15 +522,15 @@ typedef struct keel_journal_state {
 } keel_journal_state;
 
 /**
- * A snapshot of a lock registry's size (LockStats in the Rust docs).
+ * A snapshot of a registry's size.
  */
 typedef struct keel_lock_stats {
   /**
-   * Keys with an entry (each held or waited for).
+   * Keys with an entry: each is held or waited for.
    */
   size_t entries;
   /**
-   * Guards alive (a shared key counts each holder).
+   * Guards alive (a shared key counts each reader).
    */
   size_t holders;
   /**
@@ -684,28 +685,29 @@ typedef int32_t (*keel_commit_fn)(void *userdata,
                                   struct keel_task_ctx *ctx);
 
 /**
- * A snapshot of a pool's counters (PoolStats in the Rust docs).
+ * A snapshot of a pool's counters.
  */
 typedef struct keel_pool_stats {
   /**
-   * Tasks holding a slot now: running, or waiting for their key
-   * (abandoned threads excluded).
+   * Tasks holding one of the pool's slots now: running, or waiting for
+   * their key (abandoned threads excluded).
    */
   size_t in_flight;
   /**
-   * Tasks waiting for a slot now.
+   * Workers waiting for a slot now (freed slots go to them first come,
+   * first served).
    */
   size_t slot_waiters;
   /**
-   * The most tasks ever running at once.
+   * The most slots in use when a task started: the peak concurrency.
    */
   size_t peak_concurrency;
   /**
-   * Tasks that returned KEEL_OK.
+   * Tasks that returned a value.
    */
   size_t completed;
   /**
-   * Tasks that failed or panicked.
+   * Tasks that returned an error or panicked.
    */
   size_t failed;
   /**
@@ -717,7 +719,7 @@ typedef struct keel_pool_stats {
    */
   size_t cancelled;
   /**
-   * Tasks refused.
+   * Tasks refused (abandoned-thread cap, key busy with a hung run, shut down).
    */
   size_t refused;
   /**
@@ -729,7 +731,7 @@ typedef struct keel_pool_stats {
    */
   size_t paused_keys;
   /**
-   * Abandoned threads still running.
+   * Abandoned threads still running (timed out or cancelled while running).
    */
   size_t abandoned;
   /**
@@ -737,7 +739,7 @@ typedef struct keel_pool_stats {
    */
   size_t abandoned_total;
   /**
-   * Keys held in the pool's lock registry now.
+   * Keys held in the pool's lock registry now (a hung thread keeps its key).
    */
   size_t locked_keys;
   /**
@@ -745,6 +747,18 @@ typedef struct keel_pool_stats {
    */
   size_t hung_keys;
 } keel_pool_stats;
+
+/**
+ * How a queue retries and resets its jobs; keel_queue_options_default
+ * gives the defaults.
+ */
+typedef struct keel_queue_options {
+  /**
+   * How many lease expiries a job survives; the next one makes it dead
+   * ("its processor kept dying"). Default 5.
+   */
+  uint32_t max_resets;
+} keel_queue_options;
 
 /**
  * How to enqueue a job; keel_enqueue_options_default gives the defaults.
@@ -795,18 +809,6 @@ typedef struct keel_job_spec {
    */
   struct keel_enqueue_options options;
 } keel_job_spec;
-
-/**
- * How a queue retries and resets its jobs; keel_queue_options_default
- * gives the defaults.
- */
-typedef struct keel_queue_options {
-  /**
-   * How many lease expiries a job survives; the next one makes it dead
-   * ("its processor kept dying"). Default 5.
-   */
-  uint32_t max_resets;
-} keel_queue_options;
 
 /**
  * buffers with keel_job_free.
@@ -882,7 +884,7 @@ typedef struct keel_worker_options {
 typedef int32_t (*keel_job_handler_fn)(void *userdata, struct keel_job_ctx *ctx);
 
 /**
- * A worker's counters (WorkerStats in the Rust docs).
+ * What a worker has done so far.
  */
 typedef struct keel_worker_stats {
   /**
@@ -890,7 +892,7 @@ typedef struct keel_worker_stats {
    */
   uint64_t completed;
   /**
-   * Attempts whose handler failed (stored as failures).
+   * Attempts whose handler returned an error (stored as failures).
    */
   uint64_t failed;
   /**
@@ -898,19 +900,23 @@ typedef struct keel_worker_stats {
    */
   uint64_t panicked;
   /**
-   * Finishes refused because the attempt was no longer current.
+   * Finishes refused because the attempt was no longer current (its
+   * lease expired and it was reset, or it was cancelled).
    */
   uint64_t refused;
   /**
-   * Unfinished jobs handed back to the queue.
+   * Unfinished jobs handed back by a graceful stop, or because the pool
+   * refused to start them (too many abandoned handler threads).
    */
   uint64_t released;
   /**
-   * Attempts whose handler ran past the job timeout.
+   * Attempts whose handler ran past the job timeout (stored as failures).
    */
   uint64_t timed_out;
   /**
-   * Running jobs whose heartbeat was refused: their result is not stored.
+   * Running jobs whose heartbeat was refused (cancelled, reset or
+   * deleted meanwhile): dropped from the running set, their handler told
+   * through `lease_lost`, their result not stored.
    */
   uint64_t lost;
   /**
@@ -918,6 +924,12 @@ typedef struct keel_worker_stats {
    */
   size_t running;
 } keel_worker_stats;
+
+
+
+
+
+
 
 #ifdef __cplusplus
 extern "C" {
@@ -1353,15 +1365,16 @@ enum keel_status keel_journal_last_recovery(const struct keel_journal *journal,
 /**
  * Takes the shared lock of the root (waiting, blocking this thread, for
  * running mutations to end; recovering a crashed one first) and puts the
- * guard in `*out`; free it with keel_read_guard_free to release the lock.
+ * guard in `*out`; keel_read_guard_release releases the lock and frees it.
  */
 enum keel_status keel_journal_read(const struct keel_journal *journal,
                                    struct keel_read_guard **out);
 
 /**
- * Releases a read guard. NULL is a no-op.
+ * Releases a read guard's lock and frees the guard, as
+ * keel_lock_guard_release does for a lock guard. NULL is a no-op.
  */
-void keel_read_guard_free(struct keel_read_guard *guard);
+void keel_read_guard_release(struct keel_read_guard *guard);
 
 /**
  * Fills `*out` with what is on disk. Takes no lock.
@@ -1524,9 +1537,9 @@ enum keel_status keel_locks_new(const char *name, size_t name_len, struct keel_l
  * keel_lock_guard_token gives its fencing token; keel_locks_stats counts
  * what this handle holds and waits for, not other processes'.
  */
-enum keel_status keel_locks_open_url(const char *location,
-                                     size_t location_len,
-                                     struct keel_locks **out);
+enum keel_status keel_locks_open(const char *location,
+                                 size_t location_len,
+                                 struct keel_locks **out);
 
 /**
  * Frees a registry. Guards still alive keep working and release normally.
@@ -1617,14 +1630,6 @@ enum keel_status keel_set_log_callback(uint32_t max_level, keel_log_fn callback,
 struct keel_ops_options keel_ops_options_default(void);
 
 /**
- * keel_ops_open with `options` (NULL for the defaults).
- */
-enum keel_status keel_ops_open_with(const char *path,
-                                    size_t path_len,
-                                    const struct keel_ops_options *options,
-                                    struct keel_ops **out);
-
-/**
  * keel_ops_next in `order` (KEEL_NEXT_OLDEST or KEEL_NEXT_ITEM).
  */
 enum keel_status keel_ops_next_in(const struct keel_ops *ops,
@@ -1644,19 +1649,16 @@ enum keel_status keel_ops_reset_expired(const struct keel_ops *ops,
                                         uint64_t *out_failed);
 
 /**
- * Opens (creating if missing) the operations file at `path` into `*out`;
- * free it with keel_ops_free.
+ * Opens the operations at `location` into `*out` with `options` (NULL
+ * for the defaults): a file path (LMDB, created if missing) or a
+ * `postgresql://` URL (PostgreSQL, libpq conventions, the `keel` schema,
+ * the database's clock). An unknown scheme is KEEL_INVALID_ARGUMENT. Free
+ * it with keel_ops_free.
  */
-enum keel_status keel_ops_open(const char *path, size_t path_len, struct keel_ops **out);
-
-/**
- * Opens the operations at `location` into `*out`: a `postgresql://` URL
- * (PostgreSQL, the `keel` schema, the database's clock) or a file path.
- * An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_ops_free.
- */
-enum keel_status keel_ops_open_url(const char *location,
-                                   size_t location_len,
-                                   struct keel_ops **out);
+enum keel_status keel_ops_open(const char *location,
+                               size_t location_len,
+                               const struct keel_ops_options *options,
+                               struct keel_ops **out);
 
 /**
  * Frees the handle. NULL is a no-op.
@@ -1735,6 +1737,20 @@ enum keel_status keel_ops_states(const struct keel_ops *ops,
                                  const char *item,
                                  size_t item_len,
                                  struct keel_buf *out);
+
+/**
+ * Writes a JSON array of up to `limit` records of `op` to `*out`, by item
+ * key: those in `state` (a keel_op_state), or in any state when `state` is
+ * 0 — for operators finding the FAILED ones. A WORKING record whose lease
+ * ended has `"expired": true`. Changes nothing; reads every record (an
+ * operator's call, not a worker's). `limit` is 1 to 10000.
+ */
+enum keel_status keel_ops_list(const struct keel_ops *ops,
+                               const char *op,
+                               size_t op_len,
+                               uint32_t state,
+                               size_t limit,
+                               struct keel_buf *out);
 
 /**
  * The default pool options: 10 at a time, no timeout, at most 64
@@ -1851,20 +1867,16 @@ enum keel_status keel_task_ctx_set_output(struct keel_task_ctx *ctx,
                                           size_t len);
 
 /**
- * Opens (creating if missing) the job queue file at `path` into `*out`;
- * free it with keel_queue_free.
- */
-enum keel_status keel_queue_open(const char *path, size_t path_len, struct keel_queue **out);
-
-/**
- * Opens the job queue at `location` into `*out`: a `postgresql://` URL
- * (PostgreSQL, libpq conventions, the `keel` schema, the database's
- * clock; idle workers wake on jobs enqueued by any host) or a file path.
+ * Opens the job queue at `location` into `*out` with `options` (NULL for
+ * the defaults): a file path (LMDB, created if missing) or a
+ * `postgresql://` URL (PostgreSQL, libpq conventions, the `keel` schema,
+ * the database's clock; idle workers wake on jobs enqueued by any host).
  * An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_queue_free.
  */
-enum keel_status keel_queue_open_url(const char *location,
-                                     size_t location_len,
-                                     struct keel_queue **out);
+enum keel_status keel_queue_open(const char *location,
+                                 size_t location_len,
+                                 const struct keel_queue_options *options,
+                                 struct keel_queue **out);
 
 /**
  * Frees the handle. NULL is a no-op.
@@ -1907,14 +1919,6 @@ enum keel_status keel_queue_enqueue_many(const struct keel_queue *queue,
  * The default queue options: 5 resets.
  */
 struct keel_queue_options keel_queue_options_default(void);
-
-/**
- * keel_queue_open with `options` (NULL for the defaults).
- */
-enum keel_status keel_queue_open_with(const char *path,
-                                      size_t path_len,
-                                      const struct keel_queue_options *options,
-                                      struct keel_queue **out);
 
 /**
  * Hands attempt `token` of job `id` back unfinished: queued again at once,

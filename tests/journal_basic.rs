@@ -481,3 +481,97 @@ fn timed_begin_and_read_give_up_when_the_root_stays_held() {
     m.commit().unwrap();
     assert!(journal.read_timeout(std::time::Duration::ZERO).unwrap().is_some());
 }
+
+/// fsyncs of one committed mutation writing `files` through `write` each.
+fn fsyncs_of(journal: &Journal, change: impl FnOnce(&mut keel::Mutation)) -> u64 {
+    let before = journal.stats().fsyncs;
+    let mut m = journal.begin("count", "").unwrap();
+    change(&mut m);
+    m.commit().unwrap();
+    journal.stats().fsyncs - before
+}
+
+#[test]
+fn fsyncs_per_commit_are_what_the_protocol_needs() {
+    let (_dir, journal) = seeded("fsyncs");
+    let three = [("bin/tool", b"v2"), ("secret/key", b"v2"), ("wiki/index.md", b"v2")];
+    // One by one, per file: the record rewritten (its file and the journal
+    // folder); then, together, each new file and each changed folder; then
+    // the commit point.
+    let single = fsyncs_of(&journal, |m| {
+        for (path, bytes) in three {
+            m.write(path, bytes).unwrap();
+        }
+    });
+    assert_eq!(single, 3 * 2 + 3 + 3 + 1);
+    let single = fsyncs_of(&journal, |m| {
+        for (path, bytes) in [("wiki/a", b"1"), ("wiki/b", b"2"), ("wiki/index.md", b"3")] {
+            m.write(path, bytes).unwrap();
+        }
+    });
+    assert_eq!(single, 3 * 2 + 3 + 1 + 1);
+    // In one batch: one record write, the 3 files, their 3 folders, the commit.
+    let batch = fsyncs_of(&journal, |m| m.write_many(&three).unwrap());
+    assert_eq!(batch, 2 + 3 + 3 + 1);
+    // Three files of one folder: that folder once.
+    let one_folder = [("wiki/a", b"1"), ("wiki/b", b"2"), ("wiki/index.md", b"3")];
+    let batch = fsyncs_of(&journal, |m| m.write_many(&one_folder).unwrap());
+    assert_eq!(batch, 2 + 3 + 1 + 1);
+}
+
+#[test]
+fn write_many_writes_like_write_and_rolls_back_exactly() {
+    let (dir, journal) = seeded("write_many");
+    let before = capture(dir.path());
+    let files: [(&str, &[u8]); 5] = [
+        ("bin/tool", b"v2"),
+        ("new/deep/file.txt", b"new"),
+        ("new/deep/other.txt", b"other"),
+        ("wiki/latest", b"a file where a symlink was"),
+        ("bin/tool", b"v3"),
+    ];
+    let mut m = journal.begin("batch", "").unwrap();
+    m.write_many(&files).unwrap();
+    assert_eq!(m.touched(), ["bin/tool", "new", "wiki/latest"]);
+    m.rollback().unwrap();
+    assert_eq!(capture(dir.path()), before);
+    assert_state_clean(dir.path());
+
+    let mut m = journal.begin("batch", "").unwrap();
+    m.write_many(&files).unwrap();
+    m.commit().unwrap();
+    let tree = capture(dir.path());
+    assert_eq!(
+        tree["bin/tool"],
+        Node::File {
+            mode: 0o755,
+            bytes: b"v3".to_vec()
+        }
+    );
+    assert!(matches!(&tree["new/deep/other.txt"], Node::File { bytes, .. } if bytes == b"other"));
+    assert!(matches!(&tree["wiki/latest"], Node::File { .. }));
+    assert_state_clean(dir.path());
+}
+
+#[test]
+fn write_many_refuses_a_bad_batch_before_changing_anything() {
+    let (dir, journal) = seeded("write_many_bad");
+    let before = capture(dir.path());
+    let mut m = journal.begin("batch", "").unwrap();
+    let bad: [&[(&str, &[u8])]; 4] = [
+        &[("readme.txt", b"x"), ("wiki/pages", b"a folder")],
+        &[("readme.txt", b"x"), ("outside/x", b"through a symlink")],
+        &[("readme.txt", b"x"), ("readme.txt/x", b"inside a file")],
+        &[("n/a", b"x"), ("n", b"an ancestor of another path")],
+    ];
+    for batch in bad {
+        let err = m.write_many(batch).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{batch:?}");
+        assert_eq!(capture(dir.path()), before);
+        assert!(m.touched().is_empty());
+    }
+    // Still usable: argument errors do not fail the mutation.
+    m.write_many(&[("readme.txt", b"ok")]).unwrap();
+    m.commit().unwrap();
+    assert_eq!(fs::read(dir.path().join("readme.txt")).unwrap(), b"ok");
+}

@@ -22,6 +22,7 @@ type Scenario = fn(&mut Mutation, &Path) -> Result<()>;
 
 const SCENARIOS: &[(&str, Scenario)] = &[
     ("write_new", write_new),
+    ("write_many", write_many),
     ("write_existing", write_existing),
     ("remove", remove),
     ("rename", rename),
@@ -34,6 +35,18 @@ const SCENARIOS: &[(&str, Scenario)] = &[
 fn write_new(m: &mut Mutation, _root: &Path) -> Result<()> {
     m.write("fresh.txt", b"fresh")?;
     m.write("new/dir/deep.txt", b"deep")
+}
+
+fn write_many(m: &mut Mutation, _root: &Path) -> Result<()> {
+    m.write("readme.txt", b"one by one first")?;
+    m.write_many(&[
+        ("bin/tool", &b"#!/bin/sh\necho v2\n"[..]),
+        ("new/dir/deep.txt", b"deep"),
+        ("new/other.txt", b"other"),
+        ("bin/tool", b"written twice in the batch"),
+        ("wiki/latest", b"a file where a symlink was"),
+        ("readme.txt", b"then in the batch"),
+    ])
 }
 
 fn write_existing(m: &mut Mutation, _root: &Path) -> Result<()> {

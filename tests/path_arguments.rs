@@ -57,3 +57,18 @@ fn a_mutation_takes_paths_and_refuses_those_that_are_not_utf8() {
     assert!(!dir.join("docs/a.txt").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_url_given_as_a_path_is_refused_not_made_a_folder() {
+    let dir = temp_dir("url");
+    let here = std::env::current_dir().unwrap();
+    std::env::set_current_dir(&dir).unwrap();
+    let queue = Queue::open("postgresql://db.internal/app");
+    let ops = Operations::open("mysql://db/app");
+    std::env::set_current_dir(here).unwrap();
+    for refused in [queue.err().unwrap(), ops.err().unwrap()] {
+        assert_eq!(refused.kind(), ErrorKind::InvalidArgument, "{refused}");
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing was created");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

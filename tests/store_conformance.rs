@@ -39,7 +39,8 @@ macro_rules! on_store {
             operations::an_expired_claim_reads_as_expired_and_is_listed_by_next,
             operations::the_reset_pass_requeues_lapsed_claims_and_fails_them_past_max_lapses,
             operations::an_update_by_the_holder_clears_the_lapse_count,
-            operations::next_lists_by_item_key_when_asked_and_oldest_first_by_default
+            operations::next_lists_by_item_key_when_asked_and_oldest_first_by_default,
+            operations::list_finds_the_records_of_an_operation_in_a_state_by_item
         );
     };
     (@tests $backend:expr; $($module:ident :: $test:ident),* $(,)?) => {

@@ -45,7 +45,7 @@ int main(void) {
   snprintf(path, sizeof path, "%s/jobs.lmdb", dir);
 
   keel_queue *queue = NULL;
-  if (keel_queue_open(S(path), &queue) != KEEL_OK) return fail("open");
+  if (keel_queue_open(S(path), NULL, &queue) != KEEL_OK) return fail("open");
   const char *payloads[] = {"{\"to\":\"ann@example.org\"}", "{\"to\":\"nobody\"}"};
   for (int i = 0; i < 2; i++)
     if (keel_queue_enqueue(queue, S("mail.send"), S(payloads[i]), NULL, NULL, NULL) != KEEL_OK)

@@ -158,7 +158,7 @@ def _follow_logging_levels() -> None:
         _keel._refresh_log_levels()
 
     _clear_cache._keel_hook = True  # type: ignore[attr-defined]
-    manager._clear_cache = _clear_cache  # type: ignore[method-assign]
+    setattr(manager, "_clear_cache", _clear_cache)
 
 
 _follow_logging_levels()

@@ -3,6 +3,23 @@
 The shapes of returned dicts live in :mod:`keel.types` (a real module, so
 host code can import them); every class here is final (the native classes
 cannot be subclassed).
+
+Times are seconds, as floats, both ways: a point in time is a Unix time like
+``time.time()`` (``run_at``, ``lease_until``, ``created_at``, an item's
+``created``), a duration a number of seconds (``lease``, ``timeout``,
+``oldest_ready_age``). Keys keep the core's names; a time that is "none"
+(``lease_until`` of a record nobody holds, ``finished_at`` of a job not
+finished) is None.
+
+``close()``: ``Drive``, ``Queue``, ``Operations``, ``Journal`` and
+``SyncPool`` are context managers that close on leaving the block. After
+``close()`` every call raises :class:`Closed` (closing twice is harmless),
+and the file, database connections or journal are released once calls in
+flight return. Work already begun keeps its own hold and ends as it would
+have: an open ``DriveBatch`` commits or undoes at the end of its block, a
+``Mutation`` commits or rolls back, a ``ReadGuard`` releases, a running
+``Worker`` stops. A drive's ``as_user`` views, iterators and batches raise
+:class:`Closed` once the drive is closed.
 """
 
 from pathlib import Path
@@ -187,6 +204,9 @@ class SyncPool:
     def shutdown(self) -> None: ...
     def close(self) -> None:
         """The same as ``shutdown()`` (``with keel.SyncPool(...) as pool:`` calls it)."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``shutdown()`` or ``close()`` was called."""
     def __enter__(self) -> "SyncPool": ...
     def __exit__(
         self,
@@ -298,6 +318,20 @@ class Drive:
         ...
     def backup(self, dest: PathArg) -> None: ...
     def stats(self) -> DriveStats: ...
+    def close(self) -> None:
+        """Releases the drive file; on an ``as_user`` view, closes that view only (a batch raises keel.InvalidArgument)."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    def __enter__(self) -> "Drive":
+        """``with keel.Drive(...) as x:`` closes it when the block ends."""
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+        /,
+    ) -> None: ...
 
 @final
 class DriveBatch(Drive):
@@ -347,6 +381,20 @@ class Journal:
     def inspect(root: PathArg) -> Dict[str, Any]: ...
     def resolve(self, seq: int) -> str: ...
     def stats(self) -> JournalStats: ...
+    def close(self) -> None:
+        """Releases the journal; a mutation or read guard already begun ends as it would have."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    def __enter__(self) -> "Journal":
+        """``with keel.Journal(...) as x:`` closes it when the block ends."""
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+        /,
+    ) -> None: ...
 
 
 @final
@@ -379,6 +427,23 @@ class Operations:
     ) -> OpRecord: ...
     def error(self, item: str, op: str, message: str, *, token: Optional[int] = None) -> OpRecord: ...
     def states(self, item: str) -> List[OpRecord]: ...
+    def list(self, op: str, *, state: Optional[OpState] = None, limit: int = 100) -> List[OpRecord]:
+        """Records of ``op`` (in ``state``, if given) by item key: how operators find the FAILED ones.
+        Changes nothing; reads every record (an operator's call, not a worker's)."""
+    def close(self) -> None:
+        """Releases the store (its file or database connections)."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    def __enter__(self) -> "Operations":
+        """``with keel.Operations(...) as x:`` closes it when the block ends."""
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+        /,
+    ) -> None: ...
 
 @final
 class Queue:
@@ -400,7 +465,8 @@ class Queue:
     def enqueue_many(self, jobs: Iterable[Union[Tuple[str, Json], Mapping[str, Any]]]) -> List[Enqueued]:
         """Many jobs in one transaction: ``(kind, payload)`` pairs or dicts of enqueue's arguments."""
     def dequeue(self, kinds: Sequence[str], *, worker: str, lease: float = 30.0) -> Optional[JobRecord]: ...
-    def heartbeat(self, id: int, token: int, *, lease: float = 30.0) -> int: ...
+    def heartbeat(self, id: int, token: int, *, lease: float = 30.0) -> float:
+        """Extends the lease to ``lease`` seconds from now; returns its new end (a Unix time)."""
     def complete(self, id: int, token: int, result: Json = None) -> JobRecord: ...
     def fail(self, id: int, token: int, error: str, *, retryable: bool = True) -> JobRecord: ...
     def release(self, id: int, token: int) -> JobRecord: ...
@@ -413,6 +479,20 @@ class Queue:
     def counts(self) -> Dict[str, Dict[JobState, int]]: ...
     def reset_expired(self) -> ResetReport: ...
     def cleanup(self, retention: float) -> int: ...
+    def close(self) -> None:
+        """Releases the queue (its file or database connections); a running Worker keeps its own hold until it stops."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    def __enter__(self) -> "Queue":
+        """``with keel.Queue(...) as x:`` closes it when the block ends."""
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+        /,
+    ) -> None: ...
 
 @final
 class JobContext:
@@ -467,7 +547,8 @@ def stats() -> Dict[str, List[Dict[str, Any]]]:
     """Every live keel object's counters, grouped by part.
 
     Parts: "locks", "pool", "journal", "drive", "queue" (job counts per kind and
-    state, oldest ready age per kind), "operations" and "ops" (job workers).
+    state, ``oldest_ready_age`` per kind in seconds), "operations" and
+    "workers" (job workers).
     """
 
 def verify_file(path: str) -> Dict[str, Any]:

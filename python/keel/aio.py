@@ -36,12 +36,14 @@ from typing import (
     Generator,
     Iterable,
     List,
+    Literal,
     Mapping,
     Optional,
     Sequence,
     Tuple,
     TypeVar,
     Union,
+    overload,
 )
 
 from keel._keel import (
@@ -54,12 +56,16 @@ from keel._keel import (
     Operations,
     Queue,
     SyncPool,
+    TaskContext,
     Worker,
 )
 from keel.types import Enqueued, JobRecord, JobState, Json, JournalStatus, Key, OpClaim, OpRecord, OpState
 from keel.types import RecoveryReport, ResetReport, StopReport, WorkerStats
 
 T = TypeVar("T")
+_Item = TypeVar("_Item")
+_Prepared = TypeVar("_Prepared")
+_Result = TypeVar("_Result")
 
 __all__ = [
     "AsyncDrive",
@@ -180,6 +186,21 @@ class AsyncOperations:
     def __repr__(self) -> str:
         return f"<keel.aio.AsyncOperations of {self.sync!r}>"
 
+    async def close(self) -> None:
+        """Closes the Operations off the loop (see ``keel.Operations.close``)."""
+        await run_blocking(self.sync.close)
+
+    @property
+    def closed(self) -> bool:
+        return self.sync.closed
+
+    async def __aenter__(self) -> "AsyncOperations":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """``async with keel.aio.AsyncOperations(...) as x:`` closes it when the block ends."""
+        await self.close()
+
     async def ready(self, item: str, ops: Sequence[str]) -> List[OpRecord]:
         return await run_blocking(lambda: self.sync.ready(item, ops))
 
@@ -199,6 +220,9 @@ class AsyncOperations:
     async def states(self, item: str) -> List[OpRecord]:
         return await run_blocking(lambda: self.sync.states(item))
 
+    async def list(self, op: str, *, state: Optional[OpState] = None, limit: int = 100) -> List[OpRecord]:
+        return await run_blocking(lambda: self.sync.list(op, state=state, limit=limit))
+
 
 class AsyncQueue:
     """:class:`keel.Queue` with coroutine methods (the loop never blocks).
@@ -212,6 +236,21 @@ class AsyncQueue:
 
     def __repr__(self) -> str:
         return f"<keel.aio.AsyncQueue of {self.sync!r}>"
+
+    async def close(self) -> None:
+        """Closes the Queue off the loop (see ``keel.Queue.close``)."""
+        await run_blocking(self.sync.close)
+
+    @property
+    def closed(self) -> bool:
+        return self.sync.closed
+
+    async def __aenter__(self) -> "AsyncQueue":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """``async with keel.aio.AsyncQueue(...) as x:`` closes it when the block ends."""
+        await self.close()
 
     async def enqueue(self, kind: str, payload: Json = None, *, priority: int = 5, run_at: Optional[float] = None,
                       delay: Optional[float] = None, max_attempts: int = 20,
@@ -227,7 +266,7 @@ class AsyncQueue:
 
         return await run_blocking(lambda: self.sync.dequeue(kinds, worker=worker, lease=lease), give_back=give_back)
 
-    async def heartbeat(self, id: int, token: int, *, lease: float = 30.0) -> int:
+    async def heartbeat(self, id: int, token: int, *, lease: float = 30.0) -> float:
         return await run_blocking(lambda: self.sync.heartbeat(id, token, lease=lease))
 
     async def complete(self, id: int, token: int, result: Json = None) -> JobRecord:
@@ -275,6 +314,21 @@ class AsyncJournal:
     def __repr__(self) -> str:
         return f"<keel.aio.AsyncJournal of {self.sync!r}>"
 
+    async def close(self) -> None:
+        """Closes the Journal off the loop (see ``keel.Journal.close``)."""
+        await run_blocking(self.sync.close)
+
+    @property
+    def closed(self) -> bool:
+        return self.sync.closed
+
+    async def __aenter__(self) -> "AsyncJournal":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """``async with keel.aio.AsyncJournal(...) as x:`` closes it when the block ends."""
+        await self.close()
+
     async def begin(self, operation: str, details: str = "") -> Mutation:
         return await run_blocking(lambda: self.sync.begin(operation, details),
                                   give_back=lambda mutation: mutation.rollback())
@@ -315,6 +369,21 @@ class AsyncDrive:
 
     def __repr__(self) -> str:
         return f"<keel.aio.AsyncDrive of {self.sync!r}>"
+
+    async def close(self) -> None:
+        """Closes the Drive off the loop (see ``keel.Drive.close``)."""
+        await run_blocking(self.sync.close)
+
+    @property
+    def closed(self) -> bool:
+        return self.sync.closed
+
+    async def __aenter__(self) -> "AsyncDrive":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """``async with keel.aio.AsyncDrive(...) as x:`` closes it when the block ends."""
+        await self.close()
 
     def as_user(self, user: str, roles: Sequence[str] = ()) -> "AsyncDrive":
         return AsyncDrive(self.sync.as_user(user, list(roles)))
@@ -415,6 +484,20 @@ async def _cancellable(start: Callable[[CancellationToken], T]) -> T:
         raise
 
 
+@overload
+async def run(pool: SyncPool, func: Callable[[_Item], _Result], items: Iterable[_Item], *,
+              key: Optional[Callable[[_Item], Key]] = None, timeout: Optional[float] = None,
+              singleflight: bool = False, progress: Optional[Callable[[int, int, int, Any], None]] = None,
+              context: Literal[False] = False) -> List[Union[_Result, BaseException]]: ...
+
+
+@overload
+async def run(pool: SyncPool, func: Callable[[_Item, TaskContext], _Result], items: Iterable[_Item], *,
+              key: Optional[Callable[[_Item], Key]] = None, timeout: Optional[float] = None,
+              singleflight: bool = False, progress: Optional[Callable[[int, int, int, Any], None]] = None,
+              context: Literal[True]) -> List[Union[_Result, BaseException]]: ...
+
+
 async def run(pool: SyncPool, func: Callable[..., Any], items: Iterable[Any], *,
               key: Optional[Callable[[Any], Key]] = None, timeout: Optional[float] = None,
               singleflight: bool = False, progress: Optional[Callable[[int, int, int, Any], None]] = None,
@@ -422,7 +505,9 @@ async def run(pool: SyncPool, func: Callable[..., Any], items: Iterable[Any], *,
     """``pool.run(func, items, ...)`` without blocking the event loop.
 
     The callables run on the pool's threads as with ``pool.run``; results come
-    back in input order with exceptions as values. Cancelling the awaiting task
+    back in input order with exceptions as values (so each result is the
+    callable's return type or an exception). With ``context=True`` the
+    callable takes ``(item, keel.TaskContext)``. Cancelling the awaiting task
     cancels the batch: items not started are cancelled, running ones abandoned.
     """
     listed = list(items)
@@ -431,12 +516,14 @@ async def run(pool: SyncPool, func: Callable[..., Any], items: Iterable[Any], *,
         context=context))
 
 
-async def pipeline(pool: SyncPool, prepare: Callable[[Any], Any], items: Iterable[Any],
-                   commit: Callable[[Any], Any], *, window: Optional[int] = None,
-                   stop_at_first_commit_failure: bool = False, timeout: Optional[float] = None) -> List[Any]:
+async def pipeline(pool: SyncPool, prepare: Callable[[_Item], _Prepared], items: Iterable[_Item],
+                   commit: Callable[[_Prepared], _Result], *, window: Optional[int] = None,
+                   stop_at_first_commit_failure: bool = False,
+                   timeout: Optional[float] = None) -> List[Union[_Result, BaseException]]:
     """``pool.pipeline(prepare, items, commit, ...)`` without blocking the loop.
 
-    ``commit`` runs on one executor thread (not the loop's), one item at a
+    Each result is ``commit``'s return value or the exception (of prepare or
+    commit) in its item's place. ``commit`` runs on one executor thread (not the loop's), one item at a
     time, in input order. Cancelling the awaiting task stops the run; nothing
     more is committed.
     """

@@ -3,7 +3,7 @@
     keel demo [--size N] [--dir DIR]
     keel drive ls|tree|cat|backup|verify DRIVE ...
     keel journal status|recover|resolve ROOT ...
-    keel ops show|verify DB ...
+    keel ops show|list|verify DB ...
     keel queue stats|list|show|retry|cancel|verify DB ...
     keel stats [--drive FILE] [--journal ROOT] [--ops FILE] [--queue FILE]
 
@@ -62,6 +62,8 @@ EXIT_INTERRUPTED = 130
 
 #: State names the core accepts (``--state`` choices).
 JOB_STATES = ["queued", "running", "retrying", "completed", "dead", "cancelled"]
+#: Operation states (``keel ops list --state``; given in any case).
+OP_STATES = ["READY", "WORKING", "OK", "FAILED"]
 
 import keel
 from keel import _keel
@@ -75,7 +77,9 @@ class Output:
 
     def emit(self, value: Any, text: Optional[Callable[[Any], str]] = None) -> None:
         if self.as_json or text is None:
-            print(json.dumps(value, indent=2, sort_keys=True, default=str))
+            # Keys in keel's order: a record's fields as listed, a payload's
+            # as its producer wrote them.
+            print(json.dumps(value, indent=2, default=str))
         else:
             rendered = text(value)
             if rendered:
@@ -132,7 +136,7 @@ def progress(items: Iterable[T], what: str, every: float = 1.0) -> Iterator[T]:
 
 # -- drive --------------------------------------------------------------------
 
-def _drive_item(drive: "keel.Drive", path: str) -> Optional[Dict[str, Any]]:
+def _drive_item(drive: "keel.Drive", path: str) -> Optional["keel.types.Item"]:
     path = path.strip("/")
     return drive.at_path(path) if path else None
 
@@ -248,6 +252,16 @@ def ops_show(args: argparse.Namespace, out: Output) -> None:
         ["operation", "state", "attempts", "message"]))
 
 
+def ops_list(args: argparse.Namespace, out: Output) -> None:
+    with keel.Operations(of_kind(args.db, "ops")) as ops:
+        records = ops.list(args.op, state=args.state, limit=args.limit)
+    out.emit(records, lambda rs: table(
+        [(r["item"], r["state"] + (" (lease ended)" if r["expired"] else ""), r["attempts"],
+          time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["updated_at"])), r["message"].split("\n")[0])
+         for r in rs],
+        ["item", "state", "attempts", "updated (UTC)", "message"]))
+
+
 def queue_stats(args: argparse.Namespace, out: Output) -> None:
     counts = keel.Queue(of_kind(args.db, "ops")).counts()
     out.emit(counts, lambda c: table(
@@ -265,7 +279,7 @@ def _job_rows(jobs: Sequence[Dict[str, Any]]) -> str:
 def queue_list(args: argparse.Namespace, out: Output) -> None:
     queue = keel.Queue(of_kind(args.db, "ops"))
     kinds = [args.kind] if args.kind else sorted(queue.counts())
-    jobs: List[Dict[str, Any]] = []
+    jobs: List["keel.types.JobRecord"] = []
     for kind in kinds:  # --limit counts jobs in all, not per kind
         if args.limit is not None and len(jobs) >= args.limit:
             break
@@ -315,7 +329,7 @@ class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
     """Gives every subcommand ``--json`` too, so it works after it."""
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        parser = super().add_parser(name, **kwargs)
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
         parser.register("action", "parsers", _Subcommands)
         parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                             help="print JSON instead of text (errors too)")
@@ -375,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = ops.add_parser("show", help="every operation state of an item")
     p.add_argument("db"), p.add_argument("item")
     p.set_defaults(run=ops_show)
+    p = ops.add_parser("list", help="the records of an operation by item, e.g. the FAILED ones (--state FAILED)")
+    p.add_argument("db"), p.add_argument("op")
+    p.add_argument("--state", default=None, type=str.upper, choices=OP_STATES,
+                   help="only records in this state (any case)")
+    p.add_argument("--limit", type=int, default=50, help="list at most this many records (default 50)")
+    p.set_defaults(run=ops_list)
     p = ops.add_parser("verify", help="walk every table of an operations file (exit 2 if damaged)")
     p.add_argument("file")
     p.set_defaults(run=verify)

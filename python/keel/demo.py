@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import keel
+from keel.types import Item, JobRecord
 
 POOL_SIZE = 10
 FETCH_TIMEOUT = 0.5
@@ -245,7 +246,7 @@ SCHEMA_V2 = {
 }
 
 
-def upgrade_v1_to_v2(item: Dict[str, Any], version: str, data: Any, old: Optional[int], new: int) -> Any:
+def upgrade_v1_to_v2(item: Item, version: str, data: Any, old: Optional[int], new: int) -> Any:
     return {"title": data["title"], "source": data["source"], "word_count": data["words"], "language": "en"}
 
 
@@ -271,11 +272,13 @@ def catalogue(path: Path, docs: List[Document], ui: Progress) -> Dict[str, Any]:
     upgraded = drive.set_schema("document", SCHEMA_V2, 2, migrate=upgrade_v1_to_v2)
     migrated = time.perf_counter() - started
     sample = next(iter(drive.by_type("document", limit=1)), None)
-    sample_data = drive.get_data(sample["id"])[1] if sample else None
+    stored = drive.get_data(sample["id"]) if sample else None
+    sample_data = stored[1] if stored else None
+    schema = drive.schema("document")
     outcome = {
         "items": made,
         "schema_upgraded": upgraded,
-        "schema_version": drive.schema("document")[0],
+        "schema_version": schema[0] if schema else None,
         "sample_after_migration": sample_data,
         "create_seconds": round(created, 2),
         "migrate_seconds": round(migrated, 2),
@@ -294,13 +297,13 @@ def pipeline(folder: Path, docs: List[Document], ui: Progress) -> Dict[str, Any]
     attempts: Dict[str, int] = {}
     attempts_lock = threading.Lock()
 
-    def extract(job: Dict[str, Any]) -> Any:
+    def extract(job: JobRecord) -> Any:
         name = job["payload"]["doc"]
         ops.update(name, "extract", "OK", "extracted", enable=["index"])
         queue.enqueue("index", {"doc": name}, unique_key=f"index:{name}")
         return {"doc": name}
 
-    def index(job: Dict[str, Any]) -> Any:
+    def index(job: JobRecord) -> Any:
         name = job["payload"]["doc"]
         with attempts_lock:
             attempts[name] = attempts.get(name, 0) + 1
@@ -320,7 +323,7 @@ def pipeline(folder: Path, docs: List[Document], ui: Progress) -> Dict[str, Any]
         while True:
             counts = queue.counts()
             done = sum(states.get("completed", 0) for states in counts.values())
-            dead = sum(states.get("dead", 0) + states.get("failed", 0) for states in counts.values())
+            dead = sum(states.get("dead", 0) for states in counts.values())
             ui.update("pipeline", done, total_jobs)
             if done + dead >= total_jobs:
                 break

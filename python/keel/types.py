@@ -1,7 +1,9 @@
 """The shapes of the values keel takes and returns, for type checkers.
 
 Every dict keel returns is a plain ``dict`` at run time; these ``TypedDict``s
-say which keys it has. Import them from here (or from ``keel``):
+say which keys it has. Times are seconds as floats: points in time are Unix
+times (``time.time()``), a time that is "none" is None. Import them from here
+(or from ``keel``):
 
     from keel.types import JobRecord, Item
 """
@@ -93,19 +95,19 @@ class Item(TypedDict):
     parent: str
     name: str
     type: Optional[str]
-    created: int
+    created: float
     creator: str
     children: int
     data_size: int
     version: Optional[str]
-    updated: int
+    updated: float
     updater: str
     permissions: Permissions
 
 
 class Version(TypedDict):
     version: str
-    updated: int
+    updated: float
     updater: str
     size: int
 
@@ -165,17 +167,18 @@ class OpRecord(TypedDict):
     attempts: int
     token: int
     worker: Optional[str]
-    lease_until: Optional[int]
-    ready_at: Optional[int]
-    created_at: int
-    updated_at: int
+    lease_until: Optional[float]
+    ready_at: float
+    created_at: float
+    updated_at: float
+    expired: bool
 
 
 class OpClaim(TypedDict):
     item: str
     op: str
     token: int
-    lease_until: int
+    lease_until: float
     attempt: int
 
 
@@ -185,20 +188,20 @@ class JobRecord(TypedDict):
     payload: Json
     state: JobState
     priority: int
-    run_at: int
+    run_at: float
     attempts: int
     failures: int
     max_attempts: int
     resets: int
     token: int
     worker: Optional[str]
-    lease_until: Optional[int]
+    lease_until: Optional[float]
     unique_key: Optional[str]
     last_error: Optional[str]
     result: Json
-    created_at: int
-    updated_at: int
-    finished_at: Optional[int]
+    created_at: float
+    updated_at: float
+    finished_at: Optional[float]
 
 
 #: What ``Queue.dequeue`` returns: the job, claimed (its ``token`` fences it).

@@ -16,8 +16,12 @@
 //!    written atomically: the fsync of the journal folder that makes the
 //!    record durable makes the backup's entry durable too. Cost grows with
 //!    what is touched, not with the tree.
-//! 3. Each change is made durable as it is made: temp file, fsync, rename,
-//!    fsync of the folder.
+//! 3. Each change is made durable before the commit point: a write is a
+//!    temp file renamed over the path, and the files and folders of
+//!    consecutive writes are fsynced together, before the next change of
+//!    another kind or the commit (a crash before then rolls them back from
+//!    the record, durable before the rename); other changes are fsynced as
+//!    they are made.
 //! 4. `commit` removes the record and fsyncs the journal folder (the commit
 //!    point: without an `active` record nothing is rolled back) and cleans
 //!    up; a rollback restores every entry, fsyncs it, marks `rolled_back`
@@ -200,6 +204,12 @@ pub struct JournalStats {
 #[derive(Debug)]
 pub struct ReadGuard {
     _guard: SharedGuard,
+}
+
+impl ReadGuard {
+    /// Releases the shared lock now (as dropping the guard does): the one
+    /// verb every guard of keel has, in every surface.
+    pub fn release(self) {}
 }
 
 impl Journal {

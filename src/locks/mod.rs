@@ -109,6 +109,9 @@ pub enum Wait {
 
 /// A snapshot of a registry's size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+// repr(C): the C surface hands this struct out as it is (keel.h names it
+// keel_*_stats), so its counters are defined once for every surface.
+#[repr(C)]
 pub struct LockStats {
     /// Keys with an entry: each is held or waited for.
     pub entries: usize,

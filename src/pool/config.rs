@@ -38,13 +38,18 @@ impl Default for PoolConfig {
     }
 }
 
+// Not in the C header (which parses this crate for its stats structs):
+// keel_pool_options_default gives these to C.
+/// cbindgen:ignore
 impl PoolConfig {
     /// The default abandoned-thread cap.
     pub const DEFAULT_MAX_ABANDONED: usize = 64;
     /// The largest concurrency limit [`checked`](Self::checked) accepts: one
     /// thread per slot, so more is a mistake, not a wish.
     pub const MAX_CONCURRENCY: usize = 65_536;
+}
 
+impl PoolConfig {
     /// At most `max_concurrency` tasks at a time; values below 1 mean 1.
     pub fn new(max_concurrency: usize) -> Self {
         PoolConfig {

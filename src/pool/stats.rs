@@ -7,6 +7,9 @@ use crate::pool::slots::Slots;
 
 /// A snapshot of a pool's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+// repr(C): the C surface hands this struct out as it is (keel.h names it
+// keel_*_stats), so its counters are defined once for every surface.
+#[repr(C)]
 pub struct PoolStats {
     /// Tasks holding one of the pool's slots now: running, or waiting for
     /// their key (abandoned threads excluded).

@@ -22,10 +22,10 @@ static int error_mentions(const char *text) { return strstr(keel_last_error(), t
 static void test_string_lengths_above_isize_max(void) {
   keel_ops *ops = NULL;
   /* A real pointer, with a length no allocation can have. */
-  CHECK_STATUS(keel_ops_open("x", TOO_LONG, &ops), KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_ops_open("x", TOO_LONG, NULL, &ops), KEEL_INVALID_ARGUMENT);
   CHECK(ops == NULL);
-  CHECK(error_mentions("path"));
-  CHECK_STATUS(keel_ops_open("x", SIZE_MAX, &ops), KEEL_INVALID_ARGUMENT);
+  CHECK(error_mentions("location"));
+  CHECK_STATUS(keel_ops_open("x", SIZE_MAX, NULL, &ops), KEEL_INVALID_ARGUMENT);
   CHECK(ops == NULL);
 }
 
@@ -134,9 +134,9 @@ int main(void) {
   keel_ops *ops = NULL;
   keel_queue *queue = NULL;
   snprintf(path, sizeof path, "%s/ops.lmdb", dir);
-  CHECK_OK(keel_ops_open(S(path), &ops));
+  CHECK_OK(keel_ops_open(S(path), NULL, &ops));
   snprintf(path, sizeof path, "%s/queue.lmdb", dir);
-  CHECK_OK(keel_queue_open(S(path), &queue));
+  CHECK_OK(keel_queue_open(S(path), NULL, &queue));
 
   test_string_lengths_above_isize_max();
   test_counts_whose_byte_size_overflows(ops, queue);

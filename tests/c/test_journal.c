@@ -149,8 +149,8 @@ static void test_parity_calls(keel_journal *journal) {
   CHECK_STATUS(keel_journal_try_begin(journal, STR("x"), NULL, 0, &blocked), KEEL_WOULD_DEADLOCK);
   keel_mutation *timed = NULL;
   CHECK_STATUS(keel_journal_begin_timeout(journal, STR("x"), NULL, 0, 10, &timed), KEEL_WOULD_DEADLOCK);
-  keel_read_guard_free(guard);
-  keel_read_guard_free(NULL);
+  keel_read_guard_release(guard);
+  keel_read_guard_release(NULL);
   CHECK_STATUS(keel_journal_begin_timeout(journal, STR("x"), NULL, 0, -2, &timed), KEEL_INVALID_ARGUMENT);
   CHECK_OK(keel_journal_begin_timeout(journal, STR("x"), NULL, 0, 0, &timed));
   CHECK(timed != NULL);

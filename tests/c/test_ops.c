@@ -36,7 +36,7 @@ static int contains(const keel_buf *buf, const char *text) {
 static void test_operations(void) {
   char path[256];
   keel_ops *ops = NULL;
-  CHECK_OK(keel_ops_open(S(path_in_dir(path, sizeof path, "ops.lmdb")), &ops));
+  CHECK_OK(keel_ops_open(S(path_in_dir(path, sizeof path, "ops.lmdb")), NULL, &ops));
   keel_bytes unpack[] = {{(const uint8_t *)"unpack", 6}};
   CHECK_OK(keel_ops_ready(ops, S("ds-1"), unpack, 1));
   CHECK_OK(keel_ops_ready(ops, S("ds-2"), unpack, 1));
@@ -74,7 +74,7 @@ static void test_operations(void) {
 static void test_queue(void) {
   char path[256];
   keel_queue *queue = NULL;
-  CHECK_OK(keel_queue_open(S(path_in_dir(path, sizeof path, "queue.lmdb")), &queue));
+  CHECK_OK(keel_queue_open(S(path_in_dir(path, sizeof path, "queue.lmdb")), NULL, &queue));
   keel_enqueue_options options = keel_enqueue_options_default();
   options.unique_key = "mail:1";
   options.unique_key_len = 6;
@@ -165,7 +165,7 @@ static int32_t refuse(void *userdata, keel_job_ctx *ctx) {
 static void test_worker(void) {
   char path[256];
   keel_queue *queue = NULL;
-  CHECK_OK(keel_queue_open(S(path_in_dir(path, sizeof path, "worker.lmdb")), &queue));
+  CHECK_OK(keel_queue_open(S(path_in_dir(path, sizeof path, "worker.lmdb")), NULL, &queue));
   for (int i = 0; i < 10; i++) CHECK_OK(keel_queue_enqueue(queue, S("c.work"), S("{\"n\":1}"), NULL, NULL, NULL));
   uint64_t refused_id = 0;
   CHECK_OK(keel_queue_enqueue(queue, S("c.fail"), S("{}"), NULL, &refused_id, NULL));
@@ -218,7 +218,7 @@ static void test_batches_and_parity(void) {
   CHECK(queue_options.max_resets == 5);
   queue_options.max_resets = 0;
   keel_queue *queue = NULL;
-  CHECK_OK(keel_queue_open_with(S(path_in_dir(path, sizeof path, "batch.lmdb")), &queue_options, &queue));
+  CHECK_OK(keel_queue_open(S(path_in_dir(path, sizeof path, "batch.lmdb")), &queue_options, &queue));
 
   keel_job_spec specs[3];
   for (int i = 0; i < 3; i++) {
@@ -271,7 +271,7 @@ static void test_batches_and_parity(void) {
   keel_ops_options ops_options = keel_ops_options_default();
   CHECK(ops_options.max_lapses == 5);
   keel_ops *ops = NULL;
-  CHECK_OK(keel_ops_open_with(S(path_in_dir(path, sizeof path, "ops-order.lmdb")), &ops_options, &ops));
+  CHECK_OK(keel_ops_open(S(path_in_dir(path, sizeof path, "ops-order.lmdb")), &ops_options, &ops));
   keel_bytes unpack[] = {{(const uint8_t *)"unpack", 6}};
   CHECK_OK(keel_ops_ready(ops, S("zz"), unpack, 1));
   CHECK_OK(keel_ops_ready(ops, S("aa"), unpack, 1));
@@ -301,7 +301,7 @@ static int32_t wait_for_loss(void *userdata, keel_job_ctx *ctx) {
 static void test_lost_lease(void) {
   char path[256];
   keel_queue *queue = NULL;
-  CHECK_OK(keel_queue_open(S(path_in_dir(path, sizeof path, "lost.lmdb")), &queue));
+  CHECK_OK(keel_queue_open(S(path_in_dir(path, sizeof path, "lost.lmdb")), NULL, &queue));
   uint64_t id = 0;
   CHECK_OK(keel_queue_enqueue(queue, S("c.slow"), S("{}"), NULL, &id, NULL));
   keel_worker_builder *builder = NULL;
@@ -322,6 +322,37 @@ static void test_lost_lease(void) {
   CHECK(counters.lost == 1);
   keel_worker_free(worker);
   keel_queue_free(queue);
+}
+
+/* Operators find an operation's FAILED items, by item key, reading only. */
+static void test_list_by_state(void) {
+  char path[256];
+  keel_ops *ops = NULL;
+  CHECK_OK(keel_ops_open(S(path_in_dir(path, sizeof path, "ops-list.lmdb")), NULL, &ops));
+  keel_bytes unpack[] = {{(const uint8_t *)"unpack", 6}};
+  const char *items[] = {"ds-c", "ds-a", "ds-b"};
+  for (int i = 0; i < 3; i++) CHECK_OK(keel_ops_ready(ops, S(items[i]), unpack, 1));
+  CHECK_OK(keel_ops_error(ops, S("ds-c"), S("unpack"), 0, S("bad tarball")));
+  CHECK_OK(keel_ops_error(ops, S("ds-a"), S("unpack"), 0, S("bad checksum")));
+  keel_buf failed = {0};
+  CHECK_OK(keel_ops_list(ops, S("unpack"), KEEL_OP_FAILED, 10, &failed));
+  const char *a = strstr((const char *)failed.ptr, "\"ds-a\"");
+  const char *c = strstr((const char *)failed.ptr, "\"ds-c\"");
+  CHECK(a != NULL && c != NULL && a < c && !contains(&failed, "\"ds-b\""));
+  keel_buf_free(&failed);
+  keel_buf one = {0};
+  CHECK_OK(keel_ops_list(ops, S("unpack"), KEEL_OP_FAILED, 1, &one));
+  CHECK(contains(&one, "\"ds-a\"") && !contains(&one, "\"ds-c\""));
+  keel_buf_free(&one);
+  keel_buf every = {0};
+  CHECK_OK(keel_ops_list(ops, S("unpack"), 0, 10, &every));
+  CHECK(contains(&every, "\"ds-b\"") && contains(&every, "\"READY\""));
+  keel_buf_free(&every);
+  keel_buf bad = {0};
+  CHECK_STATUS(keel_ops_list(ops, S("unpack"), 9, 10, &bad), KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_ops_list(ops, S("unpack"), 0, 0, &bad), KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_ops_list(ops, NULL, 3, KEEL_OP_FAILED, 10, &bad), KEEL_INVALID_ARGUMENT);
+  keel_ops_free(ops);
 }
 
 /* Flips a bit of every copy of `needle` in the file at `path` (the live
@@ -357,13 +388,13 @@ static void test_damaged_record(void) {
   char path[256];
   path_in_dir(path, sizeof path, "damaged.lmdb");
   keel_queue *queue = NULL;
-  CHECK_OK(keel_queue_open(S(path), &queue));
+  CHECK_OK(keel_queue_open(S(path), NULL, &queue));
   uint64_t damaged = 0, intact = 0;
   CHECK_OK(keel_queue_enqueue(queue, S("mail"), S("{\"to\":\"damage-me\"}"), NULL, &damaged, NULL));
   CHECK_OK(keel_queue_enqueue(queue, S("mail"), S("{\"to\":\"keep-me\"}"), NULL, &intact, NULL));
   keel_queue_free(queue);
   CHECK(flip_in_file(path, "damage-me") >= 1);
-  CHECK_OK(keel_queue_open(S(path), &queue));
+  CHECK_OK(keel_queue_open(S(path), NULL, &queue));
   keel_buf job = {0};
   CHECK_STATUS(keel_queue_get(queue, damaged, &job), KEEL_CORRUPT);
   CHECK(strstr(keel_last_error(), "keel.jobs.records") != NULL);
@@ -376,6 +407,7 @@ static void test_damaged_record(void) {
 
 int main(void) {
   if (mkdtemp(dir) == NULL) return 2;
+  test_list_by_state();
   test_operations();
   test_queue();
   test_worker();

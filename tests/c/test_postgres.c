@@ -13,8 +13,8 @@
  * holders, timeouts, all-or-none lock_many, fencing tokens, check. */
 static void test_locks(const char *url) {
   keel_locks *a = NULL, *b = NULL;
-  CHECK_OK(keel_locks_open_url(url, strlen(url), &a));
-  CHECK_OK(keel_locks_open_url(url, strlen(url), &b));
+  CHECK_OK(keel_locks_open(url, strlen(url), &a));
+  CHECK_OK(keel_locks_open(url, strlen(url), &b));
   if (a == NULL || b == NULL) return;
 
   keel_lock_guard *held = NULL, *other = NULL;
@@ -55,7 +55,7 @@ static void test_locks(const char *url) {
   keel_locks_free(b);
 
   keel_locks *local = NULL;
-  CHECK_OK(keel_locks_open_url(S("sources"), &local));
+  CHECK_OK(keel_locks_open(S("sources"), &local));
   keel_lock_guard *mine = NULL;
   CHECK_OK(keel_locks_lock(local, KEY("x"), KEEL_LOCK_EXCLUSIVE, 0, &mine));
   CHECK_STATUS(keel_lock_guard_token(mine, &first), KEEL_UNSUPPORTED);
@@ -63,7 +63,7 @@ static void test_locks(const char *url) {
   keel_lock_guard_release(mine);
   keel_locks_free(local);
   local = NULL;
-  CHECK_STATUS(keel_locks_open_url(S("mysql://db/app"), &local), KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_locks_open(S("mysql://db/app"), &local), KEEL_INVALID_ARGUMENT);
   CHECK(local == NULL);
 }
 
@@ -76,7 +76,7 @@ int main(void) {
     return 1;
   }
   keel_queue *queue = NULL;
-  CHECK_OK(keel_queue_open_url(url, strlen(url), &queue));
+  CHECK_OK(keel_queue_open(url, strlen(url), NULL, &queue));
   uint64_t id = 0;
   bool created = false;
   CHECK_OK(keel_queue_enqueue(queue, S("c.pg.mail"), S("{\"to\":\"a\"}"), NULL, &id, &created));
@@ -94,14 +94,14 @@ int main(void) {
   keel_queue_free(queue);
 
   keel_ops *ops = NULL;
-  CHECK_OK(keel_ops_open_url(url, strlen(url), &ops));
+  CHECK_OK(keel_ops_open(url, strlen(url), NULL, &ops));
   keel_bytes unpack[] = {{(const uint8_t *)"c.pg.unpack", 11}};
   CHECK_OK(keel_ops_ready(ops, S("c-ds-1"), unpack, 1));
   keel_ops_free(ops);
 
   /* An unknown scheme is refused, not taken for a file name. */
   queue = NULL;
-  CHECK_STATUS(keel_queue_open_url(S("mysql://db/app"), &queue), KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_queue_open(S("mysql://db/app"), NULL, &queue), KEEL_INVALID_ARGUMENT);
   CHECK(queue == NULL);
 
   test_locks(url);

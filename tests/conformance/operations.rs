@@ -245,3 +245,43 @@ pub fn next_lists_by_item_key_when_asked_and_oldest_first_by_default(b: &dyn Bac
         ["ds-c", "ds-a", "ds-d", "ds-b"]
     );
 }
+
+pub fn list_finds_the_records_of_an_operation_in_a_state_by_item(b: &dyn Backend) {
+    let (ops, clock) = b.operations("list");
+    for item in ["ds-c", "ds-a", "ds-d", "ds-b"] {
+        ops.ready(item, &["unpack", "index"]).unwrap();
+        clock.advance(Duration::from_millis(5));
+    }
+    ops.error("ds-d", "unpack", None, "bad tarball").unwrap();
+    ops.error("ds-a", "unpack", None, "bad checksum").unwrap();
+    ops.error("ds-b", "index", None, "not this operation").unwrap();
+    ops.update("ds-c", "unpack", None, OpState::Ok, "done", &[]).unwrap();
+
+    let failed = ops.list("unpack", Some(OpState::Failed), 10).unwrap();
+    assert_eq!(items(&failed), ["ds-a", "ds-d"], "by item key, only unpack's FAILED");
+    assert_eq!(failed[0].message, "bad checksum");
+    assert_eq!(items(&ops.list("unpack", Some(OpState::Failed), 1).unwrap()), ["ds-a"]);
+    assert_eq!(items(&ops.list("unpack", Some(OpState::Ok), 10).unwrap()), ["ds-c"]);
+    assert_eq!(items(&ops.list("unpack", Some(OpState::Ready), 10).unwrap()), ["ds-b"]);
+    assert_eq!(
+        items(&ops.list("unpack", None, 10).unwrap()),
+        ["ds-a", "ds-b", "ds-c", "ds-d"]
+    );
+    assert!(ops.list("backup", None, 10).unwrap().is_empty());
+
+    ops.claim("index", 1, "dead", LEASE).unwrap(); // ds-c, lapsing below
+    clock.advance(LEASE);
+    let working = ops.list("index", Some(OpState::Working), 10).unwrap();
+    assert_eq!(items(&working), ["ds-c"]);
+    assert!(working[0].expired, "a lapsed claim is listed as expired");
+    assert_eq!(
+        ops.list("index", Some(OpState::Working), 10).unwrap().len(),
+        1,
+        "listing changes nothing"
+    );
+    assert_eq!(
+        ops.list("unpack", None, 0).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(ops.list("", None, 1).unwrap_err().kind(), ErrorKind::InvalidArgument);
+}

@@ -90,6 +90,31 @@ def test_ops_show(capsys, tmp_path):
     assert code == 0 and "FAILED" in out and "tarball truncated" in out
 
 
+def test_ops_list_finds_failed_items_reading_only(capsys, tmp_path):
+    path = str(tmp_path / "ops.lmdb")
+    with keel.Operations(path) as ops:
+        for n in range(5):
+            ops.ready(f"ds-{n}", ["unpack", "index"])
+        for n in (3, 1, 4):
+            ops.error(f"ds-{n}", "unpack", f"tarball {n} truncated\nsecond line")
+        ops.error("ds-0", "index", "another operation")
+    before = digest(path)
+    code, out, _ = run(capsys, "ops", "list", path, "unpack", "--state", "FAILED")
+    assert code == 0 and "tarball 1 truncated" in out and "second line" not in out
+    assert [line.split()[0] for line in out.splitlines()[2:]] == ["ds-1", "ds-3", "ds-4"]
+    code, out, _ = run(capsys, "ops", "list", path, "unpack", "--state", "failed", "--limit", "2", "--json")
+    records = json.loads(out)
+    assert code == 0 and [(r["item"], r["state"]) for r in records] == [("ds-1", "FAILED"), ("ds-3", "FAILED")]
+    code, out, _ = run(capsys, "--json", "ops", "list", path, "unpack")
+    assert code == 0 and len(json.loads(out)) == 5
+    code, _, err = run(capsys, "ops", "list", path, "unpack", "--limit", "0")
+    assert code == cli.EXIT_CODES["InvalidArgument"] and "limit" in err
+    with pytest.raises(SystemExit) as exit:
+        run(capsys, "ops", "list", path, "unpack", "--state", "DONE")
+    assert exit.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert digest(path) == before, "listing changes no byte"
+
+
 def test_the_demo_tells_the_whole_story(tmp_path):
     summary = demo.run(size=30, folder=str(tmp_path / "demo"), quiet=True)
     boot = summary["boot"]
@@ -148,7 +173,8 @@ def test_inspection_of_a_file_of_another_kind_refuses_and_changes_no_byte(capsys
 def test_inspection_of_an_empty_file_leaves_it_empty(capsys, tmp_path):
     empty = tmp_path / "empty.drive"
     empty.write_bytes(b"")
-    for argv in (["drive", "ls", str(empty)], ["queue", "list", str(empty)], ["ops", "show", str(empty), "x"]):
+    for argv in (["drive", "ls", str(empty)], ["queue", "list", str(empty)], ["ops", "show", str(empty), "x"],
+                 ["ops", "list", str(empty), "x"]):
         code, _, err = run(capsys, *argv)
         assert code == cli.EXIT_CODES["InvalidArgument"] and "it is an empty file" in err
     assert empty.read_bytes() == b""
@@ -180,6 +206,15 @@ def test_limit_counts_jobs_in_all_and_states_are_choices(capsys, jobs_file):
     with pytest.raises(SystemExit) as exit:
         run(capsys, "queue", "list", jobs_file, "--state", "DEAD")
     assert exit.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_json_output_keeps_the_payloads_key_order(capsys, tmp_path):
+    path = str(tmp_path / "jobs.lmdb")
+    with keel.Queue(path) as queue:
+        queue.enqueue("mail", {"to": "a", "subject": "b", "body": "c"})
+    code, out, _ = run(capsys, "--json", "queue", "show", path, "1")
+    assert code == 0 and list(json.loads(out)["payload"]) == ["to", "subject", "body"]
+    assert list(json.loads(out))[:3] == ["id", "kind", "payload"], "a record's fields in keel's order"
 
 
 def test_queue_show_and_cancel(capsys, jobs_file):

@@ -50,6 +50,29 @@ def test_an_unknown_scheme_is_refused_not_made_a_folder(tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
+def test_on_postgresql_list_finds_failed_items_and_close_releases(tmp_path):
+    import time
+    import uuid
+
+    op = f"py.pg.list.{uuid.uuid4().hex[:8]}"  # the database outlives the test
+    with keel.Operations(pg_url()) as ops:
+        for item in ["pg-c", "pg-a", "pg-b"]:
+            ops.ready(item, [op])
+        ops.error("pg-c", op, "bad tarball")
+        ops.error("pg-a", op, "bad checksum")
+        failed = ops.list(op, state="FAILED")
+        assert [r["item"] for r in failed] == ["pg-a", "pg-c"]
+        assert failed[0]["updated_at"] == pytest.approx(time.time(), abs=60), "the database's clock, in seconds"
+    assert ops.closed and "closed" in repr(ops)
+    with pytest.raises(keel.Closed):
+        ops.list(op)
+    with keel.Queue(pg_url()) as queue:
+        job = queue.enqueue("py.pg.order", {"b": 1, "a": 2})
+        assert list(queue.get(job["id"])["payload"]) == ["b", "a"], "the payload's order, on PostgreSQL too"
+    with pytest.raises(keel.Closed):
+        queue.counts()
+
+
 # ---- cross-host keyed locks: keel.KeyedLocks(url) ----------------------------
 
 

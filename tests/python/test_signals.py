@@ -113,9 +113,10 @@ CASES = {
         token = keel.CancellationToken()
         seen = []
         def task(item, ctx):
+            if item == 0:
+                ready()  # a task is running: the Ctrl-C comes while it waits
             seen.append(ctx.wait_cancelled(60))
             return item
-        ready()
         try:
             pool.run(task, range(4), cancel=token, context=True)
         except KeyboardInterrupt:

@@ -258,6 +258,17 @@ pub(crate) fn ms(value: u64) -> std::time::Duration {
     std::time::Duration::from_millis(value)
 }
 
+/// Where a store lives, from C: a file path, or a URL whose scheme names
+/// the store (`postgresql://`); an unknown scheme is an error.
+///
+/// # Safety
+/// As [`utf8`].
+pub(crate) unsafe fn location(ptr: *const c_char, len: usize) -> Result<keel_core::location::Location> {
+    // SAFETY: forwarded from the caller.
+    let text = unsafe { utf8(ptr, len, "location")? };
+    keel_core::location::Location::parse(text)
+}
+
 /// A duration as whole ms for C (saturating: no default is that long).
 pub(crate) fn ms_of(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)

@@ -28,7 +28,8 @@ pub struct keel_mutation {
 }
 
 /// The shared lock of a root (keel_journal_read): no mutation runs while it
-/// is held, and the tree is in a committed state. Free it to release it.
+/// is held, and the tree is in a committed state. keel_read_guard_release
+/// releases it.
 pub struct keel_read_guard {
     _held: ReadGuard,
 }
@@ -239,7 +240,7 @@ pub unsafe extern "C" fn keel_journal_last_recovery(
 
 /// Takes the shared lock of the root (waiting, blocking this thread, for
 /// running mutations to end; recovering a crashed one first) and puts the
-/// guard in `*out`; free it with keel_read_guard_free to release the lock.
+/// guard in `*out`; keel_read_guard_release releases the lock and frees it.
 #[no_mangle]
 pub unsafe extern "C" fn keel_journal_read(
     journal: *const keel_journal,
@@ -256,9 +257,10 @@ pub unsafe extern "C" fn keel_journal_read(
     })
 }
 
-/// Releases a read guard. NULL is a no-op.
+/// Releases a read guard's lock and frees the guard, as
+/// keel_lock_guard_release does for a lock guard. NULL is a no-op.
 #[no_mangle]
-pub unsafe extern "C" fn keel_read_guard_free(guard: *mut keel_read_guard) {
+pub unsafe extern "C" fn keel_read_guard_release(guard: *mut keel_read_guard) {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call_void(|| unsafe { ffi::free_handle(guard) })
 }

@@ -1,6 +1,6 @@
 //! The lock registry: `keel_locks` and `keel_lock_guard`, in this process
 //! (keel_locks_new) or across processes and hosts on PostgreSQL
-//! (keel_locks_open_url).
+//! (keel_locks_open).
 
 use std::ffi::c_char;
 
@@ -10,8 +10,8 @@ use keel_core::{ErrorKind, KeyedLocks, LockMode, MultiKeyGuard, Wait};
 
 use crate::buf::keel_bytes;
 use crate::ffi;
-use crate::stats::keel_lock_stats;
 use crate::status::keel_status;
+use keel_core::LockStats;
 
 /// A registry of per-key locks (see KeyedLocks in the Rust docs): one lock per
 /// key while it is held or waited for, and no entry once nobody does.
@@ -126,7 +126,7 @@ pub unsafe extern "C" fn keel_locks_new(
 /// keel_lock_guard_token gives its fencing token; keel_locks_stats counts
 /// what this handle holds and waits for, not other processes'.
 #[no_mangle]
-pub unsafe extern "C" fn keel_locks_open_url(
+pub unsafe extern "C" fn keel_locks_open(
     location: *const c_char,
     location_len: usize,
     out: *mut *mut keel_locks,
@@ -268,15 +268,15 @@ pub unsafe extern "C" fn keel_lock_guard_release(guard: *mut keel_lock_guard) {
 
 /// Writes the registry's entries, holders and waiters to `*out`.
 #[no_mangle]
-pub unsafe extern "C" fn keel_locks_stats(locks: *const keel_locks, out: *mut keel_lock_stats) -> keel_status {
+pub unsafe extern "C" fn keel_locks_stats(locks: *const keel_locks, out: *mut LockStats) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe {
         let locks = ffi::handle(locks, "locks")?;
         let out = ffi::out_value(out, "out")?;
-        *out = keel_lock_stats::from(match &locks.inner {
+        *out = match &locks.inner {
             Registry::Local(inner) => inner.stats(),
             Registry::Pg(inner) => inner.stats(),
-        });
+        };
         Ok(())
     })
 }

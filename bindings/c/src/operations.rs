@@ -2,7 +2,6 @@
 //! in a keel_buf.
 
 use std::ffi::c_char;
-use std::path::Path;
 
 use keel_core::ops::{NextOrder, OpPolicy, OpState, Operations};
 use keel_core::{Error, Result};
@@ -65,31 +64,6 @@ impl ffi::PanicValue for keel_ops_options {
     }
 }
 
-/// keel_ops_open with `options` (NULL for the defaults).
-#[no_mangle]
-pub unsafe extern "C" fn keel_ops_open_with(
-    path: *const c_char,
-    path_len: usize,
-    options: *const keel_ops_options,
-    out: *mut *mut keel_ops,
-) -> keel_status {
-    // SAFETY: the caller keeps keel.h's contract for these arguments.
-    ffi::call(|| unsafe {
-        let out = ffi::out_handle(out, "out")?;
-        let path = ffi::utf8(path, path_len, "path")?;
-        let options = ffi::optional(options)
-            .copied()
-            .unwrap_or_else(|| keel_ops_options_default());
-        let policy = OpPolicy {
-            max_lapses: options.max_lapses,
-        };
-        out.put(keel_ops {
-            inner: Operations::open(Path::new(path))?.with_policy(policy),
-        });
-        Ok(())
-    })
-}
-
 /// Pass as `order` to keel_ops_next_in: oldest first, the order claims take
 /// (the default of keel_ops_next).
 pub const KEEL_NEXT_OLDEST: u32 = 0;
@@ -144,36 +118,30 @@ pub unsafe extern "C" fn keel_ops_reset_expired(
     })
 }
 
-/// Opens (creating if missing) the operations file at `path` into `*out`;
-/// free it with keel_ops_free.
+/// Opens the operations at `location` into `*out` with `options` (NULL
+/// for the defaults): a file path (LMDB, created if missing) or a
+/// `postgresql://` URL (PostgreSQL, libpq conventions, the `keel` schema,
+/// the database's clock). An unknown scheme is KEEL_INVALID_ARGUMENT. Free
+/// it with keel_ops_free.
 #[no_mangle]
-pub unsafe extern "C" fn keel_ops_open(path: *const c_char, path_len: usize, out: *mut *mut keel_ops) -> keel_status {
-    // SAFETY: the caller keeps keel.h's contract for these arguments.
-    ffi::call(|| unsafe {
-        let out = ffi::out_handle(out, "out")?;
-        let path = ffi::utf8(path, path_len, "path")?;
-        out.put(keel_ops {
-            inner: Operations::open(Path::new(path))?,
-        });
-        Ok(())
-    })
-}
-
-/// Opens the operations at `location` into `*out`: a `postgresql://` URL
-/// (PostgreSQL, the `keel` schema, the database's clock) or a file path.
-/// An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_ops_free.
-#[no_mangle]
-pub unsafe extern "C" fn keel_ops_open_url(
+pub unsafe extern "C" fn keel_ops_open(
     location: *const c_char,
     location_len: usize,
+    options: *const keel_ops_options,
     out: *mut *mut keel_ops,
 ) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe {
         let out = ffi::out_handle(out, "out")?;
-        let location = ffi::utf8(location, location_len, "location")?;
+        let location = ffi::location(location, location_len)?;
+        let options = ffi::optional(options)
+            .copied()
+            .unwrap_or_else(|| keel_ops_options_default());
+        let policy = OpPolicy {
+            max_lapses: options.max_lapses,
+        };
         out.put(keel_ops {
-            inner: Operations::open_at(&keel_core::location::Location::parse(location)?)?,
+            inner: Operations::open_at(&location)?.with_policy(policy),
         });
         Ok(())
     })
@@ -322,6 +290,35 @@ pub unsafe extern "C" fn keel_ops_states(
         let out = ffi::out_value(out, "out")?;
         let item = ffi::utf8(item, item_len, "item")?;
         let records = ops.inner.states(item)?;
+        *out = keel_buf::from_json(&records.iter().map(|record| record.to_json()).collect());
+        Ok(())
+    })
+}
+
+/// Writes a JSON array of up to `limit` records of `op` to `*out`, by item
+/// key: those in `state` (a keel_op_state), or in any state when `state` is
+/// 0 — for operators finding the FAILED ones. A WORKING record whose lease
+/// ended has `"expired": true`. Changes nothing; reads every record (an
+/// operator's call, not a worker's). `limit` is 1 to 10000.
+#[no_mangle]
+pub unsafe extern "C" fn keel_ops_list(
+    ops: *const keel_ops,
+    op: *const c_char,
+    op_len: usize,
+    state: u32,
+    limit: usize,
+    out: *mut keel_buf,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let ops = ffi::handle(ops, "ops")?;
+        let out = ffi::out_value(out, "out")?;
+        let op = ffi::utf8(op, op_len, "op")?;
+        let state = match state {
+            0 => None,
+            state => Some(op_state(state)?),
+        };
+        let records = ops.inner.list(op, state, limit)?;
         *out = keel_buf::from_json(&records.iter().map(|record| record.to_json()).collect());
         Ok(())
     })

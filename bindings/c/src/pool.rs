@@ -12,8 +12,8 @@ use keel_core::Error;
 use crate::buf::keel_buf;
 use crate::callback::{self, Output, Userdata};
 use crate::ffi;
-use crate::stats::keel_pool_stats;
 use crate::status::keel_status;
+use keel_core::pool::PoolStats;
 
 /// A bounded pool for keyed, blocking tasks (see SyncPool in the Rust docs):
 /// at most `max_concurrency` tasks at once across all its batches, tasks of one key never at the
@@ -449,12 +449,12 @@ pub unsafe extern "C" fn keel_outcomes_free(outcomes: *mut keel_outcome, count: 
 
 /// Writes the pool's counters to `*out`.
 #[no_mangle]
-pub unsafe extern "C" fn keel_pool_get_stats(pool: *const keel_pool, out: *mut keel_pool_stats) -> keel_status {
+pub unsafe extern "C" fn keel_pool_get_stats(pool: *const keel_pool, out: *mut PoolStats) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe {
         let pool = ffi::handle(pool, "pool")?;
         let out = ffi::out_value(out, "out")?;
-        *out = keel_pool_stats::from(pool.inner.stats());
+        *out = pool.inner.stats();
         Ok(())
     })
 }

@@ -2,10 +2,8 @@
 //! JSON in a keel_buf; the hot path (dequeue, finish) uses plain numbers.
 
 use std::ffi::c_char;
-use std::path::Path;
 
-use keel_core::location::Location;
-use keel_core::ops::{json::counts_to_json, EnqueueOptions, JobPolicy, JobState, LmdbStore, Queue, SystemClock};
+use keel_core::ops::{json::counts_to_json, EnqueueOptions, JobPolicy, JobState, Queue};
 use keel_core::{Error, Result};
 
 use crate::buf::keel_buf;
@@ -61,41 +59,31 @@ pub struct keel_job {
     pub payload: keel_buf,
 }
 
-/// Opens (creating if missing) the job queue file at `path` into `*out`;
-/// free it with keel_queue_free.
-#[no_mangle]
-pub unsafe extern "C" fn keel_queue_open(
-    path: *const c_char,
-    path_len: usize,
-    out: *mut *mut keel_queue,
-) -> keel_status {
-    // SAFETY: the caller keeps keel.h's contract for these arguments.
-    ffi::call(|| unsafe {
-        let out = ffi::out_handle(out, "out")?;
-        let path = ffi::utf8(path, path_len, "path")?;
-        out.put(keel_queue {
-            inner: Queue::open_at(&Location::Path(Path::new(path).to_owned()), JobPolicy::default())?,
-        });
-        Ok(())
-    })
-}
-
-/// Opens the job queue at `location` into `*out`: a `postgresql://` URL
-/// (PostgreSQL, libpq conventions, the `keel` schema, the database's
-/// clock; idle workers wake on jobs enqueued by any host) or a file path.
+/// Opens the job queue at `location` into `*out` with `options` (NULL for
+/// the defaults): a file path (LMDB, created if missing) or a
+/// `postgresql://` URL (PostgreSQL, libpq conventions, the `keel` schema,
+/// the database's clock; idle workers wake on jobs enqueued by any host).
 /// An unknown scheme is KEEL_INVALID_ARGUMENT. Free it with keel_queue_free.
 #[no_mangle]
-pub unsafe extern "C" fn keel_queue_open_url(
+pub unsafe extern "C" fn keel_queue_open(
     location: *const c_char,
     location_len: usize,
+    options: *const keel_queue_options,
     out: *mut *mut keel_queue,
 ) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe {
         let out = ffi::out_handle(out, "out")?;
-        let location = ffi::utf8(location, location_len, "location")?;
+        let location = ffi::location(location, location_len)?;
+        let options = ffi::optional(options)
+            .copied()
+            .unwrap_or_else(|| keel_queue_options_default());
+        let policy = JobPolicy {
+            max_resets: options.max_resets,
+            ..JobPolicy::default()
+        };
         out.put(keel_queue {
-            inner: Queue::open_at(&Location::parse(location)?, JobPolicy::default())?,
+            inner: Queue::open_at(&location, policy)?,
         });
         Ok(())
     })
@@ -263,33 +251,6 @@ impl ffi::PanicValue for keel_queue_options {
     fn on_panic() -> Self {
         keel_queue_options { max_resets: 0 }
     }
-}
-
-/// keel_queue_open with `options` (NULL for the defaults).
-#[no_mangle]
-pub unsafe extern "C" fn keel_queue_open_with(
-    path: *const c_char,
-    path_len: usize,
-    options: *const keel_queue_options,
-    out: *mut *mut keel_queue,
-) -> keel_status {
-    // SAFETY: the caller keeps keel.h's contract for these arguments.
-    ffi::call(|| unsafe {
-        let out = ffi::out_handle(out, "out")?;
-        let path = ffi::utf8(path, path_len, "path")?;
-        let options = ffi::optional(options)
-            .copied()
-            .unwrap_or_else(|| keel_queue_options_default());
-        let policy = JobPolicy {
-            max_resets: options.max_resets,
-            ..JobPolicy::default()
-        };
-        let store = std::sync::Arc::new(LmdbStore::open(Path::new(path))?);
-        out.put(keel_queue {
-            inner: Queue::with_parts(store, std::sync::Arc::new(SystemClock), policy),
-        });
-        Ok(())
-    })
 }
 
 /// Hands attempt `token` of job `id` back unfinished: queued again at once,

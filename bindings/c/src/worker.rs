@@ -12,8 +12,8 @@ use crate::callback::{self, Output, Userdata};
 use crate::ffi;
 use crate::ffi::ms;
 use crate::queue::keel_queue;
-use crate::stats::keel_worker_stats;
 use crate::status::keel_status;
+use keel_core::ops::WorkerStats;
 
 /// Collects handlers and settings for a worker; consumed by keel_worker_start.
 pub struct keel_worker_builder {
@@ -288,12 +288,12 @@ pub unsafe extern "C" fn keel_worker_stop(
 
 /// Writes the worker's counters to `*out`.
 #[no_mangle]
-pub unsafe extern "C" fn keel_worker_get_stats(worker: *const keel_worker, out: *mut keel_worker_stats) -> keel_status {
+pub unsafe extern "C" fn keel_worker_get_stats(worker: *const keel_worker, out: *mut WorkerStats) -> keel_status {
     // SAFETY: the caller keeps keel.h's contract for these arguments.
     ffi::call(|| unsafe {
         let worker = ffi::handle(worker, "worker")?;
         let out = ffi::out_value(out, "out")?;
-        *out = keel_worker_stats::from(worker.inner.stats());
+        *out = worker.inner.stats();
         Ok(())
     })
 }

@@ -198,3 +198,54 @@ fn header_parsing_finds_declarations_not_callback_types() {
     let names: Vec<String> = header_functions(header).into_iter().collect();
     assert_eq!(names, ["keel_pool_run", "keel_version"]);
 }
+
+/// The names `keel.h` gives at file level: `#define NAME`, `typedef ... name;`,
+/// `struct name {` / `enum name {` tags and function names.
+fn header_names(header: &str) -> BTreeSet<String> {
+    let word = |text: &str| -> String {
+        text.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut names = header_functions(header);
+    for line in header.lines().filter(|line| !line.starts_with(' ')) {
+        if let Some(rest) = line.strip_prefix("#define ") {
+            names.insert(word(rest));
+        } else if let Some(rest) = line.strip_prefix("typedef ") {
+            // A function pointer names itself in `(*name)(...)`.
+            let tagged = rest.strip_prefix("struct ").or_else(|| rest.strip_prefix("enum "));
+            let name = match (rest.find("(*"), tagged) {
+                (Some(at), _) => &rest[at + 2..],
+                (None, Some(tag)) if rest.ends_with('{') => tag,
+                _ => rest.trim_end_matches(';').rsplit([' ', '*']).next().unwrap_or(""),
+            };
+            names.insert(word(name));
+        } else if let Some(rest) = line
+            .strip_prefix("struct ")
+            .or_else(|| line.strip_prefix("enum "))
+            .or_else(|| line.strip_prefix("} "))
+        {
+            names.insert(word(rest));
+        }
+    }
+    names.retain(|name| !name.is_empty());
+    names
+}
+
+#[test]
+fn every_name_in_the_header_is_keels() {
+    // cbindgen parses the core crate for its repr(C) stats structs, and
+    // would bring anything else repr or const along: a name without keel's
+    // prefix is such a stray (exclude it in cbindgen.toml) or a misnaming.
+    let header = std::fs::read_to_string(crate_dir().join("../../include/keel.h")).unwrap();
+    let names = header_names(&header);
+    assert!(names.len() > 80, "parsed only {} names from keel.h", names.len());
+    let strays: Vec<&String> = names
+        .iter()
+        .filter(|name| !(name.starts_with("keel_") || name.starts_with("KEEL_")))
+        .collect();
+    assert!(strays.is_empty(), "keel.h names things keel does not own: {strays:?}");
+    assert!(names.contains("keel_pool_stats") && names.contains("KEEL_WAIT_FOREVER"));
+    let stray = "#define PoolConfig_MAX_CONCURRENCY 65536\n";
+    assert!(header_names(stray).contains("PoolConfig_MAX_CONCURRENCY"));
+}

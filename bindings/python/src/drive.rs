@@ -2,7 +2,7 @@
 //! Items are dicts in the JSON form of `keel::drive::json`; every call that
 //! touches LMDB runs with the GIL released.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use keel::drive::{
     Drive, DriveOptions, DriveView, Item, ItemId, Level, Migration, NewItem, OpenBatch, Permissions, Version,
@@ -15,8 +15,10 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use serde_json::Value;
 
 use crate::errors::to_pyerr;
+use crate::held::Held;
 use crate::json::{from_py, to_py};
 use crate::run::{blocking, quick};
+use crate::times::seconds;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDrive>()?;
@@ -119,12 +121,12 @@ fn item_dict<'py>(py: Python<'py>, item: &Item) -> PyResult<Bound<'py, PyDict>> 
     dict.set_item(intern!(py, "parent"), id_str(py, item.parent))?;
     dict.set_item(intern!(py, "name"), &item.name)?;
     dict.set_item(intern!(py, "type"), &item.kind)?;
-    dict.set_item(intern!(py, "created"), item.created)?;
+    dict.set_item(intern!(py, "created"), seconds(item.created))?;
     dict.set_item(intern!(py, "creator"), &item.creator)?;
     dict.set_item(intern!(py, "children"), item.children)?;
     dict.set_item(intern!(py, "data_size"), item.data_size)?;
     dict.set_item(intern!(py, "version"), item.version.map(|v| v.to_string()))?;
-    dict.set_item(intern!(py, "updated"), item.updated)?;
+    dict.set_item(intern!(py, "updated"), seconds(item.updated))?;
     dict.set_item(intern!(py, "updater"), &item.updater)?;
     let permissions = PyDict::new(py);
     permissions.set_item(
@@ -195,14 +197,56 @@ fn walk_order(order: &str) -> keel::Result<WalkOrder> {
 /// nothing, so the GIL stays held and a call costs no thread switch).
 #[derive(Clone)]
 enum Target {
-    View(DriveView),
+    View(Arc<Held<DriveView>>),
     Batch(Arc<BatchSlot>),
+}
+
+impl Target {
+    /// keel.Closed once the view this target runs as is closed.
+    fn check_open(&self) -> keel::Result<()> {
+        let view = match self {
+            Target::View(view) => view,
+            Target::Batch(slot) => &slot.view,
+        };
+        view.check()
+    }
 }
 
 /// A `DriveBatch`'s batch: opened by `__enter__`, ended by `__exit__`.
 struct BatchSlot {
-    view: DriveView,
+    /// The view that made the batch: closing it refuses the batch's calls.
+    view: Arc<Held<DriveView>>,
     open: Mutex<Option<OpenBatch>>,
+}
+
+/// What every Python object of one opened drive shares. Closing the drive
+/// (the object `keel.Drive(...)` made) ends every hold on it: the drive's,
+/// its `as_user` views', and so its iterators' and batches'; the LMDB file
+/// is released once the calls in flight (and a batch still open) end.
+struct Opened {
+    drive: Held<Drive>,
+    views: Mutex<Vec<Weak<Held<DriveView>>>>,
+}
+
+impl Opened {
+    /// A new view's hold, closed with the drive.
+    fn hold(&self, view: DriveView, what: String) -> Arc<Held<DriveView>> {
+        let held = Arc::new(Held::new(view, what));
+        let mut views = self.views.lock();
+        views.retain(|view| view.strong_count() > 0);
+        views.push(Arc::downgrade(&held));
+        held
+    }
+
+    fn close(&self, py: Python<'_>) {
+        self.drive.close(py);
+        // Taken out first: closing releases the GIL, and another thread
+        // holding it may be waiting for this lock in `hold`.
+        let views: Vec<_> = self.views.lock().drain(..).filter_map(|view| view.upgrade()).collect();
+        for view in views {
+            view.close(py);
+        }
+    }
 }
 
 /// Runs `body` on the slot's open batch with the GIL held. The slot's mutex
@@ -210,6 +254,7 @@ struct BatchSlot {
 /// so `try_lock` fails only if a migration callback is re-entering.
 fn in_batch<T>(py: Python<'_>, slot: &BatchSlot, body: impl FnOnce(&OpenBatch) -> keel::Result<T>) -> PyResult<T> {
     quick(py, || {
+        slot.view.check()?;
         let open = slot
             .open
             .try_lock()
@@ -228,8 +273,9 @@ fn in_batch<T>(py: Python<'_>, slot: &BatchSlot, body: impl FnOnce(&OpenBatch) -
 macro_rules! call {
     ($target:expr, $py:expr, |$d:ident| $body:expr) => {
         match $target {
-            Target::View(view) => blocking($py, || {
-                let $d = view;
+            Target::View(held) => blocking($py, || {
+                let view = held.get()?;
+                let $d = &view;
                 $body
             }),
             Target::Batch(slot) => in_batch($py, slot, |$d| $body),
@@ -241,30 +287,61 @@ macro_rules! call {
 /// per-item permissions. `Drive(path)` opens (or creates) the file; every
 /// write is durable when it returns. Item ids are 32-character hex str (16
 /// bytes are accepted too); `None` as a parent means the root.
+///
+/// `close()` (or the end of `with keel.Drive(path) as drive:`) releases the
+/// file: every later call on the drive, its `as_user` views, iterators and
+/// batches raises keel.Closed. A batch already open when the drive closes
+/// still ends as its block does (committed or undone).
 #[pyclass(name = "Drive", module = "keel", frozen, subclass)]
 pub struct PyDrive {
-    drive: Drive,
+    opened: Arc<Opened>,
+    /// The view this object's calls are made as (a batch's: the view that
+    /// opened it).
+    view: Arc<Held<DriveView>>,
     target: Target,
+    /// Whether this is the drive `keel.Drive(...)` made (closing it closes
+    /// every view) rather than an `as_user` view or a batch.
+    root: bool,
+    path: String,
+    user: String,
+    checked: bool,
 }
 
 impl PyDrive {
-    /// The view this object's calls are made as (a batch's: the view that
-    /// opened it).
-    fn view(&self) -> &DriveView {
-        match &self.target {
-            Target::View(view) => view,
-            Target::Batch(slot) => &slot.view,
-        }
-    }
-
-    /// The view, if this object is not a batch (for calls a batch lacks).
-    fn unbatched(&self, py: Python<'_>, call: &str) -> PyResult<&DriveView> {
+    /// The view's hold, if this object is not a batch (for calls a batch lacks).
+    fn unbatched(&self, py: Python<'_>, call: &str) -> PyResult<&Arc<Held<DriveView>>> {
         match &self.target {
             Target::View(view) => Ok(view),
             Target::Batch(_) => Err(to_pyerr(
                 py,
                 Error::invalid_argument(format!("{call} is not a batch call: call it on the drive")),
             )),
+        }
+    }
+
+    /// The open drive, or keel.Closed once this view or the drive is closed.
+    fn drive(&self) -> keel::Result<Drive> {
+        self.view.check()?;
+        self.opened.drive.get()
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.target {
+            Target::View(_) => "Drive",
+            Target::Batch(_) => "DriveBatch",
+        }
+    }
+
+    /// A view of the same drive (as_user's or a batch's), sharing its hold.
+    fn sibling(&self, view: Arc<Held<DriveView>>, target: Target, user: String, checked: bool) -> PyDrive {
+        PyDrive {
+            opened: self.opened.clone(),
+            view,
+            target,
+            root: false,
+            path: self.path.clone(),
+            user,
+            checked,
         }
     }
 }
@@ -286,11 +363,50 @@ impl PyDrive {
         };
         let drive = blocking(py, || Drive::open(&path, &options))
             .map_err(|err| crate::errors::with_filename(py, err, &path))?;
+        let shown = drive.path().display().to_string();
         let view = (*drive).clone();
+        let opened = Arc::new(Opened {
+            drive: Held::new(drive, format!("the drive {shown:?}")),
+            views: Mutex::new(Vec::new()),
+        });
+        let view = opened.hold(view, format!("the drive {shown:?}"));
         Ok(PyDrive {
-            drive,
-            target: Target::View(view),
+            opened,
+            target: Target::View(view.clone()),
+            view,
+            root: true,
+            path: shown,
+            user: String::new(),
+            checked: false,
         })
+    }
+
+    /// Releases the drive (see the class): every later call raises
+    /// keel.Closed. On an `as_user` view, closes that view only. Closing
+    /// twice is harmless.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.unbatched(py, "close")?;
+        match self.root {
+            true => self.opened.close(py),
+            false => self.view.close(py),
+        }
+        Ok(())
+    }
+
+    /// Whether `close()` was called (on this view or on its drive).
+    #[getter]
+    fn closed(&self) -> bool {
+        self.view.is_closed()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Closes the drive (or the view).
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+        self.close(py)
     }
 
     /// A view of the same drive whose every call enforces `user`'s levels
@@ -300,29 +416,30 @@ impl PyDrive {
     fn as_user(&self, py: Python<'_>, user: &str, roles: Vec<String>) -> PyResult<PyDrive> {
         let view = self.unbatched(py, "as_user")?;
         let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
-        let checked = quick(py, || view.as_user(user, &roles))?;
-        Ok(PyDrive {
-            drive: self.drive.clone(),
-            target: Target::View(checked),
-        })
+        let checked = quick(py, || view.get()?.as_user(user, &roles))?;
+        let (user, is_checked) = (checked.user().to_owned(), checked.is_checked());
+        let held = self
+            .opened
+            .hold(checked, format!("the view of {:?} as {user:?}", self.path));
+        Ok(self.sibling(held.clone(), Target::View(held), user, is_checked))
     }
 
     /// The user this view acts as ("" for the unchecked drive).
     #[getter]
     fn user(&self) -> String {
-        self.view().user().to_owned()
+        self.user.clone()
     }
 
     /// Whether this view enforces permission levels.
     #[getter]
     fn checked(&self) -> bool {
-        self.view().is_checked()
+        self.checked
     }
 
-    /// The drive file's canonical path.
+    /// The drive file's canonical path (also once closed).
     #[getter]
     fn path(&self) -> String {
-        self.drive.path().display().to_string()
+        self.path.clone()
     }
 
     /// The item with this id, as a dict; with `type`, raises keel.Conflict
@@ -398,7 +515,7 @@ impl PyDrive {
         let top = id_arg(top)?;
         let order = quick(py, || walk_order(order))?;
         let items = call!(&self.target, py, |d| d.walk(top, order))?;
-        Ok(PyItemIter::done(items))
+        Ok(PyItemIter::done(self.target.clone(), items))
     }
 
     /// Creates an item named `name` under `parent` (None: the root).
@@ -522,7 +639,7 @@ impl PyDrive {
         let versions = call!(&self.target, py, |d| d.versions(id))?;
         let list = PyList::empty(py);
         for info in &versions {
-            list.append(to_py(py, &info.to_json())?)?;
+            list.append(to_py(py, &crate::times::in_seconds(info.to_json()))?)?;
         }
         Ok(list)
     }
@@ -608,47 +725,55 @@ impl PyDrive {
     /// through the drive itself from inside the block.
     fn batch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDriveBatch>> {
         let view = self.unbatched(py, "batch")?;
+        quick(py, || view.check())?;
         let slot = Arc::new(BatchSlot {
             view: view.clone(),
             open: Mutex::new(None),
         });
-        let base = PyDrive {
-            drive: self.drive.clone(),
-            target: Target::Batch(slot.clone()),
-        };
+        let base = self.sibling(
+            view.clone(),
+            Target::Batch(slot.clone()),
+            self.user.clone(),
+            self.checked,
+        );
         Bound::new(py, PyClassInitializer::from(base).add_subclass(PyDriveBatch { slot }))
     }
 
     /// Checks the whole drive file in a child process; returns the report
     /// (see keel.verify_file). A damaged file is a report, never a crash.
     fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let report = blocking(py, || self.drive.verify())?;
+        let report = blocking(py, || self.drive()?.verify())?;
         to_py(py, &report.to_json())
     }
 
     /// Writes a consistent, compacted copy of the drive to `dest`.
     fn backup(&self, py: Python<'_>, dest: std::path::PathBuf) -> PyResult<()> {
         self.unbatched(py, "backup")?;
-        blocking(py, || self.drive.backup(&dest))
+        blocking(py, || self.drive()?.backup(&dest))
     }
 
     /// The storage map's size and use and the commit counters, as a dict.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        crate::stats::to_dict(py, &self.drive.env().stats())
+        let drive = quick(py, || self.drive())?;
+        crate::stats::to_dict(py, &drive.env().stats())
     }
 
     fn __repr__(&self) -> String {
-        let view = self.view();
-        let who = if view.is_checked() {
-            format!(" as {:?}", view.user())
+        let who = if self.checked {
+            format!(" as {:?}", self.user)
         } else {
             String::new()
         };
-        let kind = match self.target {
-            Target::View(_) => "Drive",
-            Target::Batch(_) => "DriveBatch",
+        let state = match &self.target {
+            _ if self.view.is_closed() => " closed",
+            Target::Batch(slot) => match slot.open.try_lock() {
+                Some(open) if open.is_some() => " open",
+                Some(_) => " not open",
+                None => " busy",
+            },
+            Target::View(_) => "",
         };
-        format!("<keel.{kind} {:?}{who}>", self.drive.path().display().to_string())
+        format!("<keel.{} {:?}{who}{state}>", self.kind(), self.path)
     }
 }
 
@@ -657,7 +782,7 @@ impl PyDrive {
 fn call_migration(callable: &Py<PyAny>, step: &Migration<'_>, data: Value) -> keel::Result<Value> {
     let outcome = crate::run::attached(|py| -> PyResult<keel::Result<Value>> {
         let args = (
-            to_py(py, &step.item.to_json())?,
+            to_py(py, &crate::times::in_seconds(step.item.to_json()))?,
             step.version.to_string(),
             to_py(py, &data)?,
             step.from_schema,
@@ -686,7 +811,8 @@ enum Listing {
 /// type) or over a list read at once (walk).
 #[pyclass(name = "ItemIterator", module = "keel")]
 pub struct PyItemIter {
-    target: Option<Target>,
+    /// The drive (or batch) listed: once it is closed, `next` raises keel.Closed.
+    target: Target,
     listing: Listing,
     after: Option<String>,
     remaining: Option<usize>,
@@ -698,7 +824,7 @@ const PAGE: usize = 256;
 impl PyItemIter {
     fn new(target: Target, listing: Listing, after: Option<String>, limit: Option<usize>) -> Self {
         PyItemIter {
-            target: Some(target),
+            target,
             listing,
             after,
             remaining: limit,
@@ -706,9 +832,9 @@ impl PyItemIter {
         }
     }
 
-    fn done(items: Vec<Item>) -> Self {
+    fn done(target: Target, items: Vec<Item>) -> Self {
         PyItemIter {
-            target: None,
+            target,
             listing: Listing::Done,
             after: None,
             remaining: None,
@@ -718,10 +844,11 @@ impl PyItemIter {
 
     fn fetch(&mut self, py: Python<'_>) -> PyResult<()> {
         let want = self.remaining.map_or(PAGE, |left| left.min(PAGE));
-        let Some(target) = self.target.as_ref().filter(|_| want > 0) else {
+        if want == 0 {
             self.listing = Listing::Done;
             return Ok(());
-        };
+        }
+        let target = &self.target;
         let after = self.after.as_deref();
         let page = match &self.listing {
             Listing::Children(parent) => call!(target, py, |d| d.children(*parent, after, want))?,
@@ -755,6 +882,7 @@ impl PyItemIter {
     }
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        quick(py, || self.target.check_open())?;
         if self.page.is_empty() && !matches!(self.listing, Listing::Done) {
             self.fetch(py)?;
         }
@@ -762,6 +890,27 @@ impl PyItemIter {
             Some(item) => item_dict(py, &item).map(Some),
             None => Ok(None),
         }
+    }
+
+    fn __repr__(&self) -> String {
+        let listing = match &self.listing {
+            Listing::Children(parent) => format!("children of {parent}"),
+            Listing::ByType(kind) => format!("items of type {kind:?}"),
+            Listing::Done if self.page.is_empty() => "done".to_owned(),
+            Listing::Done => "last page".to_owned(),
+        };
+        let after = match (&self.after, &self.listing) {
+            (Some(after), Listing::Children(_) | Listing::ByType(_)) => format!(" after {after:?}"),
+            _ => String::new(),
+        };
+        let closed = match self.target.check_open() {
+            Ok(()) => "",
+            Err(_) => " closed",
+        };
+        format!(
+            "<keel.ItemIterator {listing}{after}, {} fetched not yet read{closed}>",
+            self.page.len()
+        )
     }
 }
 
@@ -782,7 +931,7 @@ impl PyDriveBatch {
         }
         // Waits for the writers queued before it with the GIL released, on
         // this thread: the batch's transaction belongs to it.
-        let begun = blocking(py, || slot.view.begin_batch())?;
+        let begun = blocking(py, || slot.view.get()?.begin_batch())?;
         *slot.open.lock() = Some(begun);
         Ok(slf)
     }

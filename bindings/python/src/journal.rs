@@ -10,8 +10,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyString, PyTuple};
 
 use crate::errors::to_pyerr;
+use crate::held::Held;
 use crate::json::to_py_serialized;
-use crate::run::blocking;
+use crate::run::{blocking, quick};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyJournal>()?;
@@ -23,9 +24,15 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// A managed directory tree whose changes are made through mutations that
 /// end exactly as before or exactly as after, whatever happens: an
 /// exception, a crash, a full disk. State lives in `root/.keel/`.
+///
+/// `close()` (or the end of `with keel.Journal(root) as journal:`) releases
+/// the journal: every later call raises keel.Closed. A mutation or read
+/// guard already begun keeps its own hold and ends as it would have
+/// (committed, rolled back, released).
 #[pyclass(name = "Journal", module = "keel", frozen)]
 pub struct PyJournal {
-    inner: Journal,
+    inner: Held<Journal>,
+    root: std::path::PathBuf,
 }
 
 /// One mutation, holding the root's exclusive lock. Use it as a context
@@ -38,12 +45,15 @@ pub struct PyJournal {
 #[pyclass(name = "Mutation", module = "keel", frozen)]
 pub struct PyMutation {
     inner: SharedMutation,
+    /// The operation it was begun for, for its repr.
+    operation: String,
 }
 
 impl PyMutation {
-    fn wrap(mutation: Mutation) -> PyMutation {
+    fn wrap(mutation: Mutation, operation: &str) -> PyMutation {
         PyMutation {
             inner: SharedMutation::new(mutation),
+            operation: operation.to_owned(),
         }
     }
 }
@@ -62,13 +72,36 @@ impl PyJournal {
     fn new(py: Python<'_>, root: std::path::PathBuf) -> PyResult<Self> {
         let inner =
             blocking(py, || Journal::open(&root)).map_err(|err| crate::errors::with_filename(py, err, &root))?;
-        Ok(PyJournal { inner })
+        let root = inner.root().to_path_buf();
+        let inner = Held::new(inner, format!("the Journal {root:?}"));
+        Ok(PyJournal { inner, root })
     }
 
-    /// The canonical root folder.
+    /// The canonical root folder (also once closed).
     #[getter]
     fn root(&self) -> std::path::PathBuf {
-        self.inner.root().to_path_buf()
+        self.root.clone()
+    }
+
+    /// Releases the journal (see the class). Closing twice is harmless.
+    fn close(&self, py: Python<'_>) {
+        self.inner.close(py)
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Closes the journal.
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) {
+        self.close(py)
     }
 
     /// Starts a mutation: waits for the lock with the GIL released, in
@@ -77,17 +110,17 @@ impl PyJournal {
     #[pyo3(signature = (operation, details="", *, timeout=None))]
     fn begin(&self, py: Python<'_>, operation: &str, details: &str, timeout: Option<f64>) -> PyResult<PyMutation> {
         let mutation = wait_in_slices(py, timeout, "begin a mutation", |slice| {
-            self.inner.begin_timeout(operation, details, slice)
+            self.inner.get()?.begin_timeout(operation, details, slice)
         })?;
-        Ok(PyMutation::wrap(mutation))
+        Ok(PyMutation::wrap(mutation, operation))
     }
 
     /// `begin` without waiting: None when another thread or process holds
     /// the root.
     #[pyo3(signature = (operation, details=""))]
     fn try_begin(&self, py: Python<'_>, operation: &str, details: &str) -> PyResult<Option<PyMutation>> {
-        let mutation = blocking(py, || self.inner.try_begin(operation, details))?;
-        Ok(mutation.map(PyMutation::wrap))
+        let mutation = blocking(py, || self.inner.get()?.try_begin(operation, details))?;
+        Ok(mutation.map(|mutation| PyMutation::wrap(mutation, operation)))
     }
 
     /// The same as `begin`, named for `with journal.mutation(...) as m:`.
@@ -101,7 +134,9 @@ impl PyJournal {
     /// `timeout` in seconds).
     #[pyo3(signature = (*, timeout=None))]
     fn read(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyReadGuard> {
-        let guard = wait_in_slices(py, timeout, "read the journal", |slice| self.inner.read_timeout(slice))?;
+        let guard = wait_in_slices(py, timeout, "read the journal", |slice| {
+            self.inner.get()?.read_timeout(slice)
+        })?;
         Ok(PyReadGuard {
             held: Mutex::new(Some(guard)),
         })
@@ -109,14 +144,14 @@ impl PyJournal {
 
     /// Runs recovery now; returns what it did as a dict.
     fn recover<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let report = blocking(py, || self.inner.recover())?;
+        let report = blocking(py, || self.inner.get()?.recover())?;
         to_py_serialized(py, &report)
     }
 
     /// What the last recovery of this handle did (the one opening ran
     /// first), as a dict like `recover()`'s, or None if none ran.
     fn last_recovery<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.inner
+        quick(py, || self.inner.get())?
             .last_recovery()
             .map(|report| to_py_serialized(py, &report))
             .transpose()
@@ -133,25 +168,25 @@ impl PyJournal {
 
     /// Records, unreadable records, quarantine and the last recovery error.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let status = blocking(py, || self.inner.status())?;
+        let status = blocking(py, || self.inner.get()?.status())?;
         to_py_serialized(py, &status)
     }
 
     /// For operators: gives up on rolling back mutation `seq`; its record
     /// and backups move to `.keel/quarantine/`, the tree stays as it is.
     fn resolve(&self, py: Python<'_>, seq: u64) -> PyResult<String> {
-        let moved = blocking(py, || self.inner.resolve(seq))?;
+        let moved = blocking(py, || self.inner.get()?.resolve(seq))?;
         Ok(moved.folder)
     }
 
     /// Counters: fsyncs, committed, rolled_back, recovered, quarantined,
     /// recovery_failures.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        crate::stats::to_dict(py, &self.inner.stats())
+        crate::stats::to_dict(py, &quick(py, || self.inner.get())?.stats())
     }
 
     fn __repr__(&self) -> String {
-        format!("<keel.Journal {:?}>", self.inner.root())
+        format!("<keel.Journal {:?}{}>", self.root, self.inner.closed_note())
     }
 }
 
@@ -266,9 +301,9 @@ impl PyMutation {
         exc_type: &Bound<'_, PyAny>,
         _exc: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
+    ) -> PyResult<()> {
         if !self.inner.is_active() {
-            return Ok(false);
+            return Ok(());
         }
         if exc_type.is_none() {
             self.commit(py)?;
@@ -277,7 +312,12 @@ impl PyMutation {
             // which leaves the record for the next recovery anyway.
             let _ = self.rollback(py);
         }
-        Ok(false)
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.inner.is_active() { "active" } else { "ended" };
+        format!("<keel.Mutation {:?} seq={} {state}>", self.operation, self.inner.seq())
     }
 }
 
@@ -294,9 +334,18 @@ impl PyReadGuard {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) {
         self.release();
-        false
+    }
+
+    fn __repr__(&self) -> String {
+        // try_lock: a repr never waits (release() holds the lock briefly).
+        let state = match self.held.try_lock() {
+            Some(held) if held.is_some() => "held",
+            Some(_) => "released",
+            None => "releasing",
+        };
+        format!("<keel.ReadGuard {state}>")
     }
 }
 

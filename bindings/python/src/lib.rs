@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod convert;
 mod drive;
 mod errors;
+mod held;
 mod inspect;
 mod journal;
 mod json;
@@ -15,6 +16,7 @@ mod ops;
 mod pool;
 mod run;
 mod stats;
+mod times;
 
 #[pymodule]
 fn _keel(m: &Bound<'_, PyModule>) -> PyResult<()> {

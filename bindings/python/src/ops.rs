@@ -16,8 +16,20 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert;
+use crate::held::Held;
 use crate::json::to_py;
 use crate::run::{attached, blocking, quick, Interrupt};
+use crate::times::{in_seconds, seconds};
+
+/// A record's JSON form as Python gets it (times in seconds).
+fn record_py<'py>(py: Python<'py>, record: serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    to_py(py, &in_seconds(record))
+}
+
+/// A list of records' JSON forms as Python gets them.
+fn records_py<'py>(py: Python<'py>, records: impl Iterator<Item = serde_json::Value>) -> PyResult<Bound<'py, PyAny>> {
+    to_py(py, &records.map(in_seconds).collect())
+}
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyOperations>()?;
@@ -39,7 +51,7 @@ fn unsigned<T: TryFrom<i128>>(value: i128, what: &str) -> keel::Result<T> {
 /// stale token raises keel.Conflict. Every call is durable when it returns.
 #[pyclass(name = "Operations", module = "keel", frozen)]
 pub struct PyOperations {
-    inner: Operations,
+    inner: Held<Operations>,
     path: PathBuf,
 }
 
@@ -59,20 +71,57 @@ impl PyOperations {
         let inner = blocking(py, || Operations::open_at(&location?))
             .map_err(|err| crate::errors::with_filename(py, err, &path))?
             .with_policy(policy);
+        let inner = Held::new(inner, format!("the Operations {path:?}"));
         Ok(PyOperations { inner, path })
     }
 
     fn __repr__(&self) -> String {
-        format!("<keel.Operations {:?}>", self.path)
+        format!("<keel.Operations {:?}{}>", self.path, self.inner.closed_note())
+    }
+
+    /// Releases the store (the file, or the database connections): every
+    /// later call raises keel.Closed. Closing twice is harmless.
+    fn close(&self, py: Python<'_>) {
+        self.inner.close(py)
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Closes the store.
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) {
+        self.close(py)
+    }
+
+    /// Up to ``limit`` records of ``op`` in ``state`` ("READY", "WORKING",
+    /// "OK", "FAILED"; any if None), by item key — for operators finding
+    /// the FAILED ones. A WORKING record whose lease ended has ``"expired":
+    /// True``. Changes nothing; reads every record (an operator's call).
+    #[pyo3(signature = (op, *, state=None, limit=100))]
+    fn list<'py>(&self, py: Python<'py>, op: &str, state: Option<&str>, limit: i128) -> PyResult<Bound<'py, PyAny>> {
+        let (state, limit) = quick(py, || {
+            let state = state.map(str::parse::<OpState>).transpose()?;
+            Ok((state, unsigned(limit, "limit")?))
+        })?;
+        let records = blocking(py, || self.inner.get()?.list(op, state, limit))?;
+        records_py(py, records.iter().map(|r| r.to_json()))
     }
 
     /// Makes each of ``ops`` READY for ``item``; returns their records.
     fn ready<'py>(&self, py: Python<'py>, item: &str, ops: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
         let records = blocking(py, || {
             let ops: Vec<&str> = ops.iter().map(String::as_str).collect();
-            self.inner.ready(item, &ops)
+            self.inner.get()?.ready(item, &ops)
         })?;
-        to_py(py, &records.iter().map(|r| r.to_json()).collect())
+        records_py(py, records.iter().map(|r| r.to_json()))
     }
 
     /// Up to ``limit`` records of ``op`` a claim could take (READY, and
@@ -82,14 +131,14 @@ impl PyOperations {
     #[pyo3(signature = (op, limit=100, *, order="oldest"))]
     fn next<'py>(&self, py: Python<'py>, op: &str, limit: i128, order: &str) -> PyResult<Bound<'py, PyAny>> {
         let (limit, order) = quick(py, || Ok((unsigned(limit, "limit")?, next_order(order)?)))?;
-        let records = blocking(py, || self.inner.next_in(op, limit, order))?;
-        to_py(py, &records.iter().map(|r| r.to_json()).collect())
+        let records = blocking(py, || self.inner.get()?.next_in(op, limit, order))?;
+        records_py(py, records.iter().map(|r| r.to_json()))
     }
 
     /// The reset pass: WORKING records whose lease ended become READY again
     /// (FAILED past ``max_lapses``); ``{"ready", "failed"}``.
     fn reset_expired<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let report = blocking(py, || self.inner.reset_expired())?;
+        let report = blocking(py, || self.inner.get()?.reset_expired())?;
         let dict = PyDict::new(py);
         dict.set_item("ready", report.ready)?;
         dict.set_item("failed", report.failed)?;
@@ -110,9 +159,11 @@ impl PyOperations {
     ) -> PyResult<Bound<'py, PyAny>> {
         let limit = quick(py, || unsigned(limit, "limit"))?;
         let claims = blocking(py, || {
-            self.inner.claim(op, limit, worker, convert::duration(lease, "lease")?)
+            self.inner
+                .get()?
+                .claim(op, limit, worker, convert::duration(lease, "lease")?)
         })?;
-        to_py(py, &claims.iter().map(|c| c.to_json()).collect())
+        records_py(py, claims.iter().map(|c| c.to_json()))
     }
 
     /// Sets ``op`` of ``item`` to ``state`` ("READY", "OK", "FAILED") with
@@ -134,9 +185,9 @@ impl PyOperations {
         let record = blocking(py, || {
             let state: OpState = state.parse()?;
             let enable: Vec<&str> = enable.iter().map(String::as_str).collect();
-            self.inner.update(item, op, token, state, message, &enable)
+            self.inner.get()?.update(item, op, token, state, message, &enable)
         })?;
-        to_py(py, &record.to_json())
+        record_py(py, record.to_json())
     }
 
     /// Marks ``op`` of ``item`` FAILED with ``message`` (fenced like ``update``).
@@ -150,14 +201,14 @@ impl PyOperations {
         token: Option<i128>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let token = quick(py, || token.map(|t| unsigned(t, "token")).transpose())?;
-        let record = blocking(py, || self.inner.error(item, op, token, message))?;
-        to_py(py, &record.to_json())
+        let record = blocking(py, || self.inner.get()?.error(item, op, token, message))?;
+        record_py(py, record.to_json())
     }
 
     /// Every operation record of ``item``.
     fn states<'py>(&self, py: Python<'py>, item: &str) -> PyResult<Bound<'py, PyAny>> {
-        let records = blocking(py, || self.inner.states(item))?;
-        to_py(py, &records.iter().map(|r| r.to_json()).collect())
+        let records = blocking(py, || self.inner.get()?.states(item))?;
+        records_py(py, records.iter().map(|r| r.to_json()))
     }
 }
 
@@ -167,7 +218,7 @@ impl PyOperations {
 /// resetter for expired leases, retention cleanup, cheap counts.
 #[pyclass(name = "Queue", module = "keel", frozen)]
 pub struct PyQueue {
-    inner: Queue,
+    inner: Held<Queue>,
     path: PathBuf,
 }
 
@@ -187,11 +238,36 @@ impl PyQueue {
         let path = shown(&path);
         let inner = blocking(py, || Queue::open_at(&location?, policy))
             .map_err(|err| crate::errors::with_filename(py, err, &path))?;
+        let inner = Held::new(inner, format!("the Queue {path:?}"));
         Ok(PyQueue { inner, path })
     }
 
     fn __repr__(&self) -> String {
-        format!("<keel.Queue {:?}>", self.path)
+        format!("<keel.Queue {:?}{}>", self.path, self.inner.closed_note())
+    }
+
+    /// Releases the queue (the file, or the database connections): every
+    /// later call raises keel.Closed, and so does starting a Worker on it.
+    /// A Worker already running keeps its own hold until it stops. Closing
+    /// twice is harmless.
+    fn close(&self, py: Python<'_>) {
+        self.inner.close(py)
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Closes the queue.
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) {
+        self.close(py)
     }
 
     /// Enqueues a job of ``kind`` with a JSON-serialisable ``payload``.
@@ -215,8 +291,8 @@ impl PyQueue {
         let options = quick(py, || {
             enqueue_options(priority, run_at, delay, max_attempts, unique_key)
         })?;
-        let enqueued = blocking(py, || self.inner.enqueue(kind, &payload, &options))?;
-        let mut record = enqueued.job.to_json();
+        let enqueued = blocking(py, || self.inner.get()?.enqueue(kind, &payload, &options))?;
+        let mut record = in_seconds(enqueued.job.to_json());
         record["created"] = serde_json::Value::Bool(enqueued.created);
         to_py(py, &record)
     }
@@ -230,11 +306,11 @@ impl PyQueue {
         for job in jobs.try_iter()? {
             batch.push(job_spec(&job?)?);
         }
-        let enqueued = blocking(py, || self.inner.enqueue_many(&batch))?;
+        let enqueued = blocking(py, || self.inner.get()?.enqueue_many(&batch))?;
         enqueued
             .iter()
             .map(|entry| {
-                let mut record = entry.job.to_json();
+                let mut record = in_seconds(entry.job.to_json());
                 record["created"] = serde_json::Value::Bool(entry.created);
                 to_py(py, &record)
             })
@@ -253,18 +329,24 @@ impl PyQueue {
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let job = blocking(py, || {
             let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
-            self.inner.dequeue(&kinds, worker, convert::duration(lease, "lease")?)
+            self.inner
+                .get()?
+                .dequeue(&kinds, worker, convert::duration(lease, "lease")?)
         })?;
-        job.map(|job| to_py(py, &job.to_json())).transpose()
+        job.map(|job| record_py(py, job.to_json())).transpose()
     }
 
-    /// Extends the attempt's lease to ``lease`` seconds from now.
+    /// Extends the attempt's lease to ``lease`` seconds from now; returns
+    /// when it now ends (a Unix time in seconds).
     #[pyo3(signature = (id, token, *, lease=30.0))]
-    fn heartbeat(&self, py: Python<'_>, id: i128, token: i128, lease: f64) -> PyResult<u64> {
+    fn heartbeat(&self, py: Python<'_>, id: i128, token: i128, lease: f64) -> PyResult<f64> {
         let (id, token) = ids(py, id, token)?;
-        blocking(py, || {
-            self.inner.heartbeat(id, token, convert::duration(lease, "lease")?)
-        })
+        let until = blocking(py, || {
+            self.inner
+                .get()?
+                .heartbeat(id, token, convert::duration(lease, "lease")?)
+        })?;
+        Ok(seconds(until))
     }
 
     /// Completes the attempt with a JSON-serialisable ``result``.
@@ -281,8 +363,8 @@ impl PyQueue {
             .map(|value| convert::json_text(&value))
             .transpose()?
             .unwrap_or_default();
-        let job = blocking(py, || self.inner.complete(id, token, &result))?;
-        to_py(py, &job.to_json())
+        let job = blocking(py, || self.inner.get()?.complete(id, token, &result))?;
+        record_py(py, job.to_json())
     }
 
     /// Fails the attempt: retried after a backoff when ``retryable`` and
@@ -297,31 +379,31 @@ impl PyQueue {
         retryable: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (id, token) = ids(py, id, token)?;
-        let job = blocking(py, || self.inner.fail(id, token, error, retryable))?;
-        to_py(py, &job.to_json())
+        let job = blocking(py, || self.inner.get()?.fail(id, token, error, retryable))?;
+        record_py(py, job.to_json())
     }
 
     /// Hands the attempt back unfinished (no failure counted).
     fn release<'py>(&self, py: Python<'py>, id: i128, token: i128) -> PyResult<Bound<'py, PyAny>> {
         let (id, token) = ids(py, id, token)?;
-        let job = blocking(py, || self.inner.release(id, token))?;
-        to_py(py, &job.to_json())
+        let job = blocking(py, || self.inner.get()?.release(id, token))?;
+        record_py(py, job.to_json())
     }
 
     /// Cancels a job that has not finished.
     #[pyo3(signature = (id, reason=""))]
     fn cancel<'py>(&self, py: Python<'py>, id: i128, reason: &str) -> PyResult<Bound<'py, PyAny>> {
         let id = quick(py, || unsigned(id, "id"))?;
-        let job = blocking(py, || self.inner.cancel(id, reason))?;
-        to_py(py, &job.to_json())
+        let job = blocking(py, || self.inner.get()?.cancel(id, reason))?;
+        record_py(py, job.to_json())
     }
 
     /// Queues a dead or cancelled job again with fresh attempts
     /// (keel.Conflict for any other state).
     fn retry<'py>(&self, py: Python<'py>, id: i128) -> PyResult<Bound<'py, PyAny>> {
         let id = quick(py, || unsigned(id, "id"))?;
-        let job = blocking(py, || self.inner.retry(id))?;
-        to_py(py, &job.to_json())
+        let job = blocking(py, || self.inner.get()?.retry(id))?;
+        record_py(py, job.to_json())
     }
 
     /// Jobs of ``kind`` (in ``state``, if given: "queued", "running",
@@ -339,26 +421,26 @@ impl PyQueue {
             Some(name) => Some(quick(py, || name.parse::<JobState>())?),
             None => None,
         };
-        let jobs = blocking(py, || self.inner.list(kind, state, limit))?;
-        jobs.iter().map(|job| to_py(py, &job.to_json())).collect()
+        let jobs = blocking(py, || self.inner.get()?.list(kind, state, limit))?;
+        jobs.iter().map(|job| record_py(py, job.to_json())).collect()
     }
 
     /// The job with ``id`` (keel.NotFound if none).
     fn get<'py>(&self, py: Python<'py>, id: i128) -> PyResult<Bound<'py, PyAny>> {
         let id = quick(py, || unsigned(id, "id"))?;
-        let job = blocking(py, || self.inner.get(id))?;
-        to_py(py, &job.to_json())
+        let job = blocking(py, || self.inner.get()?.get(id))?;
+        record_py(py, job.to_json())
     }
 
     /// ``{kind: {state: count}}``, read from counters (cheap).
     fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let counts = blocking(py, || self.inner.counts())?;
+        let counts = blocking(py, || self.inner.get()?.counts())?;
         to_py(py, &counts_to_json(&counts))
     }
 
     /// Requeues jobs whose lease expired; ``{"requeued", "dead"}``.
     fn reset_expired<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let report = blocking(py, || self.inner.reset_expired())?;
+        let report = blocking(py, || self.inner.get()?.reset_expired())?;
         let dict = PyDict::new(py);
         dict.set_item("requeued", report.requeued)?;
         dict.set_item("dead", report.dead)?;
@@ -367,7 +449,9 @@ impl PyQueue {
 
     /// Deletes finished jobs older than ``retention`` seconds; returns how many.
     fn cleanup(&self, py: Python<'_>, retention: f64) -> PyResult<u64> {
-        blocking(py, || self.inner.cleanup(convert::duration(retention, "retention")?))
+        blocking(py, || {
+            self.inner.get()?.cleanup(convert::duration(retention, "retention")?)
+        })
     }
 }
 
@@ -463,7 +547,7 @@ fn call_handler(py: Python<'_>, callable: &Py<PyAny>, with_context: bool, ctx: &
             retryable,
         }
     };
-    let job = to_py(py, &ctx.job().to_json()).map_err(failure)?;
+    let job = record_py(py, ctx.job().to_json()).map_err(failure)?;
     let result = if with_context {
         let context = Bound::new(py, PyJobContext { inner: ctx.clone() }).map_err(failure)?;
         callable.bind(py).call1((job, context))
@@ -553,7 +637,8 @@ impl PyWorker {
             options.job_timeout = convert::optional_duration(job_timeout, "job_timeout")?;
             Ok(())
         })?;
-        let mut builder = Worker::builder(&queue.inner).options(options).block(block);
+        let queue = quick(py, || queue.inner.get())?;
+        let mut builder = Worker::builder(&queue).options(options).block(block);
         if let Some(allow) = allow {
             builder = builder.allow(allow);
         }
@@ -632,9 +717,9 @@ impl PyWorker {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
         self.stop(py, 30.0)?;
-        Ok(false)
+        Ok(())
     }
 }
 

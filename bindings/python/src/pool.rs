@@ -429,6 +429,12 @@ impl PySyncPool {
         self.inner.shutdown();
     }
 
+    /// Whether `shutdown()` (or `close()`) was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_shut_down()
+    }
+
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }

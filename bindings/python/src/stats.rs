@@ -8,11 +8,12 @@ use serde::Serialize;
 use crate::run::quick;
 
 /// Every live keel object's counters, grouped by part:
-/// `{"locks": [{"name": ..., "entries": 0, ...}], "pool": [...], ...}`.
+/// `{"locks": [{"name": ..., "entries": 0, ...}], "pool": [...], ...}`,
+/// times in seconds (see `times`).
 #[pyfunction]
 pub fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     let gathered = quick(py, || Ok(keel::stats::gather()))?;
-    crate::json::to_py(py, &gathered)
+    crate::json::to_py(py, &crate::times::stats_in_seconds(gathered))
 }
 
 /// A core stats struct (`LockStats`, `PoolStats`, ...) as a dict with its

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{Mutation, STEP};
 use crate::events::Level;
 use crate::journal::counters::{StepWatch, LOG_TARGET};
-use crate::journal::fs::{crossed_devices, meta_mode};
+use crate::journal::fs::{crossed_devices, meta_mode, Sync};
 use crate::journal::paths::{caller_text, parse_folder, temp_beside, RelPath};
 use crate::journal::restore::parent_of;
 use crate::journal::snapshot::{io_err, link_tree, BackupMode, TreeLinks};
@@ -48,7 +48,7 @@ impl Mutation {
             ));
         };
         let watch = StepWatch::start(&self.inner.fs, Level::Debug);
-        let moved = self.guarded(|m| {
+        let moved = self.flushed(|m| {
             let mut moves = Vec::new();
             m.plan_publish(&staging, into.as_ref(), &mut moves)?;
             for (src, dst) in &moves {
@@ -68,9 +68,8 @@ impl Mutation {
                 m.move_into_place(src, dst)?;
                 dirty.insert(parent_of(&m.abs(dst)));
             }
-            for dir in &dirty {
-                m.sync_dir(dir)?;
-            }
+            // Each changed folder once, their fsyncs overlapping.
+            m.sync_all(dirty.into_iter().map(Sync::Dir).collect())?;
             Ok(moves.len())
         })?;
         if let Some((elapsed, io)) = watch.read(&self.inner.fs) {

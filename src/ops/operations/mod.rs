@@ -231,6 +231,20 @@ impl Operations {
         Ok(mark_expired(self.store.states(item)?, now))
     }
 
+    /// Up to `limit` records of `op` — in `state` if given, in any
+    /// otherwise — by item key (byte order), for operators looking for the
+    /// FAILED ones. A WORKING record whose lease ended has
+    /// [`expired`](OpRecord::expired) set (and is still listed as WORKING).
+    /// Claims and changes nothing. Cost: the records of every operation are
+    /// read (OK and FAILED have no index); an operator's call, not a
+    /// worker's.
+    pub fn list(&self, op: &str, state: Option<OpState>, limit: usize) -> Result<Vec<OpRecord>> {
+        check_name("operation", op)?;
+        let limit = check_limit(limit)?;
+        let now = self.clock.now();
+        Ok(mark_expired(self.store.list(op, state, limit)?, now))
+    }
+
     /// The reset pass: every WORKING record whose lease ended becomes READY
     /// again in its old place, or FAILED with a message once its claims
     /// lapsed more than `max_lapses` times in a row. `claim` does the same

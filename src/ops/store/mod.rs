@@ -112,6 +112,19 @@ pub trait OperationStore: Send + Sync + 'static {
         self.claim(op, limit, request)
     }
 
+    /// Up to `limit` records of `op` (in `state`, if given) by item key,
+    /// byte order; claims and changes nothing.
+    ///
+    /// Default: Unsupported (the other methods cannot list OK or FAILED
+    /// records).
+    fn list(&self, op: &str, state: Option<OpState>, limit: usize) -> Result<Vec<OpRecord>> {
+        let _ = (op, state, limit);
+        Err(Error::unsupported(format!(
+            "operations store {}: no listing by state",
+            self.location()
+        )))
+    }
+
     /// The reset pass: every WORKING record (of any operation) whose lease
     /// ended by `now` becomes READY again, or FAILED with a message once
     /// its claims lapsed more than `policy.max_lapses` times in a row.

@@ -33,6 +33,9 @@ const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
 
 /// What a worker has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+// repr(C): the C surface hands this struct out as it is (keel.h names it
+// keel_*_stats), so its counters are defined once for every surface.
+#[repr(C)]
 pub struct WorkerStats {
     /// Jobs whose handler succeeded and whose completion was stored.
     pub completed: u64,

@@ -18,7 +18,7 @@ use ::lmdb::RwTransaction;
 
 use crate::lmdb::format::{self, FileFormat};
 use crate::lmdb::{Env, EnvOptions};
-use crate::Result;
+use crate::{Error, Result};
 
 mod jobs;
 mod operations;
@@ -71,7 +71,21 @@ pub struct LmdbStore {
 impl LmdbStore {
     /// A store in its own LMDB file at `path` (created if missing), durable
     /// by default.
+    /// A path that reads as a URL (`postgresql://db/app`) is refused, never
+    /// taken for a folder named `postgresql:`: open it with
+    /// [`Queue::open_at`](crate::ops::Queue::open_at) or
+    /// [`Operations::open_at`](crate::ops::Operations::open_at).
     pub fn open(path: impl AsRef<Path>) -> Result<LmdbStore> {
+        let path = path.as_ref();
+        if !matches!(
+            crate::location::Location::from_path(path),
+            Ok(crate::location::Location::Path(_))
+        ) {
+            return Err(Error::invalid_argument(format!(
+                "{} is a URL, not a file path: open it with open_at(&Location::parse(..)) (Queue, Operations)",
+                path.display()
+            )));
+        }
         LmdbStore::with_env(&Env::open(path, &EnvOptions::default())?)
     }
 

@@ -285,6 +285,24 @@ impl OperationStore for LmdbStore {
         })
     }
 
+    /// Walks every record in key order (item, then operation), keeping
+    /// those of `op` in `state`.
+    fn list(&self, op: &str, state: Option<OpState>, limit: usize) -> Result<Vec<OpRecord>> {
+        self.env.read(|txn| {
+            let mut records = Vec::new();
+            if limit == 0 {
+                return Ok(records);
+            }
+            self.t.op_records.scan(txn, &[], &[], |key, record| {
+                if key.op == op && state.is_none_or(|state| state == record.state) {
+                    records.push(key.record(record));
+                }
+                Ok(records.len() < limit)
+            })?;
+            Ok(records)
+        })
+    }
+
     fn states(&self, item: &str) -> Result<Vec<OpRecord>> {
         self.env.read(|txn| {
             let item_prefix = prefix(item);

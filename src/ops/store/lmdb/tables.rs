@@ -314,7 +314,7 @@ fn check_layout(layout: u8) -> Result<()> {
 }
 
 /// The item and operation live in the key: decoding leaves them empty, and
-/// [`OpKey::record`] fills them in.
+/// `OpKey::record` fills them in.
 impl Codec for OpRecord {
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(RECORD_LAYOUT);

@@ -284,6 +284,16 @@ impl OperationStore for PgStore {
         })
     }
 
+    fn list(&self, op: &str, state: Option<OpState>, limit: usize) -> Result<Vec<OpRecord>> {
+        let sql = self.sql(&format!(
+            "SELECT {COLS} FROM {{s}}.op_records WHERE op = $1 AND ($2::smallint IS NULL OR state = $2) \
+             ORDER BY item COLLATE \"C\" LIMIT $3"
+        ));
+        let state = state.map(|state| state as u8 as i16);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        ops_from(&self.conn()?.query(&self.context(), &sql, &[&op, &state, &limit])?)
+    }
+
     fn states(&self, item: &str) -> Result<Vec<OpRecord>> {
         let sql = self.sql(&format!(
             "SELECT {COLS} FROM {{s}}.op_records WHERE item = $1 ORDER BY op COLLATE \"C\""
