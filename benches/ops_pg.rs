@@ -11,9 +11,11 @@
 //! enqueue to the handler's start, woken by LISTEN/NOTIFY. Target: p50
 //! under 10 ms.
 //!
-//! Run: `scripts/pg start; KEEL_TEST_PG_URL=$(scripts/pg url) cargo bench
-//! --features postgres --bench ops_pg`. `KEEL_BENCH_JOBS` sets the jobs per
-//! thread per round (default 200).
+//! Run: `KEEL_PG_FSYNC=on scripts/pg start; KEEL_TEST_PG_URL=$(scripts/pg
+//! url) cargo bench --features postgres --bench ops_pg` (fsync on: durable
+//! commits, as in production; with it off the server's commit costs
+//! nothing and the figures compare CPU only). `KEEL_BENCH_JOBS` sets the
+//! jobs per thread per round (default 200).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -29,7 +31,7 @@ use keel::postgres::PgOptions;
 use support::{Rounds, Spread, Target};
 
 const THREADS: usize = 8;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const LEASE: Duration = Duration::from_secs(60);
 
 fn main() {

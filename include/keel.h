@@ -1525,6 +1525,25 @@ void keel_mutation_free(struct keel_mutation *mutation);
 enum keel_status keel_locks_new(const char *name, size_t name_len, struct keel_locks **out);
 
 /**
+ * Opens the locks at `location` (UTF-8, `location_len` bytes) into `*out`:
+ * a `postgresql://` URL (libpq conventions, the `keel` schema) gives locks
+ * shared by every process and host that opens the same database, on its
+ * advisory locks; any other text names an in-process registry, as
+ * keel_locks_new does. An unknown `scheme://` is KEEL_INVALID_ARGUMENT.
+ * Free it with keel_locks_free.
+ *
+ * On PostgreSQL: keys must be UTF-8; every held guard pins one database
+ * connection; a thread asking again for a key it holds waits for itself
+ * like for anyone else (no KEEL_WOULD_DEADLOCK: give it a timeout);
+ * keel_lock_guard_check tells a holder whose session was lost, and
+ * keel_lock_guard_token gives its fencing token; keel_locks_stats counts
+ * what this handle holds and waits for, not other processes'.
+ */
+enum keel_status keel_locks_open(const char *location,
+                                 size_t location_len,
+                                 struct keel_locks **out);
+
+/**
  * Frees a registry. Guards still alive keep working and release normally.
  * NULL is a no-op.
  */
@@ -1578,6 +1597,22 @@ void keel_lock_guard_release(struct keel_lock_guard *guard);
  * Writes the registry's entries, holders and waiters to `*out`.
  */
 enum keel_status keel_locks_stats(const struct keel_locks *locks, struct keel_lock_stats *out);
+
+/**
+ * KEEL_OK while the guard's keys are held; KEEL_CLOSED once the PostgreSQL
+ * session holding them was lost (the server released them, and someone
+ * else may hold them now: stop touching what they protect). Asks the
+ * server (one round trip). An in-process guard is always KEEL_OK.
+ */
+enum keel_status keel_lock_guard_check(struct keel_lock_guard *guard);
+
+/**
+ * Writes the guard's fencing token to `*out`: larger for every later
+ * acquisition of PostgreSQL locks, so the protected resource can remember
+ * the largest it saw and refuse a holder whose session was lost.
+ * KEEL_UNSUPPORTED for an in-process guard (it has none).
+ */
+enum keel_status keel_lock_guard_token(const struct keel_lock_guard *guard, uint64_t *out);
 
 /**
  * Sends keel's events up to `max_level` (a keel_log_level) to `callback`

@@ -114,6 +114,52 @@ fn a_version_1_schema_is_upgraded_on_open_keeping_its_records() {
 }
 
 #[test]
+fn a_version_2_schema_gains_the_one_round_trip_calls_on_open_keeping_its_jobs() {
+    let schema = fresh_schema("upgrade-v2");
+    let queue = PgStore::open_with(&url(), &options(schema.clone()))
+        .unwrap()
+        .queue(Arc::new(keel::ops::SystemClock), Default::default());
+    let waiting = queue.enqueue("mail", "{}", &EnqueueOptions::default()).unwrap().job;
+    // Back to version 2: no claim_jobs, no insert_job_quiet (and so an
+    // insert_job that cannot run until the upgrade redefines it).
+    let mut db = client();
+    db.batch_execute(&format!(
+        "DROP FUNCTION {schema}.claim_jobs; DROP FUNCTION {schema}.quoted; \
+         DROP FUNCTION {schema}.insert_job_quiet; \
+         UPDATE {schema}.meta SET value = '2' WHERE key = 'schema_version'"
+    ))
+    .unwrap();
+    let upgraded = PgStore::open_with(&url(), &options(schema.clone()))
+        .unwrap()
+        .queue(Arc::new(keel::ops::SystemClock), Default::default());
+    let version: String = db
+        .query_one(
+            &format!("SELECT value FROM {schema}.meta WHERE key = 'schema_version'"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, SCHEMA_VERSION.to_string());
+    let claimed = upgraded
+        .dequeue(&["mail"], "w", LEASE)
+        .unwrap()
+        .expect("the version-2 job survived");
+    assert_eq!(claimed.id, waiting.id);
+    upgraded.complete(claimed.id, claimed.token, "").unwrap();
+    assert!(
+        upgraded
+            .enqueue("mail", "{}", &EnqueueOptions::default())
+            .unwrap()
+            .created
+    );
+    let id: i64 = db
+        .query_one(&format!("SELECT {schema}.enqueue('mail', '{{}}')"), &[])
+        .unwrap()
+        .get(0);
+    assert!(id > 0, "SQL enqueue works on the upgraded schema");
+}
+
+#[test]
 fn concurrent_first_opens_create_the_schema_once() {
     let schema = fresh_schema("concurrent-open");
     let opened: Vec<_> = (0..4)
@@ -280,6 +326,45 @@ fn a_job_enqueued_through_another_handle_wakes_an_idle_worker_before_its_poll() 
         .expect("the worker was not woken");
     assert_eq!(ran, job.id);
     assert!(started.elapsed() < Duration::from_secs(30));
+    worker.stop(Duration::from_secs(10));
+}
+
+#[test]
+fn bursts_of_enqueues_from_several_threads_each_wake_an_idle_worker_elsewhere() {
+    // Crowded enqueues leave their notifications to the announcer's thread,
+    // which gathers them: the last of every burst must still wake the
+    // worker, which polls once a minute.
+    let schema = fresh_schema("wakeup-bursts");
+    let waiting = Queue::postgres_with(&url(), &options(schema.clone())).unwrap();
+    let (ran_tx, ran_rx) = mpsc::channel();
+    let ran_tx = Mutex::new(ran_tx);
+    let mut worker = Worker::builder(&waiting)
+        .map_options(|options| options.poll_interval = Duration::from_secs(60))
+        .handler("mail", 2, move |ctx| {
+            ran_tx.lock().unwrap().send(ctx.job().id).unwrap();
+            Ok(String::new())
+        })
+        .start()
+        .unwrap();
+    let other = Queue::with_store(Arc::new(PgStore::open_with(&url(), &options(schema)).unwrap()));
+    for burst in 0..5 {
+        thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..25 {
+                        other.enqueue("mail", "{}", &EnqueueOptions::default()).unwrap();
+                    }
+                });
+            }
+        });
+        for n in 0..100 {
+            ran_rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("burst {burst}: job {n} of 100 never ran: a wake-up was lost"));
+        }
+        // Idle again before the next burst.
+        thread::sleep(Duration::from_millis(50));
+    }
     worker.stop(Duration::from_secs(10));
 }
 

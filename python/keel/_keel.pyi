@@ -87,6 +87,11 @@ class LockGuard:
 
     @property
     def locked(self) -> bool: ...
+    @property
+    def token(self) -> Optional[int]:
+        """PostgreSQL locks' fencing token (larger for every later holder); None in-process."""
+    def check(self) -> None:
+        """Raises keel.Closed once released or once the PostgreSQL session holding the keys was lost."""
     def release(self) -> None: ...
     def __enter__(self) -> "LockGuard": ...
     def __exit__(
@@ -99,7 +104,10 @@ class LockGuard:
 
 @final
 class KeyedLocks:
-    """One lock per key while anyone holds or waits for it; no entry left behind."""
+    """One lock per key while anyone holds or waits for it; no entry left behind.
+
+    ``KeyedLocks("postgresql://...")``: the same locks across processes and hosts.
+    """
 
     def __new__(cls, name: Optional[str] = None) -> "KeyedLocks": ...
     def lock(

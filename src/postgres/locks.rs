@@ -17,14 +17,16 @@
 //! Keys are strings hashed (FNV-1a, 64 bits, with the schema name) to the
 //! advisory lock's bigint; two keys that collide only serialise each other.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::postgres::Client;
+use ::postgres::{Client, NoTls};
 use parking_lot::Mutex;
 
 use super::{map_err, PgDatabase, PgOptions};
-use crate::locks::{LockMode, Wait};
+use crate::locks::{LockMode, LockStats, Wait};
+use crate::pool::CancellationToken;
 use crate::{Error, ErrorKind, Result};
 
 /// A stable 64-bit hash of `text` (FNV-1a), as an advisory-lock key.
@@ -55,6 +57,36 @@ struct Inner {
     db: PgDatabase,
     /// Sessions released by guards, kept for the next acquisition.
     idle: Mutex<Vec<Client>>,
+    /// What this handle (and its clones) holds and waits for, for `stats`.
+    local: Mutex<Local>,
+}
+
+/// The keys held or waited for through one handle.
+#[derive(Default)]
+struct Local {
+    /// Per key: guards holding it plus calls waiting for it.
+    keys: HashMap<String, usize>,
+    holders: usize,
+    waiters: usize,
+}
+
+impl Local {
+    fn add(&mut self, keys: &[String]) {
+        for key in keys {
+            *self.keys.entry(key.clone()).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, keys: &[String]) {
+        for key in keys {
+            if let Some(count) = self.keys.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.keys.remove(key);
+                }
+            }
+        }
+    }
 }
 
 /// Holds one or more keys until dropped (or [`unlock`](PgKeyGuard::unlock)ed).
@@ -84,6 +116,7 @@ impl PgKeyedLocks {
             inner: Arc::new(Inner {
                 db,
                 idle: Mutex::new(Vec::new()),
+                local: Mutex::new(Local::default()),
             }),
         }
     }
@@ -116,6 +149,21 @@ impl PgKeyedLocks {
     /// held key under [`Wait::Never`]) none stays held. Keys are taken in a
     /// fixed order, so two `lock_many` calls never deadlock each other.
     pub fn lock_many(&self, keys: &[&str], mode: LockMode, wait: Wait) -> Result<Option<PgKeyGuard>> {
+        self.lock_many_with(keys, mode, wait, None)
+    }
+
+    /// [`lock_many`](Self::lock_many) that also stops waiting when `cancel`
+    /// is cancelled: [`Cancelled`](ErrorKind::Cancelled), and none of the
+    /// keys stays held. The waiting statement is cancelled on the server
+    /// (a cancel request, as `pg_cancel_backend` sends), so the wait keeps
+    /// its place in the server's queue until then.
+    pub fn lock_many_with(
+        &self,
+        keys: &[&str],
+        mode: LockMode,
+        wait: Wait,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Option<PgKeyGuard>> {
         let mut names: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
         names.sort();
         names.dedup();
@@ -127,31 +175,58 @@ impl PgKeyedLocks {
                 "lock key {bad:?}: must be non-empty, without NUL"
             )));
         }
-        let schema = self.inner.db.schema().to_owned();
+        let what = format!("{}: lock {:?}", self.inner.db.location(), names);
+        if cancel.is_some_and(CancellationToken::is_cancelled) {
+            return Err(Error::cancelled(format!("{what}: cancelled")));
+        }
         let mut hashes: Vec<i64> = names.iter().map(|key| self.advisory_key(key)).collect();
         hashes.sort_unstable();
         hashes.dedup();
         let mut client = self.inner.session()?;
-        let what = format!("{}: lock {:?}", self.inner.db.location(), names);
-        match take(&mut client, &hashes, mode, wait, &what) {
+        {
+            let mut local = self.inner.local.lock();
+            local.add(&names);
+            local.waiters += 1;
+        }
+        let taken = take(&mut client, &hashes, mode, wait, cancel, &what);
+        {
+            let mut local = self.inner.local.lock();
+            local.waiters -= 1;
+            if !matches!(taken, Ok(true)) {
+                local.remove(&names);
+            }
+        }
+        match taken {
             Ok(true) => {}
             Ok(false) => {
                 self.inner.give_back(client);
                 return Ok(None);
             }
             Err(err) => {
-                self.inner.give_back(client);
+                // `take` released what it took; a session it could not
+                // clean up (or that a cancel request may still reach) is
+                // closed, which releases everything just as well.
+                if err.kind() != ErrorKind::Cancelled {
+                    self.inner.give_back(client);
+                }
                 return Err(err);
             }
         }
-        let fence = format!("SELECT nextval('{schema}.tokens'), pg_backend_pid()");
-        let (token, pid) = match client.query_one(&fence, &[]) {
+        let fence = format!("SELECT nextval('{}.tokens'), pg_backend_pid()", self.inner.db.schema());
+        let fenced = client.query_one(&fence, &[]);
+        let (token, pid) = match fenced {
             Ok(row) => (row.get::<_, i64>(0) as u64, row.get::<_, i32>(1)),
             Err(err) => {
-                self.inner.give_back(client);
+                self.inner.local.lock().remove(&names);
+                // The keys are held: release them before the session is
+                // reused (closing it, when that fails, releases them too).
+                if client.batch_execute("SELECT pg_advisory_unlock_all()").is_ok() {
+                    self.inner.give_back(client);
+                }
                 return Err(map_err(&what, err));
             }
         };
+        self.inner.local.lock().holders += 1;
         Ok(Some(PgKeyGuard {
             locks: self.inner.clone(),
             client: Some(client),
@@ -161,11 +236,31 @@ impl PgKeyedLocks {
             pid,
         }))
     }
+
+    /// What this handle and its clones hold and wait for — not the other
+    /// processes' (the server shows everyone's in `pg_locks`): `entries`
+    /// keys held or waited for, `holders` guards alive, `waiters` calls
+    /// waiting.
+    pub fn stats(&self) -> LockStats {
+        let local = self.inner.local.lock();
+        LockStats {
+            entries: local.keys.len(),
+            holders: local.holders,
+            waiters: local.waiters,
+        }
+    }
 }
 
 /// Takes every lock of `hashes` in order on `client`; false when `Never`
 /// found one held. Leaves nothing held unless it returns true.
-fn take(client: &mut Client, hashes: &[i64], mode: LockMode, wait: Wait, what: &str) -> Result<bool> {
+fn take(
+    client: &mut Client,
+    hashes: &[i64],
+    mode: LockMode,
+    wait: Wait,
+    cancel: Option<&CancellationToken>,
+    what: &str,
+) -> Result<bool> {
     let (wait_fn, try_fn) = match mode {
         LockMode::Exclusive => ("pg_advisory_lock", "pg_try_advisory_lock"),
         LockMode::Shared => ("pg_advisory_lock_shared", "pg_try_advisory_lock_shared"),
@@ -185,10 +280,25 @@ fn take(client: &mut Client, hashes: &[i64], mode: LockMode, wait: Wait, what: &
             let started = Instant::now();
             // The timeout is armed when a statement starts: set it first.
             let sql = format!("SELECT count({wait_fn}(k)) FROM unnest($1::bigint[]) WITH ORDINALITY u(k, o)");
-            let result = client
-                .batch_execute(&format!("SET statement_timeout = {limit}"))
-                .and_then(|()| client.query_one(&sql, &[&hashes]))
-                .map(|_| true);
+            let mut wait_on_server = || -> std::result::Result<bool, ::postgres::Error> {
+                client.batch_execute(&format!("SET statement_timeout = {limit}"))?;
+                let watch = cancel.map(|token| CancelOnServer::arm(token, client));
+                if watch.as_ref().is_some_and(|watch| watch.waker.is_none()) {
+                    return Ok(false); // cancelled already: not worth a wait
+                }
+                client.query_one(&sql, &[&hashes]).map(|_| true)
+            };
+            let result = wait_on_server();
+            if cancel.is_some_and(CancellationToken::is_cancelled) {
+                // A cancel request may have ended the wait, or may reach
+                // the session later: leave nothing held, and the caller
+                // closes the session rather than reuse it.
+                let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
+                return Err(Error::cancelled(format!(
+                    "{what}: cancelled (after {:?})",
+                    started.elapsed()
+                )));
+            }
             let _ = client.batch_execute("SET statement_timeout = 0");
             if let (Err(err), Wait::For(timeout)) = (&result, wait) {
                 if err.code().map(|code| code.code()) == Some("57014") {
@@ -213,6 +323,43 @@ fn take(client: &mut Client, hashes: &[i64], mode: LockMode, wait: Wait, what: &
         Err(err) => {
             let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
             Err(map_err(what, err))
+        }
+    }
+}
+
+/// While alive, cancelling `token` sends the server a cancel request for
+/// the statement `client` is running. Dropping it waits for a request
+/// being sent, so none is sent once it is gone.
+struct CancelOnServer<'a> {
+    token: &'a CancellationToken,
+    waker: Option<u64>,
+    armed: Arc<Mutex<bool>>,
+}
+
+impl<'a> CancelOnServer<'a> {
+    fn arm(token: &'a CancellationToken, client: &Client) -> CancelOnServer<'a> {
+        let armed = Arc::new(Mutex::new(true));
+        let canceller = client.cancel_token();
+        let waker = {
+            let armed = armed.clone();
+            token.add_waker(Arc::new(move || {
+                let armed = armed.lock();
+                if *armed {
+                    // Best effort: a wait that is not cancelled still ends
+                    // at its timeout, and the caller sees the token.
+                    let _ = canceller.cancel_query(NoTls);
+                }
+            }))
+        };
+        CancelOnServer { token, waker, armed }
+    }
+}
+
+impl Drop for CancelOnServer<'_> {
+    fn drop(&mut self) {
+        *self.armed.lock() = false;
+        if let Some(id) = self.waker {
+            self.token.forget_waker(id);
         }
     }
 }
@@ -285,6 +432,11 @@ impl PgKeyGuard {
 
 impl Drop for PgKeyGuard {
     fn drop(&mut self) {
+        {
+            let mut local = self.locks.local.lock();
+            local.remove(&self.keys);
+            local.holders -= 1;
+        }
         if let Some(mut client) = self.client.take() {
             // A session that fails to unlock is dropped: closing it releases
             // its locks just as well.

@@ -21,6 +21,7 @@ use ::postgres::{Config, NoTls};
 
 use crate::{Error, ErrorKind, Result};
 
+mod announce;
 mod conn;
 pub mod listen;
 pub mod locks;
@@ -29,6 +30,7 @@ mod schema;
 /// The `postgres` client crate keel is built with: use it for the
 /// transactions you hand to [`enqueue_in`](crate::ops::store::postgres::enqueue_in).
 pub use ::postgres as client;
+pub use announce::Announcer;
 pub use conn::{Conn, PgConn, Session};
 pub use listen::Listener;
 pub use locks::{PgKeyGuard, PgKeyedLocks, PgLocksOptions};

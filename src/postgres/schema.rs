@@ -14,10 +14,131 @@ use super::map_err;
 use crate::{Error, Result};
 
 /// The schema version this build creates and reads.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The upgrade steps: `STEPS[n]` takes version `n` to `n + 1`.
-const STEPS: &[&str] = &[V1, V2];
+const STEPS: &[&str] = &[V1, V2, V3];
+
+/// Version 3: a dequeue in one round trip — `claim_jobs` resets expired
+/// leases and then claims, in one call — and the quoting its reset message
+/// uses; `insert_job_quiet`, an insert that leaves the notification to the
+/// store's announcer (`crate::postgres::Announcer`). Their rules are `crate::ops::transitions`' `job_reset` and
+/// `job_claim`, word for word; the conformance suite holds both stores to
+/// them.
+const V3: &str = r#"
+-- insert_job without the notification: the store's own enqueue notifies
+-- from another connection after it commits (a transaction that notifies
+-- holds a database-wide lock until its commit is on disk, so notifying
+-- enqueues could not share disk flushes). insert_job stays the one that
+-- notifies in the caller's transaction.
+CREATE OR REPLACE FUNCTION {s}.insert_job_quiet(
+    p_kind text, p_payload text, p_priority integer, p_run_at bigint,
+    p_max_attempts integer, p_unique_key text, p_now bigint,
+    OUT created boolean, OUT job {s}.jobs
+) LANGUAGE plpgsql AS $$
+BEGIN
+    LOOP
+        INSERT INTO {s}.jobs (kind, payload, state, priority, run_at, max_attempts, unique_key, created_at, updated_at)
+        VALUES (p_kind, p_payload, 1, p_priority, p_run_at, p_max_attempts, p_unique_key, p_now, p_now)
+        ON CONFLICT (kind, unique_key) WHERE unique_key IS NOT NULL AND state IN (1, 2, 3) DO NOTHING
+        RETURNING * INTO job;
+        IF FOUND THEN
+            created := true;
+            RETURN;
+        END IF;
+        -- Each statement sees the latest commits: the holder is found, or
+        -- it finished meanwhile and the insert is tried again.
+        SELECT * INTO job FROM {s}.jobs j
+            WHERE j.kind = p_kind AND j.unique_key = p_unique_key AND j.state IN (1, 2, 3);
+        IF FOUND THEN
+            created := false;
+            RETURN;
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION {s}.insert_job(
+    p_kind text, p_payload text, p_priority integer, p_run_at bigint,
+    p_max_attempts integer, p_unique_key text, p_now bigint,
+    OUT created boolean, OUT job {s}.jobs
+) LANGUAGE plpgsql AS $$
+DECLARE
+    outcome record;
+BEGIN
+    SELECT * INTO outcome FROM {s}.insert_job_quiet(p_kind, p_payload, p_priority, p_run_at,
+        p_max_attempts, p_unique_key, p_now);
+    created := outcome.created;
+    job := outcome.job;
+    IF created THEN
+        PERFORM pg_notify('keel_jobs_{s}', p_kind);
+    END IF;
+END $$;
+
+-- A text as Rust's Debug shows a str: in double quotes, with \ " and the
+-- usual control characters escaped.
+CREATE OR REPLACE FUNCTION {s}.quoted(p text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT '"' || replace(replace(replace(replace(replace(p,
+        E'\\', E'\\\\'), '"', E'\\"'), E'\n', E'\\n'), E'\r', E'\\r'), E'\t', E'\\t') || '"'
+$$;
+
+-- Resets up to p_reset_limit running jobs whose lease ended (queued again,
+-- or dead past p_max_resets), then claims up to p_limit ready jobs of
+-- p_kinds, best first, each with a fresh token, for p_worker until
+-- p_lease_until. Times: the caller's (p_now, p_lease_until) when
+-- p_caller_time, else the database's, with p_lease_until moved by the
+-- difference. One row per claimed job, or one with a NULL job when none
+-- was; every row carries the reset counts.
+CREATE OR REPLACE FUNCTION {s}.claim_jobs(
+    p_kinds text[], p_limit integer, p_worker text, p_lease_until bigint,
+    p_now bigint, p_caller_time boolean, p_max_resets integer, p_reset_limit integer,
+    OUT requeued integer, OUT dead integer, OUT job {s}.jobs
+) RETURNS SETOF record LANGUAGE plpgsql AS $$
+DECLARE
+    v_now bigint := CASE WHEN p_caller_time THEN p_now ELSE {s}.now_ms() END;
+    v_until bigint := p_lease_until;
+    v_claimed boolean := false;
+BEGIN
+    IF NOT p_caller_time AND p_lease_until <> 0 THEN
+        v_until := greatest(p_lease_until + (v_now - p_now), 0);
+    END IF;
+    WITH expired AS (
+        SELECT id FROM {s}.jobs WHERE state = 2 AND lease_until <= v_now
+        ORDER BY lease_until LIMIT p_reset_limit FOR UPDATE SKIP LOCKED
+    ), moved AS (
+        UPDATE {s}.jobs j SET
+            resets = j.resets + 1,
+            state = CASE WHEN j.resets + 1 > p_max_resets THEN 5 ELSE 1 END,
+            run_at = CASE WHEN j.resets + 1 > p_max_resets THEN j.run_at ELSE v_now END,
+            finished_at = CASE WHEN j.resets + 1 > p_max_resets THEN v_now ELSE j.finished_at END,
+            last_error = CASE WHEN j.resets + 1 > p_max_resets THEN format(
+                'its processor kept dying: the lease expired %s times (max resets %s), last held by %s',
+                j.resets + 1, p_max_resets, {s}.quoted(j.worker)) ELSE j.last_error END,
+            token = 0, lease_until = 0, updated_at = v_now
+        FROM expired WHERE j.id = expired.id
+        RETURNING j.state
+    )
+    SELECT count(*) FILTER (WHERE moved.state = 1), count(*) FILTER (WHERE moved.state = 5)
+        INTO requeued, dead FROM moved;
+    -- A later statement: it sees the jobs just reset, and may claim them.
+    FOR job IN
+        WITH picked AS (
+            SELECT id FROM {s}.jobs WHERE kind = ANY(p_kinds) AND state IN (1, 3) AND run_at <= v_now
+            ORDER BY priority, run_at, id LIMIT p_limit FOR UPDATE SKIP LOCKED
+        ), numbered AS (SELECT picked.id, nextval('{s}.tokens') AS token FROM picked)
+        UPDATE {s}.jobs j SET state = 2, attempts = j.attempts + 1, token = numbered.token,
+            worker = p_worker, lease_until = v_until, updated_at = v_now
+        FROM numbered WHERE j.id = numbered.id
+        RETURNING j.*
+    LOOP
+        v_claimed := true;
+        RETURN NEXT;
+    END LOOP;
+    IF NOT v_claimed THEN
+        job := NULL;
+        RETURN NEXT;
+    END IF;
+END $$;
+"#;
 
 /// Version 2: operation records count their lapsed claims in a row (leases
 /// that ended without an update), so a claim that keeps dying fails.

@@ -329,3 +329,111 @@ pub fn bad_input_is_refused_and_stores_nothing(b: &dyn Backend) {
     );
     assert_eq!(q.get(job.id).unwrap().state, JobState::Running);
 }
+
+pub fn the_dequeues_resetter_requeues_and_kills_as_reset_expired_does(b: &dyn Backend) {
+    let (q, clock) = b.queue("dequeue-resets");
+    let id = q.enqueue("mail", "{}", &opts()).unwrap().job.id;
+    // A worker name that needs quoting, as the message shows it.
+    let crashy = "crashy \"w\" \\ 1";
+    let mut tokens = Vec::new();
+    for round in 1..=3 {
+        // Each dequeue first resets the lease that just ended, then may
+        // claim the very job it reset.
+        let job = q.dequeue(&["mail"], crashy, LEASE).unwrap().unwrap();
+        assert_eq!((job.id, job.attempts, job.resets), (id, round, round - 1));
+        tokens.push(job.token);
+        clock.advance(LEASE);
+    }
+    assert!(
+        tokens.windows(2).all(|pair| pair[0] < pair[1]),
+        "fresh tokens: {tokens:?}"
+    );
+    assert!(
+        q.dequeue(&["mail"], "w", LEASE).unwrap().is_none(),
+        "dead past max resets"
+    );
+    let job = q.get(id).unwrap();
+    assert_eq!((job.state, job.resets, job.token), (JobState::Dead, 3, 0));
+    assert_eq!(job.finished_at, clock.now());
+    assert_eq!(
+        job.last_error,
+        format!("its processor kept dying: the lease expired 3 times (max resets 2), last held by {crashy:?}")
+    );
+    assert_eq!(q.count("mail", JobState::Dead).unwrap(), 1);
+    assert_eq!(q.count("mail", JobState::Running).unwrap(), 0);
+}
+
+pub fn dequeue_many_claims_the_best_first_each_with_its_own_token(b: &dyn Backend) {
+    let (q, clock) = b.queue("dequeue-many");
+    for priority in [5, 1, 9, 3] {
+        q.enqueue("k", "{}", &EnqueueOptions { priority, ..opts() }).unwrap();
+        clock.advance(Duration::from_millis(1));
+    }
+    q.enqueue("other", "{}", &opts()).unwrap();
+    let claimed = q.dequeue_many(&["k"], 3, "w", LEASE).unwrap();
+    let priorities: Vec<u8> = claimed.iter().map(|job| job.priority).collect();
+    assert_eq!(priorities, [1, 3, 5]);
+    let tokens: std::collections::HashSet<u64> = claimed.iter().map(|job| job.token).collect();
+    assert_eq!(tokens.len(), 3, "each claim has its own token");
+    assert!(claimed
+        .iter()
+        .all(|job| job.state == JobState::Running && job.attempts == 1 && job.worker == "w"));
+    assert_eq!(q.dequeue_many(&["k"], 5, "w", LEASE).unwrap().len(), 1);
+    assert!(q.dequeue_many(&["k"], 5, "w", LEASE).unwrap().is_empty());
+    assert_eq!(q.count("k", JobState::Running).unwrap(), 4);
+    assert_eq!(q.count("other", JobState::Queued).unwrap(), 1);
+    assert_eq!(
+        q.dequeue_many(&["k"], 0, "w", LEASE).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+}
+
+pub fn finish_many_stores_each_outcome_on_its_own(b: &dyn Backend) {
+    use keel::ops::Finish;
+    let (q, _) = b.queue("finish-many");
+    for _ in 0..4 {
+        q.enqueue("k", "{}", &opts()).unwrap();
+    }
+    let jobs = q.dequeue_many(&["k"], 4, "w", LEASE).unwrap();
+    let results = q
+        .finish_many(&[
+            (jobs[0].id, jobs[0].token, Finish::Complete { result: r#"{"ok":1}"# }),
+            (jobs[1].id, jobs[1].token + 100, Finish::Complete { result: "" }),
+            (
+                jobs[2].id,
+                jobs[2].token,
+                Finish::Fail {
+                    error: "boom",
+                    retryable: true,
+                },
+            ),
+            (jobs[3].id, jobs[3].token, Finish::Complete { result: "" }),
+            (9_999_999, 1, Finish::Complete { result: "" }),
+        ])
+        .unwrap();
+    let done = results[0].as_ref().unwrap();
+    assert_eq!(
+        (done.state, done.token, done.result.as_str()),
+        (JobState::Completed, 0, r#"{"ok":1}"#)
+    );
+    assert_eq!(results[1].as_ref().unwrap_err().kind(), ErrorKind::Conflict);
+    assert_eq!(results[2].as_ref().unwrap().state, JobState::Retrying);
+    assert_eq!(results[3].as_ref().unwrap().state, JobState::Completed);
+    assert_eq!(results[4].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        q.get(jobs[1].id).unwrap().state,
+        JobState::Running,
+        "the stale entry changed nothing"
+    );
+    // The same job twice: the second sees the first's outcome.
+    let twice = q
+        .finish_many(&[
+            (jobs[1].id, jobs[1].token, Finish::Complete { result: "" }),
+            (jobs[1].id, jobs[1].token, Finish::Complete { result: "" }),
+        ])
+        .unwrap();
+    assert_eq!(twice[0].as_ref().unwrap().state, JobState::Completed);
+    assert_eq!(twice[1].as_ref().unwrap_err().kind(), ErrorKind::Conflict);
+    assert_eq!(q.count("k", JobState::Completed).unwrap(), 3);
+    assert_eq!(q.count("k", JobState::Running).unwrap(), 0);
+}

@@ -73,6 +73,24 @@ CASES = {
         assert len(locks) == 0
         print("clean")
     """,
+    "lock_postgres": """
+        import os
+        url = os.environ["KEEL_TEST_PG_URL"]  # scripts/test sets it (scripts/pg start)
+        locks = keel.KeyedLocks(url)
+        held = locks.lock("py-sigint-k")  # another session: the wait below blocks
+        ready()
+        try:
+            locks.lock_many(["py-sigint-j", "py-sigint-k"], timeout=60)
+            print("took the lock")
+        except KeyboardInterrupt:
+            interrupted_at()
+        assert locks.stats()["waiters"] == 0, locks.stats()
+        other = keel.KeyedLocks(url)
+        assert other.try_lock("py-sigint-j") is not None, "the interrupted wait kept a key"
+        held.release()
+        assert len(locks) == 0, locks.stats()
+        print("clean")
+    """,
     "lock_many": """
         locks = keel.KeyedLocks()
         holder = Held(locks, "b")

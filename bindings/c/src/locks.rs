@@ -1,8 +1,12 @@
-//! The lock registry: `keel_locks` and `keel_lock_guard`.
+//! The lock registry: `keel_locks` and `keel_lock_guard`, in this process
+//! (keel_locks_new) or across processes and hosts on PostgreSQL
+//! (keel_locks_open).
 
 use std::ffi::c_char;
 
-use keel_core::{KeyedLocks, LockMode, MultiKeyGuard, Wait};
+use keel_core::location::Location;
+use keel_core::postgres::{PgKeyGuard, PgKeyedLocks};
+use keel_core::{ErrorKind, KeyedLocks, LockMode, MultiKeyGuard, Wait};
 
 use crate::buf::keel_bytes;
 use crate::ffi;
@@ -13,14 +17,49 @@ use keel_core::LockStats;
 /// key while it is held or waited for, and no entry once nobody does.
 /// Thread-safe: one registry may be used from any number of threads.
 pub struct keel_locks {
-    inner: KeyedLocks<Vec<u8>>,
+    inner: Registry,
+}
+
+enum Registry {
+    Local(KeyedLocks<Vec<u8>>),
+    Pg(PgKeyedLocks),
 }
 
 /// One key (or, from keel_locks_lock_many, a set of keys) held until
 /// keel_lock_guard_release. May be released on any thread. A guard keeps its
 /// registry alive, so freeing the registry first is safe.
 pub struct keel_lock_guard {
-    _held: MultiKeyGuard<Vec<u8>>,
+    held: Held,
+}
+
+enum Held {
+    Local(#[allow(dead_code)] MultiKeyGuard<Vec<u8>>),
+    Pg(Box<PgKeyGuard>),
+}
+
+impl keel_lock_guard {
+    fn local(held: MultiKeyGuard<Vec<u8>>) -> keel_lock_guard {
+        keel_lock_guard {
+            held: Held::Local(held),
+        }
+    }
+
+    fn pg(held: PgKeyGuard) -> keel_lock_guard {
+        keel_lock_guard {
+            held: Held::Pg(Box::new(held)),
+        }
+    }
+}
+
+/// A PostgreSQL lock key: its bytes must be UTF-8.
+fn pg_key<'a>(key: &'a [u8], what: &str) -> keel_core::Result<&'a str> {
+    std::str::from_utf8(key)
+        .map_err(|_| keel_core::Error::invalid_argument(format!("{what}: a PostgreSQL lock key must be UTF-8")))
+}
+
+/// A wait from keel.h's `timeout_ms` (None: forever).
+fn pg_wait(timeout: Option<std::time::Duration>) -> Wait {
+    timeout.map_or(Wait::Forever, Wait::For)
 }
 
 /// How a key is held.
@@ -66,6 +105,40 @@ pub unsafe extern "C" fn keel_locks_new(
             Some(name) => KeyedLocks::named(name),
             None => KeyedLocks::new(),
         };
+        out.put(keel_locks {
+            inner: Registry::Local(inner),
+        });
+        Ok(())
+    })
+}
+
+/// Opens the locks at `location` (UTF-8, `location_len` bytes) into `*out`:
+/// a `postgresql://` URL (libpq conventions, the `keel` schema) gives locks
+/// shared by every process and host that opens the same database, on its
+/// advisory locks; any other text names an in-process registry, as
+/// keel_locks_new does. An unknown `scheme://` is KEEL_INVALID_ARGUMENT.
+/// Free it with keel_locks_free.
+///
+/// On PostgreSQL: keys must be UTF-8; every held guard pins one database
+/// connection; a thread asking again for a key it holds waits for itself
+/// like for anyone else (no KEEL_WOULD_DEADLOCK: give it a timeout);
+/// keel_lock_guard_check tells a holder whose session was lost, and
+/// keel_lock_guard_token gives its fencing token; keel_locks_stats counts
+/// what this handle holds and waits for, not other processes'.
+#[no_mangle]
+pub unsafe extern "C" fn keel_locks_open(
+    location: *const c_char,
+    location_len: usize,
+    out: *mut *mut keel_locks,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let out = ffi::out_handle(out, "out")?;
+        let location = ffi::utf8(location, location_len, "location")?;
+        let inner = match Location::parse(location)? {
+            Location::Postgres(url) => Registry::Pg(PgKeyedLocks::open(&url)?),
+            Location::Path(_) => Registry::Local(KeyedLocks::named(location)),
+        };
         out.put(keel_locks { inner });
         Ok(())
     })
@@ -101,8 +174,17 @@ pub unsafe extern "C" fn keel_locks_lock(
         let key = ffi::bytes(key, key_len, "key")?;
         let out = ffi::out_handle(out, "out")?;
         let timeout = ffi::timeout_ms(timeout_ms, "timeout_ms")?;
-        let guard = locks.inner.lock_with(key, lock_mode(mode)?, timeout, None)?;
-        out.put(keel_lock_guard { _held: guard.into() });
+        let guard = match &locks.inner {
+            Registry::Local(inner) => {
+                keel_lock_guard::local(inner.lock_with(key, lock_mode(mode)?, timeout, None)?.into())
+            }
+            Registry::Pg(inner) => {
+                let key = pg_key(key, "key")?;
+                let guard = inner.acquire(key, lock_mode(mode)?, pg_wait(timeout))?;
+                keel_lock_guard::pg(guard.expect("a waiting acquisition returns a guard"))
+            }
+        };
+        out.put(guard);
         Ok(())
     })
 }
@@ -122,9 +204,17 @@ pub unsafe extern "C" fn keel_locks_try_lock(
         let locks = ffi::handle(locks, "locks")?;
         let key = ffi::bytes(key, key_len, "key")?;
         let out = ffi::out_handle(out, "out")?;
-        match locks.inner.acquire(key, lock_mode(mode)?, Wait::Never)? {
+        let guard = match &locks.inner {
+            Registry::Local(inner) => inner
+                .acquire(key, lock_mode(mode)?, Wait::Never)?
+                .map(|guard| keel_lock_guard::local(guard.into())),
+            Registry::Pg(inner) => inner
+                .acquire(pg_key(key, "key")?, lock_mode(mode)?, Wait::Never)?
+                .map(keel_lock_guard::pg),
+        };
+        match guard {
             Some(guard) => {
-                out.put(keel_lock_guard { _held: guard.into() });
+                out.put(guard);
                 Ok(())
             }
             None => Err(keel_core::Error::busy("the key is held by someone else")),
@@ -150,8 +240,20 @@ pub unsafe extern "C" fn keel_locks_lock_many(
         let out = ffi::out_handle(out, "out")?;
         let keys = ffi::bytes_list(keys, count, "keys")?;
         let timeout = ffi::timeout_ms(timeout_ms, "timeout_ms")?;
-        let guard = locks.inner.lock_many_with(&keys, lock_mode(mode)?, timeout, None)?;
-        out.put(keel_lock_guard { _held: guard });
+        let guard = match &locks.inner {
+            Registry::Local(inner) => {
+                keel_lock_guard::local(inner.lock_many_with(&keys, lock_mode(mode)?, timeout, None)?)
+            }
+            Registry::Pg(inner) => {
+                let keys = keys
+                    .iter()
+                    .map(|key| pg_key(key, "keys"))
+                    .collect::<keel_core::Result<Vec<&str>>>()?;
+                let guard = inner.lock_many(&keys, lock_mode(mode)?, pg_wait(timeout))?;
+                keel_lock_guard::pg(guard.expect("a waiting acquisition returns a guard"))
+            }
+        };
+        out.put(guard);
         Ok(())
     })
 }
@@ -171,7 +273,49 @@ pub unsafe extern "C" fn keel_locks_stats(locks: *const keel_locks, out: *mut Lo
     ffi::call(|| unsafe {
         let locks = ffi::handle(locks, "locks")?;
         let out = ffi::out_value(out, "out")?;
-        *out = locks.inner.stats();
+        *out = match &locks.inner {
+            Registry::Local(inner) => inner.stats(),
+            Registry::Pg(inner) => inner.stats(),
+        };
         Ok(())
+    })
+}
+
+/// KEEL_OK while the guard's keys are held; KEEL_CLOSED once the PostgreSQL
+/// session holding them was lost (the server released them, and someone
+/// else may hold them now: stop touching what they protect). Asks the
+/// server (one round trip). An in-process guard is always KEEL_OK.
+#[no_mangle]
+pub unsafe extern "C" fn keel_lock_guard_check(guard: *mut keel_lock_guard) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let guard = ffi::handle_mut(guard, "guard")?;
+        match &mut guard.held {
+            Held::Local(_) => Ok(()),
+            Held::Pg(held) => held.check(),
+        }
+    })
+}
+
+/// Writes the guard's fencing token to `*out`: larger for every later
+/// acquisition of PostgreSQL locks, so the protected resource can remember
+/// the largest it saw and refuse a holder whose session was lost.
+/// KEEL_UNSUPPORTED for an in-process guard (it has none).
+#[no_mangle]
+pub unsafe extern "C" fn keel_lock_guard_token(guard: *const keel_lock_guard, out: *mut u64) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let guard = ffi::handle(guard, "guard")?;
+        let out = ffi::out_value(out, "out")?;
+        match &guard.held {
+            Held::Local(_) => Err(keel_core::Error::new(
+                ErrorKind::Unsupported,
+                "an in-process lock guard has no fencing token",
+            )),
+            Held::Pg(held) => {
+                *out = held.token();
+                Ok(())
+            }
+        }
     })
 }

@@ -49,6 +49,14 @@ fn job_from(row: &Row, offset: usize) -> Result<JobRecord> {
     })
 }
 
+/// `cols` (comma-separated) each prefixed with `table.`.
+fn prefixed(table: &str, cols: &str) -> String {
+    cols.split(',')
+        .map(|col| format!("{table}.{}", col.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn jobs_from(rows: &[Row]) -> Result<Vec<JobRecord>> {
     rows.iter().map(|row| job_from(row, 0)).collect()
 }
@@ -184,6 +192,122 @@ impl PgStore {
             .transpose()
     }
 
+    /// Resets expired leases and claims up to `limit` jobs: one call of the
+    /// schema's `claim_jobs`, so one round trip.
+    fn claim(
+        &self,
+        kinds: &[&str],
+        limit: usize,
+        request: ClaimRequest<'_>,
+        policy: &JobPolicy,
+    ) -> Result<Vec<JobRecord>> {
+        let sql =
+            self.sql("SELECT r.requeued, r.dead, (r.job).* FROM {s}.claim_jobs($1, $2, $3, $4, $5, $6, $7, $8) r");
+        let kinds: Vec<&str> = kinds.to_vec();
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows = self.conn()?.query(
+            &self.context(),
+            &sql,
+            &[
+                &kinds,
+                &limit,
+                &request.worker,
+                &to_sql_time(request.lease_until),
+                &to_sql_time(request.now),
+                &self.caller_time(),
+                &to_sql_u32(policy.max_resets),
+                &(RESETS_PER_DEQUEUE as i32),
+            ],
+        )?;
+        let (requeued, dead) = rows.first().map_or((0, 0), |row| {
+            (u64::from(from_sql_u32(row.get(0))), u64::from(from_sql_u32(row.get(1))))
+        });
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.get::<_, Option<i64>>(2).is_some() {
+                claimed.push(job_from(row, 2)?);
+            }
+        }
+        // Best first, as `dequeue` one by one would hand them out.
+        claimed.sort_by_key(|job| (job.priority, job.run_at, job.id));
+        self.note_writes(requeued + dead + claimed.len() as u64);
+        events::leases_reset(requeued, dead, "dequeue");
+        Ok(claimed)
+    }
+
+    /// Completes each `(id, token, result)` in one statement (so one round
+    /// trip), each on its own: a stale token fails only its entry. The rule
+    /// is `transitions::job_complete`'s: a running job under that token
+    /// becomes completed, its attempt cleared. Ids must be distinct.
+    fn complete_many(&self, completes: &[(JobId, Token, &str)], now: Millis) -> Result<Vec<Result<JobRecord>>> {
+        if completes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = self.sql(&format!(
+            "WITH t AS (SELECT CASE WHEN $5 THEN $4 ELSE {{s}}.now_ms() END AS now) \
+             UPDATE {{s}}.jobs j SET state = 4, result = f.result, finished_at = t.now, token = 0, \
+             lease_until = 0, updated_at = t.now \
+             FROM t, unnest($1::bigint[], $2::bigint[], $3::text[]) AS f(id, token, result) \
+             WHERE j.id = f.id AND j.state = 2 AND j.token = f.token RETURNING {}",
+            prefixed("j", COLS)
+        ));
+        let ids: Vec<i64> = completes.iter().map(|&(id, _, _)| id as i64).collect();
+        let tokens: Vec<i64> = completes.iter().map(|&(_, token, _)| token as i64).collect();
+        let results: Vec<&str> = completes.iter().map(|&(_, _, result)| result).collect();
+        let context = self.context();
+        let mut conn = self.conn()?;
+        let mut attempt = 0;
+        let rows = loop {
+            attempt += 1;
+            match conn.query(
+                &context,
+                &sql,
+                &[&ids, &tokens, &results, &to_sql_time(now), &self.caller_time()],
+            ) {
+                // Two batches that lock the same rows in opposite orders:
+                // the server aborted one; it changed nothing, run it again.
+                Err(err) if err.kind() == crate::ErrorKind::Busy && attempt < 5 => continue,
+                other => break other?,
+            }
+        };
+        let mut done: HashMap<JobId, JobRecord> = jobs_from(&rows)?.into_iter().map(|job| (job.id, job)).collect();
+        self.note_writes(done.len() as u64);
+        let missed: Vec<i64> = completes
+            .iter()
+            .filter(|(id, _, _)| !done.contains_key(id))
+            .map(|&(id, _, _)| id as i64)
+            .collect();
+        let mut refused: HashMap<JobId, JobRecord> = HashMap::new();
+        if !missed.is_empty() {
+            // Why each was refused, from the job as it is now.
+            let look = self.sql(&format!("SELECT {COLS} FROM {{s}}.jobs WHERE id = ANY($1)"));
+            refused = jobs_from(&conn.query(&context, &look, &[&missed])?)?
+                .into_iter()
+                .map(|job| (job.id, job))
+                .collect();
+        }
+        Ok(completes
+            .iter()
+            .map(|&(id, token, _)| {
+                if let Some(job) = done.remove(&id) {
+                    return Ok(job);
+                }
+                match refused.get(&id) {
+                    None => Err(self.no_job(id)),
+                    Some(job) => match t::fence(job, token) {
+                        Err(err) => Err(err),
+                        // Only a running job under `token` is completed,
+                        // and tokens are never reused: it finished since.
+                        Ok(()) => Err(Error::conflict(format!(
+                            "job {id} ({}): attempt token {token} is stale",
+                            job.kind
+                        ))),
+                    },
+                }
+            })
+            .collect())
+    }
+
     /// Runs `body` on the job `id` locked for update, storing what it returns.
     fn move_job(
         &self,
@@ -205,11 +329,12 @@ impl PgStore {
 impl JobStore for PgStore {
     fn enqueue(&self, job: NewJob, now: Millis) -> Result<Enqueued> {
         // One self-committing statement: the caller's times moved onto the
-        // store's clock, then `insert_job` (which also notifies workers).
+        // store's clock, then `insert_job_quiet`; the notification follows
+        // from the announcer's own connection.
         let sql = self.sql(
             "WITH t AS (SELECT CASE WHEN $8 THEN $7 ELSE {s}.now_ms() END AS now) \
              SELECT r.created, (r.job).* FROM t, \
-             LATERAL {s}.insert_job($1, $2, $3, $4 + (t.now - $7), $5, $6, t.now) r",
+             LATERAL {s}.insert_job_quiet($1, $2, $3, $4 + (t.now - $7), $5, $6, t.now) r",
         );
         let rows = self.conn()?.query(
             &self.context(),
@@ -229,36 +354,31 @@ impl JobStore for PgStore {
             .first()
             .ok_or_else(|| Error::corrupt(format!("{}: enqueue returned nothing", self.context())))?;
         self.note_write();
-        Ok(Enqueued {
+        let enqueued = Enqueued {
             created: row.get(0),
             job: job_from(row, 1)?,
-        })
+        };
+        if enqueued.created {
+            self.announce(&enqueued.job.kind);
+        }
+        Ok(enqueued)
     }
 
     fn dequeue(&self, kinds: &[&str], request: ClaimRequest<'_>, policy: &JobPolicy) -> Result<Option<JobRecord>> {
-        let context = self.context();
-        let claim = self.sql(&format!(
-            "SELECT nextval('{{s}}.tokens'), {COLS} FROM {{s}}.jobs \
-             WHERE kind = ANY($1) AND state IN (1, 3) AND run_at <= $2 \
-             ORDER BY priority, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
-        ));
-        let kinds: Vec<&str> = kinds.to_vec();
-        let mut reset = ResetReport::default();
-        let claimed = self.conn()?.transact(&context, |s| {
-            let times = self.times(s, request.now)?;
-            reset = self.reset_in(s, policy, times.now, RESETS_PER_DEQUEUE)?;
-            let Some(row) = s.query_opt(&claim, &[&kinds, &to_sql_time(times.now)])? else {
-                return Ok(None);
-            };
-            let token = row.get::<_, i64>(0) as Token;
-            let old = job_from(&row, 1)?;
-            let lease_until = times.shift(request.lease_until);
-            let new = t::job_claim(old, request.worker, token, lease_until, times.now);
-            self.write_job(s, &new)?;
-            Ok(Some(new))
-        })?;
-        events::leases_reset(reset.requeued, reset.dead, "dequeue");
-        Ok(claimed)
+        Ok(self.claim(kinds, 1, request, policy)?.into_iter().next())
+    }
+
+    fn dequeue_many(
+        &self,
+        kinds: &[&str],
+        limit: usize,
+        request: ClaimRequest<'_>,
+        policy: &JobPolicy,
+    ) -> Result<Vec<JobRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.claim(kinds, limit, request, policy)
     }
 
     fn heartbeat(&self, leases: &[(JobId, Token)], lease_until: Millis, now: Millis) -> Result<Vec<Result<()>>> {
@@ -302,11 +422,51 @@ impl JobStore for PgStore {
         policy: &JobPolicy,
         now: Millis,
     ) -> Result<JobRecord> {
+        if let Finish::Complete { result } = finish {
+            return self
+                .complete_many(&[(id, token, result)], now)?
+                .pop()
+                .unwrap_or_else(|| Err(self.no_job(id)));
+        }
         self.move_job(now, id, |_, old, times| match finish {
             Finish::Complete { result } => t::job_complete(old, token, result, times.now),
             Finish::Fail { error, retryable } => t::job_fail(old, token, error, retryable, &policy.backoff, times.now),
             Finish::Release => t::job_release(old, token, times.now),
         })
+    }
+
+    /// The completions in one statement; the other finishes one by one.
+    fn finish_many(
+        &self,
+        finishes: &[(JobId, Token, Finish<'_>)],
+        policy: &JobPolicy,
+        now: Millis,
+    ) -> Result<Vec<Result<JobRecord>>> {
+        let mut ids: Vec<JobId> = finishes.iter().map(|&(id, _, _)| id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() < finishes.len() {
+            // A job named twice: the second must see the first's outcome.
+            return Ok(finishes
+                .iter()
+                .map(|&(id, token, finish)| self.finish(id, token, finish, policy, now))
+                .collect());
+        }
+        let completes: Vec<(JobId, Token, &str)> = finishes
+            .iter()
+            .filter_map(|&(id, token, finish)| match finish {
+                Finish::Complete { result } => Some((id, token, result)),
+                _ => None,
+            })
+            .collect();
+        let mut completed = self.complete_many(&completes, now)?.into_iter();
+        Ok(finishes
+            .iter()
+            .map(|&(id, token, finish)| match finish {
+                Finish::Complete { .. } => completed.next().unwrap_or_else(|| Err(self.no_job(id))),
+                other => self.finish(id, token, other, policy, now),
+            })
+            .collect())
     }
 
     fn cancel(&self, id: JobId, reason: &str, now: Millis) -> Result<JobRecord> {

@@ -7,8 +7,11 @@
 //! the same row; every other change locks the one row it moves with `FOR
 //! UPDATE` and applies the shared state machine of
 //! [`transitions`](crate::ops::transitions) to it, so the rules are the LMDB
-//! store's, word for word. Tables, indexes and the SQL entry points are in
-//! `crate::postgres::schema`.
+//! store's, word for word. The hot path — a dequeue's reset and claim, a
+//! completion — states those same rules in SQL instead (the schema's
+//! `claim_jobs`, one `UPDATE`), so each is one round trip; the conformance
+//! suite holds both stores to them. Tables, indexes and the SQL entry
+//! points are in `crate::postgres::schema`.
 //!
 //! Time is the database's `now()` unless the store was opened with
 //! [`TimeSource::Caller`] (tests): times the caller computed from its own
@@ -17,11 +20,12 @@
 //! still agree on when a lease ends.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use ::postgres::Row;
 
 use crate::ops::clock::Millis;
-use crate::postgres::{Conn, PgDatabase, PgOptions, Session, TimeSource};
+use crate::postgres::{Announcer, Conn, PgDatabase, PgOptions, Session, TimeSource};
 use crate::Result;
 
 mod jobs;
@@ -42,12 +46,18 @@ const FOLD_EVERY: u64 = 1_024;
 /// Guarantees: each call is atomic and durable when it returns (as durable
 /// as the server's `synchronous_commit`); claims and dequeues hand each row
 /// to exactly one caller across processes and hosts; a stale token changes
-/// nothing. Cost: a dequeue is one transaction of three statements; counts
-/// read a small table, never the jobs. Cloning shares the pool.
+/// nothing. Cost: one round trip per hot call — an enqueue is one
+/// statement, a dequeue (or `dequeue_many`) one call of the schema's
+/// `claim_jobs`, a completion (or a `finish_many`'s completions together)
+/// one `UPDATE`; counts read a small table, never the jobs. Cloning shares
+/// the pool.
 #[derive(Clone)]
 pub struct PgStore {
     db: PgDatabase,
-    writes: std::sync::Arc<AtomicU64>,
+    writes: Arc<AtomicU64>,
+    /// Sends the `NOTIFY` of each enqueue after it commits (made on the
+    /// first enqueue).
+    announcer: Arc<OnceLock<Announcer>>,
 }
 
 /// The time of one transaction: `now` on the store's clock, and how far the
@@ -87,6 +97,7 @@ impl PgStore {
         PgStore {
             db,
             writes: Default::default(),
+            announcer: Default::default(),
         }
     }
 
@@ -132,10 +143,27 @@ impl PgStore {
         self.db.time() == TimeSource::Caller
     }
 
+    /// Wakes idle workers of every host for a new job of `kind`, just after
+    /// its enqueue committed (see [`Announcer`] for why not in it).
+    fn announce(&self, kind: &str) {
+        self.announcer
+            .get_or_init(|| Announcer::new(self.db.clone()))
+            .announce(kind);
+    }
+
     /// Counts one job write; every [`FOLD_EVERY`] writes, folds the count
     /// deltas so their table stays small.
     fn note_write(&self) {
-        if self.writes.fetch_add(1, Ordering::Relaxed) % FOLD_EVERY == FOLD_EVERY - 1 {
+        self.note_writes(1);
+    }
+
+    /// Counts `n` job writes, folding as [`note_write`](Self::note_write).
+    fn note_writes(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let before = self.writes.fetch_add(n, Ordering::Relaxed);
+        if before / FOLD_EVERY != (before + n) / FOLD_EVERY {
             // Best effort: counts stay right without it, only slower to read.
             let _ = self.fold_counts();
         }
