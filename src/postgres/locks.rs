@@ -89,7 +89,7 @@ impl Local {
     }
 }
 
-/// Holds one or more keys until dropped (or [`unlock`](PgKeyGuard::unlock)ed).
+/// Holds one or more keys until dropped (or [`release`](PgKeyGuard::release)d).
 pub struct PgKeyGuard {
     locks: Arc<Inner>,
     client: Option<Client>,
@@ -426,8 +426,9 @@ impl PgKeyGuard {
         Err(lost())
     }
 
-    /// Releases the keys now (dropping the guard does the same).
-    pub fn unlock(self) {}
+    /// Releases the keys now (dropping the guard does the same): the one
+    /// verb of every keel guard.
+    pub fn release(self) {}
 }
 
 impl Drop for PgKeyGuard {
