@@ -1465,6 +1465,19 @@ enum keel_status keel_mutation_write(const struct keel_mutation *mutation,
                                      size_t data_len);
 
 /**
+ * Writes `count` files at once: `paths[i]` (UTF-8, relative to the root)
+ * gets `data[i]`. Cheaper than keel_mutation_write per file: the paths are
+ * snapshotted with one record write, and each changed folder is fsynced
+ * once. Nothing is changed unless every path is valid (no folder, none
+ * through a symlink, none inside another path of the batch); a path given
+ * twice ends with its last bytes.
+ */
+enum keel_status keel_mutation_write_many(const struct keel_mutation *mutation,
+                                          const struct keel_bytes *paths,
+                                          const struct keel_bytes *data,
+                                          size_t count);
+
+/**
  * Removes the file, symlink or folder `path`; KEEL_NOT_FOUND if missing.
  */
 enum keel_status keel_mutation_remove(const struct keel_mutation *mutation,

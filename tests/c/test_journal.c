@@ -190,6 +190,24 @@ static void test_root_inspect_and_stats(keel_journal *journal) {
   keel_buf_free(&buf);
 }
 
+/* Several files with one record write; all or nothing. */
+static void test_write_many(keel_journal *journal) {
+  keel_mutation *m = NULL;
+  CHECK_OK(keel_journal_begin(journal, STR("many"), NULL, 0, &m));
+  const keel_bytes paths[] = {{(const uint8_t *)"many/a.md", 9}, {(const uint8_t *)"many/b.md", 9}};
+  const keel_bytes data[] = {{(const uint8_t *)"AA", 2}, {(const uint8_t *)"BBB", 3}};
+  CHECK_OK(keel_mutation_write_many(m, paths, data, 2));
+  const keel_bytes bad[] = {{(const uint8_t *)"many/c.md", 9}, {(const uint8_t *)"../x", 4}};
+  CHECK_STATUS(keel_mutation_write_many(m, bad, data, 2), KEEL_INVALID_ARGUMENT);
+  CHECK_STATUS(keel_mutation_write_many(m, NULL, data, 2), KEEL_INVALID_ARGUMENT);
+  CHECK_OK(keel_mutation_commit(m));
+  keel_mutation_free(m);
+  char buf[8];
+  CHECK(read_file("many/a.md", buf, sizeof buf) == 2 && memcmp(buf, "AA", 2) == 0);
+  CHECK(read_file("many/b.md", buf, sizeof buf) == 3 && memcmp(buf, "BBB", 3) == 0);
+  CHECK(read_file("many/c.md", buf, sizeof buf) < 0);
+}
+
 int main(void) {
   snprintf(root, sizeof root, "/tmp/keel-c-journal-XXXXXX");
   if (!mkdtemp(root)) return 2;
@@ -200,6 +218,7 @@ int main(void) {
   test_bad_arguments(journal);
   test_recover_and_status(journal);
   test_parity_calls(journal);
+  test_write_many(journal);
   test_root_inspect_and_stats(journal);
   keel_journal_free(journal);
   char command[600];

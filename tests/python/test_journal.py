@@ -414,3 +414,25 @@ def test_ctrl_c_interrupts_a_wait_for_the_journal(tree):
         holder.join()
     # Nothing was left taken: the root is free again.
     journal.begin("after", timeout=5).commit()
+
+
+def test_write_many_writes_them_all_or_changes_nothing(tree):
+    journal = keel.Journal(tree)
+    before = snapshot(tree)
+    with journal.mutation("batch") as m:
+        m.write_many({"pages/b.md": b"# B", "notes/c.md": bytearray(b"# C"), "pages/a.md": b"# A2"})
+        m.write_many([("pages/d.md", b"# D"), ("pages/d.md", b"# D2")])  # the last bytes win
+    assert (tree / "pages" / "b.md").read_bytes() == b"# B"
+    assert (tree / "notes" / "c.md").read_bytes() == b"# C"
+    assert (tree / "pages" / "a.md").read_bytes() == b"# A2"
+    assert (tree / "pages" / "d.md").read_bytes() == b"# D2"
+
+    after = snapshot(tree)
+    with pytest.raises(keel.InvalidArgument):
+        with journal.mutation("refused") as m:
+            m.write_many({"pages/e.md": b"e", "../outside": b"x"})
+    with pytest.raises(TypeError):
+        with journal.mutation("not bytes") as m:
+            m.write_many({"pages/f.md": "text is not bytes"})
+    assert snapshot(tree) == after != before
+    assert not (tree.parent / "outside").exists()

@@ -450,6 +450,28 @@ pub unsafe extern "C" fn keel_mutation_write(
     })
 }
 
+/// Writes `count` files at once: `paths[i]` (UTF-8, relative to the root)
+/// gets `data[i]`. Cheaper than keel_mutation_write per file: the paths are
+/// snapshotted with one record write, and each changed folder is fsynced
+/// once. Nothing is changed unless every path is valid (no folder, none
+/// through a symlink, none inside another path of the batch); a path given
+/// twice ends with its last bytes.
+#[no_mangle]
+pub unsafe extern "C" fn keel_mutation_write_many(
+    mutation: *const keel_mutation,
+    paths: *const keel_bytes,
+    data: *const keel_bytes,
+    count: usize,
+) -> keel_status {
+    // SAFETY: the caller keeps keel.h's contract for these arguments.
+    ffi::call(|| unsafe {
+        let paths = ffi::utf8_list(paths, count, "paths")?;
+        let data = ffi::bytes_list(data, count, "data")?;
+        let files: Vec<(&str, &[u8])> = paths.into_iter().zip(data).collect();
+        with_mutation(mutation, |m| m.write_many(&files))
+    })
+}
+
 /// Removes the file, symlink or folder `path`; KEEL_NOT_FOUND if missing.
 #[no_mangle]
 pub unsafe extern "C" fn keel_mutation_remove(
