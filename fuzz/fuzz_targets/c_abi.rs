@@ -80,7 +80,7 @@ fn call(op: u8, selector: u8, arg: &[u8]) {
     // SAFETY: `ptr` points at `arg`, and `len` is within it unless it is
     // impossible, which keel must refuse before reading anything.
     let status = unsafe {
-        match op % 8 {
+        match op % 11 {
             0 => keel_drive_resolve(h.drive, text, len, &mut buf),
             1 => keel_drive_get(h.drive, ptr, len, std::ptr::null(), 0, &mut buf),
             2 => keel_drive_create(h.drive, std::ptr::null(), 0, text, len, &mut buf),
@@ -110,13 +110,17 @@ fn call(op: u8, selector: u8, arg: &[u8]) {
                 keel_lock_guard_release(guard);
                 status
             }
-            _ => {
+            7 => {
                 let item = br#"{"name": "x"}"#;
                 keel_drive_create_at(h.drive, text, len, item.as_ptr().cast(), item.len(), &mut buf)
             }
+            8 => keel_drive_make_path(h.drive, text, len, &mut buf),
+            9 => keel_drive_rename(h.drive, ptr, 16.min(arg.len()), text, len, &mut buf),
+            // Reads `<root>/.keel` of whatever path the bytes name; writes nothing.
+            _ => keel_journal_inspect(text, len, &mut buf),
         }
     };
-    check(status, impossible, &format!("op {}", op % 8));
+    check(status, impossible, &format!("op {}", op % 11));
     // SAFETY: `buf` is keel's (or empty).
     unsafe { keel_buf_free(&mut buf) };
 }
