@@ -840,7 +840,7 @@ typedef struct keel_job {
  */
 typedef struct keel_worker_options {
   /**
-   * How long a claim holds without a heartbeat, in ms (> 0). Default
+   * How long a claim holds without a heartbeat, in ms (at least 3). Default
    * 30000.
    */
   uint64_t lease_ms;

@@ -303,22 +303,29 @@ fn the_sql_enqueue_function_queues_a_job_any_client_can_call() {
     assert_eq!(running.id, id as u64, "priority 2 goes first");
 }
 
-#[test]
-fn a_job_enqueued_through_another_handle_wakes_an_idle_worker_before_its_poll() {
-    let schema = fresh_schema("wakeup");
+/// A worker of `slots` "mail" handlers that polls once a minute (so only a
+/// notification wakes it), sending each job's id as it runs, and a second
+/// queue handle on the same schema to enqueue through.
+fn idle_worker_and_another_handle(name: &str, slots: usize) -> (Worker, mpsc::Receiver<u64>, Queue) {
+    let schema = fresh_schema(name);
     let waiting = Queue::postgres_with(&url(), &options(schema.clone())).unwrap();
     let (ran_tx, ran_rx) = mpsc::channel();
     let ran_tx = Mutex::new(ran_tx);
-    // The worker polls once a minute: only the notification can wake it.
-    let mut worker = Worker::builder(&waiting)
+    let worker = Worker::builder(&waiting)
         .map_options(|options| options.poll_interval = Duration::from_secs(60))
-        .handler("mail", 1, move |ctx| {
+        .handler("mail", slots, move |ctx| {
             ran_tx.lock().unwrap().send(ctx.job().id).unwrap();
             Ok(String::new())
         })
         .start()
         .unwrap();
     let other = Queue::with_store(Arc::new(PgStore::open_with(&url(), &options(schema)).unwrap()));
+    (worker, ran_rx, other)
+}
+
+#[test]
+fn a_job_enqueued_through_another_handle_wakes_an_idle_worker_before_its_poll() {
+    let (mut worker, ran_rx, other) = idle_worker_and_another_handle("wakeup", 1);
     let started = Instant::now();
     let job = other.enqueue("mail", "{}", &EnqueueOptions::default()).unwrap().job;
     let ran = ran_rx
@@ -334,19 +341,7 @@ fn bursts_of_enqueues_from_several_threads_each_wake_an_idle_worker_elsewhere() 
     // Crowded enqueues leave their notifications to the announcer's thread,
     // which gathers them: the last of every burst must still wake the
     // worker, which polls once a minute.
-    let schema = fresh_schema("wakeup-bursts");
-    let waiting = Queue::postgres_with(&url(), &options(schema.clone())).unwrap();
-    let (ran_tx, ran_rx) = mpsc::channel();
-    let ran_tx = Mutex::new(ran_tx);
-    let mut worker = Worker::builder(&waiting)
-        .map_options(|options| options.poll_interval = Duration::from_secs(60))
-        .handler("mail", 2, move |ctx| {
-            ran_tx.lock().unwrap().send(ctx.job().id).unwrap();
-            Ok(String::new())
-        })
-        .start()
-        .unwrap();
-    let other = Queue::with_store(Arc::new(PgStore::open_with(&url(), &options(schema)).unwrap()));
+    let (mut worker, ran_rx, other) = idle_worker_and_another_handle("wakeup-bursts", 2);
     for burst in 0..5 {
         thread::scope(|scope| {
             for _ in 0..4 {

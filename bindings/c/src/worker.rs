@@ -46,7 +46,7 @@ pub type keel_job_handler_fn = Option<unsafe extern "C" fn(userdata: *mut c_void
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct keel_worker_options {
-    /// How long a claim holds without a heartbeat, in ms (> 0). Default
+    /// How long a claim holds without a heartbeat, in ms (at least 3). Default
     /// 30000.
     pub lease_ms: u64,
     /// How often running jobs' leases are extended, in ms; 0 (the default)
@@ -101,20 +101,15 @@ impl ffi::PanicValue for keel_worker_options {
     }
 }
 
-/// The core's options for `options`, every number checked.
+/// The core's options for `options`, checked by the core's own rules (a
+/// lease of at least 3 ms, intervals above zero, a heartbeat shorter than
+/// the lease).
 fn worker_options(options: &keel_worker_options, name: Option<&str>) -> Result<WorkerOptions> {
-    let positive = |value: u64, what: &str| {
-        if value == 0 {
-            Err(Error::invalid_argument(format!("{what} must be above 0 ms")))
-        } else {
-            Ok(ms(value))
-        }
-    };
     let mut core = WorkerOptions {
-        lease: positive(options.lease_ms, "lease_ms")?,
+        lease: ms(options.lease_ms),
         heartbeat_interval: (options.heartbeat_ms > 0).then(|| ms(options.heartbeat_ms)),
-        poll_interval: positive(options.poll_ms, "poll_ms")?,
-        maintenance_interval: positive(options.maintenance_ms, "maintenance_ms")?,
+        poll_interval: ms(options.poll_ms),
+        maintenance_interval: ms(options.maintenance_ms),
         retention: ffi::timeout_ms(options.retention_ms, "retention_ms")?,
         job_timeout: ffi::timeout_ms(options.job_timeout_ms, "job_timeout_ms")?,
         ..WorkerOptions::default()
@@ -122,6 +117,7 @@ fn worker_options(options: &keel_worker_options, name: Option<&str>) -> Result<W
     if let Some(name) = name {
         core.name = name.to_owned();
     }
+    core.check()?;
     Ok(core)
 }
 

@@ -755,7 +755,7 @@ impl PyDrive {
     /// The storage map's size and use and the commit counters, as a dict.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let drive = quick(py, || self.drive())?;
-        crate::stats::to_dict(py, &drive.env().stats())
+        crate::json::to_py_serialized(py, &drive.env().stats())
     }
 
     fn __repr__(&self) -> String {

@@ -182,7 +182,7 @@ impl PyJournal {
     /// Counters: fsyncs, committed, rolled_back, recovered, quarantined,
     /// recovery_failures.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        crate::stats::to_dict(py, &quick(py, || self.inner.get())?.stats())
+        crate::json::to_py_serialized(py, &quick(py, || self.inner.get())?.stats())
     }
 
     fn __repr__(&self) -> String {

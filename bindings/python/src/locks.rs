@@ -294,7 +294,7 @@ impl PyKeyedLocks {
     /// Entries, holders and waiters, as a dict (on PostgreSQL: those of this
     /// object, not other processes').
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        crate::stats::to_dict(py, &self.stats_now())
+        crate::json::to_py_serialized(py, &self.stats_now())
     }
 
     /// The number of keys held or waited for (on PostgreSQL: through this

@@ -701,7 +701,7 @@ impl PyWorker {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         // The running count takes a short internal lock: not with the GIL.
         let stats = py.detach(|| self.monitor.stats());
-        crate::stats::to_dict(py, &stats)
+        crate::json::to_py_serialized(py, &stats)
     }
 
     fn __repr__(&self) -> String {

@@ -459,7 +459,7 @@ impl PySyncPool {
     /// The pool's counters: the fields of the core's PoolStats (in_flight,
     /// slot_waiters, peak_concurrency, completed, ..., hung_keys).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        crate::stats::to_dict(py, &self.inner.stats())
+        crate::json::to_py_serialized(py, &self.inner.stats())
     }
 
     /// The concurrency limit (at least 1).

@@ -53,6 +53,36 @@ impl Default for WorkerOptions {
     }
 }
 
+impl WorkerOptions {
+    /// Checks the options as [`WorkerBuilder::start`] does, and returns the
+    /// heartbeat interval they give; a binding calls it where its caller
+    /// hands the options over, so a bad number is refused there.
+    pub fn check(&self) -> Result<Duration> {
+        check_key("worker name", &self.name)?;
+        let lease = self.lease;
+        if lease < Duration::from_millis(3) {
+            return Err(Error::invalid_argument("worker lease: must be at least 3 ms"));
+        }
+        let heartbeat = self.heartbeat_interval.unwrap_or(lease / 3);
+        if heartbeat.is_zero() || heartbeat >= lease {
+            return Err(Error::invalid_argument(format!(
+                "worker heartbeat interval {heartbeat:?}: must be above zero and shorter than the lease {lease:?}"
+            )));
+        }
+        // A zero interval would make an idle slot (or the heartbeat thread)
+        // spin on the store.
+        for (what, interval) in [
+            ("poll interval", self.poll_interval),
+            ("maintenance interval", self.maintenance_interval),
+        ] {
+            if interval.is_zero() {
+                return Err(Error::invalid_argument(format!("worker {what}: must be above zero")));
+            }
+        }
+        Ok(heartbeat)
+    }
+}
+
 /// Builds a [`Worker`]: register handlers, choose kinds, then `start`.
 pub struct WorkerBuilder {
     queue: Queue,
@@ -147,27 +177,7 @@ impl WorkerBuilder {
     }
 
     fn check(&self) -> Result<Duration> {
-        check_key("worker name", &self.options.name)?;
-        let lease = self.options.lease;
-        if lease < Duration::from_millis(3) {
-            return Err(Error::invalid_argument("worker lease: must be at least 3 ms"));
-        }
-        let heartbeat = self.options.heartbeat_interval.unwrap_or(lease / 3);
-        if heartbeat.is_zero() || heartbeat >= lease {
-            return Err(Error::invalid_argument(format!(
-                "worker heartbeat interval {heartbeat:?}: must be above zero and shorter than the lease {lease:?}"
-            )));
-        }
-        // A zero interval would make an idle slot (or the heartbeat thread)
-        // spin on the store.
-        for (what, interval) in [
-            ("poll interval", self.options.poll_interval),
-            ("maintenance interval", self.options.maintenance_interval),
-        ] {
-            if interval.is_zero() {
-                return Err(Error::invalid_argument(format!("worker {what}: must be above zero")));
-            }
-        }
+        let heartbeat = self.options.check()?;
         for (kind, (_, concurrency)) in &self.handlers {
             check_name("job kind", kind)?;
             if *concurrency == 0 || *concurrency > MAX_CONCURRENCY {
